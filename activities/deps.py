@@ -1,0 +1,37 @@
+"""What every activity needs: the database pool and the mailer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from activities.mailer import Mailer
+from noticeflow.domain.deadlines import describe_deadline
+from noticeflow.domain.notice import NoticeSpec
+
+
+@dataclass(frozen=True)
+class Deps:
+    pool: asyncpg.Pool
+    mailer: Mailer
+    send_batch_size: int = 200
+
+
+def mail_context(spec: NoticeSpec, timezone: str, deadline: datetime | None) -> dict[str, Any]:
+    """Template context for one customer: the notice and its dates in the customer's timezone."""
+    local_effective = spec.effective_at.astimezone(ZoneInfo(timezone))
+    return {
+        "spec": spec,
+        "notice_text": spec.text(),
+        "text_sha256": spec.text_sha256(),
+        "deadline_text": describe_deadline(deadline, timezone) if deadline else "not yet set",
+        "effective_text": f"{local_effective:%A %d %B %Y %H:%M %Z} ({timezone})",
+    }
+
+
+def update_context(spec: NoticeSpec, headline: str, paragraphs: list[str]) -> dict[str, Any]:
+    return {"spec": spec, "headline": headline, "paragraphs": paragraphs}

@@ -1,0 +1,167 @@
+"""Phase records, generic events, totals, and per-customer activation (rule 9)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import activity
+
+from activities.deps import Deps, update_context
+from activities.names import Activity
+from activities.records import load_recipients, read_totals, set_enablement
+from noticeflow import eventstore
+from noticeflow.contracts import ActivationRequest, ActivationRound, EventRequest, NoticeTotals, PhaseChange
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import Case, CaseStatus, Delivery, Verdict, decide, is_settled
+
+PAGE = 1000
+
+
+class LifecycleActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name=Activity.append_event)
+    async def append_event(self, request: EventRequest) -> None:
+        await eventstore.append(
+            self.deps.pool, eventstore.notice_stream(request.notice_id), request.key,
+            request.event_type, request.data, request.at,
+        )
+
+    @activity.defn(name=Activity.record_phase)
+    async def record_phase(self, change: PhaseChange) -> None:
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "UPDATE notices SET phase = $2, effective_at = $3, window_closes_at = $4,"
+                " approved_by = $5, updated_at = now() WHERE notice_id = $1",
+                change.notice_id, change.phase.value, change.effective_at,
+                change.window_closes_at, change.approved_by,
+            )
+            await eventstore.append(
+                connection, eventstore.notice_stream(change.notice_id), change.key, "phase_changed",
+                {"phase": change.phase.value, "effective_at": change.effective_at,
+                 "window_closes_at": change.window_closes_at},
+                change.at,
+            )
+
+    @activity.defn(name=Activity.read_totals)
+    async def read_totals(self, notice_id: str) -> NoticeTotals:
+        return await read_totals(self.deps.pool, notice_id)
+
+    @activity.defn(name=Activity.activate_due)
+    async def activate_due(self, request: ActivationRequest) -> ActivationRound:
+        """Decide every unsettled customer at ``now``; enable or disable per customer."""
+        spec = request.spec
+        activated = deactivated = 0
+        next_due: datetime | None = None
+        after = ""
+        while True:
+            rows = await self.deps.pool.fetch(
+                "SELECT customer_id, delivery, deadline, opted_in, activated FROM recipients"
+                " WHERE notice_id = $1 AND NOT settled AND customer_id > $2"
+                " ORDER BY customer_id LIMIT $3",
+                spec.notice_id, after, PAGE,
+            )
+            if not rows:
+                break
+            after = rows[-1]["customer_id"]
+            cases = await self._cases(spec.notice_id, [row["customer_id"] for row in rows])
+            newly_on: list[str] = []
+            for row in rows:
+                customer_cases = cases.get(row["customer_id"], [])
+                verdict = decide(
+                    now=request.now, effective_at=spec.effective_at,
+                    delivery=Delivery(row["delivery"]), deadline=row["deadline"],
+                    opt_in_notice=spec.opt_in, opted_in=row["opted_in"], cases=customer_cases,
+                )
+                if verdict is Verdict.wait_for_deadline and row["deadline"] is not None:
+                    next_due = min(filter(None, [next_due, row["deadline"]]))
+                changed = await self._apply(spec, row, verdict, customer_cases, request.now)
+                if changed == "on":
+                    activated += 1
+                    newly_on.append(row["customer_id"])
+                elif changed == "off":
+                    deactivated += 1
+            await self._mail_activation(spec, newly_on)
+            activity.heartbeat(after)
+        totals = await read_totals(self.deps.pool, spec.notice_id)
+        return ActivationRound(
+            activated_now=activated, deactivated_now=deactivated, next_due=next_due, totals=totals
+        )
+
+    async def _cases(self, notice_id: str, customer_ids: list[str]) -> dict[str, list[Case]]:
+        rows = await self.deps.pool.fetch(
+            "SELECT customer_id, status, timely FROM objections"
+            " WHERE notice_id = $1 AND customer_id = ANY($2::text[])",
+            notice_id, customer_ids,
+        )
+        found: dict[str, list[Case]] = {}
+        for row in rows:
+            found.setdefault(row["customer_id"], []).append(Case(CaseStatus(row["status"]), row["timely"]))
+        return found
+
+    async def _apply(
+        self, spec: NoticeSpec, row, verdict: Verdict, cases: list[Case], now: datetime
+    ) -> str | None:
+        customer_id = row["customer_id"]
+        stream = eventstore.notice_stream(spec.notice_id)
+        settled = is_settled(verdict, cases)
+        change = None
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            if verdict is Verdict.activate and not row["activated"]:
+                change = "on"
+                deemed = not spec.opt_in and not cases
+                await connection.execute(
+                    "UPDATE recipients SET activated = true, activated_at = $3,"
+                    " deemed_accepted_at = CASE WHEN $4 THEN deadline END"
+                    " WHERE notice_id = $1 AND customer_id = $2",
+                    spec.notice_id, customer_id, now, deemed,
+                )
+                if deemed:
+                    await eventstore.append(
+                        connection, stream, f"deemed/{customer_id}", "deemed_acceptance",
+                        {"customer_id": customer_id, "deadline": row["deadline"]}, row["deadline"],
+                    )
+                await set_enablement(connection, customer_id, spec.subprocessor, True, now, spec.notice_id)
+                await eventstore.append(
+                    connection, stream, f"enable/{customer_id}/{now.isoformat()}", "subprocessor_enabled",
+                    {"customer_id": customer_id, "subprocessor": spec.subprocessor}, now,
+                )
+            elif verdict in {Verdict.excluded, Verdict.terminated, Verdict.declined} and row["activated"]:
+                change = "off"
+                await connection.execute(
+                    "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
+                    spec.notice_id, customer_id,
+                )
+                await set_enablement(connection, customer_id, spec.subprocessor, False, now, spec.notice_id)
+                await eventstore.append(
+                    connection, stream, f"disable/{customer_id}/{now.isoformat()}", "subprocessor_disabled",
+                    {"customer_id": customer_id, "subprocessor": spec.subprocessor, "because": verdict.value},
+                    now,
+                )
+            if settled:
+                await eventstore.append(
+                    connection, stream, f"settled/{customer_id}/{verdict.value}/{now.isoformat()}",
+                    "customer_settled", {"customer_id": customer_id, "verdict": verdict.value}, now,
+                )
+            await connection.execute(
+                "UPDATE recipients SET verdict = $3, settled = $4 WHERE notice_id = $1 AND customer_id = $2",
+                spec.notice_id, customer_id, verdict.value, settled,
+            )
+        return change
+
+    async def _mail_activation(self, spec: NoticeSpec, customer_ids: list[str]) -> None:
+        if not customer_ids:
+            return
+        recipients = await load_recipients(self.deps.pool, spec.notice_id, customer_ids)
+        async with self.deps.mailer.session() as session:
+            for recipient in recipients.values():
+                await self.deps.mailer.mail_customer(
+                    self.deps.pool, session, spec.notice_id, recipient, "activation", "update",
+                    update_context(
+                        spec, f"{spec.subprocessor} is now in use for your organisation",
+                        [f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
+                         f"personal data for {', '.join(spec.services)} on our behalf."],
+                    ),
+                )
+

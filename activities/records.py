@@ -1,0 +1,90 @@
+"""SQL shared by the activities: reading recipients and contacts, counts, enablement records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from activities.mailer import Recipient
+from noticeflow.contracts import NoticeTotals
+from noticeflow.domain.notice import Audience
+
+AUDIENCE_FILTER = (
+    "(cardinality($1::text[]) = 0 OR c.region = ANY($1::text[]))"
+    " AND (cardinality($2::text[]) = 0 OR c.services && $2::text[])"
+    " AND (cardinality($3::text[]) = 0 OR c.customer_id = ANY($3::text[]))"
+)
+
+
+def audience_args(audience: Audience) -> list[Any]:
+    return [list(audience.regions), list(audience.services), list(audience.customers)]
+
+
+async def read_totals(pool: asyncpg.Pool | asyncpg.Connection, notice_id: str) -> NoticeTotals:
+    row = await pool.fetchrow(
+        "SELECT count(*) AS audience,"
+        " count(*) FILTER (WHERE delivery = 'delivered') AS delivered,"
+        " count(*) FILTER (WHERE delivery = 'undelivered') AS undelivered,"
+        " count(*) FILTER (WHERE activated) AS activated,"
+        " count(*) FILTER (WHERE NOT settled) AS unsettled,"
+        " max(deadline) AS window_closes_at,"
+        " (SELECT count(*) FROM objections o WHERE o.notice_id = $1 AND o.status = 'open')"
+        "   AS open_objections"
+        " FROM recipients WHERE notice_id = $1",
+        notice_id,
+    )
+    return NoticeTotals(
+        audience_size=row["audience"],
+        delivered=row["delivered"],
+        undelivered=row["undelivered"],
+        open_objections=row["open_objections"],
+        activated=row["activated"],
+        unsettled=row["unsettled"],
+        window_closes_at=row["window_closes_at"],
+    )
+
+
+async def load_recipients(
+    pool: asyncpg.Pool | asyncpg.Connection, notice_id: str, customer_ids: list[str]
+) -> dict[str, Recipient]:
+    """Recipients with the contacts of their latest snapshot generation."""
+    rows = await pool.fetch(
+        "SELECT r.customer_id, r.name, r.timezone, rc.position, rc.email"
+        " FROM recipients r JOIN recipient_contacts rc USING (notice_id, customer_id)"
+        " WHERE r.notice_id = $1 AND r.customer_id = ANY($2::text[]) AND rc.generation = ("
+        "   SELECT max(generation) FROM recipient_contacts x"
+        "   WHERE x.notice_id = r.notice_id AND x.customer_id = r.customer_id)"
+        " ORDER BY r.customer_id, rc.position",
+        notice_id,
+        customer_ids,
+    )
+    found: dict[str, Recipient] = {}
+    for row in rows:
+        recipient = found.setdefault(
+            row["customer_id"], Recipient(row["customer_id"], row["name"], row["timezone"], [])
+        )
+        recipient.contacts.append((row["position"], row["email"]))
+    return found
+
+
+async def set_enablement(
+    connection: asyncpg.Connection,
+    customer_id: str,
+    subprocessor: str,
+    enabled: bool,
+    at: datetime,
+    notice_id: str,
+) -> None:
+    await connection.execute(
+        "INSERT INTO subprocessor_enablements (customer_id, subprocessor, enabled, since, notice_id)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, subprocessor) DO UPDATE"
+        " SET enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id"
+        " WHERE subprocessor_enablements.enabled IS DISTINCT FROM EXCLUDED.enabled",
+        customer_id,
+        subprocessor,
+        enabled,
+        at,
+        notice_id,
+    )

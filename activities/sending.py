@@ -1,0 +1,269 @@
+"""Sending the notice: approval check, audience snapshot, batched mailing, resends, change mail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from temporalio import activity
+
+from activities.deps import Deps, mail_context, update_context
+from activities.mailer import accepted_at, utcnow
+from activities.names import Activity
+from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
+from noticeflow import eventstore
+from noticeflow.contracts import (
+    ApprovalCheck,
+    AudienceRequest,
+    ChangeMailRequest,
+    ResendRequest,
+    ResendResult,
+    SendBatchRequest,
+    SendBatchResult,
+)
+from noticeflow.domain.deadlines import WindowUnit, customer_deadline
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import Delivery
+
+
+def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
+    return customer_deadline(
+        delivered_at,
+        spec.objection_window,
+        row["timezone"],
+        row["window_days"],
+        WindowUnit(row["window_unit"] or "calendar"),
+    )
+
+
+class SendingActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name=Activity.check_approval)
+    async def check_approval(self, request: AudienceRequest) -> ApprovalCheck:
+        """Rule 6: the latest deadline any recipient would get if the notice went out now."""
+        terms = await self.deps.pool.fetch(
+            "SELECT c.timezone, c.window_days, c.window_unit, count(*) AS customers"
+            f" FROM customers c WHERE {AUDIENCE_FILTER}"
+            " GROUP BY c.timezone, c.window_days, c.window_unit",
+            *audience_args(request.spec.audience),
+        )
+        size = sum(row["customers"] for row in terms)
+        deadlines = [_deadline(request.spec, request.at, dict(row)) for row in terms]
+        return ApprovalCheck(audience_size=size, latest_projected_deadline=max(deadlines, default=None))
+
+    @activity.defn(name=Activity.snapshot_audience)
+    async def snapshot_audience(self, request: AudienceRequest) -> int:
+        """Rule 3: freeze customers, contacts and terms as sending starts. Idempotent."""
+        spec = request.spec
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            existing = await connection.fetchval(
+                "SELECT count(*) FROM recipients WHERE notice_id = $1", spec.notice_id
+            )
+            if existing:
+                return int(existing)
+            await connection.execute(
+                "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+                " window_days, window_unit, snapshot_at)"
+                " SELECT $4, c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
+                f" c.window_unit, $5 FROM customers c WHERE {AUDIENCE_FILTER}",
+                *audience_args(spec.audience), spec.notice_id, request.at,
+            )
+            await connection.execute(
+                "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position, email,"
+                " snapshot_at) SELECT r.notice_id, r.customer_id, 1, cc.position, cc.email, $2"
+                " FROM recipients r JOIN customer_contacts cc USING (customer_id)"
+                " WHERE r.notice_id = $1",
+                spec.notice_id, request.at,
+            )
+            rows = await connection.fetch(
+                "SELECT customer_id, region, services, timezone, window_days, window_unit"
+                " FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
+                spec.notice_id,
+            )
+            digest = hashlib.sha256(
+                json.dumps([dict(row) for row in rows], default=str, sort_keys=True).encode()
+            ).hexdigest()
+            await eventstore.append(
+                connection, eventstore.notice_stream(spec.notice_id), "audience-snapshot",
+                "audience_snapshotted",
+                {"customers": len(rows), "snapshot_sha256": digest,
+                 "customer_ids": [row["customer_id"] for row in rows]},
+                request.at,
+            )
+            return len(rows)
+
+    @activity.defn(name=Activity.send_notices)
+    async def send_notices(self, request: SendBatchRequest) -> SendBatchResult:
+        """Mail one batch of pending customers; resumes from its heartbeat after a crash."""
+        spec = request.spec
+        details = activity.info().heartbeat_details
+        after = str(details[0]) if details else request.after_customer_id
+        rows = await self.deps.pool.fetch(
+            "SELECT customer_id, timezone, window_days, window_unit FROM recipients"
+            " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
+            " ORDER BY customer_id LIMIT $3",
+            spec.notice_id, after, self.deps.send_batch_size,
+        )
+        recipients = await load_recipients(
+            self.deps.pool, spec.notice_id, [row["customer_id"] for row in rows]
+        )
+        delivered = undelivered = 0
+        async with self.deps.mailer.session() as session:
+            for row in rows:
+                customer_id = row["customer_id"]
+                projected = _deadline(spec, max(utcnow(), request.at), dict(row))
+                ok = await self._deliver(
+                    session, spec, dict(row), recipients.get(customer_id), "notice", projected,
+                    request.at,
+                )
+                delivered += ok
+                undelivered += not ok
+                activity.heartbeat(customer_id)
+        last = rows[-1]["customer_id"] if rows else after
+        return SendBatchResult(
+            processed=len(rows), delivered=delivered, undelivered=undelivered,
+            last_customer_id=last, done=len(rows) < self.deps.send_batch_size,
+        )
+
+    async def _deliver(
+        self, session, spec: NoticeSpec, row: dict, recipient, kind: str,
+        projected: datetime, at: datetime,
+    ) -> bool:
+        """Mail one customer and record the outcome; the clock starts at first acceptance."""
+        customer_id = row["customer_id"]
+        outcomes = []
+        if recipient is not None:
+            outcomes = await self.deps.mailer.mail_customer(
+                self.deps.pool, session, spec.notice_id, recipient, kind, "notice",
+                mail_context(spec, recipient.timezone, projected),
+            )
+        first = accepted_at(outcomes)
+        # The clock never starts before the workflow asked for the mail (keeps time-skipped runs true).
+        delivered_at = max(first, at) if first else None
+        deadline = _deadline(spec, delivered_at, row) if delivered_at else None
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            status = await connection.execute(
+                "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
+                " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'",
+                spec.notice_id, customer_id,
+                (Delivery.delivered if first else Delivery.undelivered).value,
+                delivered_at, deadline,
+            )
+            await eventstore.append(
+                connection, eventstore.notice_stream(spec.notice_id), f"{kind}/{customer_id}",
+                "notice_delivered" if first else "notice_undelivered",
+                {
+                    "customer_id": customer_id,
+                    "kind": kind,
+                    "delivered_at": delivered_at,
+                    "deadline": deadline,
+                    "clock_started": status.endswith(" 1") and first is not None,
+                    "contacts": [
+                        {"position": o.position, "message_id": o.message_id, "status": o.status,
+                         "reply": o.reply, "at": o.at}
+                        for o in outcomes
+                    ],
+                },
+                first or at,
+            )
+        return first is not None
+
+    @activity.defn(name=Activity.resend_notice)
+    async def resend_notice(self, request: ResendRequest) -> ResendResult:
+        """Resend to a customer's current contacts (a new contact generation) — rule 4."""
+        spec = request.spec
+        pool = self.deps.pool
+        row = await pool.fetchrow(
+            "SELECT customer_id, timezone, window_days, window_unit, delivery, deadline"
+            " FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id, request.customer_id,
+        )
+        if row is None:
+            return ResendResult(outcome="rejected", reason=f"customer {request.customer_id} is not a recipient of this notice")
+        async with pool.acquire() as connection, connection.transaction():
+            generation = await connection.fetchval(
+                "SELECT coalesce(max(generation), 0) + 1 FROM recipient_contacts"
+                " WHERE notice_id = $1 AND customer_id = $2",
+                spec.notice_id, request.customer_id,
+            )
+            already = await connection.fetchval(
+                "SELECT generation FROM recipient_contacts WHERE notice_id = $1 AND customer_id = $2"
+                " AND snapshot_at = $3 LIMIT 1",
+                spec.notice_id, request.customer_id, request.at,
+            )
+            if already is None:
+                await connection.execute(
+                    "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position,"
+                    " email, snapshot_at) SELECT $1, customer_id, $3, position, email, $4"
+                    " FROM customer_contacts WHERE customer_id = $2",
+                    spec.notice_id, request.customer_id, generation, request.at,
+                )
+        recipients = await load_recipients(pool, spec.notice_id, [request.customer_id])
+        if request.customer_id not in recipients:
+            return ResendResult(outcome="rejected", reason=f"customer {request.customer_id} has no contacts")
+        projected = _deadline(spec, max(utcnow(), request.at), dict(row))
+        async with self.deps.mailer.session() as session:
+            await self._deliver(
+                session, spec, dict(row), recipients[request.customer_id], request.key,
+                projected, request.at,
+            )
+        after = await pool.fetchrow(
+            "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id, request.customer_id,
+        )
+        return ResendResult(outcome="sent", delivery=Delivery(after["delivery"]), deadline=after["deadline"])
+
+    @activity.defn(name=Activity.mail_change)
+    async def mail_change(self, request: ChangeMailRequest) -> None:
+        """Postponement or cancellation: record it, then tell every customer that was told."""
+        spec = request.spec
+        pool = self.deps.pool
+        async with pool.acquire() as connection, connection.transaction():
+            await eventstore.append(
+                connection, eventstore.notice_stream(spec.notice_id), request.key,
+                f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
+                request.detail, request.at,
+            )
+            if request.kind == "cancellation":
+                await connection.execute(
+                    "UPDATE recipients SET settled = true, verdict = 'cancelled' WHERE notice_id = $1",
+                    spec.notice_id,
+                )
+        ids = [
+            row["customer_id"]
+            for row in await pool.fetch(
+                "SELECT customer_id FROM recipients WHERE notice_id = $1 AND delivery = 'delivered'"
+                " ORDER BY customer_id",
+                spec.notice_id,
+            )
+        ]
+        if request.kind == "postponement":
+            when = datetime.fromisoformat(str(request.detail["to"]))
+            headline = "The effective date of this notice has been postponed"
+        else:
+            headline = "This notice has been cancelled"
+        for start in range(0, len(ids), 500):
+            recipients = await load_recipients(pool, spec.notice_id, ids[start : start + 500])
+            async with self.deps.mailer.session() as session:
+                for recipient in recipients.values():
+                    if request.kind == "postponement":
+                        local = when.astimezone(ZoneInfo(recipient.timezone))
+                        paragraphs = [
+                            f"{spec.subprocessor} will now be engaged no earlier than "
+                            f"{local:%A %d %B %Y %H:%M %Z}. Your objection deadline is unchanged."
+                        ]
+                    else:
+                        paragraphs = [
+                            f"We will not engage {spec.subprocessor} under this notice. "
+                            "Nothing changes for your organisation.",
+                            f"Reason: {request.detail.get('reason', '')}",
+                        ]
+                    await self.deps.mailer.mail_customer(
+                        pool, session, spec.notice_id, recipient, request.key, "update",
+                        update_context(spec, headline, paragraphs),
+                    )
+                    activity.heartbeat(recipient.customer_id)

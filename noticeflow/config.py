@@ -1,0 +1,95 @@
+"""Configuration: NOTICEFLOW_ environment variables, falling back to <data dir>/stack.json.
+
+`noticeflow up` writes stack.json naming every part it started; any other command run with the same
+data dir uses those addresses where the matching NOTICEFLOW_ variable is unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from noticeflow.domain.errors import InputError, describe_validation_error
+
+STACK_FILE = "stack.json"
+# stack.json key -> settings field it provides
+STACK_KEYS = {
+    "temporal_address": "temporal_address",
+    "database_url": "database_url",
+    "smtp_url": "smtp_url",
+    "web_url": "public_url",
+}
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "noticeflow"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTICEFLOW_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_api_key: str | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    task_queue: str = "noticeflow"
+    database_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "privacy@noticeflow.localhost"
+    secret_key: str = "dev-only-insecure-secret"
+    public_url: str = "http://127.0.0.1:8080"
+    web_token: str | None = None
+    template_dir: Path | None = None
+    send_batch_size: int = Field(default=200, ge=1, le=5000)
+
+    @property
+    def stack_file(self) -> Path:
+        return self.data_dir / STACK_FILE
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise InputError(
+                "no database: set NOTICEFLOW_DATABASE_URL, or run `noticeflow up` with the same "
+                f"data dir ({self.data_dir})"
+            )
+        return self.database_url
+
+    def require_smtp_url(self) -> str:
+        if not self.smtp_url:
+            raise InputError("no mail server: set NOTICEFLOW_SMTP_URL (smtp://host:port)")
+        return self.smtp_url
+
+
+def read_stack(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / STACK_FILE
+    if not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON: {error}") from None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Environment first; stack.json fills whatever the environment leaves unset."""
+    try:
+        base = Settings(**({"data_dir": data_dir} if data_dir else {}))
+        stack = read_stack(base.data_dir)
+        filled: dict[str, Any] = {}
+        for stack_key, field in STACK_KEYS.items():
+            env_name = f"NOTICEFLOW_{field.upper()}"
+            if stack.get(stack_key) and env_name not in os.environ:
+                filled[field] = stack[stack_key]
+        if stack.get("smtp_host") and "NOTICEFLOW_SMTP_URL" not in os.environ:
+            filled["smtp_url"] = f"smtp://{stack['smtp_host']}:{stack['smtp_port']}"
+        return base.model_copy(update={**filled, **overrides})
+    except ValidationError as error:
+        raise InputError(describe_validation_error(error, "configuration")) from None

@@ -1,0 +1,98 @@
+"""Per-customer settlement rules (product rules 4, 6, 7, 8 and 9), as pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    draft = "draft"
+    notifying = "notifying"
+    window_open = "window_open"
+    awaiting_effective_date = "awaiting_effective_date"
+    active = "active"
+    cancelled = "cancelled"
+
+
+class Delivery(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    undelivered = "undelivered"
+
+
+class CaseStatus(StrEnum):
+    open = "open"
+    withdrawn = "withdrawn"
+    excluded = "excluded"
+    terminated = "terminated"
+
+
+class Outcome(StrEnum):
+    withdrawn = "withdrawn"
+    excluded = "excluded"
+    terminated = "terminated"
+
+
+class Verdict(StrEnum):
+    """What the activation step does with one customer at a given moment."""
+
+    wait_for_delivery = "wait_for_delivery"  # never activated while undelivered (rule 4)
+    wait_for_deadline = "wait_for_deadline"  # never inside its own window (rule 6)
+    held = "held"  # a timely objection is still open (rule 9)
+    activate = "activate"
+    excluded = "excluded"  # ops upheld an objection: stays off
+    terminated = "terminated"  # customer terminates the affected service: stays off
+    declined = "declined"  # opt-in notice and no opt-in: silence means no (rule 8)
+
+
+OFF_VERDICTS = {Verdict.excluded, Verdict.terminated, Verdict.declined}
+
+
+@dataclass(frozen=True)
+class Case:
+    status: CaseStatus
+    timely: bool
+
+
+def decide(
+    *,
+    now: datetime,
+    effective_at: datetime,
+    delivery: Delivery,
+    deadline: datetime | None,
+    opt_in_notice: bool,
+    opted_in: bool,
+    cases: Iterable[Case] = (),
+) -> Verdict:
+    """The verdict for one customer at ``now``, once the effective date has been reached."""
+    if now < effective_at:
+        raise ValueError("activation is decided only at or after the effective date")
+    statuses = list(cases)
+    if any(case.status is CaseStatus.terminated for case in statuses):
+        return Verdict.terminated
+    if any(case.status is CaseStatus.excluded for case in statuses):
+        return Verdict.excluded
+    if delivery is not Delivery.delivered or deadline is None:
+        return Verdict.wait_for_delivery
+    if now < deadline:
+        return Verdict.wait_for_deadline
+    if any(case.status is CaseStatus.open and case.timely for case in statuses):
+        return Verdict.held
+    if opt_in_notice and not opted_in:
+        return Verdict.declined
+    return Verdict.activate
+
+
+def is_settled(verdict: Verdict, cases: Iterable[Case] = ()) -> bool:
+    """Settled: a final verdict and no case left open (a late open case keeps ops' attention)."""
+    if any(case.status is CaseStatus.open for case in cases):
+        return False
+    return verdict is Verdict.activate or verdict in OFF_VERDICTS
+
+
+def is_timely(received_at: datetime, deadline: datetime | None) -> bool:
+    """An objection is timely if received before the customer's deadline (or before delivery)."""
+    return deadline is None or received_at < deadline

@@ -1,0 +1,165 @@
+"""Mail: rendering (Jinja2, text and HTML) and sending one message over SMTP (aiosmtplib)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import aiosmtplib
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
+
+
+class MailKind(StrEnum):
+    notice = "notice"
+    acknowledgement = "acknowledgement"
+    resolution = "resolution"
+    postponement = "postponement"
+    cancellation = "cancellation"
+    activation = "activation"
+    deactivation = "deactivation"
+
+
+def message_id(notice_id: str, customer_id: str, email: str, kind: str, mail_from: str) -> str:
+    """Deterministic Message-ID: a retry after an unknown outcome carries the same id."""
+    digest = hashlib.sha256(f"{notice_id}\x1f{customer_id}\x1f{email}\x1f{kind}".encode()).hexdigest()
+    domain = mail_from.rsplit("@", 1)[-1] or "noticeflow.localhost"
+    return f"<{digest[:32]}@{domain}>"
+
+
+class MailRenderer:
+    """Renders the text and HTML parts; templates can be overridden from a directory."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        loaders: list[Any] = [PackageLoader("noticeflow", "templates/mail")]
+        if override_dir:
+            loaders.insert(0, FileSystemLoader(str(override_dir)))
+        self._env = Environment(
+            loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False
+        )
+        self._html_env = self._env.overlay(autoescape=True)
+
+    def render(self, template: str, context: dict[str, Any]) -> tuple[str, str, str]:
+        """Returns (subject, text, html)."""
+        text_template = self._env.get_template(f"{template}.txt.j2")
+        module = text_template.make_module(context)
+        text = str(module)
+        subject = getattr(module, "subject", "")
+        html = self._html_env.get_template(f"{template}.html.j2").render(context)
+        return str(subject).strip(), text, html
+
+
+def build_message(
+    *, mail_from: str, to: str, subject: str, text: str, html: str, msg_id: str, date: datetime
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = msg_id
+    message["Date"] = format_datetime(date)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    hostname: str
+    port: int
+    use_tls: bool = False
+    start_tls: bool | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpTarget:
+        parsed = urlparse(url)
+        if parsed.scheme not in {"smtp", "smtps", "smtp+starttls"} or not parsed.hostname:
+            raise ValueError(f"SMTP URL must look like smtp://host:port, got {url!r}")
+        default_port = {"smtp": 25, "smtps": 465, "smtp+starttls": 587}[parsed.scheme]
+        return cls(
+            hostname=parsed.hostname,
+            port=parsed.port or default_port,
+            use_tls=parsed.scheme == "smtps",
+            start_tls=True if parsed.scheme == "smtp+starttls" else False,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+        )
+
+
+class SendStatus(StrEnum):
+    accepted = "accepted"
+    failed = "failed"  # permanent (5xx) for this contact
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: SendStatus
+    reply: str
+
+
+class TemporarySmtpError(Exception):
+    """A 4xx reply or a dropped connection: worth retrying later."""
+
+
+class SmtpSession:
+    """One reusable SMTP connection for a batch of messages."""
+
+    def __init__(self, target: SmtpTarget) -> None:
+        self._target = target
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def __aenter__(self) -> SmtpSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.quit()
+            except aiosmtplib.SMTPException:
+                self._client.close()
+        self._client = None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is None or not self._client.is_connected:
+            target = self._target
+            self._client = aiosmtplib.SMTP(
+                hostname=target.hostname,
+                port=target.port,
+                use_tls=target.use_tls,
+                start_tls=target.start_tls,
+                username=target.username,
+                password=target.password,
+                timeout=30,
+            )
+            await self._client.connect()
+        return self._client
+
+    async def send(self, message: EmailMessage) -> SendResult:
+        try:
+            client = await self._connected()
+            _errors, reply = await client.send_message(message)
+            return SendResult(SendStatus.accepted, reply)
+        except aiosmtplib.SMTPRecipientsRefused as refused:
+            first = refused.recipients[0]
+            return self._classify(first.code, first.message)
+        except aiosmtplib.SMTPResponseException as error:
+            return self._classify(error.code, error.message)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            self._client = None
+            raise TemporarySmtpError(f"connection problem: {error}") from error
+
+    def _classify(self, code: int, text: str) -> SendResult:
+        reply = f"{code} {text}"
+        if 500 <= code < 600:
+            return SendResult(SendStatus.failed, reply)
+        self._client = None
+        raise TemporarySmtpError(reply)

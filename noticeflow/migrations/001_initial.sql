@@ -1,0 +1,132 @@
+-- noticeflow schema, version 1. Personal data (names, addresses, reasons) lives only here.
+
+CREATE TABLE customers (
+    customer_id  text PRIMARY KEY,
+    name         text NOT NULL,
+    region       text NOT NULL,
+    services     text[] NOT NULL DEFAULT '{}',
+    timezone     text NOT NULL,
+    window_days  integer,
+    window_unit  text,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE customer_contacts (
+    customer_id  text NOT NULL REFERENCES customers ON DELETE CASCADE,
+    position     integer NOT NULL,
+    email        text NOT NULL,
+    PRIMARY KEY (customer_id, position)
+);
+
+CREATE TABLE notices (
+    notice_id       text PRIMARY KEY,
+    spec            jsonb NOT NULL,
+    notice_text     text NOT NULL,
+    text_sha256     text NOT NULL,
+    author          text NOT NULL,
+    phase           text NOT NULL DEFAULT 'draft',
+    subprocessor    text NOT NULL,
+    effective_at    timestamptz NOT NULL,
+    window_closes_at timestamptz,
+    approved_by     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The audience as frozen when sending started (rule 3). One row per customer, with its terms.
+CREATE TABLE recipients (
+    notice_id       text NOT NULL REFERENCES notices,
+    customer_id     text NOT NULL,
+    name            text NOT NULL,
+    region          text NOT NULL,
+    services        text[] NOT NULL,
+    timezone        text NOT NULL,
+    window_days     integer,
+    window_unit     text,
+    snapshot_at     timestamptz NOT NULL,
+    delivery        text NOT NULL DEFAULT 'pending',
+    delivered_at    timestamptz,
+    deadline        timestamptz,
+    opted_in        boolean NOT NULL DEFAULT false,
+    opted_in_at     timestamptz,
+    deemed_accepted_at timestamptz,
+    activated       boolean NOT NULL DEFAULT false,
+    activated_at    timestamptz,
+    verdict         text,
+    settled         boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (notice_id, customer_id)
+);
+CREATE INDEX recipients_unsettled ON recipients (notice_id) WHERE NOT settled;
+
+-- The contacts frozen with the audience; a resend to new contacts adds a new generation.
+CREATE TABLE recipient_contacts (
+    notice_id    text NOT NULL,
+    customer_id  text NOT NULL,
+    generation   integer NOT NULL,
+    position     integer NOT NULL,
+    email        text NOT NULL,
+    snapshot_at  timestamptz NOT NULL,
+    PRIMARY KEY (notice_id, customer_id, generation, position),
+    FOREIGN KEY (notice_id, customer_id) REFERENCES recipients
+);
+
+-- The delivery ledger: one row per (notice, customer, contact, kind of mail).
+CREATE TABLE deliveries (
+    notice_id    text NOT NULL,
+    customer_id  text NOT NULL,
+    email        text NOT NULL,
+    kind         text NOT NULL,
+    message_id   text NOT NULL,
+    status       text NOT NULL,          -- sending | accepted | failed
+    smtp_reply   text,
+    attempts     integer NOT NULL DEFAULT 1,
+    first_attempt_at timestamptz NOT NULL,
+    finished_at  timestamptz,
+    PRIMARY KEY (notice_id, customer_id, email, kind)
+);
+
+CREATE TABLE objections (
+    notice_id        text NOT NULL REFERENCES notices,
+    idempotency_key  text NOT NULL,
+    customer_id      text NOT NULL,
+    received_at      timestamptz NOT NULL,
+    channel          text NOT NULL,
+    objected_by      text NOT NULL,
+    reason           text NOT NULL,
+    timely           boolean NOT NULL,
+    status           text NOT NULL,     -- open | withdrawn | excluded | terminated
+    resolved_by      text,
+    resolved_at      timestamptz,
+    resolution_note  text,
+    PRIMARY KEY (notice_id, idempotency_key)
+);
+CREATE INDEX objections_by_customer ON objections (notice_id, customer_id);
+
+-- Which customer has which sub-processor enabled, since when, by which notice.
+CREATE TABLE subprocessor_enablements (
+    customer_id   text NOT NULL,
+    subprocessor  text NOT NULL,
+    enabled       boolean NOT NULL,
+    since         timestamptz NOT NULL,
+    notice_id     text NOT NULL,
+    PRIMARY KEY (customer_id, subprocessor)
+);
+
+-- Append-only domain events. Deterministic event ids make every append idempotent.
+CREATE TABLE events (
+    position     bigserial PRIMARY KEY,
+    event_id     uuid NOT NULL UNIQUE,
+    stream_id    text NOT NULL,
+    event_type   text NOT NULL,
+    data         jsonb NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_by_stream ON events (stream_id, position);
+
+CREATE FUNCTION events_are_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events are append-only (% refused)', TG_OP;
+END $$;
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION events_are_append_only();

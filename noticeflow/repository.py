@@ -1,0 +1,122 @@
+"""Reads and writes outside the workflow: customers import, notice records, the per-customer table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from noticeflow import eventstore
+from noticeflow.domain.customers import Customer
+from noticeflow.domain.errors import InputError
+from noticeflow.domain.notice import NoticeSpec
+
+
+async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int:
+    """Insert or update customers with their contacts and terms, all in one transaction."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.executemany(
+            "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
+            " window_unit) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id) DO UPDATE"
+            " SET name = EXCLUDED.name, region = EXCLUDED.region, services = EXCLUDED.services,"
+            " timezone = EXCLUDED.timezone, window_days = EXCLUDED.window_days,"
+            " window_unit = EXCLUDED.window_unit, updated_at = now()",
+            [
+                (c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,
+                 c.window_unit.value if c.window_unit else None)
+                for c in customers
+            ],
+        )
+        ids = [c.customer_id for c in customers]
+        await connection.execute(
+            "DELETE FROM customer_contacts WHERE customer_id = ANY($1::text[])", ids
+        )
+        await connection.executemany(
+            "INSERT INTO customer_contacts (customer_id, position, email) VALUES ($1, $2, $3)",
+            [(c.customer_id, i, email) for c in customers for i, email in enumerate(c.contact_emails)],
+        )
+    return len(customers)
+
+
+async def list_customers(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
+        " c.window_unit, (SELECT count(*) FROM customer_contacts cc"
+        "   WHERE cc.customer_id = c.customer_id) AS contacts"
+        " FROM customers c ORDER BY c.customer_id"
+    )
+    return [dict(row) for row in rows]
+
+
+async def create_notice(pool: asyncpg.Pool, spec: NoticeSpec, author: str, at: datetime) -> None:
+    async with pool.acquire() as connection, connection.transaction():
+        status = await connection.execute(
+            "INSERT INTO notices (notice_id, spec, notice_text, text_sha256, author, subprocessor,"
+            " effective_at) VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            spec.notice_id, spec.model_dump_json(), spec.text(), spec.text_sha256(), author,
+            spec.subprocessor, spec.effective_at,
+        )
+        if not status.endswith(" 1"):
+            raise InputError(f"notice {spec.notice_id!r} already exists; give the file another notice_id")
+        await eventstore.append(
+            connection, eventstore.notice_stream(spec.notice_id), "created", "notice_created",
+            {"spec": spec.model_dump(mode="json"), "author": author,
+             "text_sha256": spec.text_sha256()},
+            at,
+        )
+
+
+async def notice_row(pool: asyncpg.Pool, notice_id: str) -> asyncpg.Record:
+    row = await pool.fetchrow("SELECT * FROM notices WHERE notice_id = $1", notice_id)
+    if row is None:
+        raise InputError(f"no notice {notice_id!r}")
+    return row
+
+
+async def list_notices(pool: asyncpg.Pool, phase: str | None = None) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT n.notice_id, n.phase, n.subprocessor, n.effective_at, n.window_closes_at,"
+        " (SELECT count(*) FROM recipients r WHERE r.notice_id = n.notice_id) AS customers,"
+        " (SELECT count(*) FROM objections o WHERE o.notice_id = n.notice_id AND o.status = 'open')"
+        "   AS open_objections"
+        " FROM notices n WHERE $1::text IS NULL OR n.phase = $1 ORDER BY n.created_at",
+        phase,
+    )
+    return [dict(row) for row in rows]
+
+
+async def customer_table(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:
+    """One row per recipient, in the contract's `notice show --json` shape."""
+    rows = await pool.fetch(
+        "SELECT r.customer_id, r.delivery, r.deadline, r.opted_in, r.activated, r.verdict,"
+        " r.timezone, r.deemed_accepted_at, r.settled,"
+        " (SELECT o.status FROM objections o WHERE o.notice_id = r.notice_id"
+        "   AND o.customer_id = r.customer_id ORDER BY (o.status = 'open') DESC, o.received_at DESC"
+        "   LIMIT 1) AS objection_status,"
+        " (SELECT o.timely FROM objections o WHERE o.notice_id = r.notice_id"
+        "   AND o.customer_id = r.customer_id ORDER BY (o.status = 'open') DESC, o.received_at DESC"
+        "   LIMIT 1) AS objection_timely"
+        " FROM recipients r WHERE r.notice_id = $1 ORDER BY r.customer_id",
+        notice_id,
+    )
+    table = []
+    for row in rows:
+        objection = None
+        if row["objection_status"] is not None:
+            objection = {"status": row["objection_status"], "timely": row["objection_timely"]}
+        table.append(
+            {
+                "customer_id": row["customer_id"],
+                "delivery": row["delivery"],
+                "deadline": row["deadline"],
+                "timezone": row["timezone"],
+                "objection": objection,
+                "opted_in": row["opted_in"],
+                "activated": row["activated"],
+                "deemed_accepted_at": row["deemed_accepted_at"],
+                "verdict": row["verdict"],
+                "settled": row["settled"],
+            }
+        )
+    return table

@@ -1,0 +1,79 @@
+"""The local SMTP sink used by `noticeflow up` and the tests: a real aiosmtpd server.
+
+It keeps every accepted message as an .eml file in ``mail_dir``. Recipients at the reserved
+``.invalid`` top-level domain are refused with a permanent 550, so undelivered customers can be
+demonstrated and tested without a real bounce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MailDirHandler:
+    def __init__(self, mail_dir: Path) -> None:
+        self.mail_dir = mail_dir
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._count = len(list(self.mail_dir.glob("*.eml")))
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address.lower().rstrip(">").endswith(".invalid"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        content = envelope.original_content or b""
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        with self._lock:
+            self._count += 1
+            number = self._count
+        path = self.mail_dir / f"{number:07d}-{digest}.eml"
+        path.write_bytes(content)
+        return f"250 2.0.0 Ok: queued as {digest}"
+
+
+class SmtpSink:
+    def __init__(self, mail_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.mail_dir = mail_dir
+        self.host = host
+        self.port = port or free_port()
+        self._controller = Controller(MailDirHandler(mail_dir), hostname=host, port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def start(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def messages(self) -> list[Message]:
+        return [message_from_bytes(p.read_bytes()) for p in sorted(self.mail_dir.glob("*.eml"))]
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

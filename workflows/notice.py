@@ -1,0 +1,466 @@
+"""NoticeWorkflow: one durable workflow per notice.
+
+    draft -> (approval) -> notifying -> window_open -> awaiting_effective_date -> active
+                                                                         (or -> cancelled)
+
+Signal handlers only append to an inbox (no awaits, so they can never fail a workflow task); the main
+loop takes inbox items one at a time, in order, and acts through activities. Per-customer state lives
+in PostgreSQL; the workflow keeps counts and instants, so its history does not grow with the audience.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.names import Activity
+    from noticeflow.contracts import (
+        ActivationRequest,
+        ActivationRound,
+        ApprovalCheck,
+        AudienceRequest,
+        ChangeMailRequest,
+        EventRequest,
+        InboxItem,
+        NoticeInput,
+        NoticeState,
+        NoticeStatus,
+        NoticeTotals,
+        ObjectionRequest,
+        ObjectionResult,
+        OptInRequest,
+        OptInResult,
+        PhaseChange,
+        ResendRequest,
+        ResendResult,
+        ResolutionRequest,
+        ResolutionResult,
+        SendBatchRequest,
+        SendBatchResult,
+    )
+    from noticeflow.domain import signals
+    from noticeflow.domain.rules import Phase
+    from workflows import search_attributes as sa
+
+SHORT = timedelta(minutes=2)
+SENDING = timedelta(minutes=30)
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
+SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
+CHANGEABLE_PHASES = {Phase.draft, Phase.notifying, Phase.window_open, Phase.awaiting_effective_date}
+
+
+class Rejected(Exception):
+    """A signal that is well-formed JSON but not acceptable now; recorded, never raised out."""
+
+
+@workflow.defn(name="NoticeWorkflow")
+class NoticeWorkflow:
+    def __init__(self) -> None:
+        self.spec: Any = None
+        self.author = ""
+        self.state = NoticeState(effective_at=datetime(1970, 1, 1))
+
+    # --- entry point -------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, notice: NoticeInput) -> NoticeStatus:
+        self.spec = notice.spec
+        self.author = notice.author
+        self.state = notice.state or NoticeState(effective_at=notice.spec.effective_at)
+        if notice.state is None:
+            await self._record_phase(Phase.draft)
+        self._publish_search_attributes()
+        while self.state.phase is not Phase.cancelled:
+            await self._drain_inbox()
+            if self.state.phase is Phase.cancelled:
+                break
+            finished = await self._advance()
+            if finished:
+                break
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    NoticeInput(spec=self.spec, author=self.author, state=self.state)
+                )
+            await self._sleep_until_next_event()
+        return self.status()
+
+    # --- signals and query -------------------------------------------------------------------
+
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """Every signal lands here; nothing is decoded strictly, so nothing can be dropped."""
+        payload: Any = None
+        decode_error = None
+        if len(args) != 1:
+            decode_error = f"expected exactly one JSON argument, got {len(args)}"
+        else:
+            try:
+                payload = workflow.payload_converter().from_payload(args[0].payload, None)
+            except Exception as error:  # any undecodable payload is recorded, not raised
+                decode_error = f"payload is not JSON: {error}"
+        self.state.inbox.append(
+            InboxItem(name=name, payload=payload, received_at=workflow.now(), decode_error=decode_error)
+        )
+
+    @workflow.query(name="status")
+    def status(self) -> NoticeStatus:
+        state = self.state
+        return NoticeStatus(
+            notice_id=self.spec.notice_id,
+            phase=state.phase,
+            subprocessor=self.spec.subprocessor,
+            opt_in=self.spec.opt_in,
+            author=self.author,
+            approved_by=state.approved_by,
+            effective_at=state.effective_at,
+            window_closes_at=state.window_closes_at,
+            audience_size=state.audience_size,
+            delivered=state.delivered,
+            undelivered=state.undelivered,
+            open_objections=state.open_objections,
+            activated=state.activated,
+            unsettled=state.unsettled,
+            rejected_signals=state.rejected_signals,
+            pending_signals=len(state.inbox),
+            cancel_reason=state.cancel_reason,
+        )
+
+    # --- the inbox ---------------------------------------------------------------------------
+
+    async def _drain_inbox(self) -> None:
+        while self.state.inbox and self.state.phase is not Phase.cancelled:
+            item = self.state.inbox[0]
+            try:
+                await self._handle(item)
+            except Rejected as rejection:
+                await self._record_rejection(item, str(rejection))
+            self.state.inbox.pop(0)
+
+    async def _handle(self, item: InboxItem) -> None:
+        if item.decode_error:
+            raise Rejected(item.decode_error)
+        model = signals.SIGNAL_PAYLOADS.get(item.name)
+        if model is None:
+            raise Rejected(f"unknown signal {item.name!r}")
+        try:
+            payload = model.model_validate(item.payload)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
+            )
+            raise Rejected(f"invalid {item.name} payload: {problems}") from None
+        handler = getattr(self, f"_on_{item.name}")
+        await handler(payload, item.received_at)
+
+    async def _record_rejection(self, item: InboxItem, reason: str) -> None:
+        self.state.rejected_signals += 1
+        payload = item.payload if isinstance(item.payload, dict | list | str | int | float) else None
+        workflow.logger.warning("signal rejected", extra={"signal": item.name, "reason": reason})
+        await self._event(
+            "signal_rejected",
+            {"signal": item.name, "reason": reason, "payload": payload, "received_at": item.received_at},
+        )
+
+    async def _on_approve(self, approve: signals.Approve, at: datetime) -> None:
+        if self.state.phase is not Phase.draft:
+            raise Rejected(f"notice is {self.state.phase}, not draft: approval not needed")
+        if approve.by == self.author:
+            raise Rejected(f"{approve.by} wrote this notice and cannot also approve it (four eyes)")
+        check: ApprovalCheck = await self._activity(
+            Activity.check_approval, AudienceRequest(spec=self.spec, at=at), ApprovalCheck
+        )
+        if check.audience_size == 0:
+            raise Rejected("the audience selects no customer")
+        latest = check.latest_projected_deadline
+        if latest is not None and self.state.effective_at < latest:
+            raise Rejected(
+                f"effective date {self.state.effective_at.isoformat()} is before a recipient's "
+                f"projected deadline {latest.isoformat()}; postpone the notice first"
+            )
+        self.state.approved_by = approve.by
+        await self._event("notice_approved", {"by": approve.by, "audience_size": check.audience_size})
+        await self._record_phase(Phase.notifying)
+
+    async def _on_object(self, objection: signals.Objection, at: datetime) -> None:
+        if self.state.phase not in SENT_PHASES:
+            raise Rejected(f"notice is {self.state.phase}: nothing to object to yet")
+        result: ObjectionResult = await self._activity(
+            Activity.record_objection,
+            ObjectionRequest(
+                notice_id=self.spec.notice_id, objection=objection, received_at=at, phase=self.state.phase
+            ),
+            ObjectionResult,
+        )
+        if result.outcome == "rejected":
+            self.state.rejected_signals += 1  # the activity recorded the rejection with its reason
+        self.state.open_objections = result.open_objections
+        self.state.needs_activation_round = True
+        self._publish_search_attributes()
+
+    async def _on_resolve_objection(self, resolution: signals.ResolveObjection, at: datetime) -> None:
+        if self.state.phase not in SENT_PHASES:
+            raise Rejected(f"notice is {self.state.phase}: there are no objections to resolve")
+        result: ResolutionResult = await self._activity(
+            Activity.resolve_objection,
+            ResolutionRequest(spec=self.spec, resolution=resolution, at=at),
+            ResolutionResult,
+        )
+        if result.outcome == "rejected":
+            raise Rejected(result.reason)
+        self.state.open_objections = result.open_objections
+        self.state.needs_activation_round = True
+        self._publish_search_attributes()
+
+    async def _on_opt_in(self, opt_in: signals.OptIn, at: datetime) -> None:
+        await self._opt_in(opt_in, at, opted_in=True)
+
+    async def _on_revoke_opt_in(self, revoke: signals.RevokeOptIn, at: datetime) -> None:
+        await self._opt_in(revoke, at, opted_in=False)
+
+    async def _opt_in(self, opt_in: signals.OptIn, at: datetime, *, opted_in: bool) -> None:
+        if not self.spec.opt_in:
+            raise Rejected("this notice is not an opt-in notice")
+        if self.state.phase not in SENT_PHASES:
+            raise Rejected(f"notice is {self.state.phase}: opt-ins open once it is sent")
+        key = opt_in.idempotency_key or signals.content_key(
+            "opt_in" if opted_in else "revoke", opt_in.customer_id, at.isoformat()
+        )
+        result: OptInResult = await self._activity(
+            Activity.record_opt_in,
+            OptInRequest(
+                spec=self.spec,
+                customer_id=opt_in.customer_id,
+                opted_in=opted_in,
+                by=opt_in.by,
+                channel=opt_in.channel,
+                key=key,
+                at=at,
+            ),
+            OptInResult,
+        )
+        if result.outcome == "rejected":
+            raise Rejected(result.reason)
+        self.state.needs_activation_round = True
+
+    async def _on_postpone(self, postpone: signals.Postpone, at: datetime) -> None:
+        if self.state.phase not in CHANGEABLE_PHASES:
+            raise Rejected(f"notice is {self.state.phase}: too late to postpone")
+        if postpone.effective_at <= self.state.effective_at:
+            raise Rejected(
+                f"a postponement must be later than the current effective date "
+                f"{self.state.effective_at.isoformat()}"
+            )
+        previous = self.state.effective_at
+        self.state.effective_at = postpone.effective_at
+        self.spec = self.spec.model_copy(update={"effective_at": postpone.effective_at})
+        detail = {"by": postpone.by, "from": previous, "to": postpone.effective_at}
+        if self.state.phase is Phase.draft:
+            await self._event("notice_postponed", detail)
+        else:
+            await self._change_mail("postponement", detail, at)
+        await self._record_phase(self.state.phase)
+
+    async def _on_cancel(self, cancel: signals.Cancel, at: datetime) -> None:
+        if self.state.phase not in CHANGEABLE_PHASES:
+            raise Rejected(f"notice is {self.state.phase}: it can no longer be cancelled")
+        detail = {"by": cancel.by, "reason": cancel.reason}
+        if self.state.phase is Phase.draft:
+            await self._event("notice_cancelled", detail)
+        else:
+            await self._change_mail("cancellation", detail, at)
+        self.state.cancel_reason = cancel.reason
+        await self._record_phase(Phase.cancelled)
+
+    async def _on_resend(self, resend: signals.Resend, at: datetime) -> None:
+        if self.state.phase not in SENT_PHASES - {Phase.notifying}:
+            raise Rejected(f"notice is {self.state.phase}: resend only after the first sending")
+        self.state.event_seq += 1
+        result: ResendResult = await self._activity(
+            Activity.resend_notice,
+            ResendRequest(
+                spec=self.spec, customer_id=resend.customer_id, key=f"resend-{self.state.event_seq}", at=at
+            ),
+            ResendResult,
+        )
+        if result.outcome == "rejected":
+            raise Rejected(result.reason)
+        await self._refresh_totals()
+        self.state.needs_activation_round = True
+
+    # --- time-driven progress ----------------------------------------------------------------
+
+    async def _advance(self) -> bool:
+        """Move on as far as time allows. Returns True when every customer is settled."""
+        phase = self.state.phase
+        now = workflow.now()
+        if phase is Phase.notifying:
+            await self._send_all()
+            await self._record_phase(Phase.window_open)
+        elif phase is Phase.window_open and now < self.state.effective_at:
+            if now < self._window_closes_at():
+                return False
+            await self._record_phase(Phase.awaiting_effective_date)
+        elif phase in {Phase.window_open, Phase.awaiting_effective_date} and (
+            now >= self.state.effective_at
+        ):
+            # A customer whose own window is still open is simply not due yet (staggered).
+            await self._record_phase(Phase.active)
+            self.state.needs_activation_round = True
+        elif phase is Phase.active:
+            due = self.state.next_due is not None and now >= self.state.next_due
+            if self.state.needs_activation_round or due:
+                await self._activation_round()
+                return self.state.unsettled == 0
+            return False
+        else:
+            return False
+        return await self._advance()
+
+    def _window_closes_at(self) -> datetime:
+        return self.state.window_closes_at or workflow.now()
+
+    def _next_wakeup(self) -> datetime | None:
+        phase = self.state.phase
+        if phase is Phase.window_open:
+            return min(self._window_closes_at(), self.state.effective_at)
+        if phase is Phase.awaiting_effective_date:
+            return self.state.effective_at
+        if phase is Phase.active:
+            return self.state.next_due
+        return None
+
+    async def _sleep_until_next_event(self) -> None:
+        wakeup = self._next_wakeup()
+        timeout = None
+        if wakeup is not None:
+            timeout = max(wakeup - workflow.now(), timedelta(seconds=1))
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self.state.inbox) or self._should_continue_as_new(), timeout=timeout
+            )
+        except TimeoutError:
+            pass
+
+    async def _send_all(self) -> None:
+        await self._activity(
+            Activity.snapshot_audience, AudienceRequest(spec=self.spec, at=workflow.now()), int
+        )
+        after = ""
+        while True:
+            batch: SendBatchResult = await self._activity(
+                Activity.send_notices,
+                SendBatchRequest(spec=self.spec, after_customer_id=after, at=workflow.now()),
+                SendBatchResult,
+                timeout=SENDING,
+            )
+            after = batch.last_customer_id
+            if batch.done:
+                break
+        await self._refresh_totals()
+
+    async def _activation_round(self) -> None:
+        self.state.needs_activation_round = False
+        result: ActivationRound = await self._activity(
+            Activity.activate_due,
+            ActivationRequest(spec=self.spec, now=workflow.now()),
+            ActivationRound,
+            timeout=SENDING,
+        )
+        self.state.next_due = result.next_due
+        self._apply_totals(result.totals)
+
+    async def _refresh_totals(self) -> None:
+        totals: NoticeTotals = await self._activity(
+            Activity.read_totals, self.spec.notice_id, NoticeTotals
+        )
+        self._apply_totals(totals)
+
+    def _apply_totals(self, totals: NoticeTotals) -> None:
+        state = self.state
+        state.audience_size = totals.audience_size
+        state.delivered = totals.delivered
+        state.undelivered = totals.undelivered
+        state.open_objections = totals.open_objections
+        state.activated = totals.activated
+        state.unsettled = totals.unsettled
+        state.window_closes_at = totals.window_closes_at
+        self._publish_search_attributes()
+
+    # --- records -----------------------------------------------------------------------------
+
+    async def _record_phase(self, phase: Phase) -> None:
+        self.state.phase = phase
+        self.state.event_seq += 1
+        await self._activity(
+            Activity.record_phase,
+            PhaseChange(
+                notice_id=self.spec.notice_id,
+                phase=phase,
+                at=workflow.now(),
+                key=f"phase-{self.state.event_seq}",
+                effective_at=self.state.effective_at,
+                window_closes_at=self.state.window_closes_at,
+                approved_by=self.state.approved_by,
+            ),
+            None,
+        )
+        self._publish_search_attributes()
+
+    async def _event(self, event_type: str, data: dict[str, Any]) -> None:
+        self.state.event_seq += 1
+        await self._activity(
+            Activity.append_event,
+            EventRequest(
+                notice_id=self.spec.notice_id,
+                key=f"{event_type}-{self.state.event_seq}",
+                event_type=event_type,
+                data=data,
+                at=workflow.now(),
+            ),
+            None,
+        )
+
+    async def _change_mail(self, kind: str, detail: dict[str, Any], at: datetime) -> None:
+        self.state.event_seq += 1
+        await self._activity(
+            Activity.mail_change,
+            ChangeMailRequest(
+                spec=self.spec, kind=kind, key=f"{kind}-{self.state.event_seq}", detail=detail, at=at
+            ),
+            None,
+            timeout=SENDING,
+        )
+
+    async def _activity(
+        self, activity: str, arg: Any, result_type: Any, timeout: timedelta = SHORT
+    ) -> Any:
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=timedelta(minutes=1) if timeout > SHORT else None,
+            retry_policy=RETRY,
+        )
+
+    def _publish_search_attributes(self) -> None:
+        state = self.state
+        updates = [
+            sa.PHASE.value_set(str(state.phase)),
+            sa.SUBPROCESSOR.value_set(self.spec.subprocessor),
+            sa.EFFECTIVE_AT.value_set(state.effective_at),
+            sa.OPEN_OBJECTIONS.value_set(state.open_objections),
+        ]
+        if state.window_closes_at is not None:
+            updates.append(sa.WINDOW_CLOSES_AT.value_set(state.window_closes_at))
+        workflow.upsert_search_attributes(updates)
+
+    def _should_continue_as_new(self) -> bool:
+        return workflow.info().is_continue_as_new_suggested()
