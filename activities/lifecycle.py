@@ -10,7 +10,13 @@ from activities.deps import Deps, update_context
 from activities.names import Activity
 from activities.records import load_recipients, read_totals, set_enablement
 from noticeflow import eventstore
-from noticeflow.contracts import ActivationRequest, ActivationRound, EventRequest, NoticeTotals, PhaseChange
+from noticeflow.contracts import (
+    ActivationRequest,
+    ActivationRound,
+    EventRequest,
+    NoticeTotals,
+    PhaseChange,
+)
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Case, CaseStatus, Delivery, Verdict, decide, is_settled
 
@@ -24,8 +30,12 @@ class LifecycleActivities:
     @activity.defn(name=Activity.append_event)
     async def append_event(self, request: EventRequest) -> None:
         await eventstore.append(
-            self.deps.pool, eventstore.notice_stream(request.notice_id), request.key,
-            request.event_type, request.data, request.at,
+            self.deps.pool,
+            eventstore.notice_stream(request.notice_id),
+            request.key,
+            request.event_type,
+            request.data,
+            request.at,
         )
 
     @activity.defn(name=Activity.record_phase)
@@ -34,13 +44,22 @@ class LifecycleActivities:
             await connection.execute(
                 "UPDATE notices SET phase = $2, effective_at = $3, window_closes_at = $4,"
                 " approved_by = $5, updated_at = now() WHERE notice_id = $1",
-                change.notice_id, change.phase.value, change.effective_at,
-                change.window_closes_at, change.approved_by,
+                change.notice_id,
+                change.phase.value,
+                change.effective_at,
+                change.window_closes_at,
+                change.approved_by,
             )
             await eventstore.append(
-                connection, eventstore.notice_stream(change.notice_id), change.key, "phase_changed",
-                {"phase": change.phase.value, "effective_at": change.effective_at,
-                 "window_closes_at": change.window_closes_at},
+                connection,
+                eventstore.notice_stream(change.notice_id),
+                change.key,
+                "phase_changed",
+                {
+                    "phase": change.phase.value,
+                    "effective_at": change.effective_at,
+                    "window_closes_at": change.window_closes_at,
+                },
                 change.at,
             )
 
@@ -60,7 +79,9 @@ class LifecycleActivities:
                 "SELECT customer_id, delivery, deadline, opted_in, activated FROM recipients"
                 " WHERE notice_id = $1 AND NOT settled AND customer_id > $2"
                 " ORDER BY customer_id LIMIT $3",
-                spec.notice_id, after, PAGE,
+                spec.notice_id,
+                after,
+                PAGE,
             )
             if not rows:
                 break
@@ -70,9 +91,13 @@ class LifecycleActivities:
             for row in rows:
                 customer_cases = cases.get(row["customer_id"], [])
                 verdict = decide(
-                    now=request.now, effective_at=spec.effective_at,
-                    delivery=Delivery(row["delivery"]), deadline=row["deadline"],
-                    opt_in_notice=spec.opt_in, opted_in=row["opted_in"], cases=customer_cases,
+                    now=request.now,
+                    effective_at=spec.effective_at,
+                    delivery=Delivery(row["delivery"]),
+                    deadline=row["deadline"],
+                    opt_in_notice=spec.opt_in,
+                    opted_in=row["opted_in"],
+                    cases=customer_cases,
                 )
                 if verdict is Verdict.wait_for_deadline and row["deadline"] is not None:
                     next_due = min(filter(None, [next_due, row["deadline"]]))
@@ -93,11 +118,14 @@ class LifecycleActivities:
         rows = await self.deps.pool.fetch(
             "SELECT customer_id, status, timely FROM objections"
             " WHERE notice_id = $1 AND customer_id = ANY($2::text[])",
-            notice_id, customer_ids,
+            notice_id,
+            customer_ids,
         )
         found: dict[str, list[Case]] = {}
         for row in rows:
-            found.setdefault(row["customer_id"], []).append(Case(CaseStatus(row["status"]), row["timely"]))
+            found.setdefault(row["customer_id"], []).append(
+                Case(CaseStatus(row["status"]), row["timely"])
+            )
         return found
 
     async def _apply(
@@ -115,38 +143,71 @@ class LifecycleActivities:
                     "UPDATE recipients SET activated = true, activated_at = $3,"
                     " deemed_accepted_at = CASE WHEN $4 THEN deadline END"
                     " WHERE notice_id = $1 AND customer_id = $2",
-                    spec.notice_id, customer_id, now, deemed,
+                    spec.notice_id,
+                    customer_id,
+                    now,
+                    deemed,
                 )
                 if deemed:
                     await eventstore.append(
-                        connection, stream, f"deemed/{customer_id}", "deemed_acceptance",
-                        {"customer_id": customer_id, "deadline": row["deadline"]}, row["deadline"],
+                        connection,
+                        stream,
+                        f"deemed/{customer_id}",
+                        "deemed_acceptance",
+                        {"customer_id": customer_id, "deadline": row["deadline"]},
+                        row["deadline"],
                     )
-                await set_enablement(connection, customer_id, spec.subprocessor, True, now, spec.notice_id)
-                await eventstore.append(
-                    connection, stream, f"enable/{customer_id}/{now.isoformat()}", "subprocessor_enabled",
-                    {"customer_id": customer_id, "subprocessor": spec.subprocessor}, now,
+                await set_enablement(
+                    connection, customer_id, spec.subprocessor, True, now, spec.notice_id
                 )
-            elif verdict in {Verdict.excluded, Verdict.terminated, Verdict.declined} and row["activated"]:
+                await eventstore.append(
+                    connection,
+                    stream,
+                    f"enable/{customer_id}/{now.isoformat()}",
+                    "subprocessor_enabled",
+                    {"customer_id": customer_id, "subprocessor": spec.subprocessor},
+                    now,
+                )
+            elif (
+                verdict in {Verdict.excluded, Verdict.terminated, Verdict.declined}
+                and row["activated"]
+            ):
                 change = "off"
                 await connection.execute(
                     "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
-                    spec.notice_id, customer_id,
+                    spec.notice_id,
+                    customer_id,
                 )
-                await set_enablement(connection, customer_id, spec.subprocessor, False, now, spec.notice_id)
+                await set_enablement(
+                    connection, customer_id, spec.subprocessor, False, now, spec.notice_id
+                )
                 await eventstore.append(
-                    connection, stream, f"disable/{customer_id}/{now.isoformat()}", "subprocessor_disabled",
-                    {"customer_id": customer_id, "subprocessor": spec.subprocessor, "because": verdict.value},
+                    connection,
+                    stream,
+                    f"disable/{customer_id}/{now.isoformat()}",
+                    "subprocessor_disabled",
+                    {
+                        "customer_id": customer_id,
+                        "subprocessor": spec.subprocessor,
+                        "because": verdict.value,
+                    },
                     now,
                 )
             if settled:
                 await eventstore.append(
-                    connection, stream, f"settled/{customer_id}/{verdict.value}/{now.isoformat()}",
-                    "customer_settled", {"customer_id": customer_id, "verdict": verdict.value}, now,
+                    connection,
+                    stream,
+                    f"settled/{customer_id}/{verdict.value}/{now.isoformat()}",
+                    "customer_settled",
+                    {"customer_id": customer_id, "verdict": verdict.value},
+                    now,
                 )
             await connection.execute(
                 "UPDATE recipients SET verdict = $3, settled = $4 WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id, customer_id, verdict.value, settled,
+                spec.notice_id,
+                customer_id,
+                verdict.value,
+                settled,
             )
         return change
 
@@ -157,11 +218,18 @@ class LifecycleActivities:
         async with self.deps.mailer.session() as session:
             for recipient in recipients.values():
                 await self.deps.mailer.mail_customer(
-                    self.deps.pool, session, spec.notice_id, recipient, "activation", "update",
+                    self.deps.pool,
+                    session,
+                    spec.notice_id,
+                    recipient,
+                    "activation",
+                    "update",
                     update_context(
-                        spec, f"{spec.subprocessor} is now in use for your organisation",
-                        [f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
-                         f"personal data for {', '.join(spec.services)} on our behalf."],
+                        spec,
+                        f"{spec.subprocessor} is now in use for your organisation",
+                        [
+                            f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
+                            f"personal data for {', '.join(spec.services)} on our behalf."
+                        ],
                     ),
                 )
-

@@ -70,7 +70,13 @@ class Mailer:
         for position, address in recipient.contacts:
             outcomes.append(
                 await self._mail_contact(
-                    pool, session, notice_id, recipient.customer_id, position, address, kind,
+                    pool,
+                    session,
+                    notice_id,
+                    recipient.customer_id,
+                    position,
+                    address,
+                    kind,
                     (subject, text, html),
                 )
             )
@@ -95,25 +101,37 @@ class Mailer:
             *key,
         )
         if done is not None:
-            return ContactOutcome(position, msg_id, done["status"], done["smtp_reply"], done["finished_at"])
+            return ContactOutcome(
+                position, msg_id, done["status"], done["smtp_reply"], done["finished_at"]
+            )
         await pool.execute(
             "INSERT INTO deliveries (notice_id, customer_id, email, kind, message_id, status,"
             " first_attempt_at) VALUES ($1, $2, $3, $4, $5, 'sending', $6)"
             " ON CONFLICT (notice_id, customer_id, email, kind)"
             " DO UPDATE SET attempts = deliveries.attempts + 1",
-            *key, msg_id, utcnow(),
+            *key,
+            msg_id,
+            utcnow(),
         )
         subject, text, html = content
         message = build_message(
-            mail_from=self.mail_from, to=address, subject=subject, text=text, html=html,
-            msg_id=msg_id, date=utcnow(),
+            mail_from=self.mail_from,
+            to=address,
+            subject=subject,
+            text=text,
+            html=html,
+            msg_id=msg_id,
+            date=utcnow(),
         )
         result = await session.send(message)
         finished = utcnow()
         await pool.execute(
             "UPDATE deliveries SET status = $5, smtp_reply = $6, finished_at = $7"
             " WHERE notice_id = $1 AND customer_id = $2 AND email = $3 AND kind = $4",
-            *key, result.status.value, result.reply, finished,
+            *key,
+            result.status.value,
+            result.reply,
+            finished,
         )
         return ContactOutcome(position, msg_id, result.status.value, result.reply, finished)
 

@@ -33,7 +33,8 @@ class ResponseActivities:
     async def _open_count(self, notice_id: str) -> int:
         return int(
             await self.deps.pool.fetchval(
-                "SELECT count(*) FROM objections WHERE notice_id = $1 AND status = 'open'", notice_id
+                "SELECT count(*) FROM objections WHERE notice_id = $1 AND status = 'open'",
+                notice_id,
             )
         )
 
@@ -45,12 +46,19 @@ class ResponseActivities:
             return
         async with self.deps.mailer.session() as session:
             await self.deps.mailer.mail_customer(
-                self.deps.pool, session, spec.notice_id, recipients[customer_id], kind, "update",
+                self.deps.pool,
+                session,
+                spec.notice_id,
+                recipients[customer_id],
+                kind,
+                "update",
                 update_context(spec, headline, paragraphs),
             )
 
     async def _spec(self, notice_id: str) -> NoticeSpec:
-        raw = await self.deps.pool.fetchval("SELECT spec FROM notices WHERE notice_id = $1", notice_id)
+        raw = await self.deps.pool.fetchval(
+            "SELECT spec FROM notices WHERE notice_id = $1", notice_id
+        )
         return NoticeSpec.model_validate_json(raw)
 
     @activity.defn(name=Activity.record_objection)
@@ -62,49 +70,83 @@ class ResponseActivities:
         pool = self.deps.pool
         deadline_row = await pool.fetchrow(
             "SELECT deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
-            request.notice_id, objection.customer_id,
+            request.notice_id,
+            objection.customer_id,
         )
         if deadline_row is None:
             reason = f"unknown customer {objection.customer_id!r}: not a recipient of this notice"
             await eventstore.append(
-                pool, stream, f"objection-rejected/{key}", "objection_rejected",
-                {"customer_id": objection.customer_id, "idempotency_key": key, "reason": reason,
-                 "channel": objection.channel, "by": objection.by, "received_at": request.received_at},
+                pool,
+                stream,
+                f"objection-rejected/{key}",
+                "objection_rejected",
+                {
+                    "customer_id": objection.customer_id,
+                    "idempotency_key": key,
+                    "reason": reason,
+                    "channel": objection.channel,
+                    "by": objection.by,
+                    "received_at": request.received_at,
+                },
                 request.received_at,
             )
-            return ObjectionResult(outcome="rejected", reason=reason, open_objections=await self._open_count(request.notice_id))
+            return ObjectionResult(
+                outcome="rejected",
+                reason=reason,
+                open_objections=await self._open_count(request.notice_id),
+            )
         timely = is_timely(request.received_at, deadline_row["deadline"])
         async with pool.acquire() as connection, connection.transaction():
             inserted = await connection.execute(
                 "INSERT INTO objections (notice_id, idempotency_key, customer_id, received_at, channel,"
                 " objected_by, reason, timely, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open')"
                 " ON CONFLICT DO NOTHING",
-                request.notice_id, key, objection.customer_id, request.received_at,
-                objection.channel, objection.by, objection.reason, timely,
+                request.notice_id,
+                key,
+                objection.customer_id,
+                request.received_at,
+                objection.channel,
+                objection.by,
+                objection.reason,
+                timely,
             )
             new = inserted.endswith(" 1")
             if new:
                 await eventstore.append(
-                    connection, stream, f"objection/{key}", "objection_received",
-                    {"customer_id": objection.customer_id, "idempotency_key": key, "timely": timely,
-                     "channel": objection.channel, "by": objection.by, "reason": objection.reason,
-                     "received_at": request.received_at, "deadline": deadline_row["deadline"]},
+                    connection,
+                    stream,
+                    f"objection/{key}",
+                    "objection_received",
+                    {
+                        "customer_id": objection.customer_id,
+                        "idempotency_key": key,
+                        "timely": timely,
+                        "channel": objection.channel,
+                        "by": objection.by,
+                        "reason": objection.reason,
+                        "received_at": request.received_at,
+                        "deadline": deadline_row["deadline"],
+                    },
                     request.received_at,
                 )
                 await connection.execute(
                     "UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $2",
-                    request.notice_id, objection.customer_id,
+                    request.notice_id,
+                    objection.customer_id,
                 )
         spec = await self._spec(request.notice_id)
         await self._mail_update(
-            spec, objection.customer_id, f"acknowledgement/{key}",
+            spec,
+            objection.customer_id,
+            f"acknowledgement/{key}",
             "We have received your objection",
             [
                 f"Your objection to {spec.subprocessor} was received on "
                 f"{request.received_at.isoformat()} and is recorded as "
                 f"{'timely' if timely else 'late (after your deadline)'}.",
                 "Our privacy team will contact you to resolve it. Until then the sub-processor "
-                "will not be used for your organisation" + ("." if timely else " unless the objection is resolved otherwise."),
+                "will not be used for your organisation"
+                + ("." if timely else " unless the objection is resolved otherwise."),
             ],
         )
         return ObjectionResult(
@@ -125,37 +167,58 @@ class ResponseActivities:
                 "UPDATE objections SET status = $3, resolved_by = $4, resolved_at = $5,"
                 " resolution_note = $6 WHERE notice_id = $1 AND customer_id = $2 AND status = 'open'"
                 " RETURNING idempotency_key",
-                spec.notice_id, resolution.customer_id, resolution.outcome.value,
-                resolution.by, request.at, resolution.note,
+                spec.notice_id,
+                resolution.customer_id,
+                resolution.outcome.value,
+                resolution.by,
+                request.at,
+                resolution.note,
             )
             if not resolved:
                 done = await connection.fetchval(
                     "SELECT 1 FROM events WHERE event_id = $1",
-                    eventstore.event_id(eventstore.notice_stream(spec.notice_id), f"resolution/{key}"),
+                    eventstore.event_id(
+                        eventstore.notice_stream(spec.notice_id), f"resolution/{key}"
+                    ),
                 )
                 if done:
-                    return ResolutionResult(outcome="duplicate", open_objections=await self._open_count(spec.notice_id))
+                    return ResolutionResult(
+                        outcome="duplicate", open_objections=await self._open_count(spec.notice_id)
+                    )
                 return ResolutionResult(
                     outcome="rejected",
                     reason=f"customer {resolution.customer_id!r} has no open objection on this notice",
                 )
             await eventstore.append(
-                connection, eventstore.notice_stream(spec.notice_id), f"resolution/{key}",
+                connection,
+                eventstore.notice_stream(spec.notice_id),
+                f"resolution/{key}",
                 "objection_resolved",
-                {"customer_id": resolution.customer_id, "outcome": resolution.outcome.value,
-                 "by": resolution.by, "note": resolution.note,
-                 "objections": [row["idempotency_key"] for row in resolved]},
+                {
+                    "customer_id": resolution.customer_id,
+                    "outcome": resolution.outcome.value,
+                    "by": resolution.by,
+                    "note": resolution.note,
+                    "objections": [row["idempotency_key"] for row in resolved],
+                },
                 request.at,
             )
             await connection.execute(
                 "UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id, resolution.customer_id,
+                spec.notice_id,
+                resolution.customer_id,
             )
         await self._mail_update(
-            spec, resolution.customer_id, f"resolution/{key}", "Your objection has been resolved",
-            [OUTCOME_WORDS[resolution.outcome.value]] + ([resolution.note] if resolution.note else []),
+            spec,
+            resolution.customer_id,
+            f"resolution/{key}",
+            "Your objection has been resolved",
+            [OUTCOME_WORDS[resolution.outcome.value]]
+            + ([resolution.note] if resolution.note else []),
         )
-        return ResolutionResult(outcome="resolved", open_objections=await self._open_count(spec.notice_id))
+        return ResolutionResult(
+            outcome="resolved", open_objections=await self._open_count(spec.notice_id)
+        )
 
     @activity.defn(name=Activity.record_opt_in)
     async def record_opt_in(self, request: OptInRequest) -> OptInResult:
@@ -166,7 +229,8 @@ class ResponseActivities:
             row = await connection.fetchrow(
                 "SELECT opted_in, activated FROM recipients WHERE notice_id = $1 AND customer_id = $2"
                 " FOR UPDATE",
-                spec.notice_id, request.customer_id,
+                spec.notice_id,
+                request.customer_id,
             )
             if row is None:
                 return OptInResult(
@@ -178,23 +242,39 @@ class ResponseActivities:
             await connection.execute(
                 "UPDATE recipients SET opted_in = $3, opted_in_at = $4, settled = false,"
                 " activated = activated AND $3 WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id, request.customer_id, request.opted_in, request.at,
+                spec.notice_id,
+                request.customer_id,
+                request.opted_in,
+                request.at,
             )
             stream = eventstore.notice_stream(spec.notice_id)
             await eventstore.append(
-                connection, stream, f"opt-in/{request.key}",
+                connection,
+                stream,
+                f"opt-in/{request.key}",
                 "opt_in_recorded" if request.opted_in else "opt_in_revoked",
                 {"customer_id": request.customer_id, "by": request.by, "channel": request.channel},
                 request.at,
             )
             if row["activated"] and not request.opted_in:
                 await set_enablement(
-                    connection, request.customer_id, spec.subprocessor, False, request.at, spec.notice_id
+                    connection,
+                    request.customer_id,
+                    spec.subprocessor,
+                    False,
+                    request.at,
+                    spec.notice_id,
                 )
                 await eventstore.append(
-                    connection, stream, f"disable/{request.key}", "subprocessor_disabled",
-                    {"customer_id": request.customer_id, "subprocessor": spec.subprocessor,
-                     "because": "opt_in_revoked"},
+                    connection,
+                    stream,
+                    f"disable/{request.key}",
+                    "subprocessor_disabled",
+                    {
+                        "customer_id": request.customer_id,
+                        "subprocessor": spec.subprocessor,
+                        "because": "opt_in_revoked",
+                    },
                     request.at,
                 )
         return OptInResult(outcome="recorded")

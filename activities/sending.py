@@ -53,7 +53,9 @@ class SendingActivities:
         )
         size = sum(row["customers"] for row in terms)
         deadlines = [_deadline(request.spec, request.at, dict(row)) for row in terms]
-        return ApprovalCheck(audience_size=size, latest_projected_deadline=max(deadlines, default=None))
+        return ApprovalCheck(
+            audience_size=size, latest_projected_deadline=max(deadlines, default=None)
+        )
 
     @activity.defn(name=Activity.snapshot_audience)
     async def snapshot_audience(self, request: AudienceRequest) -> int:
@@ -70,14 +72,17 @@ class SendingActivities:
                 " window_days, window_unit, snapshot_at)"
                 " SELECT $4, c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
                 f" c.window_unit, $5 FROM customers c WHERE {AUDIENCE_FILTER}",
-                *audience_args(spec.audience), spec.notice_id, request.at,
+                *audience_args(spec.audience),
+                spec.notice_id,
+                request.at,
             )
             await connection.execute(
                 "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position, email,"
                 " snapshot_at) SELECT r.notice_id, r.customer_id, 1, cc.position, cc.email, $2"
                 " FROM recipients r JOIN customer_contacts cc USING (customer_id)"
                 " WHERE r.notice_id = $1",
-                spec.notice_id, request.at,
+                spec.notice_id,
+                request.at,
             )
             rows = await connection.fetch(
                 "SELECT customer_id, region, services, timezone, window_days, window_unit"
@@ -88,10 +93,15 @@ class SendingActivities:
                 json.dumps([dict(row) for row in rows], default=str, sort_keys=True).encode()
             ).hexdigest()
             await eventstore.append(
-                connection, eventstore.notice_stream(spec.notice_id), "audience-snapshot",
+                connection,
+                eventstore.notice_stream(spec.notice_id),
+                "audience-snapshot",
                 "audience_snapshotted",
-                {"customers": len(rows), "snapshot_sha256": digest,
-                 "customer_ids": [row["customer_id"] for row in rows]},
+                {
+                    "customers": len(rows),
+                    "snapshot_sha256": digest,
+                    "customer_ids": [row["customer_id"] for row in rows],
+                },
                 request.at,
             )
             return len(rows)
@@ -106,7 +116,9 @@ class SendingActivities:
             "SELECT customer_id, timezone, window_days, window_unit FROM recipients"
             " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
             " ORDER BY customer_id LIMIT $3",
-            spec.notice_id, after, self.deps.send_batch_size,
+            spec.notice_id,
+            after,
+            self.deps.send_batch_size,
         )
         recipients = await load_recipients(
             self.deps.pool, spec.notice_id, [row["customer_id"] for row in rows]
@@ -117,7 +129,12 @@ class SendingActivities:
                 customer_id = row["customer_id"]
                 projected = _deadline(spec, max(utcnow(), request.at), dict(row))
                 ok = await self._deliver(
-                    session, spec, dict(row), recipients.get(customer_id), "notice", projected,
+                    session,
+                    spec,
+                    dict(row),
+                    recipients.get(customer_id),
+                    "notice",
+                    projected,
                     request.at,
                 )
                 delivered += ok
@@ -125,20 +142,34 @@ class SendingActivities:
                 activity.heartbeat(customer_id)
         last = rows[-1]["customer_id"] if rows else after
         return SendBatchResult(
-            processed=len(rows), delivered=delivered, undelivered=undelivered,
-            last_customer_id=last, done=len(rows) < self.deps.send_batch_size,
+            processed=len(rows),
+            delivered=delivered,
+            undelivered=undelivered,
+            last_customer_id=last,
+            done=len(rows) < self.deps.send_batch_size,
         )
 
     async def _deliver(
-        self, session, spec: NoticeSpec, row: dict, recipient, kind: str,
-        projected: datetime, at: datetime,
+        self,
+        session,
+        spec: NoticeSpec,
+        row: dict,
+        recipient,
+        kind: str,
+        projected: datetime,
+        at: datetime,
     ) -> bool:
         """Mail one customer and record the outcome; the clock starts at first acceptance."""
         customer_id = row["customer_id"]
         outcomes = []
         if recipient is not None:
             outcomes = await self.deps.mailer.mail_customer(
-                self.deps.pool, session, spec.notice_id, recipient, kind, "notice",
+                self.deps.pool,
+                session,
+                spec.notice_id,
+                recipient,
+                kind,
+                "notice",
                 mail_context(spec, recipient.timezone, projected),
             )
         first = accepted_at(outcomes)
@@ -149,12 +180,16 @@ class SendingActivities:
             status = await connection.execute(
                 "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
                 " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'",
-                spec.notice_id, customer_id,
+                spec.notice_id,
+                customer_id,
                 (Delivery.delivered if first else Delivery.undelivered).value,
-                delivered_at, deadline,
+                delivered_at,
+                deadline,
             )
             await eventstore.append(
-                connection, eventstore.notice_stream(spec.notice_id), f"{kind}/{customer_id}",
+                connection,
+                eventstore.notice_stream(spec.notice_id),
+                f"{kind}/{customer_id}",
                 "notice_delivered" if first else "notice_undelivered",
                 {
                     "customer_id": customer_id,
@@ -163,8 +198,13 @@ class SendingActivities:
                     "deadline": deadline,
                     "clock_started": status.endswith(" 1") and first is not None,
                     "contacts": [
-                        {"position": o.position, "message_id": o.message_id, "status": o.status,
-                         "reply": o.reply, "at": o.at}
+                        {
+                            "position": o.position,
+                            "message_id": o.message_id,
+                            "status": o.status,
+                            "reply": o.reply,
+                            "at": o.at,
+                        }
                         for o in outcomes
                     ],
                 },
@@ -180,42 +220,62 @@ class SendingActivities:
         row = await pool.fetchrow(
             "SELECT customer_id, timezone, window_days, window_unit, delivery, deadline"
             " FROM recipients WHERE notice_id = $1 AND customer_id = $2",
-            spec.notice_id, request.customer_id,
+            spec.notice_id,
+            request.customer_id,
         )
         if row is None:
-            return ResendResult(outcome="rejected", reason=f"customer {request.customer_id} is not a recipient of this notice")
+            return ResendResult(
+                outcome="rejected",
+                reason=f"customer {request.customer_id} is not a recipient of this notice",
+            )
         async with pool.acquire() as connection, connection.transaction():
             generation = await connection.fetchval(
                 "SELECT coalesce(max(generation), 0) + 1 FROM recipient_contacts"
                 " WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id, request.customer_id,
+                spec.notice_id,
+                request.customer_id,
             )
             already = await connection.fetchval(
                 "SELECT generation FROM recipient_contacts WHERE notice_id = $1 AND customer_id = $2"
                 " AND snapshot_at = $3 LIMIT 1",
-                spec.notice_id, request.customer_id, request.at,
+                spec.notice_id,
+                request.customer_id,
+                request.at,
             )
             if already is None:
                 await connection.execute(
                     "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position,"
                     " email, snapshot_at) SELECT $1, customer_id, $3, position, email, $4"
                     " FROM customer_contacts WHERE customer_id = $2",
-                    spec.notice_id, request.customer_id, generation, request.at,
+                    spec.notice_id,
+                    request.customer_id,
+                    generation,
+                    request.at,
                 )
         recipients = await load_recipients(pool, spec.notice_id, [request.customer_id])
         if request.customer_id not in recipients:
-            return ResendResult(outcome="rejected", reason=f"customer {request.customer_id} has no contacts")
+            return ResendResult(
+                outcome="rejected", reason=f"customer {request.customer_id} has no contacts"
+            )
         projected = _deadline(spec, max(utcnow(), request.at), dict(row))
         async with self.deps.mailer.session() as session:
             await self._deliver(
-                session, spec, dict(row), recipients[request.customer_id], request.key,
-                projected, request.at,
+                session,
+                spec,
+                dict(row),
+                recipients[request.customer_id],
+                request.key,
+                projected,
+                request.at,
             )
         after = await pool.fetchrow(
             "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
-            spec.notice_id, request.customer_id,
+            spec.notice_id,
+            request.customer_id,
         )
-        return ResendResult(outcome="sent", delivery=Delivery(after["delivery"]), deadline=after["deadline"])
+        return ResendResult(
+            outcome="sent", delivery=Delivery(after["delivery"]), deadline=after["deadline"]
+        )
 
     @activity.defn(name=Activity.mail_change)
     async def mail_change(self, request: ChangeMailRequest) -> None:
@@ -224,9 +284,12 @@ class SendingActivities:
         pool = self.deps.pool
         async with pool.acquire() as connection, connection.transaction():
             await eventstore.append(
-                connection, eventstore.notice_stream(spec.notice_id), request.key,
+                connection,
+                eventstore.notice_stream(spec.notice_id),
+                request.key,
                 f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
-                request.detail, request.at,
+                request.detail,
+                request.at,
             )
             if request.kind == "cancellation":
                 await connection.execute(
@@ -263,7 +326,12 @@ class SendingActivities:
                             f"Reason: {request.detail.get('reason', '')}",
                         ]
                     await self.deps.mailer.mail_customer(
-                        pool, session, spec.notice_id, recipient, request.key, "update",
+                        pool,
+                        session,
+                        spec.notice_id,
+                        recipient,
+                        request.key,
+                        "update",
                         update_context(spec, headline, paragraphs),
                     )
                     activity.heartbeat(recipient.customer_id)

@@ -53,6 +53,7 @@ class NoticeState(BaseModel):
     needs_activation_round: bool = False
     event_seq: int = 0
     rejected_signals: int = 0
+    signals_handled: int = 0
     cancel_reason: str | None = None
     inbox: list[InboxItem] = Field(default_factory=list)
 
@@ -79,6 +80,7 @@ class NoticeStatus(_Model):
     activated: int
     unsettled: int
     rejected_signals: int
+    signals_handled: int
     pending_signals: int
     cancel_reason: str | None
 

@@ -36,7 +36,10 @@ async def upgrade(database_url: str) -> list[str]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+        done = {
+            row["version"]
+            for row in await connection.fetch("SELECT version FROM schema_migrations")
+        }
         for version, name, sql in _migrations():
             if version in done:
                 continue

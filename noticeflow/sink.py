@@ -32,7 +32,7 @@ class MailDirHandler:
         self._lock = threading.Lock()
         self._count = len(list(self.mail_dir.glob("*.eml")))
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if address.lower().rstrip(">").endswith(".invalid"):
@@ -40,7 +40,7 @@ class MailDirHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         digest = hashlib.sha256(content).hexdigest()[:16]
         with self._lock:

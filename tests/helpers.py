@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 import base64
 import json
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import WorkflowHandle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,7 +53,11 @@ class LogContextInterceptor(Interceptor):
 
 
 def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
-    sending, responses, lifecycle = SendingActivities(deps), ResponseActivities(deps), LifecycleActivities(deps)
+    sending, responses, lifecycle = (
+        SendingActivities(deps),
+        ResponseActivities(deps),
+        LifecycleActivities(deps),
+    )
     return [
         sending.check_approval,
         sending.snapshot_audience,
@@ -89,7 +94,10 @@ def make_deps(
 
 def build_deps(settings: Settings, pool: Any) -> Deps:
     return make_deps(
-        pool, settings.require_smtp_url(), settings.mail_from, settings.template_dir,
+        pool,
+        settings.require_smtp_url(),
+        settings.mail_from,
+        settings.template_dir,
         settings.send_batch_size,
     )
 
@@ -99,17 +107,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     database_url = settings.require_database_url()
     await db.upgrade(database_url)
     pool = await db.create_pool(database_url)
     try:
         client = await connect(settings)
         worker = build_worker(client, build_deps(settings, pool), settings.task_queue)
-        log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address)
+        log.info(
+            "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
+        )
         async with worker:
             await stop.wait()
             log.info("worker stopping")

@@ -10,6 +10,7 @@ in PostgreSQL; the workflow keeps counts and instants, so its history does not g
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,7 +107,9 @@ class NoticeWorkflow:
             except Exception as error:  # any undecodable payload is recorded, not raised
                 decode_error = f"payload is not JSON: {error}"
         self.state.inbox.append(
-            InboxItem(name=name, payload=payload, received_at=workflow.now(), decode_error=decode_error)
+            InboxItem(
+                name=name, payload=payload, received_at=workflow.now(), decode_error=decode_error
+            )
         )
 
     @workflow.query(name="status")
@@ -128,6 +131,7 @@ class NoticeWorkflow:
             activated=state.activated,
             unsettled=state.unsettled,
             rejected_signals=state.rejected_signals,
+            signals_handled=state.signals_handled,
             pending_signals=len(state.inbox),
             cancel_reason=state.cancel_reason,
         )
@@ -142,6 +146,7 @@ class NoticeWorkflow:
             except Rejected as rejection:
                 await self._record_rejection(item, str(rejection))
             self.state.inbox.pop(0)
+            self.state.signals_handled += 1
 
     async def _handle(self, item: InboxItem) -> None:
         if item.decode_error:
@@ -153,7 +158,8 @@ class NoticeWorkflow:
             payload = model.model_validate(item.payload)
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
+                for e in error.errors()
             )
             raise Rejected(f"invalid {item.name} payload: {problems}") from None
         handler = getattr(self, f"_on_{item.name}")
@@ -161,11 +167,18 @@ class NoticeWorkflow:
 
     async def _record_rejection(self, item: InboxItem, reason: str) -> None:
         self.state.rejected_signals += 1
-        payload = item.payload if isinstance(item.payload, dict | list | str | int | float) else None
-        workflow.logger.warning("signal rejected", extra={"signal": item.name, "reason": reason})
+        payload = (
+            item.payload if isinstance(item.payload, dict | list | str | int | float) else None
+        )
+        workflow.logger.info("signal rejected", extra={"signal": item.name, "reason": reason})
         await self._event(
             "signal_rejected",
-            {"signal": item.name, "reason": reason, "payload": payload, "received_at": item.received_at},
+            {
+                "signal": item.name,
+                "reason": reason,
+                "payload": payload,
+                "received_at": item.received_at,
+            },
         )
 
     async def _on_approve(self, approve: signals.Approve, at: datetime) -> None:
@@ -185,7 +198,9 @@ class NoticeWorkflow:
                 f"projected deadline {latest.isoformat()}; postpone the notice first"
             )
         self.state.approved_by = approve.by
-        await self._event("notice_approved", {"by": approve.by, "audience_size": check.audience_size})
+        await self._event(
+            "notice_approved", {"by": approve.by, "audience_size": check.audience_size}
+        )
         await self._record_phase(Phase.notifying)
 
     async def _on_object(self, objection: signals.Objection, at: datetime) -> None:
@@ -194,7 +209,10 @@ class NoticeWorkflow:
         result: ObjectionResult = await self._activity(
             Activity.record_objection,
             ObjectionRequest(
-                notice_id=self.spec.notice_id, objection=objection, received_at=at, phase=self.state.phase
+                notice_id=self.spec.notice_id,
+                objection=objection,
+                received_at=at,
+                phase=self.state.phase,
             ),
             ObjectionResult,
         )
@@ -204,7 +222,9 @@ class NoticeWorkflow:
         self.state.needs_activation_round = True
         self._publish_search_attributes()
 
-    async def _on_resolve_objection(self, resolution: signals.ResolveObjection, at: datetime) -> None:
+    async def _on_resolve_objection(
+        self, resolution: signals.ResolveObjection, at: datetime
+    ) -> None:
         if self.state.phase not in SENT_PHASES:
             raise Rejected(f"notice is {self.state.phase}: there are no objections to resolve")
         result: ResolutionResult = await self._activity(
@@ -285,7 +305,10 @@ class NoticeWorkflow:
         result: ResendResult = await self._activity(
             Activity.resend_notice,
             ResendRequest(
-                spec=self.spec, customer_id=resend.customer_id, key=f"resend-{self.state.event_seq}", at=at
+                spec=self.spec,
+                customer_id=resend.customer_id,
+                key=f"resend-{self.state.event_seq}",
+                at=at,
             ),
             ResendResult,
         )
@@ -341,12 +364,10 @@ class NoticeWorkflow:
         timeout = None
         if wakeup is not None:
             timeout = max(wakeup - workflow.now(), timedelta(seconds=1))
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: bool(self.state.inbox) or self._should_continue_as_new(), timeout=timeout
             )
-        except TimeoutError:
-            pass
 
     async def _send_all(self) -> None:
         await self._activity(
@@ -432,7 +453,11 @@ class NoticeWorkflow:
         await self._activity(
             Activity.mail_change,
             ChangeMailRequest(
-                spec=self.spec, kind=kind, key=f"{kind}-{self.state.event_seq}", detail=detail, at=at
+                spec=self.spec,
+                kind=kind,
+                key=f"{kind}-{self.state.event_seq}",
+                detail=detail,
+                at=at,
             ),
             None,
             timeout=SENDING,

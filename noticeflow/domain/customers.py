@@ -98,7 +98,13 @@ class Customer(BaseModel):
 
 def parse_customers_csv(text: str, source: str = "CSV") -> list[Customer]:
     """Parse and validate every row; all problems are reported together, nothing half-imported."""
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _parse_rows(csv.DictReader(io.StringIO(text, newline="")), source)
+    except csv.Error as error:
+        raise InputError(f"{source}: not valid CSV: {error}") from None
+
+
+def _parse_rows(reader: csv.DictReader[str], source: str) -> list[Customer]:
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     unknown = [column for column in header if column not in CSV_COLUMNS]

@@ -57,7 +57,10 @@ def end_of_local_day(day: date, zone: ZoneInfo) -> datetime:
 
 
 def window_end(
-    delivered_at: datetime, window: timedelta, zone: ZoneInfo, unit: WindowUnit = WindowUnit.calendar
+    delivered_at: datetime,
+    window: timedelta,
+    zone: ZoneInfo,
+    unit: WindowUnit = WindowUnit.calendar,
 ) -> datetime:
     """End of one window (exclusive, UTC) for a notice delivered at ``delivered_at``."""
     _require_aware(delivered_at)

@@ -118,7 +118,9 @@ def parse_notice(data: dict[str, Any], source: str = "notice") -> NoticeSpec:
     try:
         return NoticeSpec.model_validate(data)
     except ValidationError as error:
-        raise InputError(describe_validation_error(error, f"{source} is incomplete or invalid")) from None
+        raise InputError(
+            describe_validation_error(error, f"{source} is incomplete or invalid")
+        ) from None
 
 
 def load_notice_file(path: Path) -> NoticeSpec:

