@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from temporalio import activity
 
@@ -129,7 +130,7 @@ class LifecycleActivities:
         return found
 
     async def _apply(
-        self, spec: NoticeSpec, row, verdict: Verdict, cases: list[Case], now: datetime
+        self, spec: NoticeSpec, row: Any, verdict: Verdict, cases: list[Case], now: datetime
     ) -> str | None:
         customer_id = row["customer_id"]
         stream = eventstore.notice_stream(spec.notice_id)

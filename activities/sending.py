@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio import activity
 
 from activities.deps import Deps, mail_context, update_context
-from activities.mailer import accepted_at, utcnow
+from activities.mailer import Recipient, accepted_at, utcnow
 from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
 from noticeflow import eventstore
@@ -26,6 +27,7 @@ from noticeflow.contracts import (
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
+from noticeflow.mail import SmtpSession
 
 
 def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
@@ -151,10 +153,10 @@ class SendingActivities:
 
     async def _deliver(
         self,
-        session,
+        session: SmtpSession,
         spec: NoticeSpec,
-        row: dict,
-        recipient,
+        row: dict[str, Any],
+        recipient: Recipient | None,
         kind: str,
         projected: datetime,
         at: datetime,

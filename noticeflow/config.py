@@ -81,7 +81,7 @@ def read_stack(data_dir: Path) -> dict[str, Any]:
 def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     """Environment first; stack.json fills whatever the environment leaves unset."""
     try:
-        base = Settings(**({"data_dir": data_dir} if data_dir else {}))
+        base = Settings(data_dir=data_dir) if data_dir else Settings()
         stack = read_stack(base.data_dir)
         filled: dict[str, Any] = {}
         for stack_key, field in STACK_KEYS.items():

@@ -153,7 +153,7 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
 async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
     worker = tasks[0]
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([worker, stopper], return_when=asyncio.FIRST_COMPLETED)
+    _done, _ = await asyncio.wait([worker, stopper], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     for task in tasks[1:]:
         task.cancel()

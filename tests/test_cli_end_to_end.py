@@ -14,6 +14,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ class Cli:
             assert code == 0, f"noticeflow {' '.join(args)} failed: {err.decode()}"
         return code, out.decode(), err.decode()
 
-    async def json(self, *args: str) -> object:
+    async def json(self, *args: str) -> Any:
         _, out, _ = await self(*args, "--json")
         return json.loads(out)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
     from activities.names import Activity
@@ -103,7 +103,7 @@ class NoticeWorkflow:
             decode_error = f"expected exactly one JSON argument, got {len(args)}"
         else:
             try:
-                payload = workflow.payload_converter().from_payload(args[0].payload, None)
+                payload = workflow.payload_converter().from_payload(args[0].payload)
             except Exception as error:  # any undecodable payload is recorded, not raised
                 decode_error = f"payload is not JSON: {error}"
         self.state.inbox.append(
@@ -477,7 +477,7 @@ class NoticeWorkflow:
 
     def _publish_search_attributes(self) -> None:
         state = self.state
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             sa.PHASE.value_set(str(state.phase)),
             sa.SUBPROCESSOR.value_set(self.spec.subprocessor),
             sa.EFFECTIVE_AT.value_set(state.effective_at),

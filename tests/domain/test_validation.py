@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import string
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_the_seed_notice_file_is_complete(tmp_path: Path):
 def test_broken_toml_is_reported_with_the_file(tmp_path: Path):
     path = tmp_path / "bad.toml"
     path.write_text("title = ")
-    with pytest.raises(InputError, match="bad.toml: not valid TOML"):
+    with pytest.raises(InputError, match=r"bad\.toml: not valid TOML"):
         load_notice_file(path)
 
 
@@ -130,10 +131,8 @@ def test_customers_csv_parses_lists_and_terms():
 
 @given(st.text(alphabet=string.printable, max_size=200))
 def test_arbitrary_csv_text_never_crashes_the_parser(text):
-    try:
+    with contextlib.suppress(InputError):
         parse_customers_csv(text)
-    except InputError:
-        pass
 
 
 @given(
