@@ -19,6 +19,8 @@ from noticeflow.sink import SmtpSink
 from noticeflow.temporal import register_search_attributes
 from workflows import search_attributes
 
+SUGGEST_CAN_AT = 150
+
 settings.register_profile("noticeflow", deadline=None, print_blob=True)
 settings.load_profile("noticeflow")
 
@@ -73,6 +75,11 @@ async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=binary("temporal"),
         search_attributes=search_attributes.ALL,
+        # Suggest continue-as-new early, so every dev-server test also exercises carrying state over.
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            f"limit.historyCount.suggestContinueAsNew={SUGGEST_CAN_AT}",
+        ],
     )
     yield env
     await env.shutdown()

@@ -62,19 +62,20 @@ class Rejected(Exception):
 
 @workflow.defn(name="NoticeWorkflow")
 class NoticeWorkflow:
-    def __init__(self) -> None:
-        self.spec: Any = None
-        self.author = ""
-        self.state = NoticeState(effective_at=datetime(1970, 1, 1))
+    @workflow.init
+    def __init__(self, notice: NoticeInput) -> None:
+        # State is built here, not in run(): signals that arrive with the start are delivered
+        # before run() begins, and must land in this state's inbox.
+        self.spec = notice.spec
+        self.author = notice.author
+        self.state = notice.state or NoticeState(effective_at=notice.spec.effective_at)
+        self._fresh = notice.state is None
 
     # --- entry point -------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, notice: NoticeInput) -> NoticeStatus:
-        self.spec = notice.spec
-        self.author = notice.author
-        self.state = notice.state or NoticeState(effective_at=notice.spec.effective_at)
-        if notice.state is None:
+        if self._fresh:
             await self._record_phase(Phase.draft)
         self._publish_search_attributes()
         while self.state.phase is not Phase.cancelled:

@@ -1,0 +1,128 @@
+"""Activities may run twice: a retry mails no contact twice and appends no event twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.lifecycle import LifecycleActivities
+from activities.responses import ResponseActivities
+from activities.sending import SendingActivities
+from noticeflow import repository
+from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
+from noticeflow.domain.rules import Phase
+from noticeflow.domain.signals import Objection
+from noticeflow.mail import message_id
+from tests import helpers
+from worker.main import make_deps
+
+MIXED = helpers.CUSTOMERS_CSV.replace(
+    "dpo@initech.example", "gone@initech.invalid;dpo@initech.example"
+)
+
+
+@pytest.fixture
+async def prepared(pool, smtp_sink):
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    now = datetime.now(UTC)
+    spec = helpers.notice(now)
+    await repository.upsert_customers(pool, helpers.customers(MIXED))
+    await repository.create_notice(pool, spec, "alice", now)
+    return SendingActivities(deps), ResponseActivities(deps), LifecycleActivities(deps), spec, now
+
+
+async def events(pool, event_type: str) -> int:
+    return await pool.fetchval("SELECT count(*) FROM events WHERE event_type = $1", event_type)
+
+
+async def test_snapshot_and_sending_twice_change_nothing_the_second_time(prepared, pool, smtp_sink):
+    sending, _, _, spec, now = prepared
+    env = ActivityEnvironment()
+    request = AudienceRequest(spec=spec, at=now)
+    assert await env.run(sending.snapshot_audience, request) == 4
+    assert await env.run(sending.snapshot_audience, request) == 4
+    assert await events(pool, "audience_snapshotted") == 1
+
+    batch = SendBatchRequest(spec=spec, at=now)
+    first = await env.run(sending.send_notices, batch)
+    mails_after_first = len(smtp_sink.messages())
+    await pool.execute("UPDATE recipients SET delivery = 'pending'")  # as if the write was lost
+    await env.run(sending.send_notices, batch)
+    assert (first.delivered, first.undelivered) == (3, 1)
+    assert (
+        len(smtp_sink.messages()) == mails_after_first == 4
+    )  # acme x2, globex, initech; .invalid refused
+    assert await events(pool, "notice_delivered") == 3
+    assert await events(pool, "notice_undelivered") == 1
+    assert await pool.fetchval("SELECT max(attempts) FROM deliveries") == 1
+
+
+async def test_a_permanent_failure_for_one_contact_still_tries_the_others(
+    prepared, pool, smtp_sink
+):
+    sending, _, _, spec, now = prepared
+    env = ActivityEnvironment()
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    ledger = {
+        r["email"]: (r["status"], r["smtp_reply"])
+        for r in await pool.fetch(
+            "SELECT email, status, smtp_reply FROM deliveries WHERE customer_id = 'initech'"
+        )
+    }
+    assert ledger["gone@initech.invalid"][0] == "failed" and ledger["gone@initech.invalid"][
+        1
+    ].startswith("550")
+    assert ledger["dpo@initech.example"][0] == "accepted"
+    row = await pool.fetchrow(
+        "SELECT delivery, deadline FROM recipients WHERE customer_id = 'initech'"
+    )
+    assert row["delivery"] == "delivered" and row["deadline"] is not None
+
+
+async def test_an_unknown_outcome_is_retried_with_the_same_message_id(prepared, pool, smtp_sink):
+    sending, _, _, spec, now = prepared
+    env = ActivityEnvironment()
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    msg_id = message_id(
+        spec.notice_id, "globex", "legal@globex.example", "notice", "privacy@vendor.example"
+    )
+    # A crash between the server's reply and the ledger write leaves the row in 'sending'.
+    await pool.execute(
+        "INSERT INTO deliveries (notice_id, customer_id, email, kind, message_id, status, first_attempt_at)"
+        " VALUES ($1, 'globex', 'legal@globex.example', 'notice', $2, 'sending', now())",
+        spec.notice_id,
+        msg_id,
+    )
+    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    globex = [m for m in smtp_sink.messages() if m["To"] == "legal@globex.example"]
+    assert [m["Message-ID"] for m in globex] == [msg_id]
+    assert (
+        await pool.fetchval("SELECT attempts FROM deliveries WHERE email = 'legal@globex.example'")
+        == 2
+    )
+
+
+async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(
+    prepared, pool, smtp_sink
+):
+    sending, responses, _, spec, now = prepared
+    env = ActivityEnvironment()
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    request = ObjectionRequest(
+        notice_id=spec.notice_id,
+        objection=Objection(customer_id="acme", reason="No", idempotency_key="k1"),
+        received_at=now,
+        phase=Phase.window_open,
+    )
+    first = await env.run(responses.record_objection, request)
+    second = await env.run(responses.record_objection, request)
+    assert (first.outcome, second.outcome) == ("accepted", "duplicate")
+    assert first.timely and first.open_objections == 1
+    assert await pool.fetchval("SELECT count(*) FROM objections") == 1
+    assert await events(pool, "objection_received") == 1
+    acks = [m for m in smtp_sink.messages() if "received your objection" in m["Subject"]]
+    assert len(acks) == 2  # one per acme contact, not one per attempt
