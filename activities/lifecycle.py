@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import structlog
 from temporalio import activity
 
 from activities.deps import Deps, update_context
@@ -22,6 +23,7 @@ from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Case, CaseStatus, Delivery, Verdict, decide, is_settled
 
 PAGE = 1000
+log = structlog.get_logger(__name__)
 
 
 class LifecycleActivities:
@@ -41,6 +43,7 @@ class LifecycleActivities:
 
     @activity.defn(name=Activity.record_phase)
     async def record_phase(self, change: PhaseChange) -> None:
+        log.info("phase", phase=change.phase.value, effective_at=change.effective_at)
         async with self.deps.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "UPDATE notices SET phase = $2, effective_at = $3, window_closes_at = $4,"
@@ -111,6 +114,13 @@ class LifecycleActivities:
             await self._mail_activation(spec, newly_on)
             activity.heartbeat(after)
         totals = await read_totals(self.deps.pool, spec.notice_id)
+        log.info(
+            "activation round",
+            activated=activated,
+            deactivated=deactivated,
+            unsettled=totals.unsettled,
+            next_due=next_due,
+        )
         return ActivationRound(
             activated_now=activated, deactivated_now=deactivated, next_due=next_due, totals=totals
         )

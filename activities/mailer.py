@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
 from noticeflow.mail import (
     MailRenderer,
@@ -38,6 +39,9 @@ class Recipient:
     name: str
     timezone: str
     contacts: list[tuple[int, str]]  # (position, address)
+
+
+log = structlog.get_logger(__name__)
 
 
 def utcnow() -> datetime:
@@ -125,6 +129,16 @@ class Mailer:
         )
         result = await session.send(message)
         finished = utcnow()
+        # Customer id and contact position only: addresses never go to logs (rule 13).
+        log.info(
+            "mail",
+            customer_id=customer_id,
+            contact=position,
+            kind=kind,
+            status=result.status.value,
+            message_id=msg_id,
+            reply=result.reply[:80],
+        )
         await pool.execute(
             "UPDATE deliveries SET status = $5, smtp_reply = $6, finished_at = $7"
             " WHERE notice_id = $1 AND customer_id = $2 AND email = $3 AND kind = $4",

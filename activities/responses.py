@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from temporalio import activity
 
 from activities.deps import Deps, update_context
@@ -24,6 +25,9 @@ OUTCOME_WORDS = {
     "excluded": "Your objection is upheld: the sub-processor will not be used for your organisation.",
     "terminated": "As agreed, the affected service will be terminated for your organisation.",
 }
+
+
+log = structlog.get_logger(__name__)
 
 
 class ResponseActivities:
@@ -134,6 +138,7 @@ class ResponseActivities:
                     request.notice_id,
                     objection.customer_id,
                 )
+        log.info("objection", customer_id=objection.customer_id, key=key, timely=timely, new=new)
         spec = await self._spec(request.notice_id)
         await self._mail_update(
             spec,

@@ -48,15 +48,19 @@ class SendingActivities:
     async def check_approval(self, request: AudienceRequest) -> ApprovalCheck:
         """Rule 6: the latest deadline any recipient would get if the notice went out now."""
         terms = await self.deps.pool.fetch(
-            "SELECT c.timezone, c.window_days, c.window_unit, count(*) AS customers"
+            "SELECT c.timezone, c.window_days, c.window_unit, count(*) AS customers,"
+            " min(c.customer_id) AS example"
             f" FROM customers c WHERE {AUDIENCE_FILTER}"
             " GROUP BY c.timezone, c.window_days, c.window_unit",
             *audience_args(request.spec.audience),
         )
         size = sum(row["customers"] for row in terms)
-        deadlines = [_deadline(request.spec, request.at, dict(row)) for row in terms]
+        projected = [
+            (_deadline(request.spec, request.at, dict(row)), row["example"]) for row in terms
+        ]
+        latest, customer_id = max(projected, default=(None, None))
         return ApprovalCheck(
-            audience_size=size, latest_projected_deadline=max(deadlines, default=None)
+            audience_size=size, latest_projected_deadline=latest, latest_customer_id=customer_id
         )
 
     @activity.defn(name=Activity.snapshot_audience)

@@ -114,6 +114,7 @@ class AudienceRequest(_Model):
 class ApprovalCheck(_Model):
     audience_size: int
     latest_projected_deadline: datetime | None
+    latest_customer_id: str | None = None
 
 
 class SendBatchRequest(_Model):

@@ -149,7 +149,7 @@ class SmtpSession:
         try:
             client = await self._connected()
             _errors, reply = await client.send_message(message)
-            return SendResult(SendStatus.accepted, reply)
+            return SendResult(SendStatus.accepted, f"250 {reply}")  # DATA accepted is always 250
         except aiosmtplib.SMTPRecipientsRefused as refused:
             first = refused.recipients[0]
             return self._classify(first.code, first.message)

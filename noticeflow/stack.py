@@ -98,9 +98,10 @@ def write_stack(data_dir: Path, parts: dict[str, Any]) -> Path:
 
 
 async def run_stack(settings: Settings, demo: bool = False) -> None:
-    configure_logging(json_output=False)
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The console tells the story; the worker's JSON log lines go to a file beside the data.
+    configure_logging(file=(data_dir / "noticeflow.log").open("a", buffering=1))
     data_dir.chmod(0o755)  # embedded PostgreSQL runs as its own user when we are root
     async with AsyncExitStack() as stack:
         print(f"noticeflow: starting in {data_dir}", flush=True)
@@ -173,6 +174,7 @@ def _banner(parts: dict[str, Any], stack_file: Path) -> str:
         + (f"   (every accepted message in {parts['mail_dir']})" if parts["mail_dir"] else ""),
         "  worker            task queue noticeflow",
         f"  stack file        {stack_file}",
+        f"  logs              {stack_file.parent / 'noticeflow.log'}, {stack_file.parent / 'temporal.log'}",
         "",
         f"In another terminal: export NOTICEFLOW_DATA_DIR={stack_file.parent}; noticeflow notice list",
         "Press Ctrl-C to stop everything.",

@@ -195,8 +195,9 @@ class NoticeWorkflow:
         latest = check.latest_projected_deadline
         if latest is not None and self.state.effective_at < latest:
             raise Rejected(
-                f"effective date {self.state.effective_at.isoformat()} is before a recipient's "
-                f"projected deadline {latest.isoformat()}; postpone the notice first"
+                f"effective date {self.state.effective_at.isoformat()} is before the projected "
+                f"deadline {latest.isoformat()} of customer {check.latest_customer_id} (and any "
+                "customer on the same terms); postpone the notice to at least that instant first"
             )
         self.state.approved_by = approve.by
         await self._event(
