@@ -10,7 +10,7 @@ from temporalio import activity
 
 from activities.deps import Deps, update_context
 from activities.names import Activity
-from activities.records import load_recipients, read_totals, set_enablement
+from activities.records import load_recipients, read_totals, switch_subprocessor
 from noticeflow import eventstore
 from noticeflow.contracts import (
     ActivationRequest,
@@ -168,16 +168,14 @@ class LifecycleActivities:
                         {"customer_id": customer_id, "deadline": row["deadline"]},
                         row["deadline"],
                     )
-                await set_enablement(
-                    connection, customer_id, spec.subprocessor, True, now, spec.notice_id
-                )
-                await eventstore.append(
+                await switch_subprocessor(
                     connection,
-                    stream,
-                    f"enable/{customer_id}/{now.isoformat()}",
-                    "subprocessor_enabled",
-                    {"customer_id": customer_id, "subprocessor": spec.subprocessor},
+                    spec.notice_id,
+                    spec.subprocessor,
+                    customer_id,
+                    True,
                     now,
+                    "opted_in" if spec.opt_in else ("deemed_acceptance" if deemed else "withdrawn"),
                 )
             elif (
                 verdict in {Verdict.excluded, Verdict.terminated, Verdict.declined}
@@ -189,20 +187,14 @@ class LifecycleActivities:
                     spec.notice_id,
                     customer_id,
                 )
-                await set_enablement(
-                    connection, customer_id, spec.subprocessor, False, now, spec.notice_id
-                )
-                await eventstore.append(
+                await switch_subprocessor(
                     connection,
-                    stream,
-                    f"disable/{customer_id}/{now.isoformat()}",
-                    "subprocessor_disabled",
-                    {
-                        "customer_id": customer_id,
-                        "subprocessor": spec.subprocessor,
-                        "because": verdict.value,
-                    },
+                    spec.notice_id,
+                    spec.subprocessor,
+                    customer_id,
+                    False,
                     now,
+                    verdict.value,
                 )
             if settled:
                 await eventstore.append(

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from activities.mailer import Recipient
+from noticeflow import eventstore
 from noticeflow.contracts import NoticeTotals
 from noticeflow.domain.notice import Audience
 
@@ -87,4 +88,25 @@ async def set_enablement(
         enabled,
         at,
         notice_id,
+    )
+
+
+async def switch_subprocessor(
+    connection: asyncpg.Connection,
+    notice_id: str,
+    subprocessor: str,
+    customer_id: str,
+    enabled: bool,
+    at: datetime,
+    because: str,
+) -> None:
+    """Record that the sub-processor is now on (or off) for one customer, with its event."""
+    await set_enablement(connection, customer_id, subprocessor, enabled, at, notice_id)
+    await eventstore.append(
+        connection,
+        eventstore.notice_stream(notice_id),
+        f"{'enable' if enabled else 'disable'}/{customer_id}/{at.isoformat()}",
+        "subprocessor_enabled" if enabled else "subprocessor_disabled",
+        {"customer_id": customer_id, "subprocessor": subprocessor, "because": because},
+        at,
     )

@@ -7,7 +7,7 @@ from temporalio import activity
 
 from activities.deps import Deps, update_context
 from activities.names import Activity
-from activities.records import load_recipients, set_enablement
+from activities.records import load_recipients, switch_subprocessor
 from noticeflow import eventstore
 from noticeflow.contracts import (
     ObjectionRequest,
@@ -262,24 +262,13 @@ class ResponseActivities:
                 request.at,
             )
             if row["activated"] and not request.opted_in:
-                await set_enablement(
+                await switch_subprocessor(
                     connection,
-                    request.customer_id,
+                    spec.notice_id,
                     spec.subprocessor,
+                    request.customer_id,
                     False,
                     request.at,
-                    spec.notice_id,
-                )
-                await eventstore.append(
-                    connection,
-                    stream,
-                    f"disable/{request.key}",
-                    "subprocessor_disabled",
-                    {
-                        "customer_id": request.customer_id,
-                        "subprocessor": spec.subprocessor,
-                        "because": "opt_in_revoked",
-                    },
-                    request.at,
+                    "opt_in_revoked",
                 )
         return OptInResult(outcome="recorded")

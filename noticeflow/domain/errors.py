@@ -16,5 +16,7 @@ def describe_validation_error(error: ValidationError, what: str) -> str:
         message = item["msg"]
         if item["type"] == "missing":
             message = "missing"
+        elif item["type"] == "timezone_aware":
+            message = "needs a timezone offset, e.g. 2023-10-18T00:00:00Z"
         problems.append(f"{location}: {message}")
     return f"{what}: " + "; ".join(problems)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -69,19 +70,12 @@ class NoticeSpec(BaseModel):
     transfer_mechanism: Text
     opt_in: bool = False
     objection_window: timedelta = timedelta(days=21)
-    effective_at: datetime
+    effective_at: AwareDatetime
     audience: Audience = Field(default_factory=Audience)
     how_to_object: Text = (
         "Use the personal link in this message, or reply to it, before your deadline."
     )
     body: str = ""
-
-    @field_validator("effective_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("needs a timezone offset, e.g. 2023-10-18T00:00:00Z")
-        return value
 
     @field_validator("objection_window")
     @classmethod

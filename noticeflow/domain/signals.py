@@ -7,10 +7,9 @@ dropped and never allowed to fail a workflow task.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from noticeflow.domain.rules import Outcome
 
@@ -71,15 +70,8 @@ class RevokeOptIn(OptIn):
 
 
 class Postpone(_Payload):
-    effective_at: datetime
+    effective_at: AwareDatetime
     by: Who
-
-    @field_validator("effective_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("needs a timezone offset")
-        return value
 
 
 class Cancel(_Payload):
