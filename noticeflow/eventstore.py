@@ -1,15 +1,48 @@
-"""The append-only event table. Event ids are deterministic, so a retried append is a no-op."""
+"""The event store: append-only, versioned streams with a SHA-256 hash chain, on asyncpg.
+
+* **Idempotent append.** Event ids are deterministic (uuid5 of stream and step key), so an activity
+  that runs twice appends nothing twice: the same id with the same content is a no-op that returns
+  the original; the same id with different content is an error (:class:`EventIdConflict`).
+* **Optimistic concurrency.** ``expected_version`` must match the stream's head; writers to one
+  stream are serialised by a row lock on its head in ``event_streams``.
+* **Batch append** inserts a whole batch in one statement (``unnest`` of arrays).
+* **Global order.** Subscribers follow ``(tx_id, position)`` and read only events whose transaction
+  id is below the oldest transaction still open, so an event that commits out of order is never
+  skipped. The checkpoint is that pair.
+* **Tamper evidence.** ``hash = sha256(prev_hash || canonical JSON of the event)`` per stream,
+  computed at append; :func:`verify_chain` recomputes it and names the first bad event.
+* **Schema versions.** Each event records its ``schema_version``; upcasters bring old payloads up to
+  date on read.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-3f0b-4b47-9d55-6b0c8f3b7a10")
+GENESIS = bytes(32)
+ANY_VERSION = -1  # expected_version: no concurrency check
+NO_STREAM = 0  # expected_version: the stream must not exist yet
+
+
+class EventStoreError(Exception):
+    pass
+
+
+class ConcurrencyError(EventStoreError):
+    """The stream moved on since the writer read it."""
+
+
+class EventIdConflict(EventStoreError):
+    """An event id was reused for different content."""
 
 
 def event_id(stream_id: str, key: str) -> uuid.UUID:
@@ -21,6 +54,247 @@ def notice_stream(notice_id: str) -> str:
     return f"notice-{notice_id}"
 
 
+def to_json_value(data: Any) -> Any:
+    """Plain JSON values (datetimes as ISO strings), exactly as they come back from jsonb."""
+    return json.loads(json.dumps(data, default=_iso))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_hash(
+    prev_hash: bytes,
+    *,
+    stream_id: str,
+    version: int,
+    event_id: uuid.UUID,
+    event_type: str,
+    schema_version: int,
+    data: Any,
+    occurred_at: datetime,
+) -> bytes:
+    body = canonical(
+        {
+            "stream_id": stream_id,
+            "version": version,
+            "event_id": str(event_id),
+            "event_type": event_type,
+            "schema_version": schema_version,
+            "data": data,
+            "occurred_at": occurred_at.astimezone(UTC).isoformat(),
+        }
+    )
+    return hashlib.sha256(prev_hash + body).digest()
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    event_id: uuid.UUID
+    event_type: str
+    data: Any
+    occurred_at: datetime
+    schema_version: int = 1
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    position: int
+    tx_id: int
+    stream_id: str
+    version: int
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int
+    data: Any
+    occurred_at: datetime
+    recorded_at: datetime
+    prev_hash: bytes
+    hash: bytes
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.tx_id, self.position)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "event_id": str(self.event_id),
+            "event_type": self.event_type,
+            "schema_version": self.schema_version,
+            "data": self.data,
+            "occurred_at": self.occurred_at.astimezone(UTC).isoformat(),
+            "recorded_at": self.recorded_at.astimezone(UTC).isoformat(),
+            "prev_hash": self.prev_hash.hex(),
+            "hash": self.hash.hex(),
+        }
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    tx_id: int = 0
+    position: int = 0
+
+
+Upcaster = Callable[[Any], Any]
+
+
+@dataclass
+class Upcasters:
+    """Upcasters keyed by (event type, from version); each lifts a payload one version."""
+
+    steps: dict[tuple[str, int], Upcaster] = field(default_factory=dict)
+
+    def register(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        def decorator(function: Upcaster) -> Upcaster:
+            self.steps[(event_type, from_version)] = function
+            return function
+
+        return decorator
+
+    def upcast(self, event_type: str, version: int, data: Any) -> tuple[int, Any]:
+        while (event_type, version) in self.steps:
+            data = self.steps[(event_type, version)](data)
+            version += 1
+        return version, data
+
+
+UPCASTERS = Upcasters()
+
+COLUMNS = (
+    "position, tx_id::text::bigint AS tx_id, stream_id, stream_version, event_id, event_type,"
+    " schema_version, data::text AS data, occurred_at, recorded_at, prev_hash, hash"
+)
+
+
+def _stored(row: asyncpg.Record, upcasters: Upcasters | None = UPCASTERS) -> StoredEvent:
+    data = json.loads(row["data"])
+    version = row["schema_version"]
+    if upcasters is not None:
+        version, data = upcasters.upcast(row["event_type"], version, data)
+    return StoredEvent(
+        position=row["position"],
+        tx_id=row["tx_id"],
+        stream_id=row["stream_id"],
+        version=row["stream_version"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        schema_version=version,
+        data=data,
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        prev_hash=bytes(row["prev_hash"]),
+        hash=bytes(row["hash"]),
+    )
+
+
+async def append_events(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    events: Sequence[NewEvent],
+    expected_version: int = ANY_VERSION,
+) -> list[StoredEvent]:
+    """Append a batch to one stream, atomically; returns the stored events (originals on retry)."""
+    if not events:
+        return []
+    async with connection.transaction():
+        existing = await _existing(connection, [event.event_id for event in events])
+        fresh = [event for event in events if event.event_id not in existing]
+        for event in events:
+            if event.event_id in existing:
+                _check_same(existing[event.event_id], stream_id, event)
+        if not fresh:
+            return [existing[event.event_id] for event in events]
+        await connection.execute(
+            "INSERT INTO event_streams (stream_id, version, head_hash) VALUES ($1, 0, $2)"
+            " ON CONFLICT DO NOTHING",
+            stream_id,
+            GENESIS,
+        )
+        head = await connection.fetchrow(
+            "SELECT version, head_hash FROM event_streams WHERE stream_id = $1 FOR UPDATE",
+            stream_id,
+        )
+        version, prev = head["version"], bytes(head["head_hash"])
+        if expected_version != ANY_VERSION and expected_version != version:
+            raise ConcurrencyError(
+                f"stream {stream_id} is at version {version}, expected {expected_version}"
+            )
+        rows = []
+        for event in fresh:
+            version += 1
+            data = to_json_value(event.data)
+            digest = event_hash(
+                prev,
+                stream_id=stream_id,
+                version=version,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                data=data,
+                occurred_at=event.occurred_at,
+            )
+            rows.append((event, version, json.dumps(data), prev, digest))
+            prev = digest
+        stored = await connection.fetch(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,"
+            " data, occurred_at, prev_hash, hash)"
+            " SELECT $1, v, i, t, s, d::jsonb, o, p, h FROM unnest("
+            "   $2::bigint[], $3::uuid[], $4::text[], $5::int[], $6::text[], $7::timestamptz[],"
+            "   $8::bytea[], $9::bytea[]) AS x(v, i, t, s, d, o, p, h)"
+            f" RETURNING {COLUMNS}",
+            stream_id,
+            [r[1] for r in rows],
+            [r[0].event_id for r in rows],
+            [r[0].event_type for r in rows],
+            [r[0].schema_version for r in rows],
+            [r[2] for r in rows],
+            [r[0].occurred_at for r in rows],
+            [r[3] for r in rows],
+            [r[4] for r in rows],
+        )
+        await connection.execute(
+            "UPDATE event_streams SET version = $2, head_hash = $3 WHERE stream_id = $1",
+            stream_id,
+            version,
+            prev,
+        )
+        await connection.execute("SELECT pg_notify('noticeflow_events', $1)", stream_id)
+    by_id = {row["event_id"]: _stored(row) for row in stored}
+    return [existing.get(event.event_id) or by_id[event.event_id] for event in events]
+
+
+async def _existing(
+    connection: asyncpg.Connection, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, StoredEvent]:
+    rows = await connection.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE event_id = ANY($1::uuid[])", list(ids)
+    )
+    return {row["event_id"]: _stored(row, upcasters=None) for row in rows}
+
+
+def _check_same(stored: StoredEvent, stream_id: str, event: NewEvent) -> None:
+    same = (
+        stored.stream_id == stream_id
+        and stored.event_type == event.event_type
+        and canonical(stored.data) == canonical(to_json_value(event.data))
+    )
+    if not same:
+        raise EventIdConflict(
+            f"event {event.event_id} already exists in {stored.stream_id} with other content"
+        )
+
+
 async def append(
     connection: asyncpg.Connection | asyncpg.Pool,
     stream_id: str,
@@ -28,15 +302,104 @@ async def append(
     event_type: str,
     data: dict[str, Any],
     occurred_at: datetime,
-) -> bool:
-    """Append one event; returns False when the event was already there."""
-    status = await connection.execute(
-        "INSERT INTO events (event_id, stream_id, event_type, data, occurred_at)"
-        " VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (event_id) DO NOTHING",
-        event_id(stream_id, key),
-        stream_id,
-        event_type,
-        json.dumps(data, default=str, sort_keys=True),
-        occurred_at,
+) -> StoredEvent:
+    """Append the one event of step ``key`` (idempotent); returns it as stored."""
+    event = NewEvent(event_id(stream_id, key), event_type, data, occurred_at)
+    if isinstance(connection, asyncpg.Pool):
+        async with connection.acquire() as acquired:
+            return (await append_events(acquired, stream_id, [event]))[0]
+    return (await append_events(connection, stream_id, [event]))[0]
+
+
+async def read_stream(
+    connection: asyncpg.Connection | asyncpg.Pool, stream_id: str, upcast: bool = True
+) -> list[StoredEvent]:
+    rows = await connection.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
     )
-    return bool(status.endswith(" 1"))
+    return [_stored(row, UPCASTERS if upcast else None) for row in rows]
+
+
+async def read_all(
+    connection: asyncpg.Connection | asyncpg.Pool, after: Checkpoint, limit: int = 5000
+) -> list[StoredEvent]:
+    """The next events in global order after ``after``, never past the oldest open transaction."""
+    rows = await connection.fetch(
+        f"SELECT {COLUMNS} FROM events"
+        " WHERE (tx_id, position) > ($1::text::xid8, $2)"
+        "   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+        " ORDER BY tx_id, position LIMIT $3",
+        str(after.tx_id),
+        after.position,
+        limit,
+    )
+    return [_stored(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    stream_id: str
+    version: int
+    event_id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.stream_id} version {self.version} (event {self.event_id}): {self.problem}"
+
+
+def verify_chain(events: Iterable[dict[str, Any]]) -> ChainProblem | None:
+    """Check per-stream versions and hashes of events in stored form; the first problem, or None.
+
+    Takes the JSON form (``StoredEvent.as_json``) so that packs are checked offline the same way.
+    """
+    heads: dict[str, tuple[int, bytes]] = {}
+    for event in events:
+        stream_id = event["stream_id"]
+        version, prev = heads.get(stream_id, (0, GENESIS))
+        here = ChainProblem(stream_id, event["version"], event["event_id"], "")
+        if event["version"] != version + 1:
+            return _problem(
+                here, f"expected version {version + 1}: an event is missing or reordered"
+            )
+        if bytes.fromhex(event["prev_hash"]) != prev:
+            return _problem(here, "previous-hash link is broken")
+        recomputed = event_hash(
+            prev,
+            stream_id=stream_id,
+            version=event["version"],
+            event_id=uuid.UUID(event["event_id"]),
+            event_type=event["event_type"],
+            schema_version=event["schema_version"],
+            data=event["data"],
+            occurred_at=datetime.fromisoformat(event["occurred_at"]),
+        )
+        if recomputed.hex() != event["hash"]:
+            return _problem(here, "content does not match its hash (altered)")
+        heads[stream_id] = (event["version"], recomputed)
+    return None
+
+
+def _problem(where: ChainProblem, problem: str) -> ChainProblem:
+    return ChainProblem(where.stream_id, where.version, where.event_id, problem)
+
+
+async def verify_stream(
+    connection: asyncpg.Connection | asyncpg.Pool, stream_id: str
+) -> ChainProblem | None:
+    """Verify one stream in the database, against the stored head too (detects a truncated tail)."""
+    events = [event.as_json() for event in await read_stream(connection, stream_id, upcast=False)]
+    problem = verify_chain(events)
+    if problem:
+        return problem
+    head = await connection.fetchrow(
+        "SELECT version, head_hash FROM event_streams WHERE stream_id = $1", stream_id
+    )
+    last_version = events[-1]["version"] if events else 0
+    if head is not None and head["version"] != last_version:
+        return ChainProblem(
+            stream_id,
+            head["version"],
+            "-",
+            f"stream head says version {head['version']}, events end at {last_version}",
+        )
+    return None

@@ -112,17 +112,31 @@ CREATE TABLE subprocessor_enablements (
     PRIMARY KEY (customer_id, subprocessor)
 );
 
--- Append-only domain events. Deterministic event ids make every append idempotent.
-CREATE TABLE events (
-    position     bigserial PRIMARY KEY,
-    event_id     uuid NOT NULL UNIQUE,
-    stream_id    text NOT NULL,
-    event_type   text NOT NULL,
-    data         jsonb NOT NULL,
-    occurred_at  timestamptz NOT NULL,
-    recorded_at  timestamptz NOT NULL DEFAULT now()
+-- The event store (see noticeflow/eventstore.py). Each stream has a version and a SHA-256 hash
+-- chain; the global order a subscriber follows is (tx_id, position), read only below the oldest
+-- open transaction so an event that commits out of order is never skipped.
+CREATE TABLE event_streams (
+    stream_id    text PRIMARY KEY,
+    version      bigint NOT NULL,
+    head_hash    bytea NOT NULL
 );
-CREATE INDEX events_by_stream ON events (stream_id, position);
+
+CREATE TABLE events (
+    position       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tx_id          xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id      text NOT NULL,
+    stream_version bigint NOT NULL,
+    event_id       uuid NOT NULL UNIQUE,
+    event_type     text NOT NULL,
+    schema_version integer NOT NULL DEFAULT 1,
+    data           jsonb NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    prev_hash      bytea NOT NULL,
+    hash           bytea NOT NULL,
+    UNIQUE (stream_id, stream_version)
+);
+CREATE INDEX events_global_order ON events (tx_id, position);
 
 CREATE FUNCTION events_are_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -130,3 +144,5 @@ BEGIN
 END $$;
 CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
     FOR EACH ROW EXECUTE FUNCTION events_are_append_only();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION events_are_append_only();
