@@ -41,6 +41,14 @@ class ConcurrencyError(EventStoreError):
     """The stream moved on since the writer read it."""
 
 
+class OrderingConflict(ConcurrencyError):
+    """This transaction started writing before the stream's last writer: retry it afresh.
+
+    Global order is by transaction id; a transaction that took its id earlier but reached the
+    stream later would put a higher version before a lower one. Retrying gives it a new id.
+    """
+
+
 class EventIdConflict(EventStoreError):
     """An event id was reused for different content."""
 
@@ -207,7 +215,29 @@ async def append_events(
     """Append a batch to one stream, atomically; returns the stored events (originals on retry)."""
     if not events:
         return []
+    if connection.is_in_transaction():  # the caller's transaction: its retry is the caller's job
+        return await _append(connection, stream_id, events, expected_version)
+    for attempt in range(5):
+        try:
+            return await _append(connection, stream_id, events, expected_version)
+        except OrderingConflict:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _append(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    events: Sequence[NewEvent],
+    expected_version: int,
+) -> list[StoredEvent]:
     async with connection.transaction():
+        # An advisory lock takes no transaction id, so a writer on its own gets its id only after
+        # the previous writer of this stream has committed.
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))", stream_id
+        )
         existing = await _existing(connection, [event.event_id for event in events])
         fresh = [event for event in events if event.event_id not in existing]
         for event in events:
@@ -222,9 +252,12 @@ async def append_events(
             GENESIS,
         )
         head = await connection.fetchrow(
-            "SELECT version, head_hash FROM event_streams WHERE stream_id = $1 FOR UPDATE",
+            "SELECT version, head_hash, head_tx IS NOT NULL AND pg_current_xact_id() < head_tx"
+            " AS behind FROM event_streams WHERE stream_id = $1 FOR UPDATE",
             stream_id,
         )
+        if head["behind"]:
+            raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
         version, prev = head["version"], bytes(head["head_hash"])
         if expected_version != ANY_VERSION and expected_version != version:
             raise ConcurrencyError(
@@ -264,7 +297,8 @@ async def append_events(
             [r[4] for r in rows],
         )
         await connection.execute(
-            "UPDATE event_streams SET version = $2, head_hash = $3 WHERE stream_id = $1",
+            "UPDATE event_streams SET version = $2, head_hash = $3, head_tx = pg_current_xact_id()"
+            " WHERE stream_id = $1",
             stream_id,
             version,
             prev,

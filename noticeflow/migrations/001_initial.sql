@@ -118,7 +118,8 @@ CREATE TABLE subprocessor_enablements (
 CREATE TABLE event_streams (
     stream_id    text PRIMARY KEY,
     version      bigint NOT NULL,
-    head_hash    bytea NOT NULL
+    head_hash    bytea NOT NULL,
+    head_tx      xid8                -- transaction of the last append: keeps versions in tx order
 );
 
 CREATE TABLE events (

@@ -1,0 +1,185 @@
+"""The event store on a real PostgreSQL: idempotency, concurrency, global order, tamper evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from noticeflow import eventstore as es
+
+
+def new(key: str, data: object = None, event_type: str = "happened") -> es.NewEvent:
+    return es.NewEvent(
+        uuid.uuid5(es.EVENT_NAMESPACE, key),
+        event_type,
+        data or {"k": key},
+        datetime(2026, 11, 29, tzinfo=UTC),
+    )
+
+
+async def test_batch_append_versions_and_chains(pool):
+    async with pool.acquire() as connection:
+        stored = await es.append_events(
+            connection, "s1", [new("a"), new("b"), new("c")], es.NO_STREAM
+        )
+    assert [e.version for e in stored] == [1, 2, 3]
+    assert stored[0].prev_hash == es.GENESIS and stored[1].prev_hash == stored[0].hash
+    assert es.verify_chain(e.as_json() for e in await es.read_stream(pool, "s1")) is None
+
+
+async def test_same_id_same_content_is_a_no_op_returning_the_original(pool):
+    async with pool.acquire() as connection:
+        first = await es.append_events(connection, "s1", [new("a")])
+        again = await es.append_events(connection, "s1", [new("a")])
+    assert again == first
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_same_id_other_content_is_refused(pool):
+    async with pool.acquire() as connection:
+        await es.append_events(connection, "s1", [new("a")])
+        with pytest.raises(es.EventIdConflict):
+            await es.append_events(connection, "s1", [new("a", {"k": "changed"})])
+        with pytest.raises(es.EventIdConflict):
+            await es.append_events(connection, "s2", [new("a")])
+
+
+async def test_expected_version_is_enforced(pool):
+    async with pool.acquire() as connection:
+        await es.append_events(connection, "s1", [new("a")], es.NO_STREAM)
+        with pytest.raises(es.ConcurrencyError, match="at version 1, expected 0"):
+            await es.append_events(connection, "s1", [new("b")], es.NO_STREAM)
+        await es.append_events(connection, "s1", [new("b")], 1)
+
+
+async def test_the_table_refuses_update_delete_and_truncate(pool):
+    async with pool.acquire() as connection:
+        await es.append_events(connection, "s1", [new("a")])
+        for statement in (
+            "UPDATE events SET event_type = 'x'",
+            "DELETE FROM events",
+            "TRUNCATE events",
+        ):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await connection.execute(statement)
+
+
+async def test_upcasters_lift_old_payloads_on_read(pool):
+    upcasters = es.UPCASTERS
+    step = ("renamed", 1)
+    upcasters.steps[step] = lambda data: {"name": data["old_name"]}
+    try:
+        async with pool.acquire() as connection:
+            await es.append_events(connection, "s1", [new("a", {"old_name": "x"}, "renamed")])
+        (event,) = await es.read_stream(pool, "s1")
+        assert (event.schema_version, event.data) == (2, {"name": "x"})
+        assert (
+            es.verify_chain([(await es.read_stream(pool, "s1", upcast=False))[0].as_json()]) is None
+        )
+    finally:
+        del upcasters.steps[step]
+
+
+async def test_tampering_is_detected_and_the_first_bad_event_named(pool):
+    async with pool.acquire() as connection:
+        stored = await es.append_events(connection, "s1", [new(str(i)) for i in range(5)])
+        await connection.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await connection.execute(
+            'UPDATE events SET data = \'{"k": "forged"}\' WHERE event_id = $1', stored[2].event_id
+        )
+        await connection.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    problem = await es.verify_stream(pool, "s1")
+    assert problem is not None and problem.version == 3 and "altered" in str(problem)
+
+
+async def test_a_removed_event_is_detected(pool):
+    async with pool.acquire() as connection:
+        stored = await es.append_events(connection, "s1", [new(str(i)) for i in range(4)])
+        await connection.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await connection.execute("DELETE FROM events WHERE event_id = $1", stored[1].event_id)
+        await connection.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    problem = await es.verify_stream(pool, "s1")
+    assert (
+        problem is not None and problem.version == 3 and "missing or reordered" in problem.problem
+    )
+
+
+async def test_a_subscriber_never_skips_an_event_that_commits_out_of_order(pool):
+    slow = await pool.acquire()
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        await es.append_events(slow, "slow", [new("early")])  # lower tx id, not yet committed
+        async with pool.acquire() as fast:
+            await es.append_events(fast, "fast", [new("late")])  # commits first
+        seen = await es.read_all(pool, es.Checkpoint())
+        assert seen == []  # the later event waits behind the open transaction
+        await transaction.commit()
+    finally:
+        await pool.release(slow)
+    seen = await es.read_all(pool, es.Checkpoint())
+    assert [e.stream_id for e in seen] == ["slow", "fast"]
+
+
+async def test_many_concurrent_writers_lose_duplicate_and_reorder_nothing(database_url):
+    writers, per_writer, streams = 16, 40, 4
+    pool = await asyncpg.create_pool(database_url, min_size=writers, max_size=writers + 2)
+    assert pool is not None
+    seen: list[es.StoredEvent] = []
+    done = asyncio.Event()
+
+    async def subscriber() -> None:
+        checkpoint = es.Checkpoint()
+        while True:
+            finished = done.is_set()
+            batch = await es.read_all(pool, checkpoint, limit=97)
+            seen.extend(batch)
+            if batch:
+                checkpoint = batch[-1].checkpoint
+            elif finished:
+                return
+            else:
+                await asyncio.sleep(0.005)
+
+    async def writer(number: int) -> None:
+        async with pool.acquire() as connection:
+            for i in range(per_writer):
+                stream = f"stream-{(number + i) % streams}"
+                batch = [new(f"w{number}-{i}-{j}") for j in range(1 + i % 3)]
+                await es.append_events(connection, stream, batch)
+
+    reader = asyncio.create_task(subscriber())
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    done.set()
+    await reader
+    total = await pool.fetchval("SELECT count(*) FROM events")
+    assert len(seen) == total == writers * sum(1 + i % 3 for i in range(per_writer))
+    assert len({e.event_id for e in seen}) == total
+    assert [e.checkpoint for e in seen] == sorted(e.checkpoint for e in seen)
+    for stream in {e.stream_id for e in seen}:
+        versions = [e.version for e in seen if e.stream_id == stream]
+        assert versions == list(range(1, len(versions) + 1))
+        assert await es.verify_stream(pool, stream) is None
+    await pool.close()
+
+
+async def test_a_transaction_that_wrote_first_but_reached_the_stream_late_must_retry(pool):
+    early = await pool.acquire()
+    try:
+        transaction = early.transaction()
+        await transaction.start()
+        await early.execute("SELECT pg_current_xact_id()")  # takes its transaction id now
+        async with pool.acquire() as later:
+            await es.append_events(later, "s1", [new("later")])
+        with pytest.raises(es.OrderingConflict):
+            await es.append_events(early, "s1", [new("early")])
+        await transaction.rollback()
+    finally:
+        await pool.release(early)
+    async with pool.acquire() as retried:
+        stored = await es.append_events(retried, "s1", [new("early")])
+    assert stored[0].version == 2
