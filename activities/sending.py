@@ -92,6 +92,7 @@ class SendingActivities:
             )
             rows = await connection.fetch(
                 "SELECT customer_id, region, services, timezone, window_days, window_unit"
+                # (the customer ids and timezones also go into the event, for the read models)
                 " FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
                 spec.notice_id,
             )
@@ -107,6 +108,7 @@ class SendingActivities:
                     "customers": len(rows),
                     "snapshot_sha256": digest,
                     "customer_ids": [row["customer_id"] for row in rows],
+                    "timezones": {row["customer_id"]: row["timezone"] for row in rows},
                 },
                 request.at,
             )

@@ -463,18 +463,15 @@ def notice_resend(
 
 @projections_app.command("rebuild")
 def projections_rebuild(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Rebuild the notice summaries (phase, dates) from the event store."""
+    """Rebuild every read model from zero, from the event store alone."""
+    from noticeflow.projections import rebuild
 
     async def go() -> int:
         async with database(settings_for(data_dir)) as pool:
-            return await repository.rebuild_notice_summaries(pool)
+            return await rebuild(pool)
 
     count = run(go())
-    emit(
-        {"rebuilt_notices": count},
-        as_json,
-        f"rebuilt {count} notice summaries from the event store",
-    )
+    emit({"events_replayed": count}, as_json, f"rebuilt the read models from {count} events")
 
 
 @evidence_app.command("export")

@@ -82,7 +82,8 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
         )
     ]
     write("deliveries.csv", _csv(ledger, list(ledger[0].keys()) if ledger else ["customer_id"]))
-    summary = await repository.notice_summary(pool, notice_id)
+    spec = json.loads(notice["spec"])
+    summary = {**spec, **dict(notice), "notice_id": notice_id}
     env = Environment(loader=PackageLoader("noticeflow", "templates/evidence"), autoescape=True)
     write(
         "report.html",

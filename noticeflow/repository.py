@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -100,12 +99,10 @@ async def notice_row(pool: asyncpg.Pool, notice_id: str) -> asyncpg.Record:
 
 
 async def list_notices(pool: asyncpg.Pool, phase: str | None = None) -> list[dict[str, Any]]:
+    """`notice list`, from the notice summary read model."""
     rows = await pool.fetch(
-        "SELECT n.notice_id, n.phase, n.subprocessor, n.effective_at, n.window_closes_at,"
-        " (SELECT count(*) FROM recipients r WHERE r.notice_id = n.notice_id) AS customers,"
-        " (SELECT count(*) FROM objections o WHERE o.notice_id = n.notice_id AND o.status = 'open')"
-        "   AS open_objections"
-        " FROM notices n WHERE $1::text IS NULL OR n.phase = $1 ORDER BY n.created_at",
+        "SELECT notice_id, phase, subprocessor, effective_at, window_closes_at, customers,"
+        " open_objections FROM rm_notices WHERE $1::text IS NULL OR phase = $1 ORDER BY created_at",
         phase,
     )
     return [dict(row) for row in rows]
@@ -148,31 +145,51 @@ async def customer_table(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
 
 
 async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
-    """`notice show`: the contract's fields first, more after."""
-    notice = await notice_row(pool, notice_id)
-    customers = await customer_table(pool, notice_id)
-    deadlines = [row["deadline"] for row in customers if row["deadline"] is not None]
+    """`notice show`, from the read models: the contract's fields first, more after."""
+    notice = await pool.fetchrow("SELECT * FROM rm_notices WHERE notice_id = $1", notice_id)
+    if notice is None:
+        await notice_row(pool, notice_id)  # a clear "no notice" error if it does not exist at all
+        raise InputError(
+            f"notice {notice_id!r} is not in the read models yet; try again in a moment"
+        )
+    rows = await pool.fetch(
+        "SELECT * FROM rm_notice_customers WHERE notice_id = $1 ORDER BY customer_id", notice_id
+    )
+    customers = [
+        {
+            "customer_id": row["customer_id"],
+            "delivery": row["delivery"],
+            "deadline": row["deadline"],
+            "timezone": row["timezone"],
+            "objection": None
+            if row["objection_status"] is None
+            else {"status": row["objection_status"], "timely": row["objection_timely"]},
+            "opted_in": row["opted_in"],
+            "activated": row["activated"],
+            "deemed_accepted_at": row["deemed_accepted_at"],
+            "verdict": row["verdict"],
+            "settled": row["settled"],
+        }
+        for row in rows
+    ]
     counts = {
-        "customers": len(customers),
-        "delivered": sum(row["delivery"] == "delivered" for row in customers),
-        "undelivered": sum(row["delivery"] == "undelivered" for row in customers),
-        "open_objections": sum(
-            bool(row["objection"] and row["objection"]["status"] == "open") for row in customers
-        ),
-        "opted_in": sum(row["opted_in"] for row in customers),
-        "activated": sum(row["activated"] for row in customers),
-        "settled": sum(row["settled"] for row in customers),
+        "customers": len(rows),
+        "delivered": sum(row["delivery"] == "delivered" for row in rows),
+        "undelivered": sum(row["delivery"] == "undelivered" for row in rows),
+        "open_objections": notice["open_objections"],
+        "opted_in": sum(row["opted_in"] for row in rows),
+        "activated": sum(row["activated"] for row in rows),
+        "settled": sum(row["settled"] for row in rows),
     }
-    spec = NoticeSpec.model_validate_json(notice["spec"])
     return {
         "notice_id": notice_id,
         "phase": notice["phase"],
         "effective_at": notice["effective_at"],
-        "window_closes_at": max(deadlines) if deadlines else None,
+        "window_closes_at": notice["window_closes_at"],
         "customers": customers,
-        "title": spec.title,
+        "title": notice["title"],
         "subprocessor": notice["subprocessor"],
-        "opt_in": spec.opt_in,
+        "opt_in": notice["opt_in"],
         "author": notice["author"],
         "approved_by": notice["approved_by"],
         "text_sha256": notice["text_sha256"],
@@ -231,37 +248,3 @@ async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> int:
             datetime.now().astimezone(),
         )
     return int(erased)
-
-
-async def rebuild_notice_summaries(pool: asyncpg.Pool) -> int:
-    """Recompute each notice's phase, dates and approver from its events alone."""
-    rows = await pool.fetch(
-        "SELECT stream_id, event_type, data FROM events WHERE event_type = ANY($1::text[])"
-        " AND stream_id LIKE 'notice-%' ORDER BY position",
-        ["phase_changed", "notice_approved"],
-    )
-    summaries: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        notice_id = row["stream_id"].removeprefix("notice-")
-        data = json.loads(row["data"])
-        summary = summaries.setdefault(notice_id, {})
-        if row["event_type"] == "notice_approved":
-            summary["approved_by"] = data["by"]
-        else:
-            summary.update(
-                phase=data["phase"],
-                effective_at=data["effective_at"],
-                window_closes_at=data.get("window_closes_at"),
-            )
-    async with pool.acquire() as connection, connection.transaction():
-        for notice_id, summary in summaries.items():
-            await connection.execute(
-                "UPDATE notices SET phase = $2, effective_at = $3::text::timestamptz,"
-                " window_closes_at = $4::text::timestamptz, approved_by = $5 WHERE notice_id = $1",
-                notice_id,
-                summary.get("phase", "draft"),
-                summary.get("effective_at"),
-                summary.get("window_closes_at"),
-                summary.get("approved_by"),
-            )
-    return len(summaries)

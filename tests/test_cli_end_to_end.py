@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from noticeflow.contracts import workflow_id
+from noticeflow.projections import run_projections
 from tests import helpers
 from worker.main import build_worker, make_deps
 
@@ -68,8 +69,12 @@ async def stack(dev_server_env, database_url, pool, smtp_sink, tmp_path: Path):
         "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
     }
     deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    stop = asyncio.Event()
+    projector = asyncio.create_task(run_projections(pool, stop, poll_seconds=0.5))
     async with build_worker(dev_server_env.client, deps, task_queue):
         yield Cli(env), dev_server_env.client
+    stop.set()
+    await projector
 
 
 async def wait_phase(cli: Cli, notice_id: str, phase: str, seconds: float) -> dict:

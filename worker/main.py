@@ -26,6 +26,7 @@ from activities.sending import SendingActivities
 from noticeflow import db
 from noticeflow.config import Settings
 from noticeflow.mail import MailRenderer, SmtpTarget
+from noticeflow.projections import run_projections
 from noticeflow.temporal import connect
 from workflows.notice import NoticeWorkflow
 
@@ -118,8 +119,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info(
             "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
         )
+        projector = asyncio.create_task(run_projections(pool, stop), name="projections")
         async with worker:
             await stop.wait()
             log.info("worker stopping")
+        await projector
     finally:
         await pool.close()

@@ -23,6 +23,7 @@ from noticeflow.control import query_status, send_signal, start_notice
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec, parse_notice
+from noticeflow.projections import catch_up
 from noticeflow.temporal import connect
 
 WINDOW = timedelta(minutes=2)
@@ -186,6 +187,7 @@ async def _watch(client: Client, pool: Any, spec: NoticeSpec) -> None:
         if description.status is not None and description.status.name != "RUNNING":
             break
         await asyncio.sleep(2)
+    await catch_up(pool)  # the read models, current to the last event
     summary = await repository.notice_summary(pool, spec.notice_id)
     say(f"notice {spec.notice_id} is complete: every customer is settled")
     for row in summary["customers"]:

@@ -154,3 +154,56 @@ CREATE TRIGGER events_notify AFTER INSERT ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_notify();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_are_append_only();
+
+-- Read models, built only from events by catch-up projections (noticeflow/projections.py). Each
+-- projection's checkpoint is written in the same transaction as its read-model changes.
+CREATE TABLE projection_checkpoints (
+    name      text PRIMARY KEY,
+    tx_id     bigint NOT NULL DEFAULT 0,
+    position  bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE rm_notices (
+    notice_id        text PRIMARY KEY,
+    title            text NOT NULL,
+    subprocessor     text NOT NULL,
+    opt_in           boolean NOT NULL,
+    author           text NOT NULL,
+    text_sha256      text NOT NULL,
+    phase            text NOT NULL,
+    effective_at     timestamptz NOT NULL,
+    window_closes_at timestamptz,
+    approved_by      text,
+    customers        integer NOT NULL DEFAULT 0,
+    open_objections  integer NOT NULL DEFAULT 0,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL
+);
+
+CREATE TABLE rm_notice_customers (
+    notice_id          text NOT NULL,
+    customer_id        text NOT NULL,
+    timezone           text,
+    delivery           text NOT NULL DEFAULT 'pending',
+    delivered_at       timestamptz,
+    deadline           timestamptz,
+    objection_status   text,
+    objection_timely   boolean,
+    open_objections    integer NOT NULL DEFAULT 0,
+    opted_in           boolean NOT NULL DEFAULT false,
+    deemed_accepted_at timestamptz,
+    activated          boolean NOT NULL DEFAULT false,
+    activated_at       timestamptz,
+    verdict            text,
+    settled            boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (notice_id, customer_id)
+);
+
+CREATE TABLE rm_customer_subprocessors (
+    customer_id   text NOT NULL,
+    subprocessor  text NOT NULL,
+    enabled       boolean NOT NULL,
+    since         timestamptz NOT NULL,
+    notice_id     text NOT NULL,
+    PRIMARY KEY (customer_id, subprocessor)
+);

@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import repository
+from noticeflow import projections, repository
 from noticeflow.contracts import NoticeInput, NoticeStatus, workflow_id
 from noticeflow.domain.rules import Phase
 from tests import helpers
@@ -170,3 +170,23 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
         assert expected in types, expected
 
     await helpers.assert_no_contact_address_in_history(handle, helpers.CUSTOMERS_CSV + fixed)
+
+    # The read models, built from events alone, agree with the records; a rebuild equals them.
+    await projections.catch_up(pool)
+    shown = await repository.notice_summary(pool, spec.notice_id)
+    assert shown["phase"] == "active" and shown["approved_by"] == "bob"
+    assert shown["effective_at"] == result.effective_at
+    by_id = {row["customer_id"]: row for row in shown["customers"]}
+    for customer_id, row in table.items():
+        for field in ("delivery", "deadline", "objection", "opted_in", "activated", "verdict", "settled"):
+            assert by_id[customer_id][field] == row[field], (customer_id, field)
+    live = await read_models(pool)
+    await projections.rebuild(pool)
+    assert await read_models(pool) == live
+
+
+async def read_models(pool) -> dict[str, list]:
+    return {
+        table: [dict(row) for row in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
+        for table in projections.TABLES
+    }

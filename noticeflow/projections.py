@@ -1,0 +1,287 @@
+"""Catch-up projections: read models built from the event store alone.
+
+Each projection follows the global order ``(tx_id, position)`` from its checkpoint and writes its
+read-model changes and its new checkpoint in one transaction, so it never applies an event twice or
+skips one. The runner is woken by LISTEN/NOTIFY and polls as a fallback. `rebuild` empties the read
+models and replays every event: a rebuilt read model equals the live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from noticeflow import eventstore as es
+
+log = structlog.get_logger(__name__)
+NAME = "read_models"
+TABLES = ("rm_notices", "rm_notice_customers", "rm_customer_subprocessors")
+Handler = Callable[[asyncpg.Connection, str, es.StoredEvent], Awaitable[None]]
+
+
+def _at(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+async def _created(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    spec = e.data["spec"]
+    await c.execute(
+        "INSERT INTO rm_notices (notice_id, title, subprocessor, opt_in, author, text_sha256, phase,"
+        " effective_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $8)",
+        notice_id,
+        spec["title"],
+        spec["subprocessor"],
+        spec["opt_in"],
+        e.data["author"],
+        e.data["text_sha256"],
+        _at(spec["effective_at"]),
+        e.occurred_at,
+    )
+
+
+async def _phase(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notices SET phase = $2, effective_at = $3, window_closes_at = $4, updated_at = $5"
+        " WHERE notice_id = $1",
+        notice_id,
+        e.data["phase"],
+        _at(e.data["effective_at"]),
+        _at(e.data.get("window_closes_at")),
+        e.occurred_at,
+    )
+    if e.data["phase"] == "cancelled":
+        await c.execute(
+            "UPDATE rm_notice_customers SET verdict = 'cancelled', settled = true"
+            " WHERE notice_id = $1 AND NOT settled",
+            notice_id,
+        )
+
+
+async def _approved(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notices SET approved_by = $2 WHERE notice_id = $1", notice_id, e.data["by"]
+    )
+
+
+async def _snapshot(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    zones = e.data.get("timezones", {})
+    await c.executemany(
+        "INSERT INTO rm_notice_customers (notice_id, customer_id, timezone) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        [(notice_id, customer, zones.get(customer)) for customer in e.data["customer_ids"]],
+    )
+    await c.execute(
+        "UPDATE rm_notices SET customers = $2 WHERE notice_id = $1",
+        notice_id,
+        len(e.data["customer_ids"]),
+    )
+
+
+async def _delivery(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    delivered = e.event_type == "notice_delivered"
+    await c.execute(
+        "UPDATE rm_notice_customers SET delivery = $3, delivered_at = coalesce(delivered_at, $4),"
+        " deadline = coalesce(deadline, $5) WHERE notice_id = $1 AND customer_id = $2"
+        " AND delivery <> 'delivered'",
+        notice_id,
+        e.data["customer_id"],
+        "delivered" if delivered else "undelivered",
+        _at(e.data.get("delivered_at")),
+        _at(e.data.get("deadline")),
+    )
+    await _window(c, notice_id)
+
+
+async def _window(c: asyncpg.Connection, notice_id: str) -> None:
+    await c.execute(
+        "UPDATE rm_notices SET window_closes_at = greatest(window_closes_at,"
+        " (SELECT max(deadline) FROM rm_notice_customers WHERE notice_id = $1)) WHERE notice_id = $1",
+        notice_id,
+    )
+
+
+async def _objection(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notice_customers SET objection_status = 'open', objection_timely = $3,"
+        " open_objections = open_objections + 1, settled = false"
+        " WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        e.data["customer_id"],
+        e.data["timely"],
+    )
+    await _open_count(c, notice_id)
+
+
+async def _resolved(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notice_customers SET objection_status = $3, open_objections = 0, settled = false"
+        " WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        e.data["customer_id"],
+        e.data["outcome"],
+    )
+    await _open_count(c, notice_id)
+
+
+async def _open_count(c: asyncpg.Connection, notice_id: str) -> None:
+    await c.execute(
+        "UPDATE rm_notices SET open_objections = (SELECT coalesce(sum(open_objections), 0)"
+        " FROM rm_notice_customers WHERE notice_id = $1) WHERE notice_id = $1",
+        notice_id,
+    )
+
+
+async def _opt_in(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notice_customers SET opted_in = $3, settled = false"
+        " WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        e.data["customer_id"],
+        e.event_type == "opt_in_recorded",
+    )
+
+
+async def _deemed(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notice_customers SET deemed_accepted_at = $3 WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        e.data["customer_id"],
+        _at(e.data["deadline"]),
+    )
+
+
+async def _switched(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    enabled = e.event_type == "subprocessor_enabled"
+    customer = e.data["customer_id"]
+    await c.execute(
+        "UPDATE rm_notice_customers SET activated = $3,"
+        " activated_at = CASE WHEN $3 THEN $4 ELSE activated_at END"
+        " WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        customer,
+        enabled,
+        e.occurred_at,
+    )
+    await c.execute(
+        "INSERT INTO rm_customer_subprocessors (customer_id, subprocessor, enabled, since, notice_id)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, subprocessor) DO UPDATE SET"
+        " enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id",
+        customer,
+        e.data["subprocessor"],
+        enabled,
+        e.occurred_at,
+        notice_id,
+    )
+
+
+async def _settled(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    await c.execute(
+        "UPDATE rm_notice_customers SET verdict = $3, settled = true"
+        " WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        e.data["customer_id"],
+        e.data["verdict"],
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "notice_created": _created,
+    "phase_changed": _phase,
+    "notice_approved": _approved,
+    "audience_snapshotted": _snapshot,
+    "notice_delivered": _delivery,
+    "notice_undelivered": _delivery,
+    "objection_received": _objection,
+    "objection_resolved": _resolved,
+    "opt_in_recorded": _opt_in,
+    "opt_in_revoked": _opt_in,
+    "deemed_acceptance": _deemed,
+    "subprocessor_enabled": _switched,
+    "subprocessor_disabled": _switched,
+    "customer_settled": _settled,
+}
+
+
+PROJECTOR_LOCK = 7_346_002
+
+
+async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
+    """Apply every event after the checkpoint; returns how many were applied."""
+    applied = 0
+    async with pool.acquire() as connection:
+        while True:
+            async with connection.transaction():
+                # One projector at a time. An advisory lock takes no transaction id, so this
+                # transaction does not hold back the horizon (oldest open transaction) it reads below.
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
+                row = await connection.fetchrow(
+                    "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1", NAME
+                )
+                after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
+                events = await es.read_all(connection, after, page)
+                for event in events:
+                    handler = HANDLERS.get(event.event_type)
+                    if handler is not None and event.stream_id.startswith("notice-"):
+                        await handler(connection, event.stream_id.removeprefix("notice-"), event)
+                if events:
+                    last = events[-1].checkpoint
+                    await connection.execute(
+                        "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3",
+                        NAME,
+                        last.tx_id,
+                        last.position,
+                    )
+            applied += len(events)
+            if len(events) < page:
+                return applied
+
+
+async def rebuild(pool: asyncpg.Pool) -> int:
+    """Empty the read models and replay the whole event store into them."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
+        await connection.execute(f"TRUNCATE {', '.join(TABLES)}")
+        await connection.execute("DELETE FROM projection_checkpoints WHERE name = $1", NAME)
+    return await catch_up(pool)
+
+
+async def run_projections(
+    pool: asyncpg.Pool, stop: asyncio.Event, poll_seconds: float = 2.0
+) -> None:
+    """Keep the read models current until ``stop``: woken by NOTIFY, polling as a fallback."""
+    wake = asyncio.Event()
+
+    def notified(*_: object) -> None:
+        wake.set()
+
+    listener = await pool.acquire()
+    await listener.add_listener("noticeflow_events", notified)
+    try:
+        while not stop.is_set():
+            wake.clear()  # before catching up: a NOTIFY that arrives meanwhile wakes the next round
+            try:
+                await catch_up(pool)
+            except (asyncpg.PostgresError, OSError) as error:
+                log.warning("projection catch-up failed; will retry", error=str(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(wake, stop), timeout=poll_seconds)
+    finally:
+        with contextlib.suppress(Exception):
+            await listener.remove_listener("noticeflow_events", notified)
+        await pool.release(listener)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
