@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from noticeflow.crypto import blind_index, seal
 from noticeflow.mail import (
     MailRenderer,
     SendStatus,
@@ -38,7 +39,8 @@ class Recipient:
     customer_id: str
     name: str
     timezone: str
-    contacts: list[tuple[int, str]]  # (position, address)
+    contacts: list[tuple[int, str]]  # (position, address) — plaintext, in memory only
+    key: bytes  # the customer's key: addresses are stored sealed, ledger rows by blind index
 
 
 log = structlog.get_logger(__name__)
@@ -77,7 +79,7 @@ class Mailer:
                     pool,
                     session,
                     notice_id,
-                    recipient.customer_id,
+                    recipient,
                     position,
                     address,
                     kind,
@@ -91,17 +93,18 @@ class Mailer:
         pool: asyncpg.Pool,
         session: SmtpSession,
         notice_id: str,
-        customer_id: str,
+        recipient: Recipient,
         position: int,
         address: str,
         kind: str,
         content: tuple[str, str, str],
     ) -> ContactOutcome:
+        customer_id = recipient.customer_id
         msg_id = message_id(notice_id, customer_id, address, kind, self.mail_from)
-        key = (notice_id, customer_id, address, kind)
+        key = (notice_id, customer_id, blind_index(recipient.key, address), kind)
         done = await pool.fetchrow(
             "SELECT status, smtp_reply, finished_at FROM deliveries WHERE notice_id = $1"
-            " AND customer_id = $2 AND email = $3 AND kind = $4 AND status <> 'sending'",
+            " AND customer_id = $2 AND contact_ref = $3 AND kind = $4 AND status <> 'sending'",
             *key,
         )
         if done is not None:
@@ -109,13 +112,14 @@ class Mailer:
                 position, msg_id, done["status"], done["smtp_reply"], done["finished_at"]
             )
         await pool.execute(
-            "INSERT INTO deliveries (notice_id, customer_id, email, kind, message_id, status,"
-            " first_attempt_at) VALUES ($1, $2, $3, $4, $5, 'sending', $6)"
-            " ON CONFLICT (notice_id, customer_id, email, kind)"
+            "INSERT INTO deliveries (notice_id, customer_id, contact_ref, kind, message_id, status,"
+            " first_attempt_at, email) VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7)"
+            " ON CONFLICT (notice_id, customer_id, contact_ref, kind)"
             " DO UPDATE SET attempts = deliveries.attempts + 1",
             *key,
             msg_id,
             utcnow(),
+            seal(recipient.key, customer_id, address),
         )
         subject, text, html = content
         message = build_message(
@@ -141,7 +145,7 @@ class Mailer:
         )
         await pool.execute(
             "UPDATE deliveries SET status = $5, smtp_reply = $6, finished_at = $7"
-            " WHERE notice_id = $1 AND customer_id = $2 AND email = $3 AND kind = $4",
+            " WHERE notice_id = $1 AND customer_id = $2 AND contact_ref = $3 AND kind = $4",
             *key,
             result.status.value,
             result.reply,

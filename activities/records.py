@@ -10,6 +10,7 @@ import asyncpg
 from activities.mailer import Recipient
 from noticeflow import eventstore
 from noticeflow.contracts import NoticeTotals
+from noticeflow.crypto import load_keys, unseal
 from noticeflow.domain.notice import Audience
 
 AUDIENCE_FILTER = (
@@ -61,12 +62,18 @@ async def load_recipients(
         notice_id,
         customer_ids,
     )
+    keys = await load_keys(pool, {row["customer_id"] for row in rows})
     found: dict[str, Recipient] = {}
     for row in rows:
+        customer_id = row["customer_id"]
+        key = keys.get(customer_id)
+        if key is None:  # erased: nobody left to mail
+            continue
         recipient = found.setdefault(
-            row["customer_id"], Recipient(row["customer_id"], row["name"], row["timezone"], [])
+            customer_id,
+            Recipient(customer_id, unseal(key, customer_id, row["name"]), row["timezone"], [], key),
         )
-        recipient.contacts.append((row["position"], row["email"]))
+        recipient.contacts.append((row["position"], unseal(key, customer_id, row["email"])))
     return found
 
 

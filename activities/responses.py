@@ -17,6 +17,7 @@ from noticeflow.contracts import (
     ResolutionRequest,
     ResolutionResult,
 )
+from noticeflow.crypto import ensure_keys, seal
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import is_timely
 
@@ -89,7 +90,6 @@ class ResponseActivities:
                     "idempotency_key": key,
                     "reason": reason,
                     "channel": objection.channel,
-                    "by": objection.by,
                     "received_at": request.received_at,
                 },
                 request.received_at,
@@ -100,6 +100,10 @@ class ResponseActivities:
                 open_objections=await self._open_count(request.notice_id),
             )
         timely = is_timely(request.received_at, deadline_row["deadline"])
+        # Who objected and why are personal data: sealed with the customer's key (crypto-shredding).
+        customer_key = (await ensure_keys(pool, [objection.customer_id]))[objection.customer_id]
+        sealed_by = seal(customer_key, objection.customer_id, objection.by)
+        sealed_reason = seal(customer_key, objection.customer_id, objection.reason)
         async with pool.acquire() as connection, connection.transaction():
             inserted = await connection.execute(
                 "INSERT INTO objections (notice_id, idempotency_key, customer_id, received_at, channel,"
@@ -110,8 +114,8 @@ class ResponseActivities:
                 objection.customer_id,
                 request.received_at,
                 objection.channel,
-                objection.by,
-                objection.reason,
+                sealed_by,
+                sealed_reason,
                 timely,
             )
             new = inserted.endswith(" 1")
@@ -126,8 +130,8 @@ class ResponseActivities:
                         "idempotency_key": key,
                         "timely": timely,
                         "channel": objection.channel,
-                        "by": objection.by,
-                        "reason": objection.reason,
+                        "by": sealed_by,
+                        "reason": sealed_reason,
                         "received_at": request.received_at,
                         "deadline": deadline_row["deadline"],
                     },
@@ -258,7 +262,15 @@ class ResponseActivities:
                 stream,
                 f"opt-in/{request.key}",
                 "opt_in_recorded" if request.opted_in else "opt_in_revoked",
-                {"customer_id": request.customer_id, "by": request.by, "channel": request.channel},
+                {
+                    "customer_id": request.customer_id,
+                    "by": seal(
+                        (await ensure_keys(connection, [request.customer_id]))[request.customer_id],
+                        request.customer_id,
+                        request.by,
+                    ),
+                    "channel": request.channel,
+                },
                 request.at,
             )
             if row["activated"] and not request.opted_in:

@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader
 
 from noticeflow import eventstore as es
 from noticeflow import repository
+from noticeflow.crypto import load_keys, unseal
 from noticeflow.domain.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -81,6 +82,9 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
             notice_id,
         )
     ]
+    keys = await load_keys(pool, [row["customer_id"] for row in ledger])
+    for row in ledger:
+        row["email"] = unseal(keys.get(row["customer_id"]), row["customer_id"], row["email"])
     write("deliveries.csv", _csv(ledger, list(ledger[0].keys()) if ledger else ["customer_id"]))
     spec = json.loads(notice["spec"])
     summary = {**spec, **dict(notice), "notice_id": notice_id}
@@ -123,7 +127,22 @@ async def _audience(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:
         by_customer.setdefault(row["customer_id"], []).append(
             {k: row[k] for k in ("generation", "position", "email", "snapshot_at")}
         )
-    return [{**dict(r), "contacts": by_customer.get(r["customer_id"], [])} for r in recipients]
+    keys = await load_keys(pool, [r["customer_id"] for r in recipients])
+
+    def shown(customer_id: str, value: str) -> str:
+        return unseal(keys.get(customer_id), customer_id, value)
+
+    return [
+        {
+            **dict(r),
+            "name": shown(r["customer_id"], r["name"]),
+            "contacts": [
+                {**c, "email": shown(r["customer_id"], c["email"])}
+                for c in by_customer.get(r["customer_id"], [])
+            ],
+        }
+        for r in recipients
+    ]
 
 
 async def _customer_rows(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:

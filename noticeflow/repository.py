@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from noticeflow import eventstore
+from noticeflow.crypto import ensure_keys, load_keys, seal, unseal
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
@@ -16,6 +17,7 @@ from noticeflow.domain.notice import NoticeSpec
 async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int:
     """Insert or update customers with their contacts and terms, all in one transaction."""
     async with pool.acquire() as connection, connection.transaction():
+        keys = await ensure_keys(connection, [c.customer_id for c in customers])
         await connection.executemany(
             "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
             " window_unit) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id) DO UPDATE"
@@ -25,7 +27,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
             [
                 (
                     c.customer_id,
-                    c.name,
+                    seal(keys[c.customer_id], c.customer_id, c.name),
                     c.region,
                     c.services,
                     c.timezone,
@@ -42,7 +44,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         await connection.executemany(
             "INSERT INTO customer_contacts (customer_id, position, email) VALUES ($1, $2, $3)",
             [
-                (c.customer_id, i, email)
+                (c.customer_id, i, seal(keys[c.customer_id], c.customer_id, email))
                 for c in customers
                 for i, email in enumerate(c.contact_emails)
             ],
@@ -57,7 +59,11 @@ async def list_customers(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         "   WHERE cc.customer_id = c.customer_id) AS contacts"
         " FROM customers c ORDER BY c.customer_id"
     )
-    return [dict(row) for row in rows]
+    keys = await load_keys(pool, [row["customer_id"] for row in rows])
+    return [
+        {**dict(row), "name": unseal(keys.get(row["customer_id"]), row["customer_id"], row["name"])}
+        for row in rows
+    ]
 
 
 async def create_notice(pool: asyncpg.Pool, spec: NoticeSpec, author: str, at: datetime) -> None:
@@ -197,54 +203,34 @@ async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
     }
 
 
-ERASED = "[erased]"
-
-
 async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> int:
-    """Remove a customer's contact addresses, names and free-text reasons; keep ids and outcomes."""
+    """Crypto-shred a customer: delete its key, so every sealed address, name and reason — in the
+    records and inside the hash-chained events — is unreadable for good. Returns records affected."""
     async with pool.acquire() as connection, connection.transaction():
-        exists = await connection.fetchval(
-            "SELECT 1 FROM customers WHERE customer_id = $1", customer_id
-        ) or await connection.fetchval(
-            "SELECT 1 FROM recipients WHERE customer_id = $1 LIMIT 1", customer_id
+        known = await connection.fetchval(
+            "SELECT count(*) FROM customer_keys WHERE customer_id = $1", customer_id
         )
-        if not exists:
-            raise InputError(f"no customer {customer_id!r}")
-        erased = await connection.fetchval(
+        if not known:
+            exists = await connection.fetchval(
+                "SELECT 1 FROM customers WHERE customer_id = $1", customer_id
+            )
+            raise InputError(
+                f"customer {customer_id!r} is already erased"
+                if exists
+                else f"no customer {customer_id!r}"
+            )
+        contacts = await connection.fetchval(
             "WITH gone AS (DELETE FROM customer_contacts WHERE customer_id = $1 RETURNING 1)"
             " SELECT count(*) FROM gone",
             customer_id,
         )
-        erased += await connection.fetchval(
-            "WITH gone AS (UPDATE recipient_contacts SET email = $2 || '-' || position || '-' ||"
-            " generation WHERE customer_id = $1 AND email NOT LIKE $2 || '%' RETURNING 1)"
-            " SELECT count(*) FROM gone",
-            customer_id,
-            ERASED,
-        )
-        await connection.execute(
-            "UPDATE deliveries SET email = $2 || '-' || md5(email) WHERE customer_id = $1"
-            " AND email NOT LIKE $2 || '%'",
-            customer_id,
-            ERASED,
-        )
-        await connection.execute(
-            "UPDATE customers SET name = $2 WHERE customer_id = $1", customer_id, ERASED
-        )
-        await connection.execute(
-            "UPDATE recipients SET name = $2 WHERE customer_id = $1", customer_id, ERASED
-        )
-        await connection.execute(
-            "UPDATE objections SET reason = $2, objected_by = $2 WHERE customer_id = $1",
-            customer_id,
-            ERASED,
-        )
+        await connection.execute("DELETE FROM customer_keys WHERE customer_id = $1", customer_id)
         await eventstore.append(
             connection,
             f"customer-{customer_id}",
-            f"erased/{erased}",
+            "erased",
             "customer_erased",
-            {"customer_id": customer_id, "erased_records": erased},
+            {"customer_id": customer_id, "method": "crypto-shredding: key deleted"},
             datetime.now().astimezone(),
         )
-    return int(erased)
+    return int(contacts)

@@ -61,3 +61,14 @@ async def assert_no_contact_address_in_history(handle: WorkflowHandle, *sources:
     assert contacts, "the check needs addresses to look for"
     leaked = {address for address in contacts if address in everything}
     assert not leaked, f"contact addresses in workflow history: {leaked}"
+
+
+async def ledger(pool: Any, where: str = "true") -> list[dict[str, Any]]:
+    """The delivery ledger with its sealed addresses opened (they are stored encrypted)."""
+    from noticeflow.crypto import load_keys, unseal
+
+    rows = [dict(r) for r in await pool.fetch(f"SELECT * FROM deliveries WHERE {where}")]
+    keys = await load_keys(pool, [r["customer_id"] for r in rows])
+    for row in rows:
+        row["email"] = unseal(keys.get(row["customer_id"]), row["customer_id"], row["email"])
+    return rows

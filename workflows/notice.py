@@ -168,8 +168,9 @@ class NoticeWorkflow:
 
     async def _record_rejection(self, item: InboxItem, reason: str) -> None:
         self.state.rejected_signals += 1
+        # Free text in a rejected payload may be personal data: keep only its shape.
         payload = (
-            item.payload if isinstance(item.payload, dict | list | str | int | float) else None
+            sorted(item.payload) if isinstance(item.payload, dict) else type(item.payload).__name__
         )
         workflow.logger.info("signal rejected", extra={"signal": item.name, "reason": reason})
         await self._event(

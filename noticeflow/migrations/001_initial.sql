@@ -1,5 +1,13 @@
 -- noticeflow schema, version 1. Personal data (names, addresses, reasons) lives only here.
 
+-- One AES-GCM key per customer (noticeflow/crypto.py). Deleting a key erases that customer's
+-- personal data everywhere it is stored sealed, events included.
+CREATE TABLE customer_keys (
+    customer_id  text PRIMARY KEY,
+    key          bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE customers (
     customer_id  text PRIMARY KEY,
     name         text NOT NULL,
@@ -74,7 +82,8 @@ CREATE TABLE recipient_contacts (
 CREATE TABLE deliveries (
     notice_id    text NOT NULL,
     customer_id  text NOT NULL,
-    email        text NOT NULL,
+    contact_ref  text NOT NULL,          -- blind index of the address (crypto.blind_index)
+    email        text NOT NULL,          -- sealed address
     kind         text NOT NULL,
     message_id   text NOT NULL,
     status       text NOT NULL,          -- sending | accepted | failed
@@ -82,7 +91,7 @@ CREATE TABLE deliveries (
     attempts     integer NOT NULL DEFAULT 1,
     first_attempt_at timestamptz NOT NULL,
     finished_at  timestamptz,
-    PRIMARY KEY (notice_id, customer_id, email, kind)
+    PRIMARY KEY (notice_id, customer_id, contact_ref, kind)
 );
 
 CREATE TABLE objections (

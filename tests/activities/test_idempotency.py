@@ -12,6 +12,7 @@ from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
 from noticeflow import repository
 from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
+from noticeflow.crypto import blind_index, load_keys, seal
 from noticeflow.domain.rules import Phase
 from noticeflow.domain.signals import Objection
 from noticeflow.mail import message_id
@@ -68,9 +69,7 @@ async def test_a_permanent_failure_for_one_contact_still_tries_the_others(
     await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
     ledger = {
         r["email"]: (r["status"], r["smtp_reply"])
-        for r in await pool.fetch(
-            "SELECT email, status, smtp_reply FROM deliveries WHERE customer_id = 'initech'"
-        )
+        for r in await helpers.ledger(pool, "customer_id = 'initech'")
     }
     assert ledger["gone@initech.invalid"][0] == "failed" and ledger["gone@initech.invalid"][
         1
@@ -90,19 +89,20 @@ async def test_an_unknown_outcome_is_retried_with_the_same_message_id(prepared, 
         spec.notice_id, "globex", "legal@globex.example", "notice", "privacy@vendor.example"
     )
     # A crash between the server's reply and the ledger write leaves the row in 'sending'.
+    key = (await load_keys(pool, ["globex"]))["globex"]
+    ref = blind_index(key, "legal@globex.example")
     await pool.execute(
-        "INSERT INTO deliveries (notice_id, customer_id, email, kind, message_id, status, first_attempt_at)"
-        " VALUES ($1, 'globex', 'legal@globex.example', 'notice', $2, 'sending', now())",
+        "INSERT INTO deliveries (notice_id, customer_id, contact_ref, email, kind, message_id, status,"
+        " first_attempt_at) VALUES ($1, 'globex', $2, $3, 'notice', $4, 'sending', now())",
         spec.notice_id,
+        ref,
+        seal(key, "globex", "legal@globex.example"),
         msg_id,
     )
     await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
     globex = [m for m in smtp_sink.messages() if m["To"] == "legal@globex.example"]
     assert [m["Message-ID"] for m in globex] == [msg_id]
-    assert (
-        await pool.fetchval("SELECT attempts FROM deliveries WHERE email = 'legal@globex.example'")
-        == 2
-    )
+    assert await pool.fetchval("SELECT attempts FROM deliveries WHERE contact_ref = $1", ref) == 2
 
 
 async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(

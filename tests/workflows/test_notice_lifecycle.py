@@ -178,7 +178,15 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     assert shown["effective_at"] == result.effective_at
     by_id = {row["customer_id"]: row for row in shown["customers"]}
     for customer_id, row in table.items():
-        for field in ("delivery", "deadline", "objection", "opted_in", "activated", "verdict", "settled"):
+        for field in (
+            "delivery",
+            "deadline",
+            "objection",
+            "opted_in",
+            "activated",
+            "verdict",
+            "settled",
+        ):
             assert by_id[customer_id][field] == row[field], (customer_id, field)
     live = await read_models(pool)
     await projections.rebuild(pool)
