@@ -79,10 +79,13 @@ async def main(total: int) -> None:
 
         batch_rate = await timed("append, batches of 100", total, append_batches)
 
+        # Two comparators: a bare table, and one shaped exactly like `events` (same columns,
+        # defaults, constraints and indexes; no triggers) — the cost of storing the same rows.
         await connection.execute(
             "CREATE TABLE raw_copy (stream_id text, stream_version bigint, event_id uuid,"
             " event_type text, data jsonb, occurred_at timestamptz, prev_hash bytea, hash bytea)"
         )
+        await connection.execute("CREATE TABLE raw_events (LIKE events INCLUDING ALL)")
         rows = [
             (
                 f"raw-{i % 50}",
@@ -104,6 +107,26 @@ async def main(total: int) -> None:
                 )
 
         copy_rate = await timed("raw copy_records_to_table, batches of 100", total, raw_copy)
+        columns = [
+            "stream_id",
+            "stream_version",
+            "event_id",
+            "event_type",
+            "data",
+            "occurred_at",
+            "prev_hash",
+            "hash",
+        ]
+
+        async def raw_copy_events() -> None:
+            for start in range(0, total, 100):
+                await connection.copy_records_to_table(
+                    "raw_events", records=rows[start : start + 100], columns=columns
+                )
+
+        shaped_rate = await timed(
+            "raw copy into a table shaped like events", total, raw_copy_events
+        )
 
         async def copy_all() -> None:
             await connection.copy_records_to_table("raw_copy", records=rows)
@@ -133,12 +156,11 @@ async def main(total: int) -> None:
 
     print()
     print(
-        f"batched append / raw COPY (same batches): {batch_rate / copy_rate:6.1%}   (target >= 30%)"
+        f"batched append / raw COPY, bare table:          {batch_rate / copy_rate:6.1%}  (target >= 30%)"
     )
-    print(f"single append / raw COPY:                 {single_rate / copy_rate:6.1%}")
-    print(
-        f"catch-up read:                            {read_rate:,.0f} events/s   (target >= 100,000)"
-    )
+    print(f"batched append / raw COPY, events-shaped table: {batch_rate / shaped_rate:6.1%}")
+    print(f"single append / raw COPY, bare table:           {single_rate / copy_rate:6.1%}")
+    print(f"catch-up read: {read_rate:,.0f} events/s  (target >= 100,000)")
 
 
 if __name__ == "__main__":

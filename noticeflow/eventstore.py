@@ -130,7 +130,7 @@ class NewEvent:
     schema_version: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     position: int
     tx_id: int
@@ -196,30 +196,31 @@ class Upcasters:
 
 UPCASTERS = Upcasters()
 
-COLUMNS = (
-    "position, tx_id::text::bigint AS tx_id, stream_id, stream_version, event_id, event_type,"
-    " schema_version, data::text AS data, occurred_at, recorded_at, prev_hash, hash"
+COLUMNS = (  # asyncpg decodes xid8 as int and jsonb as its text: no casts needed
+    "position, tx_id, stream_id, stream_version, event_id, event_type,"
+    " schema_version, data, occurred_at, recorded_at, prev_hash, hash"
 )
 
 
 def _stored(row: asyncpg.Record, upcasters: Upcasters | None = UPCASTERS) -> StoredEvent:
-    data = orjson.loads(row["data"])
-    version = row["schema_version"]
-    if upcasters is not None:
-        version, data = upcasters.upcast(row["event_type"], version, data)
+    (position, tx_id, stream_id, version, event_id, event_type, schema_version, text, occurred_at,
+     recorded_at, prev_hash, digest) = row  # fmt: skip
+    data = orjson.loads(text)
+    if upcasters is not None and upcasters.steps:
+        schema_version, data = upcasters.upcast(event_type, schema_version, data)
     return StoredEvent(
-        position=row["position"],
-        tx_id=row["tx_id"],
-        stream_id=row["stream_id"],
-        version=row["stream_version"],
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        schema_version=version,
-        data=data,
-        occurred_at=row["occurred_at"],
-        recorded_at=row["recorded_at"],
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
+        position,
+        tx_id,
+        stream_id,
+        version,
+        event_id,
+        event_type,
+        schema_version,
+        data,
+        occurred_at,
+        recorded_at,
+        prev_hash,
+        digest,
     )
 
 
@@ -263,7 +264,7 @@ INSERT_SQL = (
     "  SELECT $1, v, i, t, s, d::jsonb, o, p, h FROM unnest($2::bigint[], $3::uuid[], $4::text[],"
     "    $5::int[], $6::text[], $7::timestamptz[], $8::bytea[], $9::bytea[]) AS x(v, i, t, s, d, o, p, h)"
     "  ON CONFLICT (event_id) DO NOTHING"
-    "  RETURNING event_id, position, tx_id::text::bigint AS tx_id, recorded_at),"
+    "  RETURNING event_id, position, tx_id, recorded_at),"
     " moved AS ("
     "  UPDATE event_streams SET version = $10, head_hash = $11, head_tx = pg_current_xact_id()"
     "  WHERE stream_id = $1 AND (SELECT count(*) FROM inserted) = $12 RETURNING 1)"
@@ -407,7 +408,7 @@ async def read_all(
     """The next events in global order after ``after``, never past the oldest open transaction."""
     rows = await connection.fetch(
         f"SELECT {COLUMNS} FROM events"
-        " WHERE (tx_id, position) > ($1::text::xid8, $2)"
+        " WHERE (tx_id, position) > ($1::text::xid8, $2)"  # (xid8 has no binary encoder)
         "   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
         " ORDER BY tx_id, position LIMIT $3",
         str(after.tx_id),
