@@ -248,14 +248,14 @@ class _AlreadyThere(Exception):
     """Some event ids of the batch exist already: take the careful path."""
 
 
+LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))"
 HEAD_SQL = (
-    # The advisory lock is taken before the row is written, so the transaction id is taken after
-    # the previous writer of this stream committed.
-    "INSERT INTO event_streams (stream_id, version, head_hash)"
-    " SELECT $1, 0, $2 FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))) AS lock"
-    " ON CONFLICT (stream_id) DO UPDATE SET version = event_streams.version"
-    " RETURNING version, head_hash,"
-    "   head_tx IS NOT NULL AND pg_current_xact_id() < head_tx AS behind"
+    # Run after LOCK_SQL, as its own statement, so that its snapshot sees the previous writer's
+    # commit. The advisory lock takes no transaction id, so this transaction's id (taken here by
+    # pg_current_xact_id) is newer than the previous writer's.
+    "SELECT coalesce(h.version, 0) AS version, coalesce(h.head_hash, $2) AS head_hash,"
+    "  coalesce(pg_current_xact_id() < h.head_tx, false) AS behind"
+    " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
 INSERT_SQL = (
     "WITH inserted AS ("
@@ -266,8 +266,10 @@ INSERT_SQL = (
     "  ON CONFLICT (event_id) DO NOTHING"
     "  RETURNING event_id, position, tx_id, recorded_at),"
     " moved AS ("
-    "  UPDATE event_streams SET version = $10, head_hash = $11, head_tx = pg_current_xact_id()"
-    "  WHERE stream_id = $1 AND (SELECT count(*) FROM inserted) = $12 RETURNING 1)"
+    "  INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
+    "  SELECT $1, $10, $11, pg_current_xact_id() WHERE (SELECT count(*) FROM inserted) = $12"
+    "  ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,"
+    "    head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx RETURNING 1)"
     " SELECT inserted.*, (SELECT count(*) FROM moved) AS moved FROM inserted"
 )
 
@@ -300,6 +302,7 @@ async def _insert(
     events: Sequence[NewEvent],
     expected_version: int,
 ) -> list[StoredEvent]:
+    await connection.execute(LOCK_SQL, stream_id)
     head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS)
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")

@@ -132,7 +132,7 @@ CREATE TABLE event_streams (
 );
 
 CREATE TABLE events (
-    position       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    position       bigint GENERATED ALWAYS AS IDENTITY,  -- unique by construction; indexed with tx_id
     tx_id          xid8 NOT NULL DEFAULT pg_current_xact_id(),
     stream_id      text NOT NULL,
     stream_version bigint NOT NULL,
@@ -144,7 +144,7 @@ CREATE TABLE events (
     recorded_at    timestamptz NOT NULL DEFAULT now(),
     prev_hash      bytea NOT NULL,
     hash           bytea NOT NULL,
-    UNIQUE (stream_id, stream_version)
+    PRIMARY KEY (stream_id, stream_version)
 );
 CREATE INDEX events_global_order ON events (tx_id, position);
 
