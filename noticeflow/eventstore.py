@@ -252,26 +252,23 @@ LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))"
 HEAD_SQL = (
     # Run after LOCK_SQL, as its own statement, so that its snapshot sees the previous writer's
     # commit. The advisory lock takes no transaction id, so this transaction's id (taken here by
-    # pg_current_xact_id) is newer than the previous writer's.
+    # pg_current_xact_id) is newer than the previous writer's. Positions are drawn here too, so
+    # the batch can go in with COPY.
     "SELECT coalesce(h.version, 0) AS version, coalesce(h.head_hash, $2) AS head_hash,"
-    "  coalesce(pg_current_xact_id() < h.head_tx, false) AS behind"
+    "  coalesce(pg_current_xact_id() < h.head_tx, false) AS behind,"
+    "  pg_current_xact_id() AS tx_id, now() AS recorded_at,"
+    "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS positions"
     " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
-INSERT_SQL = (
-    "WITH inserted AS ("
-    "  INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data,"
-    "    occurred_at, prev_hash, hash)"
-    "  SELECT $1, v, i, t, s, d::jsonb, o, p, h FROM unnest($2::bigint[], $3::uuid[], $4::text[],"
-    "    $5::int[], $6::text[], $7::timestamptz[], $8::bytea[], $9::bytea[]) AS x(v, i, t, s, d, o, p, h)"
-    "  ON CONFLICT (event_id) DO NOTHING"
-    "  RETURNING event_id, position, tx_id, recorded_at),"
-    " moved AS ("
-    "  INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
-    "  SELECT $1, $10, $11, pg_current_xact_id() WHERE (SELECT count(*) FROM inserted) = $12"
-    "  ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,"
-    "    head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx RETURNING 1)"
-    " SELECT inserted.*, (SELECT count(*) FROM moved) AS moved FROM inserted"
+MOVE_HEAD_SQL = (
+    "INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
+    " VALUES ($1, $2, $3, pg_current_xact_id()) ON CONFLICT (stream_id) DO UPDATE"
+    " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx"
 )
+COPY_COLUMNS = [
+    "position", "stream_id", "stream_version", "event_id", "event_type", "schema_version", "data",
+    "occurred_at", "prev_hash", "hash",
+]  # fmt: skip
 
 
 async def _append(
@@ -303,7 +300,7 @@ async def _insert(
     expected_version: int,
 ) -> list[StoredEvent]:
     await connection.execute(LOCK_SQL, stream_id)
-    head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS)
+    head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, len(events))
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
     version, prev = head["version"], bytes(head["head_hash"])
@@ -311,52 +308,54 @@ async def _insert(
         raise ConcurrencyError(
             f"stream {stream_id} is at version {version}, expected {expected_version}"
         )
-    versions, texts, prevs, hashes = [], [], [], []
-    for event in events:
+    stored, records = [], []
+    for event, position in zip(events, head["positions"], strict=True):
         version += 1
         text = canonical(event.data)
         digest = _chain(prev, stream_id, version, event, text)
-        versions.append(version)
-        texts.append(text.decode())
-        prevs.append(prev)
-        hashes.append(digest)
+        records.append((
+            position, stream_id, version, event.event_id, event.event_type, event.schema_version,
+            text.decode(), event.occurred_at, prev, digest,
+        ))  # fmt: skip
+        stored.append(StoredEvent(
+            position, head["tx_id"], stream_id, version, event.event_id, event.event_type,
+            event.schema_version, orjson.loads(text), event.occurred_at, head["recorded_at"],
+            prev, digest,
+        ))  # fmt: skip
         prev = digest
-    rows = await connection.fetch(
-        INSERT_SQL,
-        stream_id,
-        versions,
-        [e.event_id for e in events],
-        [e.event_type for e in events],
-        [e.schema_version for e in events],
-        texts,
-        [e.occurred_at for e in events],
-        prevs,
-        hashes,
-        version,
-        prev,
-        len(events),
-    )
-    if len(rows) != len(events) or not rows[0]["moved"]:
-        raise _AlreadyThere
-    return [
-        StoredEvent(
-            position=row["position"],
-            tx_id=row["tx_id"],
-            stream_id=stream_id,
-            version=number,
-            event_id=event.event_id,
-            event_type=event.event_type,
-            schema_version=event.schema_version,
-            data=orjson.loads(text),
-            occurred_at=event.occurred_at,
-            recorded_at=row["recorded_at"],
-            prev_hash=before,
-            hash=digest,
-        )
-        for row, event, number, text, before, digest in zip(
-            rows, events, versions, texts, prevs, hashes, strict=True
-        )
-    ]
+    try:
+        await _write(connection, stream_id, records)
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name == "events_event_id_key":
+            raise _AlreadyThere from None
+        raise
+    return stored
+
+
+COPY_FROM = 16  # below this many events one INSERT beats COPY's extra protocol steps
+INSERT_SQL = (  # the rows and the head move, in one statement
+    f"WITH inserted AS (INSERT INTO events ({', '.join(COPY_COLUMNS)})"
+    "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[],"
+    "  $6::int[], $7::jsonb[], $8::timestamptz[], $9::bytea[], $10::bytea[]) RETURNING 1)"
+    " INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
+    " SELECT $11, $12, $13, pg_current_xact_id() FROM (SELECT count(*) FROM inserted) AS done"
+    " ON CONFLICT (stream_id) DO UPDATE"
+    " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx"
+)
+
+
+async def _write(
+    connection: asyncpg.Connection, stream_id: str, records: list[tuple[Any, ...]]
+) -> None:
+    """Write prepared rows and move the stream head. tx_id and recorded_at take their defaults,
+    which are the values HEAD_SQL read in this same transaction."""
+    version, head_hash = records[-1][2], records[-1][9]
+    if len(records) >= COPY_FROM:
+        await connection.copy_records_to_table("events", records=records, columns=COPY_COLUMNS)
+        await connection.execute(MOVE_HEAD_SQL, stream_id, version, head_hash)
+    else:
+        columns = [list(column) for column in zip(*records, strict=True)]
+        await connection.execute(INSERT_SQL, *columns, stream_id, version, head_hash)
 
 
 async def _existing(
