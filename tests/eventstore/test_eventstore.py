@@ -183,3 +183,16 @@ async def test_a_transaction_that_wrote_first_but_reached_the_stream_late_must_r
     async with pool.acquire() as retried:
         stored = await es.append_events(retried, "s1", [new("early")])
     assert stored[0].version == 2
+
+
+async def test_a_large_batch_retried_returns_the_originals(pool):
+    batch = [new(f"big-{i}") for i in range(40)]  # large enough to go in by COPY
+    async with pool.acquire() as connection:
+        first = await es.append_events(connection, "big", batch)
+        again = await es.append_events(connection, "big", batch)
+        more = await es.append_events(
+            connection, "big", [*batch[:20], *(new(f"more-{i}") for i in range(20))]
+        )
+    assert again == first
+    assert [e.version for e in more[20:]] == list(range(41, 61)) and more[:20] == first[:20]
+    assert await es.verify_stream(pool, "big") is None
