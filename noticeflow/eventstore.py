@@ -21,7 +21,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,7 @@ import orjson
 
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-3f0b-4b47-9d55-6b0c8f3b7a10")
 GENESIS = bytes(32)
+ZERO = timedelta(0)
 ANY_VERSION = -1  # expected_version: no concurrency check
 NO_STREAM = 0  # expected_version: the stream must not exist yet
 
@@ -107,17 +108,14 @@ def event_hash(
     data_text: bytes,
     occurred_at: datetime,
 ) -> bytes:
-    """sha256(prev_hash || canonical header || canonical data) — documented for offline checks."""
-    header = canonical(
-        [
-            str(event_id),
-            stream_id,
-            version,
-            event_type,
-            schema_version,
-            occurred_at.astimezone(UTC).isoformat(),
-        ]
-    )
+    """sha256(prev_hash || canonical header || "\n" || canonical data), for offline checks too.
+
+    The header is the JSON array [event_id, stream_id, version, event_type, schema_version,
+    occurred_at in UTC, ISO 8601] (orjson renders UUIDs and UTC datetimes exactly like str() and
+    isoformat(), natively and fast).
+    """
+    when = occurred_at if occurred_at.utcoffset() == ZERO else occurred_at.astimezone(UTC)
+    header = orjson.dumps([event_id, stream_id, version, event_type, schema_version, when])
     return hashlib.sha256(prev_hash + header + b"\n" + data_text).digest()
 
 
