@@ -7,6 +7,8 @@ Message-ID is the same and receivers can de-duplicate.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,11 +52,44 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class RateLimiter:
+    """At most ``rate`` messages a second across every connection of this worker (token bucket)."""
+
+    def __init__(self, rate: float | None, burst: int = 10) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.rate:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
 class Mailer:
-    def __init__(self, target: SmtpTarget, mail_from: str, renderer: MailRenderer) -> None:
+    def __init__(
+        self,
+        target: SmtpTarget,
+        mail_from: str,
+        renderer: MailRenderer,
+        concurrency: int = 4,
+        rate: float | None = None,
+    ) -> None:
         self.target = target
         self.mail_from = mail_from
         self.renderer = renderer
+        self.concurrency = concurrency
+        self.limiter = RateLimiter(rate)
 
     def session(self) -> SmtpSession:
         return SmtpSession(self.target)
@@ -131,6 +166,7 @@ class Mailer:
             msg_id=msg_id,
             date=utcnow(),
         )
+        await self.limiter.wait()
         result = await session.send(message)
         finished = utcnow()
         # Customer id and contact position only: addresses never go to logs (rule 13).

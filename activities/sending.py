@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from datetime import datetime
@@ -116,43 +117,51 @@ class SendingActivities:
 
     @activity.defn(name=Activity.send_notices)
     async def send_notices(self, request: SendBatchRequest) -> SendBatchResult:
-        """Mail one batch of pending customers; resumes from its heartbeat after a crash."""
+        """Mail one batch of pending customers over a few reused SMTP connections.
+
+        A retry simply re-selects the customers still pending: those done are skipped, and the
+        ledger keeps a contact from being mailed twice within a customer.
+        """
         spec = request.spec
-        details = activity.info().heartbeat_details
-        after = str(details[0]) if details else request.after_customer_id
         rows = await self.deps.pool.fetch(
             "SELECT customer_id, timezone, window_days, window_unit FROM recipients"
             " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
             " ORDER BY customer_id LIMIT $3",
             spec.notice_id,
-            after,
+            request.after_customer_id,
             self.deps.send_batch_size,
         )
         recipients = await load_recipients(
             self.deps.pool, spec.notice_id, [row["customer_id"] for row in rows]
         )
-        delivered = undelivered = 0
-        async with self.deps.mailer.session() as session:
-            for row in rows:
-                customer_id = row["customer_id"]
-                projected = _deadline(spec, max(utcnow(), request.at), dict(row))
-                ok = await self._deliver(
-                    session,
-                    spec,
-                    dict(row),
-                    recipients.get(customer_id),
-                    "notice",
-                    projected,
-                    request.at,
-                )
-                delivered += ok
-                undelivered += not ok
-                activity.heartbeat(customer_id)
-        last = rows[-1]["customer_id"] if rows else after
+        waiting = [dict(row) for row in rows]
+        outcomes: list[bool] = []
+
+        async def connection_worker() -> None:
+            async with self.deps.mailer.session() as session:
+                while waiting:
+                    row = waiting.pop(0)
+                    projected = _deadline(spec, max(utcnow(), request.at), row)
+                    outcomes.append(
+                        await self._deliver(
+                            session,
+                            spec,
+                            row,
+                            recipients.get(row["customer_id"]),
+                            "notice",
+                            projected,
+                            request.at,
+                        )
+                    )
+                    activity.heartbeat(len(outcomes))
+
+        connections = max(1, min(self.deps.mailer.concurrency, len(rows)))
+        await asyncio.gather(*(connection_worker() for _ in range(connections)))
+        last = rows[-1]["customer_id"] if rows else request.after_customer_id
         return SendBatchResult(
             processed=len(rows),
-            delivered=delivered,
-            undelivered=undelivered,
+            delivered=sum(outcomes),
+            undelivered=len(outcomes) - sum(outcomes),
             last_customer_id=last,
             done=len(rows) < self.deps.send_batch_size,
         )
@@ -185,14 +194,12 @@ class SendingActivities:
         delivered_at = max(first, at) if first else None
         deadline = _deadline(spec, delivered_at, row) if delivered_at else None
         async with self.deps.pool.acquire() as connection, connection.transaction():
-            status = await connection.execute(
-                "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
-                " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'",
+            # Read, append, then write: the append must come before this transaction's first
+            # write, so its transaction id is taken under the stream lock (see eventstore).
+            current = await connection.fetchval(
+                "SELECT delivery FROM recipients WHERE notice_id = $1 AND customer_id = $2",
                 spec.notice_id,
                 customer_id,
-                (Delivery.delivered if first else Delivery.undelivered).value,
-                delivered_at,
-                deadline,
             )
             await eventstore.append(
                 connection,
@@ -204,7 +211,7 @@ class SendingActivities:
                     "kind": kind,
                     "delivered_at": delivered_at,
                     "deadline": deadline,
-                    "clock_started": status.endswith(" 1") and first is not None,
+                    "clock_started": first is not None and current != Delivery.delivered.value,
                     "contacts": [
                         {
                             "position": o.position,
@@ -217,6 +224,15 @@ class SendingActivities:
                     ],
                 },
                 first or at,
+            )
+            await connection.execute(
+                "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
+                " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'",
+                spec.notice_id,
+                customer_id,
+                (Delivery.delivered if first else Delivery.undelivered).value,
+                delivered_at,
+                deadline,
             )
         return first is not None
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     web_token: str | None = None
     template_dir: Path | None = None
     send_batch_size: int = Field(default=200, ge=1, le=5000)
+    smtp_concurrency: int = Field(default=4, ge=1, le=64)  # SMTP connections per sending activity
+    smtp_rate: float | None = Field(
+        default=None, gt=0
+    )  # messages per second per worker; None: no limit
 
     @property
     def stack_file(self) -> Path:

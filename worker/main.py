@@ -87,9 +87,21 @@ def build_worker(client: Client, deps: Deps, task_queue: str) -> Worker:
 
 
 def make_deps(
-    pool: Any, smtp_url: str, mail_from: str, template_dir: Any = None, send_batch_size: int = 200
+    pool: Any,
+    smtp_url: str,
+    mail_from: str,
+    template_dir: Any = None,
+    send_batch_size: int = 200,
+    smtp_concurrency: int = 4,
+    smtp_rate: float | None = None,
 ) -> Deps:
-    mailer = Mailer(SmtpTarget.from_url(smtp_url), mail_from, MailRenderer(template_dir))
+    mailer = Mailer(
+        SmtpTarget.from_url(smtp_url),
+        mail_from,
+        MailRenderer(template_dir),
+        smtp_concurrency,
+        smtp_rate,
+    )
     return Deps(pool=pool, mailer=mailer, send_batch_size=send_batch_size)
 
 
@@ -100,6 +112,8 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.mail_from,
         settings.template_dir,
         settings.send_batch_size,
+        settings.smtp_concurrency,
+        settings.smtp_rate,
     )
 
 

@@ -1,0 +1,64 @@
+"""Sending over several SMTP connections at once, rate-limited: every contact exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.sending import SendingActivities
+from noticeflow import repository
+from noticeflow.contracts import AudienceRequest, SendBatchRequest
+from noticeflow.domain.customers import parse_customers_csv
+from tests import helpers
+from worker.main import make_deps
+
+CUSTOMERS = 60
+
+
+def many_customers() -> str:
+    rows = ["customer_id,name,region,services,contact_emails,timezone"]
+    for i in range(CUSTOMERS):
+        contacts = f"a{i}@c{i}.example;b{i}@c{i}.example" if i % 3 else f"a{i}@c{i}.example"
+        if i % 10 == 7:
+            contacts = f"x{i}@c{i}.invalid"  # permanent failure: undelivered
+        rows.append(f"c{i:03d},Customer {i},US,assistant,{contacts},America/New_York")
+    return "\n".join(rows) + "\n"
+
+
+async def test_concurrent_rate_limited_sending_mails_each_contact_once(pool, smtp_sink):
+    deps = make_deps(
+        pool,
+        smtp_sink.url,
+        "privacy@vendor.example",
+        send_batch_size=25,
+        smtp_concurrency=4,
+        smtp_rate=2000,
+    )
+    now = datetime.now(UTC)
+    spec = helpers.notice(now, audience={})
+    customers = parse_customers_csv(many_customers())
+    await repository.upsert_customers(pool, customers)
+    await repository.create_notice(pool, spec, "alice", now)
+    env, sending = ActivityEnvironment(), SendingActivities(deps)
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    after, delivered, undelivered = "", 0, 0
+    while True:
+        batch = await env.run(
+            sending.send_notices, SendBatchRequest(spec=spec, after_customer_id=after, at=now)
+        )
+        delivered, undelivered, after = (
+            delivered + batch.delivered,
+            undelivered + batch.undelivered,
+            batch.last_customer_id,
+        )
+        if batch.done:
+            break
+    assert (delivered, undelivered) == (CUSTOMERS - CUSTOMERS // 10, CUSTOMERS // 10)
+    expected = {e for c in customers for e in c.contact_emails if not e.endswith(".invalid")}
+    received = [m["To"] for m in smtp_sink.messages()]
+    assert sorted(received) == sorted(expected)  # every contact, none twice
+    assert len({m["Message-ID"] for m in smtp_sink.messages()}) == len(received)
+    ledger = await helpers.ledger(pool)
+    assert {row["attempts"] for row in ledger} == {1}
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE delivery = 'pending'") == 0
