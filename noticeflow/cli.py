@@ -291,6 +291,41 @@ def notice_show(
     emit(summary, as_json, lambda: _show_text(summary))
 
 
+@notice_app.command("preview")
+def notice_preview(
+    notice_id: Annotated[str, typer.Argument()],
+    customer: Annotated[str, typer.Option("--customer")],
+    html: Annotated[
+        bool, typer.Option("--html", help="Print the HTML part instead of the text.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Render the notice mail for one customer, exactly as it would be sent; sends nothing."""
+    from noticeflow.mail import MailRenderer
+    from noticeflow.preview import preview_notice
+
+    settings = settings_for(data_dir)
+
+    async def go() -> dict[str, Any]:
+        async with database(settings) as pool:
+            return await preview_notice(
+                pool, notice_id, customer, MailRenderer(settings.template_dir)
+            )
+
+    mail = run(go())
+    emit(
+        mail,
+        as_json,
+        lambda: (
+            f"To: {', '.join(mail['to'])}\nSubject: {mail['subject']}\n"
+            f"Deadline: {_cell(mail['deadline'])}"
+            f"{' (projected)' if mail['deadline_is_projected'] else ''}\n\n"
+            + (mail["html"] if html else mail["text"])
+        ),
+    )
+
+
 def _act(
     data_dir: Path | None,
     notice_id: str,

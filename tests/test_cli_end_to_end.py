@@ -107,6 +107,12 @@ async def test_one_minute_window_runs_to_active(stack, pool, smtp_sink, tmp_path
         "notice_id": "e2e-notice"
     }
 
+    preview = await cli.json("notice", "preview", "e2e-notice", "--customer", "alpha")
+    assert preview["to"] == ["privacy@alpha.example", "legal@alpha.example"]
+    assert preview["deadline_is_projected"] and "OpenAI, LLC" in preview["text"]
+    assert "Alpha Inc" in preview["text"] and "<html>" in preview["html"]
+    assert smtp_sink.messages() == []  # a preview sends nothing
+
     code, _, err = await cli("notice", "approve", "e2e-notice", "--by", "alice", ok=False)
     assert code != 0 and "four eyes" in err and len(err.strip().splitlines()) == 1
     await cli("notice", "approve", "e2e-notice", "--by", "bob")

@@ -1,0 +1,64 @@
+"""Render a notice's mail for one customer without sending it (`noticeflow notice preview`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from activities.deps import mail_context
+from noticeflow import repository
+from noticeflow.crypto import load_keys, unseal
+from noticeflow.domain.deadlines import WindowUnit, customer_deadline
+from noticeflow.domain.errors import InputError
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.mail import MailRenderer
+
+
+async def preview_notice(
+    pool: asyncpg.Pool, notice_id: str, customer_id: str, renderer: MailRenderer
+) -> dict[str, Any]:
+    notice = await repository.notice_row(pool, notice_id)
+    spec = NoticeSpec.model_validate_json(notice["spec"])
+    row = await pool.fetchrow(
+        "SELECT name, timezone, window_days, window_unit, deadline FROM recipients"
+        " WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        customer_id,
+    ) or await pool.fetchrow(
+        "SELECT name, timezone, window_days, window_unit, NULL::timestamptz AS deadline"
+        " FROM customers WHERE customer_id = $1",
+        customer_id,
+    )
+    if row is None:
+        raise InputError(f"no customer {customer_id!r}")
+    keys = await load_keys(pool, [customer_id])
+    key = keys.get(customer_id)
+    contacts = [
+        unseal(key, customer_id, r["email"])
+        for r in await pool.fetch(
+            "SELECT email FROM customer_contacts WHERE customer_id = $1 ORDER BY position",
+            customer_id,
+        )
+    ]
+    deadline = row["deadline"] or customer_deadline(
+        datetime.now(UTC),
+        spec.objection_window,
+        row["timezone"],
+        row["window_days"],
+        WindowUnit(row["window_unit"] or "calendar"),
+    )
+    context = mail_context(spec, row["timezone"], deadline)
+    context |= {"customer_name": unseal(key, customer_id, row["name"]), "customer_id": customer_id}
+    subject, text, html = renderer.render("notice", context)
+    return {
+        "notice_id": notice_id,
+        "customer_id": customer_id,
+        "to": contacts,
+        "subject": subject,
+        "deadline": deadline,
+        "deadline_is_projected": row["deadline"] is None,
+        "text": text,
+        "html": html,
+    }
