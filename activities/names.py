@@ -14,3 +14,4 @@ class Activity:
     mail_change = "mail_change"
     resend_notice = "resend_notice"
     activate_due = "activate_due"
+    send_reminders = "send_reminders"

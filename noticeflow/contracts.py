@@ -55,6 +55,8 @@ class NoticeState(BaseModel):
     rejected_signals: int = 0
     signals_handled: int = 0
     cancel_reason: str | None = None
+    reminders_scheduled: bool = False
+    next_reminder_at: datetime | None = None
     inbox: list[InboxItem] = Field(default_factory=list)
 
 
@@ -205,6 +207,16 @@ class ResendResult(_Model):
     delivery: Delivery | None = None
     deadline: datetime | None = None
     reason: str = ""
+
+
+class ReminderRequest(_Model):
+    spec: NoticeSpec
+    now: datetime
+
+
+class ReminderRound(_Model):
+    sent: int
+    next_due: datetime | None
 
 
 class ActivationRequest(_Model):

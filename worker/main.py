@@ -21,6 +21,7 @@ from temporalio.worker import (
 from activities.deps import Deps
 from activities.lifecycle import LifecycleActivities
 from activities.mailer import Mailer
+from activities.reminders import ReminderActivities
 from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
 from noticeflow import db
@@ -72,6 +73,7 @@ def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
         lifecycle.record_phase,
         lifecycle.read_totals,
         lifecycle.activate_due,
+        ReminderActivities(deps).send_reminders,
     ]
 
 

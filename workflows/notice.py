@@ -38,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
         OptInRequest,
         OptInResult,
         PhaseChange,
+        ReminderRequest,
+        ReminderRound,
         ResendRequest,
         ResendResult,
         ResolutionRequest,
@@ -85,6 +87,7 @@ class NoticeWorkflow:
             finished = await self._advance()
             if finished:
                 break
+            await self._remind_if_due()
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -319,6 +322,7 @@ class NoticeWorkflow:
             raise Rejected(result.reason)
         await self._refresh_totals()
         self.state.needs_activation_round = True
+        self.state.reminders_scheduled = False  # a new deadline may need a reminder
 
     # --- time-driven progress ----------------------------------------------------------------
 
@@ -349,10 +353,31 @@ class NoticeWorkflow:
             return False
         return await self._advance()
 
+    async def _remind_if_due(self) -> None:
+        """Reminders before each customer's deadline, if the notice asks for them."""
+        state = self.state
+        if self.spec.reminder_before is None or state.phase not in SENT_PHASES - {Phase.notifying}:
+            return
+        due = state.next_reminder_at
+        if state.reminders_scheduled and (due is None or workflow.now() < due):
+            return
+        result: ReminderRound = await self._activity(
+            Activity.send_reminders,
+            ReminderRequest(spec=self.spec, now=workflow.now()),
+            ReminderRound,
+            timeout=SENDING,
+        )
+        state.reminders_scheduled = True
+        state.next_reminder_at = result.next_due
+
     def _window_closes_at(self) -> datetime:
         return self.state.window_closes_at or workflow.now()
 
     def _next_wakeup(self) -> datetime | None:
+        wakeups = [self._phase_wakeup(), self.state.next_reminder_at]
+        return min((w for w in wakeups if w is not None), default=None)
+
+    def _phase_wakeup(self) -> datetime | None:
         phase = self.state.phase
         if phase is Phase.window_open:
             return min(self._window_closes_at(), self.state.effective_at)

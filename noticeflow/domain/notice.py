@@ -72,14 +72,19 @@ class NoticeSpec(BaseModel):
     objection_window: timedelta = timedelta(days=21)
     effective_at: AwareDatetime
     audience: Audience = Field(default_factory=Audience)
+    reminder_before: timedelta | None = (
+        None  # remind customers who have not acted, this long before
+    )
     how_to_object: Text = (
         "Use the personal link in this message, or reply to it, before your deadline."
     )
     body: str = ""
 
-    @field_validator("objection_window")
+    @field_validator("objection_window", "reminder_before")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is None:
+            return value
         if value <= timedelta(0):
             raise ValueError("must be a positive ISO 8601 duration such as P21D or PT2M")
         return value

@@ -1,0 +1,79 @@
+"""Reminders: a mail some time before a customer's deadline, to customers who have not acted."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import activity
+
+from activities.deps import Deps, update_context
+from activities.names import Activity
+from activities.records import load_recipients
+from noticeflow import eventstore
+from noticeflow.contracts import ReminderRequest, ReminderRound
+from noticeflow.domain.deadlines import describe_deadline
+
+# Not acted: no objection at all, and (opt-in notices) not opted in. Still inside the window.
+CANDIDATES = (
+    "SELECT r.customer_id, r.deadline, r.timezone FROM recipients r"
+    " WHERE r.notice_id = $1 AND r.delivery = 'delivered' AND r.deadline > $2"
+    " AND ($3 = false OR NOT r.opted_in)"
+    " AND NOT EXISTS (SELECT 1 FROM objections o WHERE o.notice_id = r.notice_id"
+    "   AND o.customer_id = r.customer_id)"
+    " ORDER BY r.customer_id"
+)
+
+
+class ReminderActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name=Activity.send_reminders)
+    async def send_reminders(self, request: ReminderRequest) -> ReminderRound:
+        """Remind every candidate whose reminder time has come; say when the next one is due."""
+        spec = request.spec
+        assert spec.reminder_before is not None
+        rows = await self.deps.pool.fetch(CANDIDATES, spec.notice_id, request.now, spec.opt_in)
+        due = [row for row in rows if row["deadline"] - spec.reminder_before <= request.now]
+        later: list[datetime] = [
+            row["deadline"] - spec.reminder_before
+            for row in rows
+            if row["deadline"] - spec.reminder_before > request.now
+        ]
+        recipients = await load_recipients(
+            self.deps.pool, spec.notice_id, [row["customer_id"] for row in due]
+        )
+        action = "opt in" if spec.opt_in else "object"
+        async with self.deps.mailer.session() as session:
+            for row in due:
+                recipient = recipients.get(row["customer_id"])
+                if recipient is None:
+                    continue
+                deadline_text = describe_deadline(row["deadline"], row["timezone"])
+                await self.deps.mailer.mail_customer(
+                    self.deps.pool,
+                    session,
+                    spec.notice_id,
+                    recipient,
+                    "reminder",
+                    "update",
+                    update_context(
+                        spec,
+                        f"Reminder: the deadline to {action} is approaching",
+                        [
+                            f"We plan to engage {spec.subprocessor} as a sub-processor "
+                            f"({spec.purpose}).",
+                            f"If you wish to {action}, please do so before the {deadline_text}.",
+                        ],
+                    ),
+                )
+                await eventstore.append(
+                    self.deps.pool,
+                    eventstore.notice_stream(spec.notice_id),
+                    f"reminder/{row['customer_id']}",
+                    "reminder_sent",
+                    {"customer_id": row["customer_id"], "deadline": row["deadline"]},
+                    request.now,
+                )
+                activity.heartbeat(row["customer_id"])
+        return ReminderRound(sent=len(due), next_due=min(later, default=None))

@@ -1,0 +1,59 @@
+"""Reminders go out before each customer's deadline, only to customers who have not acted."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from noticeflow import repository
+from noticeflow.contracts import NoticeInput, workflow_id
+from noticeflow.domain.rules import Phase
+from tests import helpers
+from tests.workflows.test_notice_lifecycle import wait_for
+from worker.main import build_worker, make_deps
+from workflows.notice import NoticeWorkflow
+
+
+async def test_reminders_skip_customers_who_acted(time_skipping_env, pool, smtp_sink):
+    env = time_skipping_env
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    now = await env.get_current_time()
+    spec = helpers.notice(
+        now,
+        notice_id="reminded",
+        reminder_before="P3D",
+        audience={"customers": ["acme", "globex", "initech"]},
+        effective_at=(now + timedelta(days=32)).isoformat(),
+    )
+    await repository.upsert_customers(pool, helpers.customers())
+    await repository.create_notice(pool, spec, "alice", now)
+    async with build_worker(
+        env.client, make_deps(pool, smtp_sink.url, "privacy@vendor.example"), task_queue
+    ):
+        handle = await env.client.start_workflow(
+            NoticeWorkflow.run,
+            NoticeInput(spec=spec, author="alice"),
+            id=workflow_id(spec.notice_id),
+            task_queue=task_queue,
+        )
+        await handle.signal("approve", {"by": "bob"})
+        await wait_for(handle, lambda s: s.phase is Phase.window_open)
+        await env.sleep(timedelta(days=2))
+        await handle.signal("opt_in", {"customer_id": "acme"})  # acted: no reminder
+        await wait_for(handle, lambda s: s.pending_signals == 0 and s.signals_handled == 2)
+        await env.sleep(timedelta(days=17))  # day 19: initech's reminder is due (deadline day 21)
+        await env.sleep(timedelta(days=1))
+        reminded = sorted(
+            m["To"] for m in smtp_sink.messages() if m["Subject"].startswith("Reminder")
+        )
+        assert reminded == ["dpo@initech.example"]  # globex's 30-day contract: not yet
+        await env.sleep(timedelta(days=8))  # day 28: globex's reminder (deadline day 30)
+        reminded = sorted(
+            m["To"] for m in smtp_sink.messages() if m["Subject"].startswith("Reminder")
+        )
+        assert reminded == ["dpo@initech.example", "legal@globex.example"]
+        await handle.terminate("test finished")
+    events = await pool.fetch(
+        "SELECT data->>'customer_id' AS c FROM events WHERE event_type = 'reminder_sent'"
+    )
+    assert sorted(e["c"] for e in events) == ["globex", "initech"]
