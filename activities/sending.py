@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 from temporalio import activity
 
 from activities.deps import Deps, mail_context, update_context
-from activities.mailer import Recipient, accepted_at, utcnow
+from activities.mailer import ContactOutcome, Recipient, accepted_at, utcnow
 from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
 from noticeflow import eventstore
@@ -29,6 +30,15 @@ from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
 from noticeflow.mail import SmtpSession
+
+
+@dataclass(frozen=True)
+class Delivered:
+    customer_id: str
+    outcomes: list[ContactOutcome]
+    first: datetime | None
+    delivered_at: datetime | None
+    deadline: datetime | None
 
 
 def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
@@ -135,14 +145,14 @@ class SendingActivities:
             self.deps.pool, spec.notice_id, [row["customer_id"] for row in rows]
         )
         waiting = [dict(row) for row in rows]
-        outcomes: list[bool] = []
+        results: list[Delivered] = []
 
         async def connection_worker() -> None:
             async with self.deps.mailer.session() as session:
                 while waiting:
                     row = waiting.pop(0)
                     projected = _deadline(spec, max(utcnow(), request.at), row)
-                    outcomes.append(
+                    results.append(
                         await self._deliver(
                             session,
                             spec,
@@ -153,15 +163,17 @@ class SendingActivities:
                             request.at,
                         )
                     )
-                    activity.heartbeat(len(outcomes))
+                    activity.heartbeat(len(results))
 
         connections = max(1, min(self.deps.mailer.concurrency, len(rows)))
         await asyncio.gather(*(connection_worker() for _ in range(connections)))
+        await self._record(spec, "notice", results, request.at)
+        delivered = sum(r.first is not None for r in results)
         last = rows[-1]["customer_id"] if rows else request.after_customer_id
         return SendBatchResult(
             processed=len(rows),
-            delivered=sum(outcomes),
-            undelivered=len(outcomes) - sum(outcomes),
+            delivered=delivered,
+            undelivered=len(results) - delivered,
             last_customer_id=last,
             done=len(rows) < self.deps.send_batch_size,
         )
@@ -175,9 +187,8 @@ class SendingActivities:
         kind: str,
         projected: datetime,
         at: datetime,
-    ) -> bool:
-        """Mail one customer and record the outcome; the clock starts at first acceptance."""
-        customer_id = row["customer_id"]
+    ) -> Delivered:
+        """Mail one customer's contacts (through the ledger); recording is done in bulk after."""
         outcomes = []
         if recipient is not None:
             outcomes = await self.deps.mailer.mail_customer(
@@ -193,48 +204,56 @@ class SendingActivities:
         # The clock never starts before the workflow asked for the mail (keeps time-skipped runs true).
         delivered_at = max(first, at) if first else None
         deadline = _deadline(spec, delivered_at, row) if delivered_at else None
+        return Delivered(row["customer_id"], outcomes, first, delivered_at, deadline)
+
+    async def _record(
+        self, spec: NoticeSpec, kind: str, results: list[Delivered], at: datetime
+    ) -> None:
+        """One transaction for a whole batch: the delivery events, then the recipients' state."""
+        if not results:
+            return
+        stream = eventstore.notice_stream(spec.notice_id)
         async with self.deps.pool.acquire() as connection, connection.transaction():
             # Read, append, then write: the append must come before this transaction's first
             # write, so its transaction id is taken under the stream lock (see eventstore).
-            current = await connection.fetchval(
-                "SELECT delivery FROM recipients WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id,
-                customer_id,
-            )
-            await eventstore.append(
-                connection,
-                eventstore.notice_stream(spec.notice_id),
-                f"{kind}/{customer_id}",
-                "notice_delivered" if first else "notice_undelivered",
-                {
-                    "customer_id": customer_id,
-                    "kind": kind,
-                    "delivered_at": delivered_at,
-                    "deadline": deadline,
-                    "clock_started": first is not None and current != Delivery.delivered.value,
-                    "contacts": [
-                        {
-                            "position": o.position,
-                            "message_id": o.message_id,
-                            "status": o.status,
-                            "reply": o.reply,
-                            "at": o.at,
-                        }
-                        for o in outcomes
-                    ],
-                },
-                first or at,
-            )
+            current = dict(await connection.fetch(
+                "SELECT customer_id, delivery FROM recipients WHERE notice_id = $1"
+                " AND customer_id = ANY($2::text[])",
+                spec.notice_id, [r.customer_id for r in results],
+            ))  # fmt: skip
+            await eventstore.append_events(connection, stream, [
+                eventstore.NewEvent(
+                    eventstore.event_id(stream, f"{kind}/{r.customer_id}"),
+                    "notice_delivered" if r.first else "notice_undelivered",
+                    {
+                        "customer_id": r.customer_id,
+                        "kind": kind,
+                        "delivered_at": r.delivered_at,
+                        "deadline": r.deadline,
+                        "clock_started": r.first is not None
+                        and current.get(r.customer_id) != Delivery.delivered.value,
+                        "contacts": [
+                            {"position": o.position, "message_id": o.message_id, "status": o.status,
+                             "reply": o.reply, "at": o.at}
+                            for o in r.outcomes
+                        ],
+                    },
+                    r.first or at,
+                )
+                for r in results
+            ])  # fmt: skip
             await connection.execute(
-                "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
-                " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'",
+                "UPDATE recipients r SET delivery = u.delivery, delivered_at = u.delivered_at,"
+                " deadline = u.deadline FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
+                " $5::timestamptz[]) AS u(customer_id, delivery, delivered_at, deadline)"
+                " WHERE r.notice_id = $1 AND r.customer_id = u.customer_id"
+                " AND r.delivery <> 'delivered'",
                 spec.notice_id,
-                customer_id,
-                (Delivery.delivered if first else Delivery.undelivered).value,
-                delivered_at,
-                deadline,
+                [r.customer_id for r in results],
+                [(Delivery.delivered if r.first else Delivery.undelivered).value for r in results],
+                [r.delivered_at for r in results],
+                [r.deadline for r in results],
             )
-        return first is not None
 
     @activity.defn(name=Activity.resend_notice)
     async def resend_notice(self, request: ResendRequest) -> ResendResult:
@@ -283,7 +302,7 @@ class SendingActivities:
             )
         projected = _deadline(spec, max(utcnow(), request.at), dict(row))
         async with self.deps.mailer.session() as session:
-            await self._deliver(
+            result = await self._deliver(
                 session,
                 spec,
                 dict(row),
@@ -292,6 +311,7 @@ class SendingActivities:
                 projected,
                 request.at,
             )
+        await self._record(spec, request.key, [result], request.at)
         after = await pool.fetchrow(
             "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
