@@ -85,6 +85,7 @@ class NoticeStatus(_Model):
     signals_handled: int
     pending_signals: int
     cancel_reason: str | None
+    next_reminder_at: datetime | None = None
 
 
 # --- activity payloads -------------------------------------------------------------------------

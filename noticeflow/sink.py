@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,10 @@ class SmtpSink:
         self._controller.stop()
 
     def messages(self) -> list[Message]:
-        return [message_from_bytes(p.read_bytes()) for p in sorted(self.mail_dir.glob("*.eml"))]
+        return [
+            message_from_bytes(p.read_bytes(), policy=policy.default)
+            for p in sorted(self.mail_dir.glob("*.eml"))
+        ]
 
     def __enter__(self) -> SmtpSink:
         return self.start()

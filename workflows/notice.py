@@ -138,6 +138,7 @@ class NoticeWorkflow:
             signals_handled=state.signals_handled,
             pending_signals=len(state.inbox),
             cancel_reason=state.cancel_reason,
+            next_reminder_at=state.next_reminder_at,
         )
 
     # --- the inbox ---------------------------------------------------------------------------
