@@ -72,3 +72,33 @@ async def ledger(pool: Any, where: str = "true") -> list[dict[str, Any]]:
     for row in rows:
         row["email"] = unseal(keys.get(row["customer_id"]), row["customer_id"], row["email"])
     return rows
+
+
+async def notified_with_objection(pool: Any, smtp_url: str, objection: Any) -> NoticeSpec:
+    """The seed-like notice snapshotted and mailed by the real activities, and one objection recorded."""
+    from datetime import UTC
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.responses import ResponseActivities
+    from activities.sending import SendingActivities
+    from noticeflow import repository
+    from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
+    from noticeflow.domain.rules import Phase
+    from worker.main import make_deps
+
+    deps = make_deps(pool, smtp_url, "privacy@vendor.example")
+    now = datetime.now(UTC)
+    spec = notice(now)
+    await repository.upsert_customers(pool, customers())
+    await repository.create_notice(pool, spec, "alice", now)
+    env, sending = ActivityEnvironment(), SendingActivities(deps)
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    await env.run(
+        ResponseActivities(deps).record_objection,
+        ObjectionRequest(
+            notice_id=spec.notice_id, objection=objection, received_at=now, phase=Phase.window_open
+        ),
+    )
+    return spec

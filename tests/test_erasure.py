@@ -4,46 +4,25 @@ included, while every hash chain still verifies."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from temporalio.testing import ActivityEnvironment
 
 from activities.records import load_recipients
-from activities.responses import ResponseActivities
-from activities.sending import SendingActivities
 from noticeflow import repository
-from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
 from noticeflow.crypto import ERASED
 from noticeflow.domain.errors import InputError
-from noticeflow.domain.rules import Phase
 from noticeflow.domain.signals import Objection
 from noticeflow.evidence import export_pack, verify_database, verify_pack
 from tests import helpers
-from worker.main import make_deps
 
 SECRET_REASON = "Jane Roe, our DPO, refuses AI processing"
 
 
 @pytest.fixture
 async def notified(pool, smtp_sink):
-    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
-    now = datetime.now(UTC)
-    spec = helpers.notice(now)
-    await repository.upsert_customers(pool, helpers.customers())
-    await repository.create_notice(pool, spec, "alice", now)
-    env, sending = ActivityEnvironment(), SendingActivities(deps)
-    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
-    await env.run(
-        ResponseActivities(deps).record_objection,
-        ObjectionRequest(
-            notice_id=spec.notice_id,
-            received_at=now,
-            phase=Phase.window_open,
-            objection=Objection(customer_id="initech", reason=SECRET_REASON, by="Jane Roe"),
-        ),
+    spec = await helpers.notified_with_objection(
+        pool, smtp_sink.url, Objection(customer_id="initech", reason=SECRET_REASON, by="Jane Roe")
     )
     return spec
 

@@ -5,41 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from temporalio.testing import ActivityEnvironment
 
-from activities.responses import ResponseActivities
-from activities.sending import SendingActivities
-from noticeflow import repository
-from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
-from noticeflow.domain.rules import Phase
 from noticeflow.domain.signals import Objection
 from noticeflow.evidence import export_pack, verify_database, verify_pack
 from tests import helpers
-from worker.main import make_deps
 
 
 @pytest.fixture
 async def pack(pool, smtp_sink, tmp_path: Path) -> Path:
-    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
-    now = datetime.now(UTC)
-    spec = helpers.notice(now)
-    await repository.upsert_customers(pool, helpers.customers())
-    await repository.create_notice(pool, spec, "alice", now)
-    env, sending = ActivityEnvironment(), SendingActivities(deps)
-    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
-    await env.run(
-        ResponseActivities(deps).record_objection,
-        ObjectionRequest(
-            notice_id=spec.notice_id,
-            objection=Objection(customer_id="initech", reason="No"),
-            received_at=now,
-            phase=Phase.window_open,
-        ),
+    spec = await helpers.notified_with_objection(
+        pool, smtp_sink.url, Objection(customer_id="initech", reason="No")
     )
     out = tmp_path / "pack"
     manifest = await export_pack(pool, spec.notice_id, out)
