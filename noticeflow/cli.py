@@ -332,7 +332,11 @@ def _act(
     name: str,
     payload: dict[str, Any],
     check: Callable[[Any], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
+    *,
+    as_json: bool = False,
+) -> None:
+    """Send one signal, wait for the workflow to handle it, and report the outcome."""
+
     async def go() -> dict[str, Any]:
         async with services(settings_for(data_dir)) as (client, pool):
             if check is not None:
@@ -347,7 +351,8 @@ def _act(
                 "phase": status.phase.value if status else None,
             }
 
-    return run(go())
+    result = run(go())
+    emit(result, as_json, _acted_text(result))
 
 
 def _acted_text(result: dict[str, Any]) -> str:
@@ -373,8 +378,7 @@ def notice_approve(
                 f"{by} wrote notice {notice_id}; someone else must approve it (four eyes)"
             )
 
-    result = _act(data_dir, notice_id, "approve", {"by": by}, check)
-    emit(result, as_json, _acted_text(result))
+    _act(data_dir, notice_id, "approve", {"by": by}, check, as_json=as_json)
 
 
 @notice_app.command("object")
@@ -397,8 +401,7 @@ def notice_object(
         "channel": "cli",
         "idempotency_key": key,
     }
-    result = _act(data_dir, notice_id, "object", payload)
-    emit(result, as_json, _acted_text(result))
+    _act(data_dir, notice_id, "object", payload, as_json=as_json)
 
 
 @notice_app.command("resolve")
@@ -413,8 +416,7 @@ def notice_resolve(
 ) -> None:
     """Resolve a customer's open objection: withdrawn, excluded or terminated."""
     payload = {"customer_id": customer, "outcome": outcome.value, "by": by, "note": note}
-    result = _act(data_dir, notice_id, "resolve_objection", payload)
-    emit(result, as_json, _acted_text(result))
+    _act(data_dir, notice_id, "resolve_objection", payload, as_json=as_json)
 
 
 @notice_app.command("opt-in")
@@ -426,10 +428,13 @@ def notice_opt_in(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a customer's opt-in (opt-in notices)."""
-    result = _act(
-        data_dir, notice_id, "opt_in", {"customer_id": customer, "by": by, "channel": "cli"}
+    _act(
+        data_dir,
+        notice_id,
+        "opt_in",
+        {"customer_id": customer, "by": by, "channel": "cli"},
+        as_json=as_json,
     )
-    emit(result, as_json, _acted_text(result))
 
 
 @notice_app.command("revoke-opt-in")
@@ -442,8 +447,7 @@ def notice_revoke_opt_in(
 ) -> None:
     """Revoke a customer's opt-in, before or after activation."""
     payload = {"customer_id": customer, "by": by, "channel": "cli"}
-    result = _act(data_dir, notice_id, "revoke_opt_in", payload)
-    emit(result, as_json, _acted_text(result))
+    _act(data_dir, notice_id, "revoke_opt_in", payload, as_json=as_json)
 
 
 @notice_app.command("postpone")
@@ -464,10 +468,14 @@ def notice_postpone(
                 f"{status.effective_at.isoformat()} (postpone only moves later)"
             )
 
-    result = _act(
-        data_dir, notice_id, "postpone", {"effective_at": when.isoformat(), "by": by}, check
+    _act(
+        data_dir,
+        notice_id,
+        "postpone",
+        {"effective_at": when.isoformat(), "by": by},
+        check,
+        as_json=as_json,
     )
-    emit(result, as_json, _acted_text(result))
 
 
 @notice_app.command("cancel")
@@ -479,8 +487,7 @@ def notice_cancel(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a notice before it takes effect; recipients are told."""
-    result = _act(data_dir, notice_id, "cancel", {"reason": reason, "by": by})
-    emit(result, as_json, _acted_text(result))
+    _act(data_dir, notice_id, "cancel", {"reason": reason, "by": by}, as_json=as_json)
 
 
 @notice_app.command("resend")
@@ -492,8 +499,7 @@ def notice_resend(
     as_json: JsonOpt = False,
 ) -> None:
     """Resend the notice to a customer's current contacts (e.g. after a bounce)."""
-    result = _act(data_dir, notice_id, "resend", {"customer_id": customer, "by": by})
-    emit(result, as_json, _acted_text(result))
+    _act(data_dir, notice_id, "resend", {"customer_id": customer, "by": by}, as_json=as_json)
 
 
 @projections_app.command("rebuild")
