@@ -17,19 +17,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from hashlib import sha256
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
 
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-3f0b-4b47-9d55-6b0c8f3b7a10")
 GENESIS = bytes(32)
-ZERO = timedelta(0)
 ANY_VERSION = -1  # expected_version: no concurrency check
 NO_STREAM = 0  # expected_version: the stream must not exist yet
 
@@ -84,19 +83,6 @@ def to_json_value(data: Any) -> Any:
     return orjson.loads(canonical(data))
 
 
-def _chain(prev: bytes, stream_id: str, version: int, event: NewEvent, data_text: bytes) -> bytes:
-    return event_hash(
-        prev,
-        stream_id=stream_id,
-        version=version,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        data_text=data_text,
-        occurred_at=event.occurred_at,
-    )
-
-
 def event_hash(
     prev_hash: bytes,
     *,
@@ -114,9 +100,9 @@ def event_hash(
     occurred_at in UTC, ISO 8601] (orjson renders UUIDs and UTC datetimes exactly like str() and
     isoformat(), natively and fast).
     """
-    when = occurred_at if occurred_at.utcoffset() == ZERO else occurred_at.astimezone(UTC)
+    when = occurred_at if occurred_at.tzinfo is UTC else occurred_at.astimezone(UTC)
     header = orjson.dumps([event_id, stream_id, version, event_type, schema_version, when])
-    return hashlib.sha256(prev_hash + header + b"\n" + data_text).digest()
+    return sha256(prev_hash + header + b"\n" + data_text).digest()
 
 
 @dataclass(frozen=True)
@@ -128,8 +114,9 @@ class NewEvent:
     schema_version: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
+    """An event as stored. A named tuple: immutable, and cheap to build a batch of."""
+
     position: int
     tx_id: int
     stream_id: str
@@ -276,8 +263,10 @@ async def _append(
     expected_version: int,
 ) -> list[StoredEvent]:
     try:
-        async with connection.transaction():
-            return await _insert(connection, stream_id, events, expected_version)
+        if connection.is_in_transaction():  # a savepoint inside the caller's transaction
+            async with connection.transaction():
+                return await _insert(connection, stream_id, events, expected_version, own=False)
+        return await _insert(connection, stream_id, events, expected_version, own=True)
     except _AlreadyThere:
         pass
     async with connection.transaction():  # a retry: hand back the originals, append the rest
@@ -286,9 +275,18 @@ async def _append(
             if event.event_id in existing:
                 _check_same(existing[event.event_id], stream_id, event)
         fresh = [event for event in events if event.event_id not in existing]
-        appended = await _insert(connection, stream_id, fresh, expected_version) if fresh else []
+        appended = (
+            await _insert(connection, stream_id, fresh, expected_version, own=False)
+            if fresh
+            else []
+        )
     by_id = {**existing, **{stored.event_id: stored for stored in appended}}
     return [by_id[event.event_id] for event in events]
+
+
+def _literal(text: str) -> str:
+    """An SQL string literal (escape-string syntax, right whatever standard_conforming_strings)."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 async def _insert(
@@ -296,8 +294,32 @@ async def _insert(
     stream_id: str,
     events: Sequence[NewEvent],
     expected_version: int,
+    own: bool,
 ) -> list[StoredEvent]:
-    await connection.execute(LOCK_SQL, stream_id)
+    """Lock the stream, chain the events onto its head, write them and move the head.
+
+    With ``own`` this function runs its own transaction and saves round trips by sending BEGIN
+    with the lock, and the head move with COMMIT, as single simple-protocol queries (the values
+    in them are rendered as literals: the stream id escaped, the rest numbers and hex).
+    """
+    lock = f"SELECT pg_advisory_xact_lock(hashtextextended({_literal(stream_id)}, 7346))"
+    await connection.execute(f"BEGIN; {lock}" if own else lock)
+    try:
+        stored, records = await _chain_onto_head(connection, stream_id, events, expected_version)
+        await _write(connection, stream_id, records, commit=own)
+    except BaseException:
+        if own and connection.is_in_transaction():
+            await connection.execute("ROLLBACK")
+        raise
+    return stored
+
+
+async def _chain_onto_head(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    events: Sequence[NewEvent],
+    expected_version: int,
+) -> tuple[list[StoredEvent], list[tuple[Any, ...]]]:
     head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, len(events))
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
@@ -306,28 +328,27 @@ async def _insert(
         raise ConcurrencyError(
             f"stream {stream_id} is at version {version}, expected {expected_version}"
         )
+    tx_id, recorded_at = head["tx_id"], head["recorded_at"]
     stored, records = [], []
     for event, position in zip(events, head["positions"], strict=True):
         version += 1
         text = canonical(event.data)
-        digest = _chain(prev, stream_id, version, event, text)
+        when = event.occurred_at
+        when = when if when.tzinfo is UTC else when.astimezone(UTC)
+        header = orjson.dumps(  # event_hash, inlined: this loop is the append's Python cost
+            [event.event_id, stream_id, version, event.event_type, event.schema_version, when]
+        )
+        digest = sha256(prev + header + b"\n" + text).digest()
         records.append((
             position, stream_id, version, event.event_id, event.event_type, event.schema_version,
             text.decode(), event.occurred_at, prev, digest,
         ))  # fmt: skip
         stored.append(StoredEvent(
-            position, head["tx_id"], stream_id, version, event.event_id, event.event_type,
-            event.schema_version, orjson.loads(text), event.occurred_at, head["recorded_at"],
-            prev, digest,
+            position, tx_id, stream_id, version, event.event_id, event.event_type,
+            event.schema_version, orjson.loads(text), event.occurred_at, recorded_at, prev, digest,
         ))  # fmt: skip
         prev = digest
-    try:
-        await _write(connection, stream_id, records)
-    except asyncpg.UniqueViolationError as error:
-        if error.constraint_name == "events_event_id_key":
-            raise _AlreadyThere from None
-        raise
-    return stored
+    return stored, records
 
 
 COPY_FROM = 16  # below this many events one INSERT beats COPY's extra protocol steps
@@ -343,17 +364,30 @@ INSERT_SQL = (  # the rows and the head move, in one statement
 
 
 async def _write(
-    connection: asyncpg.Connection, stream_id: str, records: list[tuple[Any, ...]]
+    connection: asyncpg.Connection, stream_id: str, records: list[tuple[Any, ...]], commit: bool
 ) -> None:
-    """Write prepared rows and move the stream head. tx_id and recorded_at take their defaults,
-    which are the values HEAD_SQL read in this same transaction."""
+    """Write prepared rows and move the stream head (and commit, if asked). tx_id and
+    recorded_at take their defaults, which are the values HEAD_SQL read in this transaction."""
     version, head_hash = records[-1][2], records[-1][9]
-    if len(records) >= COPY_FROM:
-        await connection.copy_records_to_table("events", records=records, columns=COPY_COLUMNS)
-        await connection.execute(MOVE_HEAD_SQL, stream_id, version, head_hash)
-    else:
-        columns = [list(column) for column in zip(*records, strict=True)]
-        await connection.execute(INSERT_SQL, *columns, stream_id, version, head_hash)
+    try:
+        if len(records) >= COPY_FROM:
+            await connection.copy_records_to_table("events", records=records, columns=COPY_COLUMNS)
+            if commit:
+                move = MOVE_HEAD_SQL.replace("$1, $2, $3", "{}, {}, decode('{}', 'hex')").format(
+                    _literal(stream_id), int(version), head_hash.hex()
+                )
+                await connection.execute(f"{move}; COMMIT")
+                return
+            await connection.execute(MOVE_HEAD_SQL, stream_id, version, head_hash)
+        else:
+            columns = [list(column) for column in zip(*records, strict=True)]
+            await connection.execute(INSERT_SQL, *columns, stream_id, version, head_hash)
+        if commit:
+            await connection.execute("COMMIT")
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name == "events_event_id_key":
+            raise _AlreadyThere from None
+        raise
 
 
 async def _existing(

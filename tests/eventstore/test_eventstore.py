@@ -196,3 +196,27 @@ async def test_a_large_batch_retried_returns_the_originals(pool):
     assert again == first
     assert [e.version for e in more[20:]] == list(range(41, 61)) and more[:20] == first[:20]
     assert await es.verify_stream(pool, "big") is None
+
+
+@pytest.mark.parametrize("size", [1, es.COPY_FROM])
+async def test_stream_ids_with_quotes_and_backslashes_are_written_as_given(pool, size):
+    stream = "o'brien\\$2 '); DROP TABLE events; --"
+    batch = [new(f"odd-{size}-{i}") for i in range(size)]
+    async with pool.acquire() as connection:
+        await es.append_events(connection, stream, batch)
+        await es.append_events(connection, stream, [new(f"odd-{size}-more")], size)
+    assert await es.verify_stream(pool, stream) is None
+    assert (
+        await pool.fetchval("SELECT version FROM event_streams WHERE stream_id = $1", stream)
+        == size + 1
+    )
+
+
+async def test_a_refused_append_leaves_no_open_transaction(pool):
+    async with pool.acquire() as connection:
+        await es.append_events(connection, "s1", [new("a")])
+        with pytest.raises(es.ConcurrencyError):
+            await es.append_events(connection, "s1", [new(f"b{i}") for i in range(20)], 0)
+        assert not connection.is_in_transaction()
+        assert await es.append_events(connection, "s1", [new("c")], 1)
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
