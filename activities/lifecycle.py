@@ -9,6 +9,7 @@ import structlog
 from temporalio import activity
 
 from activities.deps import Deps, update_context
+from activities.mailer import MailJob
 from activities.names import Activity
 from activities.records import load_recipients, read_totals, switch_subprocessor
 from noticeflow import eventstore
@@ -217,22 +218,23 @@ class LifecycleActivities:
     async def _mail_activation(self, spec: NoticeSpec, customer_ids: list[str]) -> None:
         if not customer_ids:
             return
-        recipients = await load_recipients(self.deps.pool, spec.notice_id, customer_ids)
-        async with self.deps.mailer.session() as session:
-            for recipient in recipients.values():
-                await self.deps.mailer.mail_customer(
-                    self.deps.pool,
-                    session,
-                    spec.notice_id,
-                    recipient,
-                    "activation",
-                    "update",
-                    update_context(
-                        spec,
-                        f"{spec.subprocessor} is now in use for your organisation",
-                        [
-                            f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
-                            f"personal data for {', '.join(spec.services)} on our behalf."
-                        ],
-                    ),
-                )
+        context = update_context(
+            spec,
+            f"{spec.subprocessor} is now in use for your organisation",
+            [
+                f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
+                f"personal data for {', '.join(spec.services)} on our behalf."
+            ],
+        )
+        size = self.deps.send_batch_size
+        for start in range(0, len(customer_ids), size):
+            recipients = await load_recipients(
+                self.deps.pool, spec.notice_id, customer_ids[start : start + size]
+            )
+            await self.deps.mailer.mail_many(
+                self.deps.pool,
+                spec.notice_id,
+                "activation",
+                "update",
+                [MailJob(recipient, context) for recipient in recipients.values()],
+            )

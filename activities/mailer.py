@@ -2,13 +2,16 @@
 
 The ledger row is written *before* the SMTP conversation (status ``sending``) and finished after it,
 so a retried activity never mails a contact twice unless the earlier outcome is unknown; then the
-Message-ID is the same and receivers can de-duplicate.
+Message-ID is the same and receivers can de-duplicate. The ledger is read and written in bulk, a
+batch of customers at a time (see :meth:`Mailer.mail_many`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +25,7 @@ from noticeflow.mail import (
     SendStatus,
     SmtpSession,
     SmtpTarget,
+    TemporarySmtpError,
     build_message,
     message_id,
 )
@@ -76,6 +80,39 @@ class RateLimiter:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
 
 
+@dataclass(frozen=True)
+class MailJob:
+    """One customer to mail, with the template context for that customer."""
+
+    recipient: Recipient
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One contact's message, decided before any mail of the batch is sent."""
+
+    customer_id: str
+    position: int
+    address: str
+    ref: str  # the ledger key: blind index of the address
+    msg_id: str
+    content: tuple[str, str, str]  # subject, text, html
+
+
+@dataclass(frozen=True)
+class _Finished:
+    planned: _Planned
+    status: str  # accepted | failed (5xx) | deferred (4xx after retries: not accepted, known)
+    reply: str
+    at: datetime
+
+
+SMTP_TRIES = 3  # per message, for 4xx replies and dropped connections, before the activity retries
+SMTP_BACKOFF = 0.5  # seconds before the second try; doubles each try
+FLUSH_EVERY = 100  # outcomes written to the ledger in one statement
+
+
 class Mailer:
     def __init__(
         self,
@@ -97,7 +134,6 @@ class Mailer:
     async def mail_customer(
         self,
         pool: asyncpg.Pool,
-        session: SmtpSession,
         notice_id: str,
         recipient: Recipient,
         kind: str,
@@ -105,89 +141,216 @@ class Mailer:
         context: dict[str, Any],
     ) -> list[ContactOutcome]:
         """Mail every contact of one customer; a 5xx for one contact does not stop the others."""
-        context = {**context, "customer_name": recipient.name, "customer_id": recipient.customer_id}
-        subject, text, html = self.renderer.render(template, context)
-        outcomes = []
-        for position, address in recipient.contacts:
-            outcomes.append(
-                await self._mail_contact(
-                    pool,
-                    session,
-                    notice_id,
-                    recipient,
-                    position,
-                    address,
-                    kind,
-                    (subject, text, html),
-                )
-            )
-        return outcomes
+        outcomes = await self.mail_many(
+            pool, notice_id, kind, template, [MailJob(recipient, context)]
+        )
+        return outcomes.get(recipient.customer_id, [])
 
-    async def _mail_contact(
+    async def mail_many(
         self,
         pool: asyncpg.Pool,
-        session: SmtpSession,
         notice_id: str,
-        recipient: Recipient,
-        position: int,
-        address: str,
         kind: str,
-        content: tuple[str, str, str],
-    ) -> ContactOutcome:
-        customer_id = recipient.customer_id
-        msg_id = message_id(notice_id, customer_id, address, kind, self.mail_from)
-        key = (notice_id, customer_id, blind_index(recipient.key, address), kind)
-        done = await pool.fetchrow(
-            "SELECT status, smtp_reply, finished_at FROM deliveries WHERE notice_id = $1"
-            " AND customer_id = $2 AND contact_ref = $3 AND kind = $4 AND status <> 'sending'",
-            *key,
+        template: str,
+        jobs: Sequence[MailJob],
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, list[ContactOutcome]]:
+        """Mail every contact of many customers through the ledger, over a few SMTP connections.
+
+        The ledger is read once and every contact still to mail is marked ``sending`` in one
+        statement *before* the first message goes out; outcomes are written back in groups of
+        FLUSH_EVERY. A contact whose row says accepted or failed is never mailed again; one left
+        at ``sending`` (the outcome is unknown: a crash came between the server's reply and the
+        ledger write) is mailed again with the same Message-ID. Returns outcomes per customer, in
+        contact order; raises TemporarySmtpError (after the others were tried and every known
+        outcome was written) when a contact kept getting 4xx replies or dropped connections.
+        """
+        ledger = await _read_ledger(
+            pool, notice_id, kind, [job.recipient.customer_id for job in jobs]
         )
-        if done is not None:
-            return ContactOutcome(
-                position, msg_id, done["status"], done["smtp_reply"], done["finished_at"]
+        outcomes: dict[str, dict[int, ContactOutcome]] = {}
+        planned: list[_Planned] = []
+        for job in jobs:
+            recipient = job.recipient
+            context = {
+                **job.context,
+                "customer_name": recipient.name,
+                "customer_id": recipient.customer_id,
+            }
+            content = self.renderer.render(template, context)
+            for position, address in recipient.contacts:
+                ref = blind_index(recipient.key, address)
+                msg_id = message_id(notice_id, recipient.customer_id, address, kind, self.mail_from)
+                done = ledger.get((recipient.customer_id, ref))
+                if done is not None and done["status"] in FINAL:
+                    outcomes.setdefault(recipient.customer_id, {})[position] = ContactOutcome(
+                        position, msg_id, done["status"], done["smtp_reply"], done["finished_at"]
+                    )
+                    continue
+                planned.append(_Planned(
+                    recipient.customer_id, position, address, ref, msg_id, content
+                ))  # fmt: skip
+        keys = {job.recipient.customer_id: job.recipient.key for job in jobs}
+        await _mark_sending(pool, notice_id, kind, planned, keys)
+        finished = await self._send(pool, notice_id, kind, planned, progress)
+        for item in finished:
+            outcomes.setdefault(item.planned.customer_id, {})[item.planned.position] = (
+                ContactOutcome(
+                    item.planned.position, item.planned.msg_id, item.status, item.reply, item.at
+                )
             )
-        await pool.execute(
-            "INSERT INTO deliveries (notice_id, customer_id, contact_ref, kind, message_id, status,"
-            " first_attempt_at, email) VALUES ($1, $2, $3, $4, $5, 'sending', $6, $7)"
-            " ON CONFLICT (notice_id, customer_id, contact_ref, kind)"
-            " DO UPDATE SET attempts = deliveries.attempts + 1",
-            *key,
-            msg_id,
-            utcnow(),
-            seal(recipient.key, customer_id, address),
+        return {
+            customer_id: [by_position[p] for p in sorted(by_position)]
+            for customer_id, by_position in outcomes.items()
+        }
+
+    async def _send(
+        self,
+        pool: asyncpg.Pool,
+        notice_id: str,
+        kind: str,
+        planned: list[_Planned],
+        progress: Callable[[int], None] | None,
+    ) -> list[_Finished]:
+        queue = deque(planned)
+        finished: list[_Finished] = []
+        unwritten: list[_Finished] = []
+
+        async def flush() -> None:
+            group = unwritten[:]
+            unwritten.clear()
+            await _write_outcomes(pool, notice_id, kind, group)
+
+        async def connection_worker() -> None:
+            async with self.session() as session:
+                while queue:
+                    item = queue.popleft()
+                    outcome = await self._send_one(session, item)
+                    finished.append(outcome)
+                    unwritten.append(outcome)
+                    if progress is not None:
+                        progress(len(finished))
+                    if len(unwritten) >= FLUSH_EVERY:
+                        await flush()
+                    if outcome.status == "deferred":
+                        raise TemporarySmtpError(outcome.reply)
+
+        connections = max(1, min(self.concurrency, len(planned)))
+        errors = await asyncio.gather(
+            *(connection_worker() for _ in range(connections)), return_exceptions=True
         )
-        subject, text, html = content
-        message = build_message(
+        await flush()
+        for error in errors:
+            if isinstance(error, BaseException):
+                raise error
+        return [item for item in finished if item.status != "deferred"]
+
+    async def _send_one(self, session: SmtpSession, item: _Planned) -> _Finished:
+        """One message, with a few tries for 4xx replies and dropped connections."""
+        subject, text, html = item.content
+        mail = build_message(
             mail_from=self.mail_from,
-            to=address,
+            to=item.address,
             subject=subject,
             text=text,
             html=html,
-            msg_id=msg_id,
+            msg_id=item.msg_id,
             date=utcnow(),
         )
-        await self.limiter.wait()
-        result = await session.send(message)
-        finished = utcnow()
-        # Customer id and contact position only: addresses never go to logs (rule 13).
-        log.info(
-            "mail",
-            customer_id=customer_id,
-            contact=position,
-            kind=kind,
-            status=result.status.value,
-            message_id=msg_id,
-            reply=result.reply[:80],
-        )
-        await pool.execute(
-            "UPDATE deliveries SET status = $5, smtp_reply = $6, finished_at = $7"
-            " WHERE notice_id = $1 AND customer_id = $2 AND contact_ref = $3 AND kind = $4",
-            *key,
-            result.status.value,
-            result.reply,
-            finished,
-        )
-        return ContactOutcome(position, msg_id, result.status.value, result.reply, finished)
+        delay = SMTP_BACKOFF
+        for attempt in range(1, SMTP_TRIES + 1):
+            await self.limiter.wait()
+            try:
+                result = await session.send(mail)
+            except TemporarySmtpError as error:
+                # Customer id and contact position only: addresses never go to logs (rule 13).
+                log.warning(
+                    "mail deferred",
+                    customer_id=item.customer_id,
+                    contact=item.position,
+                    attempt=attempt,
+                    reply=str(error)[:120],
+                )
+                if attempt == SMTP_TRIES:
+                    return _Finished(item, "deferred", str(error), utcnow())
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            if result.status is not SendStatus.accepted:
+                log.info(
+                    "mail refused",
+                    customer_id=item.customer_id,
+                    contact=item.position,
+                    reply=result.reply[:120],
+                )
+            return _Finished(item, result.status.value, result.reply, utcnow())
+        raise AssertionError("unreachable")
+
+
+FINAL = {SendStatus.accepted.value, SendStatus.failed.value}
+
+
+async def _read_ledger(
+    pool: asyncpg.Pool, notice_id: str, kind: str, customer_ids: list[str]
+) -> dict[tuple[str, str], asyncpg.Record]:
+    rows = await pool.fetch(
+        "SELECT customer_id, contact_ref, status, smtp_reply, finished_at FROM deliveries"
+        " WHERE notice_id = $1 AND kind = $2 AND customer_id = ANY($3::text[])",
+        notice_id,
+        kind,
+        customer_ids,
+    )
+    return {(row["customer_id"], row["contact_ref"]): row for row in rows}
+
+
+async def _mark_sending(
+    pool: asyncpg.Pool,
+    notice_id: str,
+    kind: str,
+    planned: list[_Planned],
+    keys: dict[str, bytes],
+) -> None:
+    """Every contact about to be mailed gets its ledger row (or another attempt) first."""
+    if not planned:
+        return
+    await pool.execute(
+        "INSERT INTO deliveries (notice_id, customer_id, contact_ref, kind, message_id, status,"
+        " first_attempt_at, email)"
+        " SELECT $1, u.customer_id, u.ref, $2, u.message_id, 'sending', $3, u.email"
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[])"
+        "   AS u(customer_id, ref, message_id, email)"
+        " ON CONFLICT (notice_id, customer_id, contact_ref, kind)"
+        " DO UPDATE SET attempts = deliveries.attempts + 1, status = 'sending'",
+        notice_id,
+        kind,
+        utcnow(),
+        [item.customer_id for item in planned],
+        [item.ref for item in planned],
+        [item.msg_id for item in planned],
+        [seal(keys[item.customer_id], item.customer_id, item.address) for item in planned],
+    )
+
+
+async def _write_outcomes(
+    pool: asyncpg.Pool, notice_id: str, kind: str, finished: list[_Finished]
+) -> None:
+    if not finished:
+        return
+    await pool.execute(
+        "UPDATE deliveries d SET status = u.status, smtp_reply = u.reply,"
+        " finished_at = CASE WHEN u.status = 'deferred' THEN NULL ELSE u.at END"
+        " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])"
+        "   AS u(customer_id, ref, status, reply, at)"
+        " WHERE d.notice_id = $1 AND d.kind = $2 AND d.customer_id = u.customer_id"
+        "   AND d.contact_ref = u.ref",
+        notice_id,
+        kind,
+        [item.planned.customer_id for item in finished],
+        [item.planned.ref for item in finished],
+        [item.status for item in finished],
+        [item.reply for item in finished],
+        [item.at for item in finished],
+    )
 
 
 def accepted_at(outcomes: list[ContactOutcome]) -> datetime | None:

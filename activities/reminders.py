@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import asyncpg
 from temporalio import activity
 
 from activities.deps import Deps, update_context
+from activities.mailer import MailJob
 from activities.names import Activity
 from activities.records import load_recipients
 from noticeflow import eventstore
 from noticeflow.contracts import ReminderRequest, ReminderRound
 from noticeflow.domain.deadlines import describe_deadline
+from noticeflow.domain.notice import NoticeSpec
 
 # Not acted: no objection at all, and (opt-in notices) not opted in. Still inside the window.
 CANDIDATES = (
@@ -40,40 +43,50 @@ class ReminderActivities:
             for row in rows
             if row["deadline"] - spec.reminder_before > request.now
         ]
+        size = self.deps.send_batch_size
+        for start in range(0, len(due), size):
+            await self._remind(spec, due[start : start + size], request.now)
+        return ReminderRound(sent=len(due), next_due=min(later, default=None))
+
+    async def _remind(self, spec: NoticeSpec, due: list[asyncpg.Record], now: datetime) -> None:
         recipients = await load_recipients(
             self.deps.pool, spec.notice_id, [row["customer_id"] for row in due]
         )
         action = "opt in" if spec.opt_in else "object"
-        async with self.deps.mailer.session() as session:
-            for row in due:
-                recipient = recipients.get(row["customer_id"])
-                if recipient is None:
-                    continue
-                deadline_text = describe_deadline(row["deadline"], row["timezone"])
-                await self.deps.mailer.mail_customer(
-                    self.deps.pool,
-                    session,
-                    spec.notice_id,
-                    recipient,
-                    "reminder",
-                    "update",
-                    update_context(
-                        spec,
-                        f"Reminder: the deadline to {action} is approaching",
-                        [
-                            f"We plan to engage {spec.subprocessor} as a sub-processor "
-                            f"({spec.purpose}).",
-                            f"If you wish to {action}, please do so before the {deadline_text}.",
-                        ],
-                    ),
-                )
-                await eventstore.append(
-                    self.deps.pool,
-                    eventstore.notice_stream(spec.notice_id),
-                    f"reminder/{row['customer_id']}",
-                    "reminder_sent",
-                    {"customer_id": row["customer_id"], "deadline": row["deadline"]},
-                    request.now,
-                )
-                activity.heartbeat(row["customer_id"])
-        return ReminderRound(sent=len(due), next_due=min(later, default=None))
+        jobs = [
+            MailJob(
+                recipients[row["customer_id"]],
+                update_context(
+                    spec,
+                    f"Reminder: the deadline to {action} is approaching",
+                    [
+                        f"We plan to engage {spec.subprocessor} as a sub-processor "
+                        f"({spec.purpose}).",
+                        f"If you wish to {action}, please do so before the "
+                        f"{describe_deadline(row['deadline'], row['timezone'])}.",
+                    ],
+                ),
+            )
+            for row in due
+            if row["customer_id"] in recipients
+        ]
+        await self.deps.mailer.mail_many(
+            self.deps.pool,
+            spec.notice_id,
+            "reminder",
+            "update",
+            jobs,
+            progress=lambda sent: activity.heartbeat(sent),
+        )
+        stream = eventstore.notice_stream(spec.notice_id)
+        reminded = [
+            eventstore.NewEvent(
+                eventstore.event_id(stream, f"reminder/{row['customer_id']}"),
+                "reminder_sent",
+                {"customer_id": row["customer_id"], "deadline": row["deadline"]},
+                now,
+            )
+            for row in due
+        ]
+        async with self.deps.pool.acquire() as connection:
+            await eventstore.append_events(connection, stream, reminded)

@@ -49,16 +49,14 @@ class ResponseActivities:
         recipients = await load_recipients(self.deps.pool, spec.notice_id, [customer_id])
         if customer_id not in recipients:
             return
-        async with self.deps.mailer.session() as session:
-            await self.deps.mailer.mail_customer(
-                self.deps.pool,
-                session,
-                spec.notice_id,
-                recipients[customer_id],
-                kind,
-                "update",
-                update_context(spec, headline, paragraphs),
-            )
+        await self.deps.mailer.mail_customer(
+            self.deps.pool,
+            spec.notice_id,
+            recipients[customer_id],
+            kind,
+            "update",
+            update_context(spec, headline, paragraphs),
+        )
 
     async def _spec(self, notice_id: str) -> NoticeSpec:
         raw = await self.deps.pool.fetchval(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from zoneinfo import ZoneInfo
 from temporalio import activity
 
 from activities.deps import Deps, mail_context, update_context
-from activities.mailer import ContactOutcome, Recipient, accepted_at, utcnow
+from activities.mailer import ContactOutcome, MailJob, Recipient, accepted_at, utcnow
 from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
 from noticeflow import eventstore
@@ -23,13 +22,12 @@ from noticeflow.contracts import (
     ChangeMailRequest,
     ResendRequest,
     ResendResult,
-    SendBatchRequest,
-    SendBatchResult,
+    SendRequest,
+    SendResult,
 )
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
-from noticeflow.mail import SmtpSession
 
 
 @dataclass(frozen=True)
@@ -126,85 +124,86 @@ class SendingActivities:
             return len(rows)
 
     @activity.defn(name=Activity.send_notices)
-    async def send_notices(self, request: SendBatchRequest) -> SendBatchResult:
-        """Mail one batch of pending customers over a few reused SMTP connections.
+    async def send_notices(self, request: SendRequest) -> SendResult:
+        """Mail every pending customer, a batch at a time, heartbeating the cursor.
 
-        A retry simply re-selects the customers still pending: those done are skipped, and the
-        ledger keeps a contact from being mailed twice within a customer.
+        One activity for the whole audience keeps the workflow's history flat whatever the
+        number of customers. After each batch is recorded, the heartbeat carries the last
+        customer id; a retry after a crash resumes there (and re-selects only customers still
+        pending, so nothing recorded is mailed again; the ledger covers the unrecorded rest).
         """
-        spec = request.spec
-        rows = await self.deps.pool.fetch(
-            "SELECT customer_id, timezone, window_days, window_unit FROM recipients"
-            " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
-            " ORDER BY customer_id LIMIT $3",
-            spec.notice_id,
-            request.after_customer_id,
-            self.deps.send_batch_size,
-        )
+        details = activity.info().heartbeat_details
+        after = str(details[0]) if details else ""
+        totals = SendResult(processed=0, delivered=0, undelivered=0)
+        while True:
+            rows = await self.deps.pool.fetch(
+                "SELECT customer_id, timezone, window_days, window_unit FROM recipients"
+                " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
+                " ORDER BY customer_id LIMIT $3",
+                request.spec.notice_id,
+                after,
+                self.deps.send_batch_size,
+            )
+            if not rows:
+                return totals
+            results = await self._send_batch(
+                request.spec, [dict(row) for row in rows], request.at, after
+            )
+            await self._record(request.spec, "notice", results, request.at)
+            after = rows[-1]["customer_id"]
+            activity.heartbeat(after)
+            delivered = sum(r.first is not None for r in results)
+            totals = SendResult(
+                processed=totals.processed + len(rows),
+                delivered=totals.delivered + delivered,
+                undelivered=totals.undelivered + len(results) - delivered,
+            )
+
+    async def _send_batch(
+        self, spec: NoticeSpec, rows: list[dict[str, Any]], at: datetime, cursor: str
+    ) -> list[Delivered]:
         recipients = await load_recipients(
             self.deps.pool, spec.notice_id, [row["customer_id"] for row in rows]
         )
-        waiting = [dict(row) for row in rows]
-        results: list[Delivered] = []
-
-        async def connection_worker() -> None:
-            async with self.deps.mailer.session() as session:
-                while waiting:
-                    row = waiting.pop(0)
-                    projected = _deadline(spec, max(utcnow(), request.at), row)
-                    results.append(
-                        await self._deliver(
-                            session,
-                            spec,
-                            row,
-                            recipients.get(row["customer_id"]),
-                            "notice",
-                            projected,
-                            request.at,
-                        )
-                    )
-                    activity.heartbeat(len(results))
-
-        connections = max(1, min(self.deps.mailer.concurrency, len(rows)))
-        await asyncio.gather(*(connection_worker() for _ in range(connections)))
-        await self._record(spec, "notice", results, request.at)
-        delivered = sum(r.first is not None for r in results)
-        last = rows[-1]["customer_id"] if rows else request.after_customer_id
-        return SendBatchResult(
-            processed=len(rows),
-            delivered=delivered,
-            undelivered=len(results) - delivered,
-            last_customer_id=last,
-            done=len(rows) < self.deps.send_batch_size,
-        )
+        return await self._deliver(spec, rows, recipients, "notice", at, cursor)
 
     async def _deliver(
         self,
-        session: SmtpSession,
         spec: NoticeSpec,
-        row: dict[str, Any],
-        recipient: Recipient | None,
+        rows: list[dict[str, Any]],
+        recipients: dict[str, Recipient],
         kind: str,
-        projected: datetime,
         at: datetime,
-    ) -> Delivered:
-        """Mail one customer's contacts (through the ledger); recording is done in bulk after."""
-        outcomes = []
-        if recipient is not None:
-            outcomes = await self.deps.mailer.mail_customer(
-                self.deps.pool,
-                session,
-                spec.notice_id,
-                recipient,
-                kind,
-                "notice",
-                mail_context(spec, recipient.timezone, projected),
+        cursor: str,
+    ) -> list[Delivered]:
+        """Mail customers' contacts (through the ledger); recording is done in bulk after."""
+        now = max(utcnow(), at)
+        jobs = [
+            MailJob(
+                recipients[row["customer_id"]],
+                mail_context(spec, row["timezone"], _deadline(spec, now, row)),
             )
-        first = accepted_at(outcomes)
-        # The clock never starts before the workflow asked for the mail (keeps time-skipped runs true).
-        delivered_at = max(first, at) if first else None
-        deadline = _deadline(spec, delivered_at, row) if delivered_at else None
-        return Delivered(row["customer_id"], outcomes, first, delivered_at, deadline)
+            for row in rows
+            if row["customer_id"] in recipients
+        ]
+        outcomes = await self.deps.mailer.mail_many(
+            self.deps.pool,
+            spec.notice_id,
+            kind,
+            "notice",
+            jobs,
+            progress=lambda _sent: activity.heartbeat(cursor),
+        )
+        results = []
+        for row in rows:
+            mailed = outcomes.get(row["customer_id"], [])
+            first = accepted_at(mailed)
+            # The clock never starts before the workflow asked for the mail (keeps time-skipped
+            # runs true).
+            delivered_at = max(first, at) if first else None
+            deadline = _deadline(spec, delivered_at, row) if delivered_at else None
+            results.append(Delivered(row["customer_id"], mailed, first, delivered_at, deadline))
+        return results
 
     async def _record(
         self, spec: NoticeSpec, kind: str, results: list[Delivered], at: datetime
@@ -300,18 +299,10 @@ class SendingActivities:
             return ResendResult(
                 outcome="rejected", reason=f"customer {request.customer_id} has no contacts"
             )
-        projected = _deadline(spec, max(utcnow(), request.at), dict(row))
-        async with self.deps.mailer.session() as session:
-            result = await self._deliver(
-                session,
-                spec,
-                dict(row),
-                recipients[request.customer_id],
-                request.key,
-                projected,
-                request.at,
-            )
-        await self._record(spec, request.key, [result], request.at)
+        results = await self._deliver(
+            spec, [dict(row)], recipients, request.key, request.at, request.customer_id
+        )
+        await self._record(spec, request.key, results, request.at)
         after = await pool.fetchrow(
             "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
@@ -353,29 +344,29 @@ class SendingActivities:
             headline = "The effective date of this notice has been postponed"
         else:
             headline = "This notice has been cancelled"
-        for start in range(0, len(ids), 500):
-            recipients = await load_recipients(pool, spec.notice_id, ids[start : start + 500])
-            async with self.deps.mailer.session() as session:
-                for recipient in recipients.values():
-                    if request.kind == "postponement":
-                        local = when.astimezone(ZoneInfo(recipient.timezone))
-                        paragraphs = [
-                            f"{spec.subprocessor} will now be engaged no earlier than "
-                            f"{local:%A %d %B %Y %H:%M %Z}. Your objection deadline is unchanged."
-                        ]
-                    else:
-                        paragraphs = [
-                            f"We will not engage {spec.subprocessor} under this notice. "
-                            "Nothing changes for your organisation.",
-                            f"Reason: {request.detail.get('reason', '')}",
-                        ]
-                    await self.deps.mailer.mail_customer(
-                        pool,
-                        session,
-                        spec.notice_id,
-                        recipient,
-                        request.key,
-                        "update",
-                        update_context(spec, headline, paragraphs),
-                    )
-                    activity.heartbeat(recipient.customer_id)
+        size = self.deps.send_batch_size
+        for start in range(0, len(ids), size):
+            recipients = await load_recipients(pool, spec.notice_id, ids[start : start + size])
+            jobs = []
+            for recipient in recipients.values():
+                if request.kind == "postponement":
+                    local = when.astimezone(ZoneInfo(recipient.timezone))
+                    paragraphs = [
+                        f"{spec.subprocessor} will now be engaged no earlier than "
+                        f"{local:%A %d %B %Y %H:%M %Z}. Your objection deadline is unchanged."
+                    ]
+                else:
+                    paragraphs = [
+                        f"We will not engage {spec.subprocessor} under this notice. "
+                        "Nothing changes for your organisation.",
+                        f"Reason: {request.detail.get('reason', '')}",
+                    ]
+                jobs.append(MailJob(recipient, update_context(spec, headline, paragraphs)))
+            await self.deps.mailer.mail_many(
+                pool,
+                spec.notice_id,
+                request.key,
+                "update",
+                jobs,
+                progress=activity.heartbeat,
+            )

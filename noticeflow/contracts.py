@@ -120,19 +120,17 @@ class ApprovalCheck(_Model):
     latest_customer_id: str | None = None
 
 
-class SendBatchRequest(_Model):
+class SendRequest(_Model):
     spec: NoticeSpec
-    after_customer_id: str = ""
-    batch_size: int = 200
     at: datetime
 
 
-class SendBatchResult(_Model):
+class SendResult(_Model):
+    """Counts of the customers this activity run mailed (a resumed run counts only its own)."""
+
     processed: int
     delivered: int
     undelivered: int
-    last_customer_id: str
-    done: bool
 
 
 class NoticeTotals(_Model):

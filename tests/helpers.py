@@ -83,7 +83,7 @@ async def notified_with_objection(pool: Any, smtp_url: str, objection: Any) -> N
     from activities.responses import ResponseActivities
     from activities.sending import SendingActivities
     from noticeflow import repository
-    from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
+    from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendRequest
     from noticeflow.domain.rules import Phase
     from worker.main import make_deps
 
@@ -94,7 +94,7 @@ async def notified_with_objection(pool: Any, smtp_url: str, objection: Any) -> N
     await repository.create_notice(pool, spec, "alice", now)
     env, sending = ActivityEnvironment(), SendingActivities(deps)
     await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
     await env.run(
         ResponseActivities(deps).record_objection,
         ObjectionRequest(

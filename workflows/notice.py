@@ -44,15 +44,16 @@ with workflow.unsafe.imports_passed_through():
         ResendResult,
         ResolutionRequest,
         ResolutionResult,
-        SendBatchRequest,
-        SendBatchResult,
+        SendRequest,
+        SendResult,
     )
     from noticeflow.domain import signals
     from noticeflow.domain.rules import Phase
     from workflows import search_attributes as sa
 
 SHORT = timedelta(minutes=2)
-SENDING = timedelta(minutes=30)
+# Mailing a whole audience in one activity: liveness is the one-minute heartbeat, not this bound.
+MAILING = timedelta(hours=24)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
 CHANGEABLE_PHASES = {Phase.draft, Phase.notifying, Phase.window_open, Phase.awaiting_effective_date}
@@ -366,7 +367,7 @@ class NoticeWorkflow:
             Activity.send_reminders,
             ReminderRequest(spec=self.spec, now=workflow.now()),
             ReminderRound,
-            timeout=SENDING,
+            timeout=MAILING,
         )
         state.reminders_scheduled = True
         state.next_reminder_at = result.next_due
@@ -402,17 +403,14 @@ class NoticeWorkflow:
         await self._activity(
             Activity.snapshot_audience, AudienceRequest(spec=self.spec, at=workflow.now()), int
         )
-        after = ""
-        while True:
-            batch: SendBatchResult = await self._activity(
-                Activity.send_notices,
-                SendBatchRequest(spec=self.spec, after_customer_id=after, at=workflow.now()),
-                SendBatchResult,
-                timeout=SENDING,
-            )
-            after = batch.last_customer_id
-            if batch.done:
-                break
+        # One activity mails the whole audience in batches, heartbeating its cursor: the history
+        # gets the same few events for ten customers or a hundred thousand.
+        await self._activity(
+            Activity.send_notices,
+            SendRequest(spec=self.spec, at=workflow.now()),
+            SendResult,
+            timeout=MAILING,
+        )
         await self._refresh_totals()
 
     async def _activation_round(self) -> None:
@@ -421,7 +419,7 @@ class NoticeWorkflow:
             Activity.activate_due,
             ActivationRequest(spec=self.spec, now=workflow.now()),
             ActivationRound,
-            timeout=SENDING,
+            timeout=MAILING,
         )
         self.state.next_due = result.next_due
         self._apply_totals(result.totals)
@@ -489,7 +487,7 @@ class NoticeWorkflow:
                 at=at,
             ),
             None,
-            timeout=SENDING,
+            timeout=MAILING,
         )
 
     async def _activity(

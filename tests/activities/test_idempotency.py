@@ -11,7 +11,7 @@ from activities.lifecycle import LifecycleActivities
 from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
 from noticeflow import repository
-from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendBatchRequest
+from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendRequest
 from noticeflow.crypto import blind_index, load_keys, seal
 from noticeflow.domain.rules import Phase
 from noticeflow.domain.signals import Objection
@@ -46,7 +46,7 @@ async def test_snapshot_and_sending_twice_change_nothing_the_second_time(prepare
     assert await env.run(sending.snapshot_audience, request) == 4
     assert await events(pool, "audience_snapshotted") == 1
 
-    batch = SendBatchRequest(spec=spec, at=now)
+    batch = SendRequest(spec=spec, at=now)
     first = await env.run(sending.send_notices, batch)
     mails_after_first = len(smtp_sink.messages())
     await pool.execute("UPDATE recipients SET delivery = 'pending'")  # as if the write was lost
@@ -66,7 +66,7 @@ async def test_a_permanent_failure_for_one_contact_still_tries_the_others(
     sending, _, _, spec, now = prepared
     env = ActivityEnvironment()
     await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
     ledger = {
         r["email"]: (r["status"], r["smtp_reply"])
         for r in await helpers.ledger(pool, "customer_id = 'initech'")
@@ -99,7 +99,7 @@ async def test_an_unknown_outcome_is_retried_with_the_same_message_id(prepared, 
         seal(key, "globex", "legal@globex.example"),
         msg_id,
     )
-    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
     globex = [m for m in smtp_sink.messages() if m["To"] == "legal@globex.example"]
     assert [m["Message-ID"] for m in globex] == [msg_id]
     assert await pool.fetchval("SELECT attempts FROM deliveries WHERE contact_ref = $1", ref) == 2
@@ -111,7 +111,7 @@ async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(
     sending, responses, _, spec, now = prepared
     env = ActivityEnvironment()
     await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendBatchRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
     request = ObjectionRequest(
         notice_id=spec.notice_id,
         objection=Objection(customer_id="acme", reason="No", idempotency_key="k1"),

@@ -8,7 +8,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.sending import SendingActivities
 from noticeflow import repository
-from noticeflow.contracts import AudienceRequest, SendBatchRequest
+from noticeflow.contracts import AudienceRequest, SendRequest
 from noticeflow.domain.customers import parse_customers_csv
 from tests import helpers
 from worker.main import make_deps
@@ -42,19 +42,11 @@ async def test_concurrent_rate_limited_sending_mails_each_contact_once(pool, smt
     await repository.create_notice(pool, spec, "alice", now)
     env, sending = ActivityEnvironment(), SendingActivities(deps)
     await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    after, delivered, undelivered = "", 0, 0
-    while True:
-        batch = await env.run(
-            sending.send_notices, SendBatchRequest(spec=spec, after_customer_id=after, at=now)
-        )
-        delivered, undelivered, after = (
-            delivered + batch.delivered,
-            undelivered + batch.undelivered,
-            batch.last_customer_id,
-        )
-        if batch.done:
-            break
-    assert (delivered, undelivered) == (CUSTOMERS - CUSTOMERS // 10, CUSTOMERS // 10)
+    heartbeats: list[object] = []
+    env.on_heartbeat = lambda *details: heartbeats.append(details[0])
+    result = await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
+    assert set(heartbeats) >= {"c024", "c049", "c059"}  # the cursor after each batch of 25
+    assert (result.delivered, result.undelivered) == (CUSTOMERS - CUSTOMERS // 10, CUSTOMERS // 10)
     expected = {e for c in customers for e in c.contact_emails if not e.endswith(".invalid")}
     received = [m["To"] for m in smtp_sink.messages()]
     assert sorted(received) == sorted(expected)  # every contact, none twice
