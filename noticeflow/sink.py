@@ -2,14 +2,17 @@
 
 It keeps every accepted message as an .eml file in ``mail_dir``. Recipients at the reserved
 ``.invalid`` top-level domain are refused with a permanent 550, so undelivered customers can be
-demonstrated and tested without a real bounce.
+demonstrated and tested without a real bounce; a recipient whose local part is ``greylist-N`` is
+refused with a temporary 451 its first N times, like a greylisting server.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import threading
+from collections import Counter
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
@@ -25,18 +28,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+GREYLIST = re.compile(r"^<?greylist-(\d+)@", re.IGNORECASE)
+
+
 class MailDirHandler:
     def __init__(self, mail_dir: Path) -> None:
         self.mail_dir = mail_dir
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._count = len(list(self.mail_dir.glob("*.eml")))
+        self._greylisted: Counter[str] = Counter()
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if address.lower().rstrip(">").endswith(".invalid"):
             return "550 5.1.1 mailbox unavailable"
+        greylist = GREYLIST.match(address)
+        if greylist and self._greylisted[address.lower()] < int(greylist.group(1)):
+            self._greylisted[address.lower()] += 1
+            return "451 4.7.1 greylisted, please try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
