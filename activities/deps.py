@@ -12,19 +12,25 @@ import asyncpg
 from activities.mailer import Mailer
 from noticeflow.domain.deadlines import describe_deadline
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.links import LinkSigner
 
 
 @dataclass(frozen=True)
 class Deps:
     pool: asyncpg.Pool
     mailer: Mailer
+    links: LinkSigner
     send_batch_size: int = 200
 
 
-def mail_context(spec: NoticeSpec, timezone: str, deadline: datetime | None) -> dict[str, Any]:
-    """Template context for one customer: the notice and its dates in the customer's timezone."""
+def mail_context(
+    spec: NoticeSpec, timezone: str, deadline: datetime | None, links: dict[str, str]
+) -> dict[str, Any]:
+    """Template context for one customer: the notice, its dates in the customer's timezone and
+    the customer's signed action links (``object_url``, ``opt_in_url``)."""
     local_effective = spec.effective_at.astimezone(ZoneInfo(timezone))
     return {
+        **links,
         "spec": spec,
         "notice_text": spec.text(),
         "text_sha256": spec.text_sha256(),

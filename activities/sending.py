@@ -178,14 +178,16 @@ class SendingActivities:
     ) -> list[Delivered]:
         """Mail customers' contacts (through the ledger); recording is done in bulk after."""
         now = max(utcnow(), at)
-        jobs = [
-            MailJob(
-                recipients[row["customer_id"]],
-                mail_context(spec, row["timezone"], _deadline(spec, now, row)),
+        jobs = []
+        for row in rows:
+            if row["customer_id"] not in recipients:
+                continue
+            projected = _deadline(spec, now, row)
+            links = self.deps.links.links_for(
+                spec.notice_id, row["customer_id"], projected, spec.effective_at
             )
-            for row in rows
-            if row["customer_id"] in recipients
-        ]
+            context = mail_context(spec, row["timezone"], projected, links)
+            jobs.append(MailJob(recipients[row["customer_id"]], context))
         outcomes = await self.deps.mailer.mail_many(
             self.deps.pool,
             spec.notice_id,

@@ -302,6 +302,7 @@ def notice_preview(
     as_json: JsonOpt = False,
 ) -> None:
     """Render the notice mail for one customer, exactly as it would be sent; sends nothing."""
+    from noticeflow.links import LinkSigner
     from noticeflow.mail import MailRenderer
     from noticeflow.preview import preview_notice
 
@@ -310,7 +311,11 @@ def notice_preview(
     async def go() -> dict[str, Any]:
         async with database(settings) as pool:
             return await preview_notice(
-                pool, notice_id, customer, MailRenderer(settings.template_dir)
+                pool,
+                notice_id,
+                customer,
+                MailRenderer(settings.template_dir),
+                LinkSigner(settings.secret_key, settings.public_url),
             )
 
     mail = run(go())

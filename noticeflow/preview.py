@@ -13,11 +13,16 @@ from noticeflow.crypto import load_keys, unseal
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer
 
 
 async def preview_notice(
-    pool: asyncpg.Pool, notice_id: str, customer_id: str, renderer: MailRenderer
+    pool: asyncpg.Pool,
+    notice_id: str,
+    customer_id: str,
+    renderer: MailRenderer,
+    links: LinkSigner,
 ) -> dict[str, Any]:
     notice = await repository.notice_row(pool, notice_id)
     spec = NoticeSpec.model_validate_json(notice["spec"])
@@ -49,7 +54,8 @@ async def preview_notice(
         row["window_days"],
         WindowUnit(row["window_unit"] or "calendar"),
     )
-    context = mail_context(spec, row["timezone"], deadline)
+    action_links = links.links_for(notice_id, customer_id, deadline, spec.effective_at)
+    context = mail_context(spec, row["timezone"], deadline, action_links)
     context |= {"customer_name": unseal(key, customer_id, row["name"]), "customer_id": customer_id}
     subject, text, html = renderer.render("notice", context)
     return {

@@ -26,6 +26,7 @@ from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
 from noticeflow import db
 from noticeflow.config import Settings
+from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
 from noticeflow.projections import run_projections
 from noticeflow.temporal import connect
@@ -96,6 +97,8 @@ def make_deps(
     send_batch_size: int = 200,
     smtp_concurrency: int = 4,
     smtp_rate: float | None = None,
+    secret_key: str = Settings.model_fields["secret_key"].default,
+    public_url: str = Settings.model_fields["public_url"].default,
 ) -> Deps:
     mailer = Mailer(
         SmtpTarget.from_url(smtp_url),
@@ -104,7 +107,8 @@ def make_deps(
         smtp_concurrency,
         smtp_rate,
     )
-    return Deps(pool=pool, mailer=mailer, send_batch_size=send_batch_size)
+    links = LinkSigner(secret_key, public_url)
+    return Deps(pool=pool, mailer=mailer, links=links, send_batch_size=send_batch_size)
 
 
 def build_deps(settings: Settings, pool: Any) -> Deps:
@@ -116,6 +120,8 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.send_batch_size,
         settings.smtp_concurrency,
         settings.smtp_rate,
+        settings.secret_key,
+        settings.public_url,
     )
 
 

@@ -126,3 +126,23 @@ async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(
     assert await events(pool, "objection_received") == 1
     acks = [m for m in smtp_sink.messages() if "received your objection" in m["Subject"]]
     assert len(acks) == 2  # one per acme contact, not one per attempt
+
+
+async def test_each_mail_carries_the_customers_own_signed_object_link(prepared, pool, smtp_sink):
+    sending, _, _, spec, now = prepared
+    env = ActivityEnvironment()
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
+    signer = sending.deps.links
+    for mail in smtp_sink.messages():
+        text = mail.get_body(("plain",)).get_content()
+        url = next(line for line in text.splitlines() if line.startswith(signer.public_url))
+        link = signer.verify(url.rsplit("/", 1)[1], now)
+        customer = mail["To"].split("@")[1].split(".")[0]
+        assert (link.notice_id, link.customer_id, link.action) == (
+            spec.notice_id,
+            customer,
+            "opt_in" if spec.opt_in else "object",
+        )
+        html = mail.get_body(("html",)).get_content()
+        assert f'href="{url}"' in html
