@@ -1,13 +1,18 @@
-"""What every activity needs: the database pool and the mailer."""
+"""What every activity needs: the database pool, the mailer, the link signer; shared helpers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.mailer import Mailer
 from noticeflow.domain.deadlines import describe_deadline
@@ -41,3 +46,18 @@ def mail_context(
 
 def update_context(spec: NoticeSpec, headline: str, paragraphs: list[str]) -> dict[str, Any]:
     return {"spec": spec, "headline": headline, "paragraphs": paragraphs}
+
+
+@contextlib.asynccontextmanager
+async def handed_over_on_shutdown() -> AsyncIterator[None]:
+    """Turn the cancellation a worker shutdown brings into a failure, so that Temporal retries
+    the activity on another worker at once (it resumes from its last heartbeat) instead of
+    waiting for the heartbeat timeout."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        if activity.is_worker_shutdown():
+            raise ApplicationError(
+                "the worker shut down mid-activity; it resumes elsewhere from its last heartbeat"
+            ) from None
+        raise

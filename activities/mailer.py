@@ -236,10 +236,12 @@ class Mailer:
                         raise TemporarySmtpError(outcome.reply)
 
         connections = max(1, min(self.concurrency, len(planned)))
-        errors = await asyncio.gather(
-            *(connection_worker() for _ in range(connections)), return_exceptions=True
-        )
-        await flush()
+        try:
+            errors = await asyncio.gather(
+                *(connection_worker() for _ in range(connections)), return_exceptions=True
+            )
+        finally:  # cancelled too (worker shutdown): what is known must reach the ledger
+            await flush()
         for error in errors:
             if isinstance(error, BaseException):
                 raise error

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from temporalio import activity
 
-from activities.deps import Deps, mail_context, update_context
+from activities.deps import Deps, handed_over_on_shutdown, mail_context, update_context
 from activities.mailer import ContactOutcome, MailJob, Recipient, accepted_at, utcnow
 from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
@@ -132,6 +132,10 @@ class SendingActivities:
         customer id; a retry after a crash resumes there (and re-selects only customers still
         pending, so nothing recorded is mailed again; the ledger covers the unrecorded rest).
         """
+        async with handed_over_on_shutdown():
+            return await self._send_pending(request)
+
+    async def _send_pending(self, request: SendRequest) -> SendResult:
         details = activity.info().heartbeat_details
         after = str(details[0]) if details else ""
         totals = SendResult(processed=0, delivered=0, undelivered=0)
