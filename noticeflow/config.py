@@ -30,6 +30,9 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "noticeflow"
 
 
+DEV_SECRET_KEY = "dev-only-insecure-secret"  # fine under `noticeflow up`; the worker warns
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTICEFLOW_", extra="ignore")
 
@@ -43,7 +46,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     smtp_url: str | None = None
     mail_from: str = "privacy@noticeflow.localhost"
-    secret_key: str = "dev-only-insecure-secret"
+    secret_key: str = DEV_SECRET_KEY
     public_url: str = "http://127.0.0.1:8080"
     web_token: str | None = None
     template_dir: Path | None = None

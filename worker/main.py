@@ -25,7 +25,7 @@ from activities.reminders import ReminderActivities
 from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
 from noticeflow import db
-from noticeflow.config import Settings
+from noticeflow.config import DEV_SECRET_KEY, Settings
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
 from noticeflow.projections import run_projections
@@ -97,7 +97,7 @@ def make_deps(
     send_batch_size: int = 200,
     smtp_concurrency: int = 4,
     smtp_rate: float | None = None,
-    secret_key: str = Settings.model_fields["secret_key"].default,
+    secret_key: str = DEV_SECRET_KEY,
     public_url: str = Settings.model_fields["public_url"].default,
 ) -> Deps:
     mailer = Mailer(
@@ -141,6 +141,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info(
             "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
         )
+        if settings.secret_key == DEV_SECRET_KEY:
+            log.warning(
+                "customer action links are signed with the built-in development key;"
+                " set NOTICEFLOW_SECRET_KEY to a long random value in production"
+            )
         projector = asyncio.create_task(run_projections(pool, stop), name="projections")
         async with worker:
             await stop.wait()
