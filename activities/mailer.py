@@ -178,8 +178,12 @@ class Mailer:
                 "customer_id": recipient.customer_id,
             }
             content = self.renderer.render(template, context)
+            seen: set[str] = set()
             for position, address in recipient.contacts:
                 ref = blind_index(recipient.key, address)
+                if ref in seen:  # the same mailbox listed twice: one ledger row, one mail
+                    continue
+                seen.add(ref)
                 msg_id = message_id(notice_id, recipient.customer_id, address, kind, self.mail_from)
                 done = ledger.get((recipient.customer_id, ref))
                 if done is not None and done["status"] in FINAL:

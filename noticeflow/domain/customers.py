@@ -74,7 +74,10 @@ class Customer(BaseModel):
         bad = [value for value in values if not EMAIL_PATTERN.match(value)]
         if bad:
             raise ValueError(f"not an e-mail address: {', '.join(bad)}")
-        return values
+        unique: dict[str, str] = {}  # one mailbox listed twice (in any case) is one contact
+        for value in values:
+            unique.setdefault(value.lower(), value)
+        return list(unique.values())
 
     @field_validator("timezone")
     @classmethod

@@ -129,6 +129,13 @@ def test_customers_csv_parses_lists_and_terms():
     assert parsed["globex"].window_days == 30
 
 
+def test_a_mailbox_listed_twice_is_one_contact():
+    csv = "customer_id,name,region,services,contact_emails,timezone\n"
+    csv += "acme,Acme,US,assistant,DPO@acme.example;privacy@acme.example;dpo@ACME.example,UTC\n"
+    (customer,) = parse_customers_csv(csv)
+    assert customer.contact_emails == ["DPO@acme.example", "privacy@acme.example"]
+
+
 @given(st.text(alphabet=string.printable, max_size=200))
 def test_arbitrary_csv_text_never_crashes_the_parser(text):
     with contextlib.suppress(InputError):
