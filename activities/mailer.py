@@ -196,17 +196,12 @@ class Mailer:
                 ))  # fmt: skip
         keys = {job.recipient.customer_id: job.recipient.key for job in jobs}
         await _mark_sending(pool, notice_id, kind, planned, keys)
-        finished = await self._send(pool, notice_id, kind, planned, progress)
-        for item in finished:
-            outcomes.setdefault(item.planned.customer_id, {})[item.planned.position] = (
-                ContactOutcome(
-                    item.planned.position, item.planned.msg_id, item.status, item.reply, item.at
-                )
-            )
-        return {
-            customer_id: [by_position[p] for p in sorted(by_position)]
-            for customer_id, by_position in outcomes.items()
-        }
+        finished: list[_Finished] = []
+        try:
+            await self._send(pool, notice_id, kind, planned, progress, finished)
+        except asyncio.CancelledError:
+            raise MailingInterrupted(_by_customer(outcomes, finished)) from None
+        return _by_customer(outcomes, finished)
 
     async def _send(
         self,
@@ -215,9 +210,11 @@ class Mailer:
         kind: str,
         planned: list[_Planned],
         progress: Callable[[int], None] | None,
-    ) -> list[_Finished]:
+        finished: list[_Finished],
+    ) -> None:
+        """Send everything planned; ``finished`` collects the outcomes (the caller keeps them,
+        so that a cancelled send still knows what went out)."""
         queue = deque(planned)
-        finished: list[_Finished] = []
         unwritten: list[_Finished] = []
 
         async def flush() -> None:
@@ -249,7 +246,6 @@ class Mailer:
         for error in errors:
             if isinstance(error, BaseException):
                 raise error
-        return [item for item in finished if item.status != "deferred"]
 
     async def _send_one(self, session: SmtpSession, item: _Planned) -> _Finished:
         """One message, with a few tries for 4xx replies and dropped connections."""
@@ -294,6 +290,37 @@ class Mailer:
 
 
 FINAL = {SendStatus.accepted.value, SendStatus.failed.value}
+
+
+class MailingInterrupted(asyncio.CancelledError):
+    """Mailing was cancelled part-way (the notice was cancelled, the worker is stopping).
+
+    ``outcomes`` holds every outcome known when it stopped (all of them already in the ledger),
+    so the caller can record the customers who were reached before it lets the cancel through.
+    """
+
+    def __init__(self, outcomes: dict[str, list[ContactOutcome]]) -> None:
+        super().__init__("mailing interrupted")
+        self.outcomes = outcomes
+
+
+def _by_customer(
+    known: dict[str, dict[int, ContactOutcome]], finished: list[_Finished]
+) -> dict[str, list[ContactOutcome]]:
+    """Outcomes per customer in contact order: those the ledger already had, then this run's
+    (a deferred contact has no outcome yet)."""
+    merged = {customer_id: dict(by_position) for customer_id, by_position in known.items()}
+    for item in finished:
+        if item.status == "deferred":
+            continue
+        planned = item.planned
+        merged.setdefault(planned.customer_id, {})[planned.position] = ContactOutcome(
+            planned.position, planned.msg_id, item.status, item.reply, item.at
+        )
+    return {
+        customer_id: [by_position[p] for p in sorted(by_position)]
+        for customer_id, by_position in merged.items()
+    }
 
 
 async def _read_ledger(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -12,7 +13,14 @@ from zoneinfo import ZoneInfo
 from temporalio import activity
 
 from activities.deps import Deps, handed_over_on_shutdown, mail_context, update_context
-from activities.mailer import ContactOutcome, MailJob, Recipient, accepted_at, utcnow
+from activities.mailer import (
+    ContactOutcome,
+    MailingInterrupted,
+    MailJob,
+    Recipient,
+    accepted_at,
+    utcnow,
+)
 from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
 from noticeflow import eventstore
@@ -192,14 +200,31 @@ class SendingActivities:
             )
             context = mail_context(spec, row["timezone"], projected, links)
             jobs.append(MailJob(recipients[row["customer_id"]], context))
-        outcomes = await self.deps.mailer.mail_many(
-            self.deps.pool,
-            spec.notice_id,
-            kind,
-            "notice",
-            jobs,
-            progress=lambda _sent: activity.heartbeat(cursor),
-        )
+        try:
+            outcomes = await self.deps.mailer.mail_many(
+                self.deps.pool,
+                spec.notice_id,
+                kind,
+                "notice",
+                jobs,
+                progress=lambda _sent: activity.heartbeat(cursor),
+            )
+        except MailingInterrupted as stop:
+            # Cancelled part-way: record the customers already reached (their clocks started,
+            # and a cancellation mail must find them), then let the cancel through. The rest
+            # stay pending; a resumed send finds their outcomes in the ledger.
+            reached = [r for r in self._results(spec, rows, stop.outcomes, at) if r.first]
+            await asyncio.shield(self._record(spec, kind, reached, at))
+            raise
+        return self._results(spec, rows, outcomes, at)
+
+    @staticmethod
+    def _results(
+        spec: NoticeSpec,
+        rows: list[dict[str, Any]],
+        outcomes: dict[str, list[ContactOutcome]],
+        at: datetime,
+    ) -> list[Delivered]:
         results = []
         for row in rows:
             mailed = outcomes.get(row["customer_id"], [])

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.names import Activity
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
 
 SHORT = timedelta(minutes=2)
+HEARTBEAT = timedelta(minutes=1)
 # Mailing a whole audience in one activity: liveness is the one-minute heartbeat, not this bound.
 MAILING = timedelta(hours=24)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
@@ -333,7 +335,8 @@ class NoticeWorkflow:
         phase = self.state.phase
         now = workflow.now()
         if phase is Phase.notifying:
-            await self._send_all()
+            if not await self._send_all():
+                return False  # a cancel arrived mid-send: the main loop handles it next
             await self._record_phase(Phase.window_open)
         elif phase is Phase.window_open and now < self.state.effective_at:
             if now < self._window_closes_at():
@@ -399,19 +402,45 @@ class NoticeWorkflow:
                 lambda: bool(self.state.inbox) or self._should_continue_as_new(), timeout=timeout
             )
 
-    async def _send_all(self) -> None:
+    async def _send_all(self) -> bool:
+        """Snapshot and mail the audience; False when a cancel signal stopped the mailing."""
         await self._activity(
             Activity.snapshot_audience, AudienceRequest(spec=self.spec, at=workflow.now()), int
         )
         # One activity mails the whole audience in batches, heartbeating its cursor: the history
         # gets the same few events for ten customers or a hundred thousand.
-        await self._activity(
+        sending = workflow.start_activity(
             Activity.send_notices,
             SendRequest(spec=self.spec, at=workflow.now()),
-            SendResult,
-            timeout=MAILING,
+            result_type=SendResult,
+            start_to_close_timeout=MAILING,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=RETRY,
+            # A cancel waits until the activity has stopped and recorded whom it reached, so
+            # that the cancellation mail finds every customer who got the notice.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+        await workflow.wait_condition(lambda: sending.done() or self._cancel_waiting())
+        stopped = not sending.done()
+        if stopped:
+            sending.cancel()
+            with contextlib.suppress(ActivityError):
+                await sending
+        else:
+            await sending
         await self._refresh_totals()
+        return not stopped
+
+    def _cancel_waiting(self) -> bool:
+        """A valid cancel signal is in the inbox (an invalid one must not stop the mailing)."""
+        for item in self.state.inbox:
+            if item.name == "cancel" and not item.decode_error:
+                try:
+                    signals.Cancel.model_validate(item.payload)
+                except ValidationError:
+                    continue
+                return True
+        return False
 
     async def _activation_round(self) -> None:
         self.state.needs_activation_round = False
@@ -498,7 +527,7 @@ class NoticeWorkflow:
             arg,
             result_type=result_type,
             start_to_close_timeout=timeout,
-            heartbeat_timeout=timedelta(minutes=1) if timeout > SHORT else None,
+            heartbeat_timeout=HEARTBEAT if timeout > SHORT else None,
             retry_policy=RETRY,
         )
 

@@ -1,9 +1,10 @@
-"""A worker that stops mid-send hands over: another worker resumes from the last heartbeat.
+"""Mailing interrupted: by a worker that stops (hand-over), or by the notice's cancellation.
 
-On the dev server, with two workers one after the other on one task queue: the first is shut
-down while the notice is being mailed; the second finishes it. Every contact is mailed; a contact
-mailed twice (only one in flight at the shutdown can be) carries the same Message-ID; every
-customer is recorded once; the history stays small.
+On the dev server, rate-limited so that there is time to interrupt. A worker shut down mid-send
+hands over: a second worker resumes from the last heartbeat; every contact is mailed, a repeat
+(only a message in flight at the shutdown) carries the same Message-ID, every customer is
+recorded once, the history stays small. A cancel signal mid-send stops the mailing at once, and
+every customer who got the notice (and only those) gets the cancellation.
 """
 
 from __future__ import annotations
@@ -41,22 +42,31 @@ async def accepted(pool) -> int:
     return await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'accepted'")
 
 
-async def test_a_worker_shut_down_mid_send_hands_over_to_another(dev_server_env, pool, smtp_sink):
-    client = dev_server_env.client
-    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+def slow_deps(pool, smtp_sink):  # slow enough (rate-limited) to interrupt it part-way
+    return make_deps(
+        pool, smtp_sink.url, "privacy@vendor.example",
+        send_batch_size=20, smtp_concurrency=CONCURRENCY, smtp_rate=60,
+    )  # fmt: skip
+
+
+async def a_notice(pool, notice_id: str):
     now = datetime.now(UTC)
     spec = helpers.notice(
-        now, notice_id="handover", opt_in=False, audience={}, objection_window="P1D",
+        now, notice_id=notice_id, opt_in=False, audience={}, objection_window="P1D",
         effective_at=(now + timedelta(days=3)).isoformat(),
     )  # fmt: skip
     await repository.upsert_customers(pool, parse_customers_csv(audience_csv()))
     await repository.create_notice(pool, spec, "alice", now)
+    return spec
 
-    def deps():  # slow enough (rate-limited) to stop it half way
-        return make_deps(
-            pool, smtp_sink.url, "privacy@vendor.example",
-            send_batch_size=20, smtp_concurrency=CONCURRENCY, smtp_rate=60,
-        )  # fmt: skip
+
+async def test_a_worker_shut_down_mid_send_hands_over_to_another(dev_server_env, pool, smtp_sink):
+    client = dev_server_env.client
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    spec = await a_notice(pool, "handover")
+
+    def deps():
+        return slow_deps(pool, smtp_sink)
 
     async with build_worker(client, deps(), task_queue):
         handle = await client.start_workflow(
@@ -94,3 +104,35 @@ async def test_a_worker_shut_down_mid_send_hands_over_to_another(dev_server_env,
     assert max(attempts) == 2  # the send was handed over once, not started afresh per batch
     assert len(history.events) < 100
     await handle.terminate("test finished")
+
+
+async def test_a_cancel_mid_send_stops_the_mailing_and_tells_everyone_reached(
+    dev_server_env, pool, smtp_sink
+):
+    client = dev_server_env.client
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    spec = await a_notice(pool, "cancel-mid-send")
+    async with build_worker(client, slow_deps(pool, smtp_sink), task_queue):
+        handle = await client.start_workflow(
+            NoticeWorkflow.run,
+            NoticeInput(spec=spec, author="alice"),
+            id=workflow_id(spec.notice_id),
+            task_queue=task_queue,
+        )
+        await handle.signal("approve", {"by": "bob"})
+        while await accepted(pool) < 30:
+            await asyncio.sleep(0.05)
+        await handle.signal("cancel", {"by": "carol"})  # invalid (no reason): mailing goes on
+        await handle.signal("cancel", {"by": "carol", "reason": "contract renegotiated"})
+        status = await wait_for(handle, lambda s: s.phase is Phase.cancelled, timeout=30)
+
+    notices = [m for m in smtp_sink.messages() if "cancelled" not in m["Subject"]]
+    cancellations = [m for m in smtp_sink.messages() if "cancelled" in m["Subject"]]
+    reached = {m["To"] for m in notices}
+    assert 30 <= len(reached) < CUSTOMERS  # stopped part-way
+    assert {m["To"] for m in cancellations} == reached  # everyone reached, and only them
+    assert len(cancellations) == len(reached)
+    assert status.delivered == len(reached) and status.rejected_signals == 1
+    assert await pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'notice_delivered'"
+    ) == len(reached)
