@@ -103,7 +103,7 @@ async def main(total: int, rounds: int) -> None:
         # of the ratio only.
         await connection.execute(
             "CREATE TABLE raw_copy (stream_id text, stream_version bigint, event_id uuid,"
-            " event_type text, data jsonb, occurred_at timestamptz, prev_hash bytea, hash bytea)"
+            " event_type text, data json, occurred_at timestamptz, prev_hash bytea, hash bytea)"
         )
         # A table shaped exactly like `events` (same columns, defaults, constraints and indexes;
         # no triggers): the cost of storing the same rows.

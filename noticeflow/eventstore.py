@@ -79,7 +79,7 @@ def canonical(value: Any) -> bytes:
 
 
 def to_json_value(data: Any) -> Any:
-    """Plain JSON values, exactly as they come back from jsonb."""
+    """Plain JSON values, exactly as they come back from the events table."""
     return orjson.loads(canonical(data))
 
 
@@ -181,7 +181,7 @@ class Upcasters:
 
 UPCASTERS = Upcasters()
 
-COLUMNS = (  # asyncpg decodes xid8 as int and jsonb as its text: no casts needed
+COLUMNS = (  # asyncpg decodes xid8 as int and json as its text: no casts needed
     "position, tx_id, stream_id, stream_version, event_id, event_type,"
     " schema_version, data, occurred_at, recorded_at, prev_hash, hash"
 )
@@ -355,7 +355,7 @@ COPY_FROM = 16  # below this many events one INSERT beats COPY's extra protocol 
 INSERT_SQL = (  # the rows and the head move, in one statement
     f"WITH inserted AS (INSERT INTO events ({', '.join(COPY_COLUMNS)})"
     "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[],"
-    "  $6::int[], $7::jsonb[], $8::timestamptz[], $9::bytea[], $10::bytea[]) RETURNING 1)"
+    "  $6::int[], $7::json[], $8::timestamptz[], $9::bytea[], $10::bytea[]) RETURNING 1)"
     " INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
     " SELECT $11, $12, $13, pg_current_xact_id() FROM (SELECT count(*) FROM inserted) AS done"
     " ON CONFLICT (stream_id) DO UPDATE"

@@ -101,7 +101,7 @@ async def test_the_database_is_checked_too(pack: Path, pool):
     async with pool.acquire() as connection:
         await connection.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await connection.execute(
-            "UPDATE events SET data = jsonb_set(data, '{timely}', 'false')"
+            "UPDATE events SET data = jsonb_set(data::jsonb, '{timely}', 'false')::json"
             " WHERE event_type = 'objection_received'"
         )
         await connection.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")

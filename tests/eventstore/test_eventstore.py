@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 import pytest
 
 from noticeflow import eventstore as es
@@ -220,3 +222,15 @@ async def test_a_refused_append_leaves_no_open_transaction(pool):
         assert not connection.is_in_transaction()
         assert await es.append_events(connection, "s1", [new("c")], 1)
     assert await pool.fetchval("SELECT count(*) FROM events") == 2
+
+
+async def test_the_stored_text_is_exactly_what_the_hash_covers(pool):
+    data = {"z": 1, "a": {"é": [1.5, None, True]}, "when": datetime(2026, 11, 29, tzinfo=UTC)}
+    async with pool.acquire() as connection:
+        (stored,) = await es.append_events(connection, "s1", [new("text", data)])
+    text = await pool.fetchval("SELECT data::text FROM events WHERE event_id = $1", stored.event_id)
+    assert text.encode() == es.canonical(data)
+    header = orjson.dumps(
+        [stored.event_id, "s1", 1, stored.event_type, 1, stored.occurred_at.astimezone(UTC)]
+    )
+    assert hashlib.sha256(stored.prev_hash + header + b"\n" + text.encode()).digest() == stored.hash
