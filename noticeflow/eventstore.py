@@ -237,12 +237,12 @@ LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))"
 HEAD_SQL = (
     # Run after LOCK_SQL, as its own statement, so that its snapshot sees the previous writer's
     # commit. The advisory lock takes no transaction id, so this transaction's id (taken here by
-    # pg_current_xact_id) is newer than the previous writer's. Positions are drawn here too, so
-    # the batch can go in with COPY.
+    # pg_current_xact_id) is newer than the previous writer's. Positions are drawn here too (a
+    # block of POSITION_BLOCK per nextval, migration 003), so the batch can go in with COPY.
     "SELECT coalesce(h.version, 0) AS version, coalesce(h.head_hash, $2) AS head_hash,"
     "  coalesce(pg_current_xact_id() < h.head_tx, false) AS behind,"
     "  pg_current_xact_id() AS tx_id, now() AS recorded_at,"
-    "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS positions"
+    "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS blocks"
     " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
 MOVE_HEAD_SQL = (
@@ -250,6 +250,7 @@ MOVE_HEAD_SQL = (
     " VALUES ($1, $2, $3, pg_current_xact_id()) ON CONFLICT (stream_id) DO UPDATE"
     " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx"
 )
+POSITION_BLOCK = 1024  # the position sequence's increment: one nextval serves up to this many
 COPY_COLUMNS = [
     "position", "stream_id", "stream_version", "event_id", "event_type", "schema_version", "data",
     "occurred_at", "prev_hash", "hash",
@@ -320,7 +321,10 @@ async def _chain_onto_head(
     events: Sequence[NewEvent],
     expected_version: int,
 ) -> tuple[list[StoredEvent], list[tuple[Any, ...]]]:
-    head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, len(events))
+    blocks = -(-len(events) // POSITION_BLOCK)
+    head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, blocks)
+    bases = head["blocks"]
+    positions = [bases[k // POSITION_BLOCK] + k % POSITION_BLOCK for k in range(len(events))]
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
     version, prev = head["version"], bytes(head["head_hash"])
@@ -330,7 +334,7 @@ async def _chain_onto_head(
         )
     tx_id, recorded_at = head["tx_id"], head["recorded_at"]
     stored, records = [], []
-    for event, position in zip(events, head["positions"], strict=True):
+    for event, position in zip(events, positions, strict=True):
         version += 1
         text = canonical(event.data)
         when = event.occurred_at

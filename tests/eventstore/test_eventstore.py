@@ -234,3 +234,16 @@ async def test_the_stored_text_is_exactly_what_the_hash_covers(pool):
         [stored.event_id, "s1", 1, stored.event_type, 1, stored.occurred_at.astimezone(UTC)]
     )
     assert hashlib.sha256(stored.prev_hash + header + b"\n" + text.encode()).digest() == stored.hash
+
+
+async def test_a_batch_larger_than_a_position_block_keeps_positions_unique_and_in_order(pool):
+    size = es.POSITION_BLOCK * 2 + 7
+    async with pool.acquire() as connection:
+        await es.append_events(connection, "other", [new("first")])
+        stored = await es.append_events(connection, "big", [new(f"big-{i}") for i in range(size)])
+        after = await es.append_events(connection, "other", [new("after")])
+    positions = [event.position for event in stored]
+    assert positions == sorted(positions) and len(set(positions)) == size
+    assert [event.version for event in stored] == list(range(1, size + 1))
+    assert after[0].position > positions[-1]
+    assert es.verify_chain(e.as_json() for e in await es.read_stream(pool, "big")) is None
