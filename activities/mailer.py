@@ -168,6 +168,26 @@ class Mailer:
         ledger = await _read_ledger(
             pool, notice_id, kind, [job.recipient.customer_id for job in jobs]
         )
+        outcomes, planned = self._plan(notice_id, kind, template, jobs, ledger)
+        keys = {job.recipient.customer_id: job.recipient.key for job in jobs}
+        await _mark_sending(pool, notice_id, kind, planned, keys)
+        finished: list[_Finished] = []
+        try:
+            await self._send(pool, notice_id, kind, planned, progress, finished)
+        except asyncio.CancelledError:
+            raise MailingInterrupted(_by_customer(outcomes, finished)) from None
+        return _by_customer(outcomes, finished)
+
+    def _plan(
+        self,
+        notice_id: str,
+        kind: str,
+        template: str,
+        jobs: Sequence[MailJob],
+        ledger: dict[tuple[str, str], asyncpg.Record],
+    ) -> tuple[dict[str, dict[int, ContactOutcome]], list[_Planned]]:
+        """Render each customer's mail once; split its contacts into those the ledger already
+        finished (their outcomes) and those to mail now."""
         outcomes: dict[str, dict[int, ContactOutcome]] = {}
         planned: list[_Planned] = []
         for job in jobs:
@@ -194,14 +214,7 @@ class Mailer:
                 planned.append(_Planned(
                     recipient.customer_id, position, address, ref, msg_id, content
                 ))  # fmt: skip
-        keys = {job.recipient.customer_id: job.recipient.key for job in jobs}
-        await _mark_sending(pool, notice_id, kind, planned, keys)
-        finished: list[_Finished] = []
-        try:
-            await self._send(pool, notice_id, kind, planned, progress, finished)
-        except asyncio.CancelledError:
-            raise MailingInterrupted(_by_customer(outcomes, finished)) from None
-        return _by_customer(outcomes, finished)
+        return outcomes, planned
 
     async def _send(
         self,
