@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from noticeflow.domain.errors import InputError, describe_validation_error
 
 STACK_FILE = "stack.json"
+SECRET_FILE = "secret_key"  # written by `noticeflow up`: the data dir's own link-signing key
 # stack.json key -> settings field it provides
 STACK_KEYS = {
     "temporal_address": "temporal_address",
@@ -74,6 +76,17 @@ class Settings(BaseSettings):
         return self.smtp_url
 
 
+def ensure_secret_key(data_dir: Path) -> str:
+    """The data dir's link-signing key, made on first use (random, readable by its owner only),
+    so that links mailed by `noticeflow up` are neither signed with a public key nor invalidated
+    by a restart."""
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 def read_stack(data_dir: Path) -> dict[str, Any]:
     path = data_dir / STACK_FILE
     if not path.exists():
@@ -97,6 +110,9 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
                 filled[field] = stack[stack_key]
         if stack.get("smtp_host") and "NOTICEFLOW_SMTP_URL" not in os.environ:
             filled["smtp_url"] = f"smtp://{stack['smtp_host']}:{stack['smtp_port']}"
+        secret = base.data_dir / SECRET_FILE
+        if "NOTICEFLOW_SECRET_KEY" not in os.environ and secret.exists():
+            filled["secret_key"] = secret.read_text().strip()
         return base.model_copy(update={**filled, **overrides})
     except ValidationError as error:
         raise InputError(describe_validation_error(error, "configuration")) from None

@@ -20,7 +20,7 @@ from typing import Any
 
 from noticeflow import db
 from noticeflow.binaries import binary
-from noticeflow.config import STACK_FILE, Settings
+from noticeflow.config import STACK_FILE, Settings, ensure_secret_key
 from noticeflow.domain.errors import InputError
 from noticeflow.logging import configure_logging
 from noticeflow.sink import SmtpSink, free_port
@@ -135,6 +135,8 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
                 "smtp_url": smtp_url,
             }
         )
+        if "NOTICEFLOW_SECRET_KEY" not in os.environ:
+            running = running.model_copy(update={"secret_key": ensure_secret_key(data_dir)})
         print(_banner(parts, stack_file), flush=True)
         from worker.main import run_worker
 
