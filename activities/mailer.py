@@ -110,7 +110,11 @@ class _Finished:
 
 SMTP_TRIES = 3  # per message, for 4xx replies and dropped connections, before the activity retries
 SMTP_BACKOFF = 0.5  # seconds before the second try; doubles each try
-FLUSH_EVERY = 100  # outcomes written to the ledger in one statement
+# Outcomes are written to the ledger in one statement per FLUSH_EVERY of them, or as soon as the
+# oldest unwritten one is FLUSH_AFTER seconds old: a crash leaves at most that much mail in the
+# "outcome unknown" state (mailed again, under the same Message-ID), whatever the sending rate.
+FLUSH_EVERY = 100
+FLUSH_AFTER = 0.5
 
 
 class Mailer:
@@ -228,12 +232,7 @@ class Mailer:
         """Send everything planned; ``finished`` collects the outcomes (the caller keeps them,
         so that a cancelled send still knows what went out)."""
         queue = deque(planned)
-        unwritten: list[_Finished] = []
-
-        async def flush() -> None:
-            group = unwritten[:]
-            unwritten.clear()
-            await _write_outcomes(pool, notice_id, kind, group)
+        writer = _OutcomeWriter(pool, notice_id, kind)
 
         async def connection_worker() -> None:
             async with self.session() as session:
@@ -241,11 +240,11 @@ class Mailer:
                     item = queue.popleft()
                     outcome = await self._send_one(session, item)
                     finished.append(outcome)
-                    unwritten.append(outcome)
+                    writer.add(outcome)
                     if progress is not None:
                         progress(len(finished))
-                    if len(unwritten) >= FLUSH_EVERY:
-                        await flush()
+                    if writer.due():
+                        await writer.flush()
                     if outcome.status == "deferred":
                         raise TemporarySmtpError(outcome.reply)
 
@@ -255,7 +254,7 @@ class Mailer:
                 *(connection_worker() for _ in range(connections)), return_exceptions=True
             )
         finally:  # cancelled too (worker shutdown): what is known must reach the ledger
-            await flush()
+            await writer.flush()
         for error in errors:
             if isinstance(error, BaseException):
                 raise error
@@ -303,6 +302,29 @@ class Mailer:
 
 
 FINAL = {SendStatus.accepted.value, SendStatus.failed.value}
+
+
+class _OutcomeWriter:
+    """Collects outcomes and writes them to the ledger in groups (see FLUSH_EVERY)."""
+
+    def __init__(self, pool: asyncpg.Pool, notice_id: str, kind: str) -> None:
+        self.pool, self.notice_id, self.kind = pool, notice_id, kind
+        self._unwritten: list[_Finished] = []
+        self._oldest = 0.0
+
+    def add(self, outcome: _Finished) -> None:
+        if not self._unwritten:
+            self._oldest = time.monotonic()
+        self._unwritten.append(outcome)
+
+    def due(self) -> bool:
+        return len(self._unwritten) >= FLUSH_EVERY or (
+            bool(self._unwritten) and time.monotonic() - self._oldest >= FLUSH_AFTER
+        )
+
+    async def flush(self) -> None:
+        group, self._unwritten = self._unwritten, []  # taken before the await: no double write
+        await _write_outcomes(self.pool, self.notice_id, self.kind, group)
 
 
 class MailingInterrupted(asyncio.CancelledError):
