@@ -113,8 +113,8 @@ SMTP_BACKOFF = 0.5  # seconds before the second try; doubles each try
 # Outcomes are written to the ledger in one statement per FLUSH_EVERY of them, or as soon as the
 # oldest unwritten one is FLUSH_AFTER seconds old: a crash leaves at most that much mail in the
 # "outcome unknown" state (mailed again, under the same Message-ID), whatever the sending rate.
-FLUSH_EVERY = 100
-FLUSH_AFTER = 0.5
+FLUSH_EVERY = 25
+FLUSH_AFTER = 0.25
 
 
 class Mailer:

@@ -1,6 +1,6 @@
 """Notification benchmark: N customers end to end next to a raw aiosmtplib loop, same sink.
 
-    python bench/notify.py --customers 10000 [--customers 1000 ...]
+    python bench/notify.py --customers 10000 [--customers 1000 ...] [--crash]
 
 Starts embedded PostgreSQL, the Temporal dev server, a counting aiosmtpd sink in its own process and
 `noticeflow worker` in its own process; prints, per run: end-to-end rate and the raw rate, their
@@ -89,13 +89,16 @@ def sampled_peak_rss(process: psutil.Process, stop: asyncio.Event) -> asyncio.Ta
     return asyncio.create_task(sample())
 
 
-async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnvironment) -> None:
-    sink_port, sink_file = free_port(), scratch / f"sink-{count}.txt"
+async def run(
+    count: int, scratch: Path, database_url: str, env: WorkflowEnvironment, crash: bool = False
+) -> None:
+    name = f"{count}_crash" if crash else str(count)
+    sink_port, sink_file = free_port(), scratch / f"sink-{name}.txt"
     sink = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("sink.py")), str(sink_port), str(sink_file)]
     )
     await asyncio.sleep(1.0)
-    database = f"bench_{count}"
+    database = f"bench_{name}"
     admin = await db.create_pool(database_url, max_size=1)
     await admin.execute(f"DROP DATABASE IF EXISTS {database}")
     await admin.execute(f"CREATE DATABASE {database}")
@@ -104,7 +107,7 @@ async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnviron
     await db.upgrade(url)
     pool = await db.create_pool(url)
     await repository.upsert_customers(pool, customers(count))
-    task_queue = f"bench-{count}"
+    task_queue = f"bench-{name}"
     worker_env = {
         **os.environ,
         "NOTICEFLOW_DATABASE_URL": url,
@@ -114,16 +117,20 @@ async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnviron
         "NOTICEFLOW_SMTP_CONCURRENCY": str(CONCURRENCY),
         "NOTICEFLOW_SEND_BATCH_SIZE": "500",
     }
-    worker = subprocess.Popen(
-        [binary("noticeflow"), "worker"], env=worker_env, stderr=subprocess.DEVNULL
-    )
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [binary("noticeflow"), "worker"], env=worker_env, stderr=subprocess.DEVNULL
+        )
+
+    worker = start_worker()
     stop = asyncio.Event()
     peak = sampled_peak_rss(psutil.Process(worker.pid), stop)
     try:
         now = datetime.now(UTC)
         spec = parse_notice(
             {
-                "notice_id": f"bench-{count}",
+                "notice_id": f"bench-{name.replace('_', '-')}",
                 "title": "Benchmark notice",
                 "subprocessor": "Bench Ltd",
                 "subprocessor_location": "Ireland",
@@ -143,6 +150,7 @@ async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnviron
         raw = await raw_loop(sink_port, count)
         start = time.perf_counter()
         await handle.signal("approve", {"by": "bob"})
+        killed_after = None
         while await pool.fetchval(
             "SELECT count(*) FROM recipients WHERE notice_id = $1 AND delivery <> 'pending'",
             spec.notice_id,
@@ -150,6 +158,13 @@ async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnviron
             "SELECT count(*) FROM recipients WHERE notice_id = $1", spec.notice_id
         ):
             await asyncio.sleep(0.2)
+            mailed = len(sink_file.read_bytes().splitlines()) - count  # the raw loop's first
+            # Half way, and a quarter into a batch of 500: mid-conversation, not between batches.
+            if crash and killed_after is None and mailed >= count // 2 + 125:
+                worker.kill()  # SIGKILL: no shutdown, no last heartbeat, no ledger flush
+                worker.wait()
+                killed_after = mailed
+                worker = start_worker()
         elapsed = time.perf_counter() - start
         end_to_end = count / elapsed
         await asyncio.sleep(1.0)
@@ -167,6 +182,15 @@ async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnviron
         stop.set()
         rss = await peak
         await handle.terminate("benchmark finished")
+        if crash:
+            print(
+                f"{count:>7,} customers, worker killed (SIGKILL) after {killed_after:,} messages"
+                f" and restarted: done in {elapsed:.1f} s (includes the 1-minute heartbeat"
+                f" timeout); sink misses {misses}, messages repeated {duplicates} (each under its"
+                f" first Message-ID); history {history} events",
+                flush=True,
+            )
+            return
         print(
             f"{count:>7,} customers: end to end {end_to_end:>7,.0f} msg/s ({elapsed:.1f} s), raw aiosmtplib "
             f"{raw:>7,.0f} msg/s, ratio {end_to_end / raw:6.1%} (target >= 50%); history {history} events "
@@ -185,7 +209,7 @@ async def run(count: int, scratch: Path, database_url: str, env: WorkflowEnviron
         await pool.close()
 
 
-async def main(counts: list[int]) -> None:
+async def main(counts: list[int], crash: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         scratch.chmod(0o755)
@@ -198,6 +222,8 @@ async def main(counts: list[int]) -> None:
         try:
             for count in counts:
                 await run(count, scratch, server.get_uri(), env)
+            if crash:
+                await run(counts[-1], scratch, server.get_uri(), env, crash=True)
         finally:
             await env.shutdown()
 
@@ -205,4 +231,10 @@ async def main(counts: list[int]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, action="append")
-    asyncio.run(main(parser.parse_args().customers or [1000, 10000]))
+    parser.add_argument(
+        "--crash",
+        action="store_true",
+        help="then run the last count again, killing the worker half way (exactly-once check)",
+    )
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.customers or [1000, 10000], arguments.crash))
