@@ -102,3 +102,16 @@ async def notified_with_objection(pool: Any, smtp_url: str, objection: Any) -> N
         ),
     )
     return spec
+
+
+async def start_notice_workflow(client: Any, spec: NoticeSpec, task_queue: str) -> WorkflowHandle:
+    """Start the notice's workflow as `notice create` would, written by alice."""
+    from noticeflow.contracts import NoticeInput, workflow_id
+    from workflows.notice import NoticeWorkflow
+
+    return await client.start_workflow(
+        NoticeWorkflow.run,
+        NoticeInput(spec=spec, author="alice"),
+        id=workflow_id(spec.notice_id),
+        task_queue=task_queue,
+    )

@@ -9,13 +9,11 @@ from datetime import UTC, datetime, timedelta
 from temporalio.client import WorkflowExecutionStatus
 
 from noticeflow import repository
-from noticeflow.contracts import NoticeInput, workflow_id
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from tests.conftest import SUGGEST_CAN_AT
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
-from workflows.notice import NoticeWorkflow
 
 OBJECTIONS = 40
 
@@ -38,12 +36,7 @@ async def test_long_histories_continue_as_new_without_losing_anything(
     async with build_worker(
         client, make_deps(pool, smtp_sink.url, "privacy@vendor.example"), task_queue
     ):
-        handle = await client.start_workflow(
-            NoticeWorkflow.run,
-            NoticeInput(spec=spec, author="alice"),
-            id=workflow_id(spec.notice_id),
-            task_queue=task_queue,
-        )
+        handle = await helpers.start_notice_workflow(client, spec, task_queue)
         await handle.signal("approve", {"by": "bob"})
         await wait_for(handle, lambda s: s.phase is Phase.window_open)
         for number in range(

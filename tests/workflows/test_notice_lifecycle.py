@@ -11,7 +11,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from noticeflow import projections, repository
-from noticeflow.contracts import NoticeInput, NoticeStatus, workflow_id
+from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from worker.main import build_worker, make_deps
@@ -47,12 +47,7 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     spec = helpers.notice(now)
     await repository.upsert_customers(pool, helpers.customers())
     await repository.create_notice(pool, spec, "alice", now)
-    handle = await env.client.start_workflow(
-        NoticeWorkflow.run,
-        NoticeInput(spec=spec, author="alice"),
-        id=workflow_id(spec.notice_id),
-        task_queue=task_queue,
-    )
+    handle = await helpers.start_notice_workflow(env.client, spec, task_queue)
 
     # Four eyes: the author cannot approve. Rule 6: globex's 30-day contract outlasts the date.
     await signal(handle, "approve", {"by": "alice"})

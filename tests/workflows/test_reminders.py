@@ -7,12 +7,10 @@ import uuid
 from datetime import timedelta
 
 from noticeflow import repository
-from noticeflow.contracts import NoticeInput, workflow_id
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
-from workflows.notice import NoticeWorkflow
 
 
 async def test_reminders_skip_customers_who_acted(time_skipping_env, pool, smtp_sink):
@@ -31,12 +29,7 @@ async def test_reminders_skip_customers_who_acted(time_skipping_env, pool, smtp_
     async with build_worker(
         env.client, make_deps(pool, smtp_sink.url, "privacy@vendor.example"), task_queue
     ):
-        handle = await env.client.start_workflow(
-            NoticeWorkflow.run,
-            NoticeInput(spec=spec, author="alice"),
-            id=workflow_id(spec.notice_id),
-            task_queue=task_queue,
-        )
+        handle = await helpers.start_notice_workflow(env.client, spec, task_queue)
         await handle.signal("approve", {"by": "bob"})
         await wait_for(handle, lambda s: s.phase is Phase.window_open)
         await env.sleep(timedelta(days=2))

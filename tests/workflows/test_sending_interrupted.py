@@ -17,13 +17,11 @@ from datetime import UTC, datetime, timedelta
 from temporalio.api.enums.v1 import EventType
 
 from noticeflow import repository
-from noticeflow.contracts import NoticeInput, workflow_id
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
-from workflows.notice import NoticeWorkflow
 
 CUSTOMERS = 150
 CONCURRENCY = 3
@@ -69,12 +67,7 @@ async def test_a_worker_shut_down_mid_send_hands_over_to_another(dev_server_env,
         return slow_deps(pool, smtp_sink)
 
     async with build_worker(client, deps(), task_queue):
-        handle = await client.start_workflow(
-            NoticeWorkflow.run,
-            NoticeInput(spec=spec, author="alice"),
-            id=workflow_id(spec.notice_id),
-            task_queue=task_queue,
-        )
+        handle = await helpers.start_notice_workflow(client, spec, task_queue)
         await handle.signal("approve", {"by": "bob"})
         while await accepted(pool) < CUSTOMERS // 3:
             await asyncio.sleep(0.05)
@@ -113,12 +106,7 @@ async def test_a_cancel_mid_send_stops_the_mailing_and_tells_everyone_reached(
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     spec = await a_notice(pool, "cancel-mid-send")
     async with build_worker(client, slow_deps(pool, smtp_sink), task_queue):
-        handle = await client.start_workflow(
-            NoticeWorkflow.run,
-            NoticeInput(spec=spec, author="alice"),
-            id=workflow_id(spec.notice_id),
-            task_queue=task_queue,
-        )
+        handle = await helpers.start_notice_workflow(client, spec, task_queue)
         await handle.signal("approve", {"by": "bob"})
         while await accepted(pool) < 30:
             await asyncio.sleep(0.05)

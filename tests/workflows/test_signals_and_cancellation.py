@@ -11,12 +11,11 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import RawValue
 
 from noticeflow import repository
-from noticeflow.contracts import NoticeInput, NoticeStatus, workflow_id
+from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
-from workflows.notice import NoticeWorkflow
 
 
 @pytest.fixture
@@ -33,12 +32,7 @@ async def started(time_skipping_env, pool, smtp_sink):
         )
         await repository.upsert_customers(pool, helpers.customers())
         await repository.create_notice(pool, spec, "alice", now)
-        handle = await time_skipping_env.client.start_workflow(
-            NoticeWorkflow.run,
-            NoticeInput(spec=spec, author="alice"),
-            id=workflow_id(spec.notice_id),
-            task_queue=task_queue,
-        )
+        handle = await helpers.start_notice_workflow(time_skipping_env.client, spec, task_queue)
         yield time_skipping_env, handle, spec
         # A workflow left running would hold the shared time-skipping clock for later tests.
         if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
