@@ -34,6 +34,13 @@ async def prepared(pool, smtp_sink):
     return SendingActivities(deps), ResponseActivities(deps), LifecycleActivities(deps), spec, now
 
 
+async def snapshot_and_send(sending, spec, now) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
+    return env
+
+
 async def events(pool, event_type: str) -> int:
     return await pool.fetchval("SELECT count(*) FROM events WHERE event_type = $1", event_type)
 
@@ -64,9 +71,7 @@ async def test_a_permanent_failure_for_one_contact_still_tries_the_others(
     prepared, pool, smtp_sink
 ):
     sending, _, _, spec, now = prepared
-    env = ActivityEnvironment()
-    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
+    await snapshot_and_send(sending, spec, now)
     ledger = {
         r["email"]: (r["status"], r["smtp_reply"])
         for r in await helpers.ledger(pool, "customer_id = 'initech'")
@@ -109,9 +114,7 @@ async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(
     prepared, pool, smtp_sink
 ):
     sending, responses, _, spec, now = prepared
-    env = ActivityEnvironment()
-    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
+    env = await snapshot_and_send(sending, spec, now)
     request = ObjectionRequest(
         notice_id=spec.notice_id,
         objection=Objection(customer_id="acme", reason="No", idempotency_key="k1"),
@@ -130,9 +133,7 @@ async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(
 
 async def test_each_mail_carries_the_customers_own_signed_object_link(prepared, pool, smtp_sink):
     sending, _, _, spec, now = prepared
-    env = ActivityEnvironment()
-    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
+    await snapshot_and_send(sending, spec, now)
     signer = sending.deps.links
     for mail in smtp_sink.messages():
         text = mail.get_body(("plain",)).get_content()
