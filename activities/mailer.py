@@ -162,12 +162,13 @@ class Mailer:
         """Mail every contact of many customers through the ledger, over a few SMTP connections.
 
         The ledger is read once and every contact still to mail is marked ``sending`` in one
-        statement *before* the first message goes out; outcomes are written back in groups of
-        FLUSH_EVERY. A contact whose row says accepted or failed is never mailed again; one left
-        at ``sending`` (the outcome is unknown: a crash came between the server's reply and the
-        ledger write) is mailed again with the same Message-ID. Returns outcomes per customer, in
-        contact order; raises TemporarySmtpError (after the others were tried and every known
-        outcome was written) when a contact kept getting 4xx replies or dropped connections.
+        statement *before* the first message goes out; outcomes are written back in groups
+        (FLUSH_EVERY, FLUSH_AFTER). A contact whose row says accepted or failed is never mailed
+        again; one left at ``sending`` (the outcome is unknown: a crash came between the server's
+        reply and the ledger write) is mailed again with the same Message-ID. Returns outcomes
+        per customer, in contact order; raises TemporarySmtpError (after the others were tried
+        and every known outcome was written) when a contact kept getting 4xx replies or dropped
+        connections.
         """
         ledger = await _read_ledger(
             pool, notice_id, kind, [job.recipient.customer_id for job in jobs]
@@ -231,6 +232,8 @@ class Mailer:
     ) -> None:
         """Send everything planned; ``finished`` collects the outcomes (the caller keeps them,
         so that a cancelled send still knows what went out)."""
+        if not planned:
+            return
         queue = deque(planned)
         writer = _OutcomeWriter(pool, notice_id, kind)
 
@@ -248,7 +251,7 @@ class Mailer:
                     if outcome.status == "deferred":
                         raise TemporarySmtpError(outcome.reply)
 
-        connections = max(1, min(self.concurrency, len(planned)))
+        connections = min(self.concurrency, len(planned))
         try:
             errors = await asyncio.gather(
                 *(connection_worker() for _ in range(connections)), return_exceptions=True

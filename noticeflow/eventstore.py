@@ -100,6 +100,22 @@ def event_hash(
     occurred_at in UTC, ISO 8601] (orjson renders UUIDs and UTC datetimes exactly like str() and
     isoformat(), natively and fast).
     """
+    return _digest(
+        prev_hash, event_id, stream_id, version, event_type, schema_version, occurred_at, data_text
+    )
+
+
+def _digest(
+    prev_hash: bytes,
+    event_id: uuid.UUID,
+    stream_id: str,
+    version: int,
+    event_type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    data_text: bytes,
+) -> bytes:
+    # Positional, for the append loop (keyword calls cost it ~1.5% of a batch).
     when = occurred_at if occurred_at.tzinfo is UTC else occurred_at.astimezone(UTC)
     header = orjson.dumps([event_id, stream_id, version, event_type, schema_version, when])
     return sha256(prev_hash + header + b"\n" + data_text).digest()
@@ -245,11 +261,15 @@ HEAD_SQL = (
     "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS blocks"
     " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
-MOVE_HEAD_SQL = (
-    "INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
-    " VALUES ($1, $2, $3, pg_current_xact_id()) ON CONFLICT (stream_id) DO UPDATE"
+UPSERT_HEAD = (  # completed by "VALUES (...)" or a SELECT giving (stream_id, version, head_hash)
+    " ON CONFLICT (stream_id) DO UPDATE"
     " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx"
 )
+MOVE_HEAD = (
+    "INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
+    " VALUES ({}, {}, {}, pg_current_xact_id())" + UPSERT_HEAD
+)
+MOVE_HEAD_SQL = MOVE_HEAD.format("$1", "$2", "$3")
 POSITION_BLOCK = 1024  # the position sequence's increment: one nextval serves up to this many
 COPY_COLUMNS = [
     "position", "stream_id", "stream_version", "event_id", "event_type", "schema_version", "data",
@@ -323,8 +343,6 @@ async def _chain_onto_head(
 ) -> tuple[list[StoredEvent], list[tuple[Any, ...]]]:
     blocks = -(-len(events) // POSITION_BLOCK)
     head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, blocks)
-    bases = head["blocks"]
-    positions = [bases[k // POSITION_BLOCK] + k % POSITION_BLOCK for k in range(len(events))]
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
     version, prev = head["version"], bytes(head["head_hash"])
@@ -332,17 +350,16 @@ async def _chain_onto_head(
         raise ConcurrencyError(
             f"stream {stream_id} is at version {version}, expected {expected_version}"
         )
-    tx_id, recorded_at = head["tx_id"], head["recorded_at"]
+    tx_id, recorded_at, bases = head["tx_id"], head["recorded_at"], head["blocks"]
+    positions = [bases[k // POSITION_BLOCK] + k % POSITION_BLOCK for k in range(len(events))]
     stored, records = [], []
     for event, position in zip(events, positions, strict=True):
         version += 1
         text = canonical(event.data)
-        when = event.occurred_at
-        when = when if when.tzinfo is UTC else when.astimezone(UTC)
-        header = orjson.dumps(  # event_hash, inlined: this loop is the append's Python cost
-            [event.event_id, stream_id, version, event.event_type, event.schema_version, when]
-        )
-        digest = sha256(prev + header + b"\n" + text).digest()
+        digest = _digest(
+            prev, event.event_id, stream_id, version, event.event_type, event.schema_version,
+            event.occurred_at, text,
+        )  # fmt: skip
         records.append((
             position, stream_id, version, event.event_id, event.event_type, event.schema_version,
             text.decode(), event.occurred_at, prev, digest,
@@ -362,8 +379,7 @@ INSERT_SQL = (  # the rows and the head move, in one statement
     "  $6::int[], $7::json[], $8::timestamptz[], $9::bytea[], $10::bytea[]) RETURNING 1)"
     " INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
     " SELECT $11, $12, $13, pg_current_xact_id() FROM (SELECT count(*) FROM inserted) AS done"
-    " ON CONFLICT (stream_id) DO UPDATE"
-    " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx"
+    + UPSERT_HEAD
 )
 
 
@@ -377,8 +393,8 @@ async def _write(
         if len(records) >= COPY_FROM:
             await connection.copy_records_to_table("events", records=records, columns=COPY_COLUMNS)
             if commit:
-                move = MOVE_HEAD_SQL.replace("$1, $2, $3", "{}, {}, decode('{}', 'hex')").format(
-                    _literal(stream_id), int(version), head_hash.hex()
+                move = MOVE_HEAD.format(
+                    _literal(stream_id), int(version), f"decode('{head_hash.hex()}', 'hex')"
                 )
                 await connection.execute(f"{move}; COMMIT")
                 return
