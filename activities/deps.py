@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,8 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.mailer import Mailer
+from activities.mailer import Mailer, MailJob, Recipient
+from activities.records import load_recipients
 from noticeflow.domain.deadlines import describe_deadline
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.links import LinkSigner
@@ -61,3 +62,22 @@ async def handed_over_on_shutdown() -> AsyncIterator[None]:
                 "the worker shut down mid-activity; it resumes elsewhere from its last heartbeat"
             ) from None
         raise
+
+
+async def mail_update(
+    deps: Deps,
+    spec: NoticeSpec,
+    customer_ids: Sequence[str],
+    kind: str,
+    context_for: Callable[[Recipient], dict[str, Any]],
+) -> None:
+    """Mail the ``update`` template to customers of a notice, a batch at a time (their contacts
+    of the latest snapshot generation; erased customers have none), heartbeating progress."""
+    size = deps.send_batch_size
+    for start in range(0, len(customer_ids), size):
+        chunk = list(customer_ids[start : start + size])
+        recipients = await load_recipients(deps.pool, spec.notice_id, chunk)
+        jobs = [MailJob(recipient, context_for(recipient)) for recipient in recipients.values()]
+        await deps.mailer.mail_many(
+            deps.pool, spec.notice_id, kind, "update", jobs, progress=activity.heartbeat
+        )

@@ -8,10 +8,9 @@ from typing import Any
 import structlog
 from temporalio import activity
 
-from activities.deps import Deps, update_context
-from activities.mailer import MailJob
+from activities.deps import Deps, mail_update, update_context
 from activities.names import Activity
-from activities.records import load_recipients, read_totals, switch_subprocessor
+from activities.records import read_totals, switch_subprocessor
 from noticeflow import eventstore
 from noticeflow.contracts import (
     ActivationRequest,
@@ -226,15 +225,4 @@ class LifecycleActivities:
                 f"personal data for {', '.join(spec.services)} on our behalf."
             ],
         )
-        size = self.deps.send_batch_size
-        for start in range(0, len(customer_ids), size):
-            recipients = await load_recipients(
-                self.deps.pool, spec.notice_id, customer_ids[start : start + size]
-            )
-            await self.deps.mailer.mail_many(
-                self.deps.pool,
-                spec.notice_id,
-                "activation",
-                "update",
-                [MailJob(recipient, context) for recipient in recipients.values()],
-            )
+        await mail_update(self.deps, spec, customer_ids, "activation", lambda _: context)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from temporalio import activity
 
-from activities.deps import Deps, update_context
-from activities.mailer import MailJob
+from activities.deps import Deps, mail_update, update_context
+from activities.mailer import Recipient
 from activities.names import Activity
-from activities.records import load_recipients
 from noticeflow import eventstore
 from noticeflow.contracts import ReminderRequest, ReminderRound
 from noticeflow.domain.deadlines import describe_deadline
@@ -43,41 +43,25 @@ class ReminderActivities:
             for row in rows
             if row["deadline"] - spec.reminder_before > request.now
         ]
-        size = self.deps.send_batch_size
-        for start in range(0, len(due), size):
-            await self._remind(spec, due[start : start + size], request.now)
+        await self._remind(spec, due, request.now)
         return ReminderRound(sent=len(due), next_due=min(later, default=None))
 
     async def _remind(self, spec: NoticeSpec, due: list[asyncpg.Record], now: datetime) -> None:
-        recipients = await load_recipients(
-            self.deps.pool, spec.notice_id, [row["customer_id"] for row in due]
-        )
         action = "opt in" if spec.opt_in else "object"
-        jobs = [
-            MailJob(
-                recipients[row["customer_id"]],
-                update_context(
-                    spec,
-                    f"Reminder: the deadline to {action} is approaching",
-                    [
-                        f"We plan to engage {spec.subprocessor} as a sub-processor "
-                        f"({spec.purpose}).",
-                        f"If you wish to {action}, please do so before the "
-                        f"{describe_deadline(row['deadline'], row['timezone'])}.",
-                    ],
-                ),
+        deadlines = {row["customer_id"]: row["deadline"] for row in due}
+
+        def context_for(recipient: Recipient) -> dict[str, Any]:
+            deadline = describe_deadline(deadlines[recipient.customer_id], recipient.timezone)
+            return update_context(
+                spec,
+                f"Reminder: the deadline to {action} is approaching",
+                [
+                    f"We plan to engage {spec.subprocessor} as a sub-processor ({spec.purpose}).",
+                    f"If you wish to {action}, please do so before the {deadline}.",
+                ],
             )
-            for row in due
-            if row["customer_id"] in recipients
-        ]
-        await self.deps.mailer.mail_many(
-            self.deps.pool,
-            spec.notice_id,
-            "reminder",
-            "update",
-            jobs,
-            progress=lambda sent: activity.heartbeat(sent),
-        )
+
+        await mail_update(self.deps, spec, list(deadlines), "reminder", context_for)
         stream = eventstore.notice_stream(spec.notice_id)
         reminded = [
             eventstore.NewEvent(

@@ -12,7 +12,13 @@ from zoneinfo import ZoneInfo
 
 from temporalio import activity
 
-from activities.deps import Deps, handed_over_on_shutdown, mail_context, update_context
+from activities.deps import (
+    Deps,
+    handed_over_on_shutdown,
+    mail_context,
+    mail_update,
+    update_context,
+)
 from activities.mailer import (
     ContactOutcome,
     MailingInterrupted,
@@ -375,29 +381,20 @@ class SendingActivities:
             headline = "The effective date of this notice has been postponed"
         else:
             headline = "This notice has been cancelled"
-        size = self.deps.send_batch_size
-        for start in range(0, len(ids), size):
-            recipients = await load_recipients(pool, spec.notice_id, ids[start : start + size])
-            jobs = []
-            for recipient in recipients.values():
-                if request.kind == "postponement":
-                    local = when.astimezone(ZoneInfo(recipient.timezone))
-                    paragraphs = [
-                        f"{spec.subprocessor} will now be engaged no earlier than "
-                        f"{local:%A %d %B %Y %H:%M %Z}. Your objection deadline is unchanged."
-                    ]
-                else:
-                    paragraphs = [
-                        f"We will not engage {spec.subprocessor} under this notice. "
-                        "Nothing changes for your organisation.",
-                        f"Reason: {request.detail.get('reason', '')}",
-                    ]
-                jobs.append(MailJob(recipient, update_context(spec, headline, paragraphs)))
-            await self.deps.mailer.mail_many(
-                pool,
-                spec.notice_id,
-                request.key,
-                "update",
-                jobs,
-                progress=activity.heartbeat,
-            )
+
+        def context_for(recipient: Recipient) -> dict[str, Any]:
+            if request.kind == "postponement":
+                local = when.astimezone(ZoneInfo(recipient.timezone))
+                paragraphs = [
+                    f"{spec.subprocessor} will now be engaged no earlier than "
+                    f"{local:%A %d %B %Y %H:%M %Z}. Your objection deadline is unchanged."
+                ]
+            else:
+                paragraphs = [
+                    f"We will not engage {spec.subprocessor} under this notice. "
+                    "Nothing changes for your organisation.",
+                    f"Reason: {request.detail.get('reason', '')}",
+                ]
+            return update_context(spec, headline, paragraphs)
+
+        await mail_update(self.deps, spec, ids, request.key, context_for)
