@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from temporalio import activity
@@ -16,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mailer import Mailer, MailJob, Recipient
 from activities.records import load_recipients
-from noticeflow.domain.deadlines import describe_deadline
+from noticeflow.domain.deadlines import describe_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.links import LinkSigner
 
@@ -34,14 +33,13 @@ def mail_context(
 ) -> dict[str, Any]:
     """Template context for one customer: the notice, its dates in the customer's timezone and
     the customer's signed action links (``object_url``, ``opt_in_url``)."""
-    local_effective = spec.effective_at.astimezone(ZoneInfo(timezone))
     return {
         **links,
         "spec": spec,
         "notice_text": spec.text(),
         "text_sha256": spec.text_sha256(),
         "deadline_text": describe_deadline(deadline, timezone) if deadline else "not yet set",
-        "effective_text": f"{local_effective:%A %d %B %Y %H:%M %Z} ({timezone})",
+        "effective_text": describe_instant(spec.effective_at, timezone),
     }
 
 

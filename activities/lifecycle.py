@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,7 +20,17 @@ from noticeflow.contracts import (
     PhaseChange,
 )
 from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.rules import Case, CaseStatus, Delivery, Verdict, decide, is_settled
+from noticeflow.domain.rules import (
+    OFF_VERDICTS,
+    Case,
+    CaseStatus,
+    Delivery,
+    Verdict,
+    activation_ground,
+    decide,
+    is_deemed_acceptance,
+    is_settled,
+)
 
 PAGE = 1000
 log = structlog.get_logger(__name__)
@@ -80,8 +90,11 @@ class LifecycleActivities:
         after = ""
         while True:
             rows = await self.deps.pool.fetch(
-                "SELECT customer_id, delivery, deadline, opted_in, activated FROM recipients"
-                " WHERE notice_id = $1 AND NOT settled AND customer_id > $2"
+                "SELECT customer_id, delivery, deadline, opted_in, activated,"
+                " excluded_at IS NOT NULL AS excluded_by_ops, EXISTS (SELECT 1 FROM intake i"
+                "   WHERE i.notice_id = r.notice_id AND i.customer_id = r.customer_id"
+                "   AND i.status = 'pending') AS pending_receipt"
+                " FROM recipients r WHERE notice_id = $1 AND NOT settled AND customer_id > $2"
                 " ORDER BY customer_id LIMIT $3",
                 spec.notice_id,
                 after,
@@ -93,6 +106,11 @@ class LifecycleActivities:
             cases = await self._cases(spec.notice_id, [row["customer_id"] for row in rows])
             newly_on: list[str] = []
             for row in rows:
+                if row["pending_receipt"]:
+                    # An action received for it is not judged yet: decide after it (soon).
+                    soon = request.now + timedelta(seconds=2)
+                    next_due = min(filter(None, [next_due, soon]))
+                    continue
                 customer_cases = cases.get(row["customer_id"], [])
                 verdict = decide(
                     now=request.now,
@@ -102,6 +120,7 @@ class LifecycleActivities:
                     opt_in_notice=spec.opt_in,
                     opted_in=row["opted_in"],
                     cases=customer_cases,
+                    excluded_by_ops=row["excluded_by_ops"],
                 )
                 if verdict is Verdict.wait_for_deadline and row["deadline"] is not None:
                     next_due = min(filter(None, [next_due, row["deadline"]]))
@@ -149,7 +168,7 @@ class LifecycleActivities:
         async with self.deps.pool.acquire() as connection, connection.transaction():
             if verdict is Verdict.activate and not row["activated"]:
                 change = "on"
-                deemed = not spec.opt_in and not cases
+                deemed = is_deemed_acceptance(spec.opt_in, cases)
                 await connection.execute(
                     "UPDATE recipients SET activated = true, activated_at = $3,"
                     " deemed_accepted_at = CASE WHEN $4 THEN deadline END"
@@ -175,10 +194,10 @@ class LifecycleActivities:
                     customer_id,
                     True,
                     now,
-                    "opted_in" if spec.opt_in else ("deemed_acceptance" if deemed else "withdrawn"),
+                    activation_ground(spec.opt_in, cases),
                 )
             elif (
-                verdict in {Verdict.excluded, Verdict.terminated, Verdict.declined}
+                verdict in OFF_VERDICTS
                 and row["activated"]
             ):
                 change = "off"

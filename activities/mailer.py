@@ -4,6 +4,11 @@ The ledger row is written *before* the SMTP conversation (status ``sending``) an
 so a retried activity never mails a contact twice unless the earlier outcome is unknown; then the
 Message-ID is the same and receivers can de-duplicate. The ledger is read and written in bulk, a
 batch of customers at a time (see :meth:`Mailer.mail_many`).
+
+Nothing wedges (rule 14): a message that cannot be rendered or built, or an address no server can
+take, is a permanent failure of that one contact, recorded with the reason; a contact that only
+gets temporary (4xx) replies is retried a few times here, then by the activity's retries, and
+recorded as failed once its first attempt is older than ``give_up_after``.
 """
 
 from __future__ import annotations
@@ -13,21 +18,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
 from noticeflow.crypto import blind_index, seal
+from noticeflow.domain.notice import NoticeSpec
 from noticeflow.mail import (
+    GIVE_UP_AFTER,
     MailRenderer,
     SendStatus,
     SmtpSession,
     SmtpTarget,
+    SmtpUnavailable,
     TemporarySmtpError,
     build_message,
     message_id,
+    scrub,
 )
 
 
@@ -38,6 +47,7 @@ class ContactOutcome:
     status: str
     reply: str
     at: datetime
+    text_sha256: str | None = None  # the version of the notice text that message carried
 
 
 @dataclass(frozen=True)
@@ -98,18 +108,27 @@ class _Planned:
     ref: str  # the ledger key: blind index of the address
     msg_id: str
     content: tuple[str, str, str]  # subject, text, html
+    text_sha256: str | None
+    problem: str | None  # why this message cannot be built (rendering failed): fails, unsent
+    first_attempt_at: datetime  # from the ledger: when this contact was first tried
+    attempts: int  # the ledger's count, this one included
+    deferred_before: bool  # an earlier run got only 4xx replies for it (not merely marked it)
 
 
 @dataclass(frozen=True)
 class _Finished:
     planned: _Planned
-    status: str  # accepted | failed (5xx) | deferred (4xx after retries: not accepted, known)
+    status: str  # accepted | failed (5xx, unbuildable, gave up) | deferred (4xx: retried later)
     reply: str
     at: datetime
 
 
 SMTP_TRIES = 3  # per message, for 4xx replies and dropped connections, before the activity retries
-SMTP_BACKOFF = 0.5  # seconds before the second try; doubles each try
+SMTP_BACKOFF = 0.5  # seconds before the second try; doubles each try ...
+SMTP_BACKOFF_MAX = 4.0  # ... up to this
+# This many messages in a row deferred (no reply but 4xx in between) means the server defers
+# everything, not one address: stop this run (the activity retries) rather than walk the audience.
+DEFERRED_IN_A_ROW = 20
 # Outcomes are written to the ledger in one statement per FLUSH_EVERY of them, or as soon as the
 # oldest unwritten one is FLUSH_AFTER seconds old: a crash leaves at most that much mail in the
 # "outcome unknown" state (mailed again, under the same Message-ID), whatever the sending rate.
@@ -125,12 +144,14 @@ class Mailer:
         renderer: MailRenderer,
         concurrency: int = 4,
         rate: float | None = None,
+        give_up_after: timedelta = GIVE_UP_AFTER,
     ) -> None:
         self.target = target
         self.mail_from = mail_from
         self.renderer = renderer
         self.concurrency = concurrency
         self.limiter = RateLimiter(rate)
+        self.give_up_after = give_up_after
 
     def session(self) -> SmtpSession:
         return SmtpSession(self.target)
@@ -144,7 +165,8 @@ class Mailer:
         template: str,
         context: dict[str, Any],
     ) -> list[ContactOutcome]:
-        """Mail every contact of one customer; a 5xx for one contact does not stop the others."""
+        """Mail every contact of one customer; a 5xx for one contact does not stop the others.
+        Raises MailingDeferred (after the others) while a contact still gets 4xx replies."""
         outcomes = await self.mail_many(
             pool, notice_id, kind, template, [MailJob(recipient, context)]
         )
@@ -166,21 +188,32 @@ class Mailer:
         (FLUSH_EVERY, FLUSH_AFTER). A contact whose row says accepted or failed is never mailed
         again; one left at ``sending`` (the outcome is unknown: a crash came between the server's
         reply and the ledger write) is mailed again with the same Message-ID. Returns outcomes
-        per customer, in contact order; raises TemporarySmtpError (after the others were tried
-        and every known outcome was written) when a contact kept getting 4xx replies or dropped
-        connections.
+        per customer, in contact order.
+
+        A message that cannot be rendered or built fails for good (its contact only). A contact
+        that keeps getting 4xx replies is ``deferred``: once everything else was tried and
+        written, MailingDeferred (a TemporarySmtpError) names those customers; a later call
+        tries them again, and records a contact as failed once its first attempt is older than
+        ``give_up_after``. When the server cannot be reached, or defers everything, this raises
+        TemporarySmtpError part-way: whatever was not tried stays ``sending`` for the retry.
         """
+        now = utcnow()
         ledger = await _read_ledger(
             pool, notice_id, kind, [job.recipient.customer_id for job in jobs]
         )
-        outcomes, planned = self._plan(notice_id, kind, template, jobs, ledger)
+        outcomes, planned = self._plan(notice_id, kind, template, jobs, ledger, now)
         keys = {job.recipient.customer_id: job.recipient.key for job in jobs}
-        await _mark_sending(pool, notice_id, kind, planned, keys)
+        await _mark_sending(pool, notice_id, kind, planned, keys, now)
         finished: list[_Finished] = []
         try:
             await self._send(pool, notice_id, kind, planned, progress, finished)
         except asyncio.CancelledError:
             raise MailingInterrupted(_by_customer(outcomes, finished)) from None
+        deferred = {
+            item.planned.customer_id: item.reply for item in finished if item.status == "deferred"
+        }
+        if deferred:
+            raise MailingDeferred(_by_customer(outcomes, finished), deferred)
         return _by_customer(outcomes, finished)
 
     def _plan(
@@ -190,11 +223,14 @@ class Mailer:
         template: str,
         jobs: Sequence[MailJob],
         ledger: dict[tuple[str, str], asyncpg.Record],
+        now: datetime,
     ) -> tuple[dict[str, dict[int, ContactOutcome]], list[_Planned]]:
         """Render each customer's mail once; split its contacts into those the ledger already
-        finished (their outcomes) and those to mail now."""
+        finished (their outcomes) and those to mail now. A customer whose mail cannot be
+        rendered has its contacts planned with the reason (they fail without being sent)."""
         outcomes: dict[str, dict[int, ContactOutcome]] = {}
         planned: list[_Planned] = []
+        hashes: dict[int, str | None] = {}  # one hash per spec object, not per customer
         for job in jobs:
             recipient = job.recipient
             context = {
@@ -202,7 +238,18 @@ class Mailer:
                 "customer_name": recipient.name,
                 "customer_id": recipient.customer_id,
             }
-            content = self.renderer.render(template, context)
+            text_sha256 = _text_sha256(job.context, hashes)
+            content: tuple[str, str, str] = ("", "", "")
+            problem = None
+            try:
+                content = self.renderer.render(template, context)
+            except Exception as error:  # a template or its data: fails the same way every time
+                problem = _not_built(error)
+                log.warning(
+                    "mail not rendered",
+                    customer_id=recipient.customer_id,
+                    error=type(error).__name__,
+                )
             seen: set[str] = set()
             for position, address in recipient.contacts:
                 ref = blind_index(recipient.key, address)
@@ -213,11 +260,16 @@ class Mailer:
                 done = ledger.get((recipient.customer_id, ref))
                 if done is not None and done["status"] in FINAL:
                     outcomes.setdefault(recipient.customer_id, {})[position] = ContactOutcome(
-                        position, msg_id, done["status"], done["smtp_reply"], done["finished_at"]
-                    )
+                        position, msg_id, done["status"], done["smtp_reply"], done["finished_at"],
+                        done["text_sha256"],
+                    )  # fmt: skip
                     continue
                 planned.append(_Planned(
-                    recipient.customer_id, position, address, ref, msg_id, content
+                    recipient.customer_id, position, address, ref, msg_id, content, text_sha256,
+                    problem,
+                    done["first_attempt_at"] if done is not None else now,
+                    done["attempts"] + 1 if done is not None else 1,
+                    done is not None and done["status"] == "deferred",
                 ))  # fmt: skip
         return outcomes, planned
 
@@ -236,20 +288,31 @@ class Mailer:
             return
         queue = deque(planned)
         writer = _OutcomeWriter(pool, notice_id, kind)
+        halt = asyncio.Event()  # one connection found the server unusable: the others stop too
+        in_a_row = 0
 
         async def connection_worker() -> None:
-            async with self.session() as session:
-                while queue:
-                    item = queue.popleft()
-                    outcome = await self._send_one(session, item)
-                    finished.append(outcome)
-                    writer.add(outcome)
-                    if progress is not None:
-                        progress(len(finished))
-                    if writer.due():
-                        await writer.flush()
-                    if outcome.status == "deferred":
-                        raise TemporarySmtpError(outcome.reply)
+            nonlocal in_a_row
+            try:
+                async with self.session() as session:
+                    while queue and not halt.is_set():
+                        item = queue.popleft()
+                        outcome = await self._send_one(session, item)
+                        finished.append(outcome)
+                        writer.add(outcome)
+                        if progress is not None:
+                            progress(len(finished))
+                        if writer.due():
+                            await writer.flush()
+                        in_a_row = in_a_row + 1 if outcome.status == "deferred" else 0
+                        if in_a_row >= DEFERRED_IN_A_ROW:
+                            raise TemporarySmtpError(
+                                f"the mail server deferred {in_a_row} messages in a row, the last"
+                                f" with {outcome.reply}"
+                            )
+            except BaseException:
+                halt.set()
+                raise
 
         connections = min(self.concurrency, len(planned))
         try:
@@ -263,45 +326,82 @@ class Mailer:
                 raise error
 
     async def _send_one(self, session: SmtpSession, item: _Planned) -> _Finished:
-        """One message, with a few tries for 4xx replies and dropped connections."""
+        """One message, with a few tries (bounded backoff) for 4xx replies and dropped
+        connections. Raises SmtpUnavailable when the server stays unreachable."""
+        if item.problem is not None:
+            return _Finished(item, SendStatus.failed.value, item.problem, utcnow())
         subject, text, html = item.content
-        mail = build_message(
-            mail_from=self.mail_from,
-            to=item.address,
-            subject=subject,
-            text=text,
-            html=html,
-            msg_id=item.msg_id,
-            date=utcnow(),
-        )
+        try:
+            mail = build_message(
+                mail_from=self.mail_from,
+                to=item.address,
+                subject=subject,
+                text=text,
+                html=html,
+                msg_id=item.msg_id,
+                date=utcnow(),
+            )
+        except Exception as error:  # e.g. a line break in a header: fails the same way every time
+            log.warning(
+                "mail not built",
+                customer_id=item.customer_id,
+                contact=item.position,
+                error=type(error).__name__,
+            )
+            return _Finished(item, SendStatus.failed.value, _not_built(error, item), utcnow())
         delay = SMTP_BACKOFF
         for attempt in range(1, SMTP_TRIES + 1):
             await self.limiter.wait()
             try:
                 result = await session.send(mail)
             except TemporarySmtpError as error:
+                reply = scrub(str(error), item.address, item.msg_id)
                 # Customer id and contact position only: addresses never go to logs (rule 13).
                 log.warning(
                     "mail deferred",
                     customer_id=item.customer_id,
                     contact=item.position,
                     attempt=attempt,
-                    reply=str(error)[:120],
+                    reply=reply[:120],
                 )
+                unavailable = isinstance(error, SmtpUnavailable)
+                if not unavailable and self._given_up(item):
+                    return _Finished(
+                        item, SendStatus.failed.value, self._gave_up(item, reply), utcnow()
+                    )
                 if attempt == SMTP_TRIES:
-                    return _Finished(item, "deferred", str(error), utcnow())
+                    if unavailable:
+                        raise
+                    return _Finished(item, "deferred", reply, utcnow())
                 await asyncio.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, SMTP_BACKOFF_MAX)
                 continue
+            reply = scrub(result.reply, item.address, item.msg_id)
             if result.status is not SendStatus.accepted:
                 log.info(
                     "mail refused",
                     customer_id=item.customer_id,
                     contact=item.position,
-                    reply=result.reply[:120],
+                    reply=reply[:120],
                 )
-            return _Finished(item, result.status.value, result.reply, utcnow())
+            return _Finished(item, result.status.value, reply, utcnow())
         raise AssertionError("unreachable")
+
+    def _given_up(self, item: _Planned) -> bool:
+        """Only temporary replies for longer than ``give_up_after`` since the first attempt, and
+        in more than one run: a contact whose earlier runs never reached the server (it was
+        unreachable: SmtpUnavailable) is not given up on its first real reply."""
+        return item.deferred_before and utcnow() - item.first_attempt_at >= self.give_up_after
+
+    def _gave_up(self, item: _Planned, reply: str) -> str:
+        log.warning(
+            "mail given up: only temporary replies",
+            customer_id=item.customer_id,
+            contact=item.position,
+            attempts=item.attempts,
+        )
+        span = _span(utcnow() - item.first_attempt_at)
+        return f"gave up after {item.attempts} attempts over {span}: last reply {reply}"
 
 
 FINAL = {SendStatus.accepted.value, SendStatus.failed.value}
@@ -330,6 +430,21 @@ class _OutcomeWriter:
         await _write_outcomes(self.pool, self.notice_id, self.kind, group)
 
 
+class MailingDeferred(TemporarySmtpError):
+    """Some contacts only got temporary (4xx) replies; everything else was tried and written.
+
+    ``outcomes`` holds every known outcome (a deferred contact has none yet); ``deferred`` maps
+    each customer with a deferred contact to the last reply. Those customers are not settled:
+    the caller keeps them pending and tries again later (until the contacts are given up).
+    """
+
+    def __init__(self, outcomes: dict[str, list[ContactOutcome]], deferred: dict[str, str]) -> None:
+        last = next(reversed(deferred.values()))
+        super().__init__(f"{len(deferred)} customer(s) deferred, the last with {last}")
+        self.outcomes = outcomes
+        self.deferred = deferred
+
+
 class MailingInterrupted(asyncio.CancelledError):
     """Mailing was cancelled part-way (the notice was cancelled, the worker is stopping).
 
@@ -353,8 +468,9 @@ def _by_customer(
             continue
         planned = item.planned
         merged.setdefault(planned.customer_id, {})[planned.position] = ContactOutcome(
-            planned.position, planned.msg_id, item.status, item.reply, item.at
-        )
+            planned.position, planned.msg_id, item.status, item.reply, item.at,
+            planned.text_sha256,
+        )  # fmt: skip
     return {
         customer_id: [by_position[p] for p in sorted(by_position)]
         for customer_id, by_position in merged.items()
@@ -365,7 +481,8 @@ async def _read_ledger(
     pool: asyncpg.Pool, notice_id: str, kind: str, customer_ids: list[str]
 ) -> dict[tuple[str, str], asyncpg.Record]:
     rows = await pool.fetch(
-        "SELECT customer_id, contact_ref, status, smtp_reply, finished_at FROM deliveries"
+        "SELECT customer_id, contact_ref, status, smtp_reply, finished_at, attempts,"
+        " first_attempt_at, text_sha256 FROM deliveries"
         " WHERE notice_id = $1 AND kind = $2 AND customer_id = ANY($3::text[])",
         notice_id,
         kind,
@@ -380,25 +497,29 @@ async def _mark_sending(
     kind: str,
     planned: list[_Planned],
     keys: dict[str, bytes],
+    now: datetime,
 ) -> None:
-    """Every contact about to be mailed gets its ledger row (or another attempt) first."""
+    """Every contact about to be mailed gets its ledger row (or another attempt) first, with the
+    hash of the notice text this attempt carries."""
     if not planned:
         return
     await pool.execute(
         "INSERT INTO deliveries (notice_id, customer_id, contact_ref, kind, message_id, status,"
-        " first_attempt_at, email)"
-        " SELECT $1, u.customer_id, u.ref, $2, u.message_id, 'sending', $3, u.email"
-        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[])"
-        "   AS u(customer_id, ref, message_id, email)"
+        " first_attempt_at, email, text_sha256)"
+        " SELECT $1, u.customer_id, u.ref, $2, u.message_id, 'sending', $3, u.email, u.text_sha256"
+        " FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])"
+        "   AS u(customer_id, ref, message_id, email, text_sha256)"
         " ON CONFLICT (notice_id, customer_id, contact_ref, kind)"
-        " DO UPDATE SET attempts = deliveries.attempts + 1, status = 'sending'",
+        " DO UPDATE SET attempts = deliveries.attempts + 1, status = 'sending',"
+        "   text_sha256 = EXCLUDED.text_sha256",
         notice_id,
         kind,
-        utcnow(),
+        now,
         [item.customer_id for item in planned],
         [item.ref for item in planned],
         [item.msg_id for item in planned],
         [seal(keys[item.customer_id], item.customer_id, item.address) for item in planned],
+        [item.text_sha256 for item in planned],
     )
 
 
@@ -428,3 +549,41 @@ def accepted_at(outcomes: list[ContactOutcome]) -> datetime | None:
     """When the first contact's server accepted the message: the customer's clock starts here."""
     times = [o.at for o in outcomes if o.status == SendStatus.accepted.value]
     return min(times) if times else None
+
+
+def text_version(outcomes: list[ContactOutcome]) -> str | None:
+    """The notice text version a customer received: that of the first accepted message (else of
+    the last one tried) — a postponement changes the text, so resends may carry another."""
+    accepted = [o for o in outcomes if o.status == SendStatus.accepted.value and o.text_sha256]
+    if accepted:
+        return min(accepted, key=lambda o: o.at).text_sha256
+    tried = [o.text_sha256 for o in outcomes if o.text_sha256]
+    return tried[-1] if tried else None
+
+
+def _text_sha256(context: dict[str, Any], cache: dict[int, str | None]) -> str | None:
+    """The hash of the notice text behind a mail: the one its context shows, else that of the
+    spec it was rendered from (update mails)."""
+    shown = context.get("text_sha256")
+    if isinstance(shown, str):
+        return shown
+    spec = context.get("spec")
+    if not isinstance(spec, NoticeSpec):
+        return None
+    if id(spec) not in cache:
+        cache[id(spec)] = spec.text_sha256()
+    return cache[id(spec)]
+
+
+def _not_built(error: Exception, item: _Planned | None = None) -> str:
+    detail = scrub(f"{type(error).__name__}: {error}", item.address if item else "", limit=300)
+    return f"not sent: could not build the message: {detail}"
+
+
+def _span(elapsed: timedelta) -> str:
+    seconds = elapsed.total_seconds()
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} seconds"

@@ -15,3 +15,5 @@ class Activity:
     resend_notice = "resend_notice"
     activate_due = "activate_due"
     send_reminders = "send_reminders"
+    process_intake = "process_intake"
+    settle_receipt = "settle_receipt"

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from temporalio import activity
 
@@ -21,10 +20,12 @@ from activities.deps import (
 )
 from activities.mailer import (
     ContactOutcome,
+    MailingDeferred,
     MailingInterrupted,
     MailJob,
     Recipient,
     accepted_at,
+    text_version,
     utcnow,
 )
 from activities.names import Activity
@@ -39,9 +40,10 @@ from noticeflow.contracts import (
     SendRequest,
     SendResult,
 )
-from noticeflow.domain.deadlines import WindowUnit, customer_deadline
+from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
+from noticeflow.mail import TemporarySmtpError
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Delivered:
     first: datetime | None
     delivered_at: datetime | None
     deadline: datetime | None
+    held: str | None = None  # a contact only got 4xx replies (the last one): stays pending
 
 
 def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
@@ -60,6 +63,7 @@ def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
         row["timezone"],
         row["window_days"],
         WindowUnit(row["window_unit"] or "calendar"),
+        country=row["country"],
     )
 
 
@@ -71,10 +75,10 @@ class SendingActivities:
     async def check_approval(self, request: AudienceRequest) -> ApprovalCheck:
         """Rule 6: the latest deadline any recipient would get if the notice went out now."""
         terms = await self.deps.pool.fetch(
-            "SELECT c.timezone, c.window_days, c.window_unit, count(*) AS customers,"
+            "SELECT c.timezone, c.window_days, c.window_unit, c.country, count(*) AS customers,"
             " min(c.customer_id) AS example"
             f" FROM customers c WHERE {AUDIENCE_FILTER}"
-            " GROUP BY c.timezone, c.window_days, c.window_unit",
+            " GROUP BY c.timezone, c.window_days, c.window_unit, c.country",
             *audience_args(request.spec.audience),
         )
         size = sum(row["customers"] for row in terms)
@@ -98,9 +102,9 @@ class SendingActivities:
                 return int(existing)
             await connection.execute(
                 "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
-                " window_days, window_unit, snapshot_at)"
+                " window_days, window_unit, country, snapshot_at)"
                 " SELECT $4, c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
-                f" c.window_unit, $5 FROM customers c WHERE {AUDIENCE_FILTER}",
+                f" c.window_unit, c.country, $5 FROM customers c WHERE {AUDIENCE_FILTER}",
                 *audience_args(spec.audience),
                 spec.notice_id,
                 request.at,
@@ -114,7 +118,7 @@ class SendingActivities:
                 request.at,
             )
             rows = await connection.fetch(
-                "SELECT customer_id, region, services, timezone, window_days, window_unit"
+                "SELECT customer_id, region, services, timezone, window_days, window_unit, country"
                 # (the customer ids and timezones also go into the event, for the read models)
                 " FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
                 spec.notice_id,
@@ -151,28 +155,45 @@ class SendingActivities:
 
     async def _send_pending(self, request: SendRequest) -> SendResult:
         details = activity.info().heartbeat_details
-        after = str(details[0]) if details else ""
+        after = start = str(details[0]) if details else ""
+        # A resumed run goes on from its cursor, then round to the customers before it (those an
+        # earlier run held back because a contact only got 4xx replies are still pending).
+        until: str | None = None
+        held: list[Delivered] = []
         totals = SendResult(processed=0, delivered=0, undelivered=0)
         while True:
             rows = await self.deps.pool.fetch(
-                "SELECT customer_id, timezone, window_days, window_unit FROM recipients"
+                "SELECT customer_id, timezone, window_days, window_unit, country FROM recipients"
                 " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
                 " ORDER BY customer_id LIMIT $3",
                 request.spec.notice_id,
                 after,
                 self.deps.send_batch_size,
             )
+            if until is not None:
+                rows = [row for row in rows if row["customer_id"] <= until]
             if not rows:
+                if start and until is None:
+                    after, until = "", start
+                    continue
+                if held:  # the activity's retry (bounded backoff) tries them again
+                    raise TemporarySmtpError(
+                        f"{len(held)} customer(s) still pending: a contact only gets temporary"
+                        f" replies, the last {held[-1].held}; recorded as failed once tried for"
+                        " NOTICEFLOW_SMTP_GIVE_UP_AFTER"
+                    )
                 return totals
             results = await self._send_batch(
                 request.spec, [dict(row) for row in rows], request.at, after
             )
+            held += [r for r in results if r.held]
+            results = [r for r in results if not r.held]
             await self._record(request.spec, "notice", results, request.at)
             after = rows[-1]["customer_id"]
             activity.heartbeat(after)
             delivered = sum(r.first is not None for r in results)
             totals = SendResult(
-                processed=totals.processed + len(rows),
+                processed=totals.processed + len(results),
                 delivered=totals.delivered + delivered,
                 undelivered=totals.undelivered + len(results) - delivered,
             )
@@ -206,6 +227,7 @@ class SendingActivities:
             )
             context = mail_context(spec, row["timezone"], projected, links)
             jobs.append(MailJob(recipients[row["customer_id"]], context))
+        held: dict[str, str] = {}
         try:
             outcomes = await self.deps.mailer.mail_many(
                 self.deps.pool,
@@ -215,6 +237,10 @@ class SendingActivities:
                 jobs,
                 progress=lambda _sent: activity.heartbeat(cursor),
             )
+        except MailingDeferred as deferred:
+            # Everyone else was tried; customers with a contact that only got 4xx replies are
+            # held (not recorded: they stay pending and are tried again later).
+            outcomes, held = deferred.outcomes, deferred.deferred
         except MailingInterrupted as stop:
             # Cancelled part-way: record the customers already reached (their clocks started,
             # and a cancellation mail must find them), then let the cancel through. The rest
@@ -222,7 +248,7 @@ class SendingActivities:
             reached = [r for r in self._results(spec, rows, stop.outcomes, at) if r.first]
             await asyncio.shield(self._record(spec, kind, reached, at))
             raise
-        return self._results(spec, rows, outcomes, at)
+        return self._results(spec, rows, outcomes, at, held)
 
     @staticmethod
     def _results(
@@ -230,6 +256,7 @@ class SendingActivities:
         rows: list[dict[str, Any]],
         outcomes: dict[str, list[ContactOutcome]],
         at: datetime,
+        held: dict[str, str] | None = None,
     ) -> list[Delivered]:
         results = []
         for row in rows:
@@ -239,7 +266,10 @@ class SendingActivities:
             # runs true).
             delivered_at = max(first, at) if first else None
             deadline = _deadline(spec, delivered_at, row) if delivered_at else None
-            results.append(Delivered(row["customer_id"], mailed, first, delivered_at, deadline))
+            results.append(Delivered(
+                row["customer_id"], mailed, first, delivered_at, deadline,
+                (held or {}).get(row["customer_id"]),
+            ))  # fmt: skip
         return results
 
     async def _record(
@@ -268,9 +298,11 @@ class SendingActivities:
                         "deadline": r.deadline,
                         "clock_started": r.first is not None
                         and current.get(r.customer_id) != Delivery.delivered.value,
+                        # which version of the notice text the customer received (rule 12)
+                        "text_sha256": text_version(r.outcomes),
                         "contacts": [
                             {"position": o.position, "message_id": o.message_id, "status": o.status,
-                             "reply": o.reply, "at": o.at}
+                             "reply": o.reply, "at": o.at, "text_sha256": o.text_sha256}
                             for o in r.outcomes
                         ],
                     },
@@ -297,7 +329,7 @@ class SendingActivities:
         spec = request.spec
         pool = self.deps.pool
         row = await pool.fetchrow(
-            "SELECT customer_id, timezone, window_days, window_unit, delivery, deadline"
+            "SELECT customer_id, timezone, window_days, window_unit, country, delivery, deadline"
             " FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
             request.customer_id,
@@ -339,6 +371,9 @@ class SendingActivities:
         results = await self._deliver(
             spec, [dict(row)], recipients, request.key, request.at, request.customer_id
         )
+        held = [r.held for r in results if r.held]
+        if held:  # a contact only got 4xx replies: the activity retries (until it is given up)
+            raise TemporarySmtpError(held[0])
         await self._record(spec, request.key, results, request.at)
         after = await pool.fetchrow(
             "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
@@ -360,20 +395,24 @@ class SendingActivities:
                 eventstore.notice_stream(spec.notice_id),
                 request.key,
                 f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
-                request.detail,
+                # The text as it now stands: a postponement is a new version, with its own hash.
+                {**request.detail, "text_sha256": spec.text_sha256()},
                 request.at,
             )
             if request.kind == "cancellation":
                 await connection.execute(
-                    "UPDATE recipients SET settled = true, verdict = 'cancelled' WHERE notice_id = $1",
+                    # Customers already switched on (a cancel once active) keep their verdict.
+                    "UPDATE recipients SET settled = true, verdict = 'cancelled'"
+                    " WHERE notice_id = $1 AND NOT activated",
                     spec.notice_id,
                 )
         ids = [
             row["customer_id"]
             for row in await pool.fetch(
                 "SELECT customer_id FROM recipients WHERE notice_id = $1 AND delivery = 'delivered'"
-                " ORDER BY customer_id",
+                " AND NOT (activated AND $2) ORDER BY customer_id",
                 spec.notice_id,
+                request.kind == "cancellation",
             )
         ]
         if request.kind == "postponement":
@@ -384,10 +423,10 @@ class SendingActivities:
 
         def context_for(recipient: Recipient) -> dict[str, Any]:
             if request.kind == "postponement":
-                local = when.astimezone(ZoneInfo(recipient.timezone))
                 paragraphs = [
                     f"{spec.subprocessor} will now be engaged no earlier than "
-                    f"{local:%A %d %B %Y %H:%M %Z}. Your objection deadline is unchanged."
+                    f"{describe_instant(when, recipient.timezone)}."
+                    " Your objection deadline is unchanged."
                 ]
             else:
                 paragraphs = [

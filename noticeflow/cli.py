@@ -4,13 +4,18 @@ with one readable line."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
+import logging
+import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import traceback
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import asyncpg
 import typer
@@ -20,8 +25,8 @@ from temporalio.service import RPCError
 
 from noticeflow import db, repository
 from noticeflow.config import Settings, load_settings
-from noticeflow.control import default_user, query_status, send_signal, start_notice
-from noticeflow.domain.customers import parse_customers_csv
+from noticeflow.control import default_user, start_notice, submit
+from noticeflow.domain.customers import read_customers_file
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import load_notice_file
 from noticeflow.domain.rules import Outcome, Phase
@@ -48,6 +53,17 @@ DataDirOpt = Annotated[
 ByOpt = Annotated[str, typer.Option("--by", help="Who does this (a user name).")]
 
 
+def _utc(value: bool) -> bool:
+    _SHOW_UTC["on"] = value
+    return value
+
+
+UtcOpt = Annotated[
+    bool,
+    typer.Option("--utc", help="Show instants in UTC (default: your local timezone).", callback=_utc),
+]
+
+
 class Failure(Exception):
     """A command failed for a reason the user should read; exit code 1."""
 
@@ -67,8 +83,12 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         fail(str(error), 1)
     except RPCError as error:
         fail(f"Temporal: {error.message}", 1)
-    except (OSError, asyncpg.PostgresError) as error:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         fail(f"cannot reach a required service: {error}", 1)
+    except Exception as error:  # never a traceback: one line, and the details on request
+        if os.environ.get("NOTICEFLOW_DEBUG"):
+            traceback.print_exc()
+        fail(f"unexpected {type(error).__name__}: {error} (NOTICEFLOW_DEBUG=1 shows details)", 70)
     raise AssertionError("unreachable")
 
 
@@ -169,11 +189,7 @@ def customers_import(
     """Upsert customers, contacts and contract terms from CSV (all rows or none)."""
 
     async def go() -> int:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{file}: no such file") from None
-        customers = parse_customers_csv(text, str(file))
+        customers = read_customers_file(file)
         async with database(settings_for(data_dir)) as pool:
             return await repository.upsert_customers(pool, customers)
 
@@ -257,6 +273,7 @@ def notice_list(
     phase: Annotated[Phase | None, typer.Option("--phase")] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
+    utc: UtcOpt = False,
 ) -> None:
     """List notices, optionally in one phase."""
 
@@ -280,8 +297,9 @@ def notice_show(
     notice_id: Annotated[str, typer.Argument()],
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
+    utc: UtcOpt = False,
 ) -> None:
-    """Phase, deadlines, counts and the per-customer table."""
+    """Phase, deadlines, counts and the per-customer table (instants in your local timezone)."""
 
     async def go() -> dict[str, Any]:
         async with database(settings_for(data_dir)) as pool:
@@ -331,39 +349,75 @@ def notice_preview(
     )
 
 
+KeyOpt = Annotated[
+    str,
+    typer.Option(
+        "--key",
+        help="Idempotency key: the same key again is a repeat of this action (default: none,"
+        " every command is a new receipt).",
+    ),
+]
+
+
+async def _temporal(settings: Settings) -> tuple[Client | None, str | None]:
+    try:
+        return await asyncio.wait_for(connect(settings), timeout=10), None
+    except (RuntimeError, OSError, TimeoutError, RPCError) as error:
+        return None, f"{settings.temporal_address}: {error}"
+
+
 def _act(
     data_dir: Path | None,
     notice_id: str,
     name: str,
-    payload: dict[str, Any],
-    check: Callable[[Any], Awaitable[None]] | None = None,
+    payload: dict[str, Any] | Callable[[], dict[str, Any]],
     *,
+    key: str = "",
     as_json: bool = False,
 ) -> None:
-    """Send one signal, wait for the workflow to handle it, and report the outcome."""
+    """Record one action in the intake, wake the notice, and report what became of this receipt."""
 
-    async def go() -> dict[str, Any]:
-        async with services(settings_for(data_dir)) as (client, pool):
-            if check is not None:
-                await check(await query_status(client, notice_id))
-            status, rejection = await send_signal(client, pool, notice_id, name, payload)
-            if rejection:
-                raise Failure(f"{name} rejected: {rejection}")
-            return {
-                "notice_id": notice_id,
-                "signal": name,
-                "handled": status is not None,
-                "phase": status.phase.value if status else None,
-            }
+    async def go() -> tuple[Any, str | None]:
+        body = payload() if callable(payload) else dict(payload)
+        if key:
+            body["idempotency_key"] = key
+        settings = settings_for(data_dir)
+        async with database(settings) as pool:
+            client, problem = await _temporal(settings)
+            return await submit(
+                client,
+                pool,
+                notice_id,
+                name,
+                body,
+                channel="cli",
+                task_queue=settings.task_queue,
+                connect_error=problem,
+            )
 
-    result = run(go())
-    emit(result, as_json, _acted_text(result))
+    receipt, pending_because = run(go())
+    result = {**receipt.as_json(), "pending_because": pending_because}
+    if receipt.status == "rejected":
+        if as_json:
+            emit(result, True, "")
+        fail(f"{name} rejected: {receipt.reason} (receipt {receipt.receipt_id})", 1)
+    emit(result, as_json, lambda: _acted_text(result))
 
 
 def _acted_text(result: dict[str, Any]) -> str:
-    if not result["handled"]:
-        return f"{result['signal']} sent; no worker has handled it yet (it will once one runs)"
-    return f"{result['signal']}: done; notice {result['notice_id']} is {result['phase']}"
+    name, receipt = result["action"], result["receipt_id"]
+    when = _cell(result["received_at"])
+    if result["repeat"]:
+        return f"{name}: a repeat of receipt {receipt} (same key), {result['status']}"
+    if result["status"] == "pending":
+        return (
+            f"{name}: received at {when} (receipt {receipt}); pending: "
+            f"{result['pending_because']}. It is kept and will be judged by its receipt time."
+        )
+    if result["status"] == "duplicate":
+        return f"{name}: nothing new: {result['reason']} (receipt {receipt})"
+    extra = f": {result['reason']}" if result["reason"] else ""
+    return f"{name}: accepted{extra} (receipt {receipt}, received {when})"
 
 
 @notice_app.command("approve")
@@ -374,16 +428,7 @@ def notice_approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a draft (four eyes: not by its author); sending starts."""
-
-    async def check(status: Any) -> None:
-        if status.phase is not Phase.draft:
-            raise InputError(f"notice {notice_id} is {status.phase.value}, not draft")
-        if status.author == by:
-            raise InputError(
-                f"{by} wrote notice {notice_id}; someone else must approve it (four eyes)"
-            )
-
-    _act(data_dir, notice_id, "approve", {"by": by}, check, as_json=as_json)
+    _act(data_dir, notice_id, "approve", {"by": by}, as_json=as_json)
 
 
 @notice_app.command("object")
@@ -392,21 +437,13 @@ def notice_object(
     customer: Annotated[str, typer.Option("--customer")],
     reason: Annotated[str, typer.Option("--reason")],
     by: Annotated[str, typer.Option("--by")] = "ops",
-    key: Annotated[
-        str, typer.Option("--key", help="Idempotency key (default: from the content).")
-    ] = "",
+    key: KeyOpt = "",
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record a customer's objection (received by ops, e.g. by mail or phone)."""
-    payload = {
-        "customer_id": customer,
-        "reason": reason,
-        "by": by,
-        "channel": "cli",
-        "idempotency_key": key,
-    }
-    _act(data_dir, notice_id, "object", payload, as_json=as_json)
+    payload = {"customer_id": customer, "reason": reason, "by": by, "channel": "cli"}
+    _act(data_dir, notice_id, "object", payload, key=key, as_json=as_json)
 
 
 @notice_app.command("resolve")
@@ -416,12 +453,13 @@ def notice_resolve(
     outcome: Annotated[Outcome, typer.Option("--outcome")],
     by: ByOpt,
     note: Annotated[str, typer.Option("--note")] = "",
+    key: KeyOpt = "",
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve a customer's open objection: withdrawn, excluded or terminated."""
     payload = {"customer_id": customer, "outcome": outcome.value, "by": by, "note": note}
-    _act(data_dir, notice_id, "resolve_objection", payload, as_json=as_json)
+    _act(data_dir, notice_id, "resolve_objection", payload, key=key, as_json=as_json)
 
 
 @notice_app.command("opt-in")
@@ -429,17 +467,13 @@ def notice_opt_in(
     notice_id: Annotated[str, typer.Argument()],
     customer: Annotated[str, typer.Option("--customer")],
     by: Annotated[str, typer.Option("--by")] = "ops",
+    key: KeyOpt = "",
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record a customer's opt-in (opt-in notices)."""
-    _act(
-        data_dir,
-        notice_id,
-        "opt_in",
-        {"customer_id": customer, "by": by, "channel": "cli"},
-        as_json=as_json,
-    )
+    payload = {"customer_id": customer, "by": by, "channel": "cli"}
+    _act(data_dir, notice_id, "opt_in", payload, key=key, as_json=as_json)
 
 
 @notice_app.command("revoke-opt-in")
@@ -447,12 +481,13 @@ def notice_revoke_opt_in(
     notice_id: Annotated[str, typer.Argument()],
     customer: Annotated[str, typer.Option("--customer")],
     by: Annotated[str, typer.Option("--by")] = "ops",
+    key: KeyOpt = "",
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a customer's opt-in, before or after activation."""
+    """Revoke a customer's opt-in, before or after activation (also after completion)."""
     payload = {"customer_id": customer, "by": by, "channel": "cli"}
-    _act(data_dir, notice_id, "revoke_opt_in", payload, as_json=as_json)
+    _act(data_dir, notice_id, "revoke_opt_in", payload, key=key, as_json=as_json)
 
 
 @notice_app.command("postpone")
@@ -464,23 +499,12 @@ def notice_postpone(
     as_json: JsonOpt = False,
 ) -> None:
     """Move the effective date later (never earlier); recipients get an update."""
-    when = parse_instant(effective_at, "--effective-at")
 
-    async def check(status: Any) -> None:
-        if when <= status.effective_at:
-            raise InputError(
-                f"--effective-at must be later than the current effective date "
-                f"{status.effective_at.isoformat()} (postpone only moves later)"
-            )
+    def payload() -> dict[str, Any]:
+        when = parse_instant(effective_at, "--effective-at")
+        return {"effective_at": when.isoformat(), "by": by}
 
-    _act(
-        data_dir,
-        notice_id,
-        "postpone",
-        {"effective_at": when.isoformat(), "by": by},
-        check,
-        as_json=as_json,
-    )
+    _act(data_dir, notice_id, "postpone", payload, as_json=as_json)
 
 
 @notice_app.command("cancel")
@@ -505,6 +529,49 @@ def notice_resend(
 ) -> None:
     """Resend the notice to a customer's current contacts (e.g. after a bounce)."""
     _act(data_dir, notice_id, "resend", {"customer_id": customer, "by": by}, as_json=as_json)
+
+
+@notice_app.command("exclude")
+def notice_exclude(
+    notice_id: Annotated[str, typer.Argument()],
+    customer: Annotated[str, typer.Option("--customer")],
+    reason: Annotated[str, typer.Option("--reason")],
+    by: ByOpt,
+    key: KeyOpt = "",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Settle a customer without activation (e.g. undelivered for good), recorded with why and who."""
+    payload = {"customer_id": customer, "reason": reason, "by": by}
+    _act(data_dir, notice_id, "exclude", payload, key=key, as_json=as_json)
+
+
+@notice_app.command("receipt")
+def notice_receipt(
+    receipt_id: Annotated[str, typer.Argument()],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+    utc: UtcOpt = False,
+) -> None:
+    """What became of one receipt of the intake (pending, accepted, duplicate or rejected)."""
+    from noticeflow import intake
+
+    async def go() -> Any:
+        async with database(settings_for(data_dir)) as pool:
+            found = await intake.get(pool, receipt_id)
+        if found is None:
+            raise InputError(f"no receipt {receipt_id!r}")
+        return found
+
+    receipt = run(go())
+    result = {**receipt.as_json(), "pending_because": None}
+    emit(
+        result,
+        as_json,
+        lambda: f"{receipt.action} on {receipt.notice_id}: {receipt.status}"
+        + (f": {receipt.reason}" if receipt.reason else "")
+        + f" (received {_cell(receipt.received_at)})",
+    )
 
 
 @projections_app.command("rebuild")
@@ -580,11 +647,23 @@ def evidence_verify(
 # --- text output --------------------------------------------------------------------------------
 
 
+# Instants shown to people: in the reader's own timezone, to the second (`--utc` switches to UTC).
+_SHOW_UTC = {"on": False}
+
+
+def _instant(value: datetime) -> str:
+    value = value.replace(microsecond=0)
+    if _SHOW_UTC["on"] or value.tzinfo is None:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    local = value.astimezone()
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local:%z}"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return _instant(value)
     if isinstance(value, list):
         return ";".join(str(v) for v in value)
     if isinstance(value, dict):
@@ -634,7 +713,35 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        code: object = 130
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    _exit(code)
+
+
+def _exit(code: object) -> NoReturn:
+    """Leave without interpreter finalization once Temporal's Rust core is loaded.
+
+    Every Temporal call finishes on one of the core's threads, which re-enters Python to hand the
+    result over; the default runtime is a module global, so those threads live until the process
+    ends and race ``Py_FinalizeEx``: a SIGABRT ("PyGILState_Release ... Python runtime state:
+    finalizing", ~1 short run in 6 here), a segfault, or a hang when a call is still in flight
+    (temporalio/sdk-python#300). What a normal exit does still runs: atexit handlers, log handlers,
+    flushed streams.
+    """
+    if "temporalio.bridge.temporal_sdk_bridge" not in sys.modules:
+        sys.exit(code)  # type: ignore[arg-type]
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # e.g. embedded PostgreSQL's cleanup under `up`
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from noticeflow.domain.errors import InputError, describe_validation_error
+from noticeflow.mail import GIVE_UP_AFTER
 
 STACK_FILE = "stack.json"
 SECRET_FILE = "secret_key"  # written by `noticeflow up`: the data dir's own link-signing key
@@ -33,6 +36,17 @@ def default_data_dir() -> Path:
 
 
 DEV_SECRET_KEY = "dev-only-insecure-secret"  # fine under `noticeflow up`; the worker warns
+
+
+def _seconds_or_duration(value: Any) -> Any:
+    """A bare number is seconds ("259200"); anything else is read as a duration (ISO 8601 such as
+    "PT72H" or "P3D", or "72:00:00")."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", value):
+        return float(value)
+    return value
+
+
+Seconds = Annotated[timedelta, BeforeValidator(_seconds_or_duration)]
 
 
 class Settings(BaseSettings):
@@ -57,6 +71,9 @@ class Settings(BaseSettings):
     smtp_rate: float | None = Field(
         default=None, gt=0
     )  # messages per second per worker; None: no limit
+    # A contact that still gets only 4xx replies this long after its first attempt is recorded as
+    # failed for good (its customer becomes `undelivered` unless another contact got the mail).
+    smtp_give_up_after: Seconds = Field(default=GIVE_UP_AFTER, gt=timedelta(0))
 
     @property
     def stack_file(self) -> Path:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery, Phase
-from noticeflow.domain.signals import Objection, ResolveObjection
+from noticeflow.domain.signals import WAKE_SIGNAL
 
 TASK_QUEUE = "noticeflow"
 WORKFLOW_TYPE = "NoticeWorkflow"
@@ -28,12 +28,22 @@ class _Model(BaseModel):
 
 
 class InboxItem(_Model):
-    """A signal as received: validated later, in order, by the workflow's main loop."""
+    """A signal as received. One that names a receipt only wakes the workflow (the action is in
+    the intake already); a raw one (the Temporal CLI) is written to the intake first, with the
+    time the workflow received it as its receipt time."""
 
     name: str
     payload: Any = None
     received_at: datetime
     decode_error: str | None = None
+    seq: int = 0
+
+    def is_wake(self) -> bool:
+        if self.decode_error is not None or not isinstance(self.payload, dict):
+            return False
+        return set(self.payload) == {"receipt_id"} or (
+            self.name == WAKE_SIGNAL and not self.payload
+        )
 
 
 class NoticeState(BaseModel):
@@ -58,6 +68,8 @@ class NoticeState(BaseModel):
     reminders_scheduled: bool = False
     next_reminder_at: datetime | None = None
     inbox: list[InboxItem] = Field(default_factory=list)
+    signal_seq: int = 0
+    intake_more: bool = False
 
 
 class NoticeInput(_Model):
@@ -145,47 +157,6 @@ class NoticeTotals(_Model):
     window_closes_at: datetime | None
 
 
-class ObjectionRequest(_Model):
-    notice_id: str
-    objection: Objection
-    received_at: datetime
-    phase: Phase
-
-
-class ObjectionResult(_Model):
-    outcome: Literal["accepted", "duplicate", "rejected"]
-    timely: bool = False
-    reason: str = ""
-    open_objections: int = 0
-
-
-class ResolutionRequest(_Model):
-    spec: NoticeSpec
-    resolution: ResolveObjection
-    at: datetime
-
-
-class ResolutionResult(_Model):
-    outcome: Literal["resolved", "duplicate", "rejected"]
-    reason: str = ""
-    open_objections: int = 0
-
-
-class OptInRequest(_Model):
-    spec: NoticeSpec
-    customer_id: str
-    opted_in: bool
-    by: str
-    channel: str
-    key: str
-    at: datetime
-
-
-class OptInResult(_Model):
-    outcome: Literal["recorded", "unchanged", "rejected"]
-    reason: str = ""
-
-
 class ChangeMailRequest(_Model):
     spec: NoticeSpec
     kind: Literal["postponement", "cancellation"]
@@ -228,3 +199,51 @@ class ActivationRound(_Model):
     deactivated_now: int
     next_due: datetime | None
     totals: NoticeTotals
+
+
+# --- the intake ------------------------------------------------------------------------------
+
+class RawAction(_Model):
+    """A raw signal to write to the intake (receipt id derived from the run and its order)."""
+
+    receipt_id: str
+    action: str
+    payload: Any = None
+    received_at: datetime
+    problem: str | None = None
+
+
+class IntakeRequest(_Model):
+    spec: NoticeSpec
+    phase: Phase
+    raw: list[RawAction] = Field(default_factory=list)
+    limit: int = 500
+    at: datetime
+
+
+class NoticeAction(_Model):
+    """The first pending action about the notice as a whole: the workflow judges it itself."""
+
+    receipt_id: str
+    action: str
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+class IntakeRound(_Model):
+    handled: int
+    accepted: int = 0
+    rejected: int = 0
+    notice_action: NoticeAction | None = None
+    more: bool = False
+    changed: bool = False  # a customer's state changed: an activation round is due
+    deliveries_changed: bool = False
+    totals: NoticeTotals | None = None
+
+
+class ReceiptOutcome(_Model):
+    receipt_id: str
+    notice_id: str
+    status: Literal["accepted", "rejected", "duplicate"]
+    reason: str | None = None
+

@@ -1,22 +1,41 @@
-"""Driving a running notice from outside: start it, signal it, and wait to see what became of it."""
+"""Driving notices from outside: start one, and hand it actions through the intake.
+
+An action is written to the intake first (``noticeflow.intake``), then the notice's workflow is
+woken by signal-with-start: a running workflow gets the signal; a completed one (every customer was
+settled, rule 9) is started again as a new run of the same workflow id, from the notice's state in
+the records, judges the action and completes again. So a customer keeps its rights after
+completion — revoking an opt-in, objecting late — through the same commands. The caller then
+watches its own receipt, never another caller's.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from noticeflow import repository
-from noticeflow.contracts import TASK_QUEUE, NoticeInput, NoticeStatus, workflow_id
+from noticeflow import intake, repository
+from noticeflow.contracts import (
+    TASK_QUEUE,
+    WORKFLOW_TYPE,
+    NoticeInput,
+    NoticeState,
+    NoticeStatus,
+    workflow_id,
+)
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import Phase
+from noticeflow.domain.signals import WAKE_SIGNAL
 
-REJECTION_EVENTS = ("signal_rejected", "objection_rejected")
+log = structlog.get_logger(__name__)
 
 
 def default_user() -> str:
@@ -31,7 +50,7 @@ async def start_notice(
 ) -> None:
     await repository.create_notice(pool, spec, author, datetime.now(UTC))
     await client.start_workflow(
-        "NoticeWorkflow",
+        WORKFLOW_TYPE,
         NoticeInput(spec=spec, author=author),
         id=workflow_id(spec.notice_id),
         task_queue=task_queue,
@@ -48,44 +67,110 @@ async def query_status(client: Client, notice_id: str) -> NoticeStatus:
         raise
 
 
-async def latest_rejection(pool: asyncpg.Pool, notice_id: str) -> str:
-    reason = await pool.fetchval(
-        "SELECT data->>'reason' FROM events WHERE stream_id = $1 AND event_type = ANY($2::text[])"
-        " ORDER BY position DESC LIMIT 1",
-        f"notice-{notice_id}",
-        list(REJECTION_EVENTS),
+async def restart_input(pool: asyncpg.Pool, notice_id: str) -> NoticeInput:
+    """The input of a new run of a notice's workflow, from its records: the notice as it stands.
+
+    Its event counter starts past every event of the notice's stream, so the step keys of the new
+    run never meet those of an earlier one.
+    """
+    row = await pool.fetchrow(
+        "SELECT n.spec, n.author, n.phase, n.effective_at, n.window_closes_at, n.approved_by,"
+        " coalesce(s.version, 0) AS version FROM notices n"
+        " LEFT JOIN event_streams s ON s.stream_id = 'notice-' || n.notice_id"
+        " WHERE n.notice_id = $1",
+        notice_id,
     )
-    return str(reason or "rejected by the workflow")
+    if row is None:
+        raise InputError(f"no notice {notice_id!r}")
+    spec = NoticeSpec.model_validate_json(row["spec"]).model_copy(
+        update={"effective_at": row["effective_at"]}
+    )
+    state = NoticeState(
+        phase=Phase(row["phase"]),
+        effective_at=row["effective_at"],
+        approved_by=row["approved_by"],
+        window_closes_at=row["window_closes_at"],
+        event_seq=int(row["version"]),
+        needs_activation_round=True,
+    )
+    return NoticeInput(spec=spec, author=row["author"], state=state)
 
 
-async def send_signal(
+async def wake(
     client: Client,
     pool: asyncpg.Pool,
     notice_id: str,
-    name: str,
-    payload: dict[str, Any],
-    wait_seconds: float = 20.0,
-) -> tuple[NoticeStatus | None, str | None]:
-    """Signal the workflow, then wait until it has handled the signal.
+    signal: str = WAKE_SIGNAL,
+    receipt_id: str | None = None,
+    task_queue: str = TASK_QUEUE,
+) -> None:
+    """Signal the notice's workflow, starting a new run if the last one completed."""
+    await client.start_workflow(
+        WORKFLOW_TYPE,
+        await restart_input(pool, notice_id),
+        id=workflow_id(notice_id),
+        task_queue=task_queue,
+        start_signal=signal,
+        start_signal_args=[{"receipt_id": receipt_id} if receipt_id else {}],
+    )
 
-    Returns (status after, rejection reason or None). Status is None when no worker handled the
-    signal in time: the signal is durable and will be handled once a worker runs.
+
+async def submit(
+    client: Client | None,
+    pool: asyncpg.Pool,
+    notice_id: str,
+    action: str,
+    payload: dict[str, Any],
+    *,
+    channel: str = "cli",
+    task_queue: str = TASK_QUEUE,
+    wait_seconds: float = 20.0,
+    connect_error: str | None = None,
+    received_at: datetime | None = None,
+) -> tuple[intake.Receipt, str | None]:
+    """Record an action, wake its notice, and wait for the outcome of this very receipt.
+
+    Returns the receipt as it stands and, when it is still pending, why (no worker has judged it
+    yet, or Temporal could not be reached: it is durable in the intake either way, and the
+    worker's sweeper wakes the notice for it later). ``received_at`` is for a receipt time known
+    better than "now" (a reply mail's arrival); by default the database sets it as it writes.
     """
-    before = await query_status(client, notice_id)
-    if before.phase.value in {"cancelled"}:
-        raise InputError(f"notice {notice_id} is cancelled")
-    handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(workflow_id(notice_id))
-    await handle.signal(name, payload)
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + wait_seconds
-    while loop.time() < give_up:
-        await asyncio.sleep(0.2)
+    await repository.notice_row(pool, notice_id)  # a clear "no notice" error
+    receipt = await intake.record(
+        pool, notice_id, action, payload, channel=channel, received_at=received_at
+    )
+    if not receipt.pending:
+        return receipt, None
+    if client is None:
+        return receipt, f"Temporal is not reachable ({connect_error})"
+    try:
+        await wake(client, pool, notice_id, action, receipt.receipt_id, task_queue)
+    except RPCError as error:
+        return receipt, f"Temporal refused the signal ({error.message})"
+    judged = await intake.wait_for(pool, receipt.receipt_id, wait_seconds)
+    assert judged is not None
+    if judged.pending:
+        return judged, "no worker has judged it yet"
+    return judged, None
+
+
+async def sweep_intake(
+    client: Client,
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    task_queue: str = TASK_QUEUE,
+    every: float = 5.0,
+    older_than: float = 15.0,
+    again_after: float = 300.0,
+) -> None:
+    """Wake notices whose receipts wait: the signal failed (Temporal was down), or it reached a run
+    that completed before taking it. Runs in the worker beside the projector."""
+    while not stop.is_set():
         try:
-            after = await query_status(client, notice_id)
-        except InputError:  # the workflow completed after this signal
-            return None, None
-        if after.signals_handled > before.signals_handled and after.pending_signals == 0:
-            if after.rejected_signals > before.rejected_signals:
-                return after, await latest_rejection(pool, notice_id)
-            return after, None
-    return None, None
+            for notice_id in await intake.notices_waiting(pool, older_than, again_after):
+                log.info("waking notice for pending receipts", notice_id=notice_id)
+                await wake(client, pool, notice_id, task_queue=task_queue)
+        except Exception as error:  # the sweeper must outlive any one failure
+            log.warning("intake sweep failed; trying again", error=str(error)[:200])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import policy
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
@@ -21,6 +22,9 @@ import aiosmtplib
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
 
 SMTP_POLICY = policy.compat32.clone(linesep="\r\n")
+# How long a contact may keep getting only temporary (4xx) replies before its delivery is recorded
+# as failed for good (NOTICEFLOW_SMTP_GIVE_UP_AFTER): the customer becomes `undelivered` (rule 4).
+GIVE_UP_AFTER = timedelta(hours=72)
 
 
 class MailKind(StrEnum):
@@ -78,13 +82,16 @@ def build_message(
 
     Written out directly: building it with the email package's MIME classes was the largest
     single cost of a sending worker in bench/notify.py. Header values that would need folding or
-    encoding beyond an RFC 2047 subject (non-ASCII or very long addresses, line breaks) take the
-    email package's path instead.
+    encoding beyond an RFC 2047 subject (non-ASCII or very long addresses) take the email
+    package's path instead. A line break in an address or the Message-ID raises ValueError (it
+    could only ever inject a header); one in the subject becomes a space.
     """
     headers = (mail_from, to, msg_id)
-    if not all(value.isascii() and len(value) < 900 for value in headers) or any(
-        "\r" in value or "\n" in value for value in (*headers, subject)
-    ):
+    for name, value in (("From", mail_from), ("To", to), ("Message-ID", msg_id)):
+        if "\r" in value or "\n" in value:  # never a valid address: refuse, never inject a header
+            raise ValueError(f"the {name} header value contains a line break")
+    subject = _unfold(subject)
+    if not all(value.isascii() and len(value) < 900 for value in headers):
         return _build_with_email_package(
             mail_from=mail_from, to=to, subject=subject, text=text, html=html, msg_id=msg_id,
             date=date,
@@ -108,6 +115,31 @@ def build_message(
         f"--{boundary}--\r\n".encode("ascii"),
     ))  # fmt: skip
     return OutgoingMail(mail_from, to, data)
+
+
+def _unfold(subject: str) -> str:
+    """A subject is one line: a line break (from a template or a customer's name) becomes a space."""
+    if "\r" not in subject and "\n" not in subject:
+        return subject
+    return re.sub(r"[ \t]*[\r\n]+[ \t]*", " ", subject).strip()
+
+
+ADDRESS_LIKE = re.compile(r"[^\s<>()\[\]'\",;:]+@[^\s<>()\[\]'\",;:]+")
+
+
+def scrub(text: str, address: str = "", keep: str = "", limit: int = 500) -> str:
+    """A reply or error text fit for the ledger, the events and the logs: one line, bounded, and
+    without e-mail addresses (servers echo the recipient; rule 13): ``address`` wherever it
+    appears and anything that looks like one — except ``keep`` (our own Message-ID, which some
+    servers echo and which identifies nothing personal)."""
+    kept = keep.strip("<>")
+    if address:
+        text = re.sub(re.escape(address), "<address>", text, flags=re.IGNORECASE)
+    line = " ".join(text.split())
+    line = ADDRESS_LIKE.sub(
+        lambda found: found.group(0) if kept and found.group(0) == kept else "<address>", line
+    )
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _part(boundary: str, content_type: str, body: str) -> bytes:
@@ -184,6 +216,11 @@ class TemporarySmtpError(Exception):
     """A 4xx reply or a dropped connection: worth retrying later."""
 
 
+class SmtpUnavailable(TemporarySmtpError):
+    """The mail server cannot be reached (connect, TLS or login failed): says nothing about the
+    contact, so it never counts towards giving up on one; the sending activity stops and retries."""
+
+
 class SmtpSession:
     """One reusable SMTP connection for a batch of messages."""
 
@@ -202,6 +239,12 @@ class SmtpSession:
                 self._client.close()
         self._client = None
 
+    def _drop(self) -> None:
+        """Close the connection (not just forget it): the next message opens a fresh one."""
+        if self._client is not None and self._client.is_connected:
+            self._client.close()
+        self._client = None
+
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is None or not self._client.is_connected:
             target = self._target
@@ -218,22 +261,41 @@ class SmtpSession:
         return self._client
 
     async def send(self, mail: OutgoingMail) -> SendResult:
+        """Accepted, or failed for good (5xx, or an envelope this server can never take);
+        raises TemporarySmtpError for a 4xx or a dropped connection, SmtpUnavailable when the
+        server cannot be reached at all."""
+        # A non-ASCII address needs SMTPUTF8 (RFC 6531); without it the envelope cannot be written.
+        utf8 = not (mail.sender.isascii() and mail.recipient.isascii())
         try:
             client = await self._connected()
-            _errors, reply = await client.sendmail(mail.sender, [mail.recipient], mail.data)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            self._drop()
+            raise SmtpUnavailable(f"cannot reach the mail server: {error}") from error
+        try:
+            _errors, reply = await client.sendmail(
+                mail.sender, [mail.recipient], mail.data, mail_options=["SMTPUTF8"] if utf8 else []
+            )
             return SendResult(SendStatus.accepted, f"250 {reply}")  # DATA accepted is always 250
         except aiosmtplib.SMTPRecipientsRefused as refused:
             first = refused.recipients[0]
             return self._classify(first.code, first.message)
         except aiosmtplib.SMTPResponseException as error:
             return self._classify(error.code, error.message)
+        except aiosmtplib.SMTPNotSupported as error:  # the same server will refuse it every time
+            return SendResult(SendStatus.failed, f"not sent: {error} (non-ASCII address)")
+        except ValueError as error:  # an address that cannot go on an SMTP command line
+            self._drop()  # the envelope may be half-written: never reuse this connection
+            return SendResult(  # (the type, not the text: that quotes the address)
+                SendStatus.failed,
+                f"not sent: the address cannot be used in an SMTP envelope ({type(error).__name__})",
+            )
         except (aiosmtplib.SMTPException, OSError) as error:
-            self._client = None
+            self._drop()
             raise TemporarySmtpError(f"connection problem: {error}") from error
 
     def _classify(self, code: int, text: str) -> SendResult:
         reply = f"{code} {text}"
         if 500 <= code < 600:
             return SendResult(SendStatus.failed, reply)
-        self._client = None
+        self._drop()
         raise TemporarySmtpError(reply)

@@ -27,12 +27,12 @@ async def preview_notice(
     notice = await repository.notice_row(pool, notice_id)
     spec = NoticeSpec.model_validate_json(notice["spec"])
     row = await pool.fetchrow(
-        "SELECT name, timezone, window_days, window_unit, deadline FROM recipients"
+        "SELECT name, timezone, window_days, window_unit, country, deadline FROM recipients"
         " WHERE notice_id = $1 AND customer_id = $2",
         notice_id,
         customer_id,
     ) or await pool.fetchrow(
-        "SELECT name, timezone, window_days, window_unit, NULL::timestamptz AS deadline"
+        "SELECT name, timezone, window_days, window_unit, country, NULL::timestamptz AS deadline"
         " FROM customers WHERE customer_id = $1",
         customer_id,
     )
@@ -53,6 +53,7 @@ async def preview_notice(
         row["timezone"],
         row["window_days"],
         WindowUnit(row["window_unit"] or "calendar"),
+        country=row["country"],
     )
     action_links = links.links_for(notice_id, customer_id, deadline, spec.effective_at)
     context = mail_context(spec, row["timezone"], deadline, action_links)

@@ -20,10 +20,11 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         keys = await ensure_keys(connection, [c.customer_id for c in customers])
         await connection.executemany(
             "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
-            " window_unit) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id) DO UPDATE"
+            " window_unit, country) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (customer_id) DO UPDATE"
             " SET name = EXCLUDED.name, region = EXCLUDED.region, services = EXCLUDED.services,"
             " timezone = EXCLUDED.timezone, window_days = EXCLUDED.window_days,"
-            " window_unit = EXCLUDED.window_unit, updated_at = now()",
+            " window_unit = EXCLUDED.window_unit, country = EXCLUDED.country, updated_at = now()",
             [
                 (
                     c.customer_id,
@@ -33,6 +34,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
                     c.timezone,
                     c.window_days,
                     c.window_unit.value if c.window_unit else None,
+                    c.country,  # ISO 3166 alpha-2 (public holidays), or None
                 )
                 for c in customers
             ],

@@ -3,7 +3,9 @@
 It keeps every accepted message as an .eml file in ``mail_dir``. Recipients at the reserved
 ``.invalid`` top-level domain are refused with a permanent 550, so undelivered customers can be
 demonstrated and tested without a real bounce; a recipient whose local part is ``greylist-N`` is
-refused with a temporary 451 its first N times, like a greylisting server.
+refused with a temporary 451 its first N times, like a greylisting server, and one whose local part
+starts with ``tempfail-`` always gets a 451 (a contact that never gets the mail, never bounces).
+Like a modern server it accepts internationalised (non-ASCII) addresses (SMTPUTF8) unless told not to.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def free_port() -> int:
 
 
 GREYLIST = re.compile(r"^<?greylist-(\d+)@", re.IGNORECASE)
+TEMPFAIL = re.compile(r"^<?tempfail-[^@]*@", re.IGNORECASE)
 
 
 class MailDirHandler:
@@ -44,6 +47,8 @@ class MailDirHandler:
     ) -> str:
         if address.lower().rstrip(">").endswith(".invalid"):
             return "550 5.1.1 mailbox unavailable"
+        if TEMPFAIL.match(address):
+            return "451 4.3.0 temporary failure, please try again later"
         greylist = GREYLIST.match(address)
         if greylist and self._greylisted[address.lower()] < int(greylist.group(1)):
             self._greylisted[address.lower()] += 1
@@ -63,11 +68,22 @@ class MailDirHandler:
 
 
 class SmtpSink:
-    def __init__(self, mail_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        mail_dir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        smtputf8: bool = True,
+    ) -> None:
         self.mail_dir = mail_dir
         self.host = host
         self.port = port or free_port()
-        self._controller = Controller(MailDirHandler(mail_dir), hostname=host, port=self.port)
+        self._controller = Controller(
+            MailDirHandler(mail_dir),
+            hostname=host,
+            port=self.port,
+            enable_SMTPUTF8=smtputf8,  # off: a server that refuses non-ASCII addresses
+        )
 
     @property
     def url(self) -> str:

@@ -74,17 +74,28 @@ async def ledger(pool: Any, where: str = "true") -> list[dict[str, Any]]:
     return rows
 
 
+async def take_intake(deps: Any, spec: NoticeSpec, phase: Any = None) -> Any:
+    """Judge everything pending in a notice's intake with the real activity (no workflow)."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.intake import IntakeActivities
+    from noticeflow.contracts import IntakeRequest
+    from noticeflow.domain.rules import Phase
+
+    request = IntakeRequest(spec=spec, phase=phase or Phase.window_open, at=datetime.now().astimezone())
+    return await ActivityEnvironment().run(IntakeActivities(deps).process_intake, request)
+
+
 async def notified_with_objection(pool: Any, smtp_url: str, objection: Any) -> NoticeSpec:
-    """The seed-like notice snapshotted and mailed by the real activities, and one objection recorded."""
+    """The seed-like notice snapshotted and mailed by the real activities, and one objection
+    received through the intake and judged."""
     from datetime import UTC
 
     from temporalio.testing import ActivityEnvironment
 
-    from activities.responses import ResponseActivities
     from activities.sending import SendingActivities
-    from noticeflow import repository
-    from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendRequest
-    from noticeflow.domain.rules import Phase
+    from noticeflow import intake, repository
+    from noticeflow.contracts import AudienceRequest, SendRequest
     from worker.main import make_deps
 
     deps = make_deps(pool, smtp_url, "privacy@vendor.example")
@@ -95,12 +106,10 @@ async def notified_with_objection(pool: Any, smtp_url: str, objection: Any) -> N
     env, sending = ActivityEnvironment(), SendingActivities(deps)
     await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
     await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
-    await env.run(
-        ResponseActivities(deps).record_objection,
-        ObjectionRequest(
-            notice_id=spec.notice_id, objection=objection, received_at=now, phase=Phase.window_open
-        ),
+    await intake.record(
+        pool, spec.notice_id, "object", objection.model_dump(exclude_defaults=True), channel="cli"
     )
+    await take_intake(deps, spec)
     return spec
 
 

@@ -215,7 +215,7 @@ async def test_one_minute_window_runs_to_active(stack, pool, smtp_sink, tmp_path
         "notice_delivered",
         "notice_undelivered",
         "objection_received",
-        "objection_rejected",
+        "action_rejected",
         "objection_resolved",
         "deemed_acceptance",
         "subprocessor_enabled",

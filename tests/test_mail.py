@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noticeflow.mail import build_message
+from noticeflow.mail import build_message, scrub
 
 WHEN = datetime(2026, 11, 29, 10, 30, tzinfo=UTC)
 
@@ -78,3 +78,33 @@ def test_any_text_and_subject_survive(text, html, subject):
     assert plain.get_payload(decode=True).decode() == text
     assert rich.get_payload(decode=True).decode() == html
     assert str(message["Subject"]) == subject
+
+
+@pytest.mark.parametrize("header", ["to", "mail_from", "msg_id"])
+@pytest.mark.parametrize("linebreak", ["\r\n", "\n", "\r"])
+def test_a_line_break_in_an_address_is_refused_never_written(header, linebreak):
+    value = {"to": "dpo@acme.example", "mail_from": "privacy@vendor.example", "msg_id": "<a@b>"}
+    with pytest.raises(ValueError, match="contains a line break"):
+        parsed(**{header: value[header] + linebreak + "Bcc: spy@evil.example"})
+
+
+@pytest.mark.parametrize(
+    "subject", ["Notice\r\nBcc: spy@evil.example", "Notice \n  of a change", "Grüße\r\nBcc: x@y.z"]
+)
+def test_a_line_break_in_the_subject_becomes_a_space(subject):
+    _, mail, message = parsed(subject=subject)
+    expected = " ".join(subject.split())
+    assert message["Subject"] == expected and "Bcc" not in message
+    assert not message.defects and b"\r\nBcc:" not in mail.data
+
+
+def test_replies_are_scrubbed_of_addresses_but_keep_our_message_id():
+    reply = "450 4.2.0 <Dpo@Acme.example>: Recipient address rejected, see <abc123@vendor.example>"
+    scrubbed = scrub(reply, "dpo@acme.example", "<abc123@vendor.example>")
+    assert (
+        scrubbed == "450 4.2.0 <<address>>: Recipient address rejected, see <abc123@vendor.example>"
+    )
+    assert scrub("550 no such user: bob@example.com\r\n  (try again)") == (
+        "550 no such user: <address> (try again)"
+    )
+    assert scrub("x" * 1000, limit=50) == "x" * 49 + "…"

@@ -20,13 +20,14 @@ from temporalio.worker import (
 )
 
 from activities.deps import Deps
+from activities.intake import IntakeActivities
 from activities.lifecycle import LifecycleActivities
 from activities.mailer import Mailer
 from activities.reminders import ReminderActivities
-from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
 from noticeflow import db
 from noticeflow.config import DEV_SECRET_KEY, Settings
+from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
 from noticeflow.projections import run_projections
@@ -46,20 +47,27 @@ class _BindLogContext(ActivityInboundInterceptor):
             activity=info.activity_type,
             attempt=info.attempt,
         ):
+            if info.attempt >= ALERT_ATTEMPTS:
+                # Only transient faults retry; this many in a row needs a person (alert on it).
+                log.warning("activity still retrying", attempt=info.attempt)
             return await super().execute_activity(input)
 
 
+ALERT_ATTEMPTS = 5
+
+
 class LogContextInterceptor(Interceptor):
-    """Binds notice id and workflow id into every log line an activity writes."""
+    """Binds notice id and workflow id into every log line an activity writes, and warns when an
+    activity keeps retrying (an alert-worthy attempt count)."""
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _BindLogContext(next)
 
 
 def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
-    sending, responses, lifecycle = (
+    sending, intake, lifecycle = (
         SendingActivities(deps),
-        ResponseActivities(deps),
+        IntakeActivities(deps),
         LifecycleActivities(deps),
     )
     return [
@@ -68,9 +76,8 @@ def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
         sending.send_notices,
         sending.resend_notice,
         sending.mail_change,
-        responses.record_objection,
-        responses.resolve_objection,
-        responses.record_opt_in,
+        intake.process_intake,
+        intake.settle_receipt,
         lifecycle.append_event,
         lifecycle.record_phase,
         lifecycle.read_totals,
@@ -104,6 +111,7 @@ def make_deps(
     smtp_rate: float | None = None,
     secret_key: str = DEV_SECRET_KEY,
     public_url: str = Settings.model_fields["public_url"].default,
+    smtp_give_up_after: timedelta = Settings.model_fields["smtp_give_up_after"].default,
 ) -> Deps:
     mailer = Mailer(
         SmtpTarget.from_url(smtp_url),
@@ -111,6 +119,7 @@ def make_deps(
         MailRenderer(template_dir),
         smtp_concurrency,
         smtp_rate,
+        smtp_give_up_after,
     )
     links = LinkSigner(secret_key, public_url)
     return Deps(pool=pool, mailer=mailer, links=links, send_batch_size=send_batch_size)
@@ -127,6 +136,7 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.smtp_rate,
         settings.secret_key,
         settings.public_url,
+        settings.smtp_give_up_after,
     )
 
 
@@ -152,9 +162,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                 " set NOTICEFLOW_SECRET_KEY to a long random value in production"
             )
         projector = asyncio.create_task(run_projections(pool, stop), name="projections")
+        sweeper = asyncio.create_task(
+            sweep_intake(client, pool, stop, settings.task_queue), name="intake-sweeper"
+        )
         async with worker:
             await stop.wait()
             log.info("worker stopping")
         await projector
+        await sweeper
     finally:
         await pool.close()

@@ -30,21 +30,18 @@ with workflow.unsafe.imports_passed_through():
         ChangeMailRequest,
         EventRequest,
         InboxItem,
+        IntakeRequest,
+        IntakeRound,
+        NoticeAction,
         NoticeInput,
         NoticeState,
         NoticeStatus,
         NoticeTotals,
-        ObjectionRequest,
-        ObjectionResult,
-        OptInRequest,
-        OptInResult,
         PhaseChange,
+        RawAction,
+        ReceiptOutcome,
         ReminderRequest,
         ReminderRound,
-        ResendRequest,
-        ResendResult,
-        ResolutionRequest,
-        ResolutionResult,
         SendRequest,
         SendResult,
     )
@@ -56,13 +53,22 @@ SHORT = timedelta(minutes=2)
 HEARTBEAT = timedelta(minutes=1)
 # Mailing a whole audience in one activity: liveness is the one-minute heartbeat, not this bound.
 MAILING = timedelta(hours=24)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
+# Transient faults retry with bounded backoff (at most a minute apart); lasting ones never reach
+# here as retries: activities turn them into recorded rejections (see activities/intake.py).
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
-CHANGEABLE_PHASES = {Phase.draft, Phase.notifying, Phase.window_open, Phase.awaiting_effective_date}
+POSTPONABLE_PHASES = {Phase.draft, Phase.notifying, Phase.window_open, Phase.awaiting_effective_date}
+# Cancelling an active notice stops every activation still to come; customers already switched
+# on keep the sub-processor (switching it off again takes a removal notice).
+CANCELLABLE_PHASES = POSTPONABLE_PHASES | {Phase.active}
 
 
 class Rejected(Exception):
-    """A signal that is well-formed JSON but not acceptable now; recorded, never raised out."""
+    """An action that is well-formed but not acceptable now; recorded on its receipt."""
+
+
+class Repeated(Exception):
+    """An action that repeats one already in effect (e.g. a second approval by the approver)."""
 
 
 @workflow.defn(name="NoticeWorkflow")
@@ -83,13 +89,13 @@ class NoticeWorkflow:
         if self._fresh:
             await self._record_phase(Phase.draft)
         self._publish_search_attributes()
-        while self.state.phase is not Phase.cancelled:
-            await self._drain_inbox()
+        while True:
+            await self._take_intake()
             if self.state.phase is Phase.cancelled:
                 break
             finished = await self._advance()
-            if finished:
-                break
+            if finished and not self.state.inbox:
+                break  # every customer settled; a later action starts a new run (control.py)
             await self._remind_if_due()
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -113,9 +119,14 @@ class NoticeWorkflow:
                 payload = workflow.payload_converter().from_payload(args[0].payload)
             except Exception as error:  # any undecodable payload is recorded, not raised
                 decode_error = f"payload is not JSON: {error}"
+        self.state.signal_seq += 1
         self.state.inbox.append(
             InboxItem(
-                name=name, payload=payload, received_at=workflow.now(), decode_error=decode_error
+                name=name,
+                payload=payload,
+                received_at=workflow.now(),
+                decode_error=decode_error,
+                seq=self.state.signal_seq,
             )
         )
 
@@ -144,56 +155,96 @@ class NoticeWorkflow:
             next_reminder_at=state.next_reminder_at,
         )
 
-    # --- the inbox ---------------------------------------------------------------------------
+    # --- the intake ------------------------------------------------------------------------
 
-    async def _drain_inbox(self) -> None:
-        while self.state.inbox and self.state.phase is not Phase.cancelled:
-            item = self.state.inbox[0]
-            try:
-                await self._handle(item)
-            except Rejected as rejection:
-                await self._record_rejection(item, str(rejection))
-            self.state.inbox.pop(0)
-            self.state.signals_handled += 1
+    async def _take_intake(self) -> None:
+        """Judge everything pending in the intake, in receipt order, many receipts per activity.
 
-    async def _handle(self, item: InboxItem) -> None:
-        if item.decode_error:
-            raise Rejected(item.decode_error)
-        model = signals.SIGNAL_PAYLOADS.get(item.name)
-        if model is None:
-            raise Rejected(f"unknown signal {item.name!r}")
+        Signals only wake this: a receipt's signal names a receipt already in the database, and a
+        raw signal (the Temporal CLI) is written there first, with the time this workflow received
+        it as its receipt time. Customer actions are judged by the activity; the first pending
+        action about the notice as a whole comes back to be judged here, against this state.
+        """
+        state = self.state
+        first = True
+        while first or state.inbox or state.intake_more:
+            first = False
+            taken = list(state.inbox)
+            raw = [self._raw_action(item) for item in taken if not item.is_wake()]
+            result: IntakeRound = await self._activity(
+                Activity.process_intake,
+                IntakeRequest(spec=self.spec, phase=state.phase, raw=raw, at=workflow.now()),
+                IntakeRound,
+                timeout=MAILING,
+            )
+            del state.inbox[: len(taken)]
+            state.signals_handled += len(taken)
+            state.rejected_signals += result.rejected
+            state.intake_more = result.more
+            if result.changed:
+                state.needs_activation_round = True
+            if result.deliveries_changed:
+                state.reminders_scheduled = False  # a new deadline may need a reminder
+            if result.totals is not None:
+                self._apply_totals(result.totals)
+            if result.notice_action is not None:
+                await self._judge_notice_action(result.notice_action)
+
+    def _raw_action(self, item: InboxItem) -> RawAction:
+        problem = item.decode_error
+        if problem is None and item.name not in signals.SIGNAL_PAYLOADS:
+            problem = f"unknown signal {item.name!r}"
+        return RawAction(
+            receipt_id=f"sig-{workflow.info().first_execution_run_id}-{item.seq}",
+            action=item.name,
+            payload=item.payload,
+            received_at=item.received_at,
+            problem=problem,
+        )
+
+    async def _judge_notice_action(self, action: NoticeAction) -> None:
+        status, reason = "accepted", None
         try:
-            payload = model.model_validate(item.payload)
+            payload = signals.SIGNAL_PAYLOADS[action.action].model_validate(action.payload)
+            await self._notice_handlers[action.action](payload, action.received_at)
         except ValidationError as error:
-            problems = "; ".join(
+            status = "rejected"
+            reason = f"invalid {action.action} payload: " + "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
                 for e in error.errors()
             )
-            raise Rejected(f"invalid {item.name} payload: {problems}") from None
-        handler = getattr(self, f"_on_{item.name}")
-        await handler(payload, item.received_at)
+        except Rejected as rejection:
+            status, reason = "rejected", str(rejection)
+        except Repeated as repeat:
+            status, reason = "duplicate", str(repeat)
+        except ActivityError as error:  # a lasting fault while carrying it out: recorded
+            status = "rejected"
+            reason = f"could not be carried out: {error.cause or error}"
+        if status == "rejected":
+            self.state.rejected_signals += 1
+            workflow.logger.info("action rejected", extra={"action": action.action})
+        await self._activity(
+            Activity.settle_receipt,
+            ReceiptOutcome(
+                receipt_id=action.receipt_id,
+                notice_id=self.spec.notice_id,
+                status=status,
+                reason=reason,
+            ),
+            None,
+        )
 
-    async def _record_rejection(self, item: InboxItem, reason: str) -> None:
-        self.state.rejected_signals += 1
-        # Free text in a rejected payload may be personal data: keep only its shape.
-        payload = (
-            sorted(item.payload) if isinstance(item.payload, dict) else type(item.payload).__name__
-        )
-        workflow.logger.info("signal rejected", extra={"signal": item.name, "reason": reason})
-        await self._event(
-            "signal_rejected",
-            {
-                "signal": item.name,
-                "reason": reason,
-                "payload": payload,
-                "received_at": item.received_at,
-            },
-        )
+    @property
+    def _notice_handlers(self) -> dict[str, Any]:
+        return {"approve": self._on_approve, "postpone": self._on_postpone, "cancel": self._on_cancel}
 
     async def _on_approve(self, approve: signals.Approve, at: datetime) -> None:
+        approver = self.state.approved_by
+        if approver is not None and approver.casefold() == approve.by.casefold():
+            raise Repeated(f"already approved by {approver}")
         if self.state.phase is not Phase.draft:
             raise Rejected(f"notice is {self.state.phase}, not draft: approval not needed")
-        if approve.by == self.author:
+        if approve.by.casefold() == self.author.casefold():
             raise Rejected(f"{approve.by} wrote this notice and cannot also approve it (four eyes)")
         check: ApprovalCheck = await self._activity(
             Activity.check_approval, AudienceRequest(spec=self.spec, at=at), ApprovalCheck
@@ -213,74 +264,8 @@ class NoticeWorkflow:
         )
         await self._record_phase(Phase.notifying)
 
-    async def _on_object(self, objection: signals.Objection, at: datetime) -> None:
-        if self.state.phase not in SENT_PHASES:
-            raise Rejected(f"notice is {self.state.phase}: nothing to object to yet")
-        result: ObjectionResult = await self._activity(
-            Activity.record_objection,
-            ObjectionRequest(
-                notice_id=self.spec.notice_id,
-                objection=objection,
-                received_at=at,
-                phase=self.state.phase,
-            ),
-            ObjectionResult,
-        )
-        if result.outcome == "rejected":
-            self.state.rejected_signals += 1  # the activity recorded the rejection with its reason
-        self.state.open_objections = result.open_objections
-        self.state.needs_activation_round = True
-        self._publish_search_attributes()
-
-    async def _on_resolve_objection(
-        self, resolution: signals.ResolveObjection, at: datetime
-    ) -> None:
-        if self.state.phase not in SENT_PHASES:
-            raise Rejected(f"notice is {self.state.phase}: there are no objections to resolve")
-        result: ResolutionResult = await self._activity(
-            Activity.resolve_objection,
-            ResolutionRequest(spec=self.spec, resolution=resolution, at=at),
-            ResolutionResult,
-        )
-        if result.outcome == "rejected":
-            raise Rejected(result.reason)
-        self.state.open_objections = result.open_objections
-        self.state.needs_activation_round = True
-        self._publish_search_attributes()
-
-    async def _on_opt_in(self, opt_in: signals.OptIn, at: datetime) -> None:
-        await self._opt_in(opt_in, at, opted_in=True)
-
-    async def _on_revoke_opt_in(self, revoke: signals.RevokeOptIn, at: datetime) -> None:
-        await self._opt_in(revoke, at, opted_in=False)
-
-    async def _opt_in(self, opt_in: signals.OptIn, at: datetime, *, opted_in: bool) -> None:
-        if not self.spec.opt_in:
-            raise Rejected("this notice is not an opt-in notice")
-        if self.state.phase not in SENT_PHASES:
-            raise Rejected(f"notice is {self.state.phase}: opt-ins open once it is sent")
-        key = opt_in.idempotency_key or signals.content_key(
-            "opt_in" if opted_in else "revoke", opt_in.customer_id, at.isoformat()
-        )
-        result: OptInResult = await self._activity(
-            Activity.record_opt_in,
-            OptInRequest(
-                spec=self.spec,
-                customer_id=opt_in.customer_id,
-                opted_in=opted_in,
-                by=opt_in.by,
-                channel=opt_in.channel,
-                key=key,
-                at=at,
-            ),
-            OptInResult,
-        )
-        if result.outcome == "rejected":
-            raise Rejected(result.reason)
-        self.state.needs_activation_round = True
-
     async def _on_postpone(self, postpone: signals.Postpone, at: datetime) -> None:
-        if self.state.phase not in CHANGEABLE_PHASES:
+        if self.state.phase not in POSTPONABLE_PHASES:
             raise Rejected(f"notice is {self.state.phase}: too late to postpone")
         if postpone.effective_at <= self.state.effective_at:
             raise Rejected(
@@ -288,45 +273,29 @@ class NoticeWorkflow:
                 f"{self.state.effective_at.isoformat()}"
             )
         previous = self.state.effective_at
-        self.state.effective_at = postpone.effective_at
-        self.spec = self.spec.model_copy(update={"effective_at": postpone.effective_at})
+        spec = self.spec.model_copy(update={"effective_at": postpone.effective_at})
+        # A postponement is a new version of the text: mail_change records its hash.
         detail = {"by": postpone.by, "from": previous, "to": postpone.effective_at}
         if self.state.phase is Phase.draft:
             await self._event("notice_postponed", detail)
         else:
-            await self._change_mail("postponement", detail, at)
+            await self._change_mail("postponement", detail, at, spec)
+        self.spec = spec
+        self.state.effective_at = postpone.effective_at
         await self._record_phase(self.state.phase)
 
     async def _on_cancel(self, cancel: signals.Cancel, at: datetime) -> None:
-        if self.state.phase not in CHANGEABLE_PHASES:
+        if self.state.phase is Phase.cancelled:
+            raise Repeated("the notice is already cancelled")
+        if self.state.phase not in CANCELLABLE_PHASES:
             raise Rejected(f"notice is {self.state.phase}: it can no longer be cancelled")
-        detail = {"by": cancel.by, "reason": cancel.reason}
+        detail = {"by": cancel.by, "reason": cancel.reason, "phase": str(self.state.phase)}
         if self.state.phase is Phase.draft:
             await self._event("notice_cancelled", detail)
         else:
             await self._change_mail("cancellation", detail, at)
         self.state.cancel_reason = cancel.reason
         await self._record_phase(Phase.cancelled)
-
-    async def _on_resend(self, resend: signals.Resend, at: datetime) -> None:
-        if self.state.phase not in SENT_PHASES - {Phase.notifying}:
-            raise Rejected(f"notice is {self.state.phase}: resend only after the first sending")
-        self.state.event_seq += 1
-        result: ResendResult = await self._activity(
-            Activity.resend_notice,
-            ResendRequest(
-                spec=self.spec,
-                customer_id=resend.customer_id,
-                key=f"resend-{self.state.event_seq}",
-                at=at,
-            ),
-            ResendResult,
-        )
-        if result.outcome == "rejected":
-            raise Rejected(result.reason)
-        await self._refresh_totals()
-        self.state.needs_activation_round = True
-        self.state.reminders_scheduled = False  # a new deadline may need a reminder
 
     # --- time-driven progress ----------------------------------------------------------------
 
@@ -432,8 +401,12 @@ class NoticeWorkflow:
         return not stopped
 
     def _cancel_waiting(self) -> bool:
-        """A valid cancel signal is in the inbox (an invalid one must not stop the mailing)."""
+        """A cancel is in the inbox: a receipt's (judged once the mailing stopped; if it is
+        rejected the mailing resumes from the ledger), or a raw one that validates (an invalid
+        one must not stop the mailing)."""
         for item in self.state.inbox:
+            if item.name == "cancel" and item.is_wake():
+                return True
             if item.name == "cancel" and not item.decode_error:
                 try:
                     signals.Cancel.model_validate(item.payload)
@@ -504,12 +477,14 @@ class NoticeWorkflow:
             None,
         )
 
-    async def _change_mail(self, kind: str, detail: dict[str, Any], at: datetime) -> None:
+    async def _change_mail(
+        self, kind: str, detail: dict[str, Any], at: datetime, spec: Any = None
+    ) -> None:
         self.state.event_seq += 1
         await self._activity(
             Activity.mail_change,
             ChangeMailRequest(
-                spec=self.spec,
+                spec=spec or self.spec,
                 kind=kind,
                 key=f"{kind}-{self.state.event_seq}",
                 detail=detail,

@@ -19,7 +19,7 @@ from temporalio.client import Client
 from noticeflow import db, repository
 from noticeflow.config import Settings
 from noticeflow.contracts import workflow_id
-from noticeflow.control import query_status, send_signal, start_notice
+from noticeflow.control import query_status, start_notice, submit
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec, parse_notice
@@ -72,8 +72,9 @@ async def run_demo(settings: Settings) -> None:
 async def _signal(
     client: Client, pool: Any, notice_id: str, name: str, payload: dict[str, Any], what: str
 ) -> None:
-    _, rejection = await send_signal(client, pool, notice_id, name, payload)
-    say(f"{what}" + (f"  -> rejected: {rejection}" if rejection else ""))
+    receipt, _ = await submit(client, pool, notice_id, name, payload, channel="demo")
+    outcome = f"  -> {receipt.status}: {receipt.reason}" if receipt.reason else ""
+    say(f"{what}{outcome}")
 
 
 async def _customers_act(client: Client, pool: Any, spec: NoticeSpec) -> None:

@@ -1,27 +1,36 @@
-"""Customers, their contacts and contract terms, as imported from CSV."""
+"""Customers, their contacts and contract terms, as imported from CSV.
+
+The file may come straight from Excel: a UTF-8 byte order mark and CRLF line ends are fine, and so
+are the empty fields a trailing comma makes. Every bad row and field is reported at once, one line
+per row, and nothing is imported until the whole file is valid.
+"""
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from noticeflow.domain.deadlines import WindowUnit
-from noticeflow.domain.errors import InputError, describe_validation_error
-from noticeflow.domain.notice import SLUG_PATTERN
+from noticeflow.domain.errors import InputError, describe_problems, problems_of
+from noticeflow.domain.notice import decode_utf8
+from noticeflow.domain.text import Identifier, SingleLine, control_character
 
 CSV_COLUMNS = (
     "customer_id",
@@ -32,9 +41,16 @@ CSV_COLUMNS = (
     "timezone",
     "window_days",
     "window_unit",
+    "country",
+    "language",
 )
-REQUIRED_COLUMNS = CSV_COLUMNS[:6]
+REQUIRED_COLUMNS = ("customer_id", "name", "region", "services", "contact_emails", "timezone")
 EMAIL_PATTERN = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
+# BCP 47 shape: language[-Script][-REGION][-variant...], e.g. en, de-DE, zh-Hant-TW, sl-rozaj
+LANGUAGE_PATTERN = re.compile(
+    r"^[a-z]{2,3}(?:-[a-z]{4})?(?:-(?:[a-z]{2}|\d{3}))?(?:-(?:[a-z\d]{5,8}|\d[a-z\d]{3}))*$",
+    re.IGNORECASE,
+)
 
 
 def _split_list(value: object) -> object:
@@ -47,7 +63,55 @@ def _blank_to_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-SemicolonList = Annotated[list[str], BeforeValidator(_split_list)]
+@functools.cache
+def _holiday_countries() -> frozenset[str]:
+    import holidays  # imported on first use: only an import with a country column needs it
+
+    return frozenset(code for code in holidays.list_supported_countries() if len(code) == 2)
+
+
+def _country(value: str | None) -> str | None:
+    if value is None:
+        return None
+    code = value.strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", code):
+        raise PydanticCustomError(
+            "country",
+            "{value} is not an ISO 3166-1 alpha-2 country code such as US or DE",
+            {"value": repr(value[:40])},
+        )
+    if code not in _holiday_countries():
+        raise PydanticCustomError(
+            "country", "no public holiday calendar for country {code}", {"code": code}
+        )
+    return code
+
+
+def _language(value: str | None) -> str | None:
+    if value is None:
+        return None
+    tag = value.strip()
+    if not LANGUAGE_PATTERN.match(tag):
+        hint = " (use '-', not '_')" if "_" in tag else ""
+        raise PydanticCustomError(
+            "language",
+            "{value} is not a BCP 47 language tag such as en or de-DE{hint}",
+            {"value": repr(value[:40]), "hint": hint},
+        )
+    parts = tag.split("-")
+    canonical = [parts[0].lower()]
+    for part in parts[1:]:  # BCP 47 case conventions: de-DE, zh-Hant-TW
+        if len(part) == 4 and part.isalpha():
+            canonical.append(part.title())
+        elif len(part) == 2 and part.isalpha():
+            canonical.append(part.upper())
+        else:
+            canonical.append(part.lower())
+    return "-".join(canonical)
+
+
+SemicolonList = Annotated[list[SingleLine], BeforeValidator(_split_list)]
+BlankIsNone = BeforeValidator(_blank_to_none)
 
 
 class Customer(BaseModel):
@@ -55,16 +119,16 @@ class Customer(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    customer_id: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-    region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    customer_id: Identifier
+    name: SingleLine
+    region: SingleLine
     services: SemicolonList = Field(default_factory=list)
     contact_emails: SemicolonList
     timezone: str = "UTC"
-    window_days: Annotated[int | None, BeforeValidator(_blank_to_none)] = Field(
-        default=None, ge=1, le=366
-    )
-    window_unit: Annotated[WindowUnit | None, BeforeValidator(_blank_to_none)] = None
+    window_days: Annotated[int | None, BlankIsNone] = Field(default=None, ge=1, le=366)
+    window_unit: Annotated[WindowUnit | None, BlankIsNone] = None
+    country: Annotated[str | None, BlankIsNone, AfterValidator(_country)] = None  # holidays
+    language: Annotated[str | None, BlankIsNone, AfterValidator(_language)] = None  # the mail's
 
     @field_validator("contact_emails")
     @classmethod
@@ -82,11 +146,17 @@ class Customer(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty; give an IANA timezone such as Europe/Berlin")
+        char = control_character(value)
+        if char is not None:
+            raise ValueError(f"contains a control character (U+{ord(char):04X})")
         try:
-            ZoneInfo(value.strip())
+            ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA timezone {value!r}") from None
-        return value.strip()
+        return value
 
     @model_validator(mode="after")
     def _unit_needs_days(self) -> Customer:
@@ -99,44 +169,99 @@ class Customer(BaseModel):
         return self.window_unit or WindowUnit.calendar
 
 
+def read_customers_file(path: Path) -> list[Customer]:
+    """Read and validate a customers CSV file: UTF-8 (a byte order mark is fine), any line ends."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a CSV file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
+    return parse_customers_csv(decode_utf8(raw, str(path)), str(path))
+
+
 def parse_customers_csv(text: str, source: str = "CSV") -> list[Customer]:
     """Parse and validate every row; all problems are reported together, nothing half-imported."""
+    text = text.removeprefix("\ufeff")  # Excel's "CSV UTF-8" starts with a byte order mark
     try:
-        return _parse_rows(csv.DictReader(io.StringIO(text, newline="")), source)
+        return _parse_rows(csv.reader(io.StringIO(text, newline="")), source)
     except csv.Error as error:
         raise InputError(f"{source}: not valid CSV: {error}") from None
 
 
-def _parse_rows(reader: csv.DictReader[str], source: str) -> list[Customer]:
-    header = [name.strip() for name in reader.fieldnames or []]
+def _check_header(header: list[str], source: str) -> None:
+    if not any(header):
+        raise InputError(
+            f"{source}: empty; the first line must name the columns: " + ",".join(CSV_COLUMNS)
+        )
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
-    unknown = [column for column in header if column not in CSV_COLUMNS]
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing columns: {', '.join(missing)}")
-        if unknown:
-            parts.append(f"unknown columns: {', '.join(unknown)}")
+    unknown = [column for column in header if column and column not in CSV_COLUMNS]
+    repeated = sorted({column for column in header if column and header.count(column) > 1})
+    parts = []
+    if missing:
+        parts.append(f"missing columns: {', '.join(missing)}")
+    if unknown:
+        parts.append(f"unknown columns: {', '.join(repr(c) if _odd(c) else c for c in unknown)}")
+    if repeated:
+        parts.append(f"columns named twice: {', '.join(repeated)}")
+    if "" in header[: len(header) - _trailing_blanks(header)]:
+        parts.append("a column without a name")
+    if parts and len(header) == 1 and ";" in header[0]:
+        parts.append("the file seems to use ';' between fields; save it with ',' (CSV UTF-8)")
+    if parts:
         raise InputError(f"{source}: " + "; ".join(parts))
+
+
+def _odd(column: str) -> bool:
+    return control_character(column) is not None or len(column) > 40
+
+
+def _trailing_blanks(cells: list[str]) -> int:
+    count = 0
+    for cell in reversed(cells):
+        if cell.strip():
+            break
+        count += 1
+    return count
+
+
+def _parse_rows(reader: Any, source: str) -> list[Customer]:
+    header = [name.strip() for name in next(reader, [])]
+    _check_header(header, source)
+    width = len(header) - _trailing_blanks(header)  # a trailing comma in the header adds nothing
+    header = header[:width]
     customers: list[Customer] = []
     problems: list[str] = []
-    seen: set[str] = set()
-    for line, row in enumerate(reader, start=2):
-        cleaned = {(key or "").strip(): (value or "").strip() for key, value in row.items()}
-        if None in row:
-            problems.append(f"line {line}: more fields than columns")
+    seen: dict[str, str] = {}
+    end = reader.line_num
+    for cells in reader:
+        start, end = end + 1, reader.line_num
+        where = f"line {start}" if start == end else f"lines {start}-{end}"
+        if not any(cell.strip() for cell in cells):
+            continue  # blank lines, and the ",,,,," rows spreadsheets leave behind
+        extra = cells[width:]
+        if any(cell.strip() for cell in extra):
+            used = width + len(extra) - _trailing_blanks(extra)
+            problems.append(f"{where}: more fields ({used}) than columns ({width})")
             continue
+        row = {column: cell.strip() for column, cell in zip(header, cells, strict=False)}
         try:
-            customer = Customer.model_validate(cleaned)
+            customer = Customer.model_validate(row)
         except ValidationError as error:
-            problems.append(describe_validation_error(error, f"line {line}"))
+            problems.append(f"{where}: " + "; ".join(problems_of(error)))
             continue
         if customer.customer_id in seen:
-            problems.append(f"line {line}: duplicate customer_id {customer.customer_id}")
-        seen.add(customer.customer_id)
+            problems.append(
+                f"{where}: duplicate customer_id {customer.customer_id}"
+                f" (first on {seen[customer.customer_id]})"
+            )
+            continue
+        seen[customer.customer_id] = where
         customers.append(customer)
     if problems:
-        raise InputError(f"{source}: " + " | ".join(problems))
+        raise InputError(describe_problems(source, problems))
     if not customers:
         raise InputError(f"{source}: no customer rows")
     return customers

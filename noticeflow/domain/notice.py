@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,29 +14,159 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
+    PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from noticeflow.domain.errors import InputError, describe_validation_error
+from noticeflow.domain.text import SLUG_PATTERN as SLUG_PATTERN
+from noticeflow.domain.text import Identifier, SingleLine, free_text, single_line
 
-SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Slug = Identifier
+
+MIN_WINDOW = timedelta(minutes=1)
+MAX_WINDOW = timedelta(days=366)
+EARLIEST_EFFECTIVE = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EFFECTIVE = datetime(2101, 1, 1, tzinfo=UTC)  # the end of 2100
+
+# --- ISO 8601 durations -------------------------------------------------------------------------
+#
+# People write P21D, PT2M, P3W or P1DT12H. A bare number is refused: pydantic would read 21 as 21
+# seconds. Years and months are refused in anything a person hands us (is P1M 28, 30 or 31 days?);
+# JSON we wrote ourselves still reads P1Y as 365 days, because pydantic's own serialiser wrote
+# 365 days that way before `iso_duration` (below) took over.
+
+_DURATION = re.compile(
+    r"P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:[.,]\d+)?)S)?)?"
+)
+_EXAMPLES = "such as P21D or PT2M"
+_SECONDS_PER = {
+    "years": 365 * 86400,
+    "months": 30 * 86400,
+    "weeks": 7 * 86400,
+    "days": 86400,
+    "hours": 3600,
+    "minutes": 60,
+}
+_LONGEST = Decimal(999_999_000 * 86400)  # about timedelta.max: longer would overflow
 
 
-def _non_empty_items(values: list[str]) -> list[str]:
-    cleaned = [value.strip() for value in values if value.strip()]
-    if not cleaned:
-        raise ValueError("must list at least one item")
-    return cleaned
+def _duration_error(message: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError("iso_duration", message, context)
 
 
-NonEmptyList = Annotated[list[str], AfterValidator(_non_empty_items)]
+def parse_duration(value: Any, info: ValidationInfo) -> Any:
+    """An ISO 8601 duration string as a timedelta; timedeltas pass; everything else is refused."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise _duration_error(f"must be an ISO 8601 duration {_EXAMPLES}")
+    text = value.strip().upper() if isinstance(value, str) else ""
+    if not isinstance(value, str) or re.fullmatch(r"[+-]?\d+(?:[.,]\d+)?", text):
+        raise _duration_error(f"must be an ISO 8601 duration {_EXAMPLES}, not a bare number")
+    if text.startswith("-"):
+        raise _duration_error("must be positive")
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise _duration_error(
+            "{value} is not an ISO 8601 duration; write one " + _EXAMPLES + " (or P3W, P1DT12H)",
+            value=repr(value[:40]),
+        )
+    parts = match.groupdict()
+    if (parts["years"] or parts["months"]) and info.mode != "json":
+        raise _duration_error(
+            "years and months are not a fixed length; give days instead, e.g. P30D or P365D"
+        )
+    seconds = Decimal(0)
+    for name, count in parts.items():
+        if count is None:
+            continue
+        seconds += Decimal(count.replace(",", ".")) * _SECONDS_PER.get(name, 1)
+    if seconds > _LONGEST:
+        raise _duration_error("is far too long")
+    return timedelta(seconds=float(seconds)) if seconds % 1 else timedelta(seconds=int(seconds))
+
+
+def iso_duration(value: timedelta) -> str:
+    """ISO 8601 without years or months (P21D, PT2M, P1DT12H), which `parse_duration` reads back."""
+    if value < timedelta(0):
+        return "-" + iso_duration(-value)
+    days, seconds, micro = value.days, value.seconds, value.microseconds
+    hours, rest = divmod(seconds, 3600)
+    minutes, whole = divmod(rest, 60)
+    clock = ""
+    if hours:
+        clock += f"{hours}H"
+    if minutes:
+        clock += f"{minutes}M"
+    if whole or micro:
+        clock += f"{whole}.{micro:06d}".rstrip("0").rstrip(".") + "S"
+    if not days and not clock:
+        return "PT0S"
+    return "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
+
+
+def _window_bounds(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise _duration_error("must be positive")
+    if value < MIN_WINDOW:
+        raise _duration_error(
+            "must be at least PT1M (one minute), not {value}", value=iso_duration(value)
+        )
+    if value > MAX_WINDOW:
+        raise _duration_error("must be at most P366D, not {value}", value=iso_duration(value))
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise _duration_error("must be positive")
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(iso_duration, return_type=str, when_used="json"),
+]
+ObjectionWindow = Annotated[Duration, AfterValidator(_window_bounds)]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def _effective_bounds(value: datetime) -> datetime:
+    if not EARLIEST_EFFECTIVE <= value < LATEST_EFFECTIVE:
+        raise PydanticCustomError(
+            "date_range", "must be between 2000 and 2100, not {value}", {"value": value.isoformat()}
+        )
+    return value
+
+
+# --- the notice ---------------------------------------------------------------------------------
+
+
+def _drop_blank_items(values: Any) -> Any:
+    if isinstance(values, list | tuple):
+        return [value for value in values if not (isinstance(value, str) and not value.strip())]
+    return values
+
+
+def _at_least_one(values: list[str]) -> list[str]:
+    if not values:
+        raise PydanticCustomError("empty_list", "must list at least one item")
+    return values
+
+
+NonEmptyList = Annotated[
+    list[SingleLine], BeforeValidator(_drop_blank_items), AfterValidator(_at_least_one)
+]
 
 
 class Audience(BaseModel):
@@ -43,9 +174,15 @@ class Audience(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    regions: list[str] = Field(default_factory=list)
-    services: list[str] = Field(default_factory=list)
-    customers: list[str] = Field(default_factory=list)
+    regions: Annotated[list[SingleLine], BeforeValidator(_drop_blank_items)] = Field(
+        default_factory=list
+    )
+    services: Annotated[list[SingleLine], BeforeValidator(_drop_blank_items)] = Field(
+        default_factory=list
+    )
+    customers: Annotated[list[Identifier], BeforeValidator(_drop_blank_items)] = Field(
+        default_factory=list
+    )
 
     def selects(self, region: str, services: list[str], customer_id: str) -> bool:
         if self.customers and customer_id not in self.customers:
@@ -56,37 +193,45 @@ class Audience(BaseModel):
 
 
 class NoticeSpec(BaseModel):
-    """Everything a sub-processor notice must say. No personal data lives here."""
+    """Everything a sub-processor notice must say. No personal data lives here.
+
+    The one-line fields end up in mail headers (the title is the Subject) and one-line displays, so
+    they refuse line breaks and control characters; body and how_to_object may span lines.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     notice_id: Slug
-    title: Text
-    subprocessor: Text
-    subprocessor_location: Text
-    purpose: Text
+    title: SingleLine
+    subprocessor: SingleLine
+    subprocessor_location: Annotated[str, single_line(500)]
+    purpose: Annotated[str, single_line(2000)]
     data_categories: NonEmptyList
     services: NonEmptyList
-    transfer_mechanism: Text
+    transfer_mechanism: Annotated[str, single_line(1000)]
     opt_in: bool = False
-    objection_window: timedelta = timedelta(days=21)
-    effective_at: AwareDatetime
+    objection_window: ObjectionWindow = timedelta(days=21)
+    effective_at: Annotated[AwareDatetime, AfterValidator(_effective_bounds)]
     audience: Audience = Field(default_factory=Audience)
-    reminder_before: timedelta | None = (
-        None  # remind customers who have not acted, this long before
-    )
-    how_to_object: Text = (
+    # remind customers who have not acted, this long before their deadline
+    reminder_before: PositiveDuration | None = None
+    how_to_object: Annotated[str, free_text(20_000)] = (
         "Use the personal link in this message, or reply to it, before your deadline."
     )
-    body: str = ""
+    body: Annotated[str, free_text(100_000, allow_empty=True)] = ""
 
-    @field_validator("objection_window", "reminder_before")
+    @field_validator("reminder_before")
     @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is None:
-            return value
-        if value <= timedelta(0):
-            raise ValueError("must be a positive ISO 8601 duration such as P21D or PT2M")
+    def _reminder_inside_window(
+        cls, value: timedelta | None, info: ValidationInfo
+    ) -> timedelta | None:
+        window = info.data.get("objection_window")
+        if value is not None and isinstance(window, timedelta) and value >= window:
+            raise PydanticCustomError(
+                "reminder_too_early",
+                "must be shorter than objection_window ({window}), not {value}",
+                {"window": iso_duration(window), "value": iso_duration(value)},
+            )
         return value
 
     @model_validator(mode="before")
@@ -114,6 +259,9 @@ def derive_notice_id(subprocessor: object, effective_at: object) -> str:
 
 
 def parse_notice(data: dict[str, Any], source: str = "notice") -> NoticeSpec:
+    """Validate a notice from a person (a TOML file, a form); every problem is listed at once."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a table of notice fields")
     try:
         return NoticeSpec.model_validate(data)
     except ValidationError as error:
@@ -123,10 +271,33 @@ def parse_notice(data: dict[str, Any], source: str = "notice") -> NoticeSpec:
 
 
 def load_notice_file(path: Path) -> NoticeSpec:
+    """Read a notice TOML file (UTF-8, a byte order mark is fine); bad input is one clear line."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a notice file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
+    text = decode_utf8(raw, str(path))
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"{path}: not valid TOML: {error}") from None
     return parse_notice(data, str(path))
+
+
+def decode_utf8(raw: bytes, source: str) -> str:
+    """Bytes of a text file as str: UTF-8 with or without a byte order mark, or one clear error."""
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    body = raw[3:] if bom else raw
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = error.start + (3 if bom else 0)
+        line = raw.count(b"\n", 0, offset) + 1
+        raise InputError(
+            f"{source}: not valid UTF-8: byte 0x{raw[offset]:02x} at byte offset {offset}"
+            f" (line {line}); save the file as UTF-8"
+        ) from None

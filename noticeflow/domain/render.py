@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from noticeflow.domain.deadlines import describe_instant
+
 if TYPE_CHECKING:
     from noticeflow.domain.notice import NoticeSpec
 
@@ -26,7 +28,7 @@ def render_notice_text(spec: NoticeSpec) -> str:
         f"Categories of personal data: {', '.join(spec.data_categories)}",
         f"Affected services: {', '.join(spec.services)}",
         f"Transfer mechanism: {spec.transfer_mechanism}",
-        f"Effective date: {spec.effective_at.isoformat()}",
+        f"Effective date: {describe_instant(spec.effective_at, 'UTC')}",
         f"Objection window: {_window_words(spec)}",
     ]
     if spec.opt_in:

@@ -46,9 +46,10 @@ class Verdict(StrEnum):
     excluded = "excluded"  # ops upheld an objection: stays off
     terminated = "terminated"  # customer terminates the affected service: stays off
     declined = "declined"  # opt-in notice and no opt-in: silence means no (rule 8)
+    excluded_by_ops = "excluded_by_ops"  # ops settled it without activation (`notice exclude`)
 
 
-OFF_VERDICTS = {Verdict.excluded, Verdict.terminated, Verdict.declined}
+OFF_VERDICTS = {Verdict.excluded, Verdict.terminated, Verdict.declined, Verdict.excluded_by_ops}
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,13 @@ def decide(
     opt_in_notice: bool,
     opted_in: bool,
     cases: Iterable[Case] = (),
+    excluded_by_ops: bool = False,
 ) -> Verdict:
     """The verdict for one customer at ``now``, once the effective date has been reached."""
     if now < effective_at:
         raise ValueError("activation is decided only at or after the effective date")
+    if excluded_by_ops:
+        return Verdict.excluded_by_ops
     statuses = list(cases)
     if any(case.status is CaseStatus.terminated for case in statuses):
         return Verdict.terminated
@@ -91,6 +95,21 @@ def is_settled(verdict: Verdict, cases: Iterable[Case] = ()) -> bool:
     if any(case.status is CaseStatus.open for case in cases):
         return False
     return verdict is Verdict.activate or verdict in OFF_VERDICTS
+
+
+def activation_ground(opt_in_notice: bool, cases: Iterable[Case]) -> str:
+    """Why a customer is switched on, in the evidence's words (never a reason it did not have)."""
+    statuses = list(cases)
+    if opt_in_notice:
+        return "opted_in"
+    if not any(case.timely for case in statuses):
+        return "deemed_acceptance"  # silence until the deadline; a late objection is not upheld
+    return "objection_withdrawn"
+
+
+def is_deemed_acceptance(opt_in_notice: bool, cases: Iterable[Case]) -> bool:
+    """Silence until the deadline (rule 8): no timely objection, on an ordinary notice."""
+    return activation_ground(opt_in_notice, cases) == "deemed_acceptance"
 
 
 def is_timely(received_at: datetime, deadline: datetime | None) -> bool:

@@ -6,26 +6,27 @@ dropped and never allowed to fail a workflow task.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from noticeflow.domain.rules import Outcome
+from noticeflow.domain.text import FreeText, Identifier, SingleLine, free_text
 
-Who = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Who = SingleLine  # one line, no control characters: it may reach a mail or a display
+CustomerId = Identifier
+# Reasons and notes are kept whole (sealed), however long: an objection is never lost to a limit.
+Reason = FreeText
+Note = Annotated[str, free_text(allow_empty=True)]
 Channel = Literal["cli", "temporal", "link", "web", "api", "demo"]
-
-
-def content_key(*parts: object) -> str:
-    """A deterministic idempotency key from a payload's content, for senders that give none."""
-    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).hexdigest()
-    return digest[:24]
 
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The sender's own key: the same key again is the same action (ignored as a repeat). Without
+    # one, every submission is a new receipt, judged on its own (see noticeflow/intake.py).
+    idempotency_key: str = Field(default="", max_length=200)
 
 
 class Approve(_Payload):
@@ -34,35 +35,22 @@ class Approve(_Payload):
 
 class Objection(_Payload):
     customer_id: CustomerId
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    reason: Reason
     by: Who = "customer"
     channel: Channel = "temporal"
-    idempotency_key: str = Field(default="", max_length=200)
-
-    def key(self) -> str:
-        return self.idempotency_key or content_key(
-            "object", self.customer_id, self.reason, self.by, self.channel
-        )
 
 
 class ResolveObjection(_Payload):
     customer_id: CustomerId
     outcome: Outcome
     by: Who
-    note: str = Field(default="", max_length=4000)
-    idempotency_key: str = Field(default="", max_length=200)
-
-    def key(self) -> str:
-        return self.idempotency_key or content_key(
-            "resolve", self.customer_id, self.outcome, self.by, self.note
-        )
+    note: Note = ""
 
 
 class OptIn(_Payload):
     customer_id: CustomerId
     by: Who = "customer"
     channel: Channel = "temporal"
-    idempotency_key: str = Field(default="", max_length=200)
 
 
 class RevokeOptIn(OptIn):
@@ -75,13 +63,27 @@ class Postpone(_Payload):
 
 
 class Cancel(_Payload):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+    reason: Reason
     by: Who
 
 
 class Resend(_Payload):
     customer_id: CustomerId
     by: Who = "ops"
+
+
+class Exclude(_Payload):
+    """Ops settle a customer without activation (e.g. undelivered for good), with who and why."""
+
+    customer_id: CustomerId
+    reason: Reason
+    by: Who
+
+
+class Wake(_Payload):
+    """A signal that only says "there is something in the intake": the receipt carries the rest."""
+
+    receipt_id: str = Field(default="", max_length=64)
 
 
 SIGNAL_PAYLOADS: dict[str, type[_Payload]] = {
@@ -93,4 +95,10 @@ SIGNAL_PAYLOADS: dict[str, type[_Payload]] = {
     "postpone": Postpone,
     "cancel": Cancel,
     "resend": Resend,
+    "exclude": Exclude,
 }
+# Actions that change the notice as a whole: judged by the workflow itself, in receipt order.
+NOTICE_ACTIONS = frozenset({"approve", "postpone", "cancel"})
+# Actions about one customer: judged in the database, many per activity.
+CUSTOMER_ACTIONS = frozenset(SIGNAL_PAYLOADS) - NOTICE_ACTIONS
+WAKE_SIGNAL = "intake"

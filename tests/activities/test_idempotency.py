@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.intake import IntakeActivities
 from activities.lifecycle import LifecycleActivities
-from activities.responses import ResponseActivities
 from activities.sending import SendingActivities
-from noticeflow import repository
-from noticeflow.contracts import AudienceRequest, ObjectionRequest, SendRequest
+from noticeflow import intake, repository
+from noticeflow.contracts import AudienceRequest, IntakeRequest, SendRequest
 from noticeflow.crypto import blind_index, load_keys, seal
 from noticeflow.domain.rules import Phase
-from noticeflow.domain.signals import Objection
 from noticeflow.mail import message_id
 from tests import helpers
 from worker.main import make_deps
@@ -31,7 +31,7 @@ async def prepared(pool, smtp_sink):
     spec = helpers.notice(now)
     await repository.upsert_customers(pool, helpers.customers(MIXED))
     await repository.create_notice(pool, spec, "alice", now)
-    return SendingActivities(deps), ResponseActivities(deps), LifecycleActivities(deps), spec, now
+    return SendingActivities(deps), IntakeActivities(deps), LifecycleActivities(deps), spec, now
 
 
 async def snapshot_and_send(sending, spec, now) -> ActivityEnvironment:
@@ -110,25 +110,45 @@ async def test_an_unknown_outcome_is_retried_with_the_same_message_id(prepared, 
     assert await pool.fetchval("SELECT attempts FROM deliveries WHERE contact_ref = $1", ref) == 2
 
 
-async def test_an_objection_recorded_twice_is_one_case_and_one_acknowledgement(
-    prepared, pool, smtp_sink
-):
-    sending, responses, _, spec, now = prepared
+async def test_an_intake_round_run_twice_judges_each_receipt_once(prepared, pool, smtp_sink):
+    sending, intake_activities, _, spec, now = prepared
     env = await snapshot_and_send(sending, spec, now)
-    request = ObjectionRequest(
-        notice_id=spec.notice_id,
-        objection=Objection(customer_id="acme", reason="No", idempotency_key="k1"),
-        received_at=now,
-        phase=Phase.window_open,
+    first = await intake.record(
+        pool, spec.notice_id, "object", {"customer_id": "acme", "reason": "No"}, channel="cli"
     )
-    first = await env.run(responses.record_objection, request)
-    second = await env.run(responses.record_objection, request)
-    assert (first.outcome, second.outcome) == ("accepted", "duplicate")
-    assert first.timely and first.open_objections == 1
+    request = IntakeRequest(spec=spec, phase=Phase.window_open, at=now)
+    one = await env.run(intake_activities.process_intake, request)
+    # The same round again (a retried activity) finds nothing pending: nothing happens twice.
+    await pool.execute("UPDATE intake SET mail_due = NULL")
+    two = await env.run(intake_activities.process_intake, request)
+    assert (one.handled, one.accepted, two.handled) == (1, 1, 0)
+    judged = await intake.get(pool, first.receipt_id)
+    assert judged is not None and judged.status == "accepted"
     assert await pool.fetchval("SELECT count(*) FROM objections") == 1
     assert await events(pool, "objection_received") == 1
     acks = [m for m in smtp_sink.messages() if "received your objection" in m["Subject"]]
     assert len(acks) == 2  # one per acme contact, not one per attempt
+
+
+async def test_an_owed_confirmation_is_mailed_once_however_often_it_is_retried(
+    prepared, pool, smtp_sink
+):
+    sending, intake_activities, _, spec, now = prepared
+    env = await snapshot_and_send(sending, spec, now)
+    await intake.record(
+        pool, spec.notice_id, "object", {"customer_id": "acme", "reason": "No"}, channel="cli"
+    )
+    request = IntakeRequest(spec=spec, phase=Phase.window_open, at=now)
+    await env.run(intake_activities.process_intake, request)
+    # As if the worker died between mailing and clearing mail_due: the confirmation is owed again.
+    key = (await load_keys(pool, ["acme"]))["acme"]
+    plan = json.dumps({"headline": "We have received your objection", "paragraphs": ["x"]})
+    await pool.execute("UPDATE intake SET mail_due = $1", seal(key, "acme", plan))
+    again = await env.run(intake_activities.process_intake, request)
+    assert again.handled == 0
+    assert await pool.fetchval("SELECT count(*) FROM intake WHERE mail_due IS NOT NULL") == 0
+    acks = [m for m in smtp_sink.messages() if "received your objection" in m["Subject"]]
+    assert len(acks) == 2
 
 
 async def test_each_mail_carries_the_customers_own_signed_object_link(prepared, pool, smtp_sink):

@@ -87,7 +87,7 @@ async def test_a_persistent_4xx_fails_the_activity_after_the_others_and_a_retry_
     pool, smtp_sink
 ):
     env, sending, request = await greylisted_notice(pool, smtp_sink, tries=4)
-    with pytest.raises(TemporarySmtpError, match="451"):
+    with pytest.raises(TemporarySmtpError, match=r"1 customer.* still pending.*451"):
         await env.run(sending.send_notices, request)
     others = [a for a in delivered_to(smtp_sink) if "initech" not in a]
     assert len(others) == 4  # everyone else was mailed (acme twice) and is in the ledger
@@ -95,9 +95,19 @@ async def test_a_persistent_4xx_fails_the_activity_after_the_others_and_a_retry_
     assert ledger["initech"]["status"] == "deferred"
     assert ledger["initech"]["smtp_reply"].startswith("451")
     assert {ledger[c]["status"] for c in ("acme", "globex", "hooli")} == {"accepted"}
+    # ... and recorded: only the customer whose contact was deferred is still pending.
+    pending = await pool.fetch("SELECT customer_id FROM recipients WHERE delivery = 'pending'")
+    assert [row["customer_id"] for row in pending] == ["initech"]
 
     result = await env.run(sending.send_notices, request)  # Temporal's retry of the activity
-    assert (result.delivered, result.undelivered) == (4, 1)
+    assert (result.delivered, result.undelivered) == (1, 0)  # a retry counts only its own
     assert delivered_to(smtp_sink).count("greylist-4@initech.example") == 1
     assert len(smtp_sink.messages()) == 5  # acme x2, globex, initech, hooli: nobody twice
     assert await pool.fetchval("SELECT count(*) FROM recipients WHERE delivery = 'pending'") == 0
+    counts = dict(await pool.fetch(
+        "SELECT delivery, count(*) FROM recipients GROUP BY delivery"
+    ))  # fmt: skip
+    assert counts == {"delivered": 4, "undelivered": 1}  # umbrella's only contact is .invalid
+    assert await pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type IN ('notice_delivered', 'notice_undelivered')"
+    ) == 5  # fmt: skip

@@ -36,13 +36,14 @@ async def test_reminders_skip_customers_who_acted(time_skipping_env, pool, smtp_
         await handle.signal("opt_in", {"customer_id": "acme"})  # acted: no reminder
         await wait_for(handle, lambda s: s.pending_signals == 0 and s.signals_handled == 2)
         try:
-            await env.sleep(
-                timedelta(days=18)
-            )  # day 20: initech's reminder is due (deadline day 21)
-            # globex's 30-day contract: not yet
+            # Day 21: initech's reminder is due (its deadline ends day 21, or the Monday after
+            # if that is a weekend: three days before is day 20 at the latest); globex's 30-day
+            # contract: not yet.
+            await env.sleep(timedelta(days=19))
             assert await reminded(smtp_sink, 1) == ["dpo@initech.example"]
 
-            await env.sleep(timedelta(days=8))  # day 28: globex's reminder (deadline day 30)
+            # Day 30 and a half: globex's reminder (deadline day 30, or up to two days later).
+            await env.sleep(timedelta(days=9, hours=12))
             assert await reminded(smtp_sink, 2) == ["dpo@initech.example", "legal@globex.example"]
         finally:  # a workflow left running would hold the shared time-skipping clock
             await handle.terminate("test finished")

@@ -57,7 +57,7 @@ async def test_malformed_signals_are_recorded_and_never_wedge(started, pool):
     reasons = [
         r["data"]
         for r in await pool.fetch(
-            "SELECT data->>'reason' AS data FROM events WHERE event_type = 'signal_rejected'"
+            "SELECT data->>'reason' AS data FROM events WHERE event_type = 'action_rejected'"
             " AND stream_id = $1 ORDER BY position",
             f"notice-{spec.notice_id}",
         )

@@ -1,0 +1,622 @@
+"""Judging the intake: pending receipts in receipt order, many per activity, by their receipt time.
+
+Each customer action is judged in its own transaction together with its receipt's outcome, so a
+retried activity never judges one twice. Whatever will fail again — an unknown or erased customer,
+a payload that does not fit, a conflict, a bug in one judgement — becomes a rejection with its reason
+on that receipt; only transient faults (database or network) leave the activity to retry. The
+first pending action about the notice as a whole (approve, postpone, cancel) stops the round and is
+handed to the workflow, which judges it against its own state. Confirmations are mailed after the
+commit, through the delivery ledger (``mail_due`` marks one still owed).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from temporalio import activity
+
+from activities.deps import Deps, update_context
+from activities.mailer import TemporarySmtpError
+from activities.names import Activity
+from activities.records import load_recipients, read_totals, switch_subprocessor
+from activities.sending import SendingActivities
+from noticeflow import eventstore, intake
+from noticeflow.contracts import (
+    IntakeRequest,
+    IntakeRound,
+    NoticeAction,
+    ReceiptOutcome,
+    ResendRequest,
+)
+from noticeflow.crypto import blind_index, load_keys, seal, unseal
+from noticeflow.domain import signals
+from noticeflow.domain.deadlines import describe_instant
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import Phase, is_timely
+
+log = structlog.get_logger(__name__)
+
+SENT = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
+OUTCOME_WORDS = {
+    "withdrawn": "Your objection has been withdrawn; the sub-processor may be used for your organisation.",
+    "excluded": "Your objection is upheld: the sub-processor will not be used for your organisation.",
+    "terminated": "As agreed, the affected service will be terminated for your organisation.",
+}
+# Faults that may pass: the activity fails and Temporal retries it (bounded backoff).
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class Refused(Exception):
+    """This action cannot be accepted; the message is the reason recorded on its receipt."""
+
+
+@dataclass
+class Judged:
+    status: str = intake.ACCEPTED
+    reason: str | None = None
+    mail: dict[str, Any] | None = None  # headline, paragraphs: a confirmation to mail
+    changed: bool = True
+    deliveries_changed: bool = False
+
+
+@dataclass
+class Context:
+    connection: asyncpg.Connection
+    spec: NoticeSpec
+    phase: Phase
+    receipt: intake.Receipt
+    keys: dict[str, bytes]
+    recipient: asyncpg.Record | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def customer_id(self) -> str:
+        return str(self.receipt.customer_id)
+
+    @property
+    def stream(self) -> str:
+        return eventstore.notice_stream(self.spec.notice_id)
+
+    def seal(self, text: str) -> str:
+        return seal(self.keys[self.customer_id], self.customer_id, text)
+
+
+class IntakeActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.sending = SendingActivities(deps)
+        self.judges: dict[str, Callable[[Context, Any], Awaitable[Judged]]] = {
+            "object": self._object,
+            "resolve_objection": self._resolve,
+            "opt_in": self._opt_in,
+            "revoke_opt_in": self._opt_in,
+            "exclude": self._exclude,
+        }
+
+    # --- the round -----------------------------------------------------------------------------
+
+    @activity.defn(name=Activity.process_intake)
+    async def process_intake(self, request: IntakeRequest) -> IntakeRound:
+        pool = self.deps.pool
+        spec = request.spec
+        counts = {"handled": 0, "accepted": 0, "rejected": 0}
+        for raw in request.raw:  # raw signals first: they were received before this round
+            written = await intake.record(
+                pool,
+                spec.notice_id,
+                raw.action,
+                raw.payload,
+                channel="temporal",
+                receipt_id=raw.receipt_id,
+                received_at=raw.received_at,
+                problem=raw.problem,
+            )
+            if written.status == intake.REJECTED and not written.repeat:
+                counts["handled"] += 1
+                counts["rejected"] += 1
+        rows = await pool.fetch(
+            "SELECT * FROM intake WHERE notice_id = $1 AND (status = 'pending' OR mail_due IS NOT"
+            " NULL) ORDER BY seq LIMIT $2",
+            spec.notice_id,
+            request.limit + 1,
+        )
+        more = len(rows) > request.limit
+        rows = rows[: request.limit]
+        keys = await load_keys(pool, {r["customer_id"] for r in rows if r["customer_id"]})
+        result = IntakeRound(handled=0)
+        changed = deliveries_changed = False
+        notice_action: NoticeAction | None = None
+        for row in rows:
+            if row["status"] == intake.PENDING:
+                if row["action"] in signals.NOTICE_ACTIONS:
+                    notice_action = await self._notice_action(row, keys)
+                    if notice_action is not None:
+                        more = True
+                        break
+                    continue  # rejected: its payload could not be read
+                judged = await self._judge(spec, request.phase, row, keys)
+                counts["handled"] += 1
+                counts["accepted" if judged.status == intake.ACCEPTED else "rejected"] += (
+                    judged.status != intake.DUPLICATE
+                )
+                changed |= judged.changed and judged.status == intake.ACCEPTED
+                deliveries_changed |= judged.deliveries_changed
+                if judged.mail is None:
+                    continue
+            await self._mail_due(spec, row["receipt_id"])
+            activity.heartbeat(row["seq"])
+        totals = await read_totals(pool, spec.notice_id)
+        return result.model_copy(
+            update={
+                **counts,
+                "notice_action": notice_action,
+                "more": more,
+                "changed": changed,
+                "deliveries_changed": deliveries_changed,
+                "totals": totals,
+            }
+        )
+
+    async def _notice_action(
+        self, row: asyncpg.Record, keys: dict[str, bytes]
+    ) -> NoticeAction | None:
+        payload = intake.open_payload(row, keys)
+        if not isinstance(payload, dict):
+            await self._settle(row, intake.REJECTED, "the payload could not be read")
+            return None
+        return NoticeAction(
+            receipt_id=row["receipt_id"],
+            action=row["action"],
+            payload=payload,
+            received_at=row["received_at"],
+        )
+
+    async def _judge(
+        self, spec: NoticeSpec, phase: Phase, row: asyncpg.Record, keys: dict[str, bytes]
+    ) -> Judged:
+        """Judge one receipt in one transaction with its outcome; never raises a lasting fault."""
+        receipt = intake._row_receipt(row)
+        try:
+            resent: Judged | None = None
+            if receipt.action == "resend":  # it mails: judged before its outcome is written
+                try:
+                    resent = await self._resend(spec, phase, row, keys)
+                except Refused as refusal:
+                    resent = Judged(status=intake.REJECTED, reason=str(refusal), changed=False)
+            async with self.deps.pool.acquire() as connection, connection.transaction():
+                status = await connection.fetchval(
+                    "SELECT status FROM intake WHERE receipt_id = $1 FOR UPDATE", receipt.receipt_id
+                )
+                if status != intake.PENDING:  # judged by an earlier attempt of this activity
+                    return Judged(status=status, changed=False)
+                context = Context(connection, spec, phase, receipt, keys)
+                try:
+                    judged = resent or await self._judge_one(context, row)
+                except Refused as refusal:
+                    judged = Judged(status=intake.REJECTED, reason=str(refusal), changed=False)
+                await self._write_outcome(connection, context, judged)
+                return judged
+        except TRANSIENT:
+            raise
+        except Exception as error:  # a lasting fault in one judgement must not stop the rest
+            log.exception("intake judgement failed", receipt_id=receipt.receipt_id)
+            reason = f"could not be processed ({type(error).__name__}); reported to the operators"
+            async with self.deps.pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "UPDATE intake SET status = 'rejected', reason = $2, handled_at = clock_timestamp()"
+                    " WHERE receipt_id = $1 AND status = 'pending'",
+                    receipt.receipt_id,
+                    reason,
+                )
+                await intake.append_rejection(connection, receipt, reason)
+            return Judged(status=intake.REJECTED, reason=reason, changed=False)
+
+    async def _judge_one(self, context: Context, row: asyncpg.Record) -> Judged:
+        action = context.receipt.action
+        payload = intake.open_payload(row, context.keys)
+        typed, problem = intake.validate(action, payload)
+        if problem is not None or typed is None:
+            raise Refused(problem or "the payload could not be read")
+        if context.phase is Phase.cancelled:
+            raise Refused("the notice was cancelled; nothing can be recorded on it any more")
+        if context.phase not in SENT:
+            raise Refused(f"the notice is {context.phase} and was not sent yet")
+        customer_id = context.customer_id
+        context.recipient = await context.connection.fetchrow(
+            "SELECT * FROM recipients WHERE notice_id = $1 AND customer_id = $2 FOR UPDATE",
+            context.spec.notice_id,
+            customer_id,
+        )
+        if context.recipient is None:
+            raise Refused(await self._unknown(context))
+        if customer_id not in context.keys and action != "exclude":
+            raise Refused(
+                f"customer {customer_id!r} was erased: its personal data is gone and no action"
+                " can be recorded for it (ops can settle it with `notice exclude`)"
+            )
+        return await self.judges[action](context, typed)
+
+    async def _unknown(self, context: Context) -> str:
+        known = [
+            r["customer_id"]
+            for r in await context.connection.fetch(
+                "SELECT customer_id FROM recipients WHERE notice_id = $1", context.spec.notice_id
+            )
+        ]
+        close = difflib.get_close_matches(context.customer_id, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown customer {context.customer_id!r}: not a recipient of this notice{hint}"
+
+    async def _write_outcome(self, connection: asyncpg.Connection, context: Context, judged: Judged) -> None:
+        mail_due = None
+        if judged.mail is not None and context.customer_id in context.keys:
+            mail_due = context.seal(orjson.dumps(judged.mail).decode())
+        await connection.execute(
+            "UPDATE intake SET status = $2, reason = $3, mail_due = $4, handled_at = clock_timestamp()"
+            " WHERE receipt_id = $1",
+            context.receipt.receipt_id,
+            judged.status,
+            judged.reason,
+            mail_due,
+        )
+        if judged.status == intake.REJECTED:
+            await intake.append_rejection(connection, context.receipt, str(judged.reason))
+
+    async def _settle(self, row: asyncpg.Record, status: str, reason: str | None) -> None:
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "UPDATE intake SET status = $2, reason = $3, handled_at = clock_timestamp()"
+                " WHERE receipt_id = $1 AND status = 'pending'",
+                row["receipt_id"],
+                status,
+                reason,
+            )
+            if status == intake.REJECTED:
+                await intake.append_rejection(connection, intake._row_receipt(row), str(reason))
+
+    # --- one judgement per action ----------------------------------------------------------------
+
+    async def _object(self, context: Context, objection: signals.Objection) -> Judged:
+        """Rule 7: judged by its receipt time; a case opened; acknowledged by mail."""
+        receipt, recipient, spec = context.receipt, context.recipient, context.spec
+        assert recipient is not None
+        content_ref = blind_index(context.keys[context.customer_id], objection.reason)
+        same = await context.connection.fetchval(
+            "SELECT receipt_id FROM objections WHERE notice_id = $1 AND customer_id = $2"
+            " AND status = 'open' AND content_ref = $3 LIMIT 1",
+            spec.notice_id,
+            context.customer_id,
+            content_ref,
+        )
+        if same is not None:
+            return Judged(
+                status=intake.DUPLICATE,
+                reason=f"the same objection is already open (receipt {same})",
+                changed=False,
+            )
+        timely = is_timely(receipt.received_at, recipient["deadline"])
+        sealed_by, sealed_reason = context.seal(objection.by), context.seal(objection.reason)
+        await context.connection.execute(
+            "INSERT INTO objections (notice_id, idempotency_key, customer_id, received_at, channel,"
+            " objected_by, reason, timely, status, content_ref, receipt_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $2)",
+            spec.notice_id,
+            receipt.receipt_id,
+            context.customer_id,
+            receipt.received_at,
+            receipt.channel,
+            sealed_by,
+            sealed_reason,
+            timely,
+            content_ref,
+        )
+        await eventstore.append(
+            context.connection,
+            context.stream,
+            f"objection/{receipt.receipt_id}",
+            "objection_received",
+            {
+                "customer_id": context.customer_id,
+                "idempotency_key": receipt.receipt_id,
+                "receipt_id": receipt.receipt_id,
+                "timely": timely,
+                "channel": receipt.channel,
+                "by": sealed_by,
+                "reason": sealed_reason,
+                "received_at": receipt.received_at,
+                "deadline": recipient["deadline"],
+            },
+            receipt.received_at,
+        )
+        await self._unsettle(context)
+        when = describe_instant(receipt.received_at, recipient["timezone"])
+        return Judged(
+            reason=None if timely else "late: received after the customer's deadline",
+            mail={
+                "headline": "We have received your objection",
+                "paragraphs": [
+                    f"Your objection to {spec.subprocessor} was received on {when} and is "
+                    f"recorded as {'timely' if timely else 'late (after your deadline)'}"
+                    f" (receipt {receipt.receipt_id}).",
+                    "Our privacy team will contact you to resolve it. Until then the sub-processor "
+                    "will not be used for your organisation"
+                    + ("." if timely else " unless the objection is resolved otherwise."),
+                ],
+            },
+        )
+
+    async def _resolve(self, context: Context, resolution: signals.ResolveObjection) -> Judged:
+        """Close every open case of one customer with the outcome ops chose."""
+        spec, receipt = context.spec, context.receipt
+        resolved = await context.connection.fetch(
+            "UPDATE objections SET status = $3, resolved_by = $4, resolved_at = $5,"
+            " resolution_note = $6 WHERE notice_id = $1 AND customer_id = $2 AND status = 'open'"
+            " RETURNING idempotency_key",
+            spec.notice_id,
+            context.customer_id,
+            resolution.outcome.value,
+            context.seal(resolution.by),
+            receipt.received_at,
+            context.seal(resolution.note) if resolution.note else "",
+        )
+        if not resolved:
+            last = await context.connection.fetchrow(
+                "SELECT status, resolved_at FROM objections WHERE notice_id = $1 AND customer_id = $2"
+                " ORDER BY resolved_at DESC NULLS LAST LIMIT 1",
+                spec.notice_id,
+                context.customer_id,
+            )
+            tail = (
+                f"; its last case was resolved {last['status']} at "
+                f"{last['resolved_at'].isoformat()}"
+                if last is not None and last["resolved_at"] is not None
+                else ""
+            )
+            raise Refused(f"customer {context.customer_id!r} has no open objection{tail}")
+        await eventstore.append(
+            context.connection,
+            context.stream,
+            f"resolution/{receipt.receipt_id}",
+            "objection_resolved",
+            {
+                "customer_id": context.customer_id,
+                "receipt_id": receipt.receipt_id,
+                "outcome": resolution.outcome.value,
+                "by": context.seal(resolution.by),
+                "note": context.seal(resolution.note) if resolution.note else "",
+                "objections": [row["idempotency_key"] for row in resolved],
+            },
+            receipt.received_at,
+        )
+        await self._unsettle(context)
+        return Judged(
+            mail={
+                "headline": "Your objection has been resolved",
+                "paragraphs": [OUTCOME_WORDS[resolution.outcome.value]]
+                + ([resolution.note] if resolution.note else []),
+            }
+        )
+
+    async def _opt_in(self, context: Context, opt_in: signals.OptIn) -> Judged:
+        """Rule 8: opt in, or revoke — before or after activation, also after completion."""
+        spec, receipt, recipient = context.spec, context.receipt, context.recipient
+        assert recipient is not None
+        opted_in = receipt.action == "opt_in"
+        if not spec.opt_in:
+            raise Refused("this notice is not an opt-in notice; customers object instead")
+        if recipient["opted_in"] == opted_in:
+            return Judged(
+                status=intake.DUPLICATE,
+                reason="already opted in" if opted_in else "not opted in",
+                changed=False,
+            )
+        await context.connection.execute(
+            "UPDATE recipients SET opted_in = $3, opted_in_at = $4, settled = false,"
+            " activated = activated AND $3 WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id,
+            context.customer_id,
+            opted_in,
+            receipt.received_at,
+        )
+        await eventstore.append(
+            context.connection,
+            context.stream,
+            f"opt-in/{receipt.receipt_id}",
+            "opt_in_recorded" if opted_in else "opt_in_revoked",
+            {
+                "customer_id": context.customer_id,
+                "receipt_id": receipt.receipt_id,
+                "by": context.seal(opt_in.by),
+                "channel": receipt.channel,
+                "received_at": receipt.received_at,
+            },
+            receipt.received_at,
+        )
+        switched_off = bool(recipient["activated"]) and not opted_in
+        if switched_off:
+            await switch_subprocessor(
+                context.connection,
+                spec.notice_id,
+                spec.subprocessor,
+                context.customer_id,
+                False,
+                receipt.received_at,
+                "opt_in_revoked",
+            )
+        if opted_in:
+            words = [
+                f"We have recorded your opt-in to {spec.subprocessor} (receipt "
+                f"{receipt.receipt_id}). It will be used for your organisation from the "
+                "effective date of the notice, and you can revoke this opt-in at any time."
+            ]
+        else:
+            words = [
+                f"We have recorded that you revoked your opt-in to {spec.subprocessor} (receipt "
+                f"{receipt.receipt_id}). "
+                + (
+                    "It is no longer used for your organisation."
+                    if switched_off
+                    else "It will not be used for your organisation."
+                )
+            ]
+        return Judged(
+            mail={
+                "headline": "Your opt-in is recorded" if opted_in else "Your opt-in is revoked",
+                "paragraphs": words,
+            }
+        )
+
+    async def _exclude(self, context: Context, exclude: signals.Exclude) -> Judged:
+        """Ops settle a customer without activation; switched off if it was on."""
+        spec, receipt, recipient = context.spec, context.receipt, context.recipient
+        assert recipient is not None
+        if recipient["excluded_at"] is not None:
+            return Judged(status=intake.DUPLICATE, reason="already excluded", changed=False)
+        erased = context.customer_id not in context.keys
+        sealed_by = "[erased]" if erased else context.seal(exclude.by)
+        sealed_reason = "[erased]" if erased else context.seal(exclude.reason)
+        await context.connection.execute(
+            "UPDATE recipients SET excluded_at = $3, excluded_by = $4, excluded_reason = $5,"
+            " settled = false WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id,
+            context.customer_id,
+            receipt.received_at,
+            sealed_by,
+            sealed_reason,
+        )
+        await eventstore.append(
+            context.connection,
+            context.stream,
+            f"exclusion/{receipt.receipt_id}",
+            "customer_excluded",
+            {
+                "customer_id": context.customer_id,
+                "receipt_id": receipt.receipt_id,
+                "by": sealed_by,
+                "reason": sealed_reason,
+                "delivery": recipient["delivery"],
+            },
+            receipt.received_at,
+        )
+        if recipient["activated"]:
+            await context.connection.execute(
+                "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
+                spec.notice_id,
+                context.customer_id,
+            )
+            await switch_subprocessor(
+                context.connection,
+                spec.notice_id,
+                spec.subprocessor,
+                context.customer_id,
+                False,
+                receipt.received_at,
+                "excluded_by_ops",
+            )
+        return Judged()
+
+    async def _unsettle(self, context: Context) -> None:
+        await context.connection.execute(
+            "UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $2",
+            context.spec.notice_id,
+            context.customer_id,
+        )
+
+    # --- resend: mails inside the judgement -----------------------------------------------------
+
+    async def _resend(
+        self, spec: NoticeSpec, phase: Phase, row: asyncpg.Record, keys: dict[str, bytes]
+    ) -> Judged:
+        receipt = intake._row_receipt(row)
+        _, problem = intake.validate("resend", intake.open_payload(row, keys))
+        if problem is not None:
+            raise Refused(problem)
+        if phase is Phase.cancelled:
+            raise Refused("the notice was cancelled; nothing can be recorded on it any more")
+        if phase not in SENT - {Phase.notifying}:
+            raise Refused(f"the notice is {phase}: resend only after the first sending")
+        exists = await self.deps.pool.fetchval(
+            "SELECT 1 FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id,
+            receipt.customer_id,
+        )
+        if not exists:
+            async with self.deps.pool.acquire() as connection:
+                context = Context(connection, spec, phase, receipt, {})
+                raise Refused(await self._unknown(context))
+        result = await self.sending.resend_notice(
+            ResendRequest(
+                spec=spec,
+                customer_id=str(receipt.customer_id),
+                key=f"resend-{receipt.receipt_id}",
+                at=receipt.received_at,
+            )
+        )
+        if result.outcome == "rejected":
+            raise Refused(result.reason)
+        return Judged(
+            reason=f"delivery {result.delivery}" if result.delivery else None,
+            deliveries_changed=True,
+        )
+
+    # --- mail owed ---------------------------------------------------------------------------------
+
+    async def _mail_due(self, spec: NoticeSpec, receipt_id: str) -> None:
+        """Mail the confirmation a receipt owes (through the ledger: a repeat sends nothing twice)."""
+        pool = self.deps.pool
+        row = await pool.fetchrow(
+            "SELECT customer_id, mail_due FROM intake WHERE receipt_id = $1", receipt_id
+        )
+        if row is None or row["mail_due"] is None:
+            return
+        customer_id = row["customer_id"]
+        recipients = await load_recipients(pool, spec.notice_id, [customer_id])
+        recipient = recipients.get(customer_id)
+        if recipient is not None:
+            plan = orjson.loads(unseal(recipient.key, customer_id, row["mail_due"]))
+            try:
+                await self.deps.mailer.mail_customer(
+                    pool,
+                    spec.notice_id,
+                    recipient,
+                    f"confirmation/{receipt_id}",
+                    "update",
+                    update_context(spec, plan["headline"], plan["paragraphs"]),
+                )
+            except TemporarySmtpError as error:  # owed still: the sweeper wakes the notice later
+                log.warning("confirmation deferred", receipt_id=receipt_id, reply=str(error)[:120])
+                return
+        await pool.execute("UPDATE intake SET mail_due = NULL WHERE receipt_id = $1", receipt_id)
+
+    # --- the workflow's own verdicts ---------------------------------------------------------------
+
+    @activity.defn(name=Activity.settle_receipt)
+    async def settle_receipt(self, outcome: ReceiptOutcome) -> None:
+        """Write the outcome of a notice action the workflow judged (approve, postpone, cancel)."""
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                "UPDATE intake SET status = $2, reason = $3, handled_at = clock_timestamp()"
+                f" WHERE receipt_id = $1 AND status = 'pending' RETURNING {intake.RECEIPT_COLUMNS}",
+                outcome.receipt_id,
+                outcome.status,
+                outcome.reason,
+            )
+            if row is not None and outcome.status == intake.REJECTED:
+                await intake.append_rejection(connection, intake._row_receipt(row), str(outcome.reason))
+
