@@ -59,6 +59,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.AdminShutdownError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+    eventstore.ConcurrencyError,
 )
 
 
@@ -117,27 +120,48 @@ class IntakeActivities:
         spec = request.spec
         counts = {"handled": 0, "accepted": 0, "rejected": 0}
         for raw in request.raw:  # raw signals first: they were received before this round
-            written = await intake.record(
-                pool,
-                spec.notice_id,
-                raw.action,
-                raw.payload,
-                channel="temporal",
-                receipt_id=raw.receipt_id,
-                received_at=raw.received_at,
-                problem=raw.problem,
-            )
+            try:
+                written = await intake.record(
+                    pool,
+                    spec.notice_id,
+                    raw.action,
+                    raw.payload,
+                    channel="temporal",
+                    receipt_id=raw.receipt_id,
+                    received_at=raw.received_at,
+                    problem=raw.problem,
+                )
+            except TRANSIENT:
+                raise
+            except Exception as error:  # a payload that cannot even be stored: kept as rejected
+                log.warning("raw signal not storable", error=type(error).__name__)
+                written = await intake.record(
+                    pool,
+                    spec.notice_id,
+                    raw.action,
+                    None,
+                    channel="temporal",
+                    receipt_id=raw.receipt_id,
+                    received_at=raw.received_at,
+                    problem=f"the payload could not be stored ({type(error).__name__})",
+                )
+            activity.heartbeat()
             if written.status == intake.REJECTED and not written.repeat:
                 counts["handled"] += 1
                 counts["rejected"] += 1
         rows = await pool.fetch(
-            "SELECT * FROM intake WHERE notice_id = $1 AND (status = 'pending' OR mail_due IS NOT"
-            " NULL) ORDER BY seq LIMIT $2",
+            "SELECT * FROM intake WHERE notice_id = $1 AND status = 'pending' ORDER BY seq LIMIT $2",
             spec.notice_id,
             request.limit + 1,
         )
-        more = len(rows) > request.limit
+        more = len(rows) > request.limit  # only pending receipts call for another round at once
         rows = rows[: request.limit]
+        # Confirmations still owed (mail deferred earlier) ride along, a bounded few per round.
+        rows += await pool.fetch(
+            "SELECT * FROM intake WHERE notice_id = $1 AND status <> 'pending'"
+            " AND mail_due IS NOT NULL ORDER BY seq LIMIT 50",
+            spec.notice_id,
+        )
         keys = await load_keys(pool, {r["customer_id"] for r in rows if r["customer_id"]})
         result = IntakeRound(handled=0)
         changed = deliveries_changed = False
@@ -158,6 +182,7 @@ class IntakeActivities:
                 changed |= judged.changed and judged.status == intake.ACCEPTED
                 deliveries_changed |= judged.deliveries_changed
                 if judged.mail is None:
+                    activity.heartbeat(row["seq"])
                     continue
             await self._mail_due(spec, row["receipt_id"])
             activity.heartbeat(row["seq"])

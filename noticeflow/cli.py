@@ -656,7 +656,7 @@ def _instant(value: datetime) -> str:
     if _SHOW_UTC["on"] or value.tzinfo is None:
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     local = value.astimezone()
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local:%z}"
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')}"
 
 
 def _cell(value: Any) -> str:

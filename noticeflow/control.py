@@ -147,6 +147,8 @@ async def submit(
         await wake(client, pool, notice_id, action, receipt.receipt_id, task_queue)
     except RPCError as error:
         return receipt, f"Temporal refused the signal ({error.message})"
+    except Exception as error:  # the receipt is kept whatever happens: the sweeper wakes it later
+        return receipt, f"could not wake the notice ({type(error).__name__}: {error})"
     judged = await intake.wait_for(pool, receipt.receipt_id, wait_seconds)
     assert judged is not None
     if judged.pending:
@@ -167,10 +169,15 @@ async def sweep_intake(
     that completed before taking it. Runs in the worker beside the projector."""
     while not stop.is_set():
         try:
-            for notice_id in await intake.notices_waiting(pool, older_than, again_after):
-                log.info("waking notice for pending receipts", notice_id=notice_id)
-                await wake(client, pool, notice_id, task_queue=task_queue)
+            waiting = await intake.notices_waiting(pool, older_than, again_after)
         except Exception as error:  # the sweeper must outlive any one failure
             log.warning("intake sweep failed; trying again", error=str(error)[:200])
+            waiting = []
+        for notice_id in waiting:
+            try:
+                log.info("waking notice for pending receipts", notice_id=notice_id)
+                await wake(client, pool, notice_id, task_queue=task_queue)
+            except Exception as error:  # one notice failing does not stop the others
+                log.warning("could not wake notice", notice_id=notice_id, error=str(error)[:200])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)

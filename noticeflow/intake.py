@@ -21,6 +21,7 @@ The caller sees the outcome of its own receipt (:func:`wait_for`), never another
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,13 +147,18 @@ async def record(
     receipt_id = receipt_id or new_receipt_id()
     if problem is None:
         _, problem = validate(action, payload)
+    if problem is not None:  # our words about the input: one line, nothing PostgreSQL refuses
+        problem = "".join(ch if ch.isprintable() else "?" for ch in problem)[:2000]
     fields = payload if isinstance(payload, dict) else {}
     customer_id = _clean_id(fields.get("customer_id"))
     sender_key = _clean_id(fields.get("idempotency_key"), 200) if problem is None else None
     channel = channel if channel in CHANNELS else "api"
     if isinstance(fields.get("channel"), str) and fields["channel"] in CHANNELS:
         channel = fields["channel"]
-    text = orjson.dumps(payload, default=str).decode() if payload is not None else "null"
+    try:
+        text = orjson.dumps(payload, default=str).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits: the standard library writes anything
+        text = json.dumps(payload, default=str)
     key = (await load_keys(connection, [customer_id])).get(customer_id) if customer_id else None
     stored = seal(key, customer_id, text) if key is not None and customer_id else text
     row = await connection.fetchrow(
@@ -181,7 +187,7 @@ async def record(
             action,
             sender_key,
         )
-        return _row_receipt(row, repeat=row["receipt_id"] != receipt_id)
+        return _row_receipt(row, repeat=True)
     receipt = _row_receipt(row)
     if problem:
         await append_rejection(connection, receipt, problem)

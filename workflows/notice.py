@@ -56,6 +56,7 @@ MAILING = timedelta(hours=24)
 # Transient faults retry with bounded backoff (at most a minute apart); lasting ones never reach
 # here as retries: activities turn them into recorded rejections (see activities/intake.py).
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+MAX_SIGNAL_BYTES = 64 * 1024
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
 POSTPONABLE_PHASES = {Phase.draft, Phase.notifying, Phase.window_open, Phase.awaiting_effective_date}
 # Cancelling an active notice stops every activation still to come; customers already switched
@@ -114,6 +115,9 @@ class NoticeWorkflow:
         decode_error = None
         if len(args) != 1:
             decode_error = f"expected exactly one JSON argument, got {len(args)}"
+        elif len(args[0].payload.data) > MAX_SIGNAL_BYTES:
+            # Kept out of the inbox: it would travel in every activity input and continue-as-new.
+            decode_error = f"payload too large ({len(args[0].payload.data)} bytes)"
         else:
             try:
                 payload = workflow.payload_converter().from_payload(args[0].payload)
@@ -454,7 +458,7 @@ class NoticeWorkflow:
                 notice_id=self.spec.notice_id,
                 phase=phase,
                 at=workflow.now(),
-                key=f"phase-{self.state.event_seq}",
+                key=self._step_key("phase"),
                 effective_at=self.state.effective_at,
                 window_closes_at=self.state.window_closes_at,
                 approved_by=self.state.approved_by,
@@ -469,7 +473,7 @@ class NoticeWorkflow:
             Activity.append_event,
             EventRequest(
                 notice_id=self.spec.notice_id,
-                key=f"{event_type}-{self.state.event_seq}",
+                key=self._step_key(event_type),
                 event_type=event_type,
                 data=data,
                 at=workflow.now(),
@@ -486,7 +490,7 @@ class NoticeWorkflow:
             ChangeMailRequest(
                 spec=spec or self.spec,
                 kind=kind,
-                key=f"{kind}-{self.state.event_seq}",
+                key=self._step_key(kind),
                 detail=detail,
                 at=at,
             ),
@@ -517,6 +521,12 @@ class NoticeWorkflow:
         if state.window_closes_at is not None:
             updates.append(sa.WINDOW_CLOSES_AT.value_set(state.window_closes_at))
         workflow.upsert_search_attributes(updates)
+
+    def _step_key(self, step: str) -> str:
+        """The idempotency key of this run chain's next step: its first run id (kept across
+        continue-as-new, new for a run started after completion) and a counter, so no two steps
+        of any runs of one notice share a key."""
+        return f"{workflow.info().first_execution_run_id}/{step}-{self.state.event_seq}"
 
     def _should_continue_as_new(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
