@@ -43,6 +43,11 @@ from noticeflow.domain.rules import Phase, is_timely
 log = structlog.get_logger(__name__)
 
 SENT = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
+# A cancelled notice takes no new objection or opt-in, but a customer switched on before the
+# cancel can still revoke, and ops can still close cases and settle customers.
+AFTER_CANCEL = {"revoke_opt_in", "resolve_objection", "exclude"}
+# Ops' actions about an erased customer (its personal data is gone, its cases are not).
+ERASED_OK = {"resolve_objection", "exclude"}
 OUTCOME_WORDS = {
     "withdrawn": "Your objection has been withdrawn; the sub-processor may be used for your organisation.",
     "excluded": "Your objection is upheld: the sub-processor will not be used for your organisation.",
@@ -97,7 +102,8 @@ class Context:
         return eventstore.notice_stream(self.spec.notice_id)
 
     def seal(self, text: str) -> str:
-        return seal(self.keys[self.customer_id], self.customer_id, text)
+        key = self.keys.get(self.customer_id)
+        return "[erased]" if key is None else seal(key, self.customer_id, text)
 
 
 class IntakeActivities:
@@ -150,7 +156,8 @@ class IntakeActivities:
                 counts["handled"] += 1
                 counts["rejected"] += 1
         rows = await pool.fetch(
-            "SELECT * FROM intake WHERE notice_id = $1 AND status = 'pending' ORDER BY seq LIMIT $2",
+            "SELECT * FROM intake WHERE notice_id = $1 AND status = 'pending'"
+            " ORDER BY received_at, seq LIMIT $2",
             spec.notice_id,
             request.limit + 1,
         )
@@ -175,6 +182,9 @@ class IntakeActivities:
                         break
                     continue  # rejected: its payload could not be read
                 judged = await self._judge(spec, request.phase, row, keys)
+                if judged.status == intake.PENDING:
+                    result = result.model_copy(update={"deferred": result.deferred + 1})
+                    continue
                 counts["handled"] += 1
                 counts["accepted" if judged.status == intake.ACCEPTED else "rejected"] += (
                     judged.status != intake.DUPLICATE
@@ -254,28 +264,40 @@ class IntakeActivities:
 
     async def _judge_one(self, context: Context, row: asyncpg.Record) -> Judged:
         action = context.receipt.action
+        customer_id = context.customer_id
+        erased = customer_id not in context.keys
         payload = intake.open_payload(row, context.keys)
+        if payload is None and erased:
+            raise Refused(self._erased(customer_id))
         typed, problem = intake.validate(action, payload)
         if problem is not None or typed is None:
             raise Refused(problem or "the payload could not be read")
-        if context.phase is Phase.cancelled:
+        if context.phase is Phase.cancelled and action not in AFTER_CANCEL:
             raise Refused("the notice was cancelled; nothing can be recorded on it any more")
-        if context.phase not in SENT:
+        if context.phase not in SENT | {Phase.cancelled}:
             raise Refused(f"the notice is {context.phase} and was not sent yet")
-        customer_id = context.customer_id
         context.recipient = await context.connection.fetchrow(
             "SELECT * FROM recipients WHERE notice_id = $1 AND customer_id = $2 FOR UPDATE",
             context.spec.notice_id,
             customer_id,
         )
         if context.recipient is None:
+            if context.phase is Phase.notifying and not await context.connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM recipients WHERE notice_id = $1)",
+                context.spec.notice_id,
+            ):
+                return Judged(status=intake.PENDING, changed=False)  # judged once snapshotted
             raise Refused(await self._unknown(context))
-        if customer_id not in context.keys and action != "exclude":
-            raise Refused(
-                f"customer {customer_id!r} was erased: its personal data is gone and no action"
-                " can be recorded for it (ops can settle it with `notice exclude`)"
-            )
+        if erased and action not in ERASED_OK:
+            raise Refused(self._erased(customer_id))
         return await self.judges[action](context, typed)
+
+    @staticmethod
+    def _erased(customer_id: str) -> str:
+        return (
+            f"customer {customer_id!r} was erased: its personal data is gone and it cannot act"
+            " any more (ops can still resolve its cases or settle it with `notice exclude`)"
+        )
 
     async def _unknown(self, context: Context) -> str:
         known = [
@@ -288,7 +310,11 @@ class IntakeActivities:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown customer {context.customer_id!r}: not a recipient of this notice{hint}"
 
-    async def _write_outcome(self, connection: asyncpg.Connection, context: Context, judged: Judged) -> None:
+    async def _write_outcome(
+        self, connection: asyncpg.Connection, context: Context, judged: Judged
+    ) -> None:
+        if judged.status == intake.PENDING:  # not judged yet (the audience is being snapshotted)
+            return
         mail_due = None
         if judged.mail is not None and context.customer_id in context.keys:
             mail_due = context.seal(orjson.dumps(judged.mail).decode())
@@ -429,6 +455,23 @@ class IntakeActivities:
             },
             receipt.received_at,
         )
+        recipient = context.recipient
+        if resolution.outcome.value != "withdrawn" and recipient is not None and recipient["activated"]:
+            # Upheld after activation (a late case, or a cancelled notice): off at once.
+            await context.connection.execute(
+                "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
+                spec.notice_id,
+                context.customer_id,
+            )
+            await switch_subprocessor(
+                context.connection,
+                spec.notice_id,
+                spec.subprocessor,
+                context.customer_id,
+                False,
+                receipt.received_at,
+                resolution.outcome.value,
+            )
         await self._unsettle(context)
         return Judged(
             mail={
@@ -539,6 +582,33 @@ class IntakeActivities:
             },
             receipt.received_at,
         )
+        # Its open cases end with it: the sub-processor stays off, as an upheld objection would.
+        closed = await context.connection.fetch(
+            "UPDATE objections SET status = 'excluded', resolved_by = $3, resolved_at = $4,"
+            " resolution_note = $5 WHERE notice_id = $1 AND customer_id = $2 AND status = 'open'"
+            " RETURNING idempotency_key",
+            spec.notice_id,
+            context.customer_id,
+            sealed_by,
+            receipt.received_at,
+            sealed_reason,
+        )
+        if closed:
+            await eventstore.append(
+                context.connection,
+                context.stream,
+                f"resolution/{receipt.receipt_id}",
+                "objection_resolved",
+                {
+                    "customer_id": context.customer_id,
+                    "receipt_id": receipt.receipt_id,
+                    "outcome": "excluded",
+                    "by": sealed_by,
+                    "note": sealed_reason,
+                    "objections": [r["idempotency_key"] for r in closed],
+                },
+                receipt.received_at,
+            )
         if recipient["activated"]:
             await context.connection.execute(
                 "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
@@ -576,12 +646,17 @@ class IntakeActivities:
             raise Refused("the notice was cancelled; nothing can be recorded on it any more")
         if phase not in SENT - {Phase.notifying}:
             raise Refused(f"the notice is {phase}: resend only after the first sending")
-        exists = await self.deps.pool.fetchval(
-            "SELECT 1 FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+        exists = await self.deps.pool.fetchrow(
+            "SELECT excluded_at FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
             receipt.customer_id,
         )
-        if not exists:
+        if exists is not None and exists["excluded_at"] is not None:
+            raise Refused(
+                f"customer {receipt.customer_id!r} was excluded by ops; a resend would reopen"
+                " its window (use a new notice to reach it)"
+            )
+        if exists is None:
             async with self.deps.pool.acquire() as connection:
                 context = Context(connection, spec, phase, receipt, {})
                 raise Refused(await self._unknown(context))

@@ -16,6 +16,7 @@ from noticeflow.contracts import (
     ActivationRequest,
     ActivationRound,
     EventRequest,
+    NoticeRecord,
     NoticeTotals,
     PhaseChange,
 )
@@ -25,6 +26,7 @@ from noticeflow.domain.rules import (
     Case,
     CaseStatus,
     Delivery,
+    Phase,
     Verdict,
     activation_ground,
     decide,
@@ -76,6 +78,20 @@ class LifecycleActivities:
                 },
                 change.at,
             )
+
+    @activity.defn(name=Activity.load_notice_record)
+    async def load_notice_record(self, notice_id: str) -> NoticeRecord:
+        row = await self.deps.pool.fetchrow(
+            "SELECT phase, effective_at, approved_by, window_closes_at FROM notices"
+            " WHERE notice_id = $1",
+            notice_id,
+        )
+        return NoticeRecord(
+            phase=Phase(row["phase"]),
+            effective_at=row["effective_at"],
+            approved_by=row["approved_by"],
+            window_closes_at=row["window_closes_at"],
+        )
 
     @activity.defn(name=Activity.read_totals)
     async def read_totals(self, notice_id: str) -> NoticeTotals:

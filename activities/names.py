@@ -17,3 +17,4 @@ class Activity:
     send_reminders = "send_reminders"
     process_intake = "process_intake"
     settle_receipt = "settle_receipt"
+    load_notice_record = "load_notice_record"

@@ -25,7 +25,7 @@ from temporalio.service import RPCError
 
 from noticeflow import db, repository
 from noticeflow.config import Settings, load_settings
-from noticeflow.control import default_user, start_notice, submit
+from noticeflow.control import default_user, hand_over, receive, start_notice
 from noticeflow.domain.customers import read_customers_file
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import load_notice_file
@@ -88,7 +88,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     except Exception as error:  # never a traceback: one line, and the details on request
         if os.environ.get("NOTICEFLOW_DEBUG"):
             traceback.print_exc()
-        fail(f"unexpected {type(error).__name__}: {error} (NOTICEFLOW_DEBUG=1 shows details)", 70)
+        text = " ".join(str(error).split())
+        fail(f"unexpected {type(error).__name__}: {text} (NOTICEFLOW_DEBUG=1 shows details)", 70)
     raise AssertionError("unreachable")
 
 
@@ -383,16 +384,11 @@ def _act(
             body["idempotency_key"] = key
         settings = settings_for(data_dir)
         async with database(settings) as pool:
-            client, problem = await _temporal(settings)
-            return await submit(
-                client,
-                pool,
-                notice_id,
-                name,
-                body,
-                channel="cli",
-                task_queue=settings.task_queue,
-                connect_error=problem,
+            # Received first: waiting for Temporal must not move the moment of receipt.
+            receipt = await receive(pool, notice_id, name, body, "cli")
+            client, problem = await _temporal(settings) if receipt.pending else (None, None)
+            return await hand_over(
+                client, pool, receipt, settings.task_queue, connect_error=problem
             )
 
     receipt, pending_because = run(go())

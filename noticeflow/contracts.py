@@ -70,6 +70,8 @@ class NoticeState(BaseModel):
     inbox: list[InboxItem] = Field(default_factory=list)
     signal_seq: int = 0
     intake_more: bool = False
+    intake_deferred: bool = False
+    restarted: bool = False  # started after completion: refresh the state from the records
 
 
 class NoticeInput(_Model):
@@ -234,6 +236,7 @@ class IntakeRound(_Model):
     handled: int
     accepted: int = 0
     rejected: int = 0
+    deferred: int = 0  # customer actions received before the audience was snapshotted
     notice_action: NoticeAction | None = None
     more: bool = False
     changed: bool = False  # a customer's state changed: an activation round is due
@@ -247,3 +250,11 @@ class ReceiptOutcome(_Model):
     status: Literal["accepted", "rejected", "duplicate"]
     reason: str | None = None
 
+
+class NoticeRecord(_Model):
+    """The notice as its records stand: what a run started after completion resumes from."""
+
+    phase: Phase
+    effective_at: datetime
+    approved_by: str | None = None
+    window_closes_at: datetime | None = None

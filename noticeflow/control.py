@@ -92,6 +92,7 @@ async def restart_input(pool: asyncpg.Pool, notice_id: str) -> NoticeInput:
         window_closes_at=row["window_closes_at"],
         event_seq=int(row["version"]),
         needs_activation_round=True,
+        restarted=True,
     )
     return NoticeInput(spec=spec, author=row["author"], state=state)
 
@@ -130,21 +131,51 @@ async def submit(
 ) -> tuple[intake.Receipt, str | None]:
     """Record an action, wake its notice, and wait for the outcome of this very receipt.
 
-    Returns the receipt as it stands and, when it is still pending, why (no worker has judged it
-    yet, or Temporal could not be reached: it is durable in the intake either way, and the
-    worker's sweeper wakes the notice for it later). ``received_at`` is for a receipt time known
-    better than "now" (a reply mail's arrival); by default the database sets it as it writes.
+    ``received_at`` is for a receipt time known better than "now" (a reply mail's arrival); by
+    default the database sets it as it writes.
     """
+    receipt = await receive(pool, notice_id, action, payload, channel, received_at)
+    return await hand_over(
+        client, pool, receipt, task_queue, wait_seconds=wait_seconds, connect_error=connect_error
+    )
+
+
+async def receive(
+    pool: asyncpg.Pool,
+    notice_id: str,
+    action: str,
+    payload: dict[str, Any],
+    channel: str = "cli",
+    received_at: datetime | None = None,
+) -> intake.Receipt:
+    """Write the action to the intake: the moment of receipt, before anything else can delay it."""
     await repository.notice_row(pool, notice_id)  # a clear "no notice" error
-    receipt = await intake.record(
+    return await intake.record(
         pool, notice_id, action, payload, channel=channel, received_at=received_at
     )
+
+
+async def hand_over(
+    client: Client | None,
+    pool: asyncpg.Pool,
+    receipt: intake.Receipt,
+    task_queue: str = TASK_QUEUE,
+    *,
+    wait_seconds: float = 20.0,
+    connect_error: str | None = None,
+) -> tuple[intake.Receipt, str | None]:
+    """Wake the receipt's notice and wait for its outcome.
+
+    Returns the receipt as it stands and, when it is still pending, why (no worker has judged it
+    yet, or Temporal could not be reached: it is durable in the intake either way, and the
+    worker's sweeper wakes the notice for it later).
+    """
     if not receipt.pending:
         return receipt, None
     if client is None:
         return receipt, f"Temporal is not reachable ({connect_error})"
     try:
-        await wake(client, pool, notice_id, action, receipt.receipt_id, task_queue)
+        await wake(client, pool, receipt.notice_id, receipt.action, receipt.receipt_id, task_queue)
     except RPCError as error:
         return receipt, f"Temporal refused the signal ({error.message})"
     except Exception as error:  # the receipt is kept whatever happens: the sweeper wakes it later

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +35,9 @@ from pydantic import ValidationError
 from noticeflow import eventstore
 from noticeflow.crypto import load_keys, seal, unseal
 from noticeflow.domain import signals
+from noticeflow.domain.text import SLUG_PATTERN
 
+_ID = re.compile(SLUG_PATTERN)
 PENDING, ACCEPTED, DUPLICATE, REJECTED = "pending", "accepted", "duplicate", "rejected"
 CHANNELS = {"cli", "temporal", "link", "web", "api", "demo", "reply"}
 
@@ -74,9 +77,16 @@ def new_receipt_id() -> str:
 
 
 def describe_problems(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors()
-    )
+    """Every problem, in our words only: a rejection reason is kept as evidence, so it must not
+    repeat what was sent (an id field holding an address, say)."""
+    problems = []
+    for e in error.errors():
+        where = ".".join(str(p)[:40] for p in e["loc"]) or "payload"
+        message = e["msg"]
+        if e["type"] == "identifier":
+            message = "is not an id (use a-z, 0-9, '.', '_' or '-')"
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
 
 
 def validate(action: str, payload: Any) -> tuple[signals._Payload | None, str | None]:
@@ -152,15 +162,16 @@ async def record(
     fields = payload if isinstance(payload, dict) else {}
     customer_id = _clean_id(fields.get("customer_id"))
     sender_key = _clean_id(fields.get("idempotency_key"), 200) if problem is None else None
+    # The channel is the caller's, never the payload's: a raw signal cannot pass itself off as a
+    # customer's signed link.
     channel = channel if channel in CHANNELS else "api"
-    if isinstance(fields.get("channel"), str) and fields["channel"] in CHANNELS:
-        channel = fields["channel"]
     try:
         text = orjson.dumps(payload, default=str).decode()
     except TypeError:  # e.g. an integer beyond 64 bits: the standard library writes anything
         text = json.dumps(payload, default=str)
     key = (await load_keys(connection, [customer_id])).get(customer_id) if customer_id else None
     stored = seal(key, customer_id, text) if key is not None and customer_id else text
+    stored_text = stored.replace("\x00", "\\u0000")
     row = await connection.fetchrow(
         "INSERT INTO intake (receipt_id, notice_id, action, customer_id, idempotency_key, channel,"
         " payload, received_at, status, reason, handled_at)"
@@ -173,21 +184,33 @@ async def record(
         customer_id,
         sender_key,
         channel,
-        stored.replace("\x00", "\\u0000"),
+        stored_text,
         received_at,
         REJECTED if problem else PENDING,
         problem,
     )
     if row is None:  # this receipt id, or this sender key, is already in the intake
         row = await connection.fetchrow(
-            f"SELECT {RECEIPT_COLUMNS} FROM intake WHERE receipt_id = $1"
+            f"SELECT {RECEIPT_COLUMNS}, payload FROM intake WHERE receipt_id = $1"
             " OR (notice_id = $2 AND action = $3 AND idempotency_key = $4) ORDER BY seq LIMIT 1",
             receipt_id,
             notice_id,
             action,
             sender_key,
         )
-        return _row_receipt(row, repeat=True)
+        if row["receipt_id"] == receipt_id or row["payload"] == stored_text:
+            return _row_receipt(row, repeat=True)
+        # The same key for another action: not a repeat, and not to be lost silently either.
+        return await record(
+            connection,
+            notice_id,
+            action,
+            {k: v for k, v in fields.items() if k != "idempotency_key"},
+            channel=channel,
+            received_at=received_at,
+            problem=f"idempotency key {sender_key!r} was already used for a different"
+            f" {action} (receipt {row['receipt_id']}); use a new key",
+        )
     receipt = _row_receipt(row)
     if problem:
         await append_rejection(connection, receipt, problem)
@@ -204,7 +227,10 @@ async def append_rejection(connection: asyncpg.Connection, receipt: Receipt, rea
         {
             "receipt_id": receipt.receipt_id,
             "action": receipt.action,
-            "customer_id": receipt.customer_id,
+            # Only an id-shaped value: whatever else was sent in its place stays in the intake.
+            "customer_id": receipt.customer_id
+            if receipt.customer_id and _ID.match(receipt.customer_id)
+            else None,
             "channel": receipt.channel,
             "reason": reason,
             "received_at": receipt.received_at,

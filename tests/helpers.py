@@ -38,7 +38,8 @@ def notice(now: datetime, **overrides: Any) -> NoticeSpec:
         "transfer_mechanism": "Not applicable (US customers, US processing)",
         "opt_in": True,
         "objection_window": "P21D",
-        "effective_at": (now + timedelta(days=23)).isoformat(),
+        # Past any 21-day deadline, even one whose last day rolls over a weekend (Art. 3(4)).
+        "effective_at": (now + timedelta(days=26)).isoformat(),
         "audience": {"regions": ["US"]},
     }
     data.update(overrides)

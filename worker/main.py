@@ -81,6 +81,7 @@ def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
         lifecycle.append_event,
         lifecycle.record_phase,
         lifecycle.read_totals,
+        lifecycle.load_notice_record,
         lifecycle.activate_due,
         ReminderActivities(deps).send_reminders,
     ]

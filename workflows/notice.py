@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         IntakeRound,
         NoticeAction,
         NoticeInput,
+        NoticeRecord,
         NoticeState,
         NoticeStatus,
         NoticeTotals,
@@ -89,6 +90,18 @@ class NoticeWorkflow:
     async def run(self, notice: NoticeInput) -> NoticeStatus:
         if self._fresh:
             await self._record_phase(Phase.draft)
+        if self.state.restarted:
+            # Started after completion: the records, read now the earlier run has closed, are
+            # the truth (the caller's snapshot may predate that run's last step).
+            record: NoticeRecord = await self._activity(
+                Activity.load_notice_record, self.spec.notice_id, NoticeRecord
+            )
+            self.state.phase = record.phase
+            self.state.effective_at = record.effective_at
+            self.state.approved_by = record.approved_by
+            self.state.window_closes_at = record.window_closes_at
+            self.spec = self.spec.model_copy(update={"effective_at": record.effective_at})
+            self.state.restarted = False
         self._publish_search_attributes()
         while True:
             await self._take_intake()
@@ -98,6 +111,8 @@ class NoticeWorkflow:
             if finished and not self.state.inbox:
                 break  # every customer settled; a later action starts a new run (control.py)
             await self._remind_if_due()
+            if self.state.intake_deferred and self.state.phase is not Phase.notifying:
+                continue  # actions that waited for the audience snapshot: judge them now
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -185,6 +200,7 @@ class NoticeWorkflow:
             state.signals_handled += len(taken)
             state.rejected_signals += result.rejected
             state.intake_more = result.more
+            state.intake_deferred = result.deferred > 0
             if result.changed:
                 state.needs_activation_round = True
             if result.deliveries_changed:
@@ -244,11 +260,11 @@ class NoticeWorkflow:
 
     async def _on_approve(self, approve: signals.Approve, at: datetime) -> None:
         approver = self.state.approved_by
-        if approver is not None and approver.casefold() == approve.by.casefold():
+        if approver is not None and signals.same_person(approver, approve.by):
             raise Repeated(f"already approved by {approver}")
         if self.state.phase is not Phase.draft:
             raise Rejected(f"notice is {self.state.phase}, not draft: approval not needed")
-        if approve.by.casefold() == self.author.casefold():
+        if signals.same_person(approve.by, self.author):
             raise Rejected(f"{approve.by} wrote this notice and cannot also approve it (four eyes)")
         check: ApprovalCheck = await self._activity(
             Activity.check_approval, AudienceRequest(spec=self.spec, at=at), ApprovalCheck
@@ -271,6 +287,11 @@ class NoticeWorkflow:
     async def _on_postpone(self, postpone: signals.Postpone, at: datetime) -> None:
         if self.state.phase not in POSTPONABLE_PHASES:
             raise Rejected(f"notice is {self.state.phase}: too late to postpone")
+        if postpone.effective_at <= at:
+            raise Rejected(
+                f"{postpone.effective_at.isoformat()} is in the past: a postponement must be later"
+                " than now and than the current effective date"
+            )
         if postpone.effective_at <= self.state.effective_at:
             raise Rejected(
                 f"a postponement must be later than the current effective date "

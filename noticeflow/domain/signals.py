@@ -6,14 +6,34 @@ dropped and never allowed to fail a workflow task.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from noticeflow.domain.rules import Outcome
 from noticeflow.domain.text import FreeText, Identifier, SingleLine, free_text
 
-Who = SingleLine  # one line, no control characters: it may reach a mail or a display
+
+def _visible(value: str) -> str:
+    """A name people compare (four eyes): no invisible format characters such as U+200B."""
+    hidden = [ch for ch in value if unicodedata.category(ch) == "Cf"]
+    if hidden:
+        raise ValueError(f"contains an invisible character (U+{ord(hidden[0]):04X})")
+    return value
+
+
+def same_person(one: str, other: str) -> bool:
+    """Whether two names are the same person's for four eyes: compatibility-normalised (NFKC, so
+    fullwidth letters are their plain selves) and case-folded."""
+    return (
+        unicodedata.normalize("NFKC", one).casefold().strip()
+        == unicodedata.normalize("NFKC", other).casefold().strip()
+    )
+
+
+# One line, no control or invisible characters: it may reach a mail or a display.
+Who = Annotated[SingleLine, AfterValidator(_visible)]
 CustomerId = Identifier
 # Reasons and notes are kept whole (sealed), however long: an objection is never lost to a limit.
 Reason = FreeText

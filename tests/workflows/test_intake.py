@@ -63,8 +63,15 @@ async def act(env, task_queue, pool, spec, action, payload) -> intake.Receipt:
 async def test_four_eyes_ignores_case_and_a_second_approval_is_a_repeat(running, pool):
     env, tq = running
     spec, handle = await started(env, tq, pool, opt_in=False)
-    refused = await act(env, tq, pool, spec, "approve", {"by": "Alice"})
-    assert refused.status == "rejected" and "four eyes" in str(refused.reason)
+    for look_alike in ("Alice", "\uff21\uff4c\uff49\uff43\uff45"):  # fullwidth, too
+        refused = await act(env, tq, pool, spec, "approve", {"by": look_alike})
+        assert refused.status == "rejected" and "four eyes" in str(refused.reason)
+    hidden = await act(env, tq, pool, spec, "approve", {"by": "alice\u200b"})
+    assert hidden.status == "rejected" and "invisible character (U+200B)" in str(hidden.reason)
+    past = await act(
+        env, tq, pool, spec, "postpone", {"effective_at": "2001-01-01T00:00:00Z", "by": "bob"}
+    )
+    assert past.status == "rejected" and "in the past" in str(past.reason)
     approved = await act(env, tq, pool, spec, "approve", {"by": "bob"})
     assert approved.status == "accepted"
     again = await act(env, tq, pool, spec, "approve", {"by": "Bob"})
@@ -103,13 +110,16 @@ async def test_typos_repeats_and_second_objections_never_wedge_the_notice(runnin
     status = await wait_for(handle, lambda s: s.open_objections == 0 and s.pending_signals == 0)
     assert status.phase is Phase.window_open
 
-    # The sender's own key: a repeat of that key is the first receipt, whatever the words.
+    # The sender's own key: the same action again is the first receipt; the same key for
+    # another action is refused, not silently taken for a repeat.
     keyed = {"customer_id": "globex", "reason": "Not now", "idempotency_key": "mail-4711"}
     one = await act(env, tq, pool, spec, "object", keyed)
-    two = await act(env, tq, pool, spec, "object", {**keyed, "reason": "Not now!"})
-    assert two.repeat and two.receipt_id == one.receipt_id
+    two = await act(env, tq, pool, spec, "object", keyed)
+    assert two.repeat and two.receipt_id == one.receipt_id and two.status == "accepted"
+    other = await act(env, tq, pool, spec, "object", {**keyed, "customer_id": "initech"})
+    assert other.status == "rejected" and "already used" in str(other.reason)
     rejected = await pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'action_rejected'")
-    assert rejected == 3
+    assert rejected == 4
 
 
 async def test_an_undelivered_customer_is_excluded_and_rights_outlive_completion(
@@ -135,6 +145,8 @@ async def test_an_undelivered_customer_is_excluded_and_rights_outlive_completion
         {"customer_id": "umbrella", "reason": "no valid contact", "by": "carol"},
     )
     assert out.status == "accepted"
+    resend = await act(env, tq, pool, spec, "resend", {"customer_id": "umbrella"})
+    assert resend.status == "rejected" and "excluded by ops" in str(resend.reason)
     result: NoticeStatus = await handle.result()
     assert result.unsettled == 0 and result.activated == 3
 
@@ -197,3 +209,42 @@ async def test_cancel_once_active_stops_what_is_still_to_come(running, pool):
     assert table["acme"]["activated"] and table["globex"]["verdict"] == "cancelled"
     after = await act(env, tq, pool, spec, "opt_in", {"customer_id": "globex"})
     assert after.status == "rejected" and "cancelled" in str(after.reason)
+    # A customer switched on before the cancel keeps its right to revoke (rule 8).
+    revoked = await act(env, tq, pool, spec, "revoke_opt_in", {"customer_id": "acme"})
+    assert revoked.status == "accepted"
+    assert not await pool.fetchval(
+        "SELECT enabled FROM subprocessor_enablements WHERE customer_id = 'acme'"
+    )
+
+
+async def test_an_erased_customers_open_case_can_still_be_closed(running, pool):
+    env, tq = running
+    spec, handle = await started(env, tq, pool, opt_in=False)
+    await act(env, tq, pool, spec, "approve", {"by": "bob"})
+    await wait_for(handle, lambda s: s.phase is Phase.window_open)
+    await act(env, tq, pool, spec, "object", {"customer_id": "initech", "reason": "No"})
+    await repository.erase_customer(pool, "initech")
+    refused = await act(env, tq, pool, spec, "object", {"customer_id": "initech", "reason": "x"})
+    assert refused.status == "rejected" and "erased" in str(refused.reason)
+    closed = await act(
+        env,
+        tq,
+        pool,
+        spec,
+        "resolve_objection",
+        {"customer_id": "initech", "outcome": "excluded", "by": "carol"},
+    )
+    assert closed.status == "accepted"
+    await act(
+        env,
+        tq,
+        pool,
+        spec,
+        "exclude",
+        {"customer_id": "umbrella", "reason": "bounced", "by": "carol"},
+    )
+    await env.sleep(timedelta(days=45))
+    result: NoticeStatus = await handle.result()
+    assert result.unsettled == 0
+    by = await pool.fetchval("SELECT resolved_by FROM objections WHERE customer_id = 'initech'")
+    assert by == "[erased]"
