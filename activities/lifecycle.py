@@ -212,10 +212,9 @@ class LifecycleActivities:
                     now,
                     activation_ground(spec.opt_in, cases),
                 )
-            elif (
-                verdict in OFF_VERDICTS
-                and row["activated"]
-            ):
+            elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
+                # held: a timely case judged after the switch-on (a reply mail's receipt time
+                # before the deadline, classified later) holds it off until ops resolve (rule 9).
                 change = "off"
                 await connection.execute(
                     "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",

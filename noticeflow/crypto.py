@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PREFIX = "enc1:"
@@ -37,7 +38,10 @@ def unseal(key: bytes | None, customer_id: str, value: str) -> str:
     if key is None:
         return ERASED
     raw = base64.b64decode(value[len(PREFIX) :])
-    return AESGCM(key).decrypt(raw[:12], raw[12:], customer_id.encode()).decode()
+    try:
+        return AESGCM(key).decrypt(raw[:12], raw[12:], customer_id.encode()).decode()
+    except InvalidTag:  # sealed under a key deleted since: erased, then imported again
+        return ERASED
 
 
 def blind_index(key: bytes, value: str) -> str:

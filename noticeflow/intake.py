@@ -33,7 +33,7 @@ import orjson
 from pydantic import ValidationError
 
 from noticeflow import eventstore
-from noticeflow.crypto import load_keys, seal, unseal
+from noticeflow.crypto import ERASED, load_keys, seal, unseal
 from noticeflow.domain import signals
 from noticeflow.domain.text import SLUG_PATTERN
 
@@ -155,12 +155,14 @@ async def record(
                 problem=problem,
             )
     receipt_id = receipt_id or new_receipt_id()
+    typed = None
     if problem is None:
-        _, problem = validate(action, payload)
+        typed, problem = validate(action, payload)
     if problem is not None:  # our words about the input: one line, nothing PostgreSQL refuses
         problem = "".join(ch if ch.isprintable() else "?" for ch in problem)[:2000]
     fields = payload if isinstance(payload, dict) else {}
-    customer_id = _clean_id(fields.get("customer_id"))
+    # The id as validated (surrounding whitespace stripped): the one the judgement looks up.
+    customer_id = _clean_id(getattr(typed, "customer_id", None) or fields.get("customer_id"))
     sender_key = _clean_id(fields.get("idempotency_key"), 200) if problem is None else None
     # The channel is the caller's, never the payload's: a raw signal cannot pass itself off as a
     # customer's signed link.
@@ -198,7 +200,9 @@ async def record(
             action,
             sender_key,
         )
-        if row["receipt_id"] == receipt_id or row["payload"] == stored_text:
+        if row["receipt_id"] == receipt_id or await _same_action(
+            connection, row, stored_text, action, typed
+        ):
             return _row_receipt(row, repeat=True)
         # The same key for another action: not a repeat, and not to be lost silently either.
         return await record(
@@ -215,6 +219,25 @@ async def record(
     if problem:
         await append_rejection(connection, receipt, problem)
     return receipt
+
+
+async def _same_action(
+    connection: asyncpg.Connection, row: asyncpg.Record, stored_text: str, action: str, typed: Any
+) -> bool:
+    """Whether the receipt already holding this sender key is this very action: the same fields
+    once validated (their order, surrounding blanks, spelled-out defaults do not matter). Its
+    payload sealed under a key shredded since (the customer was erased) cannot be read back: then
+    the sender's key decides, as "duplicate key: ignored" says."""
+    if row["payload"] == stored_text:
+        return True
+    if typed is None or getattr(typed, "customer_id", None) != row["customer_id"]:
+        return False
+    customer_id = row["customer_id"]
+    first = open_payload(row, await load_keys(connection, [customer_id]) if customer_id else {})
+    if first is None or first == ERASED:
+        return True
+    first_typed, _ = validate(action, first)
+    return first_typed == typed
 
 
 async def append_rejection(connection: asyncpg.Connection, receipt: Receipt, reason: str) -> None:
@@ -268,6 +291,8 @@ def open_payload(row: asyncpg.Record, keys: dict[str, bytes]) -> Any:
         if key is None:
             return None
         text = unseal(key, customer_id, text)
+        if text == ERASED:  # sealed under a key deleted since
+            return None
     return orjson.loads(text)
 
 
