@@ -104,6 +104,15 @@ class LifecycleActivities:
         activated = deactivated = 0
         next_due: datetime | None = None
         after = ""
+        owed = [  # switched on by an earlier round that stopped before its mail went out
+            row["customer_id"]
+            for row in await self.deps.pool.fetch(
+                "SELECT customer_id FROM recipients WHERE notice_id = $1 AND activation_mail_due"
+                " ORDER BY customer_id",
+                spec.notice_id,
+            )
+        ]
+        await self._mail_activation(spec, owed)
         while True:
             rows = await self.deps.pool.fetch(
                 "SELECT customer_id, delivery, deadline, opted_in, activated,"
@@ -186,7 +195,7 @@ class LifecycleActivities:
                 change = "on"
                 deemed = is_deemed_acceptance(spec.opt_in, cases)
                 await connection.execute(
-                    "UPDATE recipients SET activated = true, activated_at = $3,"
+                    "UPDATE recipients SET activated = true, activated_at = $3, activation_mail_due = true,"
                     " deemed_accepted_at = CASE WHEN $4 THEN deadline END"
                     " WHERE notice_id = $1 AND customer_id = $2",
                     spec.notice_id,
@@ -260,3 +269,9 @@ class LifecycleActivities:
             ],
         )
         await mail_update(self.deps, spec, customer_ids, "activation", lambda _: context)
+        await self.deps.pool.execute(
+            "UPDATE recipients SET activation_mail_due = false"
+            " WHERE notice_id = $1 AND customer_id = ANY($2::text[])",
+            spec.notice_id,
+            customer_ids,
+        )

@@ -45,6 +45,14 @@ from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
 from noticeflow.mail import TemporarySmtpError
 
+HEARTBEAT_EVERY = 10.0
+
+
+async def _heartbeat_every(seconds: float, cursor: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        activity.heartbeat(cursor)
+
 
 @dataclass(frozen=True)
 class Delivered:
@@ -228,6 +236,10 @@ class SendingActivities:
             context = mail_context(spec, row["timezone"], projected, links)
             jobs.append(MailJob(recipients[row["customer_id"]], context))
         held: dict[str, str] = {}
+        # Alive while one slow message is out (a heartbeat only per finished message would let a
+        # server that takes minutes to reply pass the heartbeat timeout: a second attempt would
+        # start beside this one).
+        beating = asyncio.create_task(_heartbeat_every(HEARTBEAT_EVERY, cursor))
         try:
             outcomes = await self.deps.mailer.mail_many(
                 self.deps.pool,
@@ -248,6 +260,8 @@ class SendingActivities:
             reached = [r for r in self._results(spec, rows, stop.outcomes, at) if r.first]
             await asyncio.shield(self._record(spec, kind, reached, at))
             raise
+        finally:
+            beating.cancel()
         return self._results(spec, rows, outcomes, at, held)
 
     @staticmethod

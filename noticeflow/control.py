@@ -210,5 +210,11 @@ async def sweep_intake(
                 await wake(client, pool, notice_id, task_queue=task_queue)
             except Exception as error:  # one notice failing does not stop the others
                 log.warning("could not wake notice", notice_id=notice_id, error=str(error)[:200])
+                with contextlib.suppress(Exception):  # not woken: due again at the next sweep
+                    await pool.execute(
+                        "UPDATE intake SET kicked_at = NULL WHERE notice_id = $1"
+                        " AND (status = 'pending' OR mail_due IS NOT NULL)",
+                        notice_id,
+                    )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)

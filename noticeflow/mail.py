@@ -212,6 +212,9 @@ class SendResult:
     reply: str
 
 
+TRANSACTION_TIMEOUT = 600.0
+
+
 class TemporarySmtpError(Exception):
     """A 4xx reply or a dropped connection: worth retrying later."""
 
@@ -273,7 +276,13 @@ class SmtpSession:
             raise SmtpUnavailable(f"cannot reach the mail server: {error}") from error
         try:
             _errors, reply = await client.sendmail(
-                mail.sender, [mail.recipient], mail.data, mail_options=["SMTPUTF8"] if utf8 else []
+                mail.sender,
+                [mail.recipient],
+                mail.data,
+                mail_options=["SMTPUTF8"] if utf8 else [],
+                # RFC 5321 4.5.3.2.6: up to 10 minutes for the reply to the message. Giving up
+                # sooner makes the server's slowness a duplicate (it may still take the message).
+                timeout=TRANSACTION_TIMEOUT,
             )
             return SendResult(SendStatus.accepted, f"250 {reply}")  # DATA accepted is always 250
         except aiosmtplib.SMTPRecipientsRefused as refused:

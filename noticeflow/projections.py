@@ -261,21 +261,40 @@ async def run_projections(
     def notified(*_: object) -> None:
         wake.set()
 
+    while not stop.is_set():  # a lost connection (a database restart) is no reason to stop
+        try:
+            await _follow(pool, stop, wake, notified, poll_seconds)
+        except Exception as error:
+            log.warning("projector lost its connection; reconnecting", error=str(error)[:200])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+
+
+async def _follow(
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    wake: asyncio.Event,
+    notified: Any,
+    poll_seconds: float,
+) -> None:
     listener = await pool.acquire()
-    await listener.add_listener("noticeflow_events", notified)
     try:
+        await listener.add_listener("noticeflow_events", notified)
         while not stop.is_set():
             wake.clear()  # before catching up: a NOTIFY that arrives meanwhile wakes the next round
             try:
                 await catch_up(pool)
             except (asyncpg.PostgresError, OSError) as error:
                 log.warning("projection catch-up failed; will retry", error=str(error))
+            if listener.is_closed():
+                raise ConnectionError("the listening connection closed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(wake, stop), timeout=poll_seconds)
     finally:
         with contextlib.suppress(Exception):
             await listener.remove_listener("noticeflow_events", notified)
-        await pool.release(listener)
+        with contextlib.suppress(Exception):
+            await pool.release(listener)
 
 
 async def _first(*events: asyncio.Event) -> None:

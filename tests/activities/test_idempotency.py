@@ -12,7 +12,7 @@ from activities.intake import IntakeActivities
 from activities.lifecycle import LifecycleActivities
 from activities.sending import SendingActivities
 from noticeflow import intake, repository
-from noticeflow.contracts import AudienceRequest, IntakeRequest, SendRequest
+from noticeflow.contracts import ActivationRequest, AudienceRequest, IntakeRequest, SendRequest
 from noticeflow.crypto import blind_index, load_keys, seal
 from noticeflow.domain.rules import Phase
 from noticeflow.mail import message_id
@@ -167,3 +167,22 @@ async def test_each_mail_carries_the_customers_own_signed_object_link(prepared, 
         )
         html = mail.get_body(("html",)).get_content()
         assert f'href="{url}"' in html
+
+
+async def test_an_activation_mail_owed_by_an_interrupted_round_goes_out_next_round(
+    prepared, pool, smtp_sink
+):
+    sending, _, lifecycle, spec, now = prepared
+    env = await snapshot_and_send(sending, spec, now)
+    # As if a round switched globex on, committed, and died before its mail went out.
+    await pool.execute(
+        "UPDATE recipients SET activated = true, settled = true, activation_mail_due = true"
+        " WHERE customer_id = 'globex'"
+    )
+    await env.run(lifecycle.activate_due, ActivationRequest(spec=spec, now=spec.effective_at))
+    mails = [m for m in smtp_sink.messages() if "now in use" in m["Subject"]]
+    assert [m["To"] for m in mails] == ["legal@globex.example"]
+    owed = await pool.fetchval(
+        "SELECT activation_mail_due FROM recipients WHERE customer_id = 'globex'"
+    )
+    assert owed is False
