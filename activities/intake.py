@@ -11,6 +11,7 @@ commit, through the delivery ledger (``mail_due`` marks one still owed).
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.QueryCanceledError,
     eventstore.ConcurrencyError,
 )
+
+
+CONFIRMATION_SESSIONS = 8  # confirmations mailed at once after a round
 
 
 class Refused(Exception):
@@ -173,6 +177,7 @@ class IntakeActivities:
         result = IntakeRound(handled=0)
         changed = deliveries_changed = False
         notice_action: NoticeAction | None = None
+        owed: list[str] = []
         for row in rows:
             if row["status"] == intake.PENDING:
                 if row["action"] in signals.NOTICE_ACTIONS:
@@ -194,8 +199,11 @@ class IntakeActivities:
                 if judged.mail is None:
                     activity.heartbeat(row["seq"])
                     continue
-            await self._mail_due(spec, row["receipt_id"])
+            owed.append(row["receipt_id"])
             activity.heartbeat(row["seq"])
+        # Judging never waits for mail: the round's confirmations go out after it, a few SMTP
+        # sessions at a time (each through the ledger under its own kind, so nothing twice).
+        await self._mail_owed(spec, owed)
         totals = await read_totals(pool, spec.notice_id)
         return result.model_copy(
             update={
@@ -676,6 +684,16 @@ class IntakeActivities:
         )
 
     # --- mail owed ---------------------------------------------------------------------------------
+
+    async def _mail_owed(self, spec: NoticeSpec, receipt_ids: list[str]) -> None:
+        gate = asyncio.Semaphore(CONFIRMATION_SESSIONS)
+
+        async def one(receipt_id: str) -> None:
+            async with gate:
+                await self._mail_due(spec, receipt_id)
+                activity.heartbeat()
+
+        await asyncio.gather(*(one(receipt_id) for receipt_id in receipt_ids))
 
     async def _mail_due(self, spec: NoticeSpec, receipt_id: str) -> None:
         """Mail the confirmation a receipt owes (through the ledger: a repeat sends nothing twice)."""
