@@ -55,7 +55,8 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     status = await wait_for(handle, lambda s: s.rejected_signals == 2)
     assert status.phase is Phase.draft
     await signal(
-        handle, "postpone", {"effective_at": (now + timedelta(days=32)).isoformat(), "by": "alice"}
+        # Past globex's 30-day contract window, even one whose last day rolls over a weekend.
+        handle, "postpone", {"effective_at": (now + timedelta(days=35)).isoformat(), "by": "alice"}
     )
     await signal(handle, "approve", {"by": "bob"})
     status = await wait_for(handle, lambda s: s.phase is Phase.window_open)
@@ -75,7 +76,7 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
 
     await env.sleep(timedelta(days=5))
     await signal(
-        handle, "postpone", {"effective_at": (now + timedelta(days=33)).isoformat(), "by": "alice"}
+        handle, "postpone", {"effective_at": (now + timedelta(days=36)).isoformat(), "by": "alice"}
     )
     await signal(
         handle, "postpone", {"effective_at": (now + timedelta(days=1)).isoformat(), "by": "alice"}
@@ -103,7 +104,7 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     await signal(handle, "resend", {"customer_id": "umbrella"})
     await wait_for(handle, lambda s: s.pending_signals == 0 and s.undelivered == 0)
 
-    await env.sleep(timedelta(days=7))  # day 34: effective date passed
+    await env.sleep(timedelta(days=10))  # day 37: effective date passed
     status = await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
     await signal(
         handle, "resolve_objection", {"customer_id": "acme", "outcome": "withdrawn", "by": "carol"}

@@ -22,7 +22,8 @@ async def test_reminders_skip_customers_who_acted(time_skipping_env, pool, smtp_
         notice_id="reminded",
         reminder_before="P3D",
         audience={"customers": ["acme", "globex", "initech"]},
-        effective_at=(now + timedelta(days=32)).isoformat(),
+        # After globex's 30-day contract window, even one ending on a weekend (Art. 3(4)).
+        effective_at=(now + timedelta(days=35)).isoformat(),
     )
     await repository.upsert_customers(pool, helpers.customers())
     await repository.create_notice(pool, spec, "alice", now)
