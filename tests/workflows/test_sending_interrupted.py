@@ -51,7 +51,8 @@ async def a_notice(pool, notice_id: str):
     now = datetime.now(UTC)
     spec = helpers.notice(
         now, notice_id=notice_id, opt_in=False, audience={}, objection_window="P1D",
-        effective_at=(now + timedelta(days=3)).isoformat(),
+        # A one-day window delivered on a Friday ends on Monday (Art. 3(4)): five days out.
+        effective_at=(now + timedelta(days=5)).isoformat(),
     )  # fmt: skip
     await repository.upsert_customers(pool, parse_customers_csv(audience_csv()))
     await repository.create_notice(pool, spec, "alice", now)
