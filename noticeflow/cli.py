@@ -37,11 +37,13 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 customers_app = typer.Typer(no_args_is_help=True, help="Customers, contacts and contract terms.")
 notice_app = typer.Typer(no_args_is_help=True, help="Sub-processor notices.")
 projections_app = typer.Typer(no_args_is_help=True, help="Read models.")
+users_app = typer.Typer(no_args_is_help=True, help="Local dashboard accounts.")
 evidence_app = typer.Typer(no_args_is_help=True, help="Evidence packs for auditors.")
 app.add_typer(db_app, name="db")
 app.add_typer(customers_app, name="customers")
 app.add_typer(notice_app, name="notice")
 app.add_typer(projections_app, name="projections")
+app.add_typer(users_app, name="users")
 app.add_typer(evidence_app, name="evidence")
 
 T = TypeVar("T")
@@ -165,6 +167,105 @@ def worker(data_dir: DataDirOpt = None) -> None:
 
     configure_logging()
     run(run_worker(settings_for(data_dir)))
+
+
+@app.command()
+def web(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (NOTICEFLOW_WEB_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (NOTICEFLOW_WEB_PORT, default 8080).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve the dashboard, the JSON API and the customer action pages (/a/<token>)."""
+    from noticeflow.logging import configure_logging
+    from noticeflow.web.app import serve
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["web_host"] = host
+    if port is not None:
+        overrides["web_port"] = port
+    settings = settings_for(data_dir).model_copy(update=overrides)
+    settings.require_database_url()
+    configure_logging()
+
+    async def go() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        started: asyncio.Future[str] = loop.create_future()
+        task = asyncio.create_task(serve(settings, stop, started=started))
+        try:
+            address = await started
+        except Exception as error:
+            raise InputError(
+                f"could not listen on {settings.web_host}:{settings.web_port} ({error})"
+            ) from None
+        typer.echo(f"noticeflow web on {address} (Ctrl-C stops it)", err=True)
+        await task
+
+    run(go())
+
+
+ROLE_HELP = "viewer (reads), operator (acts on cases and customers), approver (also approves)"
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (a-z, 0-9, '.', '_', '-').")],
+    role: Annotated[str, typer.Option("--role", help=ROLE_HELP)],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Reset the role and password of an existing user.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a dashboard account; the password is asked for (or read with --password-stdin)."""
+    from noticeflow import users
+
+    try:
+        chosen = users.Role(role)
+    except ValueError:
+        fail(f"--role: {role!r} is not one of viewer, operator, approver")
+    users.check_name(name)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    users.check_password(password)
+
+    async def go() -> bool:
+        async with database(settings_for(data_dir)) as pool:
+            return await users.add_user(pool, name, chosen, password, replace=replace)
+
+    created = run(go())
+    emit(
+        {"name": name, "role": chosen.value, "created": created},
+        as_json,
+        f"user {name} {'added' if created else 'reset'} as {chosen.value}",
+    )
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Dashboard accounts and their roles (never their password hashes)."""
+    from noticeflow import users
+
+    async def go() -> list[dict[str, Any]]:
+        async with database(settings_for(data_dir)) as pool:
+            return await users.list_users(pool)
+
+    rows = run(go())
+    emit(rows, as_json, lambda: _table(rows, ["name", "role", "created_at", "disabled"]))
 
 
 @db_app.command("upgrade")

@@ -14,8 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from noticeflow.domain.errors import InputError, describe_validation_error
 from noticeflow.mail import GIVE_UP_AFTER
@@ -28,6 +28,7 @@ STACK_KEYS = {
     "database_url": "database_url",
     "smtp_url": "smtp_url",
     "web_url": "public_url",
+    "temporal_ui_url": "temporal_ui_url",
 }
 
 
@@ -64,7 +65,21 @@ class Settings(BaseSettings):
     mail_from: str = "privacy@noticeflow.localhost"
     secret_key: str = DEV_SECRET_KEY
     public_url: str = "http://127.0.0.1:8080"
-    web_token: str | None = None
+    web_token: str | None = None  # bearer token for every ops route (scripts)
+    # Link-signing keys still accepted after a rotation (comma-separated; the current one signs).
+    previous_secret_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65535)
+    temporal_ui_url: str | None = None  # links from the dashboard to the workflow
+    # OpenID Connect sign-in, on when an issuer is set (discovery at <issuer>/.well-known/...).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_role_claim: str = "noticeflow_role"  # a claim naming the role; absent: oidc_default_role
+    oidc_default_role: str = "viewer"
+    # Customer action pages: requests per minute per link and per client address.
+    link_rate_per_token: int = Field(default=30, ge=1)
+    link_rate_per_client: int = Field(default=120, ge=1)
     template_dir: Path | None = None
     send_batch_size: int = Field(default=200, ge=1, le=5000)
     smtp_concurrency: int = Field(default=4, ge=1, le=64)  # SMTP connections per sending activity
@@ -74,6 +89,18 @@ class Settings(BaseSettings):
     # A contact that still gets only 4xx replies this long after its first attempt is recorded as
     # failed for good (its customer becomes `undelivered` unless another contact got the mail).
     smtp_give_up_after: Seconds = Field(default=GIVE_UP_AFTER, gt=timedelta(0))
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def verification_keys(self) -> list[str]:
+        """The current link-signing key first, then the ones it replaced."""
+        return [self.secret_key, *(k for k in self.previous_secret_keys if k != self.secret_key)]
 
     @property
     def stack_file(self) -> Path:

@@ -38,8 +38,14 @@ class ActionLink:
 
 
 class LinkSigner:
-    def __init__(self, secret_key: str, public_url: str) -> None:
-        self._serializer = URLSafeSerializer(secret_key, salt=SALT)
+    def __init__(self, secret_key: str | list[str], public_url: str) -> None:
+        """``secret_key``: the signing key, or a list of keys — the first signs, every one verifies
+        (key rotation: a link mailed before the rotation keeps working)."""
+        keys = [secret_key] if isinstance(secret_key, str) else list(secret_key)
+        if not keys or not all(keys):
+            raise ValueError("a link-signing key must not be empty")
+        # itsdangerous signs with the last key of its list and verifies with all of them.
+        self._serializer = URLSafeSerializer(list(reversed(keys)), salt=SALT)
         self.public_url = public_url.rstrip("/")
 
     def token(self, link: ActionLink) -> str:

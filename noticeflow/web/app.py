@@ -1,0 +1,235 @@
+"""The web app: routers, sessions, error pages, and how it is served (uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from temporalio.client import Client
+
+from noticeflow import db
+from noticeflow.config import Settings
+from noticeflow.domain.errors import InputError
+from noticeflow.links import LinkSigner
+from noticeflow.web import auth
+from noticeflow.web.context import Web, make_templates
+from noticeflow.web.ratelimit import RateLimiter
+
+log = structlog.get_logger(__name__)
+
+TITLES = {
+    400: "That request is not valid",
+    401: "Sign in needed",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Conflict",
+    410: "No longer available",
+    422: "Please check the form",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Not available right now",
+}
+
+
+def _derived(secret: str, purpose: str) -> str:
+    return hashlib.sha256(f"noticeflow/{purpose}/{secret}".encode()).hexdigest()
+
+
+def create_app(
+    settings: Settings, *, pool: asyncpg.Pool | None = None, client: Client | None = None
+) -> FastAPI:
+    """The app; ``pool`` and ``client`` are the caller's to close when given (tests, `up`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_pool = pool is None
+        web = Web(
+            settings=settings,
+            pool=pool or await db.create_pool(settings.require_database_url()),
+            signer=LinkSigner(settings.verification_keys, settings.public_url),
+            templates=make_templates(),
+            limiter=RateLimiter(),
+            client=client,
+        )
+        app.state.web = web
+        if client is None:
+            await web.temporal()  # try once now; pages work without it
+        try:
+            yield
+        finally:
+            if own_pool:
+                await web.close()
+
+    app = FastAPI(
+        title="noticeflow",
+        version="1",
+        summary="Sub-processor notices: dashboard, JSON API and customer action pages",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=_derived(settings.secret_key, "session"),
+        session_cookie="nf_session",
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+        max_age=12 * 3600,
+    )
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
+            " frame-ancestors 'none'; form-action 'self'",
+        )
+        if request.url.path.startswith("/a/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    _error_handlers(app)
+    from noticeflow.web import actions, api, dashboard, ops
+
+    app.include_router(auth.router)
+    app.include_router(actions.router)
+    app.include_router(dashboard.router)
+    app.include_router(api.router)
+    app.include_router(ops.router)
+    app.mount("/static", StaticFiles(packages=[("noticeflow.web", "static")]), name="static")
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    return auth.is_api(request) or request.url.path in ("/metrics", "/healthz")
+
+
+def _error(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    web: Web | None = getattr(request.app.state, "web", None)
+    if web is None:
+        return Response(message, status_code=status, media_type="text/plain", headers=headers)
+    response: Response = web.render(
+        request, "error.html", status_code=status, title=TITLES.get(status, "Error"),
+        message=message, hint=None,
+    )  # fmt: skip
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(auth.SignInRequired)
+    async def sign_in(request: Request, error: auth.SignInRequired) -> Response:
+        return auth.login_redirect(error.next_path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        detail = (
+            error.detail if isinstance(error.detail, str) else TITLES.get(error.status_code, "")
+        )
+        if error.status_code == 404 and detail == "Not Found":
+            detail = "There is no page at this address."
+        return _error(request, error.status_code, detail, getattr(error, "headers", None))
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, error: InputError) -> Response:
+        text = str(error)
+        return _error(request, 404 if text.startswith("no notice") else 400, text)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"][1:]) or "request"
+            problems.append(f"{where}: {item['msg']}")
+        message = "; ".join(problems)
+        if _wants_json(request):
+            return JSONResponse({"error": message, "problems": problems}, status_code=422)
+        return _error(request, 422, message)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> Response:
+        log.error(
+            "web request failed", route=auth._route_of(request), error_type=type(error).__name__
+        )
+        return _error(request, 500, "The server could not answer this time; please try again.")
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    pool: asyncpg.Pool | None = None,
+    client: Client | None = None,
+    started: asyncio.Future[str] | None = None,
+) -> None:
+    """Serve until ``stop``; ``started`` gets the address once it listens."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings, pool=pool, client=client),
+        host=settings.web_host,
+        port=settings.web_port,
+        log_level="warning",
+        access_log=False,  # an access log would hold link tokens; the app logs what it needs
+        proxy_headers=False,
+        lifespan="on",
+    )
+    server = _Server(config)
+
+    async def watch() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(watch())
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if started is not None and not started.done():
+            if server.started:
+                port = server.servers[0].sockets[0].getsockname()[1]
+                started.set_result(f"http://{settings.web_host}:{port}")
+            else:
+                started.set_exception(RuntimeError("the web server did not start"))
+        await serving
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+class _Server:
+    """uvicorn's server without its own signal handlers: our caller owns SIGINT/SIGTERM."""
+
+    def __new__(cls, config: Any) -> Any:
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:
+                yield
+
+        return Quiet(config)
