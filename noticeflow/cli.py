@@ -62,7 +62,9 @@ def _utc(value: bool) -> bool:
 
 UtcOpt = Annotated[
     bool,
-    typer.Option("--utc", help="Show instants in UTC (default: your local timezone).", callback=_utc),
+    typer.Option(
+        "--utc", help="Show instants in UTC (default: your local timezone).", callback=_utc
+    ),
 ]
 
 
@@ -665,9 +667,11 @@ def notice_receipt(
     emit(
         result,
         as_json,
-        lambda: f"{receipt.action} on {receipt.notice_id}: {receipt.status}"
-        + (f": {receipt.reason}" if receipt.reason else "")
-        + f" (received {_cell(receipt.received_at)})",
+        lambda: (
+            f"{receipt.action} on {receipt.notice_id}: {receipt.status}"
+            + (f": {receipt.reason}" if receipt.reason else "")
+            + f" (received {_cell(receipt.received_at)})"
+        ),
     )
 
 

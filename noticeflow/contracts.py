@@ -205,6 +205,7 @@ class ActivationRound(_Model):
 
 # --- the intake ------------------------------------------------------------------------------
 
+
 class RawAction(_Model):
     """A raw signal to write to the intake (receipt id derived from the run and its order)."""
 

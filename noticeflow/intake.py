@@ -125,9 +125,7 @@ def _row_receipt(row: asyncpg.Record, repeat: bool = False) -> Receipt:
     )
 
 
-RECEIPT_COLUMNS = (
-    "receipt_id, notice_id, action, customer_id, channel, received_at, status, reason"
-)
+RECEIPT_COLUMNS = "receipt_id, notice_id, action, customer_id, channel, received_at, status, reason"
 
 
 async def record(

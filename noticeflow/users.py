@@ -7,6 +7,7 @@ cancels notices. Four eyes still applies: nobody approves a notice they wrote.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -109,10 +110,8 @@ async def authenticate(pool: asyncpg.Pool, name: str, password: str) -> User | N
     )
     if row is None:
         # Same work as a real check, so a missing name cannot be told by the time it takes.
-        try:
+        with contextlib.suppress(VerificationError, InvalidHashError):
             _hasher.verify(_DUMMY, password)
-        except (VerificationError, InvalidHashError):
-            pass
         return None
     try:
         _hasher.verify(row["password_hash"], password)

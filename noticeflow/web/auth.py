@@ -199,7 +199,9 @@ async def oidc_callback(request: Request, web: Web = Depends(get_web)) -> Respon
         token = await _oauth(request, web).oidc.authorize_access_token(request)
     except OAuthError as error:
         security_log.warning("oidc sign-in refused", error=error.error)
-        raise HTTPException(401, f"the identity provider's answer was refused ({error.error})")
+        raise HTTPException(
+            401, f"the identity provider's answer was refused ({error.error})"
+        ) from None
     claims = token.get("userinfo") or {}
     raw_name = str(claims.get("preferred_username") or claims.get("sub") or "")
     name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in raw_name.lower())[:64]

@@ -5,6 +5,7 @@ Tests talk to it over HTTP with httpx, and (tests/web/test_browser.py) with Debi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -153,10 +154,8 @@ async def web_stack(
             # Leave nothing running on the shared dev server.
             for notice_id in await pool.fetch("SELECT notice_id FROM notices"):
                 handle = dev_server_env.client.get_workflow_handle(workflow_id(notice_id[0]))
-                try:
+                with contextlib.suppress(Exception):
                     await handle.terminate("test over")
-                except Exception:
-                    pass
     finally:
         stop.set()
         await asyncio.gather(web, *background, return_exceptions=True)
