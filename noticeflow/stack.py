@@ -1,9 +1,10 @@
 """`noticeflow up`: the whole product on one machine, from packages alone.
 
 Starts the Temporal dev server (SQLite file in the data dir, Web UI on), embedded PostgreSQL (unless
-NOTICEFLOW_DATABASE_URL is set), the local SMTP sink (unless NOTICEFLOW_SMTP_URL is set) and the
-worker; writes <data dir>/stack.json; Ctrl-C stops all of it. A restart on the same data dir resumes
-running notices, because Temporal's state and PostgreSQL live in the data dir.
+NOTICEFLOW_DATABASE_URL is set), the local SMTP sink (unless NOTICEFLOW_SMTP_URL is set), the
+worker and the web (dashboard, API, customer action pages; the mails' links point at it unless
+NOTICEFLOW_PUBLIC_URL is set); writes <data dir>/stack.json; Ctrl-C stops all of it. A restart on
+the same data dir resumes running notices, because Temporal's state and PostgreSQL live in the data dir.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -115,6 +117,8 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             stack.callback(sink.stop)
             smtp_url, smtp_host, smtp_port = sink.url, sink.host, sink.port
         await db.upgrade(database_url)
+        web_port = port_or_free(int(os.environ.get("NOTICEFLOW_WEB_PORT", "8080")))
+        web_url = f"http://{settings.web_host}:{web_port}"
         parts = {
             "temporal_address": temporal_address,
             "temporal_ui_url": temporal_ui,
@@ -123,7 +127,7 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             "smtp_port": smtp_port,
             "smtp_url": smtp_url,
             "mail_dir": str(mail_dir) if smtp_host else None,
-            "web_url": None,
+            "web_url": web_url,
             "pid": os.getpid(),
         }
         stack_file = write_stack(data_dir, parts)
@@ -133,15 +137,28 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
                 "temporal_address": temporal_address,
                 "database_url": database_url,
                 "smtp_url": smtp_url,
+                "web_port": web_port,
+                "temporal_ui_url": settings.temporal_ui_url or temporal_ui,
+                "public_url": os.environ.get("NOTICEFLOW_PUBLIC_URL") or web_url,
             }
         )
         if "NOTICEFLOW_SECRET_KEY" not in os.environ:
             running = running.model_copy(update={"secret_key": ensure_secret_key(data_dir)})
-        print(_banner(parts, stack_file), flush=True)
+        accounts = await _accounts(database_url, data_dir, demo)
+        from noticeflow.web.app import serve
         from worker.main import run_worker
 
         stop = asyncio.Event()
         tasks = [asyncio.create_task(run_worker(running, stop), name="worker")]
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        tasks.append(asyncio.create_task(serve(running, stop, started=started), name="web"))
+        try:
+            await asyncio.wait_for(started, 60)
+        except Exception as error:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise InputError(f"the web could not start on {web_url} ({error})") from None
+        print(_banner(parts, stack_file, accounts), flush=True)
         if demo:
             from noticeflow.demo import run_demo
 
@@ -159,7 +176,8 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
     _done, _ = await asyncio.wait([worker, stopper], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     for task in tasks[1:]:
-        task.cancel()
+        if task.get_name() == "demo":  # the worker and the web stop on `stop` by themselves
+            task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     stopper.cancel()
     for result in results:
@@ -167,9 +185,54 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
             raise result
 
 
-def _banner(parts: dict[str, Any], stack_file: Path) -> str:
+DEMO_USERS = {"alice": "operator", "bob": "approver"}  # the demo notice's author and approver
+DEMO_PASSWORDS = "demo-passwords.json"
+
+
+async def _accounts(database_url: str, data_dir: Path, demo: bool) -> dict[str, str]:
+    """Under --demo: the demo's author and approver as dashboard accounts, with passwords made
+    once per data dir (kept readable by its owner only). Otherwise the accounts that exist."""
+    from noticeflow import users
+
+    pool = await db.create_pool(database_url, max_size=2)
+    try:
+        if not demo:
+            return {str(row["name"]): "" for row in await users.list_users(pool)}
+        path = data_dir / DEMO_PASSWORDS
+        known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        for name, role in DEMO_USERS.items():
+            if name not in known:
+                known[name] = secrets.token_urlsafe(12)
+            await users.add_user(pool, name, users.Role(role), known[name], replace=True)
+        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(known, out)
+        os.replace(path.with_suffix(".tmp"), path)
+        return {name: known[name] for name in DEMO_USERS}
+    finally:
+        await pool.close()
+
+
+def _sign_in_lines(web_url: str, accounts: dict[str, str], data_dir: Path) -> list[str]:
+    if any(accounts.values()):
+        people = ", ".join(
+            f"{name} / {password} ({DEMO_USERS.get(name, '')})"
+            for name, password in accounts.items()
+        )
+        return [f"  sign in           {people}"]
+    if accounts:
+        return [f"  sign in           as one of: {', '.join(accounts)}"]
+    return [
+        "  sign in           first make an account:",
+        f"                    NOTICEFLOW_DATA_DIR={data_dir} noticeflow users add NAME --role approver",
+    ]
+
+
+def _banner(parts: dict[str, Any], stack_file: Path, accounts: dict[str, str] | None = None) -> str:
     lines = [
         "noticeflow is up:",
+        f"  dashboard         {parts['web_url']}   (customer action pages at {parts['web_url']}/a/...)",
+        *_sign_in_lines(parts["web_url"], accounts or {}, stack_file.parent),
         f"  Temporal          {parts['temporal_address']}   (Web UI {parts['temporal_ui_url']})",
         f"  PostgreSQL        {parts['database_url']}",
         f"  SMTP              {parts['smtp_url']}"

@@ -61,7 +61,7 @@ async def current_user(request: Request, web: Web = Depends(get_web)) -> User | 
     if isinstance(found, dict) and isinstance(found.get("name"), str):
         if found.get("via") == "oidc":
             try:
-                user = User(found["name"], Role(found.get("role")), "oidc")
+                user = User(found["name"], Role(str(found.get("role"))), "oidc")
             except ValueError:
                 user = None
         else:  # a local account: its role or its removal takes effect at once

@@ -66,12 +66,16 @@ class Web:
                     log.warning("temporal not reachable", error=self.connect_error)
         return self.client, self.connect_error
 
-    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Any:
+    def render(
+        self, request: Request, template: str, /, status_code: int = 200, **context: Any
+    ) -> Any:
         from noticeflow.web import csrf
 
         context.setdefault("csrf_token", csrf.token(request))
         context.setdefault("user", getattr(request.state, "user", None))
-        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+        return self.templates.TemplateResponse(
+            request, template, context, status_code=status_code
+        )
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
