@@ -49,9 +49,9 @@ async def current_user(request: Request, web: Web = Depends(get_web)) -> User | 
             and expected
             and hmac.compare_digest(value.strip().encode(), expected.encode())
         ):
-            user = User(TOKEN_USER, Role.approver, "token")
-            request.state.user = user
-            return user
+            token_user = User(TOKEN_USER, Role.approver, "token")
+            request.state.user = token_user
+            return token_user
         security_log.warning("bearer token refused", path=_route_of(request))
         raise HTTPException(
             401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"}
