@@ -16,8 +16,10 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from temporalio.client import Client
 
+from noticeflow import intake
 from noticeflow.config import Settings
 from noticeflow.links import LinkSigner
+from noticeflow.waker import Waker
 from noticeflow.web import format as fmt
 from noticeflow.web.ratelimit import RateLimiter
 
@@ -47,6 +49,7 @@ class Web:
     connect_error: str | None = None
     _connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
     _next_try: float = 0.0
+    _waker: Waker | None = None
 
     async def temporal(self) -> tuple[Client | None, str | None]:
         """The Temporal client, or why there is none (tried again at most every 5 s)."""
@@ -73,9 +76,28 @@ class Web:
 
         context.setdefault("csrf_token", csrf.token(request))
         context.setdefault("user", getattr(request.state, "user", None))
-        return self.templates.TemplateResponse(
-            request, template, context, status_code=status_code
-        )
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+    @property
+    def waker(self) -> Waker:
+        if self._waker is None:
+            self._waker = Waker(self.temporal, self.pool, self.settings.task_queue)
+        return self._waker
+
+    async def hand_over(
+        self, receipt: intake.Receipt, wait_seconds: float = 5.0
+    ) -> tuple[intake.Receipt, str | None]:
+        """Wake the receipt's notice (coalesced with other receipts of a burst) and wait a
+        little for its outcome; as ``control.hand_over``: the receipt, and why it is pending."""
+        if not receipt.pending:
+            return receipt, None
+        problem = await self.waker.wake(receipt.notice_id, receipt.action, receipt.receipt_id)
+        if problem:
+            return receipt, problem
+        judged = await intake.wait_for(self.pool, receipt.receipt_id, wait_seconds, poll=0.05)
+        if judged is None or judged.pending:
+            return judged or receipt, "no worker has judged it yet"
+        return judged, None
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,77 @@
+"""Coalesced wake-ups: a burst of receipts for one notice costs a few signals, not one each.
+
+A receipt is durable in the intake before anyone is woken, and the workflow's ``process_intake``
+takes every pending receipt of its notice in one round. So a notice needs one signal after the
+last receipt written, not one per receipt. Per notice, at most one signal is in flight; receipts
+written while it flies share one trailing signal, sent once it has landed (a signal that landed
+earlier may have reached a round that read the intake before they were written, hence the
+trailing one). Under a burst of thousands of customer link posts the workflow's history grows by
+a few signals per round instead of one per action, and the web's posts do not queue behind
+Temporal round trips. The worker's sweeper remains the safety net for a signal that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from noticeflow import control
+from noticeflow.contracts import TASK_QUEUE
+from noticeflow.domain.signals import WAKE_SIGNAL
+
+
+@dataclass
+class _Notice:
+    flying: asyncio.Task[str | None] | None = None
+    trailing: asyncio.Task[str | None] | None = None
+
+
+class Waker:
+    def __init__(
+        self,
+        client: Callable[[], Awaitable[tuple[Client | None, str | None]]],
+        pool: asyncpg.Pool,
+        task_queue: str = TASK_QUEUE,
+    ) -> None:
+        self._client = client
+        self._pool = pool
+        self._task_queue = task_queue
+        self._notices: dict[str, _Notice] = {}
+        self.signals_sent = 0
+
+    async def wake(self, notice_id: str, signal: str, receipt_id: str | None) -> str | None:
+        """Make sure the notice is signalled after this call began; None, or why it was not."""
+        entry = self._notices.setdefault(notice_id, _Notice())
+        if entry.flying is None or entry.flying.done():
+            entry.flying = asyncio.create_task(self._send(notice_id, signal, receipt_id))
+            task = entry.flying
+        else:
+            if entry.trailing is None:
+                entry.trailing = asyncio.create_task(self._trail(notice_id, entry, entry.flying))
+            task = entry.trailing
+        return await asyncio.shield(task)
+
+    async def _trail(
+        self, notice_id: str, entry: _Notice, before: asyncio.Task[str | None]
+    ) -> str | None:
+        await asyncio.gather(before, return_exceptions=True)
+        entry.flying, entry.trailing = entry.trailing, None  # this task is the one in flight now
+        return await self._send(notice_id, WAKE_SIGNAL, None)
+
+    async def _send(self, notice_id: str, signal: str, receipt_id: str | None) -> str | None:
+        client, problem = await self._client()
+        if client is None:
+            return f"Temporal is not reachable ({problem})"
+        try:
+            await control.wake(client, self._pool, notice_id, signal, receipt_id, self._task_queue)
+        except RPCError as error:
+            return f"Temporal refused the signal ({error.message})"
+        except Exception as error:  # the receipt is kept: the sweeper wakes the notice later
+            return f"could not wake the notice ({type(error).__name__}: {error})"
+        self.signals_sent += 1
+        return None
