@@ -3,21 +3,34 @@
 A link is ``{public_url}/a/{token}``; the token names the notice, the customer, the action and when
 it expires, signed with ``NOTICEFLOW_SECRET_KEY`` (itsdangerous: HMAC-SHA1 over a compact JSON
 payload, a salt per purpose). Tokens are deterministic, so a retried mail carries the same link.
-Opening a link only shows a page; acting takes a POST (the web app), so mail scanners that fetch
-links act on nothing.
+Opening a link only shows a page; acting takes a POST (``noticeflow/web/actions.py``), so mail
+scanners that fetch links act on nothing.
+
+Key rotation: the signer takes a list of keys (``Settings.verification_keys``): the first signs,
+every one verifies, so a link mailed before a rotation keeps working while its old key is listed in
+``NOTICEFLOW_PREVIOUS_SECRET_KEYS``.
+
+A token whose signature holds but whose expiry has passed is still *readable* (:meth:`LinkSigner.read`):
+the action page decides what stays open after expiry (revoking an opt-in is open for as long as the
+customer is opted in, rule 8). :meth:`LinkSigner.verify` refuses it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadPayload, BadSignature, URLSafeSerializer
 
 SALT = "noticeflow.action-link.v1"
 # Late objections are still taken (flagged late, rule 7), so a link outlives the deadline a while.
 GRACE = timedelta(days=30)
+# Our tokens are ~110 characters; anything far longer is not one of ours (and is not worth an HMAC).
+TOKEN_MAX = 600
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
 
 
 class LinkAction(StrEnum):
@@ -26,7 +39,14 @@ class LinkAction(StrEnum):
 
 
 class InvalidLink(Exception):
-    """A forged, tampered, malformed or expired token; the message says which, for the log."""
+    """A forged, tampered, malformed or expired token; the message says which, for the log.
+
+    ``kind`` is one of ``malformed`` (not shaped like a token at all), ``forged`` (the signature
+    does not match: altered, or signed with a key we do not hold) and ``expired``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -36,13 +56,21 @@ class ActionLink:
     action: LinkAction
     expires_at: datetime
 
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+def fingerprint(token: str) -> str:
+    """A short, one-way name for a token, fit for a log line (the token itself never is)."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12]
+
 
 class LinkSigner:
     def __init__(self, secret_key: str | list[str], public_url: str) -> None:
         """``secret_key``: the signing key, or a list of keys — the first signs, every one verifies
         (key rotation: a link mailed before the rotation keeps working)."""
         keys = [secret_key] if isinstance(secret_key, str) else list(secret_key)
-        if not keys or not all(keys):
+        if not keys or not all(isinstance(key, str) and key.strip() for key in keys):
             raise ValueError("a link-signing key must not be empty")
         # itsdangerous signs with the last key of its list and verifies with all of them.
         self._serializer = URLSafeSerializer(list(reversed(keys)), salt=SALT)
@@ -60,21 +88,36 @@ class LinkSigner:
     def url(self, link: ActionLink) -> str:
         return f"{self.public_url}/a/{self.token(link)}"
 
-    def verify(self, token: str, now: datetime) -> ActionLink:
+    def read(self, token: str) -> ActionLink:
+        """What a token says, once its signature holds — expired or not."""
+        if not isinstance(token, str) or len(token) > TOKEN_MAX or not _TOKEN_SHAPE.match(token):
+            raise InvalidLink("malformed", "the link is not shaped like one of ours (cut short?)")
         try:
             notice_id, customer_id, action, expires = self._serializer.loads(token)
-            link = ActionLink(
-                str(notice_id),
-                str(customer_id),
+            if not all(isinstance(v, str) for v in (notice_id, customer_id, action)):
+                raise TypeError("ids must be strings")
+            if isinstance(expires, bool) or not isinstance(expires, int):
+                raise TypeError("the expiry must be a number")
+            return ActionLink(
+                notice_id,
+                customer_id,
                 LinkAction(action),
-                datetime.fromtimestamp(int(expires), UTC),
+                datetime.fromtimestamp(expires, UTC),
             )
+        except BadPayload:
+            raise InvalidLink("malformed", "the link's content is malformed") from None
         except BadSignature:
-            raise InvalidLink("the link's signature does not match (forged or altered)") from None
-        except (TypeError, ValueError):
-            raise InvalidLink("the link's content is malformed") from None
-        if now >= link.expires_at:
-            raise InvalidLink(f"the link expired at {link.expires_at.isoformat()}")
+            raise InvalidLink(
+                "forged", "the link's signature does not match (forged or altered)"
+            ) from None
+        except (TypeError, ValueError, OverflowError, OSError):
+            raise InvalidLink("malformed", "the link's content is malformed") from None
+
+    def verify(self, token: str, now: datetime) -> ActionLink:
+        """What a token says, if its signature holds and it has not expired."""
+        link = self.read(token)
+        if link.expired(now):
+            raise InvalidLink("expired", f"the link expired at {link.expires_at.isoformat()}")
         return link
 
     def links_for(

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from noticeflow.links import ActionLink, InvalidLink, LinkAction, LinkSigner
+from noticeflow.config import Settings
+from noticeflow.links import ActionLink, InvalidLink, LinkAction, LinkSigner, fingerprint
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 LINK = ActionLink("n-1", "acme", LinkAction.object, NOW + timedelta(days=30))
@@ -28,26 +29,54 @@ def other_payload(token: str) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=") + "." + signature
 
 
+def flip(token: str, at: int) -> str:
+    return token[:at] + ("A" if token[at] != "A" else "B") + token[at + 1 :]
+
+
 @pytest.mark.parametrize(
-    "mangle",
+    ("mangle", "kind"),
     [
-        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature altered
-        lambda t: LinkSigner("secret-two", "x").token(LINK),  # signed with another key
-        lambda t: other_payload(t),  # payload altered, signature kept
-        lambda t: "not-a-token",
-        lambda t: "",
+        (lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), "forged"),  # signature
+        (lambda t: flip(t, 3), "forged"),  # one character of the payload
+        (lambda t: LinkSigner("secret-two", "x").token(LINK), "forged"),  # another key
+        (lambda t: other_payload(t), "forged"),  # payload altered, signature kept
+        (lambda t: t.split(".")[0], "malformed"),  # cut short: no signature at all
+        (lambda t: "not-a-token", "malformed"),
+        (lambda t: "", "malformed"),
+        (lambda t: t + "/../x", "malformed"),
+        (lambda t: t + "A" * 1000, "malformed"),  # far too long to be ours
     ],
 )
-def test_forged_or_tampered_tokens_are_refused(mangle):
-    with pytest.raises(InvalidLink):
+def test_forged_or_tampered_tokens_are_refused(mangle, kind):
+    with pytest.raises(InvalidLink) as refused:
         SIGNER.verify(mangle(SIGNER.token(LINK)), NOW)
+    assert refused.value.kind == kind
+    with pytest.raises(InvalidLink):
+        SIGNER.read(mangle(SIGNER.token(LINK)))
 
 
-def test_an_expired_token_is_refused():
+def test_a_well_signed_token_with_the_wrong_content_is_malformed():
+    from itsdangerous import URLSafeSerializer
+
+    from noticeflow.links import SALT
+
+    ours = URLSafeSerializer(["secret-one"], salt=SALT)
+    for payload in (["n-1", "acme", "delete_everything", 1], ["n-1", "acme"], {"a": 1},
+                    ["n-1", 7, "object", 1], ["n-1", "acme", "object", "soon"],
+                    ["n-1", "acme", "object", 10**30]):  # fmt: skip
+        with pytest.raises(InvalidLink) as refused:
+            SIGNER.read(str(ours.dumps(payload)))
+        assert refused.value.kind == "malformed", payload
+
+
+def test_an_expired_token_is_refused_by_verify_but_still_readable():
     token = SIGNER.token(LINK)
     assert SIGNER.verify(token, LINK.expires_at - timedelta(seconds=1)) == LINK
-    with pytest.raises(InvalidLink, match="expired"):
+    with pytest.raises(InvalidLink, match="expired") as refused:
         SIGNER.verify(token, LINK.expires_at)
+    assert refused.value.kind == "expired"
+    # The action page decides what stays open after expiry (revoking an opt-in does).
+    assert SIGNER.read(token) == LINK and LINK.expired(LINK.expires_at)
 
 
 def test_a_customer_gets_one_link_per_action_valid_past_its_deadline():
@@ -56,3 +85,42 @@ def test_a_customer_gets_one_link_per_action_valid_past_its_deadline():
     assert set(links) == {"object_url", "opt_in_url"}
     opened = SIGNER.verify(links["object_url"].rsplit("/", 1)[1], deadline + timedelta(days=5))
     assert (opened.customer_id, opened.action) == ("acme", LinkAction.object)
+
+
+def test_rotation_the_first_key_signs_and_every_listed_key_verifies():
+    old = LinkSigner("key-2025", "https://n.example")
+    mailed = old.token(LINK)
+    rotated = LinkSigner(["key-2026", "key-2025"], "https://n.example")
+    assert rotated.verify(mailed, NOW) == LINK  # a link mailed before the rotation still works
+    fresh = rotated.token(LINK)
+    assert fresh != mailed
+    assert LinkSigner("key-2026", "x").verify(fresh, NOW) == LINK  # signed with the new key
+    with pytest.raises(InvalidLink):
+        old.verify(fresh, NOW)  # ... which the old signer does not know
+    # Once the old key is dropped from the list, its links stop working.
+    with pytest.raises(InvalidLink) as refused:
+        LinkSigner(["key-2026"], "x").verify(mailed, NOW)
+    assert refused.value.kind == "forged"
+    # A key never listed verifies nothing.
+    with pytest.raises(InvalidLink):
+        rotated.verify(LinkSigner("someone-elses", "x").token(LINK), NOW)
+
+
+def test_settings_list_the_current_key_first_then_the_previous_ones():
+    settings = Settings(secret_key="key-2026", previous_secret_keys="key-2025, key-2024,key-2026")
+    assert settings.verification_keys == ["key-2026", "key-2025", "key-2024"]
+    signer = LinkSigner(settings.verification_keys, "https://n.example")
+    assert signer.verify(LinkSigner("key-2024", "x").token(LINK), NOW) == LINK
+    assert LinkSigner("key-2026", "x").verify(signer.token(LINK), NOW) == LINK
+
+
+@pytest.mark.parametrize("keys", ["", [], [""], ["good", ""], ["good", "   "]])
+def test_an_empty_key_is_refused(keys):
+    with pytest.raises(ValueError, match="must not be empty"):
+        LinkSigner(keys, "https://n.example")
+
+
+def test_a_fingerprint_names_a_token_without_revealing_it():
+    token = SIGNER.token(LINK)
+    assert len(fingerprint(token)) == 12 and fingerprint(token) not in token
+    assert fingerprint(token) == fingerprint(token) != fingerprint(flip(token, 3))
