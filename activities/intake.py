@@ -12,8 +12,9 @@ commit, through the delivery ledger (``mail_due`` marks one still owed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,29 +179,37 @@ class IntakeActivities:
         changed = deliveries_changed = False
         notice_action: NoticeAction | None = None
         owed: list[str] = []
-        for row in rows:
-            if row["status"] == intake.PENDING:
-                if row["action"] in signals.NOTICE_ACTIONS:
-                    notice_action = await self._notice_action(row, keys)
-                    if notice_action is not None:
-                        more = True
-                        break
-                    continue  # rejected: its payload could not be read
-                judged = await self._judge(spec, request.phase, row, keys)
-                if judged.status == intake.PENDING:
-                    result = result.model_copy(update={"deferred": result.deferred + 1})
-                    continue
-                counts["handled"] += 1
-                counts["accepted" if judged.status == intake.ACCEPTED else "rejected"] += (
-                    judged.status != intake.DUPLICATE
-                )
-                changed |= judged.changed and judged.status == intake.ACCEPTED
-                deliveries_changed |= judged.deliveries_changed
-                if judged.mail is None:
-                    activity.heartbeat(row["seq"])
-                    continue
-            owed.append(row["receipt_id"])
-            activity.heartbeat(row["seq"])
+        chunk = _Chunk(self.deps.pool)
+        try:
+            for row in rows:
+                if row["status"] == intake.PENDING:
+                    if row["action"] in signals.NOTICE_ACTIONS or row["action"] == "resend":
+                        await chunk.commit()  # judged outside the chunk: in receipt order
+                    if row["action"] in signals.NOTICE_ACTIONS:
+                        notice_action = await self._notice_action(row, keys)
+                        if notice_action is not None:
+                            more = True
+                            break
+                        continue  # rejected: its payload could not be read
+                    connection = None if row["action"] == "resend" else await chunk.connection()
+                    judged = await self._judge(spec, request.phase, row, keys, connection)
+                    if judged.status == intake.PENDING:
+                        result = result.model_copy(update={"deferred": result.deferred + 1})
+                        continue
+                    counts["handled"] += 1
+                    counts["accepted" if judged.status == intake.ACCEPTED else "rejected"] += (
+                        judged.status != intake.DUPLICATE
+                    )
+                    changed |= judged.changed and judged.status == intake.ACCEPTED
+                    deliveries_changed |= judged.deliveries_changed
+                    if judged.mail is None:
+                        activity.heartbeat(row["seq"])
+                        continue
+                owed.append(row["receipt_id"])
+                activity.heartbeat(row["seq"])
+            await chunk.commit()
+        finally:
+            await chunk.close()  # a fault before the commit rolls the chunk back: still pending
         # Judging never waits for mail: the round's confirmations go out after it, a few SMTP
         # sessions at a time (each through the ledger under its own kind, so nothing twice).
         await self._mail_owed(spec, owed)
@@ -231,9 +240,19 @@ class IntakeActivities:
         )
 
     async def _judge(
-        self, spec: NoticeSpec, phase: Phase, row: asyncpg.Record, keys: dict[str, bytes]
+        self,
+        spec: NoticeSpec,
+        phase: Phase,
+        row: asyncpg.Record,
+        keys: dict[str, bytes],
+        chunk: asyncpg.Connection | None = None,
     ) -> Judged:
-        """Judge one receipt in one transaction with its outcome; never raises a lasting fault."""
+        """Judge one receipt in one transaction with its outcome; never raises a lasting fault.
+
+        With ``chunk`` (a connection inside the round's open transaction) the receipt is judged in
+        a savepoint of it: a lasting fault rolls back this receipt's work only, and the chunk's
+        receipts commit together (one commit per chunk instead of one per receipt).
+        """
         receipt = intake._row_receipt(row)
         try:
             resent: Judged | None = None
@@ -242,7 +261,7 @@ class IntakeActivities:
                     resent = await self._resend(spec, phase, row, keys)
                 except Refused as refusal:
                     resent = Judged(status=intake.REJECTED, reason=str(refusal), changed=False)
-            async with self.deps.pool.acquire() as connection, connection.transaction():
+            async with _transaction(self.deps.pool, chunk) as connection:
                 status = await connection.fetchval(
                     "SELECT status FROM intake WHERE receipt_id = $1 FOR UPDATE", receipt.receipt_id
                 )
@@ -260,7 +279,7 @@ class IntakeActivities:
         except Exception as error:  # a lasting fault in one judgement must not stop the rest
             log.exception("intake judgement failed", receipt_id=receipt.receipt_id)
             reason = f"could not be processed ({type(error).__name__}); reported to the operators"
-            async with self.deps.pool.acquire() as connection, connection.transaction():
+            async with _transaction(self.deps.pool, chunk) as connection:
                 await connection.execute(
                     "UPDATE intake SET status = 'rejected', reason = $2, handled_at = clock_timestamp()"
                     " WHERE receipt_id = $1 AND status = 'pending'",
@@ -464,7 +483,11 @@ class IntakeActivities:
             receipt.received_at,
         )
         recipient = context.recipient
-        if resolution.outcome.value != "withdrawn" and recipient is not None and recipient["activated"]:
+        if (
+            resolution.outcome.value != "withdrawn"
+            and recipient is not None
+            and recipient["activated"]
+        ):
             # Upheld after activation (a late case, or a cancelled notice): off at once.
             await context.connection.execute(
                 "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
@@ -736,5 +759,60 @@ class IntakeActivities:
                 outcome.reason,
             )
             if row is not None and outcome.status == intake.REJECTED:
-                await intake.append_rejection(connection, intake._row_receipt(row), str(outcome.reason))
+                await intake.append_rejection(
+                    connection, intake._row_receipt(row), str(outcome.reason)
+                )
 
+
+CHUNK = 100  # receipts judged in one transaction (each in its own savepoint)
+
+
+@contextlib.asynccontextmanager
+async def _transaction(
+    pool: asyncpg.Pool, chunk: asyncpg.Connection | None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction of its own, or a savepoint inside the chunk's open transaction."""
+    if chunk is not None:
+        async with chunk.transaction():
+            yield chunk
+        return
+    async with pool.acquire() as connection, connection.transaction():
+        yield connection
+
+
+class _Chunk:
+    """One connection and one open transaction for up to CHUNK consecutive receipts."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._connection: Any = None
+        self._transaction: Any = None
+        self._count = 0
+
+    async def connection(self) -> asyncpg.Connection:
+        if self._count >= CHUNK:
+            await self.commit()
+        if self._connection is None:
+            self._connection = await self.pool.acquire()
+        if self._transaction is None:
+            self._transaction = self._connection.transaction()
+            await self._transaction.start()
+        self._count += 1
+        connection: asyncpg.Connection = self._connection
+        return connection
+
+    async def commit(self) -> None:
+        if self._transaction is not None:
+            transaction, self._transaction, self._count = self._transaction, None, 0
+            await transaction.commit()
+
+    async def close(self) -> None:
+        try:
+            if self._transaction is not None:
+                transaction, self._transaction = self._transaction, None
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+        finally:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                await self.pool.release(connection)
