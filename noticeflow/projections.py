@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import structlog
@@ -21,7 +21,7 @@ from noticeflow import eventstore as es
 
 log = structlog.get_logger(__name__)
 NAME = "read_models"
-TABLES = ("rm_notices", "rm_notice_customers", "rm_customer_subprocessors")
+TABLES = ("rm_notices", "rm_notice_customers", "rm_customer_subprocessors", "rm_notice_progress")
 Handler = Callable[[asyncpg.Connection, str, es.StoredEvent], Awaitable[None]]
 
 
@@ -56,11 +56,18 @@ async def _phase(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> No
         e.occurred_at,
     )
     if e.data["phase"] == "cancelled":
-        await c.execute(
+        status = await c.execute(
             "UPDATE rm_notice_customers SET verdict = 'cancelled', settled = true"
             " WHERE notice_id = $1 AND NOT settled",
             notice_id,
         )
+        settled = int(status.rsplit(" ", 1)[1])
+        if settled:
+            await c.execute(
+                "UPDATE rm_notices SET settled = settled + $2 WHERE notice_id = $1",
+                notice_id,
+                settled,
+            )
 
 
 async def _approved(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
@@ -83,68 +90,159 @@ async def _snapshot(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) ->
     )
 
 
+# --- one customer's row, and the notice's counts kept with it ---------------------------------
+
+_FLAGS = ("delivery", "opted_in", "activated", "settled", "open_objections")
+
+
+class _Change(NamedTuple):
+    """A customer row before and after one event (None: the event changed no row)."""
+
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+async def _customer(
+    c: asyncpg.Connection,
+    notice_id: str,
+    customer_id: str,
+    assignments: str,
+    *args: Any,
+    where: str = "",
+    returning: str = "",
+) -> tuple[_Change | None, asyncpg.Record | None]:
+    """Update one customer's row; returns its flags before and after (both CTEs read the same
+    snapshot, so ``old`` is the row as it was) and any extra ``returning`` columns."""
+    flags = ", ".join(_FLAGS)
+    row = await c.fetchrow(
+        f"WITH old AS (SELECT {flags} FROM rm_notice_customers"
+        "   WHERE notice_id = $1 AND customer_id = $2),"
+        f" new AS (UPDATE rm_notice_customers SET {assignments}"
+        f"   WHERE notice_id = $1 AND customer_id = $2 {where}"
+        f"   RETURNING {flags}{', ' + returning if returning else ''})"
+        " SELECT "
+        + ", ".join(f"o.{f} AS old_{f}, n.{f} AS new_{f}" for f in _FLAGS)
+        + (", " + ", ".join(f"n.{r.strip()}" for r in returning.split(",")) if returning else "")
+        + " FROM old o, new n",
+        notice_id,
+        customer_id,
+        *args,
+    )
+    if row is None:
+        return None, None
+    change = _Change({f: row[f"old_{f}"] for f in _FLAGS}, {f: row[f"new_{f}"] for f in _FLAGS})
+    return change, row
+
+
+def _deltas(change: _Change | None) -> dict[str, int]:
+    if change is None:
+        return {}
+    old, new = change
+
+    def count(flags: dict[str, Any], field: str) -> int:
+        if field == "delivered":
+            return int(flags["delivery"] == "delivered")
+        if field == "undelivered":
+            return int(flags["delivery"] == "undelivered")
+        return int(flags[field])
+
+    fields = ("delivered", "undelivered", "opted_in", "activated", "settled", "open_objections")
+    found = {field: count(new, field) - count(old, field) for field in fields}
+    return {field: delta for field, delta in found.items() if delta}
+
+
+async def _count(
+    c: asyncpg.Connection,
+    notice_id: str,
+    e: es.StoredEvent,
+    deltas: dict[str, int],
+    objections: int = 0,
+) -> None:
+    """Move the notice's counts, and its progress over time (the chart), by one event's change."""
+    if deltas:
+        await c.execute(
+            "UPDATE rm_notices SET "
+            + ", ".join(f"{field} = {field} + ${i}" for i, field in enumerate(deltas, start=2))
+            + " WHERE notice_id = $1",
+            notice_id,
+            *deltas.values(),
+        )
+    progress = {
+        "delivered": deltas.get("delivered", 0),
+        "objections": objections,
+        "opted_in": deltas.get("opted_in", 0),
+        "activated": deltas.get("activated", 0),
+    }
+    if any(progress.values()):
+        await c.execute(
+            "INSERT INTO rm_notice_progress (notice_id, at, delivered, objections, opted_in,"
+            " activated) VALUES ($1, date_trunc('minute', $2::timestamptz, 'UTC'), $3, $4, $5, $6)"
+            " ON CONFLICT (notice_id, at) DO UPDATE SET"
+            " delivered = rm_notice_progress.delivered + EXCLUDED.delivered,"
+            " objections = rm_notice_progress.objections + EXCLUDED.objections,"
+            " opted_in = rm_notice_progress.opted_in + EXCLUDED.opted_in,"
+            " activated = rm_notice_progress.activated + EXCLUDED.activated",
+            notice_id,
+            e.occurred_at,
+            *progress.values(),
+        )
+
+
 async def _delivery(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
     delivered = e.event_type == "notice_delivered"
-    await c.execute(
-        "UPDATE rm_notice_customers SET delivery = $3, delivered_at = coalesce(delivered_at, $4),"
-        " deadline = coalesce(deadline, $5) WHERE notice_id = $1 AND customer_id = $2"
-        " AND delivery <> 'delivered'",
+    change, row = await _customer(
+        c,
         notice_id,
         e.data["customer_id"],
+        "delivery = $3, delivered_at = coalesce(delivered_at, $4), deadline = coalesce(deadline, $5)",
         "delivered" if delivered else "undelivered",
         _at(e.data.get("delivered_at")),
         _at(e.data.get("deadline")),
+        where="AND delivery <> 'delivered'",
+        returning="deadline",
     )
-    await _window(c, notice_id)
-
-
-async def _window(c: asyncpg.Connection, notice_id: str) -> None:
+    await _count(c, notice_id, e, _deltas(change))
+    # The window closes at the latest deadline seen (deadlines, once set, never change).
     await c.execute(
-        "UPDATE rm_notices SET window_closes_at = greatest(window_closes_at,"
-        " (SELECT max(deadline) FROM rm_notice_customers WHERE notice_id = $1)) WHERE notice_id = $1",
+        "UPDATE rm_notices SET max_deadline = greatest(max_deadline, $2),"
+        " window_closes_at = greatest(window_closes_at, max_deadline, $2) WHERE notice_id = $1",
         notice_id,
+        row["deadline"] if row is not None else None,
     )
 
 
 async def _objection(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    await c.execute(
-        "UPDATE rm_notice_customers SET objection_status = 'open', objection_timely = $3,"
-        " open_objections = open_objections + 1, settled = false"
-        " WHERE notice_id = $1 AND customer_id = $2",
+    change, _ = await _customer(
+        c,
         notice_id,
         e.data["customer_id"],
+        "objection_status = 'open', objection_timely = $3, open_objections = open_objections + 1,"
+        " settled = false",
         e.data["timely"],
     )
-    await _open_count(c, notice_id)
+    await _count(c, notice_id, e, _deltas(change), objections=1 if change else 0)
 
 
 async def _resolved(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    await c.execute(
-        "UPDATE rm_notice_customers SET objection_status = $3, open_objections = 0, settled = false"
-        " WHERE notice_id = $1 AND customer_id = $2",
+    change, _ = await _customer(
+        c,
         notice_id,
         e.data["customer_id"],
+        "objection_status = $3, open_objections = 0, settled = false",
         e.data["outcome"],
     )
-    await _open_count(c, notice_id)
-
-
-async def _open_count(c: asyncpg.Connection, notice_id: str) -> None:
-    await c.execute(
-        "UPDATE rm_notices SET open_objections = (SELECT coalesce(sum(open_objections), 0)"
-        " FROM rm_notice_customers WHERE notice_id = $1) WHERE notice_id = $1",
-        notice_id,
-    )
+    await _count(c, notice_id, e, _deltas(change))
 
 
 async def _opt_in(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    await c.execute(
-        "UPDATE rm_notice_customers SET opted_in = $3, settled = false"
-        " WHERE notice_id = $1 AND customer_id = $2",
+    change, _ = await _customer(
+        c,
         notice_id,
         e.data["customer_id"],
+        "opted_in = $3, settled = false",
         e.event_type == "opt_in_recorded",
     )
+    await _count(c, notice_id, e, _deltas(change))
 
 
 async def _deemed(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
@@ -159,15 +257,15 @@ async def _deemed(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> N
 async def _switched(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
     enabled = e.event_type == "subprocessor_enabled"
     customer = e.data["customer_id"]
-    await c.execute(
-        "UPDATE rm_notice_customers SET activated = $3,"
-        " activated_at = CASE WHEN $3 THEN $4 ELSE activated_at END"
-        " WHERE notice_id = $1 AND customer_id = $2",
+    change, _ = await _customer(
+        c,
         notice_id,
         customer,
+        "activated = $3, activated_at = CASE WHEN $3 THEN $4 ELSE activated_at END",
         enabled,
         e.occurred_at,
     )
+    await _count(c, notice_id, e, _deltas(change))
     await c.execute(
         "INSERT INTO rm_customer_subprocessors (customer_id, subprocessor, enabled, since, notice_id)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, subprocessor) DO UPDATE SET"
@@ -181,13 +279,14 @@ async def _switched(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) ->
 
 
 async def _settled(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    await c.execute(
-        "UPDATE rm_notice_customers SET verdict = $3, settled = true"
-        " WHERE notice_id = $1 AND customer_id = $2",
+    change, _ = await _customer(
+        c,
         notice_id,
         e.data["customer_id"],
+        "verdict = $3, settled = true",
         e.data["verdict"],
     )
+    await _count(c, notice_id, e, _deltas(change))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -225,10 +324,22 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
                 )
                 after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
                 events = await es.read_all(connection, after, page)
+                marks: dict[str, tuple[int, datetime]] = {}
                 for event in events:
+                    if not event.stream_id.startswith("notice-"):
+                        continue
+                    notice_id = event.stream_id.removeprefix("notice-")
                     handler = HANDLERS.get(event.event_type)
-                    if handler is not None and event.stream_id.startswith("notice-"):
-                        await handler(connection, event.stream_id.removeprefix("notice-"), event)
+                    if handler is not None:
+                        await handler(connection, notice_id, event)
+                    version, at = marks.get(notice_id, (0, event.occurred_at))
+                    marks[notice_id] = (max(version, event.version), max(at, event.occurred_at))
+                if marks:  # the change marker the live dashboard polls: once per notice per page
+                    await connection.executemany(
+                        "UPDATE rm_notices SET version = greatest(version, $2),"
+                        " last_event_at = greatest(last_event_at, $3) WHERE notice_id = $1",
+                        [(notice_id, v, at) for notice_id, (v, at) in marks.items()],
+                    )
                 if events:
                     last = events[-1].checkpoint
                     await connection.execute(
