@@ -75,7 +75,29 @@ async def mail_update(
     for start in range(0, len(customer_ids), size):
         chunk = list(customer_ids[start : start + size])
         recipients = await load_recipients(deps.pool, spec.notice_id, chunk)
-        jobs = [MailJob(recipient, context_for(recipient)) for recipient in recipients.values()]
+        # Every mail about a notice carries the customer's own action page (the template shows it).
+        deadlines = {
+            row["customer_id"]: row["deadline"]
+            for row in await deps.pool.fetch(
+                "SELECT customer_id, deadline FROM recipients WHERE notice_id = $1"
+                " AND customer_id = ANY($2::text[])",
+                spec.notice_id,
+                chunk,
+            )
+        }
+        jobs = [
+            MailJob(
+                recipient,
+                deps.links.links_for(
+                    spec.notice_id,
+                    recipient.customer_id,
+                    deadlines.get(recipient.customer_id) or spec.effective_at,
+                    spec.effective_at,
+                )
+                | context_for(recipient),
+            )
+            for recipient in recipients.values()
+        ]
         await deps.mailer.mail_many(
             deps.pool, spec.notice_id, kind, "update", jobs, progress=activity.heartbeat
         )

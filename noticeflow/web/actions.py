@@ -1,7 +1,685 @@
-"""(being built)"""
+"""Customer action pages (rule 11): ``/a/<token>`` shows, only a POST acts.
+
+* ``GET /a/<token>`` verifies the signed link and shows the notice, this customer's deadline in its
+  own timezone and words, where it stands (case open? opted in? switched on?) and the actions open
+  to it now. It changes nothing, so a mail scanner that fetches links acts on nothing.
+* ``POST /a/<token>`` (CSRF-checked) writes the action to the intake of record
+  (``control.receive``, channel ``link``), wakes the notice (``control.hand_over``, a few seconds at
+  most) and redirects (303) to the receipt page. A hidden per-render nonce is the action's
+  idempotency key, so a double click or a browser's resubmit is the same receipt.
+* ``GET /a/<token>/receipts/<receipt_id>`` shows one receipt of this notice and customer.
+
+A token is bound to a notice, a customer and an action (``object`` or ``opt_in``; an opt-in link
+also revokes). It stays usable while its action is open: an expired opt-in link still revokes
+while the customer is opted in. Forged, altered, malformed, expired, unknown-notice and
+erased-customer links get a clear 4xx page and a security log line that names the refusal and the
+token's fingerprint — never the token, an address or a client address — and nothing else happens.
+Per-token and per-client rate limits answer 429 with Retry-After.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hashlib
+import hmac
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
 
-router = APIRouter()
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException
+
+from noticeflow import control, intake
+from noticeflow.crypto import ERASED, unseal
+from noticeflow.domain.deadlines import describe_instant
+from noticeflow.domain.errors import InputError
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import Phase, is_timely
+from noticeflow.domain.text import FREE_TEXT_MAX, control_character
+from noticeflow.links import ActionLink, InvalidLink, LinkAction, fingerprint
+from noticeflow.web import csrf
+from noticeflow.web.context import Web, get_web, security_log
+from noticeflow.web.format import zone
+
+log = structlog.get_logger(__name__)
+router = APIRouter(include_in_schema=False)
+
+SENT = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
+# What each kind of link may do: an opt-in link also takes its opt-in back (rule 8).
+FAMILY: dict[LinkAction, tuple[str, ...]] = {
+    LinkAction.object: ("object",),
+    LinkAction.opt_in: ("opt_in", "revoke_opt_in"),
+}
+WAIT_SECONDS = 5.0  # how long a POST waits for its receipt to be judged before showing it pending
+BODY_MAX = 2_000_000  # a reason of FREE_TEXT_MAX characters, percent-encoded, fits
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_RECEIPT_ID = re.compile(r"^r-[0-9a-f]{20}$")
+ACTION_WORDS = {
+    "object": "Objection",
+    "opt_in": "Opt-in",
+    "revoke_opt_in": "Revocation of an opt-in",
+}
+
+
+class Refusal(Exception):
+    """A link that may not be used: the page to show and the code for the security log."""
+
+    def __init__(
+        self, status: int, code: str, title: str, message: str, hint: str | None = None
+    ) -> None:
+        super().__init__(code)
+        self.status, self.code, self.title, self.message, self.hint = (
+            status,
+            code,
+            title,
+            message,
+            hint,
+        )
+
+
+ASK_AGAIN = (
+    "Please open the link in the most recent mail we sent about this notice, or reply to that mail."
+)
+
+
+def _link_refusal(error: InvalidLink) -> Refusal:
+    if error.kind == "malformed":
+        return Refusal(
+            400,
+            "malformed",
+            "This link is incomplete",
+            "The address you opened is not a complete link from our mail.",
+            "Links are long and some mail programs break them over two lines: click the link in"
+            " the mail rather than copying it, or copy all of it. " + ASK_AGAIN,
+        )
+    return Refusal(
+        403,
+        "forged",
+        "This link is not valid",
+        "The link does not match any link we sent: it may have been altered, or copied with a"
+        " character missing or changed.",
+        ASK_AGAIN,
+    )
+
+
+def deadline_words(deadline: datetime, timezone: str) -> str:
+    """``Monday 14 December 2026, 23:59 EST (America/New_York)``: a deadline at a local midnight
+    (whole-day windows) is the last minute of the day before."""
+    name = zone(timezone).key
+    local = deadline.astimezone(zone(name))
+    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+        deadline -= timedelta(minutes=1)
+    return describe_instant(deadline, name)
+
+
+def instant_words(instant: datetime, timezone: str) -> str:
+    return describe_instant(instant, zone(timezone).key)
+
+
+@dataclass
+class Standing:
+    """A link's notice and customer as the records have them now."""
+
+    link: ActionLink
+    spec: NoticeSpec
+    phase: Phase
+    notice_text: str
+    effective_at: datetime
+    recipient: asyncpg.Record
+    customer_name: str | None
+    key: bytes
+    case: asyncpg.Record | None
+    now: datetime
+
+    @property
+    def timezone(self) -> str:
+        return zone(self.recipient["timezone"]).key
+
+    @property
+    def deadline(self) -> datetime | None:
+        value: datetime | None = self.recipient["deadline"]
+        return value
+
+    @property
+    def opted_in(self) -> bool:
+        return bool(self.recipient["opted_in"])
+
+    @property
+    def activated(self) -> bool:
+        return bool(self.recipient["activated"])
+
+    @property
+    def expired(self) -> bool:
+        return self.link.expired(self.now)
+
+    def open_actions(self) -> list[str]:
+        """The actions this link may take now, the link's own action first."""
+        opt_in_link = self.link.action is LinkAction.opt_in and self.spec.opt_in
+        if self.phase is Phase.cancelled:
+            # Nothing new on a cancelled notice; a customer switched on before it keeps its way out.
+            return ["revoke_opt_in"] if opt_in_link and self.opted_in and self.activated else []
+        if self.phase not in SENT:
+            return []
+        if self.link.action is LinkAction.object:
+            return [] if self.expired else ["object"]
+        if not opt_in_link:
+            return []
+        if self.opted_in:
+            return ["revoke_opt_in"]  # open for as long as the customer is opted in
+        return [] if self.expired else ["opt_in"]
+
+    def closed_because(self, action: str) -> str:
+        """Why ``action`` is not open now, in the customer's words."""
+        if self.phase is Phase.cancelled:
+            return "This notice was cancelled, so nothing can be recorded on it any more."
+        if self.phase not in SENT:
+            return "This notice has not been sent yet."
+        if action == "opt_in" and self.opted_in:
+            return "You have already opted in; nothing more is needed."
+        if action == "revoke_opt_in" and not self.opted_in:
+            return "You are not opted in, so there is no opt-in to revoke."
+        if action == "opt_in" and not self.spec.opt_in:
+            return "This notice does not ask for an opt-in."
+        if self.expired:
+            return "This link has expired for that action."
+        return "That action is not open through this link."
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _refuse(
+    web: Web,
+    request: Request,
+    refusal: Refusal,
+    token: str,
+    link: ActionLink | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The refusal page and its security log line (ids and the token's fingerprint only)."""
+    ids: dict[str, Any] = {}
+    if link is not None:  # the signature held: the ids are ours, not whatever was sent
+        ids = {"notice_id": link.notice_id, "customer_id": link.customer_id, "action": link.action}
+    security_log.warning(
+        "action link refused",
+        reason=refusal.code,
+        status=refusal.status,
+        method=request.method,
+        token_sha256=fingerprint(token),
+        **ids,
+    )
+    response: Response = web.render(
+        request,
+        "action_error.html",
+        status_code=refusal.status,
+        title=refusal.title,
+        message=refusal.message,
+        hint=refusal.hint,
+        csrf_token="",  # a refusal page starts no session
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _rate_limited(web: Web, request: Request, token: str) -> Response | None:
+    settings = web.settings
+    waits = {
+        "token": web.limiter.hit(f"link-token:{fingerprint(token)}", settings.link_rate_per_token),
+        "client": web.limiter.hit(f"link-client:{_client(request)}", settings.link_rate_per_client),
+    }
+    over = {scope: wait for scope, wait in waits.items() if wait is not None}
+    if not over:
+        return None
+    retry = max(1, math.ceil(max(over.values())))
+    refusal = Refusal(
+        429,
+        "rate_limited_" + "_".join(sorted(over)),
+        "Too many requests",
+        "This link was opened or submitted too many times in a short while.",
+        f"Please wait {retry} seconds and try again. Nothing was recorded from the requests"
+        " that were turned away.",
+    )
+    return _refuse(web, request, refusal, token, headers={"Retry-After": str(retry)})
+
+
+async def _load(web: Web, token: str, now: datetime, *, allow_expired: bool = False) -> Standing:
+    """The link's standing, or the Refusal to show."""
+    try:
+        link = web.signer.read(token)
+    except InvalidLink as error:
+        raise _link_refusal(error) from None
+    pool = web.pool
+    notice = await pool.fetchrow(
+        "SELECT spec, notice_text, phase, effective_at FROM notices WHERE notice_id = $1",
+        link.notice_id,
+    )
+    if notice is None:
+        raise Refusal(
+            404,
+            "unknown_notice",
+            "We cannot find this notice",
+            "The notice this link was made for is not in our records.",
+            ASK_AGAIN,
+        )
+    customer = await pool.fetchrow(
+        "SELECT (SELECT key FROM customer_keys WHERE customer_id = $1) AS key,"
+        " EXISTS (SELECT 1 FROM customers WHERE customer_id = $1) AS known",
+        link.customer_id,
+    )
+    if customer["key"] is None or not customer["known"]:
+        raise Refusal(
+            410,
+            "erased",
+            "This link is no longer available",
+            "The organisation this link was made for is no longer in our records, so the link"
+            " cannot be used any more.",
+            "If you believe this is a mistake, please contact us by replying to our mail.",
+        )
+    recipient = await pool.fetchrow(
+        "SELECT * FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+        link.notice_id,
+        link.customer_id,
+    )
+    if recipient is None:
+        raise Refusal(
+            404,
+            "not_a_recipient",
+            "We cannot find this notice for your organisation",
+            "Our records do not show this notice as sent to the organisation this link names.",
+            ASK_AGAIN,
+        )
+    key = bytes(customer["key"])
+    name = unseal(key, link.customer_id, recipient["name"])
+    case = await pool.fetchrow(
+        "SELECT status, timely, received_at, resolved_at FROM objections"
+        " WHERE notice_id = $1 AND customer_id = $2"
+        " ORDER BY (status = 'open') DESC, received_at DESC LIMIT 1",
+        link.notice_id,
+        link.customer_id,
+    )
+    standing = Standing(
+        link=link,
+        spec=NoticeSpec.model_validate_json(notice["spec"]),
+        phase=Phase(notice["phase"]),
+        notice_text=notice["notice_text"],
+        effective_at=notice["effective_at"],
+        recipient=recipient,
+        customer_name=None if name == ERASED else name,
+        key=key,
+        case=case,
+        now=now,
+    )
+    if standing.expired and not allow_expired and not standing.open_actions():
+        raise Refusal(
+            410,
+            "expired",
+            "This link has expired",
+            f"This link was valid until {instant_words(link.expires_at, standing.timezone)}.",
+            "If you still want to tell us something about this notice, please reply to our mail.",
+        )
+    return standing
+
+
+async def _receipts(web: Web, standing: Standing) -> list[asyncpg.Record]:
+    return list(
+        await web.pool.fetch(
+            f"SELECT {intake.RECEIPT_COLUMNS} FROM intake WHERE notice_id = $1"
+            " AND customer_id = $2 AND channel = 'link' ORDER BY seq DESC LIMIT 10",
+            standing.link.notice_id,
+            standing.link.customer_id,
+        )
+    )
+
+
+def _page_path(request: Request, token: str) -> str:
+    return f"{request.scope.get('root_path', '')}/a/{token}"
+
+
+async def _page(
+    web: Web,
+    request: Request,
+    token: str,
+    standing: Standing,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    problems: list[str] | None = None,
+    reason: str = "",
+    nonce: str | None = None,
+) -> Response:
+    actions = standing.open_actions()
+    primary = "object" if standing.link.action is LinkAction.object else None
+    if primary is None:
+        primary = "revoke_opt_in" if "revoke_opt_in" in actions else "opt_in"
+    deadline = standing.deadline
+    tz = standing.timezone
+    return web.render(
+        request,
+        "action.html",
+        status_code=status_code,
+        page=_page_path(request, token),
+        s=standing,
+        spec=standing.spec,
+        actions=actions,
+        primary=primary,
+        nonce=nonce or secrets.token_urlsafe(18),
+        reason=reason,
+        error=error,
+        problems=problems or [],
+        reason_max=FREE_TEXT_MAX,
+        deadline_text=deadline_words(deadline, tz) if deadline else None,
+        deadline_utc=describe_instant(deadline, "UTC") if deadline else None,
+        deadline_passed=deadline is not None and standing.now >= deadline,
+        effective_text=instant_words(standing.effective_at, tz),
+        case_received=instant_words(standing.case["received_at"], tz) if standing.case else None,
+        opted_in_text=instant_words(standing.recipient["opted_in_at"], tz)
+        if standing.recipient["opted_in_at"]
+        else None,
+        activated_text=instant_words(standing.recipient["activated_at"], tz)
+        if standing.recipient["activated_at"]
+        else None,
+        receipts=await _receipts(web, standing),
+        action_words=ACTION_WORDS,
+    )
+
+
+@router.get("/a/{token}")
+async def action_page(request: Request, token: str, web: Web = Depends(get_web)) -> Response:
+    """The notice and what this customer can do about it now; changes nothing."""
+    limited = _rate_limited(web, request, token)
+    if limited is not None:
+        return limited
+    try:
+        standing = await _load(web, token, datetime.now(UTC))
+    except Refusal as refusal:
+        return _refuse(web, request, refusal, token, _signed(web, token))
+    return await _page(web, request, token, standing)
+
+
+def _signed(web: Web, token: str) -> ActionLink | None:
+    try:
+        return web.signer.read(token)
+    except InvalidLink:
+        return None
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted fields (first value of each), read within BODY_MAX; None if unusable."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_files=0, max_fields=20, max_part_size=BODY_MAX)
+        except Exception:  # a broken or oversized multipart body: not our page's form
+            return None
+        fields: dict[str, str] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                fields.setdefault(name, value)
+        return fields
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > BODY_MAX:
+            return None
+    try:
+        pairs = parse_qsl(
+            body.decode("ascii", "replace"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="replace",
+            max_num_fields=20,
+        )
+    except ValueError:
+        return None
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        found.setdefault(name, value)
+    return found
+
+
+def reason_problems(text: str) -> tuple[str, list[str]]:
+    """The reason as it can be kept, and every problem with it, in plain words."""
+    problems = []
+    odd = control_character(text, allowed="\t\n\r\u2028\u2029")
+    if odd is not None:
+        kept = "\t\n\r\u2028\u2029"
+        cleaned = "".join(ch for ch in text if ch in kept or control_character(ch) is None)
+        problems.append(
+            f"Your reason contained a character we cannot store (U+{ord(odd):04X}, an invisible"
+            " control character). We have removed it: please check the text and send it again."
+        )
+        text = cleaned
+    stripped = text.strip()
+    if not stripped:
+        problems.append("Please tell us why you object: the reason must not be empty.")
+    elif len(stripped) > FREE_TEXT_MAX:
+        problems.append(
+            f"Your reason is too long: {len(stripped):,} characters, at most {FREE_TEXT_MAX:,}."
+            " Please shorten it, or reply to our mail with the full text."
+        )
+    return text, problems
+
+
+def _form_key(standing: Standing, action: str, nonce: str, reason: str) -> str:
+    """The idempotency key of one form submission: the page's nonce, and for an objection a keyed
+    digest of its words (the same form sent twice is one receipt; edited words are a new one)."""
+    if action != "object":
+        return f"link-{nonce}"
+    digest = hmac.new(standing.key, b"link-form\x1f" + reason.encode(), hashlib.sha256)
+    return f"link-{nonce}-{digest.hexdigest()[:16]}"
+
+
+def _receipt_path(request: Request, token: str, receipt_id: str) -> str:
+    return f"{_page_path(request, token)}/receipts/{receipt_id}"
+
+
+@router.post("/a/{token}")
+async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Response:
+    """Record the customer's action (after the CSRF check) and show its receipt."""
+    limited = _rate_limited(web, request, token)
+    if limited is not None:
+        return limited
+    try:
+        standing = await _load(web, token, datetime.now(UTC))
+    except Refusal as refusal:
+        return _refuse(web, request, refusal, token, _signed(web, token))
+    link = standing.link
+    fields = await _form(request)
+    if fields is None:
+        return _refuse(
+            web,
+            request,
+            Refusal(
+                400,
+                "bad_form",
+                "That form could not be read",
+                "Nothing was recorded. Please go back to the page, reload it and try again.",
+            ),
+            token,
+            link,
+        )
+    try:
+        csrf.check(request, fields.get(csrf.FIELD))
+    except HTTPException:
+        security_log.warning(
+            "action form refused", reason="csrf", token_sha256=fingerprint(token),
+            notice_id=link.notice_id, customer_id=link.customer_id,
+        )  # fmt: skip
+        # The typed text is not shown again: it may have come from another site's form.
+        return await _page(
+            web,
+            request,
+            token,
+            standing,
+            status_code=403,
+            error="This form had expired or did not come from this page, so nothing was"
+            " recorded. Please enter your answer again and press the button.",
+        )
+    action = fields.get("action", "")
+    nonce = fields.get("nonce", "")
+    if action not in FAMILY[link.action]:
+        security_log.warning(
+            "action form refused", reason="action_not_in_link", token_sha256=fingerprint(token),
+            notice_id=link.notice_id, customer_id=link.customer_id,
+        )  # fmt: skip
+        return await _page(
+            web,
+            request,
+            token,
+            standing,
+            status_code=400,
+            error="This link cannot do that; nothing was recorded. Please use the buttons below.",
+        )
+    if not _NONCE.match(nonce):
+        return await _page(
+            web,
+            request,
+            token,
+            standing,
+            status_code=400,
+            error="This form is out of date, so nothing was recorded. Please press the button"
+            " again.",
+            reason=fields.get("reason", "") if action == "object" else "",
+        )
+    reason = ""
+    if action == "object":
+        reason, problems = reason_problems(fields.get("reason", ""))
+        if problems:
+            return await _page(
+                web,
+                request,
+                token,
+                standing,
+                status_code=422,
+                problems=problems,
+                reason=reason,
+                nonce=nonce,
+            )
+        reason = reason.strip()
+    key = _form_key(standing, action, nonce, reason)
+    earlier = await web.pool.fetchrow(
+        "SELECT receipt_id, customer_id FROM intake WHERE notice_id = $1 AND action = $2"
+        " AND idempotency_key = $3",
+        link.notice_id,
+        action,
+        key,
+    )
+    if earlier is not None and earlier["customer_id"] == link.customer_id:
+        # The same form again (a double click, a resubmit): the same receipt.
+        return RedirectResponse(
+            _receipt_path(request, token, earlier["receipt_id"]), status_code=303
+        )
+    if action not in standing.open_actions():
+        return await _page(
+            web,
+            request,
+            token,
+            standing,
+            status_code=409,
+            error=standing.closed_because(action) + " Nothing was recorded.",
+        )
+    payload: dict[str, Any] = {
+        "customer_id": link.customer_id,
+        "by": "customer",
+        "channel": "link",
+        "idempotency_key": key,
+    }
+    if action == "object":
+        payload["reason"] = reason
+    try:
+        receipt = await control.receive(web.pool, link.notice_id, action, payload, channel="link")
+    except InputError as error:  # the notice vanished between the page and the post
+        return _refuse(
+            web,
+            request,
+            Refusal(404, "unknown_notice", "We cannot find this notice", str(error), ASK_AGAIN),
+            token,
+            link,
+        )
+    client, connect_error = await web.temporal()
+    judged, pending_because = await control.hand_over(
+        client,
+        web.pool,
+        receipt,
+        web.settings.task_queue,
+        wait_seconds=WAIT_SECONDS,
+        connect_error=connect_error,
+    )
+    log.info(
+        "customer action received",
+        notice_id=link.notice_id,
+        customer_id=link.customer_id,
+        action=action,
+        receipt_id=judged.receipt_id,
+        status=judged.status,
+        repeat=judged.repeat,
+        pending_because=pending_because,
+    )
+    return RedirectResponse(_receipt_path(request, token, judged.receipt_id), status_code=303)
+
+
+@router.get("/a/{token}/receipts/{receipt_id}")
+async def receipt_page(
+    request: Request, token: str, receipt_id: str, web: Web = Depends(get_web)
+) -> Response:
+    """One receipt of this link's notice and customer (viewing it is not acting: an expired link
+    still shows its receipts)."""
+    limited = _rate_limited(web, request, token)
+    if limited is not None:
+        return limited
+    now = datetime.now(UTC)
+    try:
+        standing = await _load(web, token, now, allow_expired=True)
+    except Refusal as refusal:
+        return _refuse(web, request, refusal, token, _signed(web, token))
+    link = standing.link
+    receipt = await intake.get(web.pool, receipt_id) if _RECEIPT_ID.match(receipt_id) else None
+    if receipt is None or (receipt.notice_id, receipt.customer_id) != (
+        link.notice_id,
+        link.customer_id,
+    ):
+        return _refuse(
+            web,
+            request,
+            Refusal(
+                404,
+                "receipt_not_for_this_link",
+                "We cannot find this receipt",
+                "There is no receipt with this number for your organisation on this notice.",
+                "Your receipts for this notice are listed on the notice page.",
+            ),
+            token,
+            link,
+        )
+    tz = standing.timezone
+    timely = is_timely(receipt.received_at, standing.deadline)
+    mail_owed = await web.pool.fetchval(
+        "SELECT mail_due IS NOT NULL FROM intake WHERE receipt_id = $1", receipt.receipt_id
+    )
+    response: Response = web.render(
+        request,
+        "action_receipt.html",
+        page=_page_path(request, token),
+        s=standing,
+        spec=standing.spec,
+        receipt=receipt,
+        action_words=ACTION_WORDS,
+        received_local=instant_words(receipt.received_at, tz),
+        received_utc=describe_instant(receipt.received_at.replace(microsecond=0), "UTC"),
+        timely=timely,
+        deadline_text=deadline_words(standing.deadline, tz) if standing.deadline else None,
+        mail_owed=bool(mail_owed),
+    )
+    if receipt.pending:
+        response.headers["Refresh"] = "3"  # no script needed: the browser asks again
+    return response
