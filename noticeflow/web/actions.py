@@ -74,13 +74,11 @@ class Refusal(Exception):
         self, status: int, code: str, title: str, message: str, hint: str | None = None
     ) -> None:
         super().__init__(code)
-        self.status, self.code, self.title, self.message, self.hint = (
-            status,
-            code,
-            title,
-            message,
-            hint,
-        )
+        self.status = status
+        self.code = code
+        self.title = title
+        self.message = message
+        self.hint = hint
 
 
 ASK_AGAIN = (

@@ -198,6 +198,33 @@ async def test_a_customer_objects_opts_in_and_revokes_through_its_mailed_links(w
         assert refused.status_code == 410 and "expired" in refused.text
         assert await customer_actions(web_stack, notice.notice_id) == before
 
+        # A receipt not judged yet (no worker has woken for it): shown as pending, by its time.
+        await asyncio.sleep(1)  # the notice's last round is over; only the sweeper wakes it now
+        waiting = await control.receive(
+            web_stack.pool, notice.notice_id, "object",
+            {"customer_id": "acme", "reason": "Also this.", "by": "customer", "channel": "link"},
+            channel="link",
+        )  # fmt: skip
+        shown = await http.get(f"{page_path}/receipts/{waiting.receipt_id}")
+        assert shown.status_code == 200 and shown.headers.get("refresh") == "3"
+        assert "Pending: recorded, will be judged by its receipt time" in shown.text
+
+    # A later mail about the notice (here: a postponement) carries the customer's page, and it works.
+    later = notice.effective_at + timedelta(days=3)
+    postponed, _ = await control.submit(
+        web_stack.client, web_stack.pool, notice.notice_id, "postpone",
+        {"effective_at": later.isoformat(), "by": "bob"}, task_queue=web_stack.task_queue,
+    )  # fmt: skip
+    assert postponed.status == "accepted", postponed
+    update = await mail_to(web_stack, "globex", "postponed")
+    assert update, "no postponement mail"
+    body = update[0].get_body(("plain",)).get_content()
+    links = re.findall(re.escape(web_stack.url) + r"/a/[A-Za-z0-9_.\-]+", body)
+    assert links and LinkSigner(SECRET, "x").verify(token_of(links[0]), datetime.now(UTC))
+    async with web_stack.http() as http:
+        page = await http.get(path_of(web_stack, links[0]))
+        assert page.status_code == 200 and "Globex" in page.text
+
 
 async def opted_in(stack: Any, notice_id: str) -> bool:
     return bool(
@@ -279,6 +306,20 @@ async def test_refused_links_record_nothing_and_log_no_token(web_stack):
         limited = await http.get(globex_path)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         web_stack.settings.link_rate_per_token = 30
+
+        # A cancelled notice says so and offers nothing; a post records nothing.
+        cancelled, _ = await control.submit(
+            web_stack.client, web_stack.pool, notice.notice_id, "cancel",
+            {"reason": "Plans changed.", "by": "bob"}, task_queue=web_stack.task_queue,
+        )  # fmt: skip
+        assert cancelled.status == "accepted", cancelled
+        acme_path = path_of(web_stack, acme_url)
+        page = await http.get(acme_path)
+        assert page.status_code == 200 and "This notice was cancelled" in page.text
+        assert actions_offered(page.text) == set()
+        posted = await http.post(acme_path, data={**form, "nonce": "n" * 24})
+        assert posted.status_code == 409 and "cancelled" in posted.text
+        assert await customer_actions(web_stack, notice.notice_id) == 2  # globex's and the cancel
 
     # Key rotation: a new key signs, the old one still verifies, an unknown one does not.
     port = free_port()
