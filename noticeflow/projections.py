@@ -245,6 +245,17 @@ async def _opt_in(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> N
     await _count(c, notice_id, e, _deltas(change))
 
 
+async def _excluded(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+    change, _ = await _customer(
+        c,
+        notice_id,
+        e.data["customer_id"],
+        "excluded_at = coalesce(excluded_at, $3), settled = false",
+        e.occurred_at,
+    )
+    await _count(c, notice_id, e, _deltas(change))
+
+
 async def _deemed(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
     await c.execute(
         "UPDATE rm_notice_customers SET deemed_accepted_at = $3 WHERE notice_id = $1 AND customer_id = $2",
@@ -300,6 +311,7 @@ HANDLERS: dict[str, Handler] = {
     "objection_resolved": _resolved,
     "opt_in_recorded": _opt_in,
     "opt_in_revoked": _opt_in,
+    "customer_excluded": _excluded,
     "deemed_acceptance": _deemed,
     "subprocessor_enabled": _switched,
     "subprocessor_disabled": _switched,

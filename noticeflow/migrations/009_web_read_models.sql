@@ -13,6 +13,9 @@ ALTER TABLE rm_notices
     ADD COLUMN version        bigint NOT NULL DEFAULT 0,  -- stream version of the last event applied
     ADD COLUMN last_event_at  timestamptz;
 
+-- When ops excluded the customer (`notice exclude`); its verdict follows at the next activation round.
+ALTER TABLE rm_notice_customers ADD COLUMN excluded_at timestamptz;
+
 CREATE TABLE rm_notice_progress (
     notice_id    text NOT NULL,
     at           timestamptz NOT NULL,               -- the minute (UTC) the changes happened in

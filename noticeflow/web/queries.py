@@ -212,7 +212,8 @@ SHOW_LABELS = {
 }
 CUSTOMER_COLUMNS = (
     "customer_id, delivery, delivered_at, deadline, timezone, objection_status, objection_timely,"
-    " open_objections, opted_in, activated, activated_at, deemed_accepted_at, verdict, settled"
+    " open_objections, opted_in, activated, activated_at, deemed_accepted_at, verdict, settled,"
+    " excluded_at"
 )
 MAX_PAGE = 500
 
