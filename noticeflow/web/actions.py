@@ -4,7 +4,7 @@
   own timezone and words, where it stands (case open? opted in? switched on?) and the actions open
   to it now. It changes nothing, so a mail scanner that fetches links acts on nothing.
 * ``POST /a/<token>`` (CSRF-checked) writes the action to the intake of record
-  (``control.receive``, channel ``link``), wakes the notice (``control.hand_over``, a few seconds at
+  (``control.receive``, channel ``link``), wakes the notice (``Web.hand_over``, a few seconds at
   most) and redirects (303) to the receipt page. A hidden per-render nonce is the action's
   idempotency key, so a double click or a browser's resubmit is the same receipt.
 * ``GET /a/<token>/receipts/<receipt_id>`` shows one receipt of this notice and customer.
@@ -604,15 +604,8 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             token,
             link,
         )
-    client, connect_error = await web.temporal()
-    judged, pending_because = await control.hand_over(
-        client,
-        web.pool,
-        receipt,
-        web.settings.task_queue,
-        wait_seconds=WAIT_SECONDS,
-        connect_error=connect_error,
-    )
+    # Woken through the web's coalescing waker: a burst of posts costs a few signals.
+    judged, pending_because = await web.hand_over(receipt, wait_seconds=WAIT_SECONDS)
     log.info(
         "customer action received",
         notice_id=link.notice_id,

@@ -95,7 +95,7 @@ class WebStack:
         found = []
         for message in self.sink.messages():
             body = "\n".join(
-                part.get_content() for part in message.walk()
+                part.get_content() for part in message.walk()  # type: ignore[attr-defined]
                 if part.get_content_type() in ("text/plain", "text/html")
             )  # fmt: skip
             for url in re.findall(re.escape(self.url) + r"/a/[A-Za-z0-9_.\-]+", body):
