@@ -731,6 +731,15 @@ class IntakeActivities:
         recipient = recipients.get(customer_id)
         if recipient is not None:
             plan = orjson.loads(unseal(recipient.key, customer_id, row["mail_due"]))
+            deadline = await pool.fetchval(
+                "SELECT deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+                spec.notice_id,
+                customer_id,
+            )
+            # The customer's own page, so "you can revoke at any time" is one click away.
+            links = self.deps.links.links_for(
+                spec.notice_id, customer_id, deadline or spec.effective_at, spec.effective_at
+            )
             try:
                 await self.deps.mailer.mail_customer(
                     pool,
@@ -738,7 +747,7 @@ class IntakeActivities:
                     recipient,
                     f"confirmation/{receipt_id}",
                     "update",
-                    update_context(spec, plan["headline"], plan["paragraphs"]),
+                    links | update_context(spec, plan["headline"], plan["paragraphs"]),
                 )
             except TemporarySmtpError as error:  # owed still: the sweeper wakes the notice later
                 log.warning("confirmation deferred", receipt_id=receipt_id, reply=str(error)[:120])
