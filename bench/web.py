@@ -46,6 +46,8 @@ import itertools
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -195,6 +197,43 @@ class CpuMeter:
         return self.spent
 
 
+# --- py-spy, optional ---------------------------------------------------------------------------
+
+
+class Profiler:
+    """``py-spy record`` (collapsed stacks, 100 Hz, non-blocking) of the worker and the web over
+    the burst and its drain, into ``--profile DIR`` (py-spy is not a dependency: put it on PATH)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, stack: WebStack, count: int) -> None:
+        if self.directory is None:
+            return
+        spy = shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, process in (("worker", stack.worker), ("web", stack.web)):
+            assert process is not None
+            out = self.directory / f"{name}-{count}.txt"
+            command = [spy, "record", "--pid", str(process.pid), "--format", "raw"]
+            command += ["--rate", "100", "--nonblocking", "--output", str(out)]
+            log = (self.directory / f"{name}-{count}.log").open("ab")
+            self.running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log))
+
+    def stop(self) -> None:
+        for process in self.running:
+            process.send_signal(signal.SIGINT)
+        for process in self.running:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.running.clear()
+
+
 # --- the workflow's history ----------------------------------------------------------------------
 
 
@@ -212,6 +251,8 @@ class History:
     current: int = 0
     total: int = 0
     signals: list[tuple[datetime, str]] = field(default_factory=list)  # (time, name)
+    activities: list[tuple[datetime, str]] = field(default_factory=list)  # scheduled, by type
+    events: list[datetime] = field(default_factory=list)  # every event's time
     rounds: list[Round] = field(default_factory=list)  # process_intake, in order
 
     def signals_between(self, start: datetime, end: datetime) -> Counter[str]:
@@ -219,6 +260,12 @@ class History:
 
     def rounds_between(self, start: datetime, end: datetime) -> list[Round]:
         return [r for r in self.rounds if start <= r.scheduled <= end]
+
+    def activities_between(self, start: datetime, end: datetime) -> Counter[str]:
+        return Counter(name for at, name in self.activities if start <= at <= end)
+
+    def events_between(self, start: datetime, end: datetime) -> int:
+        return sum(1 for at in self.events if start <= at <= end)
 
 
 def _when(event: HistoryEvent) -> datetime:
@@ -238,11 +285,13 @@ async def history(client: Client, notice_id: str) -> History:
         rounds: dict[int, Round] = {}
         for event in events:
             kind = event.event_type
+            found.events.append(_when(event))
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 name = event.workflow_execution_signaled_event_attributes.signal_name
                 found.signals.append((_when(event), name))
             elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 scheduled = event.activity_task_scheduled_event_attributes
+                found.activities.append((_when(event), scheduled.activity_type.name))
                 if scheduled.activity_type.name == "process_intake":
                     rounds[event.event_id] = Round(scheduled=_when(event))
                     found.rounds.append(rounds[event.event_id])
@@ -289,6 +338,30 @@ def round_profile(rounds: list[Round]) -> dict[str, float]:
     }
 
 
+def round_anatomy(rounds: list[Round], receipts: list[Any]) -> dict[str, float]:
+    """Where a round's time goes, from the database's timestamps of the receipts it judged
+    (``handled_at``) and of their confirmations (the ledger's ``finished_at``), summed over the
+    rounds that judged any: ``before`` (activity start to its first verdict: the reads), ``judging``
+    (first to last verdict), ``mailing`` (last verdict to last confirmation: the chunk's commit and
+    the confirmations), ``after`` (to the activity's completion: the totals and the reply)."""
+    parts = {"before": 0.0, "judging": 0.0, "mailing": 0.0, "after": 0.0}
+    ordered = sorted(receipts, key=lambda row: row["handled_at"])
+    for r in rounds:
+        if r.started is None or r.closed is None:
+            continue
+        mine = [x for x in ordered if r.started <= x["handled_at"] <= r.closed]
+        if not mine:
+            continue
+        first, last = mine[0]["handled_at"], mine[-1]["handled_at"]
+        mailed = max((x["mailed_at"] for x in mine if x["mailed_at"]), default=last)
+        mailed = min(max(mailed, last), r.closed)
+        parts["before"] += (first - r.started).total_seconds()
+        parts["judging"] += (last - first).total_seconds()
+        parts["mailing"] += (mailed - last).total_seconds()
+        parts["after"] += (r.closed - mailed).total_seconds()
+    return parts
+
+
 # --- a customer's browser ------------------------------------------------------------------------
 
 
@@ -315,6 +388,7 @@ class Burst:
     posts: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     receipts: set[str] = field(default_factory=set)
+    retries: Counter[str] = field(default_factory=Counter)
 
 
 async def burst(base_url: str, tokens: list[str], concurrency: int) -> Burst:
@@ -328,6 +402,19 @@ async def burst(base_url: str, tokens: list[str], concurrency: int) -> Burst:
     queue = list(reversed(tokens))
     done = 0
 
+    async def send(browser: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+        """As a browser does: a request on a kept-alive connection that the server closed before
+        answering is sent again (uvicorn closes idle connections after 5 s). A POST sent again is
+        the same form with the same nonce: the same receipt."""
+        for attempt in range(3):
+            try:
+                return await browser.request(method, url, **kw)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as error:
+                if attempt == 2:
+                    raise
+                result.retries[f"{method} {type(error).__name__}"] += 1
+        raise AssertionError("unreachable")
+
     async def customer(token: str) -> None:
         browser = httpx.AsyncClient(
             base_url=base_url,
@@ -337,7 +424,7 @@ async def burst(base_url: str, tokens: list[str], concurrency: int) -> Burst:
             timeout=60,
         )  # not closed: closing it would close the shared transport
         start = time.perf_counter()
-        page = await browser.get(f"/a/{token}")
+        page = await send(browser, "GET", f"/a/{token}")
         got = time.perf_counter()
         result.gets.append(got - start)
         if page.status_code != 200:
@@ -348,7 +435,7 @@ async def burst(base_url: str, tokens: list[str], concurrency: int) -> Burst:
         except LookupError:
             result.outcomes["GET 200 without an opt-in form"] += 1
             return
-        posted = await browser.post(target, data=fields)
+        posted = await send(browser, "POST", target, data=fields)
         result.posts.append(time.perf_counter() - got)
         where = posted.headers.get("location", "")
         found = RECEIPT.search(where)
@@ -417,7 +504,12 @@ async def absorbed(client: Client, notice_id: str, handled: int, timeout: float)
 
 
 async def run_burst(
-    count: int, concurrency: int, signals: int, sqlite: bool, scratch: Path
+    count: int,
+    concurrency: int,
+    signals: int,
+    sqlite: bool,
+    scratch: Path,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     stack = WebStack(scratch / f"web-{count}", sqlite=sqlite)
     stack.web_port = free_port()
@@ -456,6 +548,8 @@ async def run_burst(
             flush=True,
         )
         sweeps_before = _sweeper_wakes(stack)
+        profiler = Profiler(profile)
+        profiler.start(stack, count)
         cpu = CpuMeter(stack)
         cpu.start()
         clock_start = await pool.fetchval("SELECT clock_timestamp()")
@@ -472,6 +566,7 @@ async def run_burst(
             await asyncio.sleep(0.25)
         clock_end = await pool.fetchval("SELECT clock_timestamp()")
         spent = cpu.stop()
+        profiler.stop()
         sweeps = _sweeper_wakes(stack) - sweeps_before
         times = await pool.fetchrow(
             "SELECT min(received_at) AS first, max(received_at) AS last_received,"
@@ -506,7 +601,16 @@ async def run_burst(
         at_sink = stack.sink_ids()
         after_burst = await history(client, notice_id)
         burst_signals = after_burst.signals_between(clock_start, clock_end)
-        rounds = round_profile(after_burst.rounds_between(clock_start, clock_end))
+        burst_rounds = after_burst.rounds_between(clock_start, clock_end)
+        rounds = round_profile(burst_rounds)
+        judged_rows = await pool.fetch(
+            "SELECT i.handled_at, d.finished_at AS mailed_at FROM intake i LEFT JOIN deliveries d"
+            " ON d.notice_id = i.notice_id AND d.kind = 'confirmation/' || i.receipt_id"
+            " WHERE i.notice_id = $1 AND i.channel = 'link' AND i.handled_at IS NOT NULL",
+            notice_id,
+        )
+        anatomy = round_anatomy(burst_rounds, list(judged_rows))
+        activities = after_burst.activities_between(clock_start, clock_end)
         drain = (times["last_judged"] - times["first"]).total_seconds()
         mail_drain = (mailed_at - times["first"]).total_seconds() if mailed_at else float("nan")
 
@@ -538,6 +642,10 @@ async def run_burst(
             "drain_seconds": drain,
             "drain_rate": count / drain,
             "mail_seconds": mail_drain,
+            "retries": dict(result.retries),
+            "anatomy": anatomy,
+            "activities": dict(activities),
+            "burst_events": after_burst.events_between(clock_start, clock_end),
             "signals": sum(burst_signals.values()),
             "signal_names": dict(burst_signals),
             "sweeper_wakes": sweeps,
@@ -591,6 +699,8 @@ def correct(r: dict[str, Any]) -> bool:
 def report(r: dict[str, Any]) -> str:
     cpu = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in r["cpu"].items())
     names = ", ".join(f"{n} `{name}`" for name, n in sorted(r["signal_names"].items()))
+    anatomy = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in r["anatomy"].items())
+    activities = ", ".join(f"{name} {n:,}" for name, n in sorted(r["activities"].items()))
     absorbed_text = (
         f"absorbed by the workflow {r['raw_absorbed']:.1f} s after the last was sent"
         if r["raw_absorbed"] is not None
@@ -608,7 +718,8 @@ def report(r: dict[str, Any]) -> str:
             f" POST p50 {1000 * r['post_p50']:.0f} ms, p95 {1000 * r['post_p95']:.0f} ms,"
             f" max {1000 * r['post_max']:.0f} ms ({r['posts_waited_out']:,} waited the full"
             f" {POST_WAIT:.0f} s and showed the receipt pending)",
-            f"  answers: {r['outcomes']}; distinct receipts {r['distinct_receipts']:,}",
+            f"  answers: {r['outcomes']}; distinct receipts {r['distinct_receipts']:,};"
+            f" sent again after the server closed a kept-alive connection: {r['retries'] or 0}",
             f"  drain: judged at {r['drain_rate']:,.0f}/s ({r['drain_seconds']:.1f} s from the"
             f" first receipt; receipts arrived over {r['received_span']:.1f} s), confirmations"
             f" mailed by {r['mail_seconds']:.1f} s",
@@ -616,7 +727,10 @@ def report(r: dict[str, Any]) -> str:
             f" of them intake-sweeper wakes: {r['sweeper_wakes']}",
             f"  process_intake rounds: {r['rounds']:,}, {r['per_round']:.0f} receipts a round on"
             f" average (largest {r['largest_round']}), {r['in_activity']:.1f} s in the activity,"
-            f" {r['queued']:.1f} s queued before it started, {r['between']:.1f} s between rounds",
+            f" {r['queued']:.1f} s queued before it started, {r['between']:.1f} s between rounds;"
+            f" inside the rounds that judged: {anatomy}",
+            f"  activities scheduled during the burst: {activities};"
+            f" history events written during the burst: {r['burst_events']:,}",
             f"  history after the burst: {r['runs']} run(s), {r['history']:,} events in the"
             f" current run, {r['history_total']:,} in all",
             f"  correctness: receipts {r['receipts']:,}, accepted {r['accepted']:,}, other"
@@ -666,7 +780,11 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 async def main_burst(
-    counts: list[int], concurrency: int, signals: int | None, sqlite: bool
+    counts: list[int],
+    concurrency: int,
+    signals: int | None,
+    sqlite: bool,
+    profile: Path | None = None,
 ) -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="nf-web-") as scratch_dir:
@@ -674,7 +792,7 @@ async def main_burst(
         scratch.chmod(0o755)
         for count in counts:
             raw = signals if signals is not None else min(count, 5000)
-            result = await run_burst(count, concurrency, raw, sqlite, scratch)
+            result = await run_burst(count, concurrency, raw, sqlite, scratch, profile)
             results.append(result)
             print(report(result), flush=True)
     print()
@@ -712,6 +830,12 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument(
         "--sqlite", action="store_true", help="the dev server on a SQLite file, as `noticeflow up`"
     )
+    found.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy the worker and the web over the burst (collapsed stacks into DIR)",
+    )
     return found
 
 
@@ -728,5 +852,11 @@ if __name__ == "__main__":
         pages(arguments)
     else:
         asyncio.run(
-            main_burst(arguments.burst, arguments.concurrency, arguments.signals, arguments.sqlite)
+            main_burst(
+                arguments.burst,
+                arguments.concurrency,
+                arguments.signals,
+                arguments.sqlite,
+                arguments.profile,
+            )
         )
