@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     # A contact that still gets only 4xx replies this long after its first attempt is recorded as
     # failed for good (its customer becomes `undelivered` unless another contact got the mail).
     smtp_give_up_after: Seconds = Field(default=GIVE_UP_AFTER, gt=timedelta(0))
+    # host:port where the worker serves the Temporal SDK's Prometheus metrics; unset: not served.
+    worker_metrics_address: str | None = None
 
     @field_validator("previous_secret_keys", mode="before")
     @classmethod
@@ -96,6 +98,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("worker_metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        host, _, port = value.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port (e.g. 127.0.0.1:9464), not {value!r}")
+        return value.strip()
 
     @property
     def verification_keys(self) -> list[str]:

@@ -34,6 +34,7 @@ from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Phase
 from noticeflow.domain.signals import WAKE_SIGNAL
+from noticeflow.temporal import static_details, static_summary
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,9 @@ async def start_notice(
         NoticeInput(spec=spec, author=author),
         id=workflow_id(spec.notice_id),
         task_queue=task_queue,
+        # What the Temporal Web UI shows for this run (the workflow keeps "current details").
+        static_summary=static_summary(spec),
+        static_details=static_details(spec),
     )
 
 
@@ -106,13 +110,18 @@ async def wake(
     task_queue: str = TASK_QUEUE,
 ) -> None:
     """Signal the notice's workflow, starting a new run if the last one completed."""
+    restart = await restart_input(pool, notice_id)
     await client.start_workflow(
         WORKFLOW_TYPE,
-        await restart_input(pool, notice_id),
+        restart,
         id=workflow_id(notice_id),
         task_queue=task_queue,
         start_signal=signal,
         start_signal_args=[{"receipt_id": receipt_id} if receipt_id else {}],
+        # Used only when this starts a new run (the last one completed); a signal to a running
+        # workflow leaves its summary alone.
+        static_summary=static_summary(restart.spec),
+        static_details=static_details(restart.spec, restarted=True),
     )
 
 

@@ -31,7 +31,7 @@ from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
 from noticeflow.projections import run_projections
-from noticeflow.temporal import connect
+from noticeflow.temporal import connect, metrics_runtime
 from workflows.notice import NoticeWorkflow
 
 log = structlog.get_logger()
@@ -149,13 +149,23 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     database_url = settings.require_database_url()
+    # The SDK's own metrics on their own port (NOTICEFLOW_WORKER_METRICS_ADDRESS), before anything
+    # else: a taken port is a clear error at once.
+    runtime = None
+    if settings.worker_metrics_address:
+        runtime = metrics_runtime(settings.worker_metrics_address)
     await db.upgrade(database_url)
     pool = await db.create_pool(database_url)
     try:
-        client = await connect(settings)
+        client = await connect(settings, runtime=runtime)
         worker = build_worker(client, build_deps(settings, pool), settings.task_queue)
         log.info(
-            "worker started", task_queue=settings.task_queue, temporal=settings.temporal_address
+            "worker started",
+            task_queue=settings.task_queue,
+            temporal=settings.temporal_address,
+            metrics=f"http://{settings.worker_metrics_address}/metrics"
+            if settings.worker_metrics_address
+            else None,
         )
         if settings.secret_key == DEV_SECRET_KEY:
             log.warning(

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from noticeflow.domain import signals
     from noticeflow.domain.rules import Phase
+    from noticeflow.temporal import md, utc
     from workflows import search_attributes as sa
 
 SHORT = timedelta(minutes=2)
@@ -59,10 +60,28 @@ MAILING = timedelta(hours=24)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 MAX_SIGNAL_BYTES = 64 * 1024
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
-POSTPONABLE_PHASES = {Phase.draft, Phase.notifying, Phase.window_open, Phase.awaiting_effective_date}
+POSTPONABLE_PHASES = {
+    Phase.draft,
+    Phase.notifying,
+    Phase.window_open,
+    Phase.awaiting_effective_date,
+}
 # Cancelling an active notice stops every activation still to come; customers already switched
 # on keep the sub-processor (switching it off again takes a removal notice).
 CANCELLABLE_PHASES = POSTPONABLE_PHASES | {Phase.active}
+# The Temporal Web UI's "current details" headline for each phase.
+PHASE_WORDS = {
+    Phase.draft: "Draft: waiting for approval",
+    Phase.notifying: "Notifying: mailing the audience",
+    Phase.window_open: "Window open: customers may object or opt in",
+    Phase.awaiting_effective_date: "Every window closed: waiting for the effective date",
+    Phase.active: "Active: customers are activated as their windows pass",
+    Phase.cancelled: "Cancelled",
+}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 class Rejected(Exception):
@@ -88,13 +107,17 @@ class NoticeWorkflow:
 
     @workflow.run
     async def run(self, notice: NoticeInput) -> NoticeStatus:
+        self._show()
         if self._fresh:
             await self._record_phase(Phase.draft)
         if self.state.restarted:
             # Started after completion: the records, read now the earlier run has closed, are
             # the truth (the caller's snapshot may predate that run's last step).
             record: NoticeRecord = await self._activity(
-                Activity.load_notice_record, self.spec.notice_id, NoticeRecord
+                Activity.load_notice_record,
+                self.spec.notice_id,
+                NoticeRecord,
+                summary="read the notice from the records (a run after completion)",
             )
             self.state.phase = record.phase
             self.state.effective_at = record.effective_at
@@ -119,6 +142,7 @@ class NoticeWorkflow:
                     NoticeInput(spec=self.spec, author=self.author, state=self.state)
                 )
             await self._sleep_until_next_event()
+        self._show(finished=True)
         return self.status()
 
     # --- signals and query -------------------------------------------------------------------
@@ -195,6 +219,8 @@ class NoticeWorkflow:
                 IntakeRequest(spec=self.spec, phase=state.phase, raw=raw, at=workflow.now()),
                 IntakeRound,
                 timeout=MAILING,
+                summary="judge pending receipts in receipt order"
+                + (f" ({len(raw):,} raw signals first)" if raw else ""),
             )
             del state.inbox[: len(taken)]
             state.signals_handled += len(taken)
@@ -209,6 +235,7 @@ class NoticeWorkflow:
                 self._apply_totals(result.totals)
             if result.notice_action is not None:
                 await self._judge_notice_action(result.notice_action)
+            self._show()
 
     def _raw_action(self, item: InboxItem) -> RawAction:
         problem = item.decode_error
@@ -252,11 +279,16 @@ class NoticeWorkflow:
                 reason=reason,
             ),
             None,
+            summary=f"settle {action.action} receipt {action.receipt_id}: {status}",
         )
 
     @property
     def _notice_handlers(self) -> dict[str, Any]:
-        return {"approve": self._on_approve, "postpone": self._on_postpone, "cancel": self._on_cancel}
+        return {
+            "approve": self._on_approve,
+            "postpone": self._on_postpone,
+            "cancel": self._on_cancel,
+        }
 
     async def _on_approve(self, approve: signals.Approve, at: datetime) -> None:
         approver = self.state.approved_by
@@ -267,7 +299,10 @@ class NoticeWorkflow:
         if signals.same_person(approve.by, self.author):
             raise Rejected(f"{approve.by} wrote this notice and cannot also approve it (four eyes)")
         check: ApprovalCheck = await self._activity(
-            Activity.check_approval, AudienceRequest(spec=self.spec, at=at), ApprovalCheck
+            Activity.check_approval,
+            AudienceRequest(spec=self.spec, at=at),
+            ApprovalCheck,
+            summary="check the audience and every projected deadline (rule 6)",
         )
         if check.audience_size == 0:
             raise Rejected("the audience selects no customer")
@@ -365,6 +400,7 @@ class NoticeWorkflow:
             ReminderRequest(spec=self.spec, now=workflow.now()),
             ReminderRound,
             timeout=MAILING,
+            summary="mail the reminders due before customer deadlines",
         )
         state.reminders_scheduled = True
         state.next_reminder_at = result.next_due
@@ -372,35 +408,49 @@ class NoticeWorkflow:
     def _window_closes_at(self) -> datetime:
         return self.state.window_closes_at or workflow.now()
 
-    def _next_wakeup(self) -> datetime | None:
-        wakeups = [self._phase_wakeup(), self.state.next_reminder_at]
-        return min((w for w in wakeups if w is not None), default=None)
+    def _next_wakeup(self) -> tuple[datetime, str] | None:
+        """The next instant the notice moves on by itself, and what happens then (the words go
+        on the timer and in the current details of the Temporal Web UI)."""
+        wakeups = [self._phase_wakeup()]
+        if self.state.next_reminder_at is not None:
+            wakeups.append((self.state.next_reminder_at, "reminders due"))
+        return min((w for w in wakeups if w is not None), key=lambda w: w[0], default=None)
 
-    def _phase_wakeup(self) -> datetime | None:
-        phase = self.state.phase
+    def _phase_wakeup(self) -> tuple[datetime, str] | None:
+        phase, effective_at = self.state.phase, self.state.effective_at
         if phase is Phase.window_open:
-            return min(self._window_closes_at(), self.state.effective_at)
+            closes = self._window_closes_at()
+            if closes <= effective_at:
+                return closes, "window closes"
+            return effective_at, "effective date (activation starts)"
         if phase is Phase.awaiting_effective_date:
-            return self.state.effective_at
-        if phase is Phase.active:
-            return self.state.next_due
+            return effective_at, "effective date (activation starts)"
+        if phase is Phase.active and self.state.next_due is not None:
+            return self.state.next_due, "next customer deadline (activation round)"
         return None
 
     async def _sleep_until_next_event(self) -> None:
         wakeup = self._next_wakeup()
         timeout = None
         if wakeup is not None:
-            timeout = max(wakeup - workflow.now(), timedelta(seconds=1))
+            timeout = max(wakeup[0] - workflow.now(), timedelta(seconds=1))
+        self._show()
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: bool(self.state.inbox) or self._should_continue_as_new(), timeout=timeout
+                lambda: bool(self.state.inbox) or self._should_continue_as_new(),
+                timeout=timeout,
+                timeout_summary=f"{wakeup[1]} {utc(wakeup[0])}" if wakeup else None,
             )
 
     async def _send_all(self) -> bool:
         """Snapshot and mail the audience; False when a cancel signal stopped the mailing."""
-        await self._activity(
-            Activity.snapshot_audience, AudienceRequest(spec=self.spec, at=workflow.now()), int
+        audience: int = await self._activity(
+            Activity.snapshot_audience,
+            AudienceRequest(spec=self.spec, at=workflow.now()),
+            int,
+            summary="snapshot the audience: customers, contacts, contract terms (rule 3)",
         )
+        self._show(mailing=audience)
         # One activity mails the whole audience in batches, heartbeating its cursor: the history
         # gets the same few events for ten customers or a hundred thousand.
         sending = workflow.start_activity(
@@ -413,6 +463,7 @@ class NoticeWorkflow:
             # A cancel waits until the activity has stopped and recorded whom it reached, so
             # that the cancellation mail finds every customer who got the notice.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"mail {_count(audience, 'customer')}",
         )
         await workflow.wait_condition(lambda: sending.done() or self._cancel_waiting())
         stopped = not sending.done()
@@ -447,13 +498,17 @@ class NoticeWorkflow:
             ActivationRequest(spec=self.spec, now=workflow.now()),
             ActivationRound,
             timeout=MAILING,
+            summary=f"activation round: {_count(self.state.unsettled, 'customer')} not settled yet",
         )
         self.state.next_due = result.next_due
         self._apply_totals(result.totals)
 
     async def _refresh_totals(self) -> None:
         totals: NoticeTotals = await self._activity(
-            Activity.read_totals, self.spec.notice_id, NoticeTotals
+            Activity.read_totals,
+            self.spec.notice_id,
+            NoticeTotals,
+            summary="read the counts back from the records",
         )
         self._apply_totals(totals)
 
@@ -485,6 +540,7 @@ class NoticeWorkflow:
                 approved_by=self.state.approved_by,
             ),
             None,
+            summary=f"record phase {phase}",
         )
         self._publish_search_attributes()
 
@@ -500,6 +556,7 @@ class NoticeWorkflow:
                 at=workflow.now(),
             ),
             None,
+            summary=f"record event {event_type}",
         )
 
     async def _change_mail(
@@ -517,10 +574,17 @@ class NoticeWorkflow:
             ),
             None,
             timeout=MAILING,
+            summary=f"mail the {kind} to every customer the notice reached"
+            + (f" ({self.state.delivered:,} delivered)" if self.state.delivered else ""),
         )
 
     async def _activity(
-        self, activity: str, arg: Any, result_type: Any, timeout: timedelta = SHORT
+        self,
+        activity: str,
+        arg: Any,
+        result_type: Any,
+        timeout: timedelta = SHORT,
+        summary: str | None = None,
     ) -> Any:
         return await workflow.execute_activity(
             activity,
@@ -529,6 +593,9 @@ class NoticeWorkflow:
             start_to_close_timeout=timeout,
             heartbeat_timeout=HEARTBEAT if timeout > SHORT else None,
             retry_policy=RETRY,
+            # One line in the Temporal Web UI: counts and ids only (metadata, not a command field:
+            # a running notice replays the same commands with or without it).
+            summary=summary,
         )
 
     def _publish_search_attributes(self) -> None:
@@ -542,6 +609,48 @@ class NoticeWorkflow:
         if state.window_closes_at is not None:
             updates.append(sa.WINDOW_CLOSES_AT.value_set(state.window_closes_at))
         workflow.upsert_search_attributes(updates)
+        self._show()
+
+    def _show(self, *, mailing: int | None = None, finished: bool = False) -> None:
+        """The Temporal Web UI's current details (markdown): phase, counts, next deadline.
+
+        Counts, ids and instants only; the sub-processor is a company's legal name. Metadata, not a
+        command: setting it changes nothing a replay compares.
+        """
+        state = self.state
+        headline = PHASE_WORDS[state.phase]
+        if finished and state.phase is not Phase.cancelled:
+            headline = "Complete: every customer is settled"
+        lines = [
+            f"**{headline}**",
+            "",
+            f"- **Notice:** `{self.spec.notice_id}` · sub-processor {md(self.spec.subprocessor)}",
+        ]
+        if mailing is not None:
+            lines.append(f"- **Customers:** mailing {mailing:,}")
+        elif state.audience_size == 0 and state.phase is Phase.draft:
+            lines.append("- **Customers:** selected at approval")
+        else:
+            lines.append(
+                f"- **Customers:** {state.audience_size:,} · delivered {state.delivered:,}"
+                f" · undelivered {state.undelivered:,} · open cases {state.open_objections:,}"
+                f" · activated {state.activated:,} · not settled {state.unsettled:,}"
+            )
+        lines.append(f"- **Effective:** {utc(state.effective_at)}")
+        if state.window_closes_at is not None:
+            lines.append(
+                f"- **Window closes:** {utc(state.window_closes_at)} (latest customer deadline)"
+            )
+        wakeup = None if finished else self._next_wakeup()
+        if wakeup is not None:
+            lines.append(f"- **Next:** {wakeup[1]} {utc(wakeup[0])}")
+        elif state.phase is Phase.draft:
+            lines.append("- **Next:** approval by someone other than the author")
+        lines.append(
+            f"- **Actions:** {state.signals_handled:,} handled · {state.rejected_signals:,}"
+            f" rejected · {len(state.inbox):,} waiting"
+        )
+        workflow.set_current_details("\n".join(lines))
 
     def _step_key(self, step: str) -> str:
         """The idempotency key of this run chain's next step: its first run id (kept across
