@@ -4,6 +4,13 @@ Each projection follows the global order ``(tx_id, position)`` from its checkpoi
 read-model changes and its new checkpoint in one transaction, so it never applies an event twice or
 skips one. The runner is woken by LISTEN/NOTIFY and polls as a fallback. `rebuild` empties the read
 models and replays every event: a rebuilt read model equals the live one.
+
+A customer event updates that customer's row (one statement, which also tells what it changed);
+the notice's counts, its progress over time (the dashboard's chart), its window close and its
+change marker are sums and maxima of those changes, so they are gathered for the page of events
+and written once per notice at its end — the same values whatever the page boundaries, so a
+rebuild still equals the live models, and a send to 100,000 customers costs one statement per
+event, not one aggregate over the notice's customers per event.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -22,14 +30,97 @@ from noticeflow import eventstore as es
 log = structlog.get_logger(__name__)
 NAME = "read_models"
 TABLES = ("rm_notices", "rm_notice_customers", "rm_customer_subprocessors", "rm_notice_progress")
-Handler = Callable[[asyncpg.Connection, str, es.StoredEvent], Awaitable[None]]
+COUNTS = ("delivered", "undelivered", "opted_in", "activated", "settled", "open_objections")
+PROGRESS = ("delivered", "objections", "opted_in", "activated")
 
 
 def _at(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-async def _created(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+@dataclass
+class _Window:
+    deadline: datetime | None = None  # the latest deadline among this page's deliveries
+
+
+@dataclass
+class _Page:
+    """What a page of events changes in sums and maxima, written once per notice at its end."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    progress: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
+    windows: dict[str, _Window] = field(default_factory=dict)
+    marks: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+
+    def count(self, notice_id: str, deltas: dict[str, int]) -> None:
+        counts = self.counts.setdefault(notice_id, dict.fromkeys(COUNTS, 0))
+        for name, delta in deltas.items():
+            counts[name] += delta
+
+    def progressed(self, notice_id: str, at: datetime, deltas: dict[str, int]) -> None:
+        if not any(deltas.get(name) for name in PROGRESS):
+            return
+        minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+        # Kept even when the minute nets to zero (an opt-in and its revocation): the row exists
+        # either way, whichever page boundaries the changes fell on.
+        totals = self.progress.setdefault((notice_id, minute), [0] * len(PROGRESS))
+        for i, name in enumerate(PROGRESS):
+            totals[i] += deltas.get(name, 0)
+
+    def delivered(self, notice_id: str, deadline: datetime | None) -> None:
+        window = self.windows.setdefault(notice_id, _Window())
+        if deadline is not None and (window.deadline is None or deadline > window.deadline):
+            window.deadline = deadline
+
+    def seen(self, notice_id: str, e: es.StoredEvent) -> None:
+        version, at = self.marks.get(notice_id, (0, e.occurred_at))
+        self.marks[notice_id] = (max(version, e.version), max(at, e.occurred_at))
+
+    async def flush_window(self, c: asyncpg.Connection, notice_id: str) -> None:
+        """The window closes at the latest deadline seen (deadlines, once set, never change)."""
+        window = self.windows.pop(notice_id, None)
+        if window is not None:
+            await c.execute(
+                "UPDATE rm_notices SET max_deadline = greatest(max_deadline, $2),"
+                " window_closes_at = greatest(window_closes_at, max_deadline, $2)"
+                " WHERE notice_id = $1",
+                notice_id,
+                window.deadline,
+            )
+
+    async def flush(self, c: asyncpg.Connection) -> None:
+        for notice_id in list(self.windows):
+            await self.flush_window(c, notice_id)
+        changed = [(n, *(d[k] for k in COUNTS)) for n, d in self.counts.items() if any(d.values())]
+        if changed:
+            await c.executemany(
+                "UPDATE rm_notices SET "
+                + ", ".join(f"{k} = {k} + ${i}" for i, k in enumerate(COUNTS, start=2))
+                + " WHERE notice_id = $1",
+                changed,
+            )
+        if self.progress:
+            await c.executemany(
+                "INSERT INTO rm_notice_progress (notice_id, at, delivered, objections, opted_in,"
+                " activated) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (notice_id, at) DO UPDATE"
+                " SET delivered = rm_notice_progress.delivered + EXCLUDED.delivered,"
+                " objections = rm_notice_progress.objections + EXCLUDED.objections,"
+                " opted_in = rm_notice_progress.opted_in + EXCLUDED.opted_in,"
+                " activated = rm_notice_progress.activated + EXCLUDED.activated",
+                [(n, at, *totals) for (n, at), totals in self.progress.items()],
+            )
+        if self.marks:  # the change marker the live dashboard polls
+            await c.executemany(
+                "UPDATE rm_notices SET version = greatest(version, $2),"
+                " last_event_at = greatest(last_event_at, $3) WHERE notice_id = $1",
+                [(n, version, at) for n, (version, at) in self.marks.items()],
+            )
+
+
+Handler = Callable[[asyncpg.Connection, _Page, str, es.StoredEvent], Awaitable[None]]
+
+
+async def _created(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     spec = e.data["spec"]
     await c.execute(
         "INSERT INTO rm_notices (notice_id, title, subprocessor, opt_in, author, text_sha256, phase,"
@@ -45,7 +136,8 @@ async def _created(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> 
     )
 
 
-async def _phase(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+async def _phase(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
+    await p.flush_window(c, notice_id)  # deliveries before this event, then the workflow's word
     await c.execute(
         "UPDATE rm_notices SET phase = $2, effective_at = $3, window_closes_at = $4, updated_at = $5"
         " WHERE notice_id = $1",
@@ -61,22 +153,16 @@ async def _phase(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> No
             " WHERE notice_id = $1 AND NOT settled",
             notice_id,
         )
-        settled = int(status.rsplit(" ", 1)[1])
-        if settled:
-            await c.execute(
-                "UPDATE rm_notices SET settled = settled + $2 WHERE notice_id = $1",
-                notice_id,
-                settled,
-            )
+        p.count(notice_id, {"settled": int(status.rsplit(" ", 1)[1])})
 
 
-async def _approved(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+async def _approved(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     await c.execute(
         "UPDATE rm_notices SET approved_by = $2 WHERE notice_id = $1", notice_id, e.data["by"]
     )
 
 
-async def _snapshot(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+async def _snapshot(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     zones = e.data.get("timezones", {})
     await c.executemany(
         "INSERT INTO rm_notice_customers (notice_id, customer_id, timezone) VALUES ($1, $2, $3)"
@@ -90,13 +176,13 @@ async def _snapshot(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) ->
     )
 
 
-# --- one customer's row, and the notice's counts kept with it ---------------------------------
+# --- one customer's row -------------------------------------------------------------------------
 
 _FLAGS = ("delivery", "opted_in", "activated", "settled", "open_objections")
 
 
 class _Change(NamedTuple):
-    """A customer row before and after one event (None: the event changed no row)."""
+    """A customer row's flags before and after one event."""
 
     old: dict[str, Any]
     new: dict[str, Any]
@@ -104,96 +190,67 @@ class _Change(NamedTuple):
 
 async def _customer(
     c: asyncpg.Connection,
+    p: _Page,
     notice_id: str,
-    customer_id: str,
+    e: es.StoredEvent,
     assignments: str,
     *args: Any,
     where: str = "",
     returning: str = "",
-) -> tuple[_Change | None, asyncpg.Record | None]:
-    """Update one customer's row; returns its flags before and after (both CTEs read the same
-    snapshot, so ``old`` is the row as it was) and any extra ``returning`` columns."""
+    objections: int = 0,
+) -> asyncpg.Record | None:
+    """Update one customer's row and count what changed (both CTEs read the same snapshot, so
+    ``old`` is the row as it was). Returns the row's ``returning`` columns (None: no row changed)."""
     flags = ", ".join(_FLAGS)
+    extra = [r.strip() for r in returning.split(",") if r.strip()]
     row = await c.fetchrow(
         f"WITH old AS (SELECT {flags} FROM rm_notice_customers"
         "   WHERE notice_id = $1 AND customer_id = $2),"
         f" new AS (UPDATE rm_notice_customers SET {assignments}"
         f"   WHERE notice_id = $1 AND customer_id = $2 {where}"
-        f"   RETURNING {flags}{', ' + returning if returning else ''})"
+        f"   RETURNING {', '.join([*_FLAGS, *extra])})"
         " SELECT "
-        + ", ".join(f"o.{f} AS old_{f}, n.{f} AS new_{f}" for f in _FLAGS)
-        + (", " + ", ".join(f"n.{r.strip()}" for r in returning.split(",")) if returning else "")
+        + ", ".join(
+            [*(f"o.{f} AS old_{f}, n.{f} AS new_{f}" for f in _FLAGS), *(f"n.{r}" for r in extra)]
+        )
         + " FROM old o, new n",
         notice_id,
-        customer_id,
+        e.data["customer_id"],
         *args,
     )
     if row is None:
-        return None, None
-    change = _Change({f: row[f"old_{f}"] for f in _FLAGS}, {f: row[f"new_{f}"] for f in _FLAGS})
-    return change, row
+        return None
+    deltas = _deltas(
+        _Change({f: row[f"old_{f}"] for f in _FLAGS}, {f: row[f"new_{f}"] for f in _FLAGS})
+    )
+    if objections:
+        deltas["objections"] = objections
+    p.count(notice_id, {k: v for k, v in deltas.items() if k in COUNTS})
+    p.progressed(notice_id, e.occurred_at, deltas)
+    return row
 
 
-def _deltas(change: _Change | None) -> dict[str, int]:
-    if change is None:
-        return {}
+def _deltas(change: _Change) -> dict[str, int]:
     old, new = change
 
-    def count(flags: dict[str, Any], field: str) -> int:
-        if field == "delivered":
+    def count(flags: dict[str, Any], name: str) -> int:
+        if name == "delivered":
             return int(flags["delivery"] == "delivered")
-        if field == "undelivered":
+        if name == "undelivered":
             return int(flags["delivery"] == "undelivered")
-        return int(flags[field])
+        return int(flags[name])
 
-    fields = ("delivered", "undelivered", "opted_in", "activated", "settled", "open_objections")
-    found = {field: count(new, field) - count(old, field) for field in fields}
-    return {field: delta for field, delta in found.items() if delta}
-
-
-async def _count(
-    c: asyncpg.Connection,
-    notice_id: str,
-    e: es.StoredEvent,
-    deltas: dict[str, int],
-    objections: int = 0,
-) -> None:
-    """Move the notice's counts, and its progress over time (the chart), by one event's change."""
-    if deltas:
-        await c.execute(
-            "UPDATE rm_notices SET "
-            + ", ".join(f"{field} = {field} + ${i}" for i, field in enumerate(deltas, start=2))
-            + " WHERE notice_id = $1",
-            notice_id,
-            *deltas.values(),
-        )
-    progress = {
-        "delivered": deltas.get("delivered", 0),
-        "objections": objections,
-        "opted_in": deltas.get("opted_in", 0),
-        "activated": deltas.get("activated", 0),
-    }
-    if any(progress.values()):
-        await c.execute(
-            "INSERT INTO rm_notice_progress (notice_id, at, delivered, objections, opted_in,"
-            " activated) VALUES ($1, date_trunc('minute', $2::timestamptz, 'UTC'), $3, $4, $5, $6)"
-            " ON CONFLICT (notice_id, at) DO UPDATE SET"
-            " delivered = rm_notice_progress.delivered + EXCLUDED.delivered,"
-            " objections = rm_notice_progress.objections + EXCLUDED.objections,"
-            " opted_in = rm_notice_progress.opted_in + EXCLUDED.opted_in,"
-            " activated = rm_notice_progress.activated + EXCLUDED.activated",
-            notice_id,
-            e.occurred_at,
-            *progress.values(),
-        )
+    found = {name: count(new, name) - count(old, name) for name in COUNTS}
+    return {name: delta for name, delta in found.items() if delta}
 
 
-async def _delivery(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+async def _delivery(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     delivered = e.event_type == "notice_delivered"
-    change, row = await _customer(
+    row = await _customer(
         c,
+        p,
         notice_id,
-        e.data["customer_id"],
+        e,
         "delivery = $3, delivered_at = coalesce(delivered_at, $4), deadline = coalesce(deadline, $5)",
         "delivered" if delivered else "undelivered",
         _at(e.data.get("delivered_at")),
@@ -201,62 +258,51 @@ async def _delivery(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) ->
         where="AND delivery <> 'delivered'",
         returning="deadline",
     )
-    await _count(c, notice_id, e, _deltas(change))
-    # The window closes at the latest deadline seen (deadlines, once set, never change).
-    await c.execute(
-        "UPDATE rm_notices SET max_deadline = greatest(max_deadline, $2),"
-        " window_closes_at = greatest(window_closes_at, max_deadline, $2) WHERE notice_id = $1",
-        notice_id,
-        row["deadline"] if row is not None else None,
-    )
+    p.delivered(notice_id, row["deadline"] if row is not None else None)
 
 
-async def _objection(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    change, _ = await _customer(
+async def _objection(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
+    await _customer(
         c,
+        p,
         notice_id,
-        e.data["customer_id"],
+        e,
         "objection_status = 'open', objection_timely = $3, open_objections = open_objections + 1,"
         " settled = false",
         e.data["timely"],
+        objections=1,
     )
-    await _count(c, notice_id, e, _deltas(change), objections=1 if change else 0)
 
 
-async def _resolved(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    change, _ = await _customer(
+async def _resolved(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
+    await _customer(
         c,
+        p,
         notice_id,
-        e.data["customer_id"],
+        e,
         "objection_status = $3, open_objections = 0, settled = false",
         e.data["outcome"],
     )
-    await _count(c, notice_id, e, _deltas(change))
 
 
-async def _opt_in(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    change, _ = await _customer(
-        c,
-        notice_id,
-        e.data["customer_id"],
-        "opted_in = $3, settled = false",
-        e.event_type == "opt_in_recorded",
+async def _opt_in(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
+    await _customer(
+        c, p, notice_id, e, "opted_in = $3, settled = false", e.event_type == "opt_in_recorded"
     )
-    await _count(c, notice_id, e, _deltas(change))
 
 
-async def _excluded(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    change, _ = await _customer(
+async def _excluded(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
+    await _customer(
         c,
+        p,
         notice_id,
-        e.data["customer_id"],
+        e,
         "excluded_at = coalesce(excluded_at, $3), settled = false",
         e.occurred_at,
     )
-    await _count(c, notice_id, e, _deltas(change))
 
 
-async def _deemed(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+async def _deemed(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     await c.execute(
         "UPDATE rm_notice_customers SET deemed_accepted_at = $3 WHERE notice_id = $1 AND customer_id = $2",
         notice_id,
@@ -265,23 +311,22 @@ async def _deemed(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> N
     )
 
 
-async def _switched(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
+async def _switched(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     enabled = e.event_type == "subprocessor_enabled"
-    customer = e.data["customer_id"]
-    change, _ = await _customer(
+    await _customer(
         c,
+        p,
         notice_id,
-        customer,
+        e,
         "activated = $3, activated_at = CASE WHEN $3 THEN $4 ELSE activated_at END",
         enabled,
         e.occurred_at,
     )
-    await _count(c, notice_id, e, _deltas(change))
     await c.execute(
         "INSERT INTO rm_customer_subprocessors (customer_id, subprocessor, enabled, since, notice_id)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, subprocessor) DO UPDATE SET"
         " enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id",
-        customer,
+        e.data["customer_id"],
         e.data["subprocessor"],
         enabled,
         e.occurred_at,
@@ -289,15 +334,8 @@ async def _switched(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) ->
     )
 
 
-async def _settled(c: asyncpg.Connection, notice_id: str, e: es.StoredEvent) -> None:
-    change, _ = await _customer(
-        c,
-        notice_id,
-        e.data["customer_id"],
-        "verdict = $3, settled = true",
-        e.data["verdict"],
-    )
-    await _count(c, notice_id, e, _deltas(change))
+async def _settled(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
+    await _customer(c, p, notice_id, e, "verdict = $3, settled = true", e.data["verdict"])
 
 
 HANDLERS: dict[str, Handler] = {
@@ -336,22 +374,16 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
                 )
                 after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
                 events = await es.read_all(connection, after, page)
-                marks: dict[str, tuple[int, datetime]] = {}
+                changes = _Page()
                 for event in events:
                     if not event.stream_id.startswith("notice-"):
                         continue
                     notice_id = event.stream_id.removeprefix("notice-")
                     handler = HANDLERS.get(event.event_type)
                     if handler is not None:
-                        await handler(connection, notice_id, event)
-                    version, at = marks.get(notice_id, (0, event.occurred_at))
-                    marks[notice_id] = (max(version, event.version), max(at, event.occurred_at))
-                if marks:  # the change marker the live dashboard polls: once per notice per page
-                    await connection.executemany(
-                        "UPDATE rm_notices SET version = greatest(version, $2),"
-                        " last_event_at = greatest(last_event_at, $3) WHERE notice_id = $1",
-                        [(notice_id, v, at) for notice_id, (v, at) in marks.items()],
-                    )
+                        await handler(connection, changes, notice_id, event)
+                    changes.seen(notice_id, event)
+                await changes.flush(connection)
                 if events:
                     last = events[-1].checkpoint
                     await connection.execute(

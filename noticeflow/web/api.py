@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import structlog
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi.openapi.models import Example
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -318,17 +319,17 @@ async def api_events(
     )
 
 
-ACTION_EXAMPLES = {
-    "approve": {"summary": "approve (four eyes: not the author)", "value": {}},
-    "object": {
-        "summary": "record an objection for a customer",
-        "value": {"customer_id": "acme", "reason": "We do not agree to this sub-processor."},
-    },
-    "resolve_objection": {
-        "summary": "resolve a case",
-        "value": {"customer_id": "acme", "outcome": "withdrawn", "note": "Call on 3 May"},
-    },
-    "postpone": {"summary": "postpone", "value": {"effective_at": "2030-01-31T09:00:00Z"}},
+ACTION_EXAMPLES: dict[str, Example] = {
+    "approve": Example(summary="approve (four eyes: not the author)", value={}),
+    "object": Example(
+        summary="record an objection for a customer",
+        value={"customer_id": "acme", "reason": "We do not agree to this sub-processor."},
+    ),
+    "resolve_objection": Example(
+        summary="resolve a case",
+        value={"customer_id": "acme", "outcome": "withdrawn", "note": "Call on 3 May"},
+    ),
+    "postpone": Example(summary="postpone", value={"effective_at": "2030-01-31T09:00:00Z"}),
 }
 
 
@@ -350,7 +351,7 @@ async def api_action(
         default_factory=dict,
         description="the signal's JSON payload (noticeflow/domain/signals.py); `by` is set to"
         " your identity",
-        openapi_examples=ACTION_EXAMPLES,  # type: ignore[arg-type]
+        openapi_examples=ACTION_EXAMPLES,
     ),
     wait: float = Query(10.0, ge=0, le=30, description="seconds to wait for the judgement"),
     user: User = Depends(require(Role.viewer)),

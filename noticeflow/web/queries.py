@@ -190,6 +190,7 @@ SORTS: dict[str, str] = {
     "activated": "activated",
     "verdict": "verdict",
 }
+TEXT_KEYS = {"delivery": ' COLLATE "C"', "verdict": ' COLLATE "C"'}
 SHOWS: dict[str, str] = {
     "all": "true",
     "open_cases": "open_objections > 0",
@@ -297,15 +298,23 @@ async def customer_page(
     order = "DESC" if view.descending else "ASC"
     nulls = "NULLS FIRST" if view.descending else "NULLS LAST"
     key = SORTS[view.sort]
-    ordering = (
-        f"{key} {order} {nulls}, customer_id {order}"
-        if key != "customer_id"
-        else (f"customer_id {order}")
-    )
+    if view.sort == "customer":
+        ordering = f"customer_id {order}"
+    elif view.sort == "deadline":  # the index (notice_id, deadline, customer_id)
+        ordering = f"{key} {order} {nulls}, customer_id {order}"
+    else:  # a sort of all the rows: byte order compares ids and words faster than a locale
+        ordering = f"{key}{TEXT_KEYS.get(view.sort, '')} {order} {nulls},"
+        ordering += f' customer_id COLLATE "C" {order}'
     condition = SHOWS[view.show]
+    # The page's ids are found sorting narrow rows (the sort key and the id: 100,000 of them fit
+    # in memory), then their whole rows are read by primary key.
     rows = await pool.fetch(
-        f"SELECT {CUSTOMER_COLUMNS} FROM rm_notice_customers WHERE notice_id = $1 AND {condition}"
-        f" ORDER BY {ordering} LIMIT $2 OFFSET $3",
+        f"SELECT {', '.join('r.' + c.strip() for c in CUSTOMER_COLUMNS.split(','))}"
+        " FROM unnest(ARRAY(SELECT customer_id FROM rm_notice_customers"
+        f"  WHERE notice_id = $1 AND {condition} ORDER BY {ordering} LIMIT $2 OFFSET $3))"
+        "  WITH ORDINALITY AS page (customer_id, n)"
+        " JOIN rm_notice_customers r ON r.notice_id = $1 AND r.customer_id = page.customer_id"
+        " ORDER BY page.n",
         notice_id,
         view.size,
         (view.page - 1) * view.size,
@@ -443,7 +452,14 @@ def timeline_entry(row: Any) -> dict[str, Any]:
     }
 
 
-_EVENT_COLUMNS = "stream_version, event_type, schema_version, data, occurred_at, recorded_at"
+# An event's data as text; a large one (an audience snapshot of 100,000 ids) only with its scalar
+# fields, which are all a summary uses, so a timeline page never parses megabytes.
+_EVENT_COLUMNS = (
+    "stream_version, event_type, schema_version, occurred_at, recorded_at,"
+    " CASE WHEN pg_column_size(data) <= 65536 THEN data::text ELSE (SELECT"
+    "  coalesce(json_object_agg(key, value), '{}'::json)::text FROM json_each(data)"
+    "  WHERE json_typeof(value) NOT IN ('array', 'object')) END AS data"
+)
 
 
 async def timeline(

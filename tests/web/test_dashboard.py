@@ -36,7 +36,7 @@ def assert_no_personal_data(*texts: str) -> None:
         assert not leaked, f"personal data shown: {leaked}"
 
 
-async def settled_read_models(web_stack: Any, notice_id: str, **expected: int) -> None:
+async def settled_read_models(web_stack: Any, notice_id: str, **expected: Any) -> None:
     """Wait until the projector has caught up with the notice (its counts as ``expected``)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + 30
@@ -291,7 +291,9 @@ async def test_resolve_exclude_postpone_from_the_page_and_live_stream(web_stack)
         assert re.findall(r"\?act=([a-z]+)#act", page.text) == ["acme"]
         assert "open</span>, timely" in page.text
         assert "acme objected (timely, via cli)" in page.text
-        version = int(re.search(r'data-version="(\d+)"', page.text).group(1))
+        marker = re.search(r'data-version="(\d+)"', page.text)
+        assert marker, "the page names its version for the live stream"
+        version = int(marker.group(1))
 
         # The live stream says `changed` when the notice moves (here: the case is resolved).
         seen: list[int] = []
