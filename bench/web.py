@@ -252,7 +252,7 @@ class History:
     total: int = 0
     signals: list[tuple[datetime, str]] = field(default_factory=list)  # (time, name)
     activities: list[tuple[datetime, str]] = field(default_factory=list)  # scheduled, by type
-    events: list[datetime] = field(default_factory=list)  # every event's time
+    events: list[tuple[datetime, str]] = field(default_factory=list)  # every event: time, type
     rounds: list[Round] = field(default_factory=list)  # process_intake, in order
 
     def signals_between(self, start: datetime, end: datetime) -> Counter[str]:
@@ -264,8 +264,8 @@ class History:
     def activities_between(self, start: datetime, end: datetime) -> Counter[str]:
         return Counter(name for at, name in self.activities if start <= at <= end)
 
-    def events_between(self, start: datetime, end: datetime) -> int:
-        return sum(1 for at in self.events if start <= at <= end)
+    def events_between(self, start: datetime, end: datetime) -> Counter[str]:
+        return Counter(kind for at, kind in self.events if start <= at <= end)
 
 
 def _when(event: HistoryEvent) -> datetime:
@@ -285,7 +285,7 @@ async def history(client: Client, notice_id: str) -> History:
         rounds: dict[int, Round] = {}
         for event in events:
             kind = event.event_type
-            found.events.append(_when(event))
+            found.events.append((_when(event), EventType.Name(kind).removeprefix("EVENT_TYPE_")))
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 name = event.workflow_execution_signaled_event_attributes.signal_name
                 found.signals.append((_when(event), name))
@@ -611,6 +611,7 @@ async def run_burst(
         )
         anatomy = round_anatomy(burst_rounds, list(judged_rows))
         activities = after_burst.activities_between(clock_start, clock_end)
+        burst_events = after_burst.events_between(clock_start, clock_end)
         drain = (times["last_judged"] - times["first"]).total_seconds()
         mail_drain = (mailed_at - times["first"]).total_seconds() if mailed_at else float("nan")
 
@@ -645,7 +646,8 @@ async def run_burst(
             "retries": dict(result.retries),
             "anatomy": anatomy,
             "activities": dict(activities),
-            "burst_events": after_burst.events_between(clock_start, clock_end),
+            "burst_events": sum(burst_events.values()),
+            "burst_event_types": dict(burst_events.most_common()),
             "signals": sum(burst_signals.values()),
             "signal_names": dict(burst_signals),
             "sweeper_wakes": sweeps,
@@ -701,6 +703,7 @@ def report(r: dict[str, Any]) -> str:
     names = ", ".join(f"{n} `{name}`" for name, n in sorted(r["signal_names"].items()))
     anatomy = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in r["anatomy"].items())
     activities = ", ".join(f"{name} {n:,}" for name, n in sorted(r["activities"].items()))
+    event_types = ", ".join(f"{name.lower()} {n:,}" for name, n in r["burst_event_types"].items())
     absorbed_text = (
         f"absorbed by the workflow {r['raw_absorbed']:.1f} s after the last was sent"
         if r["raw_absorbed"] is not None
@@ -730,7 +733,8 @@ def report(r: dict[str, Any]) -> str:
             f" {r['queued']:.1f} s queued before it started, {r['between']:.1f} s between rounds;"
             f" inside the rounds that judged: {anatomy}",
             f"  activities scheduled during the burst: {activities};"
-            f" history events written during the burst: {r['burst_events']:,}",
+            f" history events written during the burst: {r['burst_events']:,}"
+            f" ({r['burst_events'] / max(1, r['rounds']):.1f} a round): {event_types}",
             f"  history after the burst: {r['runs']} run(s), {r['history']:,} events in the"
             f" current run, {r['history_total']:,} in all",
             f"  correctness: receipts {r['receipts']:,}, accepted {r['accepted']:,}, other"
