@@ -109,10 +109,12 @@ def progress_svg(
     for label, at in [*shown, ("now", now)]:
         if not t0 <= at <= t1:
             continue
+        left = x(at) - LEFT < 80  # near the left edge: the label goes right of its line
         parts.append(
             f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="{TOP}" y2="{TOP + plot_h}"'
             ' stroke="#8a94a3" stroke-width="1" stroke-dasharray="4 3"/>'
-            f'<text x="{x(at) - 3:.1f}" y="{TOP + 10}" text-anchor="end" font-size="10"'
+            f'<text x="{x(at) + (3 if left else -3):.1f}" y="{TOP + 10}"'
+            f' text-anchor="{"start" if left else "end"}" font-size="10"'
             f' fill="#5b6473">{escape(label)}</text>'
         )
     # The lines: a step at each change, held until now (or the chart's end).

@@ -37,7 +37,8 @@ TIMELINE_PAGE = 50
 WAIT_SECONDS = 8.0  # how long an action waits for the workflow's judgement before "pending"
 POLL_SECONDS = 1.0  # the live stream's look at the change marker
 PING_SECONDS = 15.0
-STREAM_SECONDS = 600.0  # a stream ends after this; the browser reconnects by itself
+STREAM_SECONDS = 30.0  # a stream ends after this (the browser reconnects): a server stopping
+# waits for open responses, so none may last long
 SENT = {"notifying", "window_open", "awaiting_effective_date", "active"}
 POSTPONABLE = {"draft", "notifying", "window_open", "awaiting_effective_date"}
 # The dashboard's actions, and the phases in which the page offers each (the workflow judges).
