@@ -114,6 +114,7 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(api.router)
     app.include_router(ops.router)
+    ops.instrument(app)  # request counts and durations by route template, for /metrics
     app.mount("/static", StaticFiles(packages=[("noticeflow.web", "static")]), name="static")
     return app
 
