@@ -370,15 +370,7 @@ async def api_action(
     if "channel" in signals.SIGNAL_PAYLOADS[action].model_fields:
         body["channel"] = "api"
     receipt = await control.receive(web.pool, notice_id, action, body, channel="api")
-    client, connect_error = await web.temporal()
-    receipt, pending_because = await control.hand_over(
-        client,
-        web.pool,
-        receipt,
-        web.settings.task_queue,
-        wait_seconds=wait,
-        connect_error=connect_error,
-    )
+    receipt, pending_because = await web.hand_over(receipt, wait_seconds=wait)
     log.info(
         "api action",
         notice_id=notice_id,

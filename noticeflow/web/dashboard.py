@@ -387,15 +387,7 @@ async def notice_action(
         _flash(request, {"kind": "bad", "text": "Not recorded: " + "; ".join(problems) + "."})
         return RedirectResponse(back + "#act", status_code=303)
     receipt = await control.receive(web.pool, notice_id, action, payload, channel="web")
-    client, connect_error = await web.temporal()
-    receipt, pending_because = await control.hand_over(
-        client,
-        web.pool,
-        receipt,
-        web.settings.task_queue,
-        wait_seconds=WAIT_SECONDS,
-        connect_error=connect_error,
-    )
+    receipt, pending_because = await web.hand_over(receipt, wait_seconds=WAIT_SECONDS)
     log.info(
         "dashboard action",
         notice_id=notice_id,

@@ -39,6 +39,11 @@ async def test_sign_in_with_a_wrong_password_then_the_right_one(web_stack):
 
 
 async def test_a_viewer_cannot_act(web_stack):
-    async with await web_stack.signed_in("vera") as http:
+    http = await web_stack.signed_in("vera")
+    try:
         home = await http.get("/")
-        assert home.status_code == 200
+        assert home.status_code == 200 and "vera" in home.text
+        refused = await http.post("/notices/none/actions/approve", data={"csrf_token": "x"})
+        assert refused.status_code in (403, 404)
+    finally:
+        await http.aclose()
