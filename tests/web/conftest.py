@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -162,4 +162,8 @@ async def web_stack(
 
 
 def spec(notice_id: str = "web-notice", **overrides: Any) -> NoticeSpec:
-    return helpers.notice(datetime.now(UTC), notice_id=notice_id, **overrides)
+    """A notice to the US customers; effective 35 days out, past globex's 30-day contract window
+    on any weekday (Art. 3(4) rolls a last day on a weekend forward)."""
+    now = datetime.now(UTC)
+    overrides.setdefault("effective_at", (now + timedelta(days=35)).isoformat())
+    return helpers.notice(now, notice_id=notice_id, **overrides)

@@ -1,7 +1,8 @@
 """A real browser: Debian's chromium driven by Playwright (``executable_path``; Playwright never
 downloads a browser here). Ops sign in and open a notice; a customer follows the action link from
 a mail in the SMTP sink and objects; the case appears on the open dashboard without a reload.
-Screenshots of the three pages are written to docs/screenshots/ (referenced from the README).
+Screenshots of the pages go to docs/screenshots/ (referenced from the README) when
+NOTICEFLOW_SCREENSHOTS=1, else to the test's temporary directory.
 
 Skips, saying why, where chromium or Playwright is missing — except under `.ci/run`, which installs
 both and sets NOTICEFLOW_REQUIRE_BROWSER=1, so there a missing browser fails.
@@ -55,10 +56,11 @@ async def browser() -> AsyncIterator[Any]:
             await launched.close()
 
 
-async def test_ops_watch_a_customer_object_live(web_stack, browser):
+async def test_ops_watch_a_customer_object_live(web_stack, browser, tmp_path: Path):
     notice = spec("browser-notice", opt_in=False)
     await web_stack.notice(notice)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = SCREENSHOTS if os.environ.get("NOTICEFLOW_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
 
     # Ops: sign in through the form, open the notice from the list.
     ops = await browser.new_page(viewport={"width": 1280, "height": 900})
@@ -73,7 +75,7 @@ async def test_ops_watch_a_customer_object_live(web_stack, browser):
     acme_row = ops.locator("tr", has_text="acme")
     await acme_row.first.wait_for()
     assert "open" not in (await acme_row.first.inner_text()).lower()
-    await ops.screenshot(path=str(SCREENSHOTS / "notice.png"), full_page=True)
+    await ops.screenshot(path=str(shots / "notice.png"), full_page=True)
 
     # The customer: the link from the mail in the sink, no JavaScript needed.
     [link] = web_stack.links("acme", "object")
@@ -82,7 +84,7 @@ async def test_ops_watch_a_customer_object_live(web_stack, browser):
     )
     await customer.goto(link)
     assert "Your deadline" in await customer.content()
-    await customer.screenshot(path=str(SCREENSHOTS / "action-page.png"), full_page=True)
+    await customer.screenshot(path=str(shots / "action-page.png"), full_page=True)
     await customer.fill("textarea[name=reason]", "We do not allow AI on our data.")
     await customer.get_by_role("button", name="Object to").click()
     await customer.wait_for_url("**/receipts/**")
@@ -95,6 +97,6 @@ async def test_ops_watch_a_customer_object_live(web_stack, browser):
         "r => r.innerText.includes('acme') && r.innerText.toLowerCase().includes('open'))",
         timeout=20_000,
     )
-    await ops.screenshot(path=str(SCREENSHOTS / "notice-live.png"), full_page=True)
+    await ops.screenshot(path=str(shots / "notice-live.png"), full_page=True)
     await ops.goto(f"{web_stack.url}/")
-    await ops.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    await ops.screenshot(path=str(shots / "dashboard.png"), full_page=True)
