@@ -620,8 +620,11 @@ async def run_burst(
             "status", result_type=NoticeStatus
         )
         print(f"drained; now {signals:,} raw `{WAKE_SIGNAL}` signals", flush=True)
+        raw_cpu = CpuMeter(stack)
+        raw_cpu.start()
         raw_seconds = await raw_signals(client, notice_id, signals, concurrency)
         absorb = await absorbed(client, notice_id, status.signals_handled + signals, 600)
+        raw_spent = raw_cpu.stop()
         after_raw = await history(client, notice_id)
         return {
             "count": count,
@@ -665,6 +668,7 @@ async def run_burst(
             "confirmations_at_sink": len(confirmations & set(at_sink)),
             "duplicates_at_sink": sum(n - 1 for n in at_sink.values() if n > 1),
             "cpu": spent,
+            "raw_cpu": raw_spent,
             "raw_signals": signals,
             "raw_seconds": raw_seconds,
             "raw_rate": signals / raw_seconds,
@@ -700,6 +704,13 @@ def correct(r: dict[str, Any]) -> bool:
 
 def report(r: dict[str, Any]) -> str:
     cpu = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in r["cpu"].items())
+    cpu_each = "a customer: " + ", ".join(
+        f"{name} {1000 * seconds / r['count']:.1f} ms" for name, seconds in r["cpu"].items()
+    )
+    raw_cpu = ", ".join(
+        f"{name} {seconds:.1f} s ({1000 * seconds / r['raw_signals']:.2f} ms a signal)"
+        for name, seconds in r["raw_cpu"].items()
+    )
     names = ", ".join(f"{n} `{name}`" for name, n in sorted(r["signal_names"].items()))
     anatomy = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in r["anatomy"].items())
     activities = ", ".join(f"{name} {n:,}" for name, n in sorted(r["activities"].items()))
@@ -742,10 +753,11 @@ def report(r: dict[str, Any]) -> str:
             f" {r['opted_in']:,}; confirmations {r['confirmations']:,}, at the sink"
             f" {r['confirmations_at_sink']:,}, duplicates {r['duplicates_at_sink']}"
             f" -> {'correct' if correct(r) else 'WRONG'}",
-            f"  CPU over the burst and drain: {cpu}",
+            f"  CPU over the burst and drain: {cpu} ({cpu_each})",
             f"  raw signals: {r['raw_signals']:,} in {r['raw_seconds']:.1f} s ="
             f" {r['raw_rate']:,.0f}/s ({absorbed_text}); history then {r['runs_after_raw']}"
-            f" run(s), {r['history_after_raw']:,} / {r['history_total_after_raw']:,} events",
+            f" run(s), {r['history_after_raw']:,} / {r['history_total_after_raw']:,} events;"
+            f" CPU while sending them and until absorbed: {raw_cpu}",
             f"  drain / raw signal rate: {100 * r['drain_rate'] / r['raw_rate']:.1f}%"
             " (target >= 50%)",
         ]
