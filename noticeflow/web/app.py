@@ -197,6 +197,8 @@ async def serve(
         access_log=False,  # an access log would hold link tokens; the app logs what it needs
         proxy_headers=False,
         lifespan="on",
+        # An open dashboard holds a server-sent event stream: do not wait for it on shutdown.
+        timeout_graceful_shutdown=3,
     )
     server = _Server(config)
 
