@@ -548,6 +548,7 @@ async def run_burst(
             flush=True,
         )
         sweeps_before = _sweeper_wakes(stack)
+        logs_from = {"worker": _size(stack.worker_log), "web": _size(stack.web_log)}
         profiler = Profiler(profile)
         profiler.start(stack, count)
         cpu = CpuMeter(stack)
@@ -568,6 +569,10 @@ async def run_burst(
         spent = cpu.stop()
         profiler.stop()
         sweeps = _sweeper_wakes(stack) - sweeps_before
+        problems = {
+            "worker": log_problems(stack.worker_log, logs_from["worker"]),
+            "web": log_problems(stack.web_log, logs_from["web"]),
+        }
         times = await pool.fetchrow(
             "SELECT min(received_at) AS first, max(received_at) AS last_received,"
             " max(handled_at) AS last_judged, count(*) AS receipts,"
@@ -669,6 +674,7 @@ async def run_burst(
             "duplicates_at_sink": sum(n - 1 for n in at_sink.values() if n > 1),
             "cpu": spent,
             "raw_cpu": raw_spent,
+            "log_problems": {name: dict(found.most_common(6)) for name, found in problems.items()},
             "raw_signals": signals,
             "raw_seconds": raw_seconds,
             "raw_rate": signals / raw_seconds,
@@ -679,6 +685,33 @@ async def run_burst(
         }
     finally:
         await stack.close()
+
+
+def log_problems(path: Path, start: int = 0) -> Counter[str]:
+    """Warnings and errors a process logged from byte ``start`` on: JSON lines by level and
+    event, plain (stdlib) lines by their first words."""
+    found: Counter[str] = Counter()
+    if not path.exists():
+        return found
+    with path.open("rb") as log:
+        log.seek(start)
+        for raw in log:
+            line = raw.decode(errors="replace").strip()
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict):
+                level = str(entry.get("level", ""))
+                if level in ("warning", "error", "critical"):
+                    found[f"{level}: {entry.get('event')}"] += 1
+            elif line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback")):
+                found[line[:120]] += 1
+    return found
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def _sweeper_wakes(stack: Stack) -> int:
@@ -754,6 +787,7 @@ def report(r: dict[str, Any]) -> str:
             f" {r['confirmations_at_sink']:,}, duplicates {r['duplicates_at_sink']}"
             f" -> {'correct' if correct(r) else 'WRONG'}",
             f"  CPU over the burst and drain: {cpu} ({cpu_each})",
+            f"  warnings and errors logged during the burst: {r['log_problems']}",
             f"  raw signals: {r['raw_signals']:,} in {r['raw_seconds']:.1f} s ="
             f" {r['raw_rate']:,.0f}/s ({absorbed_text}); history then {r['runs_after_raw']}"
             f" run(s), {r['history_after_raw']:,} / {r['history_total_after_raw']:,} events;"
