@@ -30,6 +30,7 @@ async def read_totals(pool: asyncpg.Pool | asyncpg.Connection, notice_id: str) -
         " count(*) FILTER (WHERE delivery = 'delivered') AS delivered,"
         " count(*) FILTER (WHERE delivery = 'undelivered') AS undelivered,"
         " count(*) FILTER (WHERE activated) AS activated,"
+        " count(*) FILTER (WHERE opted_in) AS opted_in,"
         " count(*) FILTER (WHERE NOT settled) AS unsettled,"
         " max(deadline) AS window_closes_at,"
         " (SELECT count(*) FROM objections o WHERE o.notice_id = $1 AND o.status = 'open')"
@@ -45,6 +46,7 @@ async def read_totals(pool: asyncpg.Pool | asyncpg.Connection, notice_id: str) -
         activated=row["activated"],
         unsettled=row["unsettled"],
         window_closes_at=row["window_closes_at"],
+        opted_in=row["opted_in"],
     )
 
 

@@ -59,6 +59,7 @@ class NoticeState(BaseModel):
     open_objections: int = 0
     activated: int = 0
     unsettled: int = 0
+    opted_in: int = 0
     next_due: datetime | None = None
     needs_activation_round: bool = False
     event_seq: int = 0
@@ -157,6 +158,7 @@ class NoticeTotals(_Model):
     activated: int
     unsettled: int
     window_closes_at: datetime | None
+    opted_in: int = 0
 
 
 class ChangeMailRequest(_Model):

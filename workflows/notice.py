@@ -520,6 +520,7 @@ class NoticeWorkflow:
         state.open_objections = totals.open_objections
         state.activated = totals.activated
         state.unsettled = totals.unsettled
+        state.opted_in = totals.opted_in
         state.window_closes_at = totals.window_closes_at
         self._publish_search_attributes()
 
@@ -634,7 +635,8 @@ class NoticeWorkflow:
             lines.append(
                 f"- **Customers:** {state.audience_size:,} · delivered {state.delivered:,}"
                 f" · undelivered {state.undelivered:,} · open cases {state.open_objections:,}"
-                f" · activated {state.activated:,} · not settled {state.unsettled:,}"
+                + (f" · opted in {state.opted_in:,}" if self.spec.opt_in else "")
+                + f" · activated {state.activated:,} · not settled {state.unsettled:,}"
             )
         lines.append(f"- **Effective:** {utc(state.effective_at)}")
         if state.window_closes_at is not None:

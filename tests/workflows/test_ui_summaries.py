@@ -138,7 +138,9 @@ async def test_the_ui_tells_the_story_with_counts_and_ids_only(dev_server_env, p
 
         current = texts["current"]
         assert "**Window open: customers may object or opt in**" in current
-        assert "3 · delivered 2 · undelivered 1 · open cases 1 · activated 0" in current
+        assert (
+            "3 · delivered 2 · undelivered 1 · open cases 1 · opted in 0 · activated 0" in current
+        )
         assert f"**Next:** window closes {closes.astimezone(UTC):%Y-%m-%d %H:%M} UTC" in current
         assert "**Actions:**" in current and "0 waiting" in current
         assert_nothing_personal(texts)
@@ -205,7 +207,7 @@ async def test_a_notice_run_to_completion_says_so(time_skipping_env, pool, smtp_
         texts = await ui_texts(handle)
         assert texts["current"].startswith("**Complete: every customer is settled**")
         assert (
-            "1 · delivered 1 · undelivered 0 · open cases 0 · activated 1 · not settled 0"
+            "1 · delivered 1 · undelivered 0 · open cases 0 · opted in 1 · activated 1 · not settled 0"
             in (texts["current"])
         )
         assert "**Next:**" not in texts["current"]
