@@ -60,7 +60,7 @@ from typing import Any
 
 import httpx
 import psutil
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
@@ -285,7 +285,17 @@ async def history(client: Client, notice_id: str) -> History:
         rounds: dict[int, Round] = {}
         for event in events:
             kind = event.event_type
-            found.events.append((_when(event), EventType.Name(kind).removeprefix("EVENT_TYPE_")))
+            name = EventType.Name(kind).removeprefix("EVENT_TYPE_")
+            if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                cause = event.workflow_task_failed_event_attributes.cause
+                name += (
+                    " ("
+                    + WorkflowTaskFailedCause.Name(cause).removeprefix(
+                        "WORKFLOW_TASK_FAILED_CAUSE_"
+                    )
+                    + ")"
+                )
+            found.events.append((_when(event), name))
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
                 name = event.workflow_execution_signaled_event_attributes.signal_name
                 found.signals.append((_when(event), name))
