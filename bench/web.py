@@ -1,6 +1,6 @@
 """Web benchmark: customers acting through their action pages, as their browsers do.
 
-    python bench/web.py --burst 10000 [--concurrency 50] [--signals 5000] [--sqlite]
+    python bench/web.py --burst 10000 [--concurrency 50] [--signals 5000] [--sqlite] [--profile DIR]
     python bench/web.py --pages ...          (page latency: not built yet, see ``pages`` below)
 
 ``--burst N`` starts the stack of bench/intake.py (embedded PostgreSQL, the Temporal dev server in
@@ -9,7 +9,9 @@ in its own process, imports N customers, creates an opt-in notice, approves it a
 ``window_open`` (all N mailed). Then every customer, ``--concurrency`` at a time, does what its
 browser does with the opt-in link from its mail: GET ``/a/<token>`` (an httpx client with its own
 cookie jar: the CSRF token is bound to the session cookie), reads the opt-in form's hidden fields
-and POSTs them, following no redirect (a 303 to its receipt page is expected). The tokens are
+and POSTs them, following no redirect (a 303 to its receipt page is expected); a request on a
+kept-alive connection the server closed before answering is sent again, as browsers do. The
+customers share one connection pool, not one cookie jar. The tokens are
 signed here with the web's key exactly as the worker signed the mails (``LinkSigner.links_for``
 with the recipient's recorded deadline), so they are the links the customers were sent.
 
@@ -22,15 +24,18 @@ Measured:
 * the signals the web actually sent (``WorkflowExecutionSignaled`` events of the burst, across
   runs; the web coalesces wakes, noticeflow/waker.py) and the worker's intake-sweeper wakes
   among them; the ``process_intake`` rounds (receipts per round, time in the activity, time
-  between rounds); the workflow's history (runs after continue-as-new; events current / all);
+  between rounds) and where a round's time goes (reads, judging, commit + confirmation mail,
+  totals), from the receipts' and the ledger's timestamps; the history events the burst wrote,
+  by type; the workflow's history (runs after continue-as-new; events current / all);
 * correctness: N receipts accepted (channel ``link``), N recipients opted in, N
   ``opt_in_recorded`` events, N confirmations at the sink, no duplicates, every POST a 303 to
   its own receipt;
 * CPU seconds of each process over the burst (worker, web, PostgreSQL, Temporal, sink, this
-  script);
+  script), and per customer; warnings and errors the worker and the web logged meanwhile;
+  with ``--profile DIR``, py-spy's collapsed stacks of the worker and the web;
 * then, once drained, the raw signal rate: ``--signals`` plain ``intake`` wake signals (payload
   ``{}``: a wake that records nothing) sent to the same workflow as fast as ``--concurrency``
-  senders can; the drain rate as a share of it (issue 9's target: >= 50%).
+  senders can, with the CPU it cost; the drain rate as a share of it (issue 9's target: >= 50%).
 
 The per-client rate limit of the action pages (``NOTICEFLOW_LINK_RATE_PER_CLIENT``, 120 a minute
 by default) would refuse the bench, whose customers all come from 127.0.0.1: the web runs with
@@ -201,8 +206,9 @@ class CpuMeter:
 
 
 class Profiler:
-    """``py-spy record`` (collapsed stacks, 100 Hz, non-blocking) of the worker and the web over
-    the burst and its drain, into ``--profile DIR`` (py-spy is not a dependency: put it on PATH)."""
+    """``py-spy record`` of the worker and the web over the burst and its drain, into ``--profile
+    DIR``: collapsed stacks of the thread holding the GIL (so: Python's CPU time), 100 Hz,
+    non-blocking. py-spy is not a dependency: put it on PATH."""
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
@@ -219,7 +225,7 @@ class Profiler:
             assert process is not None
             out = self.directory / f"{name}-{count}.txt"
             command = [spy, "record", "--pid", str(process.pid), "--format", "raw"]
-            command += ["--rate", "100", "--nonblocking", "--output", str(out)]
+            command += ["--rate", "100", "--gil", "--nonblocking", "--output", str(out)]
             log = (self.directory / f"{name}-{count}.log").open("ab")
             self.running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log))
 
