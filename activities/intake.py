@@ -73,6 +73,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 
 CONFIRMATION_SESSIONS = 8  # confirmations mailed at once after a round
+# A round takes receipts as they arrive for up to this long, then hands back to the workflow
+# (which starts the next round at once if any are pending).
+ROUND_SECONDS = 5.0
 
 
 class Refused(Exception):
@@ -160,59 +163,16 @@ class IntakeActivities:
             if written.status == intake.REJECTED and not written.repeat:
                 counts["handled"] += 1
                 counts["rejected"] += 1
-        rows = await pool.fetch(
-            "SELECT * FROM intake WHERE notice_id = $1 AND status = 'pending'"
-            " ORDER BY received_at, seq LIMIT $2",
-            spec.notice_id,
-            request.limit + 1,
-        )
-        more = len(rows) > request.limit  # only pending receipts call for another round at once
-        rows = rows[: request.limit]
-        # Confirmations still owed (mail deferred earlier) ride along, a bounded few per round.
-        rows += await pool.fetch(
-            "SELECT * FROM intake WHERE notice_id = $1 AND status <> 'pending'"
-            " AND mail_due IS NOT NULL ORDER BY seq LIMIT 50",
-            spec.notice_id,
-        )
-        keys = await load_keys(pool, {r["customer_id"] for r in rows if r["customer_id"]})
-        result = IntakeRound(handled=0)
-        changed = deliveries_changed = False
-        notice_action: NoticeAction | None = None
-        owed: list[str] = []
-        chunk = _Chunk(self.deps.pool)
+        loop = asyncio.get_running_loop()
+        await _round_running(pool, spec.notice_id, True)
         try:
-            for row in rows:
-                if row["status"] == intake.PENDING:
-                    if row["action"] in signals.NOTICE_ACTIONS or row["action"] == "resend":
-                        await chunk.commit()  # judged outside the chunk: in receipt order
-                    if row["action"] in signals.NOTICE_ACTIONS:
-                        notice_action = await self._notice_action(row, keys)
-                        if notice_action is not None:
-                            more = True
-                            break
-                        continue  # rejected: its payload could not be read
-                    connection = None if row["action"] == "resend" else await chunk.connection()
-                    judged = await self._judge(spec, request.phase, row, keys, connection)
-                    if judged.status == intake.PENDING:
-                        result = result.model_copy(update={"deferred": result.deferred + 1})
-                        continue
-                    counts["handled"] += 1
-                    counts["accepted" if judged.status == intake.ACCEPTED else "rejected"] += (
-                        judged.status != intake.DUPLICATE
-                    )
-                    changed |= judged.changed and judged.status == intake.ACCEPTED
-                    deliveries_changed |= judged.deliveries_changed
-                    if judged.mail is None:
-                        activity.heartbeat(row["seq"])
-                        continue
-                owed.append(row["receipt_id"])
-                activity.heartbeat(row["seq"])
-            await chunk.commit()
-        finally:
-            await chunk.close()  # a fault before the commit rolls the chunk back: still pending
-        # Judging never waits for mail: the round's confirmations go out after it, a few SMTP
-        # sessions at a time (each through the ledger under its own kind, so nothing twice).
-        await self._mail_owed(spec, owed)
+            more, notice_action, changed, deliveries_changed, result = await self._passes(
+                spec, request, counts, loop.time() + ROUND_SECONDS
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):  # signals resume; the retry marks it again
+                await _round_running(pool, spec.notice_id, False)
+            raise
         totals = await read_totals(pool, spec.notice_id)
         return result.model_copy(
             update={
@@ -224,6 +184,87 @@ class IntakeActivities:
                 "totals": totals,
             }
         )
+
+    async def _passes(
+        self, spec: NoticeSpec, request: IntakeRequest, counts: dict[str, int], give_up: float
+    ) -> tuple[bool, NoticeAction | None, bool, bool, IntakeRound]:
+        """A round keeps taking receipts while they arrive (a burst of customer links): each pass
+        judges what is pending now; the web does not signal a notice whose round is running."""
+        pool = self.deps.pool
+        loop = asyncio.get_running_loop()
+        result = IntakeRound(handled=0)
+        changed = deliveries_changed = False
+        notice_action: NoticeAction | None = None
+        more = False
+        taken = 0
+        while True:
+            rows = await pool.fetch(
+                "SELECT * FROM intake WHERE notice_id = $1 AND status = 'pending'"
+                " ORDER BY received_at, seq LIMIT $2",
+                spec.notice_id,
+                request.limit + 1,
+            )
+            more = len(rows) > request.limit  # only pending receipts call for another round
+            rows = rows[: request.limit]
+            # Confirmations still owed (mail deferred earlier) ride along, a bounded few per pass.
+            if taken == 0:  # once per round: a confirmation deferred by SMTP is not retried hot
+                rows += await pool.fetch(
+                    "SELECT * FROM intake WHERE notice_id = $1 AND status <> 'pending'"
+                    " AND mail_due IS NOT NULL ORDER BY seq LIMIT 50",
+                    spec.notice_id,
+                )
+            if not rows:
+                # Nothing left: say so first, then look once more. A receipt written before the
+                # web read "running" is seen by this look; one written after it is signalled.
+                await _round_running(pool, spec.notice_id, False)
+                more = await _any_pending(pool, spec.notice_id)
+                break
+            keys = await load_keys(pool, {r["customer_id"] for r in rows if r["customer_id"]})
+            owed: list[str] = []
+            chunk = _Chunk(self.deps.pool)
+            deferred_before = result.deferred
+            try:
+                for row in rows:
+                    if row["status"] == intake.PENDING:
+                        if row["action"] in signals.NOTICE_ACTIONS or row["action"] == "resend":
+                            await chunk.commit()  # judged outside the chunk: in receipt order
+                        if row["action"] in signals.NOTICE_ACTIONS:
+                            notice_action = await self._notice_action(row, keys)
+                            if notice_action is not None:
+                                more = True
+                                break
+                            continue  # rejected: its payload could not be read
+                        connection = None if row["action"] == "resend" else await chunk.connection()
+                        judged = await self._judge(spec, request.phase, row, keys, connection)
+                        if judged.status == intake.PENDING:
+                            result = result.model_copy(update={"deferred": result.deferred + 1})
+                            continue
+                        counts["handled"] += 1
+                        counts["accepted" if judged.status == intake.ACCEPTED else "rejected"] += (
+                            judged.status != intake.DUPLICATE
+                        )
+                        changed |= judged.changed and judged.status == intake.ACCEPTED
+                        deliveries_changed |= judged.deliveries_changed
+                        if judged.mail is None:
+                            activity.heartbeat(row["seq"])
+                            continue
+                    owed.append(row["receipt_id"])
+                    activity.heartbeat(row["seq"])
+                await chunk.commit()
+            finally:
+                await chunk.close()  # a fault before the commit rolls the chunk back: pending
+            # Judging never waits for mail: the pass's confirmations go out after it, a few SMTP
+            # sessions at a time (each through the ledger under its own kind: nothing twice).
+            await self._mail_owed(spec, owed)
+            taken += len(rows)
+            if result.deferred > deferred_before:  # waiting for the audience snapshot
+                await _round_running(pool, spec.notice_id, False)
+                break  # `more` only when the limit cut the pass: deferred ones wait
+            if notice_action is not None or loop.time() >= give_up:
+                await _round_running(pool, spec.notice_id, False)
+                more = more or notice_action is not None or await _any_pending(pool, spec.notice_id)
+                break
+        return more, notice_action, changed, deliveries_changed, result
 
     async def _notice_action(
         self, row: asyncpg.Record, keys: dict[str, bytes]
@@ -825,3 +866,23 @@ class _Chunk:
             if self._connection is not None:
                 connection, self._connection = self._connection, None
                 await self.pool.release(connection)
+
+
+async def _round_running(pool: asyncpg.Pool, notice_id: str, running: bool) -> None:
+    """Mark (or clear) the notice's intake round as running: while it runs, the web does not
+    signal the notice for a new receipt (noticeflow/waker.py), the round takes it."""
+    await pool.execute(
+        "UPDATE notices SET intake_round_at = CASE WHEN $2 THEN clock_timestamp() END"
+        " WHERE notice_id = $1",
+        notice_id,
+        running,
+    )
+
+
+async def _any_pending(pool: asyncpg.Pool, notice_id: str) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM intake WHERE notice_id = $1 AND status = 'pending')",
+            notice_id,
+        )
+    )

@@ -7,7 +7,8 @@ written while it flies share one trailing signal, sent once it has landed (a sig
 earlier may have reached a round that read the intake before they were written, hence the
 trailing one). Under a burst of thousands of customer link posts the workflow's history grows by
 a few signals per round instead of one per action, and the web's posts do not queue behind
-Temporal round trips. The worker's sweeper remains the safety net for a signal that fails.
+Temporal round trips. While the notice's intake round runs (it keeps taking receipts as they
+arrive), no signal is needed at all. The worker's sweeper remains the safety net for a signal that fails.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
@@ -23,6 +25,9 @@ from temporalio.service import RPCError
 from noticeflow import control
 from noticeflow.contracts import TASK_QUEUE
 from noticeflow.domain.signals import WAKE_SIGNAL
+
+# A mark older than this is stale (the round's worker died): signal as usual.
+ROUND_MARK_FRESH = timedelta(seconds=30)
 
 
 @dataclass
@@ -43,9 +48,32 @@ class Waker:
         self._task_queue = task_queue
         self._notices: dict[str, _Notice] = {}
         self.signals_sent = 0
+        self.skipped = 0
+
+    async def _round_running(self, notice_id: str) -> bool:
+        """Whether the notice's intake round runs now (activities/intake.py marks it). The round
+        clears the mark and then looks for pending receipts once more, so a receipt written
+        before this read is taken by the round, and one written after it finds no mark."""
+        if self._pool is None:
+            return False
+        try:
+            return bool(
+                await self._pool.fetchval(
+                    "SELECT intake_round_at > clock_timestamp() - $2::interval FROM notices"
+                    " WHERE notice_id = $1",
+                    notice_id,
+                    ROUND_MARK_FRESH,
+                )
+            )
+        except Exception:  # cannot tell: signal, which is always safe
+            return False
 
     async def wake(self, notice_id: str, signal: str, receipt_id: str | None) -> str | None:
-        """Make sure the notice is signalled after this call began; None, or why it was not."""
+        """Make sure the notice is signalled after this call began, unless its intake round is
+        running (that round takes the receipt); None, or why it was not woken."""
+        if await self._round_running(notice_id):
+            self.skipped += 1
+            return None
         entry = self._notices.setdefault(notice_id, _Notice())
         if entry.flying is None or entry.flying.done():
             entry.flying = asyncio.create_task(self._send(notice_id, signal, receipt_id))
