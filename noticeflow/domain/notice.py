@@ -141,7 +141,7 @@ ObjectionWindow = Annotated[Duration, AfterValidator(_window_bounds)]
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
-def _effective_bounds(value: datetime) -> datetime:
+def effective_bounds(value: datetime) -> datetime:
     if not EARLIEST_EFFECTIVE <= value < LATEST_EFFECTIVE:
         raise PydanticCustomError(
             "date_range", "must be between 2000 and 2100, not {value}", {"value": value.isoformat()}
@@ -211,7 +211,7 @@ class NoticeSpec(BaseModel):
     transfer_mechanism: Annotated[str, single_line(1000)]
     opt_in: bool = False
     objection_window: ObjectionWindow = timedelta(days=21)
-    effective_at: Annotated[AwareDatetime, AfterValidator(_effective_bounds)]
+    effective_at: Annotated[AwareDatetime, AfterValidator(effective_bounds)]
     audience: Audience = Field(default_factory=Audience)
     # remind customers who have not acted, this long before their deadline
     reminder_before: PositiveDuration | None = None

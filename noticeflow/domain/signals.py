@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from noticeflow.domain.notice import effective_bounds
 from noticeflow.domain.rules import Outcome
 from noticeflow.domain.text import FreeText, Identifier, SingleLine, free_text
 
@@ -78,7 +79,9 @@ class RevokeOptIn(OptIn):
 
 
 class Postpone(_Payload):
-    effective_at: AwareDatetime
+    # The same bounds as a notice's own date: a postponement the notice could not carry would
+    # fail every later step (a recorded rejection instead).
+    effective_at: Annotated[AwareDatetime, AfterValidator(effective_bounds)]
     by: Who
 
 

@@ -27,9 +27,9 @@ from noticeflow import control, repository
 from noticeflow.domain import signals
 from noticeflow.domain.rules import Phase
 from noticeflow.users import ACTION_ROLES, Role, User
-from noticeflow.web import queries
+from noticeflow.web import csrf, queries
 from noticeflow.web.auth import require
-from noticeflow.web.context import Web, get_web
+from noticeflow.web.context import Web, get_web, token_may_not
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api", tags=["notices"])
@@ -357,7 +357,12 @@ async def api_action(
     user: User = Depends(require(Role.viewer)),
     web: Web = Depends(get_web),
 ) -> JSONResponse | Response:
-    """Record an action in the intake of record and hand it to the notice's workflow."""
+    """Record an action in the intake of record and hand it to the notice's workflow.
+
+    Scripts send the bearer token. A signed-in browser session must also send its CSRF token in
+    the `X-CSRF-Token` header (a cookie alone acts on nothing)."""
+    if user.via != "token":
+        csrf.check(request, request.headers.get("x-csrf-token"))
     needed = ACTION_ROLES.get(action)
     if needed is None:
         raise HTTPException(404, f"no action {action[:40]!r} (one of {', '.join(ACTION_ROLES)})")
@@ -365,6 +370,10 @@ async def api_action(
         raise HTTPException(
             403, f"{action} needs the {needed.value} role; you are {user.role.value}"
         )
+    await repository.notice_row(web.pool, notice_id)  # a clear "no notice" (404) first
+    refusal = token_may_not(user, action)
+    if refusal:
+        raise HTTPException(403, refusal)
     body = dict(payload)
     body["by"] = user.name
     if "channel" in signals.SIGNAL_PAYLOADS[action].model_fields:

@@ -25,6 +25,7 @@ from noticeflow.domain.errors import InputError
 from noticeflow.links import LinkSigner
 from noticeflow.web import auth
 from noticeflow.web.context import Web, make_templates
+from noticeflow.web.guard import Guard
 from noticeflow.web.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
@@ -78,7 +79,7 @@ def create_app(
         version="1",
         summary="Sub-processor notices: dashboard, JSON API and customer action pages",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load from a CDN: the schema is at /api/openapi.json
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -102,8 +103,12 @@ def create_app(
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
             " frame-ancestors 'none'; form-action 'self'",
         )
-        if request.url.path.startswith("/a/"):
+        if not request.url.path.startswith("/static/"):
+            # Personal pages, signed-in pages and API answers: never kept by a browser or proxy
+            # (the back button after signing out shows nothing).
             response.headers["Cache-Control"] = "no-store"
+        if settings.public_url.startswith("https://"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     _error_handlers(app)
@@ -115,6 +120,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(ops.router)
     ops.instrument(app)  # request counts and durations by route template, for /metrics
+    app.add_middleware(Guard)  # outermost: NUL bytes, body size, and no traceback on a crash
     app.mount("/static", StaticFiles(packages=[("noticeflow.web", "static")]), name="static")
     return app
 
@@ -158,6 +164,13 @@ def _error_handlers(app: FastAPI) -> None:
     async def input_error(request: Request, error: InputError) -> Response:
         text = str(error)
         return _error(request, 404 if text.startswith("no notice") else 400, text)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def unstorable(request: Request, error: asyncpg.DataError) -> Response:
+        # e.g. a NUL byte inside a decoded cursor: PostgreSQL cannot even compare it
+        return _error(
+            request, 400, "The request holds characters or values that cannot be used here."
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:

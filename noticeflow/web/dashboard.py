@@ -22,11 +22,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from noticeflow import control
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.rules import Outcome
+from noticeflow.domain.signals import same_person
 from noticeflow.intake import Receipt
 from noticeflow.users import ACTION_ROLES, Role, User
 from noticeflow.web import chart, csrf, queries
 from noticeflow.web.auth import require
-from noticeflow.web.context import Web, get_web
+from noticeflow.web.context import Web, get_web, token_may_not
 
 log = structlog.get_logger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -192,11 +193,16 @@ def _workflow_url(web: Web, notice_id: str) -> str | None:
     return f"{base.rstrip('/')}/namespaces/{web.settings.temporal_namespace}/workflows/notice-{notice_id}"
 
 
-def _offered(user: User, phase: str) -> dict[str, bool]:
-    return {
-        action: user.role.allows(ACTION_ROLES[action]) and phase in phases
+def _offered(user: User, phase: str, author: str | None = None) -> dict[str, bool]:
+    offered = {
+        action: user.role.allows(ACTION_ROLES[action])
+        and phase in phases
+        and token_may_not(user, action) is None
         for action, phases in PAGE_ACTIONS.items()
     }
+    if author is not None and same_person(author, user.name):
+        offered["approve"] = False  # four eyes: the author is not offered what would be refused
+    return offered
 
 
 @router.get("/notices/{notice_id}", response_class=HTMLResponse)
@@ -210,7 +216,7 @@ async def notice_page(
 ) -> Response:
     context = await _live_context(web, notice_id, request, before=before)
     flash = request.session.pop("flash", None) if "session" in request.scope else None
-    offered = _offered(user, context["notice"]["phase"])
+    offered = _offered(user, context["notice"]["phase"], context["notice"].get("author"))
     return web.render(
         request,
         "notice.html",
@@ -380,6 +386,9 @@ async def notice_action(
         raise HTTPException(
             403, f"{action} needs the {needed.value} role; you are {user.role.value}"
         )
+    refusal = token_may_not(user, action)
+    if refusal:
+        raise HTTPException(403, refusal)
     await queries.notice(web.pool, notice_id)  # a clear "no notice"
     back = f"/notices/{notice_id}"
     payload, problems = _form_payload(action, form, user)

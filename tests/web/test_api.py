@@ -10,6 +10,7 @@ from typing import Any
 from noticeflow import control, repository
 from noticeflow.cli import _json_default
 from noticeflow.web.api import CustomerPage, EventPage, NoticeDetail, NoticeList, ReceiptOut
+from tests.web.conftest import csrf_of
 from tests.web.test_dashboard import assert_no_personal_data, caught_up, settled_read_models, spec
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -213,17 +214,24 @@ async def test_actions_answer_their_receipts(web_stack):
         assert pending.json()["status"] == "pending"
         assert pending.json()["pending_because"] == "no worker has judged it yet"
 
-        # `by` is the caller's identity, whatever the payload says: alice wrote api-draft, and
-        # the token's approval in her name is the token's, so four eyes holds and it is accepted.
-        approved = await api.post("/api/notices/api-draft/actions/approve", json={"by": "alice"})
-        assert approved.status_code == 200, approved.text
-        await settled_read_models(web_stack, "api-draft", approved_by="api-token")
-        bodies.append(approved.text)
+        # The bearer token does not approve: four eyes needs two named people.
+        refused = await api.post("/api/notices/api-draft/actions/approve", json={"by": "alice"})
+        assert refused.status_code == 403 and "signed-in person" in refused.json()["error"]
 
-    # Roles: a viewer reads but does not act; an operator does not approve.
+    # Roles: a viewer reads but does not act; an operator does not approve. A signed-in session
+    # sends its CSRF token in a header.
     vera = await web_stack.signed_in("vera")
     alice = await web_stack.signed_in("alice")
+    bob = await web_stack.signed_in("bob")
+    for http in (vera, alice, bob):
+        http.headers["X-CSRF-Token"] = csrf_of((await http.get("/")).text)
     try:
+        # `by` is the caller's identity, whatever the payload says: alice wrote api-draft, and
+        # bob's approval in her name is bob's, so four eyes holds and it is accepted.
+        approved = await bob.post("/api/notices/api-draft/actions/approve", json={"by": "alice"})
+        assert approved.status_code == 200, approved.text
+        await settled_read_models(web_stack, "api-draft", approved_by="bob")
+        bodies.append(approved.text)
         refused = await vera.post(
             "/api/notices/api-act/actions/opt_in", json={"customer_id": "acme"}
         )
@@ -245,4 +253,5 @@ async def test_actions_answer_their_receipts(web_stack):
     finally:
         await vera.aclose()
         await alice.aclose()
+        await bob.aclose()
     assert_no_personal_data(*bodies)

@@ -38,7 +38,6 @@ def _one_line_error(output: str) -> None:
     assert output.strip().count("\n") == 0, output
 
 
-@OPEN
 async def test_a_postponement_past_2100_is_rejected_and_the_notice_keeps_working(web_stack):
     # Found: the workflow took it, then its postponement mail's activity could not decode the
     # notice (effective_at must be 2000..2100) and retried for ever; every later action on the
@@ -59,7 +58,6 @@ async def test_a_postponement_past_2100_is_rejected_and_the_notice_keeps_working
         assert after.json()["status"] == "accepted"
 
 
-@OPEN
 async def test_nul_bytes_in_queries_paths_and_cursors_are_a_clear_4xx(web_stack):
     # Found: PostgreSQL refuses U+0000 in text, and the web answered 500 (with a traceback on
     # stderr and the keep-alive connection reset) instead of saying what is wrong.
@@ -78,7 +76,6 @@ async def test_nul_bytes_in_queries_paths_and_cursors_are_a_clear_4xx(web_stack)
         assert 400 <= posted.status_code < 500, posted.status_code
 
 
-@OPEN
 async def test_the_api_does_not_take_a_cookie_session_post_without_a_csrf_token(web_stack):
     # Found: a signed-in approver's session cookie alone approved a notice through the JSON API,
     # with the body a plain HTML form sends (form-encoded, empty) and a foreign Origin: any page
