@@ -124,3 +124,27 @@ def test_a_fingerprint_names_a_token_without_revealing_it():
     token = SIGNER.token(LINK)
     assert len(fingerprint(token)) == 12 and fingerprint(token) not in token
     assert fingerprint(token) == fingerprint(token) != fingerprint(flip(token, 3))
+
+
+def test_one_link_has_one_spelling():
+    """The last base64 character of a part has unused low bits: a twin spelling verifies under
+    itsdangerous alone; here it is refused, so one link has one rate-limit key and fingerprint."""
+    import string
+
+    from noticeflow.links import ActionLink, InvalidLink, LinkAction, LinkSigner
+
+    signer = LinkSigner("k" * 32, "https://x.example")
+    token = signer.token(
+        ActionLink("n1", "acme", LinkAction.object, datetime(2030, 1, 1, tzinfo=UTC))
+    )
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    last = token[-1]
+    twins = [
+        c for c in alphabet if c != last and alphabet.index(c) >> 2 == alphabet.index(last) >> 2
+    ]
+    assert twins, "the signature's last character has spare bits"
+    for twin in twins:
+        with pytest.raises(InvalidLink) as refused:
+            signer.read(token[:-1] + twin)
+        assert refused.value.kind == "malformed"
+    assert signer.read(token).customer_id == "acme"

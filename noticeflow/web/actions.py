@@ -471,10 +471,13 @@ def reason_problems(text: str) -> tuple[str, list[str]]:
 def _form_key(standing: Standing, action: str, nonce: str, reason: str) -> str:
     """The idempotency key of one form submission: the page's nonce, and for an objection a keyed
     digest of its words (the same form sent twice is one receipt; edited words are a new one)."""
+    # Keys are the notice's, so a key names its customer: a nonce copied from another
+    # customer's page can never meet (or reveal) that customer's receipt.
+    who = hmac.new(standing.key, b"link-who\x1f" + nonce.encode(), hashlib.sha256).hexdigest()[:8]
     if action != "object":
-        return f"link-{nonce}"
+        return f"link-{nonce}-{who}"
     digest = hmac.new(standing.key, b"link-form\x1f" + reason.encode(), hashlib.sha256)
-    return f"link-{nonce}-{digest.hexdigest()[:16]}"
+    return f"link-{nonce}-{who}-{digest.hexdigest()[:16]}"
 
 
 def _receipt_path(request: Request, token: str, receipt_id: str) -> str:
