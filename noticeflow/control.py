@@ -34,7 +34,7 @@ from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Phase
 from noticeflow.domain.signals import WAKE_SIGNAL
-from noticeflow.temporal import static_details, static_summary
+from noticeflow.domain.summaries import static_details, static_summary
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,9 @@
-"""Connecting to Temporal with the pydantic data converter (plain JSON payloads), the worker's
-metrics runtime, and what the Temporal Web UI shows about a notice when its workflow starts."""
+"""Connecting to Temporal with the pydantic data converter (plain JSON payloads) and the worker's
+metrics runtime. What the Temporal Web UI shows about a notice is noticeflow/domain/summaries.py
+(pure: the workflow uses it too)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client
@@ -15,7 +15,7 @@ from noticeflow.config import Settings
 from noticeflow.domain.errors import InputError
 
 if TYPE_CHECKING:
-    from noticeflow.domain.notice import NoticeSpec
+    pass
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -54,56 +54,6 @@ def metrics_runtime(bind_address: str) -> Runtime:
 # --- the Temporal Web UI: what a notice's workflow says about itself --------------------------
 # Counts, ids, dates and the sub-processor's legal name only: never a contact, a person's name
 # or free text (the workflow's own summaries and details are in workflows/notice.py).
-
-
-def utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def md(text: str) -> str:
-    """Plain text inside Temporal markdown (a legal name may hold * or _)."""
-    return "".join("\\" + ch if ch in "\\`*_[]<>#|" else ch for ch in text)
-
-
-def _listed(values: list[str], most: int = 12) -> str:
-    shown = ", ".join(md(value[:60]) for value in values[:most])
-    return shown + (f" and {len(values) - most:,} more" if len(values) > most else "")
-
-
-def static_summary(spec: NoticeSpec) -> str:
-    """One line, set when the workflow starts: the sub-processor, the notice and its date."""
-    return (
-        f"{spec.subprocessor[:80]} · notice {spec.notice_id} · effective {utc(spec.effective_at)}"
-    )
-
-
-def static_details(spec: NoticeSpec, *, restarted: bool = False) -> str:
-    """Markdown, set when the workflow starts: the notice's fixed terms (no text, no people)."""
-    from noticeflow.domain.notice import iso_duration
-
-    audience = spec.audience
-    filters = [
-        *([f"regions {_listed(audience.regions)}"] if audience.regions else []),
-        *([f"services {_listed(audience.services)}"] if audience.services else []),
-        *([f"{len(audience.customers):,} named customers"] if audience.customers else []),
-    ]
-    lines = [
-        f"- **Sub-processor:** {md(spec.subprocessor)} ({md(spec.subprocessor_location[:200])})",
-        f"- **Notice:** `{spec.notice_id}`",
-        f"- **Effective:** {utc(spec.effective_at)}",
-        f"- **Objection window:** {iso_duration(spec.objection_window)} from each customer's"
-        " delivery (or its contract's, if longer)",
-        f"- **Opt-in:** {'yes: only customers who opt in are activated' if spec.opt_in else 'no'}",
-        f"- **Audience:** selected at approval ({'; '.join(filters) or 'all customers'})",
-    ]
-    if restarted:
-        lines.append(
-            "- **This run:** started after the notice completed, to judge an action received"
-            " later (a late objection, a revoked opt-in...)"
-        )
-    lines.append("")
-    lines.append("Phase, counts and the next deadline: see *current details*.")
-    return "\n".join(lines)
 
 
 async def register_search_attributes(client: Client) -> None:

@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from noticeflow.domain import signals
     from noticeflow.domain.rules import Phase
-    from noticeflow.temporal import md, utc
+    from noticeflow.domain.summaries import md, utc
     from workflows import search_attributes as sa
 
 SHORT = timedelta(minutes=2)
