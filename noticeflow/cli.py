@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -113,7 +114,16 @@ def _json_default(value: Any) -> Any:
 
 
 def settings_for(data_dir: Path | None) -> Settings:
-    return load_settings(data_dir)
+    try:
+        return load_settings(data_dir)
+    except InputError as error:  # name the variable people set, not the field it fills
+        raise InputError(
+            re.sub(
+                r"(?m)(^configuration(?: \(\d+ problems\))?:\s*|^  )([a-z][a-z_]*)(?=:| item)",
+                lambda m: m.group(1) + "NOTICEFLOW_" + m.group(2).upper(),
+                str(error),
+            )
+        ) from None
 
 
 @asynccontextmanager
@@ -177,7 +187,8 @@ def web(
         str | None, typer.Option("--host", help="Address to listen on (NOTICEFLOW_WEB_HOST).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port (NOTICEFLOW_WEB_PORT, default 8080).")
+        str | None,
+        typer.Option("--port", metavar="PORT", help="Port (NOTICEFLOW_WEB_PORT, default 8080)."),
     ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -185,34 +196,158 @@ def web(
     from noticeflow.logging import configure_logging
     from noticeflow.web.app import serve
 
-    overrides: dict[str, Any] = {}
-    if host:
-        overrides["web_host"] = host
-    if port is not None:
-        overrides["web_port"] = port
-    settings = settings_for(data_dir).model_copy(update=overrides)
-    settings.require_database_url()
+    settings = _web_settings(host, port, data_dir)
+    address = _host_port(settings.web_host, settings.web_port)
     configure_logging()
 
     async def go() -> None:
         import signal
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        started: asyncio.Future[str] = loop.create_future()
-        task = asyncio.create_task(serve(settings, stop, started=started))
+        # Both checked before serving, and both problems told at once.
+        problems = [p for p in (await _cannot_listen(settings),) if p]
+        pool, problem = await _open_web_database(settings)
+        problems += [problem] if problem else []
+        if problems:
+            if pool is not None:
+                await pool.close()
+            raise InputError("; ".join(problems))
+        assert pool is not None
         try:
-            address = await started
-        except Exception as error:
-            raise InputError(
-                f"could not listen on {settings.web_host}:{settings.web_port} ({error})"
-            ) from None
-        typer.echo(f"noticeflow web on {address} (Ctrl-C stops it)", err=True)
-        await task
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            loop.set_exception_handler(_quiet_about_uvicorn_exit)
+            started: asyncio.Future[str] = loop.create_future()
+            task = asyncio.create_task(serve(settings, stop, pool=pool, started=started))
+            try:
+                url = await started
+            except Exception as error:
+                raise InputError(f"could not listen on {address} ({error})") from None
+            typer.echo(f"noticeflow web on {url} (Ctrl-C stops it)", err=True)
+            await task
+        finally:
+            await pool.close()
 
-    run(go())
+    try:
+        run(go())
+    except SystemExit as exit_:
+        # uvicorn exits the process when it cannot bind (another process took the port since
+        # the check above); it has logged why.
+        if exit_.code in (0, None):
+            raise
+        fail(f"could not listen on {address} (see the line above)")
+
+
+def _quiet_about_uvicorn_exit(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """uvicorn's task ends in SystemExit when it cannot bind: said in one line, not a trace."""
+    if not isinstance(context.get("exception"), SystemExit):
+        loop.default_exception_handler(context)
+
+
+def _web_settings(host: str | None, port: str | None, data_dir: Path | None) -> Settings:
+    """The web's settings, or one line naming every problem with them."""
+    from noticeflow.config import DEV_SECRET_KEY
+
+    problems: list[str] = []
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        if host.strip():
+            overrides["web_host"] = host.strip()
+        else:
+            problems.append("--host: give an address to listen on, e.g. 127.0.0.1")
+    if port is not None:
+        text = port.strip()
+        if text.isascii() and text.isdigit() and int(text) <= 65535:
+            overrides["web_port"] = int(text)
+        else:
+            problems.append(f"--port: {port[:20]!r} is not a port number (0-65535)")
+    try:
+        settings = settings_for(data_dir).model_copy(update=overrides)
+    except InputError as error:
+        problems.append(_one_line(str(error)))
+        fail("; ".join(problems))
+        raise AssertionError("unreachable") from None
+    if settings.secret_key == DEV_SECRET_KEY:
+        problems.append(
+            "NOTICEFLOW_SECRET_KEY is not set, and the public development key would sign"
+            " sessions and customers' links: set it to a long random secret (e.g. the output of"
+            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or run the web"
+            " under `noticeflow up`, whose data dir has its own key"
+        )
+    if not settings.database_url:
+        problems.append(
+            "no database: set NOTICEFLOW_DATABASE_URL, or run `noticeflow up` with the same data"
+            f" dir ({settings.data_dir})"
+        )
+    if problems:
+        fail("; ".join(problems))
+    return settings
+
+
+def _one_line(message: str) -> str:
+    """A block of problems ("what (2 problems):" and one indented line each) as one line."""
+    head, *rest = message.splitlines() or [""]
+    if not rest:
+        return head
+    return head.rstrip(":") + ": " + "; ".join(line.strip() for line in rest if line.strip())
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _cannot_listen(settings: Settings) -> str | None:
+    """Why the web could not listen where it is told to, or None. Binds the way uvicorn does
+    (asyncio's create_server), then lets go: uvicorn itself would exit the process instead."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_server(asyncio.Protocol, settings.web_host, settings.web_port)
+    except OSError as error:
+        if isinstance(error, socket.gaierror) or not error.errno:
+            reason = error.strerror or str(error)
+        else:
+            reason = os.strerror(error.errno)
+        where = _host_port(settings.web_host, settings.web_port)
+        return f"could not listen on {where} ({reason[:1].lower()}{reason[1:]})"
+    server.close()
+    await server.wait_closed()
+    return None
+
+
+async def _open_web_database(settings: Settings) -> tuple[asyncpg.Pool | None, str | None]:
+    """The web's pool, or why there is none (unreachable, refused, an invalid URL, an old
+    schema) in one line, with no password in it."""
+    from urllib.parse import urlsplit
+
+    url = settings.require_database_url()
+    try:
+        secret = urlsplit(url).password
+    except ValueError:
+        secret = None
+    try:
+        pool = await asyncio.wait_for(db.create_pool(url, max_size=10), timeout=20)
+    except TimeoutError:
+        return None, "cannot open the database: no answer within 20 s (NOTICEFLOW_DATABASE_URL)"
+    except Exception as error:  # a bad URL is a ValueError, refusals are OSError / PostgresError
+        text = " ".join(str(error).split()) or type(error).__name__
+        if secret:
+            text = text.replace(secret, "***")
+        return None, f"cannot open the database (NOTICEFLOW_DATABASE_URL): {text[:300]}"
+    try:
+        applied = {row[0] for row in await pool.fetch("SELECT version FROM schema_migrations")}
+    except asyncpg.UndefinedTableError:
+        applied = set()
+    missing = [name for version, name, _ in db._migrations() if version not in applied]
+    if missing:
+        await pool.close()
+        return None, (
+            f"the database schema is not up to date (missing {', '.join(missing)}):"
+            " run `noticeflow db upgrade`"
+        )
+    return pool, None
 
 
 ROLE_HELP = "viewer (reads), operator (acts on cases and customers), approver (also approves)"
@@ -226,7 +361,11 @@ def users_add(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     replace: Annotated[
-        bool, typer.Option("--replace", help="Reset the role and password of an existing user.")
+        bool,
+        typer.Option(
+            "--replace",
+            help="Reset the role and password of an existing user (ends its open sessions).",
+        ),
     ] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -234,32 +373,52 @@ def users_add(
     """Add a dashboard account; the password is asked for (or read with --password-stdin)."""
     from noticeflow import users
 
+    problems = []
+    chosen: users.Role | None = None
     try:
         chosen = users.Role(role)
     except ValueError:
-        fail(f"--role: {role!r} is not one of viewer, operator, approver")
-    users.check_name(name)
+        problems.append(f"--role: {role[:40]!r} is not one of viewer, operator, approver")
+    try:
+        users.check_name(name)
+    except InputError as error:
+        problems.append(str(error))
+    if problems or chosen is None:  # before asking for a password that would be of no use
+        fail("; ".join(problems))
+        return
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    users.check_password(password)
+    try:
+        users.check_password(password)
+    except InputError as error:
+        fail(str(error))
+    role_chosen = chosen
 
-    async def go() -> bool:
+    async def go() -> tuple[bool, int]:
         async with database(settings_for(data_dir)) as pool:
-            return await users.add_user(pool, name, chosen, password, replace=replace)
+            created = await users.add_user(pool, name, role_chosen, password, replace=replace)
+            # A reset (perhaps the old password is known to someone): its sessions end.
+            ended = 0 if created else await users.revoke_sessions(pool, name)
+            return created, ended
 
-    created = run(go())
+    created, ended = run(go())
     emit(
-        {"name": name, "role": chosen.value, "created": created},
+        {"name": name, "role": role_chosen.value, "created": created, "sessions_ended": ended},
         as_json,
-        f"user {name} {'added' if created else 'reset'} as {chosen.value}",
+        f"user {name} {'added' if created else 'reset'} as {role_chosen.value}"
+        + (f" ({_sessions(ended)} ended)" if ended else ""),
     )
+
+
+def _sessions(count: int) -> str:
+    return f"{count} open session{'' if count == 1 else 's'}"
 
 
 @users_app.command("list")
 def users_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Dashboard accounts and their roles (never their password hashes)."""
+    """Dashboard accounts, their roles and open sessions (never their password hashes)."""
     from noticeflow import users
 
     async def go() -> list[dict[str, Any]]:
@@ -267,7 +426,54 @@ def users_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
             return await users.list_users(pool)
 
     rows = run(go())
-    emit(rows, as_json, lambda: _table(rows, ["name", "role", "created_at", "disabled"]))
+    emit(
+        rows, as_json, lambda: _table(rows, ["name", "role", "created_at", "disabled", "sessions"])
+    )
+
+
+@users_app.command("disable")
+def users_disable(
+    name: Annotated[str, typer.Argument(help="User name of a local account.")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Disable a local account: it can no longer sign in, and its open sessions end now.
+    `users add NAME --replace` enables it again with a new password."""
+    from noticeflow import users
+
+    async def go() -> int:
+        async with database(settings_for(data_dir)) as pool:
+            return await users.disable_user(pool, name)
+
+    ended = run(go())
+    emit(
+        {"name": name, "disabled": True, "sessions_ended": ended},
+        as_json,
+        f"user {name} disabled ({_sessions(ended)} ended)",
+    )
+
+
+@users_app.command("remove")
+def users_remove(
+    name: Annotated[str, typer.Argument(help="User name (a local account or an OIDC user).")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a local account and end every open session of that name (an OpenID Connect
+    user's too; also remove them at the identity provider). Their past actions keep their name."""
+    from noticeflow import users
+
+    async def go() -> tuple[bool, int]:
+        async with database(settings_for(data_dir)) as pool:
+            return await users.remove_user(pool, name)
+
+    removed, ended = run(go())
+    what = "removed" if removed else "has no local account"
+    emit(
+        {"name": name, "removed": removed, "sessions_ended": ended},
+        as_json,
+        f"user {name} {what} ({_sessions(ended)} ended)",
+    )
 
 
 @db_app.command("upgrade")
@@ -817,6 +1023,21 @@ def main() -> None:
         code: object = 130
     except SystemExit as done:
         code = done.code
+    except InputError as error:  # bad input found outside run(): still one line, never a trace
+        typer.echo(f"error: {error}", err=True)
+        code = 2
+    except Failure as error:
+        typer.echo(f"error: {error}", err=True)
+        code = 1
+    except Exception as error:
+        if os.environ.get("NOTICEFLOW_DEBUG"):
+            traceback.print_exc()
+        text = " ".join(str(error).split())
+        typer.echo(
+            f"error: unexpected {type(error).__name__}: {text} (NOTICEFLOW_DEBUG=1 shows details)",
+            err=True,
+        )
+        code = 70
     else:
         code = 0
     _exit(code)

@@ -25,7 +25,14 @@ def token(request: Request) -> str:
 
 def check(request: Request, submitted: str | None) -> None:
     expected = request.session.get("csrf") if "session" in request.scope else None
-    if not expected or not submitted or not hmac.compare_digest(str(expected), submitted):
+    # Bytes, not str: compare_digest refuses a str with non-ASCII characters (a 500, not a 403).
+    if (
+        not isinstance(expected, str)
+        or not expected
+        or not isinstance(submitted, str)
+        or not submitted
+        or not hmac.compare_digest(expected.encode(), submitted.encode("utf-8", "replace"))
+    ):
         raise HTTPException(
             403,
             "This form has expired or did not come from this site. Go back, reload the page"

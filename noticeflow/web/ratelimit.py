@@ -29,3 +29,12 @@ class RateLimiter:
         if count > limit:
             return max(0.0, self.window - (now - start))
         return None
+
+    def peek(self, key: str, limit: int, now: float | None = None) -> float | None:
+        """Whether one more would be refused, without counting it: None if ``key`` has had fewer
+        than ``limit`` in its window, else the seconds until the window ends."""
+        now = time.monotonic() if now is None else now
+        start, count = self._counts.get(key, (now, 0))
+        if now - start >= self.window or count < limit:
+            return None
+        return max(0.0, self.window - (now - start))

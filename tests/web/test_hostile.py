@@ -102,7 +102,6 @@ async def test_the_api_does_not_take_a_cookie_session_post_without_a_csrf_token(
     assert recorded == 0
 
 
-@OPEN
 def test_web_refuses_to_serve_with_the_public_default_key(database_url, tmp_path):
     # Found: `noticeflow web` outside `up`, with no NOTICEFLOW_SECRET_KEY, signed links and
     # sessions with the public "dev-only-insecure-secret": anyone could forge an approver's
@@ -125,7 +124,6 @@ def test_web_refuses_to_serve_with_the_public_default_key(database_url, tmp_path
     assert "SECRET_KEY" in output, output
 
 
-@OPEN
 def test_cli_bad_input_is_one_line_not_a_traceback(database_url, tmp_path):
     # Found: `users add` with a bad name or a short password, and `web` with no database,
     # printed a rich traceback box before the error.
