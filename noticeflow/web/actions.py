@@ -660,9 +660,32 @@ async def receipt_page(
     mail_owed = await web.pool.fetchval(
         "SELECT mail_due IS NOT NULL FROM intake WHERE receipt_id = $1", receipt.receipt_id
     )
+    # A receipt shown again (a resubmitted old form lands here too) says what came after it:
+    # "opted in" is not the truth any more once a later revocation was accepted.
+    since = None
+    if receipt.action in ("opt_in", "revoke_opt_in"):
+        since = await web.pool.fetchrow(
+            "SELECT receipt_id, action, received_at FROM intake WHERE notice_id = $1"
+            " AND customer_id = $2 AND action IN ('opt_in', 'revoke_opt_in')"
+            " AND status = 'accepted' AND received_at > $3"
+            " ORDER BY received_at DESC, seq DESC LIMIT 1",
+            link.notice_id,
+            link.customer_id,
+            receipt.received_at,
+        )
+        if since is not None and since["action"] == receipt.action:
+            since = None
     response: Response = web.render(
         request,
         "action_receipt.html",
+        since=None
+        if since is None
+        else {
+            "receipt_id": since["receipt_id"],
+            "what": ACTION_WORDS.get(since["action"], since["action"]),
+            "when": instant_words(since["received_at"], tz),
+            "path": _receipt_path(request, token, since["receipt_id"]),
+        },
         page=_page_path(request, token),
         s=standing,
         spec=standing.spec,

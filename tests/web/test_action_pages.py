@@ -161,6 +161,7 @@ async def test_a_customer_objects_opts_in_and_revokes_through_its_mailed_links(w
         assert await opted_in(web_stack, notice.notice_id)
         page = await http.get(opt_path)
         assert actions_offered(page.text) == {"revoke_opt_in"} and "You have opted in" in page.text
+        opt_in_receipt = shown.url.path
         revoke = form_of(page.text, "revoke_opt_in")
         posted = await http.post(opt_path, data=revoke)
         assert posted.status_code == 303
@@ -171,6 +172,9 @@ async def test_a_customer_objects_opts_in_and_revokes_through_its_mailed_links(w
         repeat = await http.post(opt_path, data=revoke)
         assert repeat.headers["location"] == posted.headers["location"]
         assert await mail_to(web_stack, "acme", "Your opt-in is revoked")
+        # The old opt-in receipt (a resubmitted old form lands there too) says what came after.
+        old_receipt = await http.get(opt_in_receipt)
+        assert "Since then: Revocation of an opt-in" in old_receipt.text
 
         # Opted in again; then an expired opt-in link still revokes, and only revokes.
         page = await http.get(opt_path)
