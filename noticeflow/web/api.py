@@ -28,8 +28,8 @@ from noticeflow.domain import signals
 from noticeflow.domain.rules import Phase
 from noticeflow.users import ACTION_ROLES, Role, User
 from noticeflow.web import csrf, queries
-from noticeflow.web.auth import require
-from noticeflow.web.context import Web, get_web, token_may_not
+from noticeflow.web.auth import may_act, require
+from noticeflow.web.context import Web, get_web
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api", tags=["notices"])
@@ -371,7 +371,7 @@ async def api_action(
             403, f"{action} needs the {needed.value} role; you are {user.role.value}"
         )
     await repository.notice_row(web.pool, notice_id)  # a clear "no notice" (404) first
-    refusal = token_may_not(user, action)
+    refusal = may_act(user, action)
     if refusal:
         raise HTTPException(403, refusal)
     body = dict(payload)

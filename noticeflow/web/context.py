@@ -107,11 +107,3 @@ class Web:
 def get_web(request: Request) -> Web:
     web: Web = request.app.state.web
     return web
-
-
-def token_may_not(user: Any, action: str) -> str | None:
-    """Why the bearer token may not take this action (None: it may). Approval needs a named,
-    signed-in person, so that four eyes means two people, not whoever holds the token."""
-    if action == "approve" and getattr(user, "via", None) == "token":
-        return "approval needs a signed-in person (four eyes): the bearer token cannot approve"
-    return None

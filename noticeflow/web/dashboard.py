@@ -26,8 +26,8 @@ from noticeflow.domain.signals import same_person
 from noticeflow.intake import Receipt
 from noticeflow.users import ACTION_ROLES, Role, User
 from noticeflow.web import chart, csrf, queries
-from noticeflow.web.auth import require
-from noticeflow.web.context import Web, get_web, token_may_not
+from noticeflow.web.auth import may_act, require
+from noticeflow.web.context import Web, get_web
 
 log = structlog.get_logger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -197,7 +197,7 @@ def _offered(user: User, phase: str, author: str | None = None) -> dict[str, boo
     offered = {
         action: user.role.allows(ACTION_ROLES[action])
         and phase in phases
-        and token_may_not(user, action) is None
+        and may_act(user, action) is None
         for action, phases in PAGE_ACTIONS.items()
     }
     if author is not None and same_person(author, user.name):
@@ -386,7 +386,7 @@ async def notice_action(
         raise HTTPException(
             403, f"{action} needs the {needed.value} role; you are {user.role.value}"
         )
-    refusal = token_may_not(user, action)
+    refusal = may_act(user, action)
     if refusal:
         raise HTTPException(403, refusal)
     await queries.notice(web.pool, notice_id)  # a clear "no notice"
