@@ -49,7 +49,9 @@ import asyncio
 import html
 import itertools
 import json
+import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -59,12 +61,15 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 import psutil
+import structlog
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -72,10 +77,34 @@ from temporalio.client import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings
 from intake import Stack, stop_process, wait_port
 
-from noticeflow.contracts import NoticeStatus
+from activities.deps import Deps
+from activities.lifecycle import LifecycleActivities
+from activities.mailer import ContactOutcome
+from activities.sending import Delivered, SendingActivities
+from activities.sending import _deadline as customer_deadline_of
+from noticeflow import eventstore, projections, repository, users
+from noticeflow.contracts import AudienceRequest, EventRequest, NoticeStatus, PhaseChange
+from noticeflow.crypto import load_keys, seal
+from noticeflow.domain.customers import Customer
+from noticeflow.domain.notice import NoticeSpec, parse_notice
+from noticeflow.domain.rules import (
+    Case,
+    CaseStatus,
+    Delivery,
+    Phase,
+    Verdict,
+    activation_ground,
+    decide,
+    is_deemed_acceptance,
+    is_settled,
+    is_timely,
+)
 from noticeflow.domain.signals import WAKE_SIGNAL
 from noticeflow.links import LinkSigner
+from noticeflow.mail import message_id
 from noticeflow.sink import free_port
+from noticeflow.users import Role
+from noticeflow.web import queries
 
 SECRET = "bench-web-link-key-" + "k" * 24
 LINK_RATE_PER_CLIENT = 1_000_000  # requests a minute from one client address (default 120)
@@ -866,12 +895,885 @@ async def main_burst(
 
 
 # --- page latency ----------------------------------------------------------------------------------
+#
+# ``--pages``: 1,000 notices, one of them with 100,000 customers, seeded as production writes them
+# (the activities' own code where it needs no Temporal, the same event types and data shapes
+# elsewhere), projected by the real projector, then the dashboard's and the API's pages timed.
+
+PAGE_USER, PAGE_PASSWORD = "pat", "pat-bench-password-1"  # an approver signs in through the form
+PAGE_TOKEN = "bench-web-token-" + "t" * 24  # the API is read with the bearer token, as scripts do
+MAIL_FROM = "privacy@vendor.example"
+ZONES = (
+    ("America/New_York", "US"),
+    ("America/Chicago", "US"),
+    ("America/Los_Angeles", "US"),
+    ("Europe/Berlin", "DE"),
+    ("Europe/Paris", "FR"),
+    ("Europe/London", "GB"),
+)
+TERMS = ((None, None), (30, "calendar"), (20, "business"), (30, "business"))  # contract windows
+SUBPROCESSORS = (
+    "Acme Analytics GmbH",
+    "Globex Cloud Ltd",
+    "Initech Hosting Inc",
+    "Umbrella Translation SA",
+    "Hooli Mail Inc",
+    "Stark Support BV",
+    "Wayne Payments plc",
+    "Tyrell Search AB",
+)
+SEARCHES = ("analytics", "Globex", "n0500", "hosting inc", "no such thing")
+# How the small notices are spread: drafts, one being mailed now, sent ones (their phase follows
+# from their dates: window open, awaiting the effective date, active) and cancelled ones.
+SMALL_KINDS = (("draft", 0.04), ("notifying", 0.01), ("sent", 0.90), ("cancelled", 0.05))
+WINDOW = "P21D"
+EFFECTIVE_AFTER = timedelta(days=50)  # after every customer's deadline (30 business days at most)
+INTAKE_BATCH = 500  # intake events appended in one transaction
+
+
+def page_customers(count: int, groups: int) -> list[Customer]:
+    """N customers, all with the service ``assistant`` (the large notice's audience) and one of
+    ``groups`` group services ``g000``... (a small notice's audience); timezones, countries
+    (public holidays) and contract windows vary."""
+    found = []
+    for i in range(count):
+        zone, country = ZONES[i % len(ZONES)]
+        days, unit = TERMS[(i // len(ZONES)) % len(TERMS)]
+        found.append(
+            Customer(
+                customer_id=f"c{i:06d}",
+                name=f"Customer {i}",
+                region="US",
+                services=["assistant", f"g{i % groups:03d}"],
+                contact_emails=[f"privacy@c{i:06d}.example"],
+                timezone=zone,
+                window_days=days,
+                window_unit=unit,
+                country=country,
+            )
+        )
+    return found
+
+
+@dataclass
+class Plan:
+    """One notice to seed: its dates and how its customers behave (shares are probabilities)."""
+
+    notice_id: str
+    kind: str  # draft, notifying (being mailed now), sent, cancelled
+    opt_in: bool
+    services: list[str]
+    subprocessor: str
+    created: datetime
+    send_rate: float = 20.0  # customers mailed a second
+    sent_share: float = 1.0  # notifying: the part mailed so far
+    undelivered: float = 0.01
+    opted_in: float = 0.4  # opt-in notices: customers who opt in
+    revoked: float = 0.05  # of those, who revoke later
+    objected: float = 0.03
+    late: float = 0.25  # of the objections: received after the customer's deadline, if it passed
+    resolved: float = 0.6  # of the objections: resolved by ops
+    excluded: float = 0.2  # of the undelivered: settled by ops with `notice exclude`
+    cancel_at: datetime | None = None
+
+    @property
+    def effective(self) -> datetime:
+        return self.created + EFFECTIVE_AFTER
+
+
+@dataclass
+class Sim:
+    """A customer as the workflow and the intake would know it, to decide its verdict."""
+
+    delivered_at: datetime | None
+    deadline: datetime | None
+    opted_in: bool = False
+    cases: dict[str, Case] = field(default_factory=dict)  # receipt id -> case
+    excluded: bool = False
+
+
+@dataclass
+class Seeded:
+    phases: Counter[str] = field(default_factory=Counter)
+    events: int = 0
+
+
+def _between(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    return start + (end - start) * rng.random() if end > start else start
+
+
+class Seeder:
+    """Writes notices as production does: ``repository.create_notice``; the activities'
+    ``check_approval``, ``append_event``, ``record_phase``, ``snapshot_audience`` and the send's
+    batch recording (``SendingActivities._record``: the delivery events and the recipients'
+    state, 200 customers a transaction); the intake's events (objections, resolutions, opt-ins
+    and revocations, exclusions) and the activation round's (deemed acceptance, sub-processor
+    enabled, customer settled, by ``rules.decide``) with the data shapes activities/intake.py
+    and activities/lifecycle.py append, in time order, ``INTAKE_BATCH`` a transaction. Not
+    written: the intake's receipts and the objections/enablement tables (no page reads them)."""
+
+    def __init__(self, pool: asyncpg.Pool, now: datetime, keys: dict[str, bytes]) -> None:
+        self.pool = pool
+        self.now = now
+        self.keys = keys
+        self.deps = Deps(
+            pool=pool,
+            mailer=cast(Any, None),  # nothing is mailed: the outcomes are made here
+            links=LinkSigner(SECRET, "http://127.0.0.1"),
+        )
+        self.life = LifecycleActivities(self.deps)
+        self.sending = SendingActivities(self.deps)
+        self.seeded = Seeded()
+
+    def _seal(self, customer_id: str, text: str) -> str:
+        return seal(self.keys[customer_id], customer_id, text)
+
+    async def _append(self, stream: str, events: list[eventstore.NewEvent]) -> None:
+        if events:
+            async with self.pool.acquire() as connection:
+                await eventstore.append_events(connection, stream, events)
+            self.seeded.events += len(events)
+            events.clear()
+
+    async def notice(self, plan: Plan, rng: random.Random) -> None:
+        spec = parse_notice(
+            {
+                "notice_id": plan.notice_id,
+                "title": f"{plan.subprocessor} for {', '.join(plan.services)}",
+                "subprocessor": plan.subprocessor,
+                "subprocessor_location": "Ireland",
+                "purpose": "Customer support and analytics",
+                "data_categories": ["contact details", "usage data"],
+                "services": plan.services,
+                "transfer_mechanism": "EU SCC 2021 Module 3",
+                "opt_in": plan.opt_in,
+                "objection_window": WINDOW,
+                "effective_at": plan.effective.isoformat(),
+                "audience": {"services": plan.services},
+            }
+        )
+        notice_id = spec.notice_id
+        stream = eventstore.notice_stream(notice_id)
+        await repository.create_notice(self.pool, spec, "alice", plan.created)
+        self.seeded.events += 1
+        if plan.kind == "draft":
+            self.seeded.phases["draft"] += 1
+            return
+        steps = itertools.count(1)
+
+        def key(step: str) -> str:  # as the workflow's _step_key: a run id and a counter
+            return f"seed-{notice_id}/{step}-{next(steps)}"
+
+        async def phase(name: Phase, at: datetime, closes: datetime | None = None) -> None:
+            await self.life.record_phase(
+                PhaseChange(
+                    notice_id=notice_id, phase=name, at=at, key=key("phase"),
+                    effective_at=spec.effective_at, window_closes_at=closes, approved_by="bob",
+                )
+            )  # fmt: skip
+            self.seeded.events += 1
+
+        approved = plan.created + timedelta(hours=1)
+        check = await self.sending.check_approval(AudienceRequest(spec=spec, at=approved))
+        await self.life.append_event(
+            EventRequest(
+                notice_id=notice_id, key=key("notice_approved"), event_type="notice_approved",
+                data={"by": "bob", "audience_size": check.audience_size}, at=approved,
+            )
+        )  # fmt: skip
+        self.seeded.events += 1
+        await phase(Phase.notifying, approved)
+        await self.sending.snapshot_audience(AudienceRequest(spec=spec, at=approved))
+        self.seeded.events += 1
+        rows = [
+            dict(row)
+            for row in await self.pool.fetch(
+                "SELECT customer_id, timezone, window_days, window_unit, country FROM recipients"
+                " WHERE notice_id = $1 ORDER BY customer_id",
+                notice_id,
+            )
+        ]
+        if plan.kind == "notifying":
+            rows = rows[: int(len(rows) * plan.sent_share)]
+        customers = await self._send(spec, plan, rows, approved, rng)
+        if plan.kind == "notifying":
+            self.seeded.phases["notifying"] += 1
+            return
+        sent = max((c.delivered_at for c in customers.values() if c.delivered_at), default=approved)
+        closes = max((c.deadline for c in customers.values() if c.deadline), default=None)
+        stop = plan.cancel_at or self.now
+        horizon = min(stop, spec.effective_at)
+        # The phases the workflow records as time passes, and every customer's actions.
+        timeline: list[tuple[datetime, int, str, str]] = [(sent, 0, "phase", "window_open")]
+        if closes is not None and closes < spec.effective_at:
+            timeline.append((closes, 0, "phase", "awaiting_effective_date"))
+        timeline.append((spec.effective_at, 0, "phase", "active"))
+        for customer_id, c in customers.items():
+            timeline += self._actions(plan, customer_id, c, sent, horizon, rng)
+        timeline.sort()
+        reached = "notifying"
+        pending: list[eventstore.NewEvent] = []
+        for at, _, what, detail in timeline:
+            if at > stop:
+                break
+            if what == "phase":
+                await self._append(stream, pending)
+                await phase(Phase(detail), at, closes)
+                reached = detail
+                if detail == "active":
+                    await self._activate(spec, stream, customers, at)
+                continue
+            pending.append(self._intake_event(spec, stream, what, detail, at, customers, rng))
+            if len(pending) >= INTAKE_BATCH:
+                await self._append(stream, pending)
+        await self._append(stream, pending)
+        if plan.cancel_at is not None:
+            async with self.pool.acquire() as connection:  # as activities/sending.mail_change
+                await eventstore.append(
+                    connection, stream, key("cancellation"), "notice_cancelled",
+                    {"by": "bob", "reason": "The sub-processor withdrew its offer",
+                     "phase": reached, "text_sha256": spec.text_sha256()},
+                    plan.cancel_at,
+                )  # fmt: skip
+            self.seeded.events += 1
+            await phase(Phase.cancelled, plan.cancel_at, closes)
+            reached = "cancelled"
+        self.seeded.phases[reached] += 1
+
+    async def _send(
+        self,
+        spec: NoticeSpec,
+        plan: Plan,
+        rows: list[dict[str, Any]],
+        approved: datetime,
+        rng: random.Random,
+    ) -> dict[str, Sim]:
+        """The send: one accepted (or refused) contact a customer, a batch recorded at a time."""
+        text_sha = spec.text_sha256()
+        customers: dict[str, Sim] = {}
+        at = approved
+        size = self.deps.send_batch_size
+        for first in range(0, len(rows), size):
+            results = []
+            for row in rows[first : first + size]:
+                at += timedelta(seconds=1 / plan.send_rate)
+                customer_id = row["customer_id"]
+                mid = message_id(
+                    spec.notice_id, customer_id, f"privacy@{customer_id}.example", "notice",
+                    MAIL_FROM,
+                )  # fmt: skip
+                if rng.random() < plan.undelivered:
+                    reply = "550 5.1.1 Recipient address rejected: User unknown"
+                    outcome = ContactOutcome(0, mid, "failed", reply, at, text_sha)
+                    results.append(Delivered(customer_id, [outcome], None, None, None))
+                    customers[customer_id] = Sim(None, None)
+                else:
+                    deadline = customer_deadline_of(spec, at, row)
+                    reply = f"250 2.0.0 Ok: queued as {mid[1:11].upper()}"
+                    outcome = ContactOutcome(0, mid, "accepted", reply, at, text_sha)
+                    results.append(Delivered(customer_id, [outcome], at, at, deadline))
+                    customers[customer_id] = Sim(at, deadline)
+            await self.sending._record(spec, "notice", results, approved)
+            self.seeded.events += len(results)
+        return customers
+
+    @staticmethod
+    def _actions(
+        plan: Plan,
+        customer_id: str,
+        c: Sim,
+        sent: datetime,
+        horizon: datetime,
+        rng: random.Random,
+    ) -> list[tuple[datetime, int, str, str]]:
+        found: list[tuple[datetime, int, str, str]] = []
+        if c.delivered_at is None or c.deadline is None:
+            if rng.random() < plan.excluded:
+                found.append((_between(rng, sent, horizon), 1, "exclude", customer_id))
+            return found
+        if plan.opt_in and rng.random() < plan.opted_in:
+            at = c.delivered_at + (min(c.deadline, horizon) - c.delivered_at) * rng.random() ** 2
+            found.append((at, 1, "opt_in", customer_id))
+            if rng.random() < plan.revoked:
+                found.append((_between(rng, at, horizon), 2, "revoke_opt_in", customer_id))
+        if rng.random() < plan.objected:
+            late = c.deadline < horizon and rng.random() < plan.late
+            at = (
+                _between(rng, c.deadline, horizon)
+                if late
+                else _between(rng, c.delivered_at, min(c.deadline, horizon))
+            )
+            found.append((at, 1, "object", customer_id))
+            if rng.random() < plan.resolved:
+                found.append((_between(rng, at, horizon), 2, "resolve", customer_id))
+        return found
+
+    def _intake_event(
+        self,
+        spec: NoticeSpec,
+        stream: str,
+        action: str,
+        customer_id: str,
+        at: datetime,
+        customers: dict[str, Sim],
+        rng: random.Random,
+    ) -> eventstore.NewEvent:
+        """The event activities/intake.py appends for one judged receipt (same key and data)."""
+        c = customers[customer_id]
+        receipt_id = "r-" + rng.randbytes(10).hex()
+        channel = rng.choice(("link", "link", "link", "web", "api", "cli"))
+
+        def event(key: str, event_type: str, data: dict[str, Any]) -> eventstore.NewEvent:
+            return eventstore.NewEvent(eventstore.event_id(stream, key), event_type, data, at)
+
+        if action == "object":
+            timely = is_timely(at, c.deadline)
+            c.cases[receipt_id] = Case(CaseStatus.open, timely)
+            return event(
+                f"objection/{receipt_id}", "objection_received",
+                {"customer_id": customer_id, "idempotency_key": receipt_id,
+                 "receipt_id": receipt_id, "timely": timely, "channel": channel,
+                 "by": self._seal(customer_id, "Privacy officer"),
+                 "reason": self._seal(customer_id, "We do not agree to this sub-processor."),
+                 "received_at": at, "deadline": c.deadline},
+            )  # fmt: skip
+        if action == "resolve":
+            outcome = rng.choice(("withdrawn", "withdrawn", "withdrawn", "excluded", "terminated"))
+            closed = [rid for rid, case in c.cases.items() if case.status is CaseStatus.open]
+            for rid in closed:
+                c.cases[rid] = Case(CaseStatus(outcome), c.cases[rid].timely)
+            return event(
+                f"resolution/{receipt_id}", "objection_resolved",
+                {"customer_id": customer_id, "receipt_id": receipt_id, "outcome": outcome,
+                 "by": self._seal(customer_id, "ops"), "note": "", "objections": closed},
+            )  # fmt: skip
+        if action in ("opt_in", "revoke_opt_in"):
+            c.opted_in = action == "opt_in"
+            return event(
+                f"opt-in/{receipt_id}",
+                "opt_in_recorded" if c.opted_in else "opt_in_revoked",
+                {"customer_id": customer_id, "receipt_id": receipt_id,
+                 "by": self._seal(customer_id, "Privacy officer"), "channel": channel,
+                 "received_at": at},
+            )  # fmt: skip
+        c.excluded = True
+        return event(
+            f"exclusion/{receipt_id}", "customer_excluded",
+            {"customer_id": customer_id, "receipt_id": receipt_id,
+             "by": self._seal(customer_id, "ops"),
+             "reason": self._seal(customer_id, "No working contact"), "delivery": "undelivered"},
+        )  # fmt: skip
+
+    async def _activate(
+        self, spec: NoticeSpec, stream: str, customers: dict[str, Sim], start: datetime
+    ) -> None:
+        """The activation round at the effective date: every customer decided by the rules, 5 ms
+        apart, with the events LifecycleActivities._apply appends."""
+        pending: list[eventstore.NewEvent] = []
+        now = start
+        for customer_id in sorted(customers):
+            c = customers[customer_id]
+            now += timedelta(milliseconds=5)
+            cases = list(c.cases.values())
+            verdict = decide(
+                now=now, effective_at=spec.effective_at,
+                delivery=Delivery.delivered if c.delivered_at else Delivery.undelivered,
+                deadline=c.deadline, opt_in_notice=spec.opt_in, opted_in=c.opted_in, cases=cases,
+                excluded_by_ops=c.excluded,
+            )  # fmt: skip
+
+            def event(key: str, event_type: str, data: dict[str, Any], at: datetime) -> None:
+                pending.append(
+                    eventstore.NewEvent(eventstore.event_id(stream, key), event_type, data, at)
+                )
+
+            if verdict is Verdict.activate:
+                if is_deemed_acceptance(spec.opt_in, cases):
+                    event(
+                        f"deemed/{customer_id}", "deemed_acceptance",
+                        {"customer_id": customer_id, "deadline": c.deadline}, c.deadline or now,
+                    )  # fmt: skip
+                event(
+                    f"enable/{customer_id}/{now.isoformat()}", "subprocessor_enabled",
+                    {"customer_id": customer_id, "subprocessor": spec.subprocessor,
+                     "because": activation_ground(spec.opt_in, cases)}, now,
+                )  # fmt: skip
+            if is_settled(verdict, cases):
+                event(
+                    f"settled/{customer_id}/{verdict.value}/{now.isoformat()}", "customer_settled",
+                    {"customer_id": customer_id, "verdict": verdict.value}, now,
+                )  # fmt: skip
+            if len(pending) >= INTAKE_BATCH:
+                await self._append(stream, pending)
+        await self._append(stream, pending)
+
+
+def small_plans(count: int, groups: int, now: datetime, rng: random.Random) -> list[Plan]:
+    plans = []
+    kinds = [kind for kind, _ in SMALL_KINDS]
+    weights = [weight for _, weight in SMALL_KINDS]
+    for k in range(count):
+        kind = rng.choices(kinds, weights)[0]
+        subprocessor = SUBPROCESSORS[k % len(SUBPROCESSORS)]
+        plan = Plan(
+            notice_id=f"n{k:04d}-{subprocessor.split()[0].lower()}",
+            kind=kind,
+            opt_in=rng.random() < 0.3,
+            services=[f"g{k % groups:03d}"],
+            subprocessor=subprocessor,
+            created=now,
+        )
+        if kind == "draft":
+            plan.created = now - timedelta(days=5 * rng.random())
+        elif kind == "notifying":  # approved 10 minutes ago, half mailed so far
+            plan.created = now - timedelta(minutes=70)
+            plan.send_rate, plan.sent_share = 0.1, 0.5
+        elif kind == "cancelled":
+            plan.created = now - timedelta(days=5 + 35 * rng.random())
+            plan.cancel_at = plan.created + timedelta(days=2 + 2 * rng.random())
+        else:  # the window open (up to 18 days ago), awaiting the effective date, or active
+            plan.created = now - timedelta(days=rng.choice((1 + 17 * rng.random(),
+                                                            47 + 2.5 * rng.random(),
+                                                            52 + 313 * rng.random(),
+                                                            52 + 313 * rng.random())))  # fmt: skip
+        plans.append(plan)
+    return plans
+
+
+def big_plan(customers: int, now: datetime) -> Plan:
+    """The large notice: an opt-in notice mailed to every customer 60 days ago at 50 a second,
+    active for 10 days: 1% undelivered, 40% opted in (5% of them revoked), 2% objected."""
+    return Plan(
+        notice_id=f"big-{customers}",
+        kind="sent",
+        opt_in=True,
+        services=["assistant"],
+        subprocessor="Bigco Intelligence Ltd",
+        created=now - timedelta(days=60),
+        send_rate=50.0,
+        objected=0.02,
+    )
+
+
+@dataclass
+class Seeding:
+    big: str
+    big_customers: int
+    phases: Counter[str]
+    small_events: int
+    big_events: int
+    import_seconds: float
+    small_seconds: float
+    big_seconds: float
+    project_small: tuple[int, float]  # events applied, seconds
+    project_big: tuple[int, float]
+    vacuum_seconds: float | None
+    big_versions: int
+    big_phase: str
+
+
+async def seed_pages(
+    pool: asyncpg.Pool, notices: int, customer_count: int, vacuum: bool, seed: int
+) -> Seeding:
+    """Customers; the small notices, then the projector; the large notice, then the projector
+    again (so its projection is timed alone)."""
+    now = datetime.now(UTC)
+    rng = random.Random(seed)
+    groups = max(1, notices - 1)
+    start = time.perf_counter()
+    batch = page_customers(customer_count, groups)
+    for first in range(0, len(batch), 5000):
+        await repository.upsert_customers(pool, batch[first : first + 5000])
+    keys = await load_keys(pool, [c.customer_id for c in batch])
+    import_seconds = time.perf_counter() - start
+    print(f"  {customer_count:,} customers imported in {import_seconds:.1f} s", flush=True)
+
+    seeder = Seeder(pool, now, keys)
+    start = time.perf_counter()
+    plans = small_plans(notices - 1, groups, now, rng)
+    gate = asyncio.Semaphore(4)
+    done = 0
+
+    async def one(plan: Plan, k: int) -> None:
+        nonlocal done
+        async with gate:
+            await seeder.notice(plan, random.Random(f"{seed}/{k}"))
+        done += 1
+        if done % 100 == 0:
+            print(f"  ... {done:,} of {len(plans):,} small notices seeded", flush=True)
+
+    await asyncio.gather(*(one(plan, k) for k, plan in enumerate(plans)))
+    small_seconds = time.perf_counter() - start
+    small_events = seeder.seeded.events
+    start = time.perf_counter()
+    project_small = await projections.catch_up(pool), time.perf_counter() - start
+    print(
+        f"  {len(plans):,} small notices ({small_events:,} events) seeded in {small_seconds:.1f} s,"
+        f" projected in {project_small[1]:.1f} s",
+        flush=True,
+    )
+
+    plan = big_plan(customer_count, now)
+    start = time.perf_counter()
+    await seeder.notice(plan, random.Random(f"{seed}/big"))
+    big_seconds = time.perf_counter() - start
+    big_events = seeder.seeded.events - small_events
+    start = time.perf_counter()
+    project_big = await projections.catch_up(pool), time.perf_counter() - start
+    print(
+        f"  {plan.notice_id} ({big_events:,} events) seeded in {big_seconds:.1f} s,"
+        f" projected in {project_big[1]:.1f} s",
+        flush=True,
+    )
+    vacuum_seconds = None
+    if vacuum:  # what autovacuum does within a minute of such a write: statistics, visibility map
+        start = time.perf_counter()
+        await pool.execute(f"VACUUM (ANALYZE) {', '.join(projections.TABLES)}, events")
+        vacuum_seconds = time.perf_counter() - start
+    versions = await pool.fetchval(
+        "SELECT version FROM event_streams WHERE stream_id = $1",
+        eventstore.notice_stream(plan.notice_id),
+    )
+    return Seeding(
+        big=plan.notice_id,
+        big_customers=customer_count,
+        phases=seeder.seeded.phases,
+        small_events=small_events,
+        big_events=big_events,
+        import_seconds=import_seconds,
+        small_seconds=small_seconds,
+        big_seconds=big_seconds,
+        project_small=project_small,
+        project_big=project_big,
+        vacuum_seconds=vacuum_seconds,
+        big_versions=int(versions),
+        big_phase=str(
+            await pool.fetchval("SELECT phase FROM rm_notices WHERE notice_id = $1", plan.notice_id)
+        ),
+    )
+
+
+# --- the pages, timed -------------------------------------------------------------------------------
+
+
+@dataclass
+class PageKind:
+    name: str
+    urls: list[str]  # variants, cycled through
+    api: bool = False  # read with the bearer token (else: the signed-in session)
+    chain: str | None = None  # follow next_cursor from this URL instead of cycling
+
+
+def page_kinds(s: Seeding, notices: int, small: list[str]) -> list[PageKind]:
+    """What is timed: the notice list; the large notice's page (default, sorted by each column
+    both ways, deep pages, each filter), its live fragment and timeline pages; small notices'
+    pages; the JSON API's notice list, customers and events, following next_cursor."""
+    big = f"/notices/{s.big}"
+    last = max(1, -(-s.big_customers // 50))
+    sorts = list(queries.SORTS)
+    directions = ("asc", "desc")
+    head = s.big_versions
+    return [
+        PageKind("list", ["/", "/?page=2", f"/?page={max(1, -(-notices // 50))}"]),
+        PageKind("list by phase", [f"/?phase={phase}" for phase in queries.PHASES]),
+        PageKind("list search", [f"/?{urlencode({'q': q})}" for q in SEARCHES]),
+        PageKind("notice (default)", [big]),
+        PageKind(
+            "notice sorted, page 1",
+            [f"{big}?sort={c}&dir={d}" for c in sorts for d in directions],
+        ),
+        PageKind(
+            "notice sorted, deep pages",
+            [
+                f"{big}?sort={c}&dir={d}&page={p}"
+                for c in sorts
+                for d in directions
+                for p in sorted({min(500, last), min(1000, last), last})
+            ],
+        ),
+        PageKind(
+            "notice filtered",
+            [f"{big}?show={show}" for show in queries.SHOWS if show != "all"]
+            + [f"{big}?show={show}&sort=deadline&page=2" for show in ("opted_in", "activated")],
+        ),
+        PageKind(
+            "live fragment",
+            [f"{big}/live", f"{big}/live?sort=verdict&dir=desc&page=1000"],
+        ),
+        PageKind(
+            "timeline pages",
+            [f"{big}?before={v}" for v in (head - 50, head // 2, head // 10, 60, 8)],
+        ),
+        PageKind("small notice", small),
+        PageKind("API notice list", [], api=True, chain="/api/notices"),
+        PageKind("API customers", [], api=True, chain=f"/api{big}/customers"),
+        PageKind("API events", [], api=True, chain=f"/api{big}/events?limit=100"),
+    ]
+
+
+@dataclass
+class Timed:
+    seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def add(self, kind: str, url: str, seconds: float) -> None:
+        self.seconds.setdefault((kind, url), []).append(seconds)
+
+    def of(self, kind: str) -> list[float]:
+        return [s for (k, _), values in self.seconds.items() if k == kind for s in values]
+
+    def all(self) -> list[float]:
+        return [s for values in self.seconds.values() for s in values]
+
+
+async def _sign_in(http: httpx.AsyncClient) -> None:
+    page = await http.get("/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    if found is None:
+        raise SystemExit(f"no sign-in form at /login ({page.status_code})")
+    answer = await http.post(
+        "/login",
+        data={"name": PAGE_USER, "password": PAGE_PASSWORD, "csrf_token": found.group(1)},
+    )
+    if answer.status_code != 303:
+        raise SystemExit(f"sign-in refused: {answer.status_code}")
+
+
+async def _chain(http: httpx.AsyncClient, start: str, limit: int) -> list[str]:
+    """The URLs of a cursor chain as the API gives it out (next_cursor), at most ``limit``."""
+    urls: list[str] = []
+    url = start
+    while url and len(urls) < limit:
+        urls.append(url)
+        answer = await http.get(url)
+        answer.raise_for_status()
+        cursor = answer.json().get("next_cursor")
+        joiner = "&" if "?" in start else "?"
+        url = f"{start}{joiner}{urlencode({'cursor': cursor})}" if cursor else ""
+    return urls
+
+
+async def time_pages(
+    base_url: str, kinds: list[PageKind], requests: int, seed: int
+) -> tuple[Timed, int]:
+    """Sequential GETs: every variant once to warm up, then ``requests`` a kind, shuffled."""
+    session = httpx.AsyncClient(base_url=base_url, timeout=120, trust_env=False)
+    api = httpx.AsyncClient(
+        base_url=base_url,
+        timeout=120,
+        trust_env=False,
+        headers={"Authorization": f"Bearer {PAGE_TOKEN}"},
+    )
+    timed = Timed()
+    try:
+        await _sign_in(session)
+        for kind in kinds:
+            if kind.chain is not None:
+                kind.urls = await _chain(api, kind.chain, requests)
+        warm = 0
+        for kind in kinds:
+            for url in kind.urls:
+                answer = await (api if kind.api else session).get(url)
+                warm += 1
+                if answer.status_code != 200:
+                    raise SystemExit(f"warm-up: {url} answered {answer.status_code}")
+        plan = [(kind, kind.urls[i % len(kind.urls)]) for kind in kinds for i in range(requests)]
+        random.Random(seed).shuffle(plan)
+        for n, (kind, url) in enumerate(plan, start=1):
+            http = api if kind.api else session
+            start = time.perf_counter()
+            answer = await http.get(url)
+            _ = answer.content
+            seconds = time.perf_counter() - start
+            if answer.status_code != 200:
+                timed.failures[f"{kind.name}: {answer.status_code}"] += 1
+            timed.add(kind.name, url, seconds)
+            if n % 500 == 0:
+                print(f"  ... {n:,} of {len(plan):,} requests", flush=True)
+        return timed, warm
+    finally:
+        await session.aclose()
+        await api.aclose()
+
+
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.0f}"
+
+
+def pages_report(s: Seeding, timed: Timed, kinds: list[PageKind], context: dict[str, Any]) -> str:
+    lines = [
+        f"pages: {sum(s.phases.values()):,} notices"
+        f" ({', '.join(f'{p} {n}' for p, n in sorted(s.phases.items()))}; {s.big} among the"
+        f" {s.big_phase}), {s.big}: {s.big_customers:,} customers, {s.big_versions:,} events in"
+        " its stream;"
+        f" {s.small_events + s.big_events:,} events in all",
+        f"  seeding: customers {s.import_seconds:.1f} s; small notices {s.small_seconds:.1f} s"
+        f" ({s.small_events:,} events), projected in {s.project_small[1]:.1f} s"
+        f" ({s.project_small[0] / s.project_small[1]:,.0f} events/s); {s.big} {s.big_seconds:.1f}"
+        f" s ({s.big_events:,} events), projected in {s.project_big[1]:.1f} s"
+        f" ({s.project_big[0] / s.project_big[1]:,.0f} events/s)"
+        + (f"; VACUUM (ANALYZE) {s.vacuum_seconds:.1f} s" if s.vacuum_seconds is not None else ""),
+        f"  web indexes (migration 012): {context['indexes']}; commit {context['commit']};"
+        f" load average before/after timing {context['load_before']} / {context['load_after']}",
+        f"  timed: {len(timed.all()):,} sequential GETs after {context['warm']:,} warm-up ones,"
+        f" in {context['seconds']:.1f} s; CPU meanwhile: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in context["cpu"].items() if v > 0.05)
+        + (f"; FAILED: {dict(timed.failures)}" if timed.failures else "; every answer 200"),
+        "",
+        "| page kind | requests (variants) | p50 ms | p95 ms | max ms | slowest variant: p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in kinds:
+        values = timed.of(kind.name)
+        if not values:
+            continue
+        variants = {url: v for (k, url), v in timed.seconds.items() if k == kind.name}
+        worst = max(variants, key=lambda url: percentile(variants[url], 0.95))
+        lines.append(
+            f"| {kind.name} | {len(values):,} ({len(variants)}) | {_ms(percentile(values, 0.5))}"
+            f" | {_ms(percentile(values, 0.95))} | {_ms(max(values))}"
+            f" | `{worst.split('?cursor=')[0]}`: {_ms(percentile(variants[worst], 0.95))} |"
+        )
+    every = timed.all()
+    over = [
+        kind.name for kind in kinds if timed.of(kind.name)
+        and percentile(timed.of(kind.name), 0.95) > 0.150
+    ]  # fmt: skip
+    lines += [
+        f"| **overall** | {len(every):,} | {_ms(percentile(every, 0.5))}"
+        f" | **{_ms(percentile(every, 0.95))}** | {_ms(max(every))} |"
+        f" {'over 150 ms p95: ' + ', '.join(over) if over else 'every kind within 150 ms p95'} |",
+        "",
+        "slowest variants (p95 ms): "
+        + "; ".join(
+            f"`{url}` {_ms(percentile(v, 0.95))}"
+            for (_, url), v in sorted(
+                timed.seconds.items(), key=lambda item: -percentile(item[1], 0.95)
+            )[:8]
+        ),
+        "",
+        "row for docs/benchmarks.md:",
+        "| notices / customers of the large notice | events | seed / project (large notice)"
+        " | list p95 | notice p95 (default / sorted / deep / filtered) | live p95"
+        " | timeline p95 | API p95 (list / customers / events) | overall p95 | max |",
+        f"| {sum(s.phases.values()):,} / {s.big_customers:,}"
+        f" | {s.small_events + s.big_events:,}"
+        f" | {s.import_seconds + s.small_seconds + s.big_seconds:.0f} s"
+        f" / {s.project_small[1] + s.project_big[1]:.0f} s ({s.project_big[1]:.0f} s)"
+        f" | {_p95(timed, 'list', 'list by phase', 'list search')}"
+        f" | {_p95(timed, 'notice (default)')} / {_p95(timed, 'notice sorted, page 1')}"
+        f" / {_p95(timed, 'notice sorted, deep pages')} / {_p95(timed, 'notice filtered')}"
+        f" | {_p95(timed, 'live fragment')} | {_p95(timed, 'timeline pages')}"
+        f" | {_p95(timed, 'API notice list')} / {_p95(timed, 'API customers')}"
+        f" / {_p95(timed, 'API events')} | {_ms(percentile(every, 0.95))} ms"
+        f" | {_ms(max(every))} ms |",
+    ]
+    return "\n".join(lines)
+
+
+def _p95(timed: Timed, *kinds: str) -> str:
+    values = [s for kind in kinds for s in timed.of(kind)]
+    return f"{_ms(percentile(values, 0.95))} ms" if values else "-"
+
+
+def web_index_names() -> list[str]:
+    """The indexes migration 012 creates (dropped again by --no-web-indexes, for comparison)."""
+    path = Path(__file__).resolve().parent.parent / "noticeflow/migrations/012_web_indexes.sql"
+    if not path.exists():
+        return []
+    return re.findall(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)", path.read_text())
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+async def run_pages(
+    notices: int,
+    customer_count: int,
+    requests: int,
+    web_indexes: bool,
+    vacuum: bool,
+    seed: int,
+    scratch: Path,
+) -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    stack = WebStack(scratch / "pages")
+    stack.web_port = free_port()
+    await stack.start()
+    try:
+        assert stack.pool is not None
+        pool = stack.pool
+        dropped = web_index_names()
+        if not web_indexes:
+            for name in dropped:
+                await pool.execute(f"DROP INDEX IF EXISTS {name}")
+        await users.add_user(pool, PAGE_USER, Role.approver, PAGE_PASSWORD)
+        print(
+            f"seeding {notices:,} notices, the largest with {customer_count:,} customers",
+            flush=True,
+        )
+        seeding = await seed_pages(pool, notices, customer_count, vacuum, seed)
+        os.environ["NOTICEFLOW_WEB_TOKEN"] = PAGE_TOKEN  # the web's (a child process) only
+        await stack.start_web()
+        small = [
+            f"/notices/{row['notice_id']}"
+            for row in await pool.fetch(
+                "SELECT notice_id FROM rm_notices WHERE notice_id <> $1 AND customers > 0"
+                " ORDER BY notice_id LIMIT 20",
+                seeding.big,
+            )
+        ]
+        kinds = page_kinds(seeding, notices, small)
+        print(f"timing the pages at {stack.web_url}: {requests} requests a kind", flush=True)
+        load_before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        cpu = CpuMeter(stack)
+        cpu.start()
+        start = time.perf_counter()
+        timed, warm = await time_pages(stack.web_url, kinds, requests, seed)
+        seconds = time.perf_counter() - start
+        spent = cpu.stop()
+        context = {
+            "indexes": (", ".join(dropped) if web_indexes else "dropped for comparison")
+            if dropped
+            else "none (no migration 012)",
+            "commit": _commit(),
+            "load_before": load_before,
+            "load_after": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
+            "warm": warm,
+            "seconds": seconds,
+            "cpu": spent,
+        }
+        print(pages_report(seeding, timed, kinds, context), flush=True)
+    finally:
+        await stack.close()
 
 
 def pages(arguments: argparse.Namespace) -> None:
-    """``--pages``: the latency of the dashboard's and the action pages' GETs. To be written (issue
-    9): reuse WebStack, CpuMeter and percentile above; add its options to ``parser()``."""
-    raise SystemExit("bench/web.py --pages is not built yet; use --burst N")
+    """``--pages``: seed (see ``Seeder``), project, then time the pages (see ``page_kinds``)."""
+    with tempfile.TemporaryDirectory(prefix="nf-pages-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        scratch.chmod(0o755)
+        asyncio.run(
+            run_pages(
+                arguments.notices,
+                arguments.customers,
+                arguments.requests,
+                not arguments.no_web_indexes,
+                not arguments.no_vacuum,
+                arguments.seed,
+                scratch,
+            )
+        )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -884,7 +1786,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="N customers opt in through their action pages (repeat for several runs)",
     )
-    mode.add_argument("--pages", action="store_true", help="page latency (not built yet)")
+    mode.add_argument(
+        "--pages",
+        action="store_true",
+        help="page latency of the dashboard and the API with --notices notices, one of them"
+        " with --customers customers",
+    )
     found.add_argument("--concurrency", type=int, default=50, help="customers at a time")
     found.add_argument(
         "--signals",
@@ -902,6 +1809,25 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="py-spy the worker and the web over the burst (collapsed stacks into DIR)",
     )
+    pages_options = found.add_argument_group("--pages")
+    pages_options.add_argument("--notices", type=int, default=1000, help="notices in all")
+    pages_options.add_argument(
+        "--customers", type=int, default=100_000, help="customers of the large notice"
+    )
+    pages_options.add_argument(
+        "--requests", type=int, default=200, help="timed requests a page kind"
+    )
+    pages_options.add_argument("--seed", type=int, default=1, help="the random data's seed")
+    pages_options.add_argument(
+        "--no-web-indexes",
+        action="store_true",
+        help="drop migration 012's indexes before seeding (to compare)",
+    )
+    pages_options.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="time the pages right after projecting, without VACUUM (ANALYZE)",
+    )
     return found
 
 
@@ -912,6 +1838,11 @@ if __name__ == "__main__":
     )
     if arguments.signals is not None and arguments.signals < 1:
         problems.append("--signals: must be at least 1")
+    problems += [
+        f"--{name}: must be at least {low}"
+        for name, low in (("notices", 2), ("customers", 1), ("requests", 1))
+        if getattr(arguments, name) < low
+    ]
     if problems:
         parser().error("; ".join(problems))
     if arguments.pages:
