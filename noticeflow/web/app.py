@@ -220,7 +220,15 @@ async def serve(
         server.should_exit = True
 
     watcher = asyncio.create_task(watch())
-    serving = asyncio.create_task(server.serve())
+
+    async def serve_or_raise() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exit_:  # uvicorn exits the process when it cannot bind
+            cause = exit_.__context__  # the OSError from create_server
+            raise OSError(str(cause) if cause else "the web server did not start") from None
+
+    serving = asyncio.create_task(serve_or_raise())
     try:
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
@@ -229,7 +237,8 @@ async def serve(
                 port = server.servers[0].sockets[0].getsockname()[1]
                 started.set_result(f"http://{settings.web_host}:{port}")
             else:
-                started.set_exception(RuntimeError("the web server did not start"))
+                error = serving.exception() if serving.done() and not serving.cancelled() else None
+                started.set_exception(error or RuntimeError("the web server did not start"))
         await serving
     finally:
         watcher.cancel()

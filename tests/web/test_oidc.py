@@ -18,7 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from noticeflow.sink import free_port
-from noticeflow.web.app import serve
+from noticeflow.web.app import _Server, serve
 
 CLIENT_ID, CLIENT_SECRET = "noticeflow-test", "client-secret-" + "y" * 16
 
@@ -77,8 +77,8 @@ def identity_provider(issuer: str, claims: dict[str, Any]) -> FastAPI:
 
 
 async def run_server(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # uvicorn's server without its own signal handlers (the test process owns them)
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
