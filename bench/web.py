@@ -122,6 +122,7 @@ RECEIPT = re.compile(r"/receipts/(r-[0-9a-f]{20})$")
 class WebStack(Stack):
     web: subprocess.Popen[bytes] | None = None
     web_port: int = 0
+    link_wait: float | None = None  # NOTICEFLOW_LINK_WAIT_SECONDS for the web (None: its default)
 
     @property
     def web_url(self) -> str:
@@ -149,6 +150,8 @@ class WebStack(Stack):
             "NOTICEFLOW_LINK_RATE_PER_CLIENT": str(LINK_RATE_PER_CLIENT),
             **self.app_env(),
         }
+        if self.link_wait is not None:
+            env["NOTICEFLOW_LINK_WAIT_SECONDS"] = str(self.link_wait)
         log = self.web_log.open("ab")
         self.web = subprocess.Popen(
             [sys.executable, "-m", "noticeflow.cli", "web", "--port", str(self.web_port)],
@@ -555,9 +558,12 @@ async def run_burst(
     sqlite: bool,
     scratch: Path,
     profile: Path | None = None,
+    backlog: bool = False,
 ) -> dict[str, Any]:
     stack = WebStack(scratch / f"web-{count}", sqlite=sqlite)
     stack.web_port = free_port()
+    if backlog:
+        stack.link_wait = 0.0  # the posts do not wait for a judgement that cannot come yet
     stack.worker_env = stack.app_env()
     await stack.start()
     try:
@@ -598,8 +604,17 @@ async def run_burst(
         profiler.start(stack, count)
         cpu = CpuMeter(stack)
         cpu.start()
+        if backlog:  # nothing judges while the burst is received: the worker is stopped
+            assert stack.worker is not None
+            os.kill(stack.worker.pid, signal.SIGSTOP)
         clock_start = await pool.fetchval("SELECT clock_timestamp()")
         result = await burst(stack.web_url, tokens, concurrency)
+        resumed_at = None
+        if backlog:
+            resumed_at = await pool.fetchval("SELECT clock_timestamp()")
+            assert stack.worker is not None
+            os.kill(stack.worker.pid, signal.SIGCONT)
+            print(f"{count:,} receipts written with the worker stopped; resumed it", flush=True)
         give_up = time.monotonic() + 1800
         while time.monotonic() < give_up:
             left = await pool.fetchval(
@@ -663,6 +678,9 @@ async def run_burst(
         activities = after_burst.activities_between(clock_start, clock_end)
         burst_events = after_burst.events_between(clock_start, clock_end)
         drain = (times["last_judged"] - times["first"]).total_seconds()
+        backlog_drain = (
+            (times["last_judged"] - resumed_at).total_seconds() if resumed_at else float("nan")
+        )
         mail_drain = (mailed_at - times["first"]).total_seconds() if mailed_at else float("nan")
 
         # The raw signal rate, on the same workflow, now that the burst has drained.
@@ -695,6 +713,9 @@ async def run_burst(
             "received_span": (times["last_received"] - times["first"]).total_seconds(),
             "drain_seconds": drain,
             "drain_rate": count / drain,
+            "backlog": backlog,
+            "backlog_seconds": backlog_drain,
+            "backlog_rate": count / backlog_drain if resumed_at else float("nan"),
             "mail_seconds": mail_drain,
             "retries": dict(result.retries),
             "anatomy": anatomy,
@@ -838,7 +859,14 @@ def report(r: dict[str, Any]) -> str:
             f" run(s), {r['history_after_raw']:,} / {r['history_total_after_raw']:,} events;"
             f" CPU while sending them and until absorbed: {raw_cpu}",
             f"  drain / raw signal rate: {100 * r['drain_rate'] / r['raw_rate']:.1f}%"
-            " (target >= 50%)",
+            " (target >= 50%)"
+            + (
+                f"\n  backlog: {r['count']:,} receipts judged {r['backlog_seconds']:.1f} s after the"
+                f" worker resumed: {r['backlog_rate']:,.0f}/s, "
+                f"{100 * r['backlog_rate'] / r['raw_rate']:.1f}% of the raw signal rate"
+                if r.get("backlog")
+                else ""
+            ),
         ]
     )
 
@@ -880,6 +908,7 @@ async def main_burst(
     signals: int | None,
     sqlite: bool,
     profile: Path | None = None,
+    backlog: bool = False,
 ) -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="nf-web-") as scratch_dir:
@@ -887,7 +916,7 @@ async def main_burst(
         scratch.chmod(0o755)
         for count in counts:
             raw = signals if signals is not None else min(count, 5000)
-            result = await run_burst(count, concurrency, raw, sqlite, scratch, profile)
+            result = await run_burst(count, concurrency, raw, sqlite, scratch, profile, backlog)
             results.append(result)
             print(report(result), flush=True)
     print()
@@ -1804,6 +1833,12 @@ def parser() -> argparse.ArgumentParser:
         "--sqlite", action="store_true", help="the dev server on a SQLite file, as `noticeflow up`"
     )
     found.add_argument(
+        "--backlog",
+        action="store_true",
+        help="stop the worker while the burst is received (posts do not wait), then measure how"
+        " fast the workflow drains the backlog",
+    )
+    found.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -1855,5 +1890,6 @@ if __name__ == "__main__":
                 arguments.signals,
                 arguments.sqlite,
                 arguments.profile,
+                arguments.backlog,
             )
         )

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     oidc_role_claim: str = "noticeflow_role"  # a claim naming the role; absent: oidc_default_role
     oidc_default_role: str = "viewer"
     # Customer action pages: requests per minute per link and per client address.
+    # How long a customer's POST waits for its receipt to be judged before the receipt page
+    # shows it pending (the page then refreshes itself).
+    link_wait_seconds: float = Field(default=5.0, ge=0, le=30)
     link_rate_per_token: int = Field(default=30, ge=1)
     link_rate_per_client: int = Field(default=120, ge=1)
     template_dir: Path | None = None

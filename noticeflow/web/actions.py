@@ -56,7 +56,6 @@ FAMILY: dict[LinkAction, tuple[str, ...]] = {
     LinkAction.object: ("object",),
     LinkAction.opt_in: ("opt_in", "revoke_opt_in"),
 }
-WAIT_SECONDS = 5.0  # how long a POST waits for its receipt to be judged before showing it pending
 BODY_MAX = 2_000_000  # a reason of FREE_TEXT_MAX characters, percent-encoded, fits
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _RECEIPT_ID = re.compile(r"^r-[0-9a-f]{20}$")
@@ -608,7 +607,9 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             link,
         )
     # Woken through the web's coalescing waker: a burst of posts costs a few signals.
-    judged, pending_because = await web.hand_over(receipt, wait_seconds=WAIT_SECONDS)
+    judged, pending_because = await web.hand_over(
+        receipt, wait_seconds=web.settings.link_wait_seconds
+    )
     log.info(
         "customer action received",
         notice_id=link.notice_id,
