@@ -1,7 +1,7 @@
 """Web benchmark: customers acting through their action pages, as their browsers do.
 
     python bench/web.py --burst 10000 [--concurrency 50] [--signals 5000] [--sqlite] [--profile DIR]
-    python bench/web.py --pages ...          (page latency: not built yet, see ``pages`` below)
+    python bench/web.py --pages [--notices 1000] [--customers 100000] [--requests 200]
 
 ``--burst N`` starts the stack of bench/intake.py (embedded PostgreSQL, the Temporal dev server in
 memory or on a SQLite file, the counting SMTP sink, ``noticeflow worker``) plus ``noticeflow web``
@@ -40,6 +40,23 @@ Measured:
 The per-client rate limit of the action pages (``NOTICEFLOW_LINK_RATE_PER_CLIENT``, 120 a minute
 by default) would refuse the bench, whose customers all come from 127.0.0.1: the web runs with
 it raised (printed with the results).
+
+``--pages`` times the dashboard's and the JSON API's GETs (issue 9: p95 <= 150 ms) with
+``--notices`` notices, one of them with ``--customers`` customers. It seeds the data as
+production writes it (``Seeder``: the activities' own code for the notice, approval, phases,
+audience snapshot and the send's batches; the intake's and the activation round's event types
+and data shapes, in time order) — 999 notices of about 100 customers in every phase and one
+active opt-in notice of 100,000 (1% undelivered, 40% opted in, 2% objected, activated by the
+rules) — then runs the projector (``projections.catch_up``, timed for the small notices and for
+the large one alone) and checks that every notice's counts equal its rows. Then it starts
+``noticeflow web``, signs in through the form (the API is read with the bearer token, as scripts
+do) and, after one warm-up request per URL, sends ``--requests`` sequential GETs per page kind,
+shuffled: the notice list (default, by phase, search), the large notice's page (default, sorted
+by each column both ways, deep pages, each filter), its live fragment and timeline pages, small
+notices' pages, and the API's notice list, customers and events following ``next_cursor``.
+Printed: p50 / p95 / max per page kind and overall, the slowest URLs, the CPU of the web and
+PostgreSQL and the load average meanwhile, and a row for docs/benchmarks.md.
+``--no-web-indexes`` drops migration 012's indexes first, to compare.
 """
 
 from __future__ import annotations
@@ -1399,6 +1416,7 @@ class Seeding:
     vacuum_seconds: float | None
     big_versions: int
     big_phase: str
+    miscounted: list[str]  # notices whose counts in rm_notices differ from their rows
 
 
 async def seed_pages(
@@ -1459,6 +1477,20 @@ async def seed_pages(
         start = time.perf_counter()
         await pool.execute(f"VACUUM (ANALYZE) {', '.join(projections.TABLES)}, events")
         vacuum_seconds = time.perf_counter() - start
+    # The pages take the filters' totals from these counts: they must equal the rows.
+    miscounted = await pool.fetch(
+        "SELECT n.notice_id FROM rm_notices n LEFT JOIN (SELECT notice_id, count(*) AS customers,"
+        " count(*) FILTER (WHERE delivery = 'delivered') AS delivered,"
+        " count(*) FILTER (WHERE delivery = 'undelivered') AS undelivered,"
+        " count(*) FILTER (WHERE opted_in) AS opted_in,"
+        " count(*) FILTER (WHERE activated) AS activated,"
+        " count(*) FILTER (WHERE settled) AS settled, sum(open_objections) AS open_objections"
+        " FROM rm_notice_customers GROUP BY notice_id) r USING (notice_id)"
+        " WHERE (n.customers, n.delivered, n.undelivered, n.opted_in, n.activated, n.settled,"
+        " n.open_objections) IS DISTINCT FROM (coalesce(r.customers, 0), coalesce(r.delivered, 0),"
+        " coalesce(r.undelivered, 0), coalesce(r.opted_in, 0), coalesce(r.activated, 0),"
+        " coalesce(r.settled, 0), coalesce(r.open_objections, 0)::int)"
+    )
     versions = await pool.fetchval(
         "SELECT version FROM event_streams WHERE stream_id = $1",
         eventstore.notice_stream(plan.notice_id),
@@ -1476,6 +1508,7 @@ async def seed_pages(
         project_big=project_big,
         vacuum_seconds=vacuum_seconds,
         big_versions=int(versions),
+        miscounted=[row["notice_id"] for row in miscounted],
         big_phase=str(
             await pool.fetchval("SELECT phase FROM rm_notices WHERE notice_id = $1", plan.notice_id)
         ),
@@ -1641,7 +1674,12 @@ def pages_report(s: Seeding, timed: Timed, kinds: list[PageKind], context: dict[
         f" ({s.project_small[0] / s.project_small[1]:,.0f} events/s); {s.big} {s.big_seconds:.1f}"
         f" s ({s.big_events:,} events), projected in {s.project_big[1]:.1f} s"
         f" ({s.project_big[0] / s.project_big[1]:,.0f} events/s)"
-        + (f"; VACUUM (ANALYZE) {s.vacuum_seconds:.1f} s" if s.vacuum_seconds is not None else ""),
+        + (f"; VACUUM (ANALYZE) {s.vacuum_seconds:.1f} s" if s.vacuum_seconds is not None else "")
+        + (
+            f"; COUNTS DIFFER FROM ROWS: {', '.join(s.miscounted[:5])}"
+            if s.miscounted
+            else "; every notice's counts equal its rows"
+        ),
         f"  web indexes (migration 012): {context['indexes']}; commit {context['commit']};"
         f" load average before/after timing {context['load_before']} / {context['load_after']}",
         f"  timed: {len(timed.all()):,} sequential GETs after {context['warm']:,} warm-up ones,"

@@ -179,7 +179,10 @@ async def change_marker(pool: asyncpg.Pool, notice_id: str) -> tuple[int, dateti
 
 # --- the per-customer table -------------------------------------------------------------------
 
-# Sort keys: (SQL expression, NULLs last when ascending). Ties are broken by customer id.
+# Sort keys (NULLs last when ascending, first when descending). Ties are broken by customer id.
+# Each has an index (notice_id, key, customer_id) — migration 012 (the deadline's 009, the
+# customer's the primary key) — written with the same expression, so any page of any sort is
+# read from its index, never by sorting all of a notice's rows.
 SORTS: dict[str, str] = {
     "customer": "customer_id",
     "delivery": "delivery",
@@ -190,7 +193,6 @@ SORTS: dict[str, str] = {
     "activated": "activated",
     "verdict": "verdict",
 }
-TEXT_KEYS = {"delivery": ' COLLATE "C"', "verdict": ' COLLATE "C"'}
 SHOWS: dict[str, str] = {
     "all": "true",
     "open_cases": "open_objections > 0",
@@ -291,45 +293,65 @@ def customer_row(row: Any) -> dict[str, Any]:
     }
 
 
+def filter_total(show: str, counts: dict[str, int]) -> int | None:
+    """How many rows a filter holds, from the counts the projector keeps with every change of a
+    row (rm_notices); None when only a count of the rows tells (late objections, and customers
+    with an open case: ``open_objections`` counts cases, not customers)."""
+    if show == "all":
+        return counts["customers"]
+    if show == "undelivered":
+        return counts["undelivered"]
+    if show == "pending":
+        return max(0, counts["customers"] - counts["delivered"] - counts["undelivered"])
+    if show == "unsettled":
+        return max(0, counts["customers"] - counts["settled"])
+    if show in ("opted_in", "activated"):
+        return counts[show]
+    if show == "open_cases" and counts["open_objections"] == 0:
+        return 0
+    return None
+
+
 async def customer_page(
     pool: asyncpg.Pool, notice_id: str, view: TableQuery, counts: dict[str, int]
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the sorted, filtered table, and how many rows the filter holds."""
-    order = "DESC" if view.descending else "ASC"
-    nulls = "NULLS FIRST" if view.descending else "NULLS LAST"
-    key = SORTS[view.sort]
-    if view.sort == "customer":
-        ordering = f"customer_id {order}"
-    elif view.sort == "deadline":  # the index (notice_id, deadline, customer_id)
-        ordering = f"{key} {order} {nulls}, customer_id {order}"
-    else:  # a sort of all the rows: byte order compares ids and words faster than a locale
-        ordering = f"{key}{TEXT_KEYS.get(view.sort, '')} {order} {nulls},"
-        ordering += f' customer_id COLLATE "C" {order}'
     condition = SHOWS[view.show]
-    # The page's ids are found sorting narrow rows (the sort key and the id: 100,000 of them fit
-    # in memory), then their whole rows are read by primary key.
-    rows = await pool.fetch(
-        f"SELECT {', '.join('r.' + c.strip() for c in CUSTOMER_COLUMNS.split(','))}"
-        " FROM unnest(ARRAY(SELECT customer_id FROM rm_notice_customers"
-        f"  WHERE notice_id = $1 AND {condition} ORDER BY {ordering} LIMIT $2 OFFSET $3))"
-        "  WITH ORDINALITY AS page (customer_id, n)"
-        " JOIN rm_notice_customers r ON r.notice_id = $1 AND r.customer_id = page.customer_id"
-        " ORDER BY page.n",
-        notice_id,
-        view.size,
-        (view.page - 1) * view.size,
-    )
-    if view.show == "all":
-        total = counts["customers"]
-    elif view.show == "open_cases" and counts["open_objections"] == 0:
-        total = 0
-    else:
+    total = filter_total(view.show, counts)
+    if total is None:  # few rows, each filter with its partial index
         total = int(
             await pool.fetchval(
                 f"SELECT count(*) FROM rm_notice_customers WHERE notice_id = $1 AND {condition}",
                 notice_id,
             )
         )
+    first = (view.page - 1) * view.size
+    end = min(first + view.size, total)
+    if end <= first:
+        return [], total
+    # A page in the second half is read from the other end (the order reversed, then the page):
+    # an offset into an index costs its length, so the last page costs what the first does.
+    backwards = first > total - end
+    descending = view.descending != backwards
+    order = "DESC" if descending else "ASC"
+    nulls = "NULLS FIRST" if descending else "NULLS LAST"
+    if view.sort == "customer":  # the primary key
+        ordering = f"customer_id {order}"
+    else:  # its index: ascending NULLs last; read backwards, descending NULLs first
+        ordering = f"{SORTS[view.sort]} {order} {nulls}, customer_id {order}"
+    # The page's ids are read from the sort's index (an offset into it: no sort), then their
+    # whole rows by primary key.
+    rows = await pool.fetch(
+        f"SELECT {', '.join('r.' + c.strip() for c in CUSTOMER_COLUMNS.split(','))}"
+        " FROM unnest(ARRAY(SELECT customer_id FROM rm_notice_customers"
+        f"  WHERE notice_id = $1 AND {condition} ORDER BY {ordering} LIMIT $2 OFFSET $3))"
+        "  WITH ORDINALITY AS page (customer_id, n)"
+        " JOIN rm_notice_customers r ON r.notice_id = $1 AND r.customer_id = page.customer_id"
+        f" ORDER BY page.n {'DESC' if backwards else 'ASC'}",
+        notice_id,
+        end - first,
+        total - end if backwards else first,
+    )
     return [dict(row) for row in rows], total
 
 
@@ -337,13 +359,18 @@ async def customers_after(
     pool: asyncpg.Pool, notice_id: str, after: str | None, limit: int, show: str = "all"
 ) -> list[dict[str, Any]]:
     """The API's keyset page: customers in id order after ``after``."""
+    # Two statements, not one with "$2 IS NULL OR customer_id > $2": a prepared statement's
+    # generic plan could not start its index scan at the cursor, and read from the first row.
+    where = f"notice_id = $1 AND {SHOWS[show]}"
+    args: list[Any] = [notice_id]
+    if after is not None:
+        args.append(after)
+        where += f" AND customer_id > ${len(args)}"
+    args.append(limit)
     rows = await pool.fetch(
-        f"SELECT {CUSTOMER_COLUMNS} FROM rm_notice_customers WHERE notice_id = $1"
-        f" AND ($2::text IS NULL OR customer_id > $2) AND {SHOWS[show]}"
-        " ORDER BY customer_id LIMIT $3",
-        notice_id,
-        after,
-        limit,
+        f"SELECT {CUSTOMER_COLUMNS} FROM rm_notice_customers WHERE {where}"
+        f" ORDER BY customer_id LIMIT ${len(args)}",
+        *args,
     )
     return [dict(row) for row in rows]
 
@@ -466,13 +493,22 @@ async def timeline(
     pool: asyncpg.Pool, notice_id: str, *, before: int | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """The notice's events, newest first (those before version ``before``)."""
-    rows = await pool.fetch(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = $1"
-        " AND ($2::bigint IS NULL OR stream_version < $2) ORDER BY stream_version DESC LIMIT $3",
-        eventstore.notice_stream(notice_id),
-        before,
-        limit,
-    )
+    stream = eventstore.notice_stream(notice_id)
+    if before is None:  # (two statements: see customers_after)
+        rows = await pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = $1"
+            " ORDER BY stream_version DESC LIMIT $2",
+            stream,
+            limit,
+        )
+    else:
+        rows = await pool.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version < $2"
+            " ORDER BY stream_version DESC LIMIT $3",
+            stream,
+            before,
+            limit,
+        )
     return [timeline_entry(row) for row in rows]
 
 
