@@ -24,7 +24,7 @@ async def test_a_burst_shares_signals_and_every_call_is_covered(monkeypatch):
     async def client() -> tuple[Any, None]:
         return object(), None
 
-    w = Waker(client, pool=None)  # type: ignore[arg-type]
+    w = Waker(client, pool=None)
 
     async def one(delay: float) -> tuple[float, str | None]:
         await asyncio.sleep(delay)
@@ -52,7 +52,7 @@ async def test_a_failing_signal_is_reported_and_the_next_call_tries_again(monkey
     async def client() -> tuple[Any, None]:
         return object(), None
 
-    w = Waker(client, pool=None)  # type: ignore[arg-type]
+    w = Waker(client, pool=None)
     assert "connection reset" in (await w.wake("n1", "object", "r-1") or "")
     assert await w.wake("n1", "object", "r-2") is None
 
@@ -61,5 +61,5 @@ async def test_no_client_says_why():
     async def client() -> tuple[None, str]:
         return None, "127.0.0.1:1: connection refused"
 
-    w = Waker(client, pool=None)  # type: ignore[arg-type]
+    w = Waker(client, pool=None)
     assert "not reachable" in (await w.wake("n1", "object", "r-1") or "")

@@ -82,7 +82,7 @@ async def test_a_transient_fault_rolls_the_chunk_back_and_the_retry_judges_each_
 ):
     spec = await _opt_ins_pending(pool, smtp_sink)
     real = IntakeActivities._opt_in
-    failed = []
+    failed: list[bool] = []
 
     async def flaky(self: IntakeActivities, context: Any, opt_in: Any) -> Any:
         if opt_in.customer_id == "initech" and not failed:  # the third of the chunk, once
