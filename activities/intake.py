@@ -757,7 +757,9 @@ class IntakeActivities:
                 await self._mail_due(spec, receipt_id)
                 activity.heartbeat()
 
-        await asyncio.gather(*(one(receipt_id) for receipt_id in receipt_ids))
+        # The round's few SMTP sessions are reused from one confirmation to the next.
+        async with self.deps.mailer.reusing_sessions():
+            await asyncio.gather(*(one(receipt_id) for receipt_id in receipt_ids))
 
     async def _mail_due(self, spec: NoticeSpec, receipt_id: str) -> None:
         """Mail the confirmation a receipt owes (through the ledger: a repeat sends nothing twice)."""

@@ -14,9 +14,11 @@ recorded as failed once its first attempt is older than ``give_up_after``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,6 +62,10 @@ class Recipient:
 
 
 log = structlog.get_logger(__name__)
+# Open SMTP sessions handed back for reuse inside Mailer.reusing_sessions() (None: not reusing).
+_IDLE_SESSIONS: contextvars.ContextVar[list[SmtpSession] | None] = contextvars.ContextVar(
+    "idle_smtp_sessions", default=None
+)
 
 
 def utcnow() -> datetime:
@@ -155,6 +161,36 @@ class Mailer:
 
     def session(self) -> SmtpSession:
         return SmtpSession(self.target)
+
+    @contextlib.asynccontextmanager
+    async def reusing_sessions(self) -> AsyncIterator[None]:
+        """Within this block, mail calls (also from tasks started inside it) hand their SMTP
+        connections back for the next call instead of closing them; all are closed at its end.
+        Many small mailings (a round's confirmations) then cost no connection each."""
+        idle: list[SmtpSession] = []
+        token = _IDLE_SESSIONS.set(idle)
+        try:
+            yield
+        finally:
+            _IDLE_SESSIONS.reset(token)
+            for session in idle:
+                with contextlib.suppress(Exception):
+                    await session.__aexit__(None, None, None)
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[SmtpSession]:
+        idle = _IDLE_SESSIONS.get()
+        if idle is None:
+            async with self.session() as session:
+                yield session
+            return
+        session = idle.pop() if idle else self.session()
+        try:
+            yield session
+        except BaseException:
+            session._drop()  # in an unknown state: not for the next call
+            raise
+        idle.append(session)
 
     async def mail_customer(
         self,
@@ -294,7 +330,7 @@ class Mailer:
         async def connection_worker() -> None:
             nonlocal in_a_row
             try:
-                async with self.session() as session:
+                async with self._session() as session:
                     while queue and not halt.is_set():
                         item = queue.popleft()
                         outcome = await self._send_one(session, item)
