@@ -74,6 +74,10 @@ class Waker:
         if await self._round_running(notice_id):
             self.skipped += 1
             return None
+        if len(self._notices) > 10_000:  # forget notices with nothing in flight
+            for key, idle in list(self._notices.items()):
+                if (idle.flying is None or idle.flying.done()) and idle.trailing is None:
+                    del self._notices[key]
         entry = self._notices.setdefault(notice_id, _Notice())
         if entry.flying is None or entry.flying.done():
             entry.flying = asyncio.create_task(self._send(notice_id, signal, receipt_id))
