@@ -181,6 +181,9 @@ def worker(data_dir: DataDirOpt = None) -> None:
     run(run_worker(settings_for(data_dir)))
 
 
+MIN_SECRET = 16  # characters of a link-signing key the web accepts
+
+
 @app.command()
 def web(
     host: Annotated[
@@ -275,6 +278,15 @@ def _web_settings(host: str | None, port: str | None, data_dir: Path | None) -> 
             " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or run the web"
             " under `noticeflow up`, whose data dir has its own key"
         )
+    else:
+        for key in settings.verification_keys:
+            if len(key.strip()) < MIN_SECRET:
+                problems.append(
+                    f"a link-signing key (NOTICEFLOW_SECRET_KEY or"
+                    f" NOTICEFLOW_PREVIOUS_SECRET_KEYS) has {len(key.strip())} characters: use a"
+                    f" random secret of at least {MIN_SECRET}"
+                )
+                break
     if not settings.database_url:
         problems.append(
             "no database: set NOTICEFLOW_DATABASE_URL, or run `noticeflow up` with the same data"

@@ -36,12 +36,21 @@ SEARCH_ATTRIBUTES = {
 }
 
 
-def port_or_free(preferred: int) -> int:
+def port_or_free(preferred: int, required: bool = False) -> int:
+    """``preferred`` if it can be bound (as the servers bind it: SO_REUSEADDR, so sockets of a
+    run just stopped, in TIME_WAIT, do not count), else a free port — or, when the port was asked
+    for explicitly (``required``), a clear error instead of a silent other port."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", preferred))
             return preferred
-        except OSError:
+        except OSError as error:
+            if required:
+                raise InputError(
+                    f"port {preferred} (NOTICEFLOW_WEB_PORT) is taken ({error.strerror}); free it"
+                    " or choose another"
+                ) from None
             return free_port()
 
 
@@ -117,7 +126,7 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             stack.callback(sink.stop)
             smtp_url, smtp_host, smtp_port = sink.url, sink.host, sink.port
         await db.upgrade(database_url)
-        web_port = port_or_free(int(os.environ.get("NOTICEFLOW_WEB_PORT", "8080")))
+        web_port = port_or_free(settings.web_port, required="NOTICEFLOW_WEB_PORT" in os.environ)
         web_url = f"http://{settings.web_host}:{web_port}"
         parts = {
             "temporal_address": temporal_address,

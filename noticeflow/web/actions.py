@@ -427,7 +427,9 @@ async def _form(request: Request) -> dict[str, str] | None:
     async for chunk in request.stream():
         body += chunk
         if len(body) > BODY_MAX:
-            return None
+            raise HTTPException(
+                413, f"The form is larger than {BODY_MAX:,} bytes; nothing was recorded."
+            )
     try:
         pairs = parse_qsl(
             body.decode("ascii", "replace"),

@@ -334,7 +334,10 @@ def _form_payload(
         if local is not None and zone is not None:
             if local.tzinfo is None:
                 local = local.replace(tzinfo=zone)
-            payload["effective_at"] = local.astimezone(UTC).isoformat()
+            try:
+                payload["effective_at"] = local.astimezone(UTC).isoformat()
+            except (OverflowError, ValueError):  # year 1 or 9999 in a far-off zone
+                problems.append("new effective date: must be between 2000 and 2100")
     return payload, problems
 
 

@@ -43,36 +43,56 @@ class Guard:
             return
         received = 0
         started = False
+        too_large = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if too_large:  # whatever the app made of a cut body (a 400), the answer is a 413
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _answer(
+                        scope, send, 413, f"The request is larger than {self.max_body:,} bytes."
+                    )
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not started:
-                await _answer(
-                    scope, send, 413, f"The request is larger than {self.max_body:,} bytes."
-                )
         except Exception as error:
+            if too_large or _holds(error, _TooLarge):
+                if not started:
+                    await _answer(
+                        scope, send, 413, f"The request is larger than {self.max_body:,} bytes."
+                    )
+                return
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             log.error("web request failed", route=route, error_type=type(error).__name__)
             if not started:
                 await _answer(
                     scope, send, 500, "The server could not answer this time; please try again."
                 )
+
+
+def _holds(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` is ``kind`` or an exception group holding one (a middleware that runs
+    the app in a task group wraps what it raises)."""
+    if isinstance(error, kind):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return any(_holds(inner, kind) for inner in error.exceptions)
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -3,6 +3,7 @@ script or an attacker broke it. Real stack (tests/web/conftest.py), real CLI pro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import pytest
 
 from noticeflow import control
 from noticeflow.sink import free_port
-from tests.web.conftest import spec
+from tests.web.conftest import WEB_TOKEN, spec
 
 # Each test failed when written (hostile test of issue 9); strict xfail keeps the suite green
 # until the fix lands, then fails so that the marker is removed.
@@ -144,3 +145,80 @@ def test_cli_bad_input_is_one_line_not_a_traceback(database_url, tmp_path):
     )  # fmt: skip
     assert done.returncode != 0
     _one_line_error(done.stdout + done.stderr)
+
+
+# --- the second hostile pass ------------------------------------------------------------------
+
+
+async def test_a_chunked_body_over_the_limit_is_a_413_everywhere(web_stack):
+    # Found: a body over 2 MiB sent chunked (no Content-Length) got a 400 (or a 500) on forms,
+    # because the form reader swallowed the guard's signal; the answer is 413 whatever the app
+    # made of the cut body.
+    await web_stack.notice(spec("hostile-chunked"))
+    [link] = web_stack.links("acme", "object")
+
+    async def raw_post(path: str, headers: dict[str, str]) -> int:
+        """POST 3 MB chunked over a raw socket (a client that keeps sending after the server
+        answered early sees its connection reset; the status line is read all the same)."""
+        host, port = web_stack.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        writer.write(head.encode())
+        status = asyncio.create_task(reader.readline())  # read as it comes, before any reset
+        chunk = b"reason=" + b"x" * 10_000
+        try:
+            for _ in range(300):
+                if status.done():
+                    break
+                writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # answered and closed early
+        try:
+            status_line = await asyncio.wait_for(status, 10)
+        finally:
+            writer.close()
+        return int(status_line.split()[1])
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert await raw_post(link.removeprefix(web_stack.url), form) == 413
+    bearer = {**form, "Authorization": f"Bearer {WEB_TOKEN}"}
+    assert await raw_post("/api/notices/hostile-chunked/actions/object", bearer) == 413
+
+
+async def test_a_postponement_that_overflows_in_its_timezone_is_a_clear_refusal(web_stack):
+    # Found: 9999-12-31T23:59 in Etc/GMT+12 overflowed on the way to UTC: a 500.
+    await web_stack.notice(spec("hostile-overflow"))
+    bob = await web_stack.signed_in("bob")
+    try:
+        page = await bob.get("/notices/hostile-overflow")
+        from tests.web.conftest import csrf_of
+
+        answer = await bob.post(
+            "/notices/hostile-overflow/actions/postpone",
+            data={
+                "csrf_token": csrf_of(page.text), "effective_at": "9999-12-31T23:59",
+                "timezone": "Etc/GMT+12",
+            },
+        )  # fmt: skip
+        assert answer.status_code == 303, answer.status_code
+        shown = await bob.get(answer.headers["location"])
+        assert "between 2000 and 2100" in shown.text
+    finally:
+        await bob.aclose()
+
+
+def test_web_refuses_a_blank_or_short_key(database_url, tmp_path):
+    # Found: a key of spaces gave a traceback; a one-character key was accepted.
+    for key in ("   ", "x"):
+        done = subprocess.run(
+            [NOTICEFLOW, "web", "--port", str(free_port())],
+            env=_env(tmp_path, NOTICEFLOW_DATABASE_URL=database_url, NOTICEFLOW_SECRET_KEY=key),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        _one_line_error(done.stderr)
+        assert "at least 16" in done.stderr
