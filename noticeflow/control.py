@@ -181,18 +181,45 @@ async def hand_over(
     """
     if not receipt.pending:
         return receipt, None
+    problem = await try_wake(
+        client, pool, receipt.notice_id, receipt.action, receipt.receipt_id, task_queue,
+        connect_error=connect_error,
+    )  # fmt: skip
+    if problem:
+        return receipt, problem
+    return await outcome(pool, receipt, wait_seconds)
+
+
+async def try_wake(
+    client: Client | None,
+    pool: asyncpg.Pool,
+    notice_id: str,
+    signal: str,
+    receipt_id: str | None,
+    task_queue: str = TASK_QUEUE,
+    *,
+    connect_error: str | None = None,
+) -> str | None:
+    """``wake``, saying why it could not instead of raising: the receipt is durable in the
+    intake either way, and the worker's sweeper wakes the notice for it later."""
     if client is None:
-        return receipt, f"Temporal is not reachable ({connect_error})"
+        return f"Temporal is not reachable ({connect_error})"
     try:
-        await wake(client, pool, receipt.notice_id, receipt.action, receipt.receipt_id, task_queue)
+        await wake(client, pool, notice_id, signal, receipt_id, task_queue)
     except RPCError as error:
-        return receipt, f"Temporal refused the signal ({error.message})"
-    except Exception as error:  # the receipt is kept whatever happens: the sweeper wakes it later
-        return receipt, f"could not wake the notice ({type(error).__name__}: {error})"
-    judged = await intake.wait_for(pool, receipt.receipt_id, wait_seconds)
-    assert judged is not None
-    if judged.pending:
-        return judged, "no worker has judged it yet"
+        return f"Temporal refused the signal ({error.message})"
+    except Exception as error:
+        return f"could not wake the notice ({type(error).__name__}: {error})"
+    return None
+
+
+async def outcome(
+    pool: asyncpg.Pool, receipt: intake.Receipt, wait_seconds: float, poll: float = 0.1
+) -> tuple[intake.Receipt, str | None]:
+    """The receipt once judged, or as it stands after ``wait_seconds`` with why it is pending."""
+    judged = await intake.wait_for(pool, receipt.receipt_id, wait_seconds, poll)
+    if judged is None or judged.pending:
+        return judged or receipt, "no worker has judged it yet"
     return judged, None
 
 

@@ -152,6 +152,24 @@ async def customer_table(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
     return table
 
 
+def customer_row(row: Any) -> dict[str, Any]:
+    """One row of ``rm_notice_customers`` in the contract's `notice show --json` shape."""
+    return {
+        "customer_id": row["customer_id"],
+        "delivery": row["delivery"],
+        "deadline": row["deadline"],
+        "timezone": row["timezone"],
+        "objection": None
+        if row["objection_status"] is None
+        else {"status": row["objection_status"], "timely": row["objection_timely"]},
+        "opted_in": row["opted_in"],
+        "activated": row["activated"],
+        "deemed_accepted_at": row["deemed_accepted_at"],
+        "verdict": row["verdict"],
+        "settled": row["settled"],
+    }
+
+
 async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
     """`notice show`, from the read models: the contract's fields first, more after."""
     notice = await pool.fetchrow("SELECT * FROM rm_notices WHERE notice_id = $1", notice_id)
@@ -163,23 +181,7 @@ async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
     rows = await pool.fetch(
         "SELECT * FROM rm_notice_customers WHERE notice_id = $1 ORDER BY customer_id", notice_id
     )
-    customers = [
-        {
-            "customer_id": row["customer_id"],
-            "delivery": row["delivery"],
-            "deadline": row["deadline"],
-            "timezone": row["timezone"],
-            "objection": None
-            if row["objection_status"] is None
-            else {"status": row["objection_status"], "timely": row["objection_timely"]},
-            "opted_in": row["opted_in"],
-            "activated": row["activated"],
-            "deemed_accepted_at": row["deemed_accepted_at"],
-            "verdict": row["verdict"],
-            "settled": row["settled"],
-        }
-        for row in rows
-    ]
+    customers = [customer_row(row) for row in rows]
     counts = {
         "customers": len(rows),
         "delivered": sum(row["delivery"] == "delivered" for row in rows),

@@ -20,7 +20,6 @@ from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from noticeflow import control
 from noticeflow.contracts import TASK_QUEUE
@@ -97,13 +96,10 @@ class Waker:
 
     async def _send(self, notice_id: str, signal: str, receipt_id: str | None) -> str | None:
         client, problem = await self._client()
-        if client is None:
-            return f"Temporal is not reachable ({problem})"
-        try:
-            await control.wake(client, self._pool, notice_id, signal, receipt_id, self._task_queue)
-        except RPCError as error:
-            return f"Temporal refused the signal ({error.message})"
-        except Exception as error:  # the receipt is kept: the sweeper wakes the notice later
-            return f"could not wake the notice ({type(error).__name__}: {error})"
-        self.signals_sent += 1
-        return None
+        problem = await control.try_wake(
+            client, self._pool, notice_id, signal, receipt_id, self._task_queue,
+            connect_error=problem,
+        )  # fmt: skip
+        if problem is None:
+            self.signals_sent += 1
+        return problem

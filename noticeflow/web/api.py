@@ -286,7 +286,7 @@ async def api_customers(
     return _json(
         {
             "notice_id": notice_id,
-            "customers": [queries.customer_row(row) for row in rows],
+            "customers": [repository.customer_row(row) for row in rows],
             "next_cursor": queries.encode_cursor(rows[-1]["customer_id"]) if more else None,
         }
     )

@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from temporalio.client import Client
 
-from noticeflow import intake
+from noticeflow import control, intake
 from noticeflow.config import Settings
 from noticeflow.links import LinkSigner
 from noticeflow.waker import Waker
@@ -94,10 +94,7 @@ class Web:
         problem = await self.waker.wake(receipt.notice_id, receipt.action, receipt.receipt_id)
         if problem:
             return receipt, problem
-        judged = await intake.wait_for(self.pool, receipt.receipt_id, wait_seconds, poll=0.05)
-        if judged is None or judged.pending:
-            return judged or receipt, "no worker has judged it yet"
-        return judged, None
+        return await control.outcome(self.pool, receipt, wait_seconds, poll=0.05)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

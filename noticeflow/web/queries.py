@@ -275,24 +275,6 @@ def _int(text: str, name: str, low: int, high: int, problems: list[str]) -> int:
     return value
 
 
-def customer_row(row: Any) -> dict[str, Any]:
-    """One customer's row in the shape of `notice show --json` (repository.notice_summary)."""
-    return {
-        "customer_id": row["customer_id"],
-        "delivery": row["delivery"],
-        "deadline": row["deadline"],
-        "timezone": row["timezone"],
-        "objection": None
-        if row["objection_status"] is None
-        else {"status": row["objection_status"], "timely": row["objection_timely"]},
-        "opted_in": row["opted_in"],
-        "activated": row["activated"],
-        "deemed_accepted_at": row["deemed_accepted_at"],
-        "verdict": row["verdict"],
-        "settled": row["settled"],
-    }
-
-
 def filter_total(show: str, counts: dict[str, int]) -> int | None:
     """How many rows a filter holds, from the counts the projector keeps with every change of a
     row (rm_notices); None when only a count of the rows tells (late objections, and customers
