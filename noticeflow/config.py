@@ -94,8 +94,27 @@ class Settings(BaseSettings):
     smtp_give_up_after: Seconds = Field(default=GIVE_UP_AFTER, gt=timedelta(0))
     # host:port where the worker serves the Temporal SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
+    # --- keys (noticeflow/keyring.py checks them; `noticeflow up` makes its own) ---------------
+    # Encrypts every Temporal payload (noticeflow/codec.py); the previous ones still decrypt.
+    codec_key: str | None = None
+    previous_codec_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Wraps each customer's key in PostgreSQL (a KMS-shaped interface, local implementation).
+    key_encryption_key: str | None = None
+    previous_key_encryption_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Signs event-stream heads and evidence-pack manifests: a key the database never sees.
+    signing_key: str | None = None
+    previous_signing_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The role that owns the schema and runs migrations; `database_url` is the runtime role,
+    # which may only INSERT and SELECT on the event store. Unset: migrations use database_url.
+    owner_database_url: str | None = None
 
-    @field_validator("previous_secret_keys", mode="before")
+    @field_validator(
+        "previous_secret_keys",
+        "previous_codec_keys",
+        "previous_key_encryption_keys",
+        "previous_signing_keys",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

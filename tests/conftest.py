@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,13 +15,30 @@ from hypothesis import settings
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import db
+from noticeflow import db, keyring
 from noticeflow.binaries import binary
 from noticeflow.sink import SmtpSink
 from noticeflow.temporal import register_search_attributes
 from workflows import search_attributes
 
 SUGGEST_CAN_AT = 150
+
+# The process's keys (noticeflow/keyring.py): random per test session, in the environment so that
+# `noticeflow` subprocesses started by tests find them too. The link key stays per test (explicit).
+for _setting in ("codec_key", "key_encryption_key", "signing_key"):
+    os.environ.setdefault(f"NOTICEFLOW_{_setting.upper()}", secrets.token_urlsafe(32))
+TEST_LINK_KEY = secrets.token_urlsafe(32)
+keyring.install(
+    keyring.Keyring(
+        {
+            "link": (TEST_LINK_KEY,),
+            **{
+                purpose: (os.environ[f"NOTICEFLOW_{keyring.SETTINGS[purpose][0].upper()}"],)
+                for purpose in ("codec", "kek", "signing")
+            },
+        }
+    )
+)
 
 settings.register_profile("noticeflow", deadline=None, print_blob=True)
 settings.load_profile("noticeflow")

@@ -1,0 +1,156 @@
+"""The process's own keys, checked once at start and installed for the adapters that need them.
+
+Four keys, each with its own setting and its own rotation (the current key first, then the ones it
+replaced, which still verify or decrypt):
+
+* ``link``  — signs customers' action links and web sessions (``NOTICEFLOW_SECRET_KEY``);
+* ``codec`` — encrypts every Temporal payload (``NOTICEFLOW_CODEC_KEY``, noticeflow/codec.py);
+* ``kek``   — wraps each customer's key in PostgreSQL (``NOTICEFLOW_KEY_ENCRYPTION_KEY``);
+* ``signing`` — signs event-stream heads and evidence manifests (``NOTICEFLOW_SIGNING_KEY``): a key
+  the database never sees, so a database owner who rewrites a stream cannot re-sign it.
+
+There are no defaults: a missing, public, short or patterned key is refused, every problem at once,
+in one readable block (:func:`problems`). ``noticeflow up`` makes its own keys in its data dir.
+
+The raw key strings never leave this module: each purpose gets 32 bytes derived with HKDF-SHA256
+(:meth:`Keyring.material`), and a short key id (:meth:`Keyring.key_id`) names a key in metadata
+without revealing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from noticeflow.domain.errors import InputError
+
+# 32 random bytes written as base64url (`secrets.token_urlsafe(32)`) are 43 characters.
+MIN_KEY_CHARS = 43
+MIN_DISTINCT = 16  # a random 43-character key has ~30 distinct characters; "x" * 50 has one
+# Keys that were ever public (in this repository's history or docs): refused wherever they appear.
+PUBLIC_KEYS = frozenset({"dev-only-insecure-secret"})
+HOW_TO_MAKE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+# purpose -> (setting of the current key, setting of the previous ones)
+SETTINGS = {
+    "link": ("secret_key", "previous_secret_keys"),
+    "codec": ("codec_key", "previous_codec_keys"),
+    "kek": ("key_encryption_key", "previous_key_encryption_keys"),
+    "signing": ("signing_key", "previous_signing_keys"),
+}
+PURPOSES = tuple(SETTINGS)
+
+
+def _plain(value: Any) -> str | None:
+    """A setting's text, whether it is a str or a pydantic SecretStr."""
+    if value is None:
+        return None
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if getter else value)
+
+
+def key_problem(setting: str, value: str | None) -> str | None:
+    """Why this key cannot be used, or None."""
+    name = f"NOTICEFLOW_{setting.upper()}"
+    if value is None or not value.strip():
+        return f"{name} is not set: set it to a random secret ({HOW_TO_MAKE})"
+    text = value.strip()
+    if text in PUBLIC_KEYS:
+        return f"{name} is a public development key: use a random secret ({HOW_TO_MAKE})"
+    if len(text) < MIN_KEY_CHARS:
+        return (
+            f"{name} has {len(text)} characters: use a random secret of at least"
+            f" {MIN_KEY_CHARS} (32 random bytes, e.g. {HOW_TO_MAKE})"
+        )
+    if len(set(text)) < MIN_DISTINCT:
+        return f"{name} is not random ({len(set(text))} distinct characters): {HOW_TO_MAKE}"
+    return None
+
+
+def derive(secret: str, purpose: str, length: int = 32) -> bytes:
+    """32 bytes for one purpose from a key string (HKDF-SHA256; the purpose is the info)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=b"noticeflow/keyring/v1",
+        info=purpose.encode(),
+    ).derive(secret.strip().encode())  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Each purpose's keys, the current first. Build with :func:`from_settings`."""
+
+    keys: dict[str, tuple[str, ...]]
+
+    def material(self, purpose: str, use: str = "") -> list[bytes]:
+        """32-byte keys for ``purpose`` (and a sub-use, e.g. ``"wrap"``), the current first."""
+        return [derive(k, f"{purpose}/{use}") for k in self.keys[purpose]]
+
+    def current(self, purpose: str, use: str = "") -> bytes:
+        return self.material(purpose, use)[0]
+
+    @staticmethod
+    def key_id(material: bytes) -> str:
+        """A short public name for a key (metadata, manifests): reveals nothing of the key."""
+        return hashlib.sha256(b"noticeflow/key-id\x1f" + material).hexdigest()[:16]
+
+    def by_id(self, purpose: str, key_id: str, use: str = "") -> bytes | None:
+        for material in self.material(purpose, use):
+            if self.key_id(material) == key_id:
+                return material
+        return None
+
+
+def problems(settings: Any, purposes: Iterable[str] = PURPOSES) -> list[str]:
+    """Every problem with the keys these purposes need, in one list (empty: all good)."""
+    found = []
+    for purpose in purposes:
+        current, previous = SETTINGS[purpose]
+        problem = key_problem(current, _plain(getattr(settings, current, None)))
+        if problem:
+            found.append(problem)
+        for old in getattr(settings, previous, None) or []:
+            problem = key_problem(previous, _plain(old))
+            if problem:
+                found.append(problem.replace(" is not set", " has an empty entry"))
+                break
+    return found
+
+
+def from_settings(settings: Any, purposes: Iterable[str] = PURPOSES) -> Keyring:
+    """The keyring, or an InputError naming every problem at once."""
+    wanted = tuple(purposes)
+    found = problems(settings, wanted)
+    if found:
+        raise InputError("refusing to start without real keys:\n  - " + "\n  - ".join(found))
+    keys: dict[str, tuple[str, ...]] = {}
+    for purpose in wanted:
+        current, previous = SETTINGS[purpose]
+        first = _plain(getattr(settings, current)) or ""
+        rest = [_plain(k) or "" for k in getattr(settings, previous, None) or []]
+        keys[purpose] = tuple(dict.fromkeys([first.strip(), *(k.strip() for k in rest)]))
+    return Keyring(keys)
+
+
+_installed: Keyring | None = None
+
+
+def install(keyring: Keyring) -> Keyring:
+    """Make ``keyring`` the process's keys (entry points call this once, at start)."""
+    global _installed
+    _installed = keyring
+    return keyring
+
+
+def installed() -> Keyring:
+    if _installed is None:
+        raise RuntimeError("no keys installed: the entry point must call keyring.install() first")
+    return _installed
+
+
+def has(purpose: str) -> bool:
+    return _installed is not None and purpose in _installed.keys
