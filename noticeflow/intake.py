@@ -33,7 +33,7 @@ import orjson
 from pydantic import ValidationError
 
 from noticeflow import eventstore
-from noticeflow.crypto import ERASED, load_keys, seal, unseal
+from noticeflow.crypto import ERASED, is_sealed, load_keys, seal, unseal
 from noticeflow.domain import signals
 from noticeflow.domain.text import SLUG_PATTERN
 
@@ -284,7 +284,7 @@ def open_payload(row: asyncpg.Record, keys: dict[str, bytes]) -> Any:
     """A stored payload, unsealed (``None`` when its customer was erased since)."""
     text = row["payload"]
     customer_id = row["customer_id"]
-    if customer_id and text.startswith("enc1:"):
+    if customer_id and is_sealed(text):
         key = keys.get(customer_id)
         if key is None:
             return None
