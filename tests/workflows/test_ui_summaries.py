@@ -15,10 +15,9 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from noticeflow import control, repository
+from noticeflow import codec, control, keyring, repository
 from noticeflow.contracts import NoticeStatus, workflow_id
 from noticeflow.domain.rules import Phase
 from tests import helpers
@@ -34,12 +33,12 @@ NAMES = ("Acme Corp", "Initech", "Umbrella", "Globex", "Hooli", "Jane Roe", "ali
 async def ui_texts(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
     """Everything the Temporal Web UI shows about a workflow, as text."""
     description = await handle.describe()
-    converter = pydantic_data_converter.payload_converter
+    converter = codec.data_converter(keyring.installed())  # summaries are encrypted too
     activities, timers = [], []
     async for event in handle.fetch_history_events():
         if not event.user_metadata.HasField("summary"):
             continue
-        summary = converter.from_payload(event.user_metadata.summary, str)
+        (summary,) = await converter.decode([event.user_metadata.summary], [str])
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             name = event.activity_task_scheduled_event_attributes.activity_type.name
             activities.append((name, summary))
@@ -152,7 +151,9 @@ async def test_the_ui_tells_the_story_with_counts_and_ids_only(dev_server_env, p
         await handle.terminate("test over")
 
     # Summaries are metadata: this run's history replays against the workflow code.
-    replayer = Replayer(workflows=[NoticeWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[NoticeWorkflow], data_converter=codec.data_converter(keyring.installed())
+    )
     await replayer.replay_workflow(history)
 
 
@@ -174,7 +175,9 @@ async def test_a_notice_started_before_the_summaries_replays_unchanged():
         "notice-openai-test", (HISTORIES / "notice_before_ui_summaries.json").read_text()
     )
     assert len(history.events) > 300
-    replayer = Replayer(workflows=[NoticeWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[NoticeWorkflow], data_converter=codec.data_converter(keyring.installed())
+    )
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
 
