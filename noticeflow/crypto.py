@@ -151,6 +151,13 @@ class CustomerKey:
         joined = "\x1f".join(parts).encode()
         return hmac.new(self._ids, joined, hashlib.sha256).hexdigest()
 
+    def legacy_index(self, value: str) -> str:
+        """The blind index as written before the subkeys (an HMAC under the root key): only to
+        recognise rows written then (ledger contact refs, objection content keys); nothing new
+        is written with it."""
+        keyed = b"index\x1f" + value.lower().encode()
+        return hmac.new(self._root, keyed, hashlib.sha256).hexdigest()[:32]
+
 
 def open_sealed(key: CustomerKey | None, field: str, value: str) -> str:
     """Like :meth:`CustomerKey.unseal`; ``[erased]`` for a sealed value when there is no key."""
