@@ -28,7 +28,7 @@ from activities.mailer import TemporarySmtpError
 from activities.names import Activity
 from activities.records import load_recipients, read_totals, switch_subprocessor
 from activities.sending import SendingActivities
-from noticeflow import eventstore, intake
+from noticeflow import eventstore, intake, notice_actions
 from noticeflow.contracts import (
     IntakeRequest,
     IntakeRound,
@@ -273,11 +273,19 @@ class IntakeActivities:
         if not isinstance(payload, dict):
             await self._settle(row, intake.REJECTED, "the payload could not be read")
             return None
+        typed, problem = intake.validate(row["action"], payload)
+        if typed is None:
+            await self._settle(row, intake.REJECTED, problem or "invalid payload")
+            return None
+        # The workflow judges it from ids and facts: the name and any free text stay here.
         return NoticeAction(
             receipt_id=row["receipt_id"],
             action=row["action"],
-            payload=payload,
+            payload=notice_actions.workflow_payload(row["action"], typed),
             received_at=row["received_at"],
+            facts=await notice_actions.facts(
+                self.deps.pool, row["notice_id"], str(getattr(typed, "by", ""))
+            ),
         )
 
     async def _judge(
@@ -803,17 +811,19 @@ class IntakeActivities:
     async def settle_receipt(self, outcome: ReceiptOutcome) -> None:
         """Write the outcome of a notice action the workflow judged (approve, postpone, cancel)."""
         async with self.deps.pool.acquire() as connection, connection.transaction():
+            # A reason naming the person says {by}: the name comes from the receipt, not Temporal.
+            reason = notice_actions.fill_names(
+                outcome.reason, await notice_actions.actor_details(connection, outcome.receipt_id)
+            )
             row = await connection.fetchrow(
                 "UPDATE intake SET status = $2, reason = $3, handled_at = clock_timestamp()"
                 f" WHERE receipt_id = $1 AND status = 'pending' RETURNING {intake.RECEIPT_COLUMNS}",
                 outcome.receipt_id,
                 outcome.status,
-                outcome.reason,
+                reason,
             )
             if row is not None and outcome.status == intake.REJECTED:
-                await intake.append_rejection(
-                    connection, intake._row_receipt(row), str(outcome.reason)
-                )
+                await intake.append_rejection(connection, intake._row_receipt(row), str(reason))
 
 
 CHUNK = 100  # receipts judged in one transaction (each in its own savepoint)

@@ -11,7 +11,7 @@ from temporalio import activity
 from activities.deps import Deps, mail_update, update_context
 from activities.names import Activity
 from activities.records import read_totals, switch_subprocessor
-from noticeflow import eventstore
+from noticeflow import eventstore, notice_actions
 from noticeflow.contracts import (
     ActivationRequest,
     ActivationRound,
@@ -44,14 +44,25 @@ class LifecycleActivities:
 
     @activity.defn(name=Activity.append_event)
     async def append_event(self, request: EventRequest) -> None:
-        await eventstore.append(
-            self.deps.pool,
-            eventstore.notice_stream(request.notice_id),
-            request.key,
-            request.event_type,
-            request.data,
-            request.at,
-        )
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            data = request.data
+            if request.receipt_id is not None:  # who (and why) from the receipt, not Temporal
+                details = await notice_actions.actor_details(connection, request.receipt_id)
+                data = {**data, **details, "receipt_id": request.receipt_id}
+                if request.event_type == "notice_approved" and details.get("by"):
+                    await connection.execute(
+                        "UPDATE notices SET approved_by = $2 WHERE notice_id = $1",
+                        request.notice_id,
+                        details["by"],
+                    )
+            await eventstore.append(
+                connection,
+                eventstore.notice_stream(request.notice_id),
+                request.key,
+                request.event_type,
+                data,
+                request.at,
+            )
 
     @activity.defn(name=Activity.record_phase)
     async def record_phase(self, change: PhaseChange) -> None:
@@ -59,7 +70,9 @@ class LifecycleActivities:
         async with self.deps.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "UPDATE notices SET phase = $2, effective_at = $3, window_closes_at = $4,"
-                " approved_by = $5, updated_at = now() WHERE notice_id = $1",
+                # approved_by: set by the approval's event (a run since then carries none)
+                " approved_by = coalesce($5, approved_by), updated_at = now()"
+                " WHERE notice_id = $1",
                 change.notice_id,
                 change.phase.value,
                 change.effective_at,
@@ -82,14 +95,13 @@ class LifecycleActivities:
     @activity.defn(name=Activity.load_notice_record)
     async def load_notice_record(self, notice_id: str) -> NoticeRecord:
         row = await self.deps.pool.fetchrow(
-            "SELECT phase, effective_at, approved_by, window_closes_at FROM notices"
-            " WHERE notice_id = $1",
+            "SELECT phase, effective_at, window_closes_at FROM notices WHERE notice_id = $1",
             notice_id,
         )
+        # No approver's name: it stays in the records (no names travel through Temporal).
         return NoticeRecord(
             phase=Phase(row["phase"]),
             effective_at=row["effective_at"],
-            approved_by=row["approved_by"],
             window_closes_at=row["window_closes_at"],
         )
 

@@ -30,7 +30,7 @@ from activities.mailer import (
 )
 from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
-from noticeflow import eventstore
+from noticeflow import eventstore, notice_actions
 from noticeflow.contracts import (
     ApprovalCheck,
     AudienceRequest,
@@ -404,13 +404,17 @@ class SendingActivities:
         spec = request.spec
         pool = self.deps.pool
         async with pool.acquire() as connection, connection.transaction():
+            detail = request.detail
+            if request.receipt_id is not None:  # who (and why) from the receipt, not Temporal
+                details = await notice_actions.actor_details(connection, request.receipt_id)
+                detail = {**detail, **details, "receipt_id": request.receipt_id}
             await eventstore.append(
                 connection,
                 eventstore.notice_stream(spec.notice_id),
                 request.key,
                 f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
                 # The text as it now stands: a postponement is a new version, with its own hash.
-                {**request.detail, "text_sha256": spec.text_sha256()},
+                {**detail, "text_sha256": spec.text_sha256()},
                 request.at,
             )
             if request.kind == "cancellation":
@@ -446,7 +450,7 @@ class SendingActivities:
                 paragraphs = [
                     f"We will not engage {spec.subprocessor} under this notice. "
                     "Nothing changes for your organisation.",
-                    f"Reason: {request.detail.get('reason', '')}",
+                    f"Reason: {detail.get('reason', '')}",
                 ]
             return update_context(spec, headline, paragraphs)
 

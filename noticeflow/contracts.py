@@ -112,6 +112,8 @@ class EventRequest(_Model):
     event_type: str
     data: dict[str, Any] = Field(default_factory=dict)
     at: datetime
+    # The receipt of the action behind the event: the activity adds who (and why) from it.
+    receipt_id: str | None = None
 
 
 class PhaseChange(_Model):
@@ -167,6 +169,7 @@ class ChangeMailRequest(_Model):
     key: str
     detail: dict[str, Any] = Field(default_factory=dict)
     at: datetime
+    receipt_id: str | None = None  # who (and why): read from the receipt by the activity
 
 
 class ResendRequest(_Model):
@@ -226,13 +229,31 @@ class IntakeRequest(_Model):
     at: datetime
 
 
+# A rejection reason the workflow composes names the person as this marker; the activity that
+# settles the receipt puts the name back from the receipt (noticeflow/notice_actions.py).
+BY = "{by}"
+
+
+class ActionFacts(_Model):
+    """What the rules need to know about the person behind a notice action, without the name."""
+
+    by_is_author: bool = False
+    by_is_approver: bool = False
+
+
 class NoticeAction(_Model):
-    """The first pending action about the notice as a whole: the workflow judges it itself."""
+    """The first pending action about the notice as a whole: the workflow judges it itself.
+
+    ``payload`` holds no name and no free text (the new effective date of a postponement only):
+    who and why stay in the receipt (noticeflow/notice_actions.py). A history recorded before
+    ``facts`` existed carries the whole payload and no facts (the workflow judges it the old way).
+    """
 
     receipt_id: str
     action: str
     payload: dict[str, Any]
     received_at: datetime
+    facts: ActionFacts | None = None
 
 
 class IntakeRound(_Model):

@@ -23,6 +23,8 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.names import Activity
     from noticeflow.contracts import (
+        BY,
+        ActionFacts,
         ActivationRequest,
         ActivationRound,
         ApprovalCheck,
@@ -252,8 +254,12 @@ class NoticeWorkflow:
     async def _judge_notice_action(self, action: NoticeAction) -> None:
         status, reason = "accepted", None
         try:
-            payload = signals.SIGNAL_PAYLOADS[action.action].model_validate(action.payload)
-            await self._notice_handlers[action.action](payload, action.received_at)
+            if action.facts is not None:
+                # Ids and facts only: who and why stay in the receipt (no names in Temporal).
+                await self._receipt_handlers[action.action](action, action.facts)
+            else:  # recorded before receipts carried facts: the payload has the names
+                payload = signals.SIGNAL_PAYLOADS[action.action].model_validate(action.payload)
+                await self._notice_handlers[action.action](payload, action.received_at)
         except ValidationError as error:
             status = "rejected"
             reason = f"invalid {action.action} payload: " + "; ".join(
@@ -283,6 +289,43 @@ class NoticeWorkflow:
         )
 
     @property
+    def _receipt_handlers(self) -> dict[str, Any]:
+        return {
+            "approve": self._approve,
+            "postpone": self._postpone,
+            "cancel": self._cancel,
+        }
+
+    async def _approve(self, action: NoticeAction, facts: ActionFacts) -> None:
+        # The person is named in the reason by the activity that settles the receipt ({by}).
+        if facts.by_is_approver:
+            raise Repeated(f"already approved by {BY}")
+        if self.state.phase is not Phase.draft:
+            raise Rejected(f"notice is {self.state.phase}, not draft: approval not needed")
+        if facts.by_is_author:
+            raise Rejected(f"{BY} wrote this notice and cannot also approve it (four eyes)")
+        check = await self._check_approval(action.received_at)
+        await self._event(
+            "notice_approved", {"audience_size": check.audience_size}, action.receipt_id
+        )
+        await self._record_phase(Phase.notifying)
+
+    async def _postpone(self, action: NoticeAction, facts: ActionFacts) -> None:
+        to = datetime.fromisoformat(str(action.payload["effective_at"]))
+        await self._postpone_to(to, action.received_at, {}, action.receipt_id)
+
+    async def _cancel(self, action: NoticeAction, facts: ActionFacts) -> None:
+        self._check_cancellable()
+        detail = {"phase": str(self.state.phase)}
+        if self.state.phase is Phase.draft:
+            await self._event("notice_cancelled", detail, action.receipt_id)
+        else:
+            await self._change_mail(
+                "cancellation", detail, action.received_at, None, action.receipt_id
+            )
+        await self._record_phase(Phase.cancelled)
+
+    @property
     def _notice_handlers(self) -> dict[str, Any]:
         return {
             "approve": self._on_approve,
@@ -298,6 +341,14 @@ class NoticeWorkflow:
             raise Rejected(f"notice is {self.state.phase}, not draft: approval not needed")
         if signals.same_person(approve.by, self.author):
             raise Rejected(f"{approve.by} wrote this notice and cannot also approve it (four eyes)")
+        check = await self._check_approval(at)
+        self.state.approved_by = approve.by
+        await self._event(
+            "notice_approved", {"by": approve.by, "audience_size": check.audience_size}
+        )
+        await self._record_phase(Phase.notifying)
+
+    async def _check_approval(self, at: datetime) -> ApprovalCheck:
         check: ApprovalCheck = await self._activity(
             Activity.check_approval,
             AudienceRequest(spec=self.spec, at=at),
@@ -313,42 +364,46 @@ class NoticeWorkflow:
                 f"deadline {latest.isoformat()} of customer {check.latest_customer_id} (and any "
                 "customer on the same terms); postpone the notice to at least that instant first"
             )
-        self.state.approved_by = approve.by
-        await self._event(
-            "notice_approved", {"by": approve.by, "audience_size": check.audience_size}
-        )
-        await self._record_phase(Phase.notifying)
+        return check
 
     async def _on_postpone(self, postpone: signals.Postpone, at: datetime) -> None:
+        await self._postpone_to(postpone.effective_at, at, {"by": postpone.by})
+
+    async def _postpone_to(
+        self, to: datetime, at: datetime, who: dict[str, Any], receipt_id: str | None = None
+    ) -> None:
         if self.state.phase not in POSTPONABLE_PHASES:
             raise Rejected(f"notice is {self.state.phase}: too late to postpone")
-        if postpone.effective_at <= at:
+        if to <= at:
             raise Rejected(
-                f"{postpone.effective_at.isoformat()} is in the past: a postponement must be later"
+                f"{to.isoformat()} is in the past: a postponement must be later"
                 " than now and than the current effective date"
             )
-        if postpone.effective_at <= self.state.effective_at:
+        if to <= self.state.effective_at:
             raise Rejected(
                 f"a postponement must be later than the current effective date "
                 f"{self.state.effective_at.isoformat()}"
             )
         previous = self.state.effective_at
-        spec = self.spec.model_copy(update={"effective_at": postpone.effective_at})
+        spec = self.spec.model_copy(update={"effective_at": to})
         # A postponement is a new version of the text: mail_change records its hash.
-        detail = {"by": postpone.by, "from": previous, "to": postpone.effective_at}
+        detail = {**who, "from": previous, "to": to}
         if self.state.phase is Phase.draft:
-            await self._event("notice_postponed", detail)
+            await self._event("notice_postponed", detail, receipt_id)
         else:
-            await self._change_mail("postponement", detail, at, spec)
+            await self._change_mail("postponement", detail, at, spec, receipt_id)
         self.spec = spec
-        self.state.effective_at = postpone.effective_at
+        self.state.effective_at = to
         await self._record_phase(self.state.phase)
 
-    async def _on_cancel(self, cancel: signals.Cancel, at: datetime) -> None:
+    def _check_cancellable(self) -> None:
         if self.state.phase is Phase.cancelled:
             raise Repeated("the notice is already cancelled")
         if self.state.phase not in CANCELLABLE_PHASES:
             raise Rejected(f"notice is {self.state.phase}: it can no longer be cancelled")
+
+    async def _on_cancel(self, cancel: signals.Cancel, at: datetime) -> None:
+        self._check_cancellable()
         detail = {"by": cancel.by, "reason": cancel.reason, "phase": str(self.state.phase)}
         if self.state.phase is Phase.draft:
             await self._event("notice_cancelled", detail)
@@ -545,7 +600,9 @@ class NoticeWorkflow:
         )
         self._publish_search_attributes()
 
-    async def _event(self, event_type: str, data: dict[str, Any]) -> None:
+    async def _event(
+        self, event_type: str, data: dict[str, Any], receipt_id: str | None = None
+    ) -> None:
         self.state.event_seq += 1
         await self._activity(
             Activity.append_event,
@@ -555,13 +612,19 @@ class NoticeWorkflow:
                 event_type=event_type,
                 data=data,
                 at=workflow.now(),
+                receipt_id=receipt_id,
             ),
             None,
             summary=f"record event {event_type}",
         )
 
     async def _change_mail(
-        self, kind: str, detail: dict[str, Any], at: datetime, spec: Any = None
+        self,
+        kind: str,
+        detail: dict[str, Any],
+        at: datetime,
+        spec: Any = None,
+        receipt_id: str | None = None,
     ) -> None:
         self.state.event_seq += 1
         await self._activity(
@@ -572,6 +635,7 @@ class NoticeWorkflow:
                 key=self._step_key(kind),
                 detail=detail,
                 at=at,
+                receipt_id=receipt_id,
             ),
             None,
             timeout=MAILING,

@@ -75,9 +75,12 @@ async def test_four_eyes_ignores_case_and_a_second_approval_is_a_repeat(running,
     approved = await act(env, tq, pool, spec, "approve", {"by": "bob"})
     assert approved.status == "accepted"
     again = await act(env, tq, pool, spec, "approve", {"by": "Bob"})
-    assert again.status == "duplicate" and "already approved by bob" in str(again.reason)
+    assert again.status == "duplicate" and "already approved by Bob" in str(again.reason)
     status = await wait_for(handle, lambda s: s.phase is Phase.window_open)
-    assert status.approved_by == "bob"
+    # Names stay in the records: the workflow (and so Temporal) never holds them.
+    assert status.approved_by is None and status.author == ""
+    approver = "SELECT approved_by FROM notices WHERE notice_id = $1"
+    assert await pool.fetchval(approver, spec.notice_id) == "bob"
 
 
 async def test_typos_repeats_and_second_objections_never_wedge_the_notice(running, pool, smtp_sink):
