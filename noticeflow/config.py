@@ -11,22 +11,29 @@ URLs are shown through :func:`redact_url`, and error and log text through :func:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from noticeflow import keyring
 from noticeflow.domain.errors import InputError, describe_validation_error
 from noticeflow.mail import GIVE_UP_AFTER
 
 STACK_FILE = "stack.json"
-SECRET_FILE = "secret_key"  # written by `noticeflow up`: the data dir's own link-signing key
+KEYS_DIR = "keys"  # `noticeflow up`'s own keys, one file per setting, 0600
+SECRET_FILE = "secret_key"  # where `up` kept its link key before keys/ (read, then moved)
+# The settings that hold the process's keys (noticeflow/keyring.py), each a file under keys/.
+KEY_SETTINGS = tuple(current for current, _ in keyring.SETTINGS.values())
 # stack.json key -> settings field it provides
 STACK_KEYS = {
     "temporal_address": "temporal_address",
@@ -173,9 +180,7 @@ def reveal(secret: SecretStr | str | None) -> str | None:
     return secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
 
 
-def install_keys(
-    settings: Settings, purposes: Iterable[str] = keyring.PURPOSES
-) -> keyring.Keyring:
+def install_keys(settings: Settings, purposes: Iterable[str] = keyring.PURPOSES) -> keyring.Keyring:
     """Check the keys these purposes need and make them the process's keys; an entry point calls
     this at start. A missing, public, short or patterned key is an InputError naming every
     problem at once, in one block (the CLI prints it and exits 2)."""
@@ -251,9 +256,10 @@ def tighten(data_dir: Path, skip: Iterable[str] = ("postgres",)) -> None:
 
 def read_key_file(data_dir: Path, setting: str) -> str | None:
     """The key `noticeflow up` keeps for ``setting`` in this data dir, or None."""
-    for path in (data_dir / KEYS_DIR / setting, data_dir / SECRET_FILE):
-        if path == data_dir / SECRET_FILE and setting != "secret_key":
-            continue
+    places = [data_dir / KEYS_DIR / setting]
+    if setting == "secret_key":
+        places.append(data_dir / SECRET_FILE)
+    for path in places:
         with contextlib.suppress(OSError):
             text = path.read_text().strip()
             if text:
@@ -337,7 +343,7 @@ def remember_secrets(settings: Settings) -> None:
             for key, value in parse_qsl(parts.query if parts else ""):
                 if _SECRET_PARAMS.search(key) and value:
                     _known_secrets.add(value)
-    for name, value in settings:
+    for _name, value in settings:
         values = value if isinstance(value, list) else [value]
         for item in values:
             if isinstance(item, SecretStr) and len(item.get_secret_value().strip()) >= 6:
@@ -381,7 +387,16 @@ def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
                 kept = read_key_file(base.data_dir, setting)
                 if kept:
                     filled[setting] = SecretStr(kept)
-        settings = base.model_copy(update={**filled, **overrides})
+        secret_fields = {
+            name
+            for name, field in Settings.model_fields.items()
+            if "SecretStr" in str(field.annotation)
+        }
+        given = {
+            name: SecretStr(value) if name in secret_fields and isinstance(value, str) else value
+            for name, value in overrides.items()
+        }
+        settings = base.model_copy(update={**filled, **given})
         remember_secrets(settings)
         return settings
     except ValidationError as error:

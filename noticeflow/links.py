@@ -8,7 +8,9 @@ scanners that fetch links act on nothing.
 
 Key rotation: the signer takes a list of keys (``Settings.verification_keys``): the first signs,
 every one verifies, so a link mailed before a rotation keeps working while its old key is listed in
-``NOTICEFLOW_PREVIOUS_SECRET_KEYS``.
+``NOTICEFLOW_PREVIOUS_SECRET_KEYS``. There is no default key: entry points refuse to start without a
+real one (noticeflow/keyring.py), and the signer itself refuses an empty or public key, so a link
+forged with the development key this project once shipped verifies nowhere.
 
 A token whose signature holds but whose expiry has passed is still *readable* (:meth:`LinkSigner.read`):
 the action page decides what stays open after expiry (revoking an opt-in is open for as long as the
@@ -25,6 +27,8 @@ from enum import StrEnum
 
 from itsdangerous import BadPayload, BadSignature, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
+
+from noticeflow.keyring import PUBLIC_KEYS
 
 SALT = "noticeflow.action-link.v1"
 # Late objections are still taken (flagged late, rule 7), so a link outlives the deadline a while.
@@ -73,6 +77,8 @@ class LinkSigner:
         keys = [secret_key] if isinstance(secret_key, str) else list(secret_key)
         if not keys or not all(isinstance(key, str) and key.strip() for key in keys):
             raise ValueError("a link-signing key must not be empty")
+        if any(key.strip() in PUBLIC_KEYS for key in keys):
+            raise ValueError("a link-signing key must not be a public development key")
         # itsdangerous signs with the last key of its list and verifies with all of them.
         self._serializer = URLSafeSerializer(list(reversed(keys)), salt=SALT)
         self.public_url = public_url.rstrip("/")

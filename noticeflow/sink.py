@@ -6,11 +6,13 @@ demonstrated and tested without a real bounce; a recipient whose local part is `
 refused with a temporary 451 its first N times, like a greylisting server, and one whose local part
 starts with ``tempfail-`` always gets a 451 (a contact that never gets the mail, never bounces).
 Like a modern server it accepts internationalised (non-ASCII) addresses (SMTPUTF8) unless told not to.
+Mail holds personal data: the mail dir is 0700 and every .eml file 0600.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
 import threading
@@ -37,7 +39,9 @@ TEMPFAIL = re.compile(r"^<?tempfail-[^@]*@", re.IGNORECASE)
 class MailDirHandler:
     def __init__(self, mail_dir: Path) -> None:
         self.mail_dir = mail_dir
-        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        self.mail_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.mail_dir.stat().st_mode & 0o077:
+            self.mail_dir.chmod(0o700)
         self._lock = threading.Lock()
         self._count = len(list(self.mail_dir.glob("*.eml")))
         self._greylisted: Counter[str] = Counter()
@@ -63,7 +67,9 @@ class MailDirHandler:
             self._count += 1
             number = self._count
         path = self.mail_dir / f"{number:07d}-{digest}.eml"
-        path.write_bytes(content)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
         return f"250 2.0.0 Ok: queued as {digest}"
 
 

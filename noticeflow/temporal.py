@@ -10,7 +10,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from noticeflow import codec
-from noticeflow.config import Settings
+from noticeflow.config import Settings, reveal
 from noticeflow.domain.errors import InputError
 
 
@@ -29,7 +29,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        api_key=settings.temporal_api_key,
+        api_key=reveal(settings.temporal_api_key),
         tls=tls,
         data_converter=converter,
         runtime=runtime,

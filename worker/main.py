@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -25,8 +26,8 @@ from activities.lifecycle import LifecycleActivities
 from activities.mailer import Mailer
 from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
-from noticeflow import db
-from noticeflow.config import DEV_SECRET_KEY, Settings
+from noticeflow import db, keyring
+from noticeflow.config import Settings, install_keys
 from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
@@ -110,7 +111,7 @@ def make_deps(
     send_batch_size: int = 200,
     smtp_concurrency: int = 4,
     smtp_rate: float | None = None,
-    secret_key: str = DEV_SECRET_KEY,
+    secret_key: str | list[str] | None = None,
     public_url: str = Settings.model_fields["public_url"].default,
     smtp_give_up_after: timedelta = Settings.model_fields["smtp_give_up_after"].default,
 ) -> Deps:
@@ -122,7 +123,8 @@ def make_deps(
         smtp_rate,
         smtp_give_up_after,
     )
-    links = LinkSigner(secret_key, public_url)
+    # No default key: the link keys given (current first), else the process's installed ones.
+    links = LinkSigner(secret_key or list(keyring.installed().keys["link"]), public_url)
     return Deps(pool=pool, mailer=mailer, links=links, send_batch_size=send_batch_size)
 
 
@@ -135,14 +137,17 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.send_batch_size,
         settings.smtp_concurrency,
         settings.smtp_rate,
-        settings.secret_key,
+        settings.verification_keys,
         settings.public_url,
         settings.smtp_give_up_after,
     )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``), then finish in-flight tasks and exit."""
+    """Run until SIGTERM/SIGINT (or ``stop``), then finish in-flight tasks and exit. Refuses to
+    start without real keys (all four: an InputError naming every problem, before anything)."""
+    os.umask(0o077)  # whatever the worker writes is its owner's alone
+    install_keys(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -167,11 +172,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             if settings.worker_metrics_address
             else None,
         )
-        if settings.secret_key == DEV_SECRET_KEY:
-            log.warning(
-                "customer action links are signed with the built-in development key;"
-                " set NOTICEFLOW_SECRET_KEY to a long random value in production"
-            )
         projector = asyncio.create_task(run_projections(pool, stop), name="projections")
         sweeper = asyncio.create_task(
             sweep_intake(client, pool, stop, settings.task_queue), name="intake-sweeper"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
-from noticeflow import db
+from noticeflow import db, keyring
 from noticeflow.config import Settings
 from noticeflow.domain.errors import InputError
 from noticeflow.links import LinkSigner
@@ -45,8 +44,13 @@ TITLES = {
 }
 
 
-def _derived(secret: str, purpose: str) -> str:
-    return hashlib.sha256(f"noticeflow/{purpose}/{secret}".encode()).hexdigest()
+def session_key(settings: Settings) -> str:
+    """The session cookie's signing key: derived (HKDF) from the current link key, never the key
+    itself. There is no default: `noticeflow web` refuses to start without a real link key."""
+    keys = settings.verification_keys
+    if not keys:
+        raise InputError(keyring.key_problem("secret_key", None) or "NOTICEFLOW_SECRET_KEY")
+    return keyring.derive(keys[0], "link/sessions").hex()
 
 
 def create_app(
@@ -85,7 +89,7 @@ def create_app(
     )
     app.add_middleware(
         SessionMiddleware,
-        secret_key=_derived(settings.secret_key, "session"),
+        secret_key=session_key(settings),
         session_cookie="nf_session",
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from noticeflow import users
+from noticeflow.config import reveal
 from noticeflow.domain.errors import InputError
 from noticeflow.users import Role, User
 from noticeflow.web import csrf
@@ -52,7 +53,7 @@ def is_api(request: Request) -> bool:
 async def current_user(request: Request, web: Web = Depends(get_web)) -> User | None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        expected = web.settings.web_token
+        expected = reveal(web.settings.web_token)
         if expected and hmac.compare_digest(value.strip().encode(), expected.encode()):
             token_user = User(TOKEN_USER, Role.approver, "token")
             request.state.user = token_user
@@ -227,7 +228,7 @@ def _oauth(request: Request, web: Web) -> Any:
         oauth.register(
             "oidc",
             client_id=s.oidc_client_id,
-            client_secret=s.oidc_client_secret,
+            client_secret=reveal(s.oidc_client_secret),
             server_metadata_url=s.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
             if s.oidc_issuer
             else None,
