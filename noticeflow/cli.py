@@ -242,6 +242,55 @@ def web(
         fail(f"could not listen on {address} (see the line above)")
 
 
+@app.command("codec-server")
+def codec_server(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (off loopback a token is required).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8234,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve Temporal's remote codec (POST /decode, /encode) so the Temporal Web UI
+    (--ui-codec-endpoint) and CLI (--codec-endpoint) show decrypted payloads to those allowed."""
+    from noticeflow import codec_server as served
+    from noticeflow.logging import configure_logging
+
+    settings = settings_for(data_dir)
+    token = served.settings_token(settings)
+    _codec, problems = served.check(settings, host, token)
+    if problems:
+        fail("the codec server cannot start: " + "; ".join(problems))
+    configure_logging()
+
+    async def go() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        loop.set_exception_handler(_quiet_about_uvicorn_exit)
+        started: asyncio.Future[str] = loop.create_future()
+        task = asyncio.create_task(
+            served.serve(settings, host, port, stop, token=token, started=started)
+        )
+        try:
+            url = await started
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError(f"could not listen on {_host_port(host, port)} ({error})") from None
+        typer.echo(f"noticeflow codec server on {url} (Ctrl-C stops it)", err=True)
+        await task
+
+    try:
+        run(go())
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        fail(f"could not listen on {_host_port(host, port)} (see the line above)")
+
+
 def _quiet_about_uvicorn_exit(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """uvicorn's task ends in SystemExit when it cannot bind: said in one line, not a trace."""
     if not isinstance(context.get("exception"), SystemExit):
