@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import structlog
 
@@ -37,15 +37,21 @@ class _ScrubbedFilter(logging.Filter):
         return True
 
 
-def open_private(path: Path, binary: bool = False) -> IO[Any]:
-    """``path`` opened for appending, readable by its owner only (0600 from creation; an existing
-    file made looser by an older version is tightened)."""
+def _private_fd(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with contextlib.suppress(OSError):
-        os.fchmod(fd, 0o600)
-    if binary:
-        return os.fdopen(fd, "ab")
-    return os.fdopen(fd, "a", buffering=1)
+        os.fchmod(fd, 0o600)  # an existing file made looser by an older version
+    return fd
+
+
+def open_private(path: Path) -> TextIO:
+    """``path`` opened for appending lines, readable by its owner only (0600 from creation)."""
+    return cast(TextIO, os.fdopen(_private_fd(path), "a", buffering=1))
+
+
+def open_private_binary(path: Path) -> BinaryIO:
+    """As :func:`open_private`, for bytes (a server's own log)."""
+    return cast(BinaryIO, os.fdopen(_private_fd(path), "ab"))
 
 
 def configure_logging(

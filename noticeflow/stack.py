@@ -5,6 +5,13 @@ NOTICEFLOW_DATABASE_URL is set), the local SMTP sink (unless NOTICEFLOW_SMTP_URL
 worker and the web (dashboard, API, customer action pages; the mails' links point at it unless
 NOTICEFLOW_PUBLIC_URL is set); writes <data dir>/stack.json; Ctrl-C stops all of it. A restart on
 the same data dir resumes running notices, because Temporal's state and PostgreSQL live in the data dir.
+
+Private by default: the data dir is its owner's alone (0700; 0710 to embedded PostgreSQL's group
+when run as root, since its server runs as its own user) and everything `up` writes is 0600. Its
+keys (link, codec, key-encryption, signing) are made once per data dir under ``keys/`` and kept
+across restarts unless the environment sets them. stack.json holds the embedded database's URL
+(so other commands find it) but never a URL the environment gave (it may carry a password), and the
+banner shows every URL without its password.
 """
 
 from __future__ import annotations
@@ -20,11 +27,22 @@ from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from noticeflow import db
 from noticeflow.binaries import binary
-from noticeflow.config import STACK_FILE, Settings, ensure_secret_key
+from noticeflow.config import (
+    KEY_SETTINGS,
+    STACK_FILE,
+    Settings,
+    ensure_key_file,
+    install_keys,
+    redact_url,
+    tighten,
+    write_private,
+)
 from noticeflow.domain.errors import InputError
-from noticeflow.logging import configure_logging
+from noticeflow.logging import configure_logging, open_private, open_private_binary
 from noticeflow.sink import SmtpSink, free_port
 
 SEARCH_ATTRIBUTES = {
@@ -78,7 +96,7 @@ async def start_temporal(data_dir: Path, stack: AsyncExitStack) -> tuple[str, st
     ]  # fmt: skip
     for name, kind in SEARCH_ATTRIBUTES.items():
         command += ["--search-attribute", f"{name}={kind}"]
-    log = (data_dir / "temporal.log").open("ab")
+    log = open_private_binary(data_dir / "temporal.log")
     process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 
     def stop() -> None:
@@ -103,21 +121,54 @@ def start_postgres(data_dir: Path, stack: AsyncExitStack) -> str:
 
 
 def write_stack(data_dir: Path, parts: dict[str, Any]) -> Path:
+    """stack.json, atomically and 0600 (it holds the embedded database's URL)."""
     path = data_dir / STACK_FILE
-    path.write_text(json.dumps(parts, indent=2) + "\n")
+    write_private(path, (json.dumps(parts, indent=2) + "\n").encode())
     return path
 
 
+def own_keys(settings: Settings, data_dir: Path) -> Settings:
+    """``settings`` with every key the environment does not set taken from the data dir's own
+    (made on first use: random, 0600, the same after a restart)."""
+    made = {
+        setting: SecretStr(ensure_key_file(data_dir, setting))
+        for setting in KEY_SETTINGS
+        if f"NOTICEFLOW_{setting.upper()}" not in os.environ
+    }
+    return settings.model_copy(update=made)
+
+
+def private_data_dir(data_dir: Path) -> None:
+    """Only its owner may enter the data dir. Run as root, embedded PostgreSQL's server runs as
+    its own user and must pass through to its cluster (which it guards itself, 0700): its group
+    may traverse the data dir (0710), nobody else; every file in it stays 0600."""
+    tighten(data_dir)
+    if os.geteuid() == 0 and (data_dir / "postgres").exists():
+        import grp
+
+        with suppress(KeyError, OSError):
+            os.chown(data_dir, -1, grp.getgrnam("embedded_postgres").gr_gid)
+            data_dir.chmod(0o710)
+
+
 async def run_stack(settings: Settings, demo: bool = False) -> None:
+    os.umask(0o077)  # everything written from here on (and by the servers started) is private
     data_dir = settings.data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_data_dir(data_dir)  # a data dir made looser by an older version is tightened
+    # Keys first: a bad key from the environment stops everything before anything starts.
+    settings = own_keys(settings, data_dir)
+    install_keys(settings)
     # The console tells the story; the worker's JSON log lines go to a file beside the data.
-    configure_logging(file=(data_dir / "noticeflow.log").open("a", buffering=1))
-    data_dir.chmod(0o755)  # embedded PostgreSQL runs as its own user when we are root
+    configure_logging(file=open_private(data_dir / "noticeflow.log"))
     async with AsyncExitStack() as stack:
         print(f"noticeflow: starting in {data_dir}", flush=True)
         temporal_address, temporal_ui = await start_temporal(data_dir, stack)
-        database_url = os.environ.get("NOTICEFLOW_DATABASE_URL") or start_postgres(data_dir, stack)
+        database_url = os.environ.get("NOTICEFLOW_DATABASE_URL")
+        embedded_database = not database_url
+        if not database_url:
+            database_url = start_postgres(data_dir, stack)
+            private_data_dir(data_dir)  # embedded PostgreSQL opens the path up as root
         mail_dir = data_dir / "mail"
         smtp_url = os.environ.get("NOTICEFLOW_SMTP_URL")
         smtp_host, smtp_port = None, None
@@ -128,13 +179,14 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
         await db.upgrade(database_url)
         web_port = port_or_free(settings.web_port, required="NOTICEFLOW_WEB_PORT" in os.environ)
         web_url = f"http://{settings.web_host}:{web_port}"
+        # A URL from the environment stays there: stack.json never holds its password.
         parts = {
             "temporal_address": temporal_address,
             "temporal_ui_url": temporal_ui,
-            "database_url": database_url,
+            "database_url": database_url if embedded_database else None,
             "smtp_host": smtp_host,
             "smtp_port": smtp_port,
-            "smtp_url": smtp_url,
+            "smtp_url": smtp_url if smtp_host else None,
             "mail_dir": str(mail_dir) if smtp_host else None,
             "web_url": web_url,
             "pid": os.getpid(),
@@ -151,8 +203,6 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
                 "public_url": os.environ.get("NOTICEFLOW_PUBLIC_URL") or web_url,
             }
         )
-        if "NOTICEFLOW_SECRET_KEY" not in os.environ:
-            running = running.model_copy(update={"secret_key": ensure_secret_key(data_dir)})
         accounts = await _accounts(database_url, data_dir, demo)
         from noticeflow.web.app import serve
         from worker.main import run_worker
@@ -167,7 +217,8 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise InputError(f"the web could not start on {web_url} ({error})") from None
-        print(_banner(parts, stack_file, accounts), flush=True)
+        shown = {**parts, "database_url": database_url, "smtp_url": smtp_url}
+        print(_banner(shown, stack_file, accounts), flush=True)
         if demo:
             from noticeflow.demo import run_demo
 
@@ -213,10 +264,7 @@ async def _accounts(database_url: str, data_dir: Path, demo: bool) -> dict[str, 
             if name not in known:
                 known[name] = secrets.token_urlsafe(12)
             await users.add_user(pool, name, users.Role(role), known[name], replace=True)
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(known, out)
-        os.replace(path.with_suffix(".tmp"), path)
+        write_private(path, json.dumps(known).encode())
         return {name: known[name] for name in DEMO_USERS}
     finally:
         await pool.close()
@@ -243,8 +291,8 @@ def _banner(parts: dict[str, Any], stack_file: Path, accounts: dict[str, str] | 
         f"  dashboard         {parts['web_url']}   (customer action pages at {parts['web_url']}/a/...)",
         *_sign_in_lines(parts["web_url"], accounts or {}, stack_file.parent),
         f"  Temporal          {parts['temporal_address']}   (Web UI {parts['temporal_ui_url']})",
-        f"  PostgreSQL        {parts['database_url']}",
-        f"  SMTP              {parts['smtp_url']}"
+        f"  PostgreSQL        {redact_url(parts['database_url'])}",
+        f"  SMTP              {redact_url(parts['smtp_url'])}"
         + (f"   (every accepted message in {parts['mail_dir']})" if parts["mail_dir"] else ""),
         "  worker            task queue noticeflow",
         f"  stack file        {stack_file}",
