@@ -50,7 +50,8 @@ class MailDirHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if address.lower().rstrip(">").endswith(".invalid"):
-            return "550 5.1.1 mailbox unavailable"
+            # As real relays do, the reply repeats the address: it must never be kept in clear.
+            return f"550 5.1.1 <{address}>: Recipient address rejected: mailbox unavailable"
         if TEMPFAIL.match(address):
             return "451 4.3.0 temporary failure, please try again later"
         greylist = GREYLIST.match(address)
