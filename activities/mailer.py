@@ -26,12 +26,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from noticeflow.crypto import blind_index, seal
+from noticeflow.crypto import CustomerKey
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.mail import (
     GIVE_UP_AFTER,
+    SMTP_TEXT_FIELD,
     MailRenderer,
     SendStatus,
+    SmtpReply,
     SmtpSession,
     SmtpTarget,
     SmtpUnavailable,
@@ -39,6 +41,7 @@ from noticeflow.mail import (
     build_message,
     message_id,
     scrub,
+    stored_reply,
 )
 
 
@@ -47,7 +50,7 @@ class ContactOutcome:
     position: int
     message_id: str
     status: str
-    reply: str
+    reply: SmtpReply  # its text in clear, in memory only: stored sealed, never logged
     at: datetime
     text_sha256: str | None = None  # the version of the notice text that message carried
 
@@ -58,7 +61,7 @@ class Recipient:
     name: str
     timezone: str
     contacts: list[tuple[int, str]]  # (position, address) — plaintext, in memory only
-    key: bytes  # the customer's key: addresses are stored sealed, ledger rows by blind index
+    key: CustomerKey  # addresses and replies are stored sealed, ledger rows by blind index
 
 
 log = structlog.get_logger(__name__)
@@ -111,11 +114,11 @@ class _Planned:
     customer_id: str
     position: int
     address: str
-    ref: str  # the ledger key: blind index of the address
-    msg_id: str
+    ref: str  # the ledger key: blind index of the address (as the row was first written)
+    msg_id: str  # the ledger row's own (a row written earlier keeps the id it was written with)
     content: tuple[str, str, str]  # subject, text, html
     text_sha256: str | None
-    problem: str | None  # why this message cannot be built (rendering failed): fails, unsent
+    problem: SmtpReply | None  # why this message cannot be built (rendering failed): unsent
     first_attempt_at: datetime  # from the ledger: when this contact was first tried
     attempts: int  # the ledger's count, this one included
     deferred_before: bool  # an earlier run got only 4xx replies for it (not merely marked it)
@@ -125,7 +128,7 @@ class _Planned:
 class _Finished:
     planned: _Planned
     status: str  # accepted | failed (5xx, unbuildable, gave up) | deferred (4xx: retried later)
-    reply: str
+    reply: SmtpReply
     at: datetime
 
 
@@ -242,11 +245,13 @@ class Mailer:
         await _mark_sending(pool, notice_id, kind, planned, keys, now)
         finished: list[_Finished] = []
         try:
-            await self._send(pool, notice_id, kind, planned, progress, finished)
+            await self._send(pool, notice_id, kind, planned, keys, progress, finished)
         except asyncio.CancelledError:
             raise MailingInterrupted(_by_customer(outcomes, finished)) from None
         deferred = {
-            item.planned.customer_id: item.reply for item in finished if item.status == "deferred"
+            item.planned.customer_id: item.reply.summary
+            for item in finished
+            if item.status == "deferred"
         }
         if deferred:
             raise MailingDeferred(_by_customer(outcomes, finished), deferred)
@@ -287,17 +292,23 @@ class Mailer:
                     error=type(error).__name__,
                 )
             seen: set[str] = set()
+            key = recipient.key
             for position, address in recipient.contacts:
-                ref = blind_index(recipient.key, address)
+                ref = key.index(address)
                 if ref in seen:  # the same mailbox listed twice: one ledger row, one mail
                     continue
                 seen.add(ref)
-                msg_id = message_id(notice_id, recipient.customer_id, address, kind, self.mail_from)
                 done = ledger.get((recipient.customer_id, ref))
+                if done is None:  # a row written before the per-customer subkeys: that row
+                    done = ledger.get((recipient.customer_id, key.legacy_index(address)))
+                if done is not None:  # one ledger row, one Message-ID: the one it was written with
+                    ref, msg_id = done["contact_ref"], done["message_id"]
+                else:
+                    msg_id = message_id(key, notice_id, address, kind, self.mail_from)
                 if done is not None and done["status"] in FINAL:
                     outcomes.setdefault(recipient.customer_id, {})[position] = ContactOutcome(
-                        position, msg_id, done["status"], done["smtp_reply"], done["finished_at"],
-                        done["text_sha256"],
+                        position, msg_id, done["status"], stored_reply(done, key),
+                        done["finished_at"], done["text_sha256"],
                     )  # fmt: skip
                     continue
                 planned.append(_Planned(
@@ -315,6 +326,7 @@ class Mailer:
         notice_id: str,
         kind: str,
         planned: list[_Planned],
+        keys: dict[str, CustomerKey],
         progress: Callable[[int], None] | None,
         finished: list[_Finished],
     ) -> None:
@@ -323,7 +335,7 @@ class Mailer:
         if not planned:
             return
         queue = deque(planned)
-        writer = _OutcomeWriter(pool, notice_id, kind)
+        writer = _OutcomeWriter(pool, notice_id, kind, keys)
         halt = asyncio.Event()  # one connection found the server unusable: the others stop too
         in_a_row = 0
 
@@ -344,7 +356,7 @@ class Mailer:
                         if in_a_row >= DEFERRED_IN_A_ROW:
                             raise TemporarySmtpError(
                                 f"the mail server deferred {in_a_row} messages in a row, the last"
-                                f" with {outcome.reply}"
+                                f" with {outcome.reply.summary}"
                             )
             except BaseException:
                 halt.set()
@@ -391,14 +403,18 @@ class Mailer:
             try:
                 result = await session.send(mail)
             except TemporarySmtpError as error:
-                reply = scrub(str(error), item.address, item.msg_id)
-                # Customer id and contact position only: addresses never go to logs (rule 13).
+                reply = (error.reply or SmtpReply(None, None, str(error))).scrubbed(
+                    item.address, item.msg_id
+                )
+                # Ids, codes and counts only: a reply's text may echo the address or a name, even
+                # scrubbed; it goes to the ledger, sealed, never to a log (rule 13).
                 log.warning(
                     "mail deferred",
                     customer_id=item.customer_id,
                     contact=item.position,
                     attempt=attempt,
-                    reply=reply[:120],
+                    smtp_code=reply.code,
+                    smtp_status=reply.status,
                 )
                 unavailable = isinstance(error, SmtpUnavailable)
                 if not unavailable and self._given_up(item):
@@ -412,13 +428,14 @@ class Mailer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SMTP_BACKOFF_MAX)
                 continue
-            reply = scrub(result.reply, item.address, item.msg_id)
+            reply = result.reply.scrubbed(item.address, item.msg_id)
             if result.status is not SendStatus.accepted:
                 log.info(
                     "mail refused",
                     customer_id=item.customer_id,
                     contact=item.position,
-                    reply=reply[:120],
+                    smtp_code=reply.code,
+                    smtp_status=reply.status,
                 )
             return _Finished(item, result.status.value, reply, utcnow())
         raise AssertionError("unreachable")
@@ -429,15 +446,19 @@ class Mailer:
         unreachable: SmtpUnavailable) is not given up on its first real reply."""
         return item.deferred_before and utcnow() - item.first_attempt_at >= self.give_up_after
 
-    def _gave_up(self, item: _Planned, reply: str) -> str:
+    def _gave_up(self, item: _Planned, reply: SmtpReply) -> SmtpReply:
+        """Failed for good: the last reply's code and status, and the text says why."""
         log.warning(
             "mail given up: only temporary replies",
             customer_id=item.customer_id,
             contact=item.position,
             attempts=item.attempts,
+            smtp_code=reply.code,
+            smtp_status=reply.status,
         )
         span = _span(utcnow() - item.first_attempt_at)
-        return f"gave up after {item.attempts} attempts over {span}: last reply {reply}"
+        text = f"gave up after {item.attempts} attempts over {span}: last reply {reply.readable()}"
+        return SmtpReply(reply.code, reply.status, text)
 
 
 FINAL = {SendStatus.accepted.value, SendStatus.failed.value}
@@ -446,8 +467,10 @@ FINAL = {SendStatus.accepted.value, SendStatus.failed.value}
 class _OutcomeWriter:
     """Collects outcomes and writes them to the ledger in groups (see FLUSH_EVERY)."""
 
-    def __init__(self, pool: asyncpg.Pool, notice_id: str, kind: str) -> None:
-        self.pool, self.notice_id, self.kind = pool, notice_id, kind
+    def __init__(
+        self, pool: asyncpg.Pool, notice_id: str, kind: str, keys: dict[str, CustomerKey]
+    ) -> None:
+        self.pool, self.notice_id, self.kind, self.keys = pool, notice_id, kind, keys
         self._unwritten: list[_Finished] = []
         self._oldest = 0.0
 
@@ -463,15 +486,16 @@ class _OutcomeWriter:
 
     async def flush(self) -> None:
         group, self._unwritten = self._unwritten, []  # taken before the await: no double write
-        await _write_outcomes(self.pool, self.notice_id, self.kind, group)
+        await _write_outcomes(self.pool, self.notice_id, self.kind, group, self.keys)
 
 
 class MailingDeferred(TemporarySmtpError):
     """Some contacts only got temporary (4xx) replies; everything else was tried and written.
 
     ``outcomes`` holds every known outcome (a deferred contact has none yet); ``deferred`` maps
-    each customer with a deferred contact to the last reply. Those customers are not settled:
-    the caller keeps them pending and tries again later (until the contacts are given up).
+    each customer with a deferred contact to the last reply's code and status (no text: this
+    travels to logs and Temporal). Those customers are not settled: the caller keeps them
+    pending and tries again later (until the contacts are given up).
     """
 
     def __init__(self, outcomes: dict[str, list[ContactOutcome]], deferred: dict[str, str]) -> None:
@@ -517,8 +541,8 @@ async def _read_ledger(
     pool: asyncpg.Pool, notice_id: str, kind: str, customer_ids: list[str]
 ) -> dict[tuple[str, str], asyncpg.Record]:
     rows = await pool.fetch(
-        "SELECT customer_id, contact_ref, status, smtp_reply, finished_at, attempts,"
-        " first_attempt_at, text_sha256 FROM deliveries"
+        "SELECT customer_id, contact_ref, message_id, status, smtp_code, smtp_status, smtp_text,"
+        " smtp_reply, finished_at, attempts, first_attempt_at, text_sha256 FROM deliveries"
         " WHERE notice_id = $1 AND kind = $2 AND customer_id = ANY($3::text[])",
         notice_id,
         kind,
@@ -532,11 +556,11 @@ async def _mark_sending(
     notice_id: str,
     kind: str,
     planned: list[_Planned],
-    keys: dict[str, bytes],
+    keys: dict[str, CustomerKey],
     now: datetime,
 ) -> None:
     """Every contact about to be mailed gets its ledger row (or another attempt) first, with the
-    hash of the notice text this attempt carries."""
+    hash of the notice text this attempt carries. A row that exists keeps its Message-ID."""
     if not planned:
         return
     await pool.execute(
@@ -554,21 +578,28 @@ async def _mark_sending(
         [item.customer_id for item in planned],
         [item.ref for item in planned],
         [item.msg_id for item in planned],
-        [seal(keys[item.customer_id], item.customer_id, item.address) for item in planned],
+        [keys[item.customer_id].seal("deliveries.email", item.address) for item in planned],
         [item.text_sha256 for item in planned],
     )
 
 
 async def _write_outcomes(
-    pool: asyncpg.Pool, notice_id: str, kind: str, finished: list[_Finished]
+    pool: asyncpg.Pool,
+    notice_id: str,
+    kind: str,
+    finished: list[_Finished],
+    keys: dict[str, CustomerKey],
 ) -> None:
+    """The replies as code, enhanced status and the text sealed with the customer's key; the
+    unsealed ``smtp_reply`` of rows written before (migration 014) is cleared as they are."""
     if not finished:
         return
     await pool.execute(
-        "UPDATE deliveries d SET status = u.status, smtp_reply = u.reply,"
+        "UPDATE deliveries d SET status = u.status, smtp_code = u.code, smtp_status = u.smtp_status,"
+        " smtp_text = u.text, smtp_reply = NULL,"
         " finished_at = CASE WHEN u.status = 'deferred' THEN NULL ELSE u.at END"
-        " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])"
-        "   AS u(customer_id, ref, status, reply, at)"
+        " FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[],"
+        "   $9::timestamptz[]) AS u(customer_id, ref, status, code, smtp_status, text, at)"
         " WHERE d.notice_id = $1 AND d.kind = $2 AND d.customer_id = u.customer_id"
         "   AND d.contact_ref = u.ref",
         notice_id,
@@ -576,7 +607,12 @@ async def _write_outcomes(
         [item.planned.customer_id for item in finished],
         [item.planned.ref for item in finished],
         [item.status for item in finished],
-        [item.reply for item in finished],
+        [item.reply.code for item in finished],
+        [item.reply.status for item in finished],
+        [
+            keys[item.planned.customer_id].seal(SMTP_TEXT_FIELD, item.reply.text)
+            for item in finished
+        ],
         [item.at for item in finished],
     )
 
@@ -611,9 +647,9 @@ def _text_sha256(context: dict[str, Any], cache: dict[int, str | None]) -> str |
     return cache[id(spec)]
 
 
-def _not_built(error: Exception, item: _Planned | None = None) -> str:
+def _not_built(error: Exception, item: _Planned | None = None) -> SmtpReply:
     detail = scrub(f"{type(error).__name__}: {error}", item.address if item else "", limit=300)
-    return f"not sent: could not build the message: {detail}"
+    return SmtpReply(None, None, f"not sent: could not build the message: {detail}")
 
 
 def _span(elapsed: timedelta) -> str:

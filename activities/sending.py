@@ -40,6 +40,7 @@ from noticeflow.contracts import (
     SendRequest,
     SendResult,
 )
+from noticeflow.crypto import CustomerKey
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
@@ -61,7 +62,13 @@ class Delivered:
     first: datetime | None
     delivered_at: datetime | None
     deadline: datetime | None
-    held: str | None = None  # a contact only got 4xx replies (the last one): stays pending
+    held: str | None = None  # a contact only got 4xx replies (the last one's code): stays pending
+    key: CustomerKey | None = None  # the customer's: the replies' texts go sealed into the event
+
+
+# Delivery events carry each contact's reply as code, enhanced status and the text sealed with the
+# customer's key ("<event type>.smtp_text"); version 1 carried the reply unsealed ("reply").
+DELIVERY_SCHEMA_VERSION = 2
 
 
 def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
@@ -73,6 +80,27 @@ def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
         WindowUnit(row["window_unit"] or "calendar"),
         country=row["country"],
     )
+
+
+def _delivery_event(result: Delivered) -> str:
+    return "notice_delivered" if result.first else "notice_undelivered"
+
+
+def _contact(result: Delivered, outcome: ContactOutcome) -> dict[str, Any]:
+    """One contact's outcome in a delivery event: the reply's code and enhanced status, which
+    identify nobody, and its text sealed for this event (it may echo the address or a name)."""
+    reply = outcome.reply
+    field = f"{_delivery_event(result)}.smtp_text"
+    return {
+        "position": outcome.position,
+        "message_id": outcome.message_id,
+        "status": outcome.status,
+        "smtp_code": reply.code,
+        "smtp_status": reply.status,
+        "smtp_text": result.key.seal(field, reply.text) if result.key else None,
+        "at": outcome.at,
+        "text_sha256": outcome.text_sha256,
+    }
 
 
 class SendingActivities:
@@ -257,17 +285,20 @@ class SendingActivities:
             # Cancelled part-way: record the customers already reached (their clocks started,
             # and a cancellation mail must find them), then let the cancel through. The rest
             # stay pending; a resumed send finds their outcomes in the ledger.
-            reached = [r for r in self._results(spec, rows, stop.outcomes, at) if r.first]
+            reached = [
+                r for r in self._results(spec, rows, recipients, stop.outcomes, at) if r.first
+            ]
             await asyncio.shield(self._record(spec, kind, reached, at))
             raise
         finally:
             beating.cancel()
-        return self._results(spec, rows, outcomes, at, held)
+        return self._results(spec, rows, recipients, outcomes, at, held)
 
     @staticmethod
     def _results(
         spec: NoticeSpec,
         rows: list[dict[str, Any]],
+        recipients: dict[str, Recipient],
         outcomes: dict[str, list[ContactOutcome]],
         at: datetime,
         held: dict[str, str] | None = None,
@@ -280,9 +311,10 @@ class SendingActivities:
             # runs true).
             delivered_at = max(first, at) if first else None
             deadline = _deadline(spec, delivered_at, row) if delivered_at else None
+            recipient = recipients.get(row["customer_id"])
             results.append(Delivered(
                 row["customer_id"], mailed, first, delivered_at, deadline,
-                (held or {}).get(row["customer_id"]),
+                (held or {}).get(row["customer_id"]), recipient.key if recipient else None,
             ))  # fmt: skip
         return results
 
@@ -304,7 +336,7 @@ class SendingActivities:
             await eventstore.append_events(connection, stream, [
                 eventstore.NewEvent(
                     eventstore.event_id(stream, f"{kind}/{r.customer_id}"),
-                    "notice_delivered" if r.first else "notice_undelivered",
+                    _delivery_event(r),
                     {
                         "customer_id": r.customer_id,
                         "kind": kind,
@@ -314,13 +346,10 @@ class SendingActivities:
                         and current.get(r.customer_id) != Delivery.delivered.value,
                         # which version of the notice text the customer received (rule 12)
                         "text_sha256": text_version(r.outcomes),
-                        "contacts": [
-                            {"position": o.position, "message_id": o.message_id, "status": o.status,
-                             "reply": o.reply, "at": o.at, "text_sha256": o.text_sha256}
-                            for o in r.outcomes
-                        ],
+                        "contacts": [_contact(r, o) for o in r.outcomes],
                     },
                     r.first or at,
+                    schema_version=DELIVERY_SCHEMA_VERSION,
                 )
                 for r in results
             ])  # fmt: skip

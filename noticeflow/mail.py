@@ -6,7 +6,7 @@ import base64
 import functools
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email import policy
 from email.header import Header
@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlparse
 
 import aiosmtplib
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
+
+from noticeflow.crypto import ERASED, CustomerKey, open_sealed
 
 SMTP_POLICY = policy.compat32.clone(linesep="\r\n")
 # How long a contact may keep getting only temporary (4xx) replies before its delivery is recorded
@@ -37,11 +39,11 @@ class MailKind(StrEnum):
     deactivation = "deactivation"
 
 
-def message_id(notice_id: str, customer_id: str, email: str, kind: str, mail_from: str) -> str:
-    """Deterministic Message-ID: a retry after an unknown outcome carries the same id."""
-    digest = hashlib.sha256(
-        f"{notice_id}\x1f{customer_id}\x1f{email}\x1f{kind}".encode()
-    ).hexdigest()
+def message_id(key: CustomerKey, notice_id: str, email: str, kind: str, mail_from: str) -> str:
+    """Deterministic Message-ID, keyed with the customer's own key (its ``ids`` subkey): a retry
+    after an unknown outcome carries the same id, and without the key no guess list of addresses
+    recovers the one behind an id. (A ledger row keeps the id it was first written with.)"""
+    digest = key.ident("message-id", notice_id, email.lower(), kind)
     domain = mail_from.rsplit("@", 1)[-1] or "noticeflow.localhost"
     return f"<{digest[:32]}@{domain}>"
 
@@ -142,6 +144,98 @@ def scrub(text: str, address: str = "", keep: str = "", limit: int = 500) -> str
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+# RFC 3463 enhanced status code (class.subject.detail) at the start of a reply line, after the code.
+ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+REPLY_CODE = re.compile(r"([2-5]\d\d)(?:[ -]|$)")
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    """A server's reply (or our own words for a message that never reached one): the code, the
+    enhanced status (RFC 3463, e.g. ``5.1.1``; None when the server gave none) and the text.
+
+    The text may echo the recipient's address or name, even after :func:`scrub`: it is stored
+    sealed with the customer's key and never logged. Code and status identify nobody: they are
+    what logs, error messages and metrics carry (:attr:`summary`)."""
+
+    code: int | None
+    status: str | None
+    text: str
+
+    @property
+    def summary(self) -> str:
+        """Code and enhanced status only ("550 5.1.1"): fit for logs and error messages."""
+        parts = [str(self.code)] if self.code is not None else []
+        if self.status:
+            parts.append(self.status)
+        return " ".join(parts) or "no reply code"
+
+    def readable(self) -> str:
+        """The whole reply as one line ("550 5.1.1 mailbox unavailable"): for those allowed to
+        read the text (evidence, tests), never for logs."""
+        return " ".join(part for part in (self.summary if self.code else "", self.text) if part)
+
+    def scrubbed(self, address: str = "", keep: str = "") -> SmtpReply:
+        return replace(self, text=scrub(self.text, address, keep))
+
+
+def parse_reply(reply: str, code: int | None = None) -> SmtpReply:
+    """A reply as code, enhanced status and text.
+
+    ``reply`` is either the raw reply (``"550-5.1.1 first line\\r\\n550 5.1.1 last line"``: the
+    code is read from it) or, with ``code`` given, its text as aiosmtplib hands it over (the lines
+    without their codes). The enhanced status is taken from the first line that has one of the
+    code's class (a 5.x.x for a 5yz reply) and removed from every line that repeats it; the lines
+    are joined with spaces. Anything that is not a reply (no code of 200-599) is all text."""
+    lines = [line.strip() for line in reply.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    lines = [line for line in lines if line]
+    if code is None:
+        found = REPLY_CODE.match(lines[0]) if lines else None
+        if found is None:
+            return SmtpReply(None, None, " ".join(" ".join(lines).split()))
+        code = int(found.group(1))
+        lines = [_without_code(line, found.group(1)) for line in lines]
+    if not 200 <= code <= 599:
+        return SmtpReply(None, None, " ".join(f"{code} {' '.join(lines)}".split()))
+    status: str | None = None
+    texts = []
+    for line in lines:
+        enhanced = ENHANCED_STATUS.match(line)
+        if enhanced is not None and enhanced.group(1) == str(code)[0]:
+            status = status or enhanced.group(0)
+            if enhanced.group(0) == status:
+                line = line[enhanced.end() :]
+        texts.append(line)
+    return SmtpReply(code, status, " ".join(" ".join(texts).split()))
+
+
+# Where a reply's text is sealed in the delivery ledger (the associated data binds it there); in
+# an event it is "<event type>.smtp_text".
+SMTP_TEXT_FIELD = "deliveries.smtp_text"
+
+
+def stored_reply(row: Any, key: CustomerKey | None) -> SmtpReply:
+    """A ledger row's reply (``smtp_code``, ``smtp_status``, ``smtp_text``, ``smtp_reply``): the
+    text opened, ``[erased]`` once the customer's key is gone. A row written before migration 014
+    has its unsealed ``smtp_reply`` instead (or nothing, when its customer was erased by then)."""
+    if row["smtp_text"] is None:
+        if row["smtp_reply"]:
+            return parse_reply(row["smtp_reply"])
+        if row["smtp_code"] is None:
+            return SmtpReply(None, None, "")  # no outcome yet
+        return SmtpReply(row["smtp_code"], row["smtp_status"], "" if key else ERASED)
+    return SmtpReply(
+        row["smtp_code"], row["smtp_status"], open_sealed(key, SMTP_TEXT_FIELD, row["smtp_text"])
+    )
+
+
+def _without_code(line: str, code: str) -> str:
+    """A raw reply line without its code and separator ("550-", "550 ")."""
+    if line.startswith(code) and (len(line) == 3 or line[3] in " -"):
+        return line[4:]
+    return line
+
+
 def _part(boundary: str, content_type: str, body: str) -> bytes:
     # base64 never contains "-", so no body line can look like the boundary.
     encoded = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
@@ -209,14 +303,22 @@ class SendStatus(StrEnum):
 @dataclass(frozen=True)
 class SendResult:
     status: SendStatus
-    reply: str
+    reply: SmtpReply
 
 
 TRANSACTION_TIMEOUT = 600.0
 
 
 class TemporarySmtpError(Exception):
-    """A 4xx reply or a dropped connection: worth retrying later."""
+    """A 4xx reply or a dropped connection: worth retrying later.
+
+    The message says what happened in words without personal data (codes, never a reply's
+    text: it travels to logs and to Temporal as a failure message); ``reply`` holds the server's
+    whole reply, when there was one, for the ledger (sealed)."""
+
+    def __init__(self, message: str, reply: SmtpReply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class SmtpUnavailable(TemporarySmtpError):
@@ -284,27 +386,39 @@ class SmtpSession:
                 # sooner makes the server's slowness a duplicate (it may still take the message).
                 timeout=TRANSACTION_TIMEOUT,
             )
-            return SendResult(SendStatus.accepted, f"250 {reply}")  # DATA accepted is always 250
+            # DATA accepted is always 250
+            return SendResult(SendStatus.accepted, parse_reply(reply, 250))
         except aiosmtplib.SMTPRecipientsRefused as refused:
             first = refused.recipients[0]
             return self._classify(first.code, first.message)
         except aiosmtplib.SMTPResponseException as error:
             return self._classify(error.code, error.message)
         except aiosmtplib.SMTPNotSupported as error:  # the same server will refuse it every time
-            return SendResult(SendStatus.failed, f"not sent: {error} (non-ASCII address)")
+            return SendResult(
+                SendStatus.failed, SmtpReply(None, None, f"not sent: {error} (non-ASCII address)")
+            )
         except ValueError as error:  # an address that cannot go on an SMTP command line
             self._drop()  # the envelope may be half-written: never reuse this connection
             return SendResult(  # (the type, not the text: that quotes the address)
                 SendStatus.failed,
-                f"not sent: the address cannot be used in an SMTP envelope ({type(error).__name__})",
+                SmtpReply(
+                    None,
+                    None,
+                    "not sent: the address cannot be used in an SMTP envelope"
+                    f" ({type(error).__name__})",
+                ),
             )
         except (aiosmtplib.SMTPException, OSError) as error:
             self._drop()
-            raise TemporarySmtpError(f"connection problem: {error}") from error
+            # The type only: a half-read reply in the error's text may quote the address.
+            raise TemporarySmtpError(
+                f"connection problem ({type(error).__name__})",
+                SmtpReply(None, None, f"connection problem: {error}"),
+            ) from error
 
     def _classify(self, code: int, text: str) -> SendResult:
-        reply = f"{code} {text}"
+        reply = parse_reply(text, code)
         if 500 <= code < 600:
             return SendResult(SendStatus.failed, reply)
         self._drop()
-        raise TemporarySmtpError(reply)
+        raise TemporarySmtpError(reply.summary, reply)
