@@ -24,8 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from noticeflow import db, repository
-from noticeflow.config import Settings, load_settings
+from noticeflow import db, keyring, repository
+from noticeflow.config import Settings, install_keys, load_settings, scrub
 from noticeflow.control import default_user, hand_over, receive, start_notice
 from noticeflow.domain.customers import read_customers_file
 from noticeflow.domain.errors import InputError
@@ -74,7 +74,7 @@ class Failure(Exception):
 
 
 def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {scrub(message)}", err=True)  # never a password or a key
     raise typer.Exit(code)
 
 
@@ -126,8 +126,17 @@ def settings_for(data_dir: Path | None) -> Settings:
         ) from None
 
 
+def keyed(settings: Settings) -> Settings:
+    """``settings``, once the process's four keys are checked and installed: every command that
+    touches the database or Temporal starts here, and refuses without real keys (one block naming
+    each setting, exit 2: the same words as the worker, the web and `up`)."""
+    install_keys(settings)
+    return settings
+
+
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    keyed(settings)
     pool = await db.create_pool(settings.require_database_url(), max_size=4)
     try:
         yield pool
@@ -179,9 +188,6 @@ def worker(data_dir: DataDirOpt = None) -> None:
 
     configure_logging()
     run(run_worker(settings_for(data_dir)))
-
-
-MIN_SECRET = 16  # characters of a link-signing key the web accepts
 
 
 @app.command()
@@ -299,8 +305,6 @@ def _quiet_about_uvicorn_exit(loop: asyncio.AbstractEventLoop, context: dict[str
 
 def _web_settings(host: str | None, port: str | None, data_dir: Path | None) -> Settings:
     """The web's settings, or one line naming every problem with them."""
-    from noticeflow.config import DEV_SECRET_KEY
-
     problems: list[str] = []
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -320,30 +324,28 @@ def _web_settings(host: str | None, port: str | None, data_dir: Path | None) -> 
         problems.append(_one_line(str(error)))
         fail("; ".join(problems))
         raise AssertionError("unreachable") from None
-    if settings.secret_key == DEV_SECRET_KEY:
-        problems.append(
-            "NOTICEFLOW_SECRET_KEY is not set, and the public development key would sign"
-            " sessions and customers' links: set it to a long random secret (e.g. the output of"
-            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or run the web"
-            " under `noticeflow up`, whose data dir has its own key"
-        )
-    else:
-        for key in settings.verification_keys:
-            if len(key.strip()) < MIN_SECRET:
-                problems.append(
-                    f"a link-signing key (NOTICEFLOW_SECRET_KEY or"
-                    f" NOTICEFLOW_PREVIOUS_SECRET_KEYS) has {len(key.strip())} characters: use a"
-                    f" random secret of at least {MIN_SECRET}"
-                )
-                break
     if not settings.database_url:
         problems.append(
             "no database: set NOTICEFLOW_DATABASE_URL, or run `noticeflow up` with the same data"
             f" dir ({settings.data_dir})"
         )
-    if problems:
-        fail("; ".join(problems))
+    keys = keyring.problems(settings)  # all four: the web signs links and reads sealed data
+    if problems or keys:
+        fail(refusal(problems, keys))
+    install_keys(settings)
     return settings
+
+
+def refusal(problems: list[str], key_problems: list[str]) -> str:
+    """What is wrong, all at once: other problems on one line as before; with key problems, one
+    block naming each setting (the keyring's own words, as every entry point says them)."""
+    if not key_problems:
+        return "; ".join(problems)
+    items = [*problems, *key_problems]
+    head = "refusing to start without real keys"
+    if problems:
+        head = f"refusing to start ({len(items)} problems)"
+    return head + ":\n  - " + "\n  - ".join(items)
 
 
 def _one_line(message: str) -> str:
@@ -447,6 +449,7 @@ def users_add(
     if problems or chosen is None:  # before asking for a password that would be of no use
         fail("; ".join(problems))
         return
+    keyed(settings_for(data_dir))  # no keys, no password asked for
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -540,7 +543,7 @@ def users_remove(
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Apply schema migrations (idempotent)."""
-    applied = run(db.upgrade(settings_for(data_dir).require_database_url()))
+    applied = run(db.upgrade(keyed(settings_for(data_dir)).require_database_url()))
     emit(
         {"applied": applied},
         as_json,
@@ -704,7 +707,7 @@ def notice_preview(
                 notice_id,
                 customer,
                 MailRenderer(settings.template_dir),
-                LinkSigner(settings.secret_key, settings.public_url),
+                LinkSigner(settings.verification_keys, settings.public_url),
             )
 
     mail = run(go())
@@ -1078,6 +1081,7 @@ def _show_text(summary: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    os.umask(0o077)  # whatever a command writes (packs, `up`'s data dir) is its owner's alone
     try:
         app()
     except KeyboardInterrupt:
@@ -1085,17 +1089,18 @@ def main() -> None:
     except SystemExit as done:
         code = done.code
     except InputError as error:  # bad input found outside run(): still one line, never a trace
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {scrub(str(error))}", err=True)
         code = 2
     except Failure as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {scrub(str(error))}", err=True)
         code = 1
     except Exception as error:
         if os.environ.get("NOTICEFLOW_DEBUG"):
             traceback.print_exc()
         text = " ".join(str(error).split())
         typer.echo(
-            f"error: unexpected {type(error).__name__}: {text} (NOTICEFLOW_DEBUG=1 shows details)",
+            f"error: unexpected {type(error).__name__}: {scrub(text)}"
+            " (NOTICEFLOW_DEBUG=1 shows details)",
             err=True,
         )
         code = 70
