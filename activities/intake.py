@@ -36,7 +36,7 @@ from noticeflow.contracts import (
     ReceiptOutcome,
     ResendRequest,
 )
-from noticeflow.crypto import blind_index, load_keys, seal, unseal
+from noticeflow.crypto import CustomerKey, load_keys, seal, unseal
 from noticeflow.domain import signals
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.notice import NoticeSpec
@@ -76,6 +76,13 @@ CONFIRMATION_SESSIONS = 8  # confirmations mailed at once after a round
 # A round takes receipts as they arrive for up to this long, then hands back to the workflow
 # (which starts the next round at once if any are pending).
 ROUND_SECONDS = 5.0
+
+
+def content_refs(key: CustomerKey, reason: str) -> list[str]:
+    """The key an objection's words are recognised by (a repeat of an open case is a duplicate):
+    keyed with the customer's ``ids`` subkey, first; then those cases opened before it may carry
+    (the blind index of the reason, under the root key or the index subkey), to be recognised too."""
+    return [key.ident("objection-content", reason), key.legacy_index(reason), key.index(reason)]
 
 
 class Refused(Exception):
@@ -423,13 +430,15 @@ class IntakeActivities:
         """Rule 7: judged by its receipt time; a case opened; acknowledged by mail."""
         receipt, recipient, spec = context.receipt, context.recipient, context.spec
         assert recipient is not None
-        content_ref = blind_index(context.keys[context.customer_id], objection.reason)
+        content_ref, *earlier_refs = content_refs(
+            context.keys[context.customer_id], objection.reason
+        )
         same = await context.connection.fetchval(
             "SELECT receipt_id FROM objections WHERE notice_id = $1 AND customer_id = $2"
-            " AND status = 'open' AND content_ref = $3 LIMIT 1",
+            " AND status = 'open' AND content_ref = ANY($3::text[]) LIMIT 1",
             spec.notice_id,
             context.customer_id,
-            content_ref,
+            [content_ref, *earlier_refs],
         )
         if same is not None:
             return Judged(
