@@ -249,6 +249,11 @@ _default: tuple[keyring.Keyring, LocalKeyWrapper] | None = None
 def default_wrapper() -> LocalKeyWrapper:
     """The local wrapper for the process's installed keys (built once per keyring)."""
     global _default
+    if not keyring.has("kek"):
+        raise KeyUnavailable(
+            "no key-encryption key: set NOTICEFLOW_KEY_ENCRYPTION_KEY to a random secret"
+            f" ({keyring.HOW_TO_MAKE})"
+        )
     ring = keyring.installed()
     if _default is None or _default[0] is not ring:
         _default = (ring, LocalKeyWrapper.from_keyring(ring))
@@ -411,3 +416,26 @@ async def rewrap_keys(
                     wrapper.current_kek_id,
                 )
             )
+
+
+# --- transitional: the call sites' old signatures (place unbound, "*"); being replaced -------
+
+
+def _as_key(key: CustomerKey | bytes, customer_id: str) -> CustomerKey:
+    return key if isinstance(key, CustomerKey) else CustomerKey(customer_id, key)
+
+
+def seal(key: CustomerKey | bytes, customer_id: str, plaintext: str) -> str:
+    return _as_key(key, customer_id).seal("*", plaintext)
+
+
+def unseal(key: CustomerKey | bytes | None, customer_id: str, value: str) -> str:
+    if not is_sealed(value):
+        return value
+    if key is None:
+        return ERASED
+    return _as_key(key, customer_id).unseal("*", value)
+
+
+def blind_index(key: CustomerKey | bytes, value: str) -> str:
+    return _as_key(key, "").index(value)
