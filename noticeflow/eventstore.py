@@ -10,7 +10,16 @@
   id is below the oldest transaction still open, so an event that commits out of order is never
   skipped. The checkpoint is that pair.
 * **Tamper evidence.** ``hash = sha256(prev_hash || canonical JSON of the event)`` per stream,
-  computed at append; :func:`verify_chain` recomputes it and names the first bad event.
+  computed at append; :func:`verify_chain` recomputes it and names the first bad event. The chain
+  alone is unkeyed: whoever can rewrite rows can recompute it. So each append also **signs the
+  stream's head** (stream id, version, head hash; :func:`head_message`) with Ed25519 under a key
+  derived from the signing key (``keyring.current("signing", "heads")``), which the database never
+  sees; ``event_streams`` keeps the signature and the public key's id (migration 015).
+  :func:`verify_stream` checks chain, head and signature (current or previous signing keys): a
+  stream rewritten by a database owner, hashes and head recomputed, fails with "head signature
+  does not match". A head without a signature (appended before heads were signed, or by a process
+  without keys) is reported by :func:`verify_stream` as unsigned, which callers treat as a failure
+  unless told to accept it; :func:`sign_unsigned_heads` checks such streams and signs their heads.
 * **Schema versions.** Each event records its ``schema_version``; upcasters bring old payloads up to
   date on read.
 """
@@ -26,6 +35,11 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from noticeflow import keyring
 
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-3f0b-4b47-9d55-6b0c8f3b7a10")
 GENESIS = bytes(32)
@@ -261,15 +275,17 @@ HEAD_SQL = (
     "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS blocks"
     " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
-UPSERT_HEAD = (  # completed by "VALUES (...)" or a SELECT giving (stream_id, version, head_hash)
+UPSERT_HEAD = (  # completed by "VALUES (...)" or a SELECT giving the head's columns
     " ON CONFLICT (stream_id) DO UPDATE"
-    " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx"
+    " SET version = EXCLUDED.version, head_hash = EXCLUDED.head_hash, head_tx = EXCLUDED.head_tx,"
+    " head_signature = EXCLUDED.head_signature, head_key_id = EXCLUDED.head_key_id"
 )
+HEAD_COLUMNS = "stream_id, version, head_hash, head_tx, head_signature, head_key_id"
 MOVE_HEAD = (
-    "INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
-    " VALUES ({}, {}, {}, pg_current_xact_id())" + UPSERT_HEAD
+    f"INSERT INTO event_streams ({HEAD_COLUMNS})"
+    " VALUES ({}, {}, {}, pg_current_xact_id(), {}, {})" + UPSERT_HEAD
 )
-MOVE_HEAD_SQL = MOVE_HEAD.format("$1", "$2", "$3")
+MOVE_HEAD_SQL = MOVE_HEAD.format("$1", "$2", "$3", "$4", "$5")
 POSITION_BLOCK = 1024  # the position sequence's increment: one nextval serves up to this many
 COPY_COLUMNS = [
     "position", "stream_id", "stream_version", "event_id", "event_type", "schema_version", "data",
@@ -377,9 +393,9 @@ INSERT_SQL = (  # the rows and the head move, in one statement
     f"WITH inserted AS (INSERT INTO events ({', '.join(COPY_COLUMNS)})"
     "  SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[],"
     "  $6::int[], $7::json[], $8::timestamptz[], $9::bytea[], $10::bytea[]) RETURNING 1)"
-    " INSERT INTO event_streams (stream_id, version, head_hash, head_tx)"
-    " SELECT $11, $12, $13, pg_current_xact_id() FROM (SELECT count(*) FROM inserted) AS done"
-    + UPSERT_HEAD
+    f" INSERT INTO event_streams ({HEAD_COLUMNS})"
+    " SELECT $11, $12, $13, pg_current_xact_id(), $14, $15"
+    " FROM (SELECT count(*) FROM inserted) AS done" + UPSERT_HEAD
 )
 
 
@@ -389,19 +405,28 @@ async def _write(
     """Write prepared rows and move the stream head (and commit, if asked). tx_id and
     recorded_at take their defaults, which are the values HEAD_SQL read in this transaction."""
     version, head_hash = records[-1][2], records[-1][9]
+    signature, key_id = sign_head(stream_id, version, head_hash)
     try:
         if len(records) >= COPY_FROM:
             await connection.copy_records_to_table("events", records=records, columns=COPY_COLUMNS)
             if commit:
                 move = MOVE_HEAD.format(
-                    _literal(stream_id), int(version), f"decode('{head_hash.hex()}', 'hex')"
+                    _literal(stream_id),
+                    int(version),
+                    f"decode('{head_hash.hex()}', 'hex')",
+                    f"decode('{signature.hex()}', 'hex')" if signature else "NULL",
+                    _literal(key_id) if key_id else "NULL",
                 )
                 await connection.execute(f"{move}; COMMIT")
                 return
-            await connection.execute(MOVE_HEAD_SQL, stream_id, version, head_hash)
+            await connection.execute(
+                MOVE_HEAD_SQL, stream_id, version, head_hash, signature, key_id
+            )
         else:
             columns = [list(column) for column in zip(*records, strict=True)]
-            await connection.execute(INSERT_SQL, *columns, stream_id, version, head_hash)
+            await connection.execute(
+                INSERT_SQL, *columns, stream_id, version, head_hash, signature, key_id
+            )
         if commit:
             await connection.execute("COMMIT")
     except asyncpg.UniqueViolationError as error:
@@ -522,20 +547,187 @@ def _problem(where: ChainProblem, problem: str) -> ChainProblem:
 async def verify_stream(
     connection: asyncpg.Connection | asyncpg.Pool, stream_id: str
 ) -> ChainProblem | None:
-    """Verify one stream in the database, against the stored head too (detects a truncated tail)."""
+    """Verify one stream in the database: its chain, its stored head (detects a truncated tail)
+    and the head's signature. An unsigned head is not a problem here: see :func:`stream_head`."""
     events = [event.as_json() for event in await read_stream(connection, stream_id, upcast=False)]
     problem = verify_chain(events)
     if problem:
         return problem
-    head = await connection.fetchrow(
-        "SELECT version, head_hash FROM event_streams WHERE stream_id = $1", stream_id
-    )
+    head = await stream_head(connection, stream_id)
+    if head is None:
+        if events:
+            return ChainProblem(stream_id, events[-1]["version"], "-", "the stream has no head")
+        return None
     last_version = events[-1]["version"] if events else 0
-    if head is not None and head["version"] != last_version:
+    last_hash = events[-1]["hash"] if events else GENESIS.hex()
+    if head.version != last_version:
         return ChainProblem(
             stream_id,
-            head["version"],
+            head.version,
             "-",
-            f"stream head says version {head['version']}, events end at {last_version}",
+            f"stream head says version {head.version}, events end at {last_version}",
         )
+    if head.head_hash.hex() != last_hash:
+        return ChainProblem(
+            stream_id, head.version, "-", "stream head hash is not the last event's hash"
+        )
+    problem_text = head_signature_problem(head.as_json(), signing_public_keys())
+    if problem_text:
+        return ChainProblem(stream_id, head.version, "-", problem_text)
     return None
+
+
+# --- signed heads -------------------------------------------------------------------------------
+
+HEAD_CONTEXT = "noticeflow/stream-head/v1"
+HEAD_KEY_USE = "heads"  # keyring.current("signing", HEAD_KEY_USE) is the Ed25519 seed
+
+
+class Head(NamedTuple):
+    stream_id: str
+    version: int
+    head_hash: bytes
+    signature: bytes | None
+    key_id: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The head as a pack's manifest carries it (hex), public key added by the exporter."""
+        return {
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "hash": self.head_hash.hex(),
+            "signature": self.signature.hex() if self.signature else None,
+            "key_id": self.key_id,
+        }
+
+
+def head_message(stream_id: str, version: int, head_hash: bytes) -> bytes:
+    """The bytes a head signature covers: the canonical JSON array
+    ``["noticeflow/stream-head/v1", stream id, version, head hash in hex]``."""
+    return canonical([HEAD_CONTEXT, stream_id, version, head_hash.hex()])
+
+
+def public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def signing_keys(use: str) -> list[tuple[str, Ed25519PrivateKey]]:
+    """(key id, Ed25519 key) for ``use`` from the installed signing keys, the current first;
+    empty when this process has no signing key."""
+    if not keyring.has("signing"):
+        return []
+    ring = keyring.installed()
+    cached = _KEYS.get(use)
+    if cached is None or cached[0] is not ring:
+        keys = []
+        for seed in ring.material("signing", use):
+            key = Ed25519PrivateKey.from_private_bytes(seed)
+            keys.append((keyring.Keyring.key_id(public_bytes(key)), key))
+        cached = _KEYS[use] = (ring, keys)
+    return cached[1]
+
+
+_KEYS: dict[str, tuple[keyring.Keyring, list[tuple[str, Ed25519PrivateKey]]]] = {}
+
+
+def signing_public_keys(use: str = HEAD_KEY_USE) -> dict[str, bytes]:
+    """Key id -> raw Ed25519 public key, for the current and every previous signing key."""
+    return {key_id: public_bytes(key) for key_id, key in signing_keys(use)}
+
+
+def sign_head(stream_id: str, version: int, head_hash: bytes) -> tuple[bytes | None, str | None]:
+    """(signature, key id) of a head under the current key; (None, None) without a key."""
+    keys = signing_keys(HEAD_KEY_USE)
+    if not keys:
+        return None, None
+    key_id, key = keys[0]
+    return key.sign(head_message(stream_id, version, head_hash)), key_id
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def head_signature_problem(head: dict[str, Any], public_keys: dict[str, bytes]) -> str | None:
+    """What is wrong with a head's signature (JSON form, :meth:`Head.as_json`), or None.
+    None for an unsigned head too: whether that is acceptable is the caller's decision."""
+    if not head.get("signature"):
+        return None
+    key_id = head.get("key_id")
+    if not public_keys:
+        return "cannot check the head signature: no signing key (NOTICEFLOW_SIGNING_KEY)"
+    public = public_keys.get(str(key_id))
+    if public is None:
+        return (
+            f"head signed by an unknown key (key id {key_id}): neither the current nor a"
+            " previous signing key (NOTICEFLOW_PREVIOUS_SIGNING_KEYS)"
+        )
+    message = head_message(head["stream_id"], int(head["version"]), bytes.fromhex(head["hash"]))
+    try:
+        signature = bytes.fromhex(head["signature"])
+    except ValueError:
+        signature = b""
+    if not verify_signature(public, signature, message):
+        return "head signature does not match (the stream was changed after it was signed)"
+    return None
+
+
+async def stream_head(connection: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> Head | None:
+    row = await connection.fetchrow(
+        "SELECT stream_id, version, head_hash, head_signature, head_key_id FROM event_streams"
+        " WHERE stream_id = $1",
+        stream_id,
+    )
+    if row is None:
+        return None
+    signature = row["head_signature"]
+    return Head(
+        row["stream_id"],
+        row["version"],
+        bytes(row["head_hash"]),
+        bytes(signature) if signature is not None else None,
+        row["head_key_id"],
+    )
+
+
+async def sign_unsigned_heads(pool: asyncpg.Pool) -> tuple[int, list[ChainProblem]]:
+    """Sign the head of every stream that has none (appended before heads were signed), each
+    only after its chain and head check out; returns (heads signed, streams refused).
+
+    Run once after upgrading, by a process holding the signing key (``noticeflow up`` does at
+    start). It vouches for those streams as they are now: a rewrite before this is not caught.
+    """
+    if not signing_keys(HEAD_KEY_USE):
+        raise RuntimeError("no signing key installed: cannot sign stream heads")
+    streams = [
+        row["stream_id"]
+        for row in await pool.fetch(
+            "SELECT stream_id FROM event_streams WHERE head_signature IS NULL ORDER BY stream_id"
+        )
+    ]
+    signed, refused = 0, []
+    for stream_id in streams:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(LOCK_SQL, stream_id)
+            problem = await verify_stream(connection, stream_id)
+            head = await stream_head(connection, stream_id)
+            if problem or head is None:
+                if problem:
+                    refused.append(problem)
+                continue
+            if head.signature is not None:
+                continue
+            signature, key_id = sign_head(stream_id, head.version, head.head_hash)
+            await connection.execute(
+                "UPDATE event_streams SET head_signature = $2, head_key_id = $3"
+                " WHERE stream_id = $1 AND head_signature IS NULL",
+                stream_id,
+                signature,
+                key_id,
+            )
+            signed += 1
+    return signed, refused

@@ -52,15 +52,46 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.cleanup()
 
 
+TEST_OWNER_ROLE = "nf_test_owner"  # roles are cluster-wide: made once per session
+TEST_RUNTIME_ROLE = "nf_test_runtime"
+
+
+@pytest.fixture(scope="session")
+async def test_roles(postgres_server: str) -> str:
+    """The owner and runtime roles the tests' databases use (the server trusts local logins)."""
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        for role in (TEST_OWNER_ROLE, TEST_RUNTIME_ROLE):
+            if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await admin.execute(f"CREATE ROLE {role} LOGIN")
+    finally:
+        await admin.close()
+    return TEST_RUNTIME_ROLE
+
+
 @pytest.fixture
-async def database_url(postgres_server: str) -> AsyncIterator[str]:
+async def owned_database(postgres_server: str, test_roles: str) -> tuple[str, str]:
+    """A fresh database owned by the owner role, migrated by it, the runtime role granted:
+    (owner URL, runtime URL)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_server)
-    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.execute(f"CREATE DATABASE {name} OWNER {TEST_OWNER_ROLE}")
     await admin.close()
-    url = postgres_server.replace("/postgres?", f"/{name}?")
-    await db.upgrade(url)
-    yield url
+    owner_url = db.with_role(postgres_server, TEST_OWNER_ROLE, database=name)
+    await db.upgrade(owner_url, runtime_role=test_roles)
+    return owner_url, db.with_role(postgres_server, test_roles, database=name)
+
+
+@pytest.fixture
+def database_url(owned_database: tuple[str, str]) -> str:
+    """The runtime role's URL (what the worker, web and CLI use): INSERT and SELECT on events."""
+    return owned_database[1]
+
+
+@pytest.fixture
+def owner_database_url(owned_database: tuple[str, str]) -> str:
+    """The owner's URL for the same database: for tests that tamper with the store on purpose."""
+    return owned_database[0]
 
 
 @pytest.fixture

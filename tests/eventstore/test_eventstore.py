@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -12,6 +14,16 @@ import orjson
 import pytest
 
 from noticeflow import eventstore as es
+
+
+@asynccontextmanager
+async def owned(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the schema's owner (who can disable the append-only trigger)."""
+    connection = await asyncpg.connect(url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 def new(key: str, data: object = None, event_type: str = "happened") -> es.NewEvent:
@@ -58,9 +70,13 @@ async def test_expected_version_is_enforced(pool):
         await es.append_events(connection, "s1", [new("b")], 1)
 
 
-async def test_the_table_refuses_update_delete_and_truncate(pool):
-    async with pool.acquire() as connection:
-        await es.append_events(connection, "s1", [new("a")])
+async def test_the_table_refuses_update_delete_and_truncate_even_to_its_owner(
+    pool, owner_database_url
+):
+    # (The runtime role lacks the privileges in the first place: tests/test_least_privilege.py.)
+    await es.append(pool, "s1", "a", "happened", {"k": "a"}, datetime(2026, 11, 29, tzinfo=UTC))
+    connection = await asyncpg.connect(owner_database_url)
+    try:
         for statement in (
             "UPDATE events SET event_type = 'x'",
             "DELETE FROM events",
@@ -68,6 +84,8 @@ async def test_the_table_refuses_update_delete_and_truncate(pool):
         ):
             with pytest.raises(asyncpg.RaiseError, match="append-only"):
                 await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 async def test_upcasters_lift_old_payloads_on_read(pool):
@@ -86,9 +104,10 @@ async def test_upcasters_lift_old_payloads_on_read(pool):
         del upcasters.steps[step]
 
 
-async def test_tampering_is_detected_and_the_first_bad_event_named(pool):
+async def test_tampering_is_detected_and_the_first_bad_event_named(pool, owner_database_url):
     async with pool.acquire() as connection:
         stored = await es.append_events(connection, "s1", [new(str(i)) for i in range(5)])
+    async with owned(owner_database_url) as connection:
         await connection.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await connection.execute(
             'UPDATE events SET data = \'{"k": "forged"}\' WHERE event_id = $1', stored[2].event_id
@@ -98,9 +117,10 @@ async def test_tampering_is_detected_and_the_first_bad_event_named(pool):
     assert problem is not None and problem.version == 3 and "altered" in str(problem)
 
 
-async def test_a_removed_event_is_detected(pool):
+async def test_a_removed_event_is_detected(pool, owner_database_url):
     async with pool.acquire() as connection:
         stored = await es.append_events(connection, "s1", [new(str(i)) for i in range(4)])
+    async with owned(owner_database_url) as connection:
         await connection.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await connection.execute("DELETE FROM events WHERE event_id = $1", stored[1].event_id)
         await connection.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
