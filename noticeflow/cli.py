@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from noticeflow import db, keyring, repository
+from noticeflow import crypto, db, keyring, repository
 from noticeflow.config import Settings, install_keys, load_settings, scrub
 from noticeflow.control import default_user, hand_over, receive, start_notice
 from noticeflow.domain.customers import read_customers_file
@@ -40,12 +40,16 @@ notice_app = typer.Typer(no_args_is_help=True, help="Sub-processor notices.")
 projections_app = typer.Typer(no_args_is_help=True, help="Read models.")
 users_app = typer.Typer(no_args_is_help=True, help="Local dashboard accounts.")
 evidence_app = typer.Typer(no_args_is_help=True, help="Evidence packs for auditors.")
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Customer keys (wrapped by the key-encryption key)."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(customers_app, name="customers")
 app.add_typer(notice_app, name="notice")
 app.add_typer(projections_app, name="projections")
 app.add_typer(users_app, name="users")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(keys_app, name="keys")
 
 T = TypeVar("T")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -563,8 +567,9 @@ def customers_import(
     """Upsert customers, contacts and contract terms from CSV (all rows or none)."""
 
     async def go() -> int:
-        customers = read_customers_file(file)
         async with database(settings_for(data_dir)) as pool:
+            # Ids erased for good are refused with the file's other problems, all at once.
+            customers = read_customers_file(file, await repository.erased_customers(pool))
             return await repository.upsert_customers(pool, customers)
 
     count = run(go())
@@ -605,18 +610,52 @@ def customers_erase(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Erase a customer's personal data (contacts and names), keeping the evidence trail."""
+    """Erase a customer for good: its key and personal data go, the evidence trail (ids) stays.
+    Running it again changes nothing ("already erased")."""
 
-    async def go() -> int:
+    async def go() -> dict[str, Any]:
         async with database(settings_for(data_dir)) as pool:
             return await repository.erase_customer(pool, customer)
 
-    erased = run(go())
+    result = run(go())
+    if result["already"]:
+        human = f"customer {customer} already erased (at {_json_default(result['erased_at'])})"
+    else:
+        changed = ", ".join(
+            f"{table} {count}"
+            for table, count in result.items()
+            if table not in ("customer_id", "already", "erased_at") and count
+        )
+        human = f"erased customer {customer} for good (records changed: {changed or 'none'})"
+    emit(result, as_json, human)
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+@keys_app.command("rewrap")
+def keys_rewrap(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Wrap every customer key under the current key-encryption key: keys stored in clear (from
+    before wrapping) and keys wrapped by a previous one (after a rotation)."""
+
+    async def go() -> dict[str, int]:
+        async with database(settings_for(data_dir)) as pool:
+            return await crypto.rewrap_keys(pool)
+
+    counts = run(go())
     emit(
-        {"customer_id": customer, "erased_contacts": erased},
+        counts,
         as_json,
-        f"erased personal data of {customer} ({erased} contact records)",
+        f"customer keys: {counts['wrapped']} wrapped (were in clear), {counts['rewrapped']}"
+        f" re-wrapped under the current key-encryption key, {counts['current']} already current,"
+        f" {counts['unavailable']} under a key-encryption key this process does not have",
     )
+    if counts["unavailable"]:
+        fail(
+            f"{counts['unavailable']} customer keys are wrapped by a key-encryption key this"
+            f" process does not have: set it in {crypto.KEK_SETTINGS} and run this again",
+            1,
+        )
 
 
 # --- notices ------------------------------------------------------------------------------------

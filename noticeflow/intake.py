@@ -13,7 +13,10 @@ while no worker runs, and the time the workflow later judges it by (rule 7).
 * A payload that does not validate is recorded as rejected at once, with the reason; nothing is
   lost, and nothing reaches the workflow that could stop it.
 * Free text of a customer's action is sealed with that customer's key, like every other personal
-  datum (crypto-shredding reaches it).
+  datum (crypto-shredding reaches it). A customer action whose customer has no key (an unknown id,
+  or a customer erased for good) keeps its action and ids only: its free text is not kept
+  (:func:`ids_only`). An action for an erased customer is rejected at once ("customer erased"),
+  except ops closing its cases or settling it (:data:`ERASED_OK`).
 
 The caller sees the outcome of its own receipt (:func:`wait_for`), never another caller's.
 """
@@ -24,6 +27,7 @@ import asyncio
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,13 +37,45 @@ import orjson
 from pydantic import ValidationError
 
 from noticeflow import eventstore
-from noticeflow.crypto import ERASED, is_sealed, load_keys, seal, unseal
+from noticeflow.crypto import ERASED, CustomerKey, Field, erased_ids, is_sealed, load_keys
 from noticeflow.domain import signals
 from noticeflow.domain.text import SLUG_PATTERN
 
 _ID = re.compile(SLUG_PATTERN)
 PENDING, ACCEPTED, DUPLICATE, REJECTED = "pending", "accepted", "duplicate", "rejected"
 CHANNELS = {"cli", "temporal", "link", "web", "api", "demo", "reply"}
+# Ops' actions about an erased customer (its personal data is gone, its cases are not).
+ERASED_OK = frozenset({"resolve_objection", "exclude"})
+# What stands in for free text that is not kept (it still validates, so the action is judged).
+NOT_KEPT = "[not kept: no key for this customer]"
+_ID_FIELDS = ("customer_id", "outcome", "channel", "receipt_id")
+_TEXT_FIELDS = ("by", "reason", "note")
+_SENDER_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+
+
+def erased_reason(customer_id: str) -> str:
+    return (
+        f"customer erased: {customer_id!r} was erased for good; its personal data is gone and it"
+        " cannot act any more (ops can still resolve its cases or settle it with `notice exclude`)"
+    )
+
+
+def ids_only(payload: Any) -> dict[str, Any]:
+    """A customer action's payload without its free text: ids as they were, each free text
+    replaced by :data:`NOT_KEPT`, anything else dropped."""
+    fields = payload if isinstance(payload, dict) else {}
+    kept: dict[str, Any] = {}
+    for name in _ID_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, str) and _ID.match(value.strip()):
+            kept[name] = value
+    key = fields.get("idempotency_key")
+    if isinstance(key, str) and _SENDER_KEY.match(key):
+        kept["idempotency_key"] = key
+    for name in _TEXT_FIELDS:
+        if name in fields:
+            kept[name] = NOT_KEPT
+    return kept
 
 
 @dataclass(frozen=True)
@@ -170,7 +206,20 @@ async def record(
     except TypeError:  # e.g. an integer beyond 64 bits: the standard library writes anything
         text = json.dumps(payload, default=str)
     key = (await load_keys(connection, [customer_id])).get(customer_id) if customer_id else None
-    stored = seal(key, customer_id, text) if key is not None and customer_id else text
+    erased = (
+        key is None
+        and customer_id is not None
+        and bool(await erased_ids(connection, [customer_id]))
+    )
+    if erased and problem is None and action not in ERASED_OK:
+        problem = erased_reason(str(customer_id))
+        sender_key = None
+    if action in signals.NOTICE_ACTIONS:  # about the notice, no customer's data
+        stored = text
+    elif key is not None:
+        stored = key.seal(Field.INTAKE_PAYLOAD, text)
+    else:  # no key (an unknown id, or erased for good): the free text is not kept
+        stored = orjson.dumps(ids_only(payload)).decode()
     stored_text = stored.replace("\x00", "\\u0000")
     row = await connection.fetchrow(
         "INSERT INTO intake (receipt_id, notice_id, action, customer_id, idempotency_key, channel,"
@@ -280,15 +329,15 @@ async def wait_for(
         await asyncio.sleep(poll)
 
 
-def open_payload(row: asyncpg.Record, keys: dict[str, bytes]) -> Any:
+def open_payload(row: asyncpg.Record, keys: Mapping[str, CustomerKey]) -> Any:
     """A stored payload, unsealed (``None`` when its customer was erased since)."""
     text = row["payload"]
     customer_id = row["customer_id"]
-    if customer_id and is_sealed(text):
-        key = keys.get(customer_id)
+    if is_sealed(text):
+        key = keys.get(customer_id) if customer_id else None
         if key is None:
             return None
-        text = unseal(key, customer_id, text)
+        text = key.unseal(Field.INTAKE_PAYLOAD, text)
         if text == ERASED:  # sealed under a key deleted since
             return None
     return orjson.loads(text)

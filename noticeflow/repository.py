@@ -6,17 +6,34 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from noticeflow import eventstore
-from noticeflow.crypto import ensure_keys, load_keys, seal, unseal
+from noticeflow import eventstore, intake
+from noticeflow.crypto import (
+    ERASED,
+    ERASURE_LOCK,
+    Field,
+    ensure_keys,
+    erased_ids,
+    load_keys,
+    open_sealed,
+)
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
 
 
 async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int:
-    """Insert or update customers with their contacts and terms, all in one transaction."""
+    """Insert or update customers with their contacts and terms, all in one transaction. A
+    customer erased for good is refused (every such id named at once)."""
     async with pool.acquire() as connection, connection.transaction():
+        # Shared with other imports, exclusive of an erasure: none can run between check and keys.
+        await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASURE_LOCK)
+        erased = await erased_ids(connection, [c.customer_id for c in customers])
+        if erased:
+            raise InputError(
+                "refusing to import customers erased for good: " + ", ".join(sorted(erased))
+            )
         keys = await ensure_keys(connection, [c.customer_id for c in customers])
         await connection.executemany(
             "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
@@ -28,7 +45,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
             [
                 (
                     c.customer_id,
-                    seal(keys[c.customer_id], c.customer_id, c.name),
+                    keys[c.customer_id].seal(Field.CUSTOMER_NAME, c.name),
                     c.region,
                     c.services,
                     c.timezone,
@@ -46,7 +63,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         await connection.executemany(
             "INSERT INTO customer_contacts (customer_id, position, email) VALUES ($1, $2, $3)",
             [
-                (c.customer_id, i, seal(keys[c.customer_id], c.customer_id, email))
+                (c.customer_id, i, keys[c.customer_id].seal(Field.CONTACT_EMAIL, email))
                 for c in customers
                 for i, email in enumerate(c.contact_emails)
             ],
@@ -63,7 +80,10 @@ async def list_customers(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     )
     keys = await load_keys(pool, [row["customer_id"] for row in rows])
     return [
-        {**dict(row), "name": unseal(keys.get(row["customer_id"]), row["customer_id"], row["name"])}
+        {
+            **dict(row),
+            "name": open_sealed(keys.get(row["customer_id"]), Field.CUSTOMER_NAME, row["name"]),
+        }
         for row in rows
     ]
 
@@ -207,34 +227,128 @@ async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
     }
 
 
-async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> int:
-    """Crypto-shred a customer: delete its key, so every sealed address, name and reason — in the
-    records and inside the hash-chained events — is unreadable for good. Returns records affected."""
+async def erased_customers(pool: asyncpg.Pool) -> dict[str, str]:
+    """Ids erased for good, each with why it cannot be imported (for `customers import`)."""
+    rows = await pool.fetch("SELECT customer_id FROM customer_erasures")
+    return {row["customer_id"]: "was erased for good and cannot be imported again" for row in rows}
+
+
+async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]:
+    """Erase a customer for good: delete its key (every sealed value — in the records and inside
+    the hash-chained events — is unreadable from now on), delete or blank its personal data in
+    every record table, and record the erasure (ids only), so that no key is ever made for it
+    again. Idempotent: a second call changes nothing and says ``already``."""
     async with pool.acquire() as connection, connection.transaction():
-        known = await connection.fetchval(
-            "SELECT count(*) FROM customer_keys WHERE customer_id = $1", customer_id
+        # Exclusive of imports (which take it shared): none can give the customer a key meanwhile.
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", ERASURE_LOCK)
+        erased_at = await connection.fetchval(
+            "SELECT erased_at FROM customer_erasures WHERE customer_id = $1", customer_id
         )
-        if not known:
-            exists = await connection.fetchval(
-                "SELECT 1 FROM customers WHERE customer_id = $1", customer_id
-            )
-            raise InputError(
-                f"customer {customer_id!r} is already erased"
-                if exists
-                else f"no customer {customer_id!r}"
-            )
-        contacts = await connection.fetchval(
-            "WITH gone AS (DELETE FROM customer_contacts WHERE customer_id = $1 RETURNING 1)"
-            " SELECT count(*) FROM gone",
+        if erased_at is not None:
+            return {"customer_id": customer_id, "already": True, "erased_at": erased_at}
+        known = await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM customer_keys WHERE customer_id = $1)"
+            " OR EXISTS (SELECT 1 FROM customers WHERE customer_id = $1)"
+            " OR EXISTS (SELECT 1 FROM recipients WHERE customer_id = $1)",
             customer_id,
         )
-        await connection.execute("DELETE FROM customer_keys WHERE customer_id = $1", customer_id)
+        if not known:
+            raise InputError(f"no customer {customer_id!r}")
+        keys = await load_keys(connection, [customer_id])
+        counts = {
+            # The intake first, while the key still opens it: its ids stay, its free text goes.
+            "intake": await _erase_intake(connection, customer_id, keys),
+            "customer_contacts": await _count(
+                connection,
+                "DELETE FROM customer_contacts WHERE customer_id = $1 RETURNING 1",
+                customer_id,
+            ),
+            "customers": await _count(
+                connection, "DELETE FROM customers WHERE customer_id = $1 RETURNING 1", customer_id
+            ),
+            "recipients": await _count(
+                connection,
+                "UPDATE recipients SET name = $2,"
+                " excluded_by = CASE WHEN excluded_by IS NULL THEN NULL ELSE $2 END,"
+                " excluded_reason = CASE WHEN excluded_reason IS NULL THEN NULL ELSE $2 END"
+                " WHERE customer_id = $1 RETURNING 1",
+                customer_id,
+                ERASED,
+            ),
+            "recipient_contacts": await _count(
+                connection,
+                "UPDATE recipient_contacts SET email = $2 WHERE customer_id = $1 RETURNING 1",
+                customer_id,
+                ERASED,
+            ),
+            "deliveries": await _count(
+                connection,
+                "UPDATE deliveries SET email = $2 WHERE customer_id = $1 RETURNING 1",
+                customer_id,
+                ERASED,
+            ),
+            "objections": await _count(
+                connection,
+                "UPDATE objections SET objected_by = $2, reason = $2,"
+                " resolved_by = CASE WHEN resolved_by IS NULL THEN NULL ELSE $2 END,"
+                " resolution_note = CASE WHEN coalesce(resolution_note, '') = ''"
+                "   THEN resolution_note ELSE $2 END"
+                " WHERE customer_id = $1 RETURNING 1",
+                customer_id,
+                ERASED,
+            ),
+            "customer_keys": await _count(
+                connection,
+                "DELETE FROM customer_keys WHERE customer_id = $1 RETURNING 1",
+                customer_id,
+            ),
+        }
+        erased_at = await connection.fetchval(
+            "INSERT INTO customer_erasures (customer_id) VALUES ($1) RETURNING erased_at",
+            customer_id,
+        )
         await eventstore.append(
             connection,
             f"customer-{customer_id}",
             "erased",
             "customer_erased",
-            {"customer_id": customer_id, "method": "crypto-shredding: key deleted"},
-            datetime.now().astimezone(),
+            {
+                "customer_id": customer_id,
+                "method": "crypto-shredding: key deleted; records blanked; erased for good",
+            },
+            erased_at,
         )
-    return int(contacts)
+    return {"customer_id": customer_id, "already": False, "erased_at": erased_at, **counts}
+
+
+async def _count(connection: asyncpg.Connection, sql: str, *args: Any) -> int:
+    return int(await connection.fetchval(f"WITH done AS ({sql}) SELECT count(*) FROM done", *args))
+
+
+async def _erase_intake(
+    connection: asyncpg.Connection, customer_id: str, keys: dict[str, Any]
+) -> int:
+    """The customer's receipts keep their action and ids; their free text and owed mail go."""
+    rows = await connection.fetch(
+        "SELECT receipt_id, customer_id, payload FROM intake WHERE customer_id = $1", customer_id
+    )
+    if not rows:
+        return 0
+    await connection.executemany(
+        "UPDATE intake SET payload = $2, mail_due = NULL WHERE receipt_id = $1",
+        [
+            (
+                row["receipt_id"],
+                orjson.dumps(intake.ids_only(_readable(row, keys))).decode(),
+            )
+            for row in rows
+        ],
+    )
+    return len(rows)
+
+
+def _readable(row: asyncpg.Record, keys: dict[str, Any]) -> Any:
+    try:
+        return intake.open_payload(row, keys)
+    except ValueError:  # not JSON (a payload that could not be stored as sent): ids from nothing
+        return None

@@ -11,6 +11,7 @@ import csv
 import functools
 import io
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -169,8 +170,9 @@ class Customer(BaseModel):
         return self.window_unit or WindowUnit.calendar
 
 
-def read_customers_file(path: Path) -> list[Customer]:
-    """Read and validate a customers CSV file: UTF-8 (a byte order mark is fine), any line ends."""
+def read_customers_file(path: Path, refused: Mapping[str, str] | None = None) -> list[Customer]:
+    """Read and validate a customers CSV file: UTF-8 (a byte order mark is fine), any line ends.
+    ``refused``: ids that may not be imported, with why (told with the file's other problems)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -179,14 +181,16 @@ def read_customers_file(path: Path) -> list[Customer]:
         raise InputError(f"{path}: is a directory, not a CSV file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-    return parse_customers_csv(decode_utf8(raw, str(path)), str(path))
+    return parse_customers_csv(decode_utf8(raw, str(path)), str(path), refused)
 
 
-def parse_customers_csv(text: str, source: str = "CSV") -> list[Customer]:
+def parse_customers_csv(
+    text: str, source: str = "CSV", refused: Mapping[str, str] | None = None
+) -> list[Customer]:
     """Parse and validate every row; all problems are reported together, nothing half-imported."""
     text = text.removeprefix("\ufeff")  # Excel's "CSV UTF-8" starts with a byte order mark
     try:
-        return _parse_rows(csv.reader(io.StringIO(text, newline="")), source)
+        return _parse_rows(csv.reader(io.StringIO(text, newline="")), source, refused or {})
     except csv.Error as error:
         raise InputError(f"{source}: not valid CSV: {error}") from None
 
@@ -227,7 +231,7 @@ def _trailing_blanks(cells: list[str]) -> int:
     return count
 
 
-def _parse_rows(reader: Any, source: str) -> list[Customer]:
+def _parse_rows(reader: Any, source: str, refused: Mapping[str, str]) -> list[Customer]:
     header = [name.strip() for name in next(reader, [])]
     _check_header(header, source)
     width = len(header) - _trailing_blanks(header)  # a trailing comma in the header adds nothing
@@ -259,6 +263,11 @@ def _parse_rows(reader: Any, source: str) -> list[Customer]:
             )
             continue
         seen[customer.customer_id] = where
+        if customer.customer_id in refused:
+            problems.append(
+                f"{where}: customer {customer.customer_id} {refused[customer.customer_id]}"
+            )
+            continue
         customers.append(customer)
     if problems:
         raise InputError(describe_problems(source, problems))
