@@ -23,6 +23,7 @@ from noticeflow import eventstore as es
 from noticeflow import repository
 from noticeflow.crypto import load_keys, unseal
 from noticeflow.domain.errors import InputError
+from noticeflow.mail import stored_reply
 
 MANIFEST = "manifest.json"
 CUSTOMER_COLUMNS = [
@@ -77,14 +78,20 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
     ledger = [
         dict(r)
         for r in await pool.fetch(
-            "SELECT customer_id, email, kind, message_id, status, smtp_reply, attempts, first_attempt_at,"
-            " finished_at FROM deliveries WHERE notice_id = $1 ORDER BY customer_id, kind, email",
+            "SELECT customer_id, email, kind, message_id, status, smtp_code, smtp_status, smtp_text,"
+            " smtp_reply, attempts, first_attempt_at, finished_at FROM deliveries"
+            " WHERE notice_id = $1 ORDER BY customer_id, kind, email",
             notice_id,
         )
     ]
     keys = await load_keys(pool, [row["customer_id"] for row in ledger])
     for row in ledger:
         row["email"] = unseal(keys.get(row["customer_id"]), row["customer_id"], row["email"])
+        # The reply as code, enhanced status and its text opened ([erased] once the key is gone;
+        # rows from before migration 014: their unsealed reply, read the same way).
+        reply = stored_reply(row, keys.get(row["customer_id"]))
+        row.pop("smtp_reply")
+        row.update(smtp_code=reply.code, smtp_status=reply.status, smtp_text=reply.text)
     write("deliveries.csv", _csv(ledger, list(ledger[0].keys()) if ledger else ["customer_id"]))
     spec = json.loads(notice["spec"])
     summary = {**spec, **dict(notice), "notice_id": notice_id}
@@ -151,7 +158,10 @@ async def _customer_rows(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
         " o.received_at AS objection_received_at, o.status AS resolution, o.resolved_by,"
         " (SELECT array_agg(d.message_id ORDER BY d.email) FROM deliveries d WHERE d.notice_id ="
         "   r.notice_id AND d.customer_id = r.customer_id AND d.kind = 'notice') AS message_ids,"
-        " (SELECT array_agg(d.status || ': ' || coalesce(d.smtp_reply, '') ORDER BY d.email)"
+        # status and reply code per contact (the reply's text, which may echo the address, is in
+        # deliveries.csv, opened only while the customer's key exists)
+        " (SELECT array_agg(d.status || ': ' || concat_ws(' ', d.smtp_code, d.smtp_status)"
+        "   ORDER BY d.email)"
         "   FROM deliveries d WHERE d.notice_id = r.notice_id AND d.customer_id = r.customer_id"
         "   AND d.kind = 'notice') AS smtp_replies"
         " FROM recipients r LEFT JOIN LATERAL (SELECT * FROM objections o WHERE o.notice_id ="
