@@ -283,7 +283,10 @@ async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]
             ),
             "deliveries": await _count(
                 connection,
-                "UPDATE deliveries SET email = $2 WHERE customer_id = $1 RETURNING 1",
+                # the reply's text too (sealed since migration 014, unsealed before it)
+                "UPDATE deliveries SET email = $2, smtp_reply = NULL,"
+                " smtp_text = CASE WHEN smtp_text IS NULL THEN NULL ELSE $2 END"
+                " WHERE customer_id = $1 RETURNING 1",
                 customer_id,
                 ERASED,
             ),
