@@ -10,7 +10,7 @@ import asyncpg
 from activities.mailer import Recipient
 from noticeflow import eventstore
 from noticeflow.contracts import NoticeTotals
-from noticeflow.crypto import ERASED, load_keys, unseal
+from noticeflow.crypto import ERASED, Field, load_keys
 from noticeflow.domain.notice import Audience
 
 AUDIENCE_FILTER = (
@@ -71,12 +71,12 @@ async def load_recipients(
         key = keys.get(customer_id)
         if key is None:  # erased: nobody left to mail
             continue
-        email = unseal(key, customer_id, row["email"])
-        if email == ERASED:  # snapshotted before an erasure (the customer was imported again)
+        email = key.unseal(Field.CONTACT_EMAIL, row["email"])
+        if email == ERASED:  # blanked or sealed under a key deleted since: nobody to mail
             continue
+        name = key.unseal(Field.CUSTOMER_NAME, row["name"])
         recipient = found.setdefault(
-            customer_id,
-            Recipient(customer_id, unseal(key, customer_id, row["name"]), row["timezone"], [], key),
+            customer_id, Recipient(customer_id, name, row["timezone"], [], key)
         )
         recipient.contacts.append((row["position"], email))
     return found

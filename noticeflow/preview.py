@@ -9,7 +9,7 @@ import asyncpg
 
 from activities.deps import mail_context
 from noticeflow import repository
-from noticeflow.crypto import load_keys, unseal
+from noticeflow.crypto import Field, load_keys, open_sealed
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
@@ -41,7 +41,7 @@ async def preview_notice(
     keys = await load_keys(pool, [customer_id])
     key = keys.get(customer_id)
     contacts = [
-        unseal(key, customer_id, r["email"])
+        open_sealed(key, Field.CONTACT_EMAIL, r["email"])
         for r in await pool.fetch(
             "SELECT email FROM customer_contacts WHERE customer_id = $1 ORDER BY position",
             customer_id,
@@ -57,7 +57,10 @@ async def preview_notice(
     )
     action_links = links.links_for(notice_id, customer_id, deadline, spec.effective_at)
     context = mail_context(spec, row["timezone"], deadline, action_links)
-    context |= {"customer_name": unseal(key, customer_id, row["name"]), "customer_id": customer_id}
+    context |= {
+        "customer_name": open_sealed(key, Field.CUSTOMER_NAME, row["name"]),
+        "customer_id": customer_id,
+    }
     subject, text, html = renderer.render("notice", context)
     return {
         "notice_id": notice_id,
