@@ -36,7 +36,7 @@ from noticeflow.contracts import (
     ReceiptOutcome,
     ResendRequest,
 )
-from noticeflow.crypto import CustomerKey, load_keys, seal, unseal
+from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
 from noticeflow.domain import signals
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.notice import NoticeSpec
@@ -49,7 +49,7 @@ SENT = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase
 # cancel can still revoke, and ops can still close cases and settle customers.
 AFTER_CANCEL = {"revoke_opt_in", "resolve_objection", "exclude"}
 # Ops' actions about an erased customer (its personal data is gone, its cases are not).
-ERASED_OK = {"resolve_objection", "exclude"}
+ERASED_OK = intake.ERASED_OK
 OUTCOME_WORDS = {
     "withdrawn": "Your objection has been withdrawn; the sub-processor may be used for your organisation.",
     "excluded": "Your objection is upheld: the sub-processor will not be used for your organisation.",
@@ -104,7 +104,7 @@ class Context:
     spec: NoticeSpec
     phase: Phase
     receipt: intake.Receipt
-    keys: dict[str, bytes]
+    keys: dict[str, CustomerKey]
     recipient: asyncpg.Record | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -116,9 +116,11 @@ class Context:
     def stream(self) -> str:
         return eventstore.notice_stream(self.spec.notice_id)
 
-    def seal(self, text: str) -> str:
+    def seal(self, place: str, text: str) -> str:
+        """``text`` sealed with the customer's key for one place (``"objections.reason"``,
+        ``"objection_received.reason"``); ``[erased]`` for a customer without a key."""
         key = self.keys.get(self.customer_id)
-        return "[erased]" if key is None else seal(key, self.customer_id, text)
+        return ERASED if key is None else key.seal(place, text)
 
 
 class IntakeActivities:
@@ -274,7 +276,7 @@ class IntakeActivities:
         return more, notice_action, changed, deliveries_changed, result
 
     async def _notice_action(
-        self, row: asyncpg.Record, keys: dict[str, bytes]
+        self, row: asyncpg.Record, keys: dict[str, CustomerKey]
     ) -> NoticeAction | None:
         payload = intake.open_payload(row, keys)
         if not isinstance(payload, dict):
@@ -300,7 +302,7 @@ class IntakeActivities:
         spec: NoticeSpec,
         phase: Phase,
         row: asyncpg.Record,
-        keys: dict[str, bytes],
+        keys: dict[str, CustomerKey],
         chunk: asyncpg.Connection | None = None,
     ) -> Judged:
         """Judge one receipt in one transaction with its outcome; never raises a lasting fault.
@@ -349,6 +351,8 @@ class IntakeActivities:
         action = context.receipt.action
         customer_id = context.customer_id
         erased = customer_id not in context.keys
+        if erased and action not in ERASED_OK and await _erased_for_good(context):
+            raise Refused(self._erased(customer_id))  # ids only were kept: nothing to read
         payload = intake.open_payload(row, context.keys)
         if payload is None and erased:
             raise Refused(self._erased(customer_id))
@@ -377,10 +381,7 @@ class IntakeActivities:
 
     @staticmethod
     def _erased(customer_id: str) -> str:
-        return (
-            f"customer {customer_id!r} was erased: its personal data is gone and it cannot act"
-            " any more (ops can still resolve its cases or settle it with `notice exclude`)"
-        )
+        return intake.erased_reason(customer_id)
 
     async def _unknown(self, context: Context) -> str:
         known = [
@@ -400,7 +401,7 @@ class IntakeActivities:
             return
         mail_due = None
         if judged.mail is not None and context.customer_id in context.keys:
-            mail_due = context.seal(orjson.dumps(judged.mail).decode())
+            mail_due = context.seal(Field.INTAKE_MAIL_DUE, orjson.dumps(judged.mail).decode())
         await connection.execute(
             "UPDATE intake SET status = $2, reason = $3, mail_due = $4, handled_at = clock_timestamp()"
             " WHERE receipt_id = $1",
@@ -447,7 +448,7 @@ class IntakeActivities:
                 changed=False,
             )
         timely = is_timely(receipt.received_at, recipient["deadline"])
-        sealed_by, sealed_reason = context.seal(objection.by), context.seal(objection.reason)
+        received = "objection_received"
         await context.connection.execute(
             "INSERT INTO objections (notice_id, idempotency_key, customer_id, received_at, channel,"
             " objected_by, reason, timely, status, content_ref, receipt_id)"
@@ -457,8 +458,8 @@ class IntakeActivities:
             context.customer_id,
             receipt.received_at,
             receipt.channel,
-            sealed_by,
-            sealed_reason,
+            context.seal(Field.OBJECTION_BY, objection.by),
+            context.seal(Field.OBJECTION_REASON, objection.reason),
             timely,
             content_ref,
         )
@@ -473,8 +474,8 @@ class IntakeActivities:
                 "receipt_id": receipt.receipt_id,
                 "timely": timely,
                 "channel": receipt.channel,
-                "by": sealed_by,
-                "reason": sealed_reason,
+                "by": context.seal(Field.event(received, "by"), objection.by),
+                "reason": context.seal(Field.event(received, "reason"), objection.reason),
                 "received_at": receipt.received_at,
                 "deadline": recipient["deadline"],
             },
@@ -507,9 +508,9 @@ class IntakeActivities:
             spec.notice_id,
             context.customer_id,
             resolution.outcome.value,
-            context.seal(resolution.by),
+            context.seal(Field.RESOLVED_BY, resolution.by),
             receipt.received_at,
-            context.seal(resolution.note) if resolution.note else "",
+            context.seal(Field.RESOLUTION_NOTE, resolution.note) if resolution.note else "",
         )
         if not resolved:
             last = await context.connection.fetchrow(
@@ -534,8 +535,10 @@ class IntakeActivities:
                 "customer_id": context.customer_id,
                 "receipt_id": receipt.receipt_id,
                 "outcome": resolution.outcome.value,
-                "by": context.seal(resolution.by),
-                "note": context.seal(resolution.note) if resolution.note else "",
+                "by": context.seal("objection_resolved.by", resolution.by),
+                "note": context.seal("objection_resolved.note", resolution.note)
+                if resolution.note
+                else "",
                 "objections": [row["idempotency_key"] for row in resolved],
             },
             receipt.received_at,
@@ -599,7 +602,10 @@ class IntakeActivities:
             {
                 "customer_id": context.customer_id,
                 "receipt_id": receipt.receipt_id,
-                "by": context.seal(opt_in.by),
+                "by": context.seal(
+                    Field.event("opt_in_recorded" if opted_in else "opt_in_revoked", "by"),
+                    opt_in.by,
+                ),
                 "channel": receipt.channel,
                 "received_at": receipt.received_at,
             },
@@ -645,17 +651,16 @@ class IntakeActivities:
         assert recipient is not None
         if recipient["excluded_at"] is not None:
             return Judged(status=intake.DUPLICATE, reason="already excluded", changed=False)
-        erased = context.customer_id not in context.keys
-        sealed_by = "[erased]" if erased else context.seal(exclude.by)
-        sealed_reason = "[erased]" if erased else context.seal(exclude.reason)
+        # Sealed once per place (an erased customer's come out "[erased]": nothing is kept).
+        by, reason = exclude.by, exclude.reason
         await context.connection.execute(
             "UPDATE recipients SET excluded_at = $3, excluded_by = $4, excluded_reason = $5,"
             " settled = false WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
             context.customer_id,
             receipt.received_at,
-            sealed_by,
-            sealed_reason,
+            context.seal(Field.EXCLUDED_BY, by),
+            context.seal(Field.EXCLUDED_REASON, reason),
         )
         await eventstore.append(
             context.connection,
@@ -665,8 +670,8 @@ class IntakeActivities:
             {
                 "customer_id": context.customer_id,
                 "receipt_id": receipt.receipt_id,
-                "by": sealed_by,
-                "reason": sealed_reason,
+                "by": context.seal("customer_excluded.by", by),
+                "reason": context.seal("customer_excluded.reason", reason),
                 "delivery": recipient["delivery"],
             },
             receipt.received_at,
@@ -678,9 +683,9 @@ class IntakeActivities:
             " RETURNING idempotency_key",
             spec.notice_id,
             context.customer_id,
-            sealed_by,
+            context.seal(Field.RESOLVED_BY, by),
             receipt.received_at,
-            sealed_reason,
+            context.seal(Field.RESOLUTION_NOTE, reason),
         )
         if closed:
             await eventstore.append(
@@ -692,8 +697,8 @@ class IntakeActivities:
                     "customer_id": context.customer_id,
                     "receipt_id": receipt.receipt_id,
                     "outcome": "excluded",
-                    "by": sealed_by,
-                    "note": sealed_reason,
+                    "by": context.seal("objection_resolved.by", by),
+                    "note": context.seal("objection_resolved.note", reason),
                     "objections": [r["idempotency_key"] for r in closed],
                 },
                 receipt.received_at,
@@ -725,7 +730,7 @@ class IntakeActivities:
     # --- resend: mails inside the judgement -----------------------------------------------------
 
     async def _resend(
-        self, spec: NoticeSpec, phase: Phase, row: asyncpg.Record, keys: dict[str, bytes]
+        self, spec: NoticeSpec, phase: Phase, row: asyncpg.Record, keys: dict[str, CustomerKey]
     ) -> Judged:
         receipt = intake._row_receipt(row)
         _, problem = intake.validate("resend", intake.open_payload(row, keys))
@@ -789,8 +794,9 @@ class IntakeActivities:
         customer_id = row["customer_id"]
         recipients = await load_recipients(pool, spec.notice_id, [customer_id])
         recipient = recipients.get(customer_id)
-        if recipient is not None:
-            plan = orjson.loads(unseal(recipient.key, customer_id, row["mail_due"]))
+        due = recipient.key.unseal(Field.INTAKE_MAIL_DUE, row["mail_due"]) if recipient else ERASED
+        if recipient is not None and due != ERASED:  # else nobody to mail, or nothing to read
+            plan = orjson.loads(due)
             deadline = await pool.fetchval(
                 "SELECT deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
                 spec.notice_id,
@@ -833,6 +839,15 @@ class IntakeActivities:
             )
             if row is not None and outcome.status == intake.REJECTED:
                 await intake.append_rejection(connection, intake._row_receipt(row), str(reason))
+
+
+async def _erased_for_good(context: Context) -> bool:
+    return bool(
+        await context.connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM customer_erasures WHERE customer_id = $1)",
+            context.customer_id,
+        )
+    )
 
 
 CHUNK = 100  # receipts judged in one transaction (each in its own savepoint)
