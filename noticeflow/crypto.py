@@ -67,6 +67,7 @@ class Field:
     CUSTOMER_NAME = "customers.name"  # also recipients.name (copied by the audience snapshot)
     CONTACT_EMAIL = "customer_contacts.email"  # also recipient_contacts.email (copied)
     DELIVERY_EMAIL = "deliveries.email"
+    DELIVERY_SMTP_TEXT = "deliveries.smtp_text"  # a reply's text (events: "<type>.smtp_text")
     INTAKE_PAYLOAD = "intake.payload"
     INTAKE_MAIL_DUE = "intake.mail_due"
     OBJECTION_BY = "objections.objected_by"
