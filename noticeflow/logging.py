@@ -25,9 +25,19 @@ def _plain(value: object) -> str:
     return str(isoformat()) if callable(isoformat) else str(value)
 
 
+def _scrub_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    return scrub(_plain(value))
+
+
 def _scrubbed(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
     """No password of a URL nor a key of this process in a log line, whoever wrote it there."""
-    return {k: scrub(v) if isinstance(v, str) else v for k, v in event.items()}
+    return {k: _scrub_value(v) for k, v in event.items()}
 
 
 class _ScrubbedFilter(logging.Filter):

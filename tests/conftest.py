@@ -26,7 +26,8 @@ SUGGEST_CAN_AT = 150
 # `noticeflow` subprocesses started by tests find them too. The link key stays per test (explicit).
 for _setting in ("codec_key", "key_encryption_key", "signing_key"):
     os.environ.setdefault(f"NOTICEFLOW_{_setting.upper()}", secrets.token_urlsafe(32))
-TEST_LINK_KEY = secrets.token_urlsafe(32)
+# The link key too: `noticeflow` subprocesses need it (no default). Tests that want none unset it.
+TEST_LINK_KEY = os.environ.setdefault("NOTICEFLOW_SECRET_KEY", secrets.token_urlsafe(32))
 keyring.install(
     keyring.Keyring(
         {
