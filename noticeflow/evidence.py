@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader
 
 from noticeflow import eventstore as es
 from noticeflow import repository
-from noticeflow.crypto import load_keys, unseal
+from noticeflow.crypto import Field, load_keys, open_sealed, unseal
 from noticeflow.domain.errors import InputError
 from noticeflow.mail import stored_reply
 
@@ -86,7 +86,7 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
     ]
     keys = await load_keys(pool, [row["customer_id"] for row in ledger])
     for row in ledger:
-        row["email"] = unseal(keys.get(row["customer_id"]), row["customer_id"], row["email"])
+        row["email"] = open_sealed(keys.get(row["customer_id"]), Field.DELIVERY_EMAIL, row["email"])
         # The reply as code, enhanced status and its text opened ([erased] once the key is gone;
         # rows from before migration 014: their unsealed reply, read the same way).
         reply = stored_reply(row, keys.get(row["customer_id"]))
