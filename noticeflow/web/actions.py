@@ -13,14 +13,14 @@ A token is bound to a notice, a customer and an action (``object`` or ``opt_in``
 also revokes). It stays usable while its action is open: an expired opt-in link still revokes
 while the customer is opted in. Forged, altered, malformed, expired, unknown-notice and
 erased-customer links get a clear 4xx page and a security log line that names the refusal and the
-token's fingerprint — never the token, an address or a client address — and nothing else happens.
+token's fingerprint — never the token, an address or a client address — and nothing else happens,
+except that a button pressed for a customer erased for good (410 "erased") is also recorded in the
+intake as a rejection ("customer erased") with ids only.
 Per-token and per-client rate limits answer 429 with Retry-After.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import re
 import secrets
@@ -36,7 +36,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from noticeflow import control, intake
-from noticeflow.crypto import ERASED, unseal
+from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys, open_sealed
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
@@ -130,7 +130,7 @@ class Standing:
     effective_at: datetime
     recipient: asyncpg.Record
     customer_name: str | None
-    key: bytes
+    key: CustomerKey
     case: asyncpg.Record | None
     now: datetime
 
@@ -266,12 +266,11 @@ async def _load(web: Web, token: str, now: datetime, *, allow_expired: bool = Fa
             "The notice this link was made for is not in our records.",
             ASK_AGAIN,
         )
-    customer = await pool.fetchrow(
-        "SELECT (SELECT key FROM customer_keys WHERE customer_id = $1) AS key,"
-        " EXISTS (SELECT 1 FROM customers WHERE customer_id = $1) AS known",
-        link.customer_id,
+    key = (await load_keys(pool, [link.customer_id])).get(link.customer_id)
+    known = await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE customer_id = $1)", link.customer_id
     )
-    if customer["key"] is None or not customer["known"]:
+    if key is None or not known:  # erased (for good: it never gets a key again)
         raise Refusal(
             410,
             "erased",
@@ -293,8 +292,7 @@ async def _load(web: Web, token: str, now: datetime, *, allow_expired: bool = Fa
             "Our records do not show this notice as sent to the organisation this link names.",
             ASK_AGAIN,
         )
-    key = bytes(customer["key"])
-    name = unseal(key, link.customer_id, recipient["name"])
+    name = open_sealed(key, Field.CUSTOMER_NAME, recipient["name"])
     case = await pool.fetchrow(
         "SELECT status, timely, received_at, resolved_at FROM objections"
         " WHERE notice_id = $1 AND customer_id = $2"
@@ -474,11 +472,30 @@ def _form_key(standing: Standing, action: str, nonce: str, reason: str) -> str:
     digest of its words (the same form sent twice is one receipt; edited words are a new one)."""
     # Keys are the notice's, so a key names its customer: a nonce copied from another
     # customer's page can never meet (or reveal) that customer's receipt.
-    who = hmac.new(standing.key, b"link-who\x1f" + nonce.encode(), hashlib.sha256).hexdigest()[:8]
+    who = standing.key.ident("link-who", nonce)[:8]
     if action != "object":
         return f"link-{nonce}-{who}"
-    digest = hmac.new(standing.key, b"link-form\x1f" + reason.encode(), hashlib.sha256)
-    return f"link-{nonce}-{who}-{digest.hexdigest()[:16]}"
+    return f"link-{nonce}-{who}-{standing.key.ident('link-form', reason)[:16]}"
+
+
+async def _record_erased(web: Web, request: Request, link: ActionLink) -> None:
+    """A customer erased for good pressed a button: a recorded rejection ("customer erased")
+    with ids only — whatever the form said is not read, let alone kept."""
+    fields = await _form(request)
+    try:
+        csrf.check(request, (fields or {}).get(csrf.FIELD))
+    except HTTPException:
+        return  # not from our page: nothing to record
+    family = FAMILY[link.action]
+    action = (fields or {}).get("action", "")
+    await intake.record(
+        web.pool,
+        link.notice_id,
+        action if action in family else family[0],
+        {"customer_id": link.customer_id, "channel": "link"},
+        channel="link",
+        problem=intake.erased_reason(link.customer_id),
+    )
 
 
 def _receipt_path(request: Request, token: str, receipt_id: str) -> str:
@@ -494,7 +511,10 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
     try:
         standing = await _load(web, token, datetime.now(UTC))
     except Refusal as refusal:
-        return _refuse(web, request, refusal, token, _signed(web, token))
+        signed = _signed(web, token)
+        if refusal.code == "erased" and signed is not None:
+            await _record_erased(web, request, signed)
+        return _refuse(web, request, refusal, token, signed)
     link = standing.link
     fields = await _form(request)
     if fields is None:
