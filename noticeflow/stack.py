@@ -127,6 +127,31 @@ def write_stack(data_dir: Path, parts: dict[str, Any]) -> Path:
     return path
 
 
+def stack_parts(
+    temporal_address: str,
+    temporal_ui: str,
+    embedded_database_url: str | None,
+    smtp_host: str | None,
+    smtp_port: int | None,
+    mail_dir: Path,
+    web_url: str,
+) -> dict[str, Any]:
+    """What stack.json tells the other commands: only what `up` started itself. A database or
+    mail server URL from the environment stays there (it may carry a password): the other
+    commands read it from the same environment."""
+    return {
+        "temporal_address": temporal_address,
+        "temporal_ui_url": temporal_ui,
+        "database_url": embedded_database_url,
+        "smtp_host": smtp_host,
+        "smtp_port": smtp_port,
+        "smtp_url": f"smtp://{smtp_host}:{smtp_port}" if smtp_host else None,
+        "mail_dir": str(mail_dir) if smtp_host else None,
+        "web_url": web_url,
+        "pid": os.getpid(),
+    }
+
+
 def own_keys(settings: Settings, data_dir: Path) -> Settings:
     """``settings`` with every key the environment does not set taken from the data dir's own
     (made on first use: random, 0600, the same after a restart)."""
@@ -179,18 +204,10 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
         await db.upgrade(database_url)
         web_port = port_or_free(settings.web_port, required="NOTICEFLOW_WEB_PORT" in os.environ)
         web_url = f"http://{settings.web_host}:{web_port}"
-        # A URL from the environment stays there: stack.json never holds its password.
-        parts = {
-            "temporal_address": temporal_address,
-            "temporal_ui_url": temporal_ui,
-            "database_url": database_url if embedded_database else None,
-            "smtp_host": smtp_host,
-            "smtp_port": smtp_port,
-            "smtp_url": smtp_url if smtp_host else None,
-            "mail_dir": str(mail_dir) if smtp_host else None,
-            "web_url": web_url,
-            "pid": os.getpid(),
-        }
+        parts = stack_parts(
+            temporal_address, temporal_ui, database_url if embedded_database else None,
+            smtp_host, smtp_port, mail_dir, web_url,
+        )  # fmt: skip
         stack_file = write_stack(data_dir, parts)
         stack.callback(lambda: stack_file.unlink(missing_ok=True))
         running = settings.model_copy(
