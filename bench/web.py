@@ -101,7 +101,7 @@ from activities.sending import Delivered, SendingActivities
 from activities.sending import _deadline as customer_deadline_of
 from noticeflow import eventstore, projections, repository, users
 from noticeflow.contracts import AudienceRequest, EventRequest, NoticeStatus, PhaseChange
-from noticeflow.crypto import load_keys, seal
+from noticeflow.crypto import CustomerKey, load_keys
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import (
@@ -118,7 +118,7 @@ from noticeflow.domain.rules import (
 )
 from noticeflow.domain.signals import WAKE_SIGNAL
 from noticeflow.links import LinkSigner
-from noticeflow.mail import message_id
+from noticeflow.mail import SmtpReply, message_id
 from noticeflow.sink import free_port
 from noticeflow.users import Role
 from noticeflow.web import queries
@@ -1058,7 +1058,7 @@ class Seeder:
     and activities/lifecycle.py append, in time order, ``INTAKE_BATCH`` a transaction. Not
     written: the intake's receipts and the objections/enablement tables (no page reads them)."""
 
-    def __init__(self, pool: asyncpg.Pool, now: datetime, keys: dict[str, bytes]) -> None:
+    def __init__(self, pool: asyncpg.Pool, now: datetime, keys: dict[str, CustomerKey]) -> None:
         self.pool = pool
         self.now = now
         self.keys = keys
@@ -1071,8 +1071,9 @@ class Seeder:
         self.sending = SendingActivities(self.deps)
         self.seeded = Seeded()
 
-    def _seal(self, customer_id: str, text: str) -> str:
-        return seal(self.keys[customer_id], customer_id, text)
+    def _seal(self, customer_id: str, place: str, text: str) -> str:
+        """``text`` sealed as the worker seals it for ``place`` ("<event type>.<field>")."""
+        return self.keys[customer_id].seal(place, text)
 
     async def _append(self, stream: str, events: list[eventstore.NewEvent]) -> None:
         if events:
@@ -1205,17 +1206,17 @@ class Seeder:
                 at += timedelta(seconds=1 / plan.send_rate)
                 customer_id = row["customer_id"]
                 mid = message_id(
-                    spec.notice_id, customer_id, f"privacy@{customer_id}.example", "notice",
-                    MAIL_FROM,
+                    self.keys[customer_id], spec.notice_id, f"privacy@{customer_id}.example",
+                    "notice", MAIL_FROM,
                 )  # fmt: skip
                 if rng.random() < plan.undelivered:
-                    reply = "550 5.1.1 Recipient address rejected: User unknown"
+                    reply = SmtpReply(550, "5.1.1", "Recipient address rejected: User unknown")
                     outcome = ContactOutcome(0, mid, "failed", reply, at, text_sha)
                     results.append(Delivered(customer_id, [outcome], None, None, None))
                     customers[customer_id] = Sim(None, None)
                 else:
                     deadline = customer_deadline_of(spec, at, row)
-                    reply = f"250 2.0.0 Ok: queued as {mid[1:11].upper()}"
+                    reply = SmtpReply(250, "2.0.0", f"Ok: queued as {mid[1:11].upper()}")
                     outcome = ContactOutcome(0, mid, "accepted", reply, at, text_sha)
                     results.append(Delivered(customer_id, [outcome], at, at, deadline))
                     customers[customer_id] = Sim(at, deadline)
@@ -1279,8 +1280,9 @@ class Seeder:
                 f"objection/{receipt_id}", "objection_received",
                 {"customer_id": customer_id, "idempotency_key": receipt_id,
                  "receipt_id": receipt_id, "timely": timely, "channel": channel,
-                 "by": self._seal(customer_id, "Privacy officer"),
-                 "reason": self._seal(customer_id, "We do not agree to this sub-processor."),
+                 "by": self._seal(customer_id, "objection_received.by", "Privacy officer"),
+                 "reason": self._seal(customer_id, "objection_received.reason",
+                                      "We do not agree to this sub-processor."),
                  "received_at": at, "deadline": c.deadline},
             )  # fmt: skip
         if action == "resolve":
@@ -1291,23 +1293,27 @@ class Seeder:
             return event(
                 f"resolution/{receipt_id}", "objection_resolved",
                 {"customer_id": customer_id, "receipt_id": receipt_id, "outcome": outcome,
-                 "by": self._seal(customer_id, "ops"), "note": "", "objections": closed},
+                 "by": self._seal(customer_id, "objection_resolved.by", "ops"), "note": "",
+                 "objections": closed},
             )  # fmt: skip
         if action in ("opt_in", "revoke_opt_in"):
             c.opted_in = action == "opt_in"
+            kind = "opt_in_recorded" if c.opted_in else "opt_in_revoked"
             return event(
                 f"opt-in/{receipt_id}",
-                "opt_in_recorded" if c.opted_in else "opt_in_revoked",
+                kind,
                 {"customer_id": customer_id, "receipt_id": receipt_id,
-                 "by": self._seal(customer_id, "Privacy officer"), "channel": channel,
+                 "by": self._seal(customer_id, f"{kind}.by", "Privacy officer"),
+                 "channel": channel,
                  "received_at": at},
             )  # fmt: skip
         c.excluded = True
         return event(
             f"exclusion/{receipt_id}", "customer_excluded",
             {"customer_id": customer_id, "receipt_id": receipt_id,
-             "by": self._seal(customer_id, "ops"),
-             "reason": self._seal(customer_id, "No working contact"), "delivery": "undelivered"},
+             "by": self._seal(customer_id, "customer_excluded.by", "ops"),
+             "reason": self._seal(customer_id, "customer_excluded.reason", "No working contact"),
+             "delivery": "undelivered"},
         )  # fmt: skip
 
     async def _activate(
