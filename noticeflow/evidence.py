@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader
 
 from noticeflow import eventstore as es
 from noticeflow import repository
-from noticeflow.crypto import Field, load_keys, open_sealed, unseal
+from noticeflow.crypto import Field, load_keys, open_sealed
 from noticeflow.domain.errors import InputError
 from noticeflow.mail import stored_reply
 
@@ -136,15 +136,15 @@ async def _audience(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:
         )
     keys = await load_keys(pool, [r["customer_id"] for r in recipients])
 
-    def shown(customer_id: str, value: str) -> str:
-        return unseal(keys.get(customer_id), customer_id, value)
+    def shown(customer_id: str, field: str, value: str) -> str:
+        return open_sealed(keys.get(customer_id), field, value)
 
     return [
         {
             **dict(r),
-            "name": shown(r["customer_id"], r["name"]),
+            "name": shown(r["customer_id"], Field.CUSTOMER_NAME, r["name"]),
             "contacts": [
-                {**c, "email": shown(r["customer_id"], c["email"])}
+                {**c, "email": shown(r["customer_id"], Field.CONTACT_EMAIL, c["email"])}
                 for c in by_customer.get(r["customer_id"], [])
             ],
         }
