@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from noticeflow.crypto import CustomerKey
+from noticeflow.crypto import CustomerKey, Field
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.mail import (
     GIVE_UP_AFTER,
@@ -578,7 +578,7 @@ async def _mark_sending(
         [item.customer_id for item in planned],
         [item.ref for item in planned],
         [item.msg_id for item in planned],
-        [keys[item.customer_id].seal("deliveries.email", item.address) for item in planned],
+        [keys[item.customer_id].seal(Field.DELIVERY_EMAIL, item.address) for item in planned],
         [item.text_sha256 for item in planned],
     )
 

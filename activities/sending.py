@@ -40,7 +40,7 @@ from noticeflow.contracts import (
     SendRequest,
     SendResult,
 )
-from noticeflow.crypto import CustomerKey
+from noticeflow.crypto import CustomerKey, Field
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery
@@ -90,7 +90,7 @@ def _contact(result: Delivered, outcome: ContactOutcome) -> dict[str, Any]:
     """One contact's outcome in a delivery event: the reply's code and enhanced status, which
     identify nobody, and its text sealed for this event (it may echo the address or a name)."""
     reply = outcome.reply
-    field = f"{_delivery_event(result)}.smtp_text"
+    field = Field.event(_delivery_event(result), "smtp_text")
     return {
         "position": outcome.position,
         "message_id": outcome.message_id,

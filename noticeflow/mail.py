@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 import aiosmtplib
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, StrictUndefined
 
-from noticeflow.crypto import ERASED, CustomerKey, open_sealed
+from noticeflow.crypto import ERASED, CustomerKey, Field, open_sealed
 
 SMTP_POLICY = policy.compat32.clone(linesep="\r\n")
 # How long a contact may keep getting only temporary (4xx) replies before its delivery is recorded
@@ -211,7 +211,7 @@ def parse_reply(reply: str, code: int | None = None) -> SmtpReply:
 
 # Where a reply's text is sealed in the delivery ledger (the associated data binds it there); in
 # an event it is "<event type>.smtp_text".
-SMTP_TEXT_FIELD = "deliveries.smtp_text"
+SMTP_TEXT_FIELD = Field.DELIVERY_SMTP_TEXT
 
 
 def stored_reply(row: Any, key: CustomerKey | None) -> SmtpReply:

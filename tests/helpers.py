@@ -65,13 +65,16 @@ async def assert_no_contact_address_in_history(handle: WorkflowHandle, *sources:
 
 
 async def ledger(pool: Any, where: str = "true") -> list[dict[str, Any]]:
-    """The delivery ledger with its sealed addresses opened (they are stored encrypted)."""
-    from noticeflow.crypto import load_keys, unseal
+    """The delivery ledger with its sealed addresses opened (they are stored encrypted), and each
+    row's reply as one readable line in ``reply`` (code, status and the sealed text opened)."""
+    from noticeflow.crypto import Field, load_keys, open_sealed
+    from noticeflow.mail import stored_reply
 
     rows = [dict(r) for r in await pool.fetch(f"SELECT * FROM deliveries WHERE {where}")]
     keys = await load_keys(pool, [r["customer_id"] for r in rows])
     for row in rows:
-        row["email"] = unseal(keys.get(row["customer_id"]), row["customer_id"], row["email"])
+        row["email"] = open_sealed(keys.get(row["customer_id"]), Field.DELIVERY_EMAIL, row["email"])
+        row["reply"] = stored_reply(row, keys.get(row["customer_id"])).readable()
     return rows
 
 
@@ -83,7 +86,9 @@ async def take_intake(deps: Any, spec: NoticeSpec, phase: Any = None) -> Any:
     from noticeflow.contracts import IntakeRequest
     from noticeflow.domain.rules import Phase
 
-    request = IntakeRequest(spec=spec, phase=phase or Phase.window_open, at=datetime.now().astimezone())
+    request = IntakeRequest(
+        spec=spec, phase=phase or Phase.window_open, at=datetime.now().astimezone()
+    )
     return await ActivityEnvironment().run(IntakeActivities(deps).process_intake, request)
 
 

@@ -13,7 +13,7 @@ from activities.lifecycle import LifecycleActivities
 from activities.sending import SendingActivities
 from noticeflow import intake, repository
 from noticeflow.contracts import ActivationRequest, AudienceRequest, IntakeRequest, SendRequest
-from noticeflow.crypto import blind_index, load_keys, seal
+from noticeflow.crypto import Field, load_keys
 from noticeflow.domain.rules import Phase
 from noticeflow.mail import message_id
 from tests import helpers
@@ -73,7 +73,7 @@ async def test_a_permanent_failure_for_one_contact_still_tries_the_others(
     sending, _, _, spec, now = prepared
     await snapshot_and_send(sending, spec, now)
     ledger = {
-        r["email"]: (r["status"], r["smtp_reply"])
+        r["email"]: (r["status"], r["reply"])
         for r in await helpers.ledger(pool, "customer_id = 'initech'")
     }
     assert ledger["gone@initech.invalid"][0] == "failed" and ledger["gone@initech.invalid"][
@@ -90,18 +90,18 @@ async def test_an_unknown_outcome_is_retried_with_the_same_message_id(prepared, 
     sending, _, _, spec, now = prepared
     env = ActivityEnvironment()
     await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=now))
-    msg_id = message_id(
-        spec.notice_id, "globex", "legal@globex.example", "notice", "privacy@vendor.example"
-    )
     # A crash between the server's reply and the ledger write leaves the row in 'sending'.
     key = (await load_keys(pool, ["globex"]))["globex"]
-    ref = blind_index(key, "legal@globex.example")
+    msg_id = message_id(
+        key, spec.notice_id, "legal@globex.example", "notice", "privacy@vendor.example"
+    )
+    ref = key.index("legal@globex.example")
     await pool.execute(
         "INSERT INTO deliveries (notice_id, customer_id, contact_ref, email, kind, message_id, status,"
         " first_attempt_at) VALUES ($1, 'globex', $2, $3, 'notice', $4, 'sending', now())",
         spec.notice_id,
         ref,
-        seal(key, "globex", "legal@globex.example"),
+        key.seal(Field.DELIVERY_EMAIL, "legal@globex.example"),
         msg_id,
     )
     await env.run(sending.send_notices, SendRequest(spec=spec, at=now))
@@ -143,7 +143,7 @@ async def test_an_owed_confirmation_is_mailed_once_however_often_it_is_retried(
     # As if the worker died between mailing and clearing mail_due: the confirmation is owed again.
     key = (await load_keys(pool, ["acme"]))["acme"]
     plan = json.dumps({"headline": "We have received your objection", "paragraphs": ["x"]})
-    await pool.execute("UPDATE intake SET mail_due = $1", seal(key, "acme", plan))
+    await pool.execute("UPDATE intake SET mail_due = $1", key.seal(Field.INTAKE_MAIL_DUE, plan))
     again = await env.run(intake_activities.process_intake, request)
     assert again.handled == 0
     assert await pool.fetchval("SELECT count(*) FROM intake WHERE mail_due IS NOT NULL") == 0
