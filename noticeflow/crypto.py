@@ -417,26 +417,3 @@ async def rewrap_keys(
                     wrapper.current_kek_id,
                 )
             )
-
-
-# --- transitional: the call sites' old signatures (place unbound, "*"); being replaced -------
-
-
-def _as_key(key: CustomerKey | bytes, customer_id: str) -> CustomerKey:
-    return key if isinstance(key, CustomerKey) else CustomerKey(customer_id, key)
-
-
-def seal(key: CustomerKey | bytes, customer_id: str, plaintext: str) -> str:
-    return _as_key(key, customer_id).seal("*", plaintext)
-
-
-def unseal(key: CustomerKey | bytes | None, customer_id: str, value: str) -> str:
-    if not is_sealed(value):
-        return value
-    if key is None:
-        return ERASED
-    return _as_key(key, customer_id).unseal("*", value)
-
-
-def blind_index(key: CustomerKey | bytes, value: str) -> str:
-    return _as_key(key, "").index(value)
