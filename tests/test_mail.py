@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
@@ -9,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noticeflow.mail import build_message, scrub
+from noticeflow.crypto import CustomerKey
+from noticeflow.mail import SmtpReply, build_message, message_id, parse_reply, scrub
 
 WHEN = datetime(2026, 11, 29, 10, 30, tzinfo=UTC)
 
@@ -108,3 +112,89 @@ def test_replies_are_scrubbed_of_addresses_but_keep_our_message_id():
         "550 no such user: <address> (try again)"
     )
     assert scrub("x" * 1000, limit=50) == "x" * 49 + "…"
+
+
+# --- SMTP replies: code, enhanced status, text ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "status", "text"),
+    [
+        (
+            "550 5.1.1 <jane@acme.example>: Recipient address rejected",
+            550, "5.1.1", "<jane@acme.example>: Recipient address rejected",
+        ),
+        ("250 2.0.0 Ok: queued as 1a2b", 250, "2.0.0", "Ok: queued as 1a2b"),
+        # multi-line: the code on every line, the status repeated: once each, lines joined
+        (
+            "550-5.1.1 The email account that you tried to reach does not exist.\r\n"
+            "550-5.1.1 Jane Doe <jane@acme.example>\r\n"
+            "550 5.1.1 https://support.example/answer",
+            550, "5.1.1",
+            "The email account that you tried to reach does not exist. Jane Doe"
+            " <jane@acme.example> https://support.example/answer",
+        ),
+        ("451 greylisted, try later", 451, None, "greylisted, try later"),  # no enhanced status
+        ("421", 421, None, ""),
+        # a status of another class than the code's is not its enhanced status: text
+        ("550 2.0.0 odd server", 550, None, "2.0.0 odd server"),
+        ("550 5.1.1000 not a status", 550, None, "5.1.1000 not a status"),
+        # garbage: no code of 200-599, all text
+        ("", None, None, ""),
+        ("hello there", None, None, "hello there"),
+        ("99 problems", None, None, "99 problems"),
+        ("600 6.0.0 from the future", None, None, "600 6.0.0 from the future"),
+        ("  \r\n\t ", None, None, ""),
+    ],
+)  # fmt: skip
+def test_a_reply_is_parsed_into_code_enhanced_status_and_text(raw, code, status, text):
+    assert parse_reply(raw) == SmtpReply(code, status, text)
+
+
+def test_a_reply_as_aiosmtplib_hands_it_over_lines_without_codes():
+    lines = "5.7.1 Message rejected\n5.7.1 for Jane Doe\n5.7.1 policy"
+    assert parse_reply(lines, 554) == SmtpReply(
+        554, "5.7.1", "Message rejected for Jane Doe policy"
+    )
+    # with the code given, a line that starts with digits is text, not a code
+    assert parse_reply("550 mailboxes full", 452) == SmtpReply(452, None, "550 mailboxes full")
+    assert parse_reply("Malformed SMTP response line: x", -1) == SmtpReply(
+        None, None, "-1 Malformed SMTP response line: x"
+    )
+
+
+def test_only_code_and_status_are_summarised_the_text_is_readable_for_those_allowed():
+    reply = parse_reply("550 5.1.1 <jane@acme.example>: Recipient address rejected")
+    assert reply.summary == "550 5.1.1"
+    assert "jane" not in reply.summary
+    assert reply.readable() == "550 5.1.1 <jane@acme.example>: Recipient address rejected"
+    assert reply.scrubbed("jane@acme.example").text == "<<address>>: Recipient address rejected"
+    assert SmtpReply(451, None, "x").summary == "451"
+    assert SmtpReply(None, None, "not sent: ...").summary == "no reply code"
+    assert SmtpReply(None, None, "not sent: ...").readable() == "not sent: ..."
+
+
+@given(st.text(max_size=300), st.one_of(st.none(), st.integers(-1, 999)))
+def test_any_reply_parses_without_error(raw, code):
+    reply = parse_reply(raw, code)
+    assert reply.code is None or 200 <= reply.code <= 599
+    assert reply.status is None or reply.code is not None
+    assert "\n" not in reply.text and "\r" not in reply.text
+
+
+# --- Message-IDs: keyed with the customer's key -----------------------------------------------
+
+
+def test_a_message_id_is_keyed_with_the_customers_key_and_deterministic():
+    one = CustomerKey("acme", os.urandom(32))
+    other = CustomerKey("acme", os.urandom(32))
+    args = ("n-1", "Dpo@Acme.example", "notice", "privacy@vendor.example")
+    first = message_id(one, *args)
+    assert re.fullmatch(r"<[0-9a-f]{32}@vendor\.example>", first)
+    assert message_id(one, *args) == first  # a retry carries the same id
+    assert message_id(one, "n-1", "dpo@acme.example", "notice", "privacy@vendor.example") == first
+    assert message_id(other, *args) != first  # another key: another id for the same address
+    assert message_id(one, "n-1", "Dpo@Acme.example", "reminder", "privacy@vendor.example") != first
+    # nothing of the unkeyed SHA-256 a guess list could recompute
+    unkeyed = hashlib.sha256(b"n-1\x1facme\x1fDpo@Acme.example\x1fnotice").hexdigest()[:32]
+    assert unkeyed not in first
