@@ -170,7 +170,7 @@ async def grant_runtime(connection: asyncpg.Connection, role: str) -> None:
         raise InputError(f"refusing {role} as the runtime role: " + "; ".join(problems))
     grantee = _ident(role)
     tables = await connection.fetch(
-        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S') ORDER BY c.relname",
         schema,
     )
@@ -247,7 +247,7 @@ async def _adopt(connection: asyncpg.Connection, schema: str, owner: str) -> Non
     if schema_owner not in (owner, "pg_database_owner"):
         await connection.execute(f"ALTER SCHEMA {_ident(schema)} OWNER TO {owner_id}")
     relations = await connection.fetch(
-        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
         "   AND pg_get_userbyid(c.relowner) <> $2"
         "   AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d"
@@ -262,7 +262,7 @@ async def _adopt(connection: asyncpg.Connection, schema: str, owner: str) -> Non
         target = f"{_ident(schema)}.{_ident(name)}"
         await connection.execute(f"ALTER {kinds[kind]} {target} OWNER TO {owner_id}")
     functions = await connection.fetch(
-        "SELECT p.oid::regprocedure::text AS signature, p.prokind FROM pg_proc p"
+        "SELECT p.oid::regprocedure::text AS signature, p.prokind::text FROM pg_proc p"
         " JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE n.nspname = $1 AND pg_get_userbyid(p.proowner) <> $2",
         schema,
@@ -272,7 +272,7 @@ async def _adopt(connection: asyncpg.Connection, schema: str, owner: str) -> Non
         what = "PROCEDURE" if kind == "p" else "AGGREGATE" if kind == "a" else "FUNCTION"
         await connection.execute(f"ALTER {what} {signature} OWNER TO {owner_id}")
     types = await connection.fetch(
-        "SELECT t.oid::regtype::text, t.typtype FROM pg_type t"
+        "SELECT t.oid::regtype::text, t.typtype::text FROM pg_type t"
         " JOIN pg_namespace n ON n.oid = t.typnamespace"
         " WHERE n.nspname = $1 AND t.typtype IN ('e', 'd', 'r')"
         "   AND pg_get_userbyid(t.typowner) <> $2",
