@@ -287,10 +287,15 @@ async def test_refused_links_record_nothing_and_log_no_token(web_stack):
                 if "/receipts/" not in where:
                     posted = await http.post(where, data=form)
                     assert posted.status_code == status, (name, "POST", posted.status_code)
-        assert await customer_actions(web_stack, notice.notice_id) == 1  # globex's, made above
-        assert await web_stack.pool.fetchval(
-            "SELECT count(*) FROM intake WHERE customer_id = 'initech'"
-        ) == 0  # fmt: skip
+        # globex's, made above, and the erased customer's press: a rejection with ids only
+        assert await customer_actions(web_stack, notice.notice_id) == 2
+        erased = await web_stack.pool.fetch(
+            "SELECT status, reason, payload FROM intake WHERE customer_id = 'initech'"
+        )
+        assert [(r["status"], r["reason"].split(":")[0]) for r in erased] == [
+            ("rejected", "customer erased")
+        ]
+        assert "must not land" not in erased[0]["payload"]
         refused = [e for e in logs if e["event"] == "action link refused"]
         assert len(refused) == sum(2 if "/receipts/" not in w else 1 for w, _ in cases.values())
         reasons = {e["reason"] for e in refused}
@@ -323,7 +328,7 @@ async def test_refused_links_record_nothing_and_log_no_token(web_stack):
         assert actions_offered(page.text) == set()
         posted = await http.post(acme_path, data={**form, "nonce": "n" * 24})
         assert posted.status_code == 409 and "cancelled" in posted.text
-        assert await customer_actions(web_stack, notice.notice_id) == 2  # globex's and the cancel
+        assert await customer_actions(web_stack, notice.notice_id) == 3  # and the cancel
 
     # Key rotation: a new key signs, the old one still verifies, an unknown one does not.
     port = free_port()
