@@ -236,7 +236,7 @@ def test_a_full_up_run_keeps_everything_private(tmp_path):
         try:
             give_up = time.monotonic() + 180
             assert process.stdout is not None
-            while "noticeflow is up" not in output:
+            while "Press Ctrl-C" not in output:
                 line = process.stdout.readline()
                 assert line or process.poll() is None, output
                 output += line
