@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from noticeflow import db
+from noticeflow import codec_server, db
 from noticeflow.binaries import binary
 from noticeflow.config import (
     KEY_SETTINGS,
@@ -86,7 +86,9 @@ async def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: fl
     raise InputError(f"the Temporal dev server did not listen on port {port} within {seconds:.0f}s")
 
 
-async def start_temporal(data_dir: Path, stack: AsyncExitStack) -> tuple[str, str]:
+async def start_temporal(
+    data_dir: Path, stack: AsyncExitStack, codec_endpoint: str | None = None
+) -> tuple[str, str]:
     port, ui_port = port_or_free(7233), port_or_free(8233)
     command = [
         binary("temporal"), "server", "start-dev",
@@ -96,6 +98,8 @@ async def start_temporal(data_dir: Path, stack: AsyncExitStack) -> tuple[str, st
     ]  # fmt: skip
     for name, kind in SEARCH_ATTRIBUTES.items():
         command += ["--search-attribute", f"{name}={kind}"]
+    if codec_endpoint:  # payloads are encrypted: the Web UI decrypts them through our codec server
+        command += ["--ui-codec-endpoint", codec_endpoint]
     log = open_private_binary(data_dir / "temporal.log")
     process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 
@@ -188,7 +192,11 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
     configure_logging(file=open_private(data_dir / "noticeflow.log"))
     async with AsyncExitStack() as stack:
         print(f"noticeflow: starting in {data_dir}", flush=True)
-        temporal_address, temporal_ui = await start_temporal(data_dir, stack)
+        # The codec server (noticeflow/codec_server.py) on loopback, without a token: only the
+        # person at this machine reaches it, and the Web UI cannot send a token of ours.
+        codec_port = port_or_free(codec_server.DEFAULT_PORT)
+        codec_url = f"http://127.0.0.1:{codec_port}"
+        temporal_address, temporal_ui = await start_temporal(data_dir, stack, codec_url)
         database_url = os.environ.get("NOTICEFLOW_DATABASE_URL")
         embedded_database = not database_url
         if not database_url:
@@ -234,7 +242,19 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise InputError(f"the web could not start on {web_url} ({error})") from None
+        codec_started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        serving_codec = codec_server.serve(
+            running, "127.0.0.1", codec_port, stop, token=None, started=codec_started
+        )
+        tasks.append(asyncio.create_task(serving_codec, name="codec"))
+        try:
+            await asyncio.wait_for(codec_started, 30)
+        except Exception as error:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise InputError(f"the codec server could not start on {codec_url} ({error})") from None
         shown = {**parts, "database_url": database_url, "smtp_url": smtp_url}
+        shown["codec_url"] = codec_url
         print(_banner(shown, stack_file, accounts), flush=True)
         if demo:
             from noticeflow.demo import run_demo
@@ -302,12 +322,22 @@ def _sign_in_lines(web_url: str, accounts: dict[str, str], data_dir: Path) -> li
     ]
 
 
+def _codec_lines(parts: dict[str, Any]) -> list[str]:
+    if not parts.get("codec_url"):
+        return []
+    return [
+        f"  codec server      {parts['codec_url']}   (payloads are encrypted in Temporal; the Web UI"
+        " and `temporal --codec-endpoint` decrypt them through it, from this machine only)"
+    ]
+
+
 def _banner(parts: dict[str, Any], stack_file: Path, accounts: dict[str, str] | None = None) -> str:
     lines = [
         "noticeflow is up:",
         f"  dashboard         {parts['web_url']}   (customer action pages at {parts['web_url']}/a/...)",
         *_sign_in_lines(parts["web_url"], accounts or {}, stack_file.parent),
         f"  Temporal          {parts['temporal_address']}   (Web UI {parts['temporal_ui_url']})",
+        *_codec_lines(parts),
         f"  PostgreSQL        {redact_url(parts['database_url'])}",
         f"  SMTP              {redact_url(parts['smtp_url'])}"
         + (f"   (every accepted message in {parts['mail_dir']})" if parts["mail_dir"] else ""),
