@@ -25,7 +25,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import WorkflowHandle
 
-from noticeflow import codec_server
+from noticeflow import codec, codec_server, keyring
 from noticeflow.binaries import binary
 from noticeflow.codec import EncryptionCodec
 from noticeflow.config import Settings
@@ -280,3 +280,30 @@ async def test_it_refuses_to_start_without_a_token_off_loopback_or_without_keys(
     assert text.count("\n") == 1 and "Traceback" not in text
     assert "NOTICEFLOW_CODEC_KEY has 5 characters" in text
     assert "NOTICEFLOW_CODEC_SERVER_TOKEN is not set" in text
+
+
+async def test_a_signal_sent_with_the_temporal_cli_through_it_is_encrypted(served: Served):
+    """`temporal workflow signal --codec-endpoint`: the CLI encodes the input through /encode, so
+    even a hand-typed signal reaches the history as ciphertext (without it: the raw-JSON exception,
+    tests/test_codec.py)."""
+    reason = f"typed by {AUTHOR}"
+    process = await asyncio.create_subprocess_exec(
+        binary("temporal"), "workflow", "signal", "--workflow-id", served.handle.id,
+        "--address", served.address, "--namespace", served.namespace, "--name", "object",
+        "--input", json.dumps({"customer_id": "acme", "reason": reason}),
+        "--codec-endpoint", served.url, "--codec-auth", f"Bearer {TOKEN}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    history = await served.handle.fetch_history()
+    signalled = [
+        event.workflow_execution_signaled_event_attributes
+        for event in history.events
+        if event.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    (payload,) = signalled[-1].input.payloads
+    assert payload.metadata["encoding"] == b"binary/encrypted"
+    assert reason.encode() not in b"".join(event.SerializeToString() for event in history.events)
+    (value,) = await codec.data_converter(keyring.installed()).decode([payload])
+    assert value == {"customer_id": "acme", "reason": reason}
