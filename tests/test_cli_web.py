@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,15 +25,22 @@ from noticeflow.sink import free_port
 from noticeflow.users import Role, User
 
 NOTICEFLOW = shutil.which("noticeflow") or str(Path(sys.executable).parent / "noticeflow")
-KEY = "cli-web-test-key-" + "z" * 20
+KEY = secrets.token_urlsafe(32)
+# The other three keys (codec, key-encryption, signing): real ones, as every command needs them.
+OTHER_KEYS = {
+    f"NOTICEFLOW_{name.upper()}": secrets.token_urlsafe(32)
+    for name in ("codec_key", "key_encryption_key", "signing_key")
+}
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """No NOTICEFLOW_ variable but the ones given, and an empty data dir."""
+    """No NOTICEFLOW_ variable but the ones given and the process's three other keys (the link key
+    only when given), and an empty data dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTICEFLOW_")}
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     env["NOTICEFLOW_DATA_DIR"] = str(data)
+    env.update(OTHER_KEYS)
     env.update(extra)
     return env
 
@@ -57,14 +65,32 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int = 2) -> str
 # --- noticeflow web ------------------------------------------------------------------------------
 
 
-def test_web_refuses_the_public_default_key_and_says_every_problem_at_once(tmp_path):
-    alone = one_line_error(cli(_env(tmp_path), "web", "--port", "70000"))
-    assert "--port: '70000' is not a port number (0-65535)" in alone
-    assert "NOTICEFLOW_SECRET_KEY is not set" in alone and "noticeflow up" in alone
-    assert "no database: set NOTICEFLOW_DATABASE_URL" in alone
-    # Set to the public key by hand is no better than unset.
-    public = cli(_env(tmp_path, NOTICEFLOW_SECRET_KEY="dev-only-insecure-secret"), "web")
-    assert "NOTICEFLOW_SECRET_KEY" in one_line_error(public)
+def block_error(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The one block of a refused command: `error: ...:` and one `  - ` line per problem."""
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, (done.returncode, output)
+    assert "Traceback" not in output and "╭" not in output, output
+    head, *items = output.splitlines()
+    assert head.startswith("error: refusing to start") and head.endswith(":"), output
+    assert items and all(item.startswith("  - ") for item in items), output
+    return [item[4:] for item in items]
+
+
+def test_web_refuses_without_a_real_link_key_and_says_every_problem_at_once(tmp_path):
+    items = block_error(cli(_env(tmp_path), "web", "--port", "70000"))
+    assert items[0] == "--port: '70000' is not a port number (0-65535)"
+    assert items[1].startswith("no database: set NOTICEFLOW_DATABASE_URL, or run `noticeflow up`")
+    assert items[2].startswith("NOTICEFLOW_SECRET_KEY is not set") and len(items) == 3
+    # Set to the public key by hand is no better than unset; nor a short or patterned key.
+    env = _env(tmp_path, NOTICEFLOW_DATABASE_URL="postgresql://x/y")
+    for key, why in [
+        ("dev-only-insecure-secret", "is a public development key"),
+        ("   ", "is not set"),
+        ("cli-web-test-key-" + "z" * 20, "has 37 characters"),
+        ("z" * 64, "is not random"),
+    ]:
+        items = block_error(cli({**env, "NOTICEFLOW_SECRET_KEY": key}, "web"))
+        assert len(items) == 1 and items[0].startswith(f"NOTICEFLOW_SECRET_KEY {why}"), items
 
 
 @pytest.mark.parametrize(
@@ -172,7 +198,7 @@ def test_web_serves_with_a_key_and_a_database_and_stops_on_sigint(database_url, 
 
 
 def test_users_add_refuses_bad_names_reserved_names_and_bad_passwords(database_url, tmp_path):
-    env = _env(tmp_path, NOTICEFLOW_DATABASE_URL=database_url)
+    env = _env(tmp_path, NOTICEFLOW_SECRET_KEY=KEY, NOTICEFLOW_DATABASE_URL=database_url)
     password = "long-enough-password\n"
     bad = one_line_error(cli(env, "users", "add", "Bad Name", "--role", "boss", "--password-stdin"))
     # Both problems, told before a password is asked for.
@@ -192,7 +218,7 @@ def test_users_add_refuses_bad_names_reserved_names_and_bad_passwords(database_u
 
 
 async def test_users_add_disable_remove_end_the_sessions(database_url, pool, tmp_path):
-    env = _env(tmp_path, NOTICEFLOW_DATABASE_URL=database_url)
+    env = _env(tmp_path, NOTICEFLOW_SECRET_KEY=KEY, NOTICEFLOW_DATABASE_URL=database_url)
     add = ["users", "add", "dora", "--role", "operator", "--password-stdin", "--json"]
     added = cli(env, *add, stdin="dora-password-1\n")
     assert added.returncode == 0, added.stderr
@@ -228,7 +254,7 @@ async def test_users_add_disable_remove_end_the_sessions(database_url, pool, tmp
 
 
 async def test_users_remove_ends_an_oidc_users_sessions(database_url, pool, tmp_path):
-    env = _env(tmp_path, NOTICEFLOW_DATABASE_URL=database_url)
+    env = _env(tmp_path, NOTICEFLOW_SECRET_KEY=KEY, NOTICEFLOW_DATABASE_URL=database_url)
     sid = await users.create_session(pool, User("olga", Role.approver, "oidc"))
     assert await users.load_session(pool, sid) == User("olga", Role.approver, "oidc")
     # No local account to disable, and none may be made in that name (it would be taken for her).

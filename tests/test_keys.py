@@ -97,6 +97,7 @@ COMMANDS = {
     "customers list": ["customers", "list"],
     "db upgrade": ["db", "upgrade"],
     "notice approve": ["notice", "approve", "n-1", "--by", "bob"],
+    "users add": ["users", "add", "dora", "--role", "viewer", "--password-stdin"],
 }
 
 
