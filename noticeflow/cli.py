@@ -150,6 +150,7 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @asynccontextmanager
 async def services(settings: Settings) -> AsyncIterator[tuple[Client, asyncpg.Pool]]:
+    keyed(settings)  # every key problem at once, before connecting to anything
     try:
         client = await connect(settings)
     except RuntimeError as error:
