@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,13 @@ CONFIRMATION_SESSIONS = 8  # confirmations mailed at once after a round
 # A round takes receipts as they arrive for up to this long, then hands back to the workflow
 # (which starts the next round at once if any are pending).
 ROUND_SECONDS = 5.0
+
+
+def _raised_at(error: BaseException) -> list[str]:
+    """Where an error was raised (the innermost frames: file, line, function): for a log line
+    that must not carry the error's own words."""
+    frames = traceback.extract_tb(error.__traceback__)[-4:]
+    return [f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} {frame.name}" for frame in frames]
 
 
 def content_refs(key: CustomerKey, reason: str) -> list[str]:
@@ -335,7 +343,14 @@ class IntakeActivities:
         except TRANSIENT:
             raise
         except Exception as error:  # a lasting fault in one judgement must not stop the rest
-            log.exception("intake judgement failed", receipt_id=receipt.receipt_id)
+            # The type and where it was raised, not its message or a formatted traceback: an
+            # error raised while reading a payload may quote it (free text, names, addresses).
+            log.error(
+                "intake judgement failed",
+                receipt_id=receipt.receipt_id,
+                error_type=type(error).__name__,
+                raised_at=_raised_at(error),
+            )
             reason = f"could not be processed ({type(error).__name__}); reported to the operators"
             async with _transaction(self.deps.pool, chunk) as connection:
                 await connection.execute(

@@ -420,7 +420,11 @@ async def run_projections(
         try:
             await _follow(pool, stop, wake, notified, poll_seconds)
         except Exception as error:
-            log.warning("projector lost its connection; reconnecting", error=str(error)[:200])
+            log.warning(  # the type and SQLSTATE: a message may quote a value it could not take
+                "projector lost its connection; reconnecting",
+                error_type=type(error).__name__,
+                sqlstate=getattr(error, "sqlstate", None),
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
 
@@ -440,7 +444,11 @@ async def _follow(
             try:
                 await catch_up(pool)
             except (asyncpg.PostgresError, OSError) as error:
-                log.warning("projection catch-up failed; will retry", error=str(error))
+                log.warning(
+                    "projection catch-up failed; will retry",
+                    error_type=type(error).__name__,
+                    sqlstate=getattr(error, "sqlstate", None),
+                )
             if listener.is_closed():
                 raise ConnectionError("the listening connection closed")
             with contextlib.suppress(TimeoutError):
