@@ -3,6 +3,31 @@
 A pack is a directory: the notice's events as JSON lines (with their hash chain), the exact notice
 text, the audience snapshot, a per-customer CSV, the delivery ledger, a readable HTML report, and a
 manifest with the SHA-256 of every file. `verify_pack` re-checks all of it without a database.
+
+Signatures (issue 10). The manifest is signed with Ed25519 under the installation's signing key
+(``NOTICEFLOW_SIGNING_KEY``; the same derived key that signs stream heads, see
+noticeflow/eventstore.py — a head message is a JSON array and a manifest a JSON object, so neither
+can pass for the other). The pack holds:
+
+* ``manifest.json.sig`` — the 64-byte signature over the exact bytes of ``manifest.json``;
+* ``signing-key.pem`` — the public key (also in the manifest: ``signing.public_key``, hex, and
+  ``signing.key_id``, ``Keyring.key_id`` of its raw 32 bytes);
+* ``manifest.head`` — the stream's head as stored (version, hash, its signature and key id).
+
+An auditor without noticeflow checks the manifest with OpenSSL 3
+(``openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile
+manifest.json.sig``), then each file's SHA-256, and compares the key id with the one the operator
+publishes (a key shipped inside a pack proves nothing by itself). `verify_pack` run where the
+signing keys are installed accepts only the current or a previous signing key; where none are
+installed it checks against the pack's own key and says so in a warning.
+
+An unsigned manifest or head (exported, or last appended, before signing existed — or a signature
+removed) is a failure unless ``allow_unsigned`` (``evidence verify --allow-unsigned``), which
+turns it into a warning line: accepting it silently would let whoever strips a signature pass.
+
+`verify_pack` opens only files inside the pack: a manifest naming an absolute path, a ``..``
+component or a symlink leading out is refused. Every CSV cell that a spreadsheet would run as a
+formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) is written with a leading ``'``.
 """
 
 from __future__ import annotations
@@ -13,10 +38,11 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jinja2 import Environment, PackageLoader
 
 from noticeflow import eventstore as es
@@ -26,6 +52,9 @@ from noticeflow.domain.errors import InputError
 from noticeflow.mail import stored_reply
 
 MANIFEST = "manifest.json"
+SIGNATURE_FILE = "manifest.json.sig"
+PUBLIC_KEY_FILE = "signing-key.pem"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CUSTOMER_COLUMNS = [
     "customer_id", "delivery", "delivered_at", "message_ids", "smtp_replies", "deadline", "timezone",
     "objection_status", "objection_timely", "objection_received_at", "resolution", "resolved_by",
@@ -39,11 +68,21 @@ def sha256_file(path: Path) -> str:
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    # RFC 4180 line ends: a cell holding a CR or LF is then quoted, never split into two rows.
+    writer = csv.DictWriter(
+        buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n"
+    )
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
+        writer.writerow({k: neutralised(_cell(row.get(k))) for k in columns})
     return buffer.getvalue()
+
+
+def neutralised(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: one that would start a formula gets a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any) -> Any:
@@ -56,12 +95,15 @@ def _cell(value: Any) -> Any:
 
 async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str, Any]:
     notice = await repository.notice_row(pool, notice_id)
-    events = [
-        e.as_json() for e in await es.read_stream(pool, es.notice_stream(notice_id), upcast=False)
-    ]
-    problem = es.verify_chain(events)
+    signer = es.signing_keys(es.HEAD_KEY_USE)
+    if not signer:
+        raise InputError("cannot sign the pack: no signing key (set NOTICEFLOW_SIGNING_KEY)")
+    stream = es.notice_stream(notice_id)
+    events = [e.as_json() for e in await es.read_stream(pool, stream, upcast=False)]
+    problem = es.verify_chain(events) or await es.verify_stream(pool, stream)
     if problem:
         raise InputError(f"the stored events of {notice_id} fail verification: {problem}")
+    head = await es.stream_head(pool, stream)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
 
@@ -106,15 +148,34 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
             exported_at=datetime.now(UTC).isoformat(),
         ),
     )
+    key_id, key = signer[0]
+    public = es.public_bytes(key)
+    write(
+        PUBLIC_KEY_FILE,
+        key.public_key()
+        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii"),
+    )
     manifest = {
         "notice_id": notice_id,
         "exported_at": datetime.now(UTC).isoformat(),
         "text_sha256": notice["text_sha256"],
         "events": len(events),
         "chain_head": events[-1]["hash"] if events else None,
+        "head": head.as_json() if head else None,
         "files": files,
+        "signing": {
+            "algorithm": "Ed25519",
+            "key_id": key_id,
+            "public_key": public.hex(),
+            "public_key_file": PUBLIC_KEY_FILE,
+            "signature_file": SIGNATURE_FILE,
+            "signed": f"the exact bytes of {MANIFEST}",
+        },
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (out / MANIFEST).write_bytes(body)
+    (out / SIGNATURE_FILE).write_bytes(key.sign(body))
     return manifest
 
 
@@ -177,30 +238,171 @@ class Verification:
     ok: bool
     problem: str | None
     events: int
+    warnings: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "problem": self.problem, "events": self.events}
+        return {
+            "ok": self.ok,
+            "problem": self.problem,
+            "events": self.events,
+            "warnings": list(self.warnings),
+        }
 
 
-def verify_pack(directory: Path) -> Verification:
-    """Check a pack offline: file hashes, the notice text hash, and every event's chain link."""
+def _outside(directory: Path, name: str) -> bool:
+    """Whether ``name`` (as a manifest gives it) leads outside the pack ``directory``."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or PureWindowsPath(name).is_absolute() or "\\" in name:
+        return True
+    if ".." in pure.parts:
+        return True
+    root = directory.resolve()
+    return not (directory / name).resolve().is_relative_to(root)
+
+
+def verify_pack(directory: Path, allow_unsigned: bool = False) -> Verification:
+    """Check a pack offline: paths, file hashes, the notice text hash, every event's chain link,
+    the manifest's signature and the stream head's signature."""
+    manifest_path = directory / MANIFEST
+    if manifest_path.is_symlink() or _outside(directory, MANIFEST):
+        return Verification(False, f"{MANIFEST}: a link leading out of the pack (refused)", 0)
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as error:
+        body = manifest_path.read_bytes()
+        manifest = json.loads(body)
+    except (OSError, json.JSONDecodeError) as error:
         return Verification(False, f"{MANIFEST}: {error}", 0)
-    for name, digest in sorted(manifest.get("files", {}).items()):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        return Verification(False, f"{MANIFEST}: not a pack manifest", 0)
+    files: dict[str, Any] = manifest.get("files", {})
+    outside = sorted(name for name in files if _outside(directory, str(name)))
+    if outside:
+        return Verification(
+            False,
+            f"{MANIFEST} names paths outside the pack (refused, nothing opened):"
+            f" {', '.join(repr(name) for name in outside)}",
+            0,
+        )
+    for required in ("events.jsonl", "notice.txt"):
+        if required not in files:
+            return Verification(False, f"{MANIFEST} does not list {required}", 0)
+    for name, digest in sorted(files.items()):
         path = directory / name
-        if not path.exists():
+        if not path.is_file():
             return Verification(False, f"{name}: missing from the pack", 0)
         if sha256_file(path) != digest:
             return Verification(False, f"{name}: does not match the manifest (altered)", 0)
     text = (directory / "notice.txt").read_bytes()
     if hashlib.sha256(text).hexdigest() != manifest.get("text_sha256"):
         return Verification(False, "notice.txt: does not match the notice text hash", 0)
-    events = [
-        json.loads(line) for line in (directory / "events.jsonl").read_text().splitlines() if line
-    ]
-    return _verify_events(events, manifest.get("text_sha256"), manifest.get("chain_head"))
+    try:
+        events = [
+            json.loads(line)
+            for line in (directory / "events.jsonl").read_text().splitlines()
+            if line
+        ]
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return Verification(False, f"events.jsonl: {error}", 0)
+    checked = _verify_events(events, manifest.get("text_sha256"), manifest.get("chain_head"))
+    if not checked.ok:
+        return checked
+    warnings: list[str] = []
+    keys, problem = _manifest_signature(directory, body, manifest, allow_unsigned, warnings)
+    if problem is None:
+        stream = es.notice_stream(str(manifest.get("notice_id")))
+        problem = _head_problem(
+            manifest.get("head"), stream, events, keys, allow_unsigned, warnings
+        )
+    if problem:
+        return Verification(False, problem, len(events), tuple(warnings))
+    return Verification(True, None, len(events), tuple(warnings))
+
+
+def _manifest_signature(
+    directory: Path,
+    body: bytes,
+    manifest: dict[str, Any],
+    allow_unsigned: bool,
+    warnings: list[str],
+) -> tuple[dict[str, bytes], str | None]:
+    """(keys to check the head with, problem) for the manifest's signature."""
+    installed = es.signing_public_keys()
+    signing = manifest.get("signing")
+    signature_path = directory / SIGNATURE_FILE
+    if not isinstance(signing, dict) or not signature_path.exists():
+        unsigned = (
+            f"{MANIFEST} is not signed (exported before packs were signed, or its signature was"
+            " removed): its files cannot be tied to this installation"
+        )
+        if not allow_unsigned:
+            return installed, unsigned + "; --allow-unsigned to accept it with a warning"
+        warnings.append(unsigned)
+        return installed, None
+    if signature_path.is_symlink() or _outside(directory, SIGNATURE_FILE):
+        return installed, f"{SIGNATURE_FILE}: a link leading out of the pack (refused)"
+    key_id = str(signing.get("key_id"))
+    try:
+        public = bytes.fromhex(str(signing.get("public_key")))
+    except ValueError:
+        return installed, f"{MANIFEST}: signing.public_key is not hex"
+    if installed:
+        if installed.get(key_id) != public:
+            return installed, (
+                f"{MANIFEST} is signed by a key this installation does not know (key id {key_id}):"
+                " neither the current nor a previous signing key"
+            )
+        keys = installed
+    else:
+        keys = {key_id: public}
+        warnings.append(
+            f"no signing key here: checked against the public key in the pack (key id {key_id});"
+            " compare it with the key id your operator publishes"
+        )
+    if not es.verify_signature(public, signature_path.read_bytes(), body):
+        return keys, f"{MANIFEST} signature does not match (the manifest was changed after export)"
+    return keys, None
+
+
+def _head_problem(
+    head: Any,
+    stream: str,
+    events: list[dict[str, Any]],
+    keys: dict[str, bytes],
+    allow_unsigned: bool,
+    warnings: list[str],
+) -> str | None:
+    if head is None:
+        unsigned = (
+            f"the pack carries no signed head of {stream} (exported before heads were signed)"
+        )
+        if not allow_unsigned:
+            return unsigned + "; --allow-unsigned to accept it with a warning"
+        warnings.append(unsigned)
+        return None
+    if not isinstance(head, dict):
+        return f"{MANIFEST}: head is not an object"
+    last = events[-1] if events else {"version": 0, "hash": es.GENESIS.hex()}
+    if head.get("stream_id") != stream:
+        return f"{MANIFEST}: the head is of {head.get('stream_id')}, not {stream}"
+    if head.get("version") != last["version"] or head.get("hash") != last["hash"]:
+        return (
+            f"{stream}: the signed head (version {head.get('version')}) is not the last event"
+            f" (version {last['version']}): events removed or added at the end"
+        )
+    if not head.get("signature"):
+        return _unsigned_head(stream, allow_unsigned, warnings)
+    problem = es.head_signature_problem(head, keys)
+    return f"{stream}: {problem}" if problem else None
+
+
+def _unsigned_head(stream: str, allow_unsigned: bool, warnings: list[str]) -> str | None:
+    unsigned = (
+        f"{stream}: head is not signed (last appended before heads were signed, or its signature"
+        " was removed): the events cannot be proven unaltered by the database owner"
+    )
+    if not allow_unsigned:
+        return unsigned + "; --allow-unsigned to accept it with a warning"
+    warnings.append(unsigned)
+    return None
 
 
 def _verify_events(
@@ -223,11 +425,25 @@ def _verify_events(
     return Verification(True, None, len(events))
 
 
-async def verify_database(pool: asyncpg.Pool, notice_id: str) -> Verification:
+async def verify_database(
+    pool: asyncpg.Pool, notice_id: str, allow_unsigned: bool = False
+) -> Verification:
+    """Check a notice's stream in the database: chain, head and the head's signature."""
     notice = await repository.notice_row(pool, notice_id)
     stream = es.notice_stream(notice_id)
     problem = await es.verify_stream(pool, stream)
     events = [e.as_json() for e in await es.read_stream(pool, stream, upcast=False)]
+    if problem and problem.event_id == "-":  # the head: its version, hash or signature
+        return Verification(False, f"{stream}: {problem.problem}", len(events))
     if problem:
         return Verification(False, f"first bad event: {problem}", len(events))
-    return _verify_events(events, notice["text_sha256"], None)
+    checked = _verify_events(events, notice["text_sha256"], None)
+    if not checked.ok:
+        return checked
+    head = await es.stream_head(pool, stream)
+    warnings: list[str] = []
+    if head is not None and head.signature is None:
+        unsigned = _unsigned_head(stream, allow_unsigned, warnings)
+        if unsigned:
+            return Verification(False, unsigned, len(events))
+    return Verification(True, None, len(events), tuple(warnings))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from noticeflow import eventstore as es
+from noticeflow import keyring
 from noticeflow.domain.signals import Objection
-from noticeflow.evidence import export_pack, verify_database, verify_pack
+from noticeflow.evidence import _csv, export_pack, verify_database, verify_pack
 from tests import helpers
 
 
@@ -52,6 +60,8 @@ def test_an_untouched_pack_verifies(pack: Path):
         "deliveries.csv",
         "report.html",
         "manifest.json",
+        "manifest.json.sig",
+        "signing-key.pem",
     }
     customers = (pack / "customers.csv").read_text()
     assert "initech" in customers and "250 " in customers and "550 " in customers
@@ -96,15 +106,18 @@ def test_a_changed_file_is_caught_by_the_manifest(pack: Path):
     assert "notice.txt" in str(verify_pack(pack).problem)
 
 
-async def test_the_database_is_checked_too(pack: Path, pool):
+async def test_the_database_is_checked_too(pack: Path, pool, owner_database_url):
     assert (await verify_database(pool, "openai-test")).ok
-    async with pool.acquire() as connection:
+    connection = await asyncpg.connect(owner_database_url)  # only the owner can even try
+    try:
         await connection.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await connection.execute(
             "UPDATE events SET data = jsonb_set(data::jsonb, '{timely}', 'false')::json"
             " WHERE event_type = 'objection_received'"
         )
         await connection.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    finally:
+        await connection.close()
     result = await verify_database(pool, "openai-test")
     assert not result.ok and "version 7" in str(result.problem)
 
@@ -125,3 +138,139 @@ def test_the_cli_exits_non_zero_and_names_the_event(pack: Path):
         text=True,
     )
     assert bad.returncode == 1 and "first bad event" in bad.stderr and "version 2" in bad.stderr
+
+
+# --- signatures, paths and cells (issue 10) -------------------------------------------------
+
+
+def resign(pack: Path, manifest: dict[str, object]) -> None:
+    """Write a manifest and sign it with this installation's key: only the check under test fails."""
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (pack / "manifest.json").write_bytes(body)
+    (pack / "manifest.json.sig").write_bytes(es.signing_keys(es.HEAD_KEY_USE)[0][1].sign(body))
+
+
+def manifest_of(pack: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((pack / "manifest.json").read_text())
+    return loaded
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "sub/../../x", "..\\x"])
+def test_a_manifest_naming_a_path_outside_the_pack_is_refused(pack: Path, name: str):
+    (pack.parent / "x").write_text("outside\n")
+    manifest = manifest_of(pack)
+    manifest["files"][name] = "0" * 64
+    resign(pack, manifest)
+    result = verify_pack(pack)
+    assert (
+        not result.ok
+        and "outside the pack" in str(result.problem)
+        and repr(name) in str(result.problem)
+    )
+
+
+def test_a_symlink_leading_out_of_the_pack_is_refused(pack: Path, tmp_path: Path):
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_bytes((pack / "notice.txt").read_bytes())
+    (pack / "notice.txt").unlink()
+    (pack / "notice.txt").symlink_to(outside)
+    result = verify_pack(pack)
+    assert not result.ok and "'notice.txt'" in str(result.problem)
+
+
+def test_an_altered_signed_manifest_is_refused(pack: Path):
+    text = (pack / "manifest.json").read_text()
+    (pack / "manifest.json").write_text(text.replace('"events": 7', '"events": 8'))
+    result = verify_pack(pack)
+    assert not result.ok and "manifest.json signature does not match" in str(result.problem)
+
+
+def test_a_manifest_signed_by_another_key_is_refused(pack: Path):
+    other = Ed25519PrivateKey.generate()
+    manifest = manifest_of(pack)
+    manifest["signing"]["public_key"] = es.public_bytes(other).hex()
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (pack / "manifest.json").write_bytes(body)
+    (pack / "manifest.json.sig").write_bytes(other.sign(body))
+    result = verify_pack(pack)
+    assert not result.ok and "does not know" in str(result.problem)
+
+
+def test_an_unsigned_pack_fails_unless_accepted_with_a_warning(pack: Path):
+    (pack / "manifest.json.sig").unlink()
+    result = verify_pack(pack)
+    assert not result.ok and "not signed" in str(result.problem)
+    accepted = verify_pack(pack, allow_unsigned=True)
+    assert accepted.ok and any("not signed" in w for w in accepted.warnings)
+
+
+def test_the_head_in_the_pack_is_signed_and_must_be_the_last_event(pack: Path):
+    manifest = manifest_of(pack)
+    head = manifest["head"]
+    assert head["stream_id"] == "notice-openai-test" and head["version"] == 7
+    assert head["signature"] and head["key_id"] == manifest["signing"]["key_id"]
+    head["hash"] = "00" * 32
+    resign(pack, manifest)
+    assert "not the last event" in str(verify_pack(pack).problem)
+    head["hash"] = json.loads(lines(pack)[-1])["hash"]
+    head["signature"] = "00" * 64
+    resign(pack, manifest)
+    assert "head signature does not match" in str(verify_pack(pack).problem)
+
+
+def test_an_auditor_checks_the_manifest_without_noticeflow(pack: Path):
+    """OpenSSL alone, with the public key shipped in the pack (compare its id with the operator's)."""
+    checked = subprocess.run(
+        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "signing-key.pem", "-rawin",
+         "-in", "manifest.json", "-sigfile", "manifest.json.sig"],
+        cwd=pack, capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0 and "Signature Verified Successfully" in checked.stdout
+    public = serialization.load_pem_public_key((pack / "signing-key.pem").read_bytes())
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert keyring.Keyring.key_id(raw) == manifest_of(pack)["signing"]["key_id"]
+
+
+async def test_a_stream_rewritten_by_the_owner_with_its_hashes_recomputed_fails(
+    pack: Path, pool, owner_database_url
+):
+    from tests.test_least_privilege import rewrite
+
+    stream = "notice-openai-test"
+    await rewrite(owner_database_url, stream, 7, {"forged": True})
+    result = await verify_database(pool, "openai-test")
+    assert not result.ok and stream in str(result.problem)
+    assert "head signature does not match" in str(result.problem)
+
+
+async def test_an_unsigned_head_in_the_database_is_a_failure_or_a_warning(
+    pack: Path, pool, owner_database_url
+):
+    connection = await asyncpg.connect(owner_database_url)
+    try:
+        await connection.execute("UPDATE event_streams SET head_signature = NULL")
+    finally:
+        await connection.close()
+    result = await verify_database(pool, "openai-test")
+    assert not result.ok and "head is not signed" in str(result.problem)
+    accepted = await verify_database(pool, "openai-test", allow_unsigned=True)
+    assert accepted.ok and "head is not signed" in accepted.warnings[0]
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised():
+    address = '=HYPERLINK("http://x","a")@example.com'
+    rows: list[dict[str, Any]] = [
+        {"customer_id": "c", "email": address, "note": "+1", "other": "-2", "at": "@x"},
+        {"customer_id": "\tc", "email": "\rx", "note": ["=a", "b"], "other": 3, "at": None},
+    ]
+    text = _csv(rows, ["customer_id", "email", "note", "other", "at"])
+    cells = [cell for row in csv.reader(io.StringIO(text, newline="")) for cell in row]
+    assert "'" + address in cells and "'+1" in cells and "'-2" in cells and "'@x" in cells
+    assert "'\tc" in cells and "'\rx" in cells and "'=a;b" in cells and "3" in cells
+    assert not [c for c in cells if c and c[0] in "=+-@\t\r"]
+
+
+def test_no_cell_of_an_exported_csv_starts_a_formula(pack: Path):
+    for name in ("customers.csv", "deliveries.csv"):
+        cells = [c for row in csv.reader(io.StringIO((pack / name).read_text())) for c in row]
+        assert not [c for c in cells if c and c[0] in "=+-@\t\r"], name
