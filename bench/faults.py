@@ -60,6 +60,7 @@ from intake import Stack, stop_process
 from noticeflow import control
 from noticeflow.binaries import binary
 from noticeflow.config import Settings
+from noticeflow.crypto import load_keys
 from noticeflow.mail import message_id
 
 MAIL_FROM = Settings.model_fields["mail_from"].default
@@ -234,11 +235,12 @@ class Run:
         """Message-IDs of every mail this run should have caused, from the records' own facts
         (who was activated, which objections were accepted), computed with message_id()."""
         ids = set()
+        keys = await load_keys(self.pool, list(contacts))  # Message-IDs are keyed per customer
 
         def add(customer_id: str, kind: str) -> None:
             for email in contacts[customer_id]:
                 if email not in undeliverable:
-                    ids.add(message_id(self.notice_id, customer_id, email, kind, MAIL_FROM))
+                    ids.add(message_id(keys[customer_id], self.notice_id, email, kind, MAIL_FROM))
 
         for customer_id in contacts:
             add(customer_id, "notice")
@@ -696,14 +698,16 @@ async def smtp_run(
                 f" {(judged['last'] - judged['first']).total_seconds():.0f} s after the first",
             )
         failed = await run.pool.fetch(
-            "SELECT customer_id, status, smtp_reply, attempts FROM deliveries WHERE notice_id = $1"
+            "SELECT customer_id, status, smtp_code, smtp_status, attempts FROM deliveries"
+            " WHERE notice_id = $1"
             " AND kind = 'notice' AND status <> 'accepted' ORDER BY customer_id",
             run.notice_id,
         )
         if failed:
             row.notes.append(
                 f"ledger: {len(failed)} notice mail(s) {failed[0]['status']}, e.g."
-                f" {failed[0]['customer_id']}: {(failed[0]['smtp_reply'] or '')[:110]}"
+                f" {failed[0]['customer_id']}: reply {failed[0]['smtp_code']}"
+                f" {failed[0]['smtp_status'] or ''}".rstrip()
             )
         undelivered = await run.pool.fetchval(
             "SELECT count(*) FROM recipients WHERE notice_id = $1 AND delivery = 'undelivered'",
