@@ -416,7 +416,7 @@ class SendingActivities:
         )
         held = [r.held for r in results if r.held]
         if held:  # a contact only got 4xx replies: the activity retries (until it is given up)
-            raise TemporarySmtpError(held[0])
+            raise TemporarySmtpError(f"a contact only gets temporary replies, the last {held[0]}")
         await self._record(spec, request.key, results, request.at)
         after = await pool.fetchrow(
             "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
