@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 from datetime import UTC, datetime
+from importlib import resources
 
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -238,3 +239,49 @@ async def test_an_open_case_written_before_is_still_a_repeat_of_the_same_words(
     assert first.receipt_id in str(judged.reason)
     assert await status_of(pool, other.receipt_id) == intake.ACCEPTED
     assert await pool.fetchval("SELECT count(*) FROM objections WHERE customer_id = 'acme'") == 2
+
+
+async def test_migration_014_reads_code_and_status_of_old_rows_and_clears_erased_texts(pool, sent):
+    """The migration's data part, run again over rows as they were before it (the test database
+    is created at the latest version): code and status parsed from the old reply; the unsealed
+    text of an erased customer removed, a live customer's kept until its row's next outcome."""
+    old = {
+        "acme": "550 5.1.1 <dpo@acme.example>: Recipient address rejected",
+        "globex": "250 2.0.0 Ok: queued as 1a2b",
+        "initech": "451 greylisted",
+        "hooli": "not sent: could not build the message: ValueError: x",
+        "umbrella": "550 2.0.0 odd <nobody@umbrella.invalid>",
+    }
+    for customer_id, reply in old.items():
+        await pool.execute(
+            "UPDATE deliveries SET smtp_code = NULL, smtp_status = NULL, smtp_text = NULL,"
+            " smtp_reply = $2 WHERE customer_id = $1",
+            customer_id, reply,
+        )  # fmt: skip
+    await pool.execute("DELETE FROM customer_keys WHERE customer_id = 'umbrella'")  # erased then
+    sql = (resources.files("noticeflow") / "migrations/014_smtp_replies.sql").read_text()
+    code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    data_part = [s for s in code.split(";") if "UPDATE deliveries" in s]
+    assert len(data_part) == 3
+    for statement in data_part:
+        await pool.execute(statement)
+
+    rows = {
+        r["customer_id"]: (r["smtp_code"], r["smtp_status"], r["smtp_reply"])
+        for r in await pool.fetch(
+            "SELECT DISTINCT customer_id, smtp_code, smtp_status, smtp_reply FROM deliveries"
+        )
+    }
+    assert rows == {
+        "acme": (550, "5.1.1", old["acme"]),
+        "globex": (250, "2.0.0", old["globex"]),
+        "initech": (451, None, old["initech"]),
+        "hooli": (None, None, old["hooli"]),
+        "umbrella": (550, None, None),  # erased: its text is gone, the code stays
+    }
+    # the readers agree with the migration on the old replies
+    for customer_id in ("acme", "globex", "initech"):
+        [row, *_] = await helpers.ledger(pool, f"customer_id = '{customer_id}'")
+        assert row["reply"] == " ".join(old[customer_id].split())
+    [umbrella] = await helpers.ledger(pool, "customer_id = 'umbrella'")
+    assert umbrella["reply"] == "550 [erased]"
