@@ -209,7 +209,7 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             sink = SmtpSink(mail_dir, port=port_or_free(2525)).start()
             stack.callback(sink.stop)
             smtp_url, smtp_host, smtp_port = sink.url, sink.host, sink.port
-        await db.upgrade(database_url)
+        database_url = await prepare_database(database_url, data_dir, embedded_database)
         web_port = port_or_free(settings.web_port, required="NOTICEFLOW_WEB_PORT" in os.environ)
         web_url = f"http://{settings.web_host}:{web_port}"
         parts = stack_parts(
@@ -265,6 +265,45 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
             loop.add_signal_handler(signum, stop.set)
         await _until_stopped(stop, tasks)
         print("\nnoticeflow: stopping…", flush=True)
+
+
+ROLES_FILE = "postgres-roles.json"  # the embedded server's role passwords and owner URL (0600)
+
+
+async def prepare_database(database_url: str, data_dir: Path, embedded: bool) -> str:
+    """Migrate as the owner role and return the URL everything else uses (noticeflow/db.py).
+
+    Embedded: the superuser makes ``noticeflow_owner`` and ``noticeflow_runtime`` (passwords made
+    once, kept with the owner's URL in <data dir>/postgres-roles.json, 0600; an older data dir's
+    objects are handed to the owner), migrates as the owner, and the runtime role's URL is the
+    one returned (stack.json's). Heads appended before they were signed are checked and signed.
+    External: migrations as NOTICEFLOW_OWNER_DATABASE_URL when set; the URL is returned as given.
+    """
+    if not embedded:
+        await db.upgrade_as_owner(database_url, os.environ.get("NOTICEFLOW_OWNER_DATABASE_URL"))
+        return database_url
+    path = data_dir / ROLES_FILE
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if not (known.get("owner_password") and known.get("runtime_password")):
+        known = {k: secrets.token_urlsafe(24) for k in ("owner_password", "runtime_password")}
+    owner_url, runtime_url = await db.provision_roles(
+        database_url, known["owner_password"], known["runtime_password"]
+    )
+    write_private(path, json.dumps({**known, "owner_database_url": owner_url}).encode())
+    await db.upgrade(owner_url, runtime_role=db.RUNTIME_ROLE)
+    from noticeflow import eventstore
+
+    if eventstore.signing_keys(eventstore.HEAD_KEY_USE):
+        pool = await db.create_pool(runtime_url, max_size=2)
+        try:
+            signed, refused = await eventstore.sign_unsigned_heads(pool)
+        finally:
+            await pool.close()
+        if signed:
+            print(f"noticeflow: signed {signed} stream heads written before heads were signed")
+        for problem in refused:
+            print(f"noticeflow: NOT signing {problem.stream_id}, it fails verification: {problem}")
+    return runtime_url
 
 
 async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:

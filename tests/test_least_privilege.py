@@ -4,6 +4,7 @@ stream and recomputes its hashes is caught by the head's signature (a key the da
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -285,3 +286,35 @@ async def test_unsigned_heads_are_signed_once_their_chains_check_out(
     good = await es.stream_head(pool, "good")
     assert good is not None and good.signature is not None
     assert await es.verify_stream(pool, "good") is None
+
+
+async def test_up_makes_both_roles_and_hands_out_the_runtime_url(postgres_server, tmp_path):
+    """What `noticeflow up` does on its embedded server (an old data dir: superuser-owned)."""
+    from noticeflow import stack
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    async with connected(postgres_server) as admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    superuser = db.with_role(postgres_server, "postgres", database=name)
+    await db.upgrade(superuser)
+    old = await db.create_pool(superuser, max_size=1)
+    try:
+        await append(old, "legacy", 2)  # appended as before: signed below, as its chain is good
+        await old.execute("UPDATE event_streams SET head_signature = NULL, head_key_id = NULL")
+    finally:
+        await old.close()
+    first = await stack.prepare_database(superuser, tmp_path, embedded=True)
+    again = await stack.prepare_database(superuser, tmp_path, embedded=True)
+    assert first == again and db.url_user(first) == db.RUNTIME_ROLE
+    roles = tmp_path / stack.ROLES_FILE
+    assert roles.stat().st_mode & 0o777 == 0o600
+    assert db.url_user(json.loads(roles.read_text())["owner_database_url"]) == (db.OWNER_ROLE)
+    runtime = await db.create_pool(first, max_size=1)
+    try:
+        head = await es.stream_head(runtime, "legacy")
+        assert head is not None and head.signature is not None
+        assert await es.verify_stream(runtime, "legacy") is None
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await runtime.execute("TRUNCATE events")
+    finally:
+        await runtime.close()
