@@ -547,8 +547,10 @@ def users_remove(
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Apply schema migrations (idempotent)."""
-    applied = run(db.upgrade(keyed(settings_for(data_dir)).require_database_url()))
+    """Apply schema migrations (idempotent): as NOTICEFLOW_OWNER_DATABASE_URL when set, granting
+    the runtime role (NOTICEFLOW_DATABASE_URL's) only what it needs."""
+    settings = keyed(settings_for(data_dir))
+    applied = run(db.upgrade_as_owner(settings.require_database_url(), settings.owner_database_url))
     emit(
         {"applied": applied},
         as_json,
@@ -1030,6 +1032,13 @@ def evidence_verify(
     notice: Annotated[
         str | None, typer.Option("--notice", help="Check the database instead.")
     ] = None,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Accept a pack or stream head from before signing, with a warning.",
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1041,11 +1050,14 @@ def evidence_verify(
 
     async def go() -> Verification:
         if directory is not None:
-            return verify_pack(directory)
+            return verify_pack(directory, allow_unsigned=allow_unsigned)
         async with database(settings_for(data_dir)) as pool:
-            return await verify_database(pool, str(notice))
+            return await verify_database(pool, str(notice), allow_unsigned=allow_unsigned)
 
     result = run(go())
+    if not as_json:
+        for warning in result.warnings:
+            typer.echo(f"warning: {warning}", err=True)
     if not result.ok:
         if as_json:
             emit(result.as_json(), True, "")
