@@ -124,6 +124,11 @@ UMBRELLA_FIXED = "\n".join(
 )
 
 
+def without(csv: str, erased: set[str]) -> str:
+    """A customers file without the rows of erased customers."""
+    return "\n".join(line for line in csv.splitlines() if line.split(",", 1)[0] not in erased)
+
+
 @dataclass
 class Harness:
     loop: asyncio.AbstractEventLoop
@@ -276,8 +281,15 @@ class NoticeMachine(RuleBasedStateMachine):
         )
         self.spec = spec
         self.h.notices.append(spec.notice_id)
-        # Fresh keys for customers an earlier example erased; umbrella's address bounces again.
-        await repository.upsert_customers(pool, helpers.customers())
+        # Erasure is for good (issue 10): customers an earlier example erased stay erased (their
+        # actions are rejected as such); umbrella's address bounces again.
+        self.erased = {
+            row["customer_id"]
+            for row in await pool.fetch("SELECT customer_id FROM customer_erasures")
+        }
+        await repository.upsert_customers(
+            pool, helpers.customers(without(helpers.CUSTOMERS_CSV, self.erased))
+        )
         await repository.create_notice(pool, spec, "alice", now)
         await helpers.start_notice_workflow(env.client, spec, self.h.task_queue)
         approved = await self._submit("approve", {"by": "bob"})
@@ -462,20 +474,20 @@ class NoticeMachine(RuleBasedStateMachine):
     @rule()
     def import_customers_again(self) -> None:
         """The customers file is imported again after an erasure (an export that still lists
-        the customer): it gets a new key, what was sealed under the old one stays unreadable, and
-        nothing may wedge on it (rule 14)."""
+        the customer): erased is for good, so the whole import is refused, naming the erased id,
+        and nothing changes; the file without it imports (rule 14: nothing wedges on it)."""
         csv = ALL_FIXED if self.umbrella_fixed else helpers.CUSTOMERS_CSV
-        self.run(repository.upsert_customers(self.h.pool, helpers.customers(csv)))
-        self.erased.clear()
+        with pytest.raises(InputError, match="erased"):
+            self.run(repository.upsert_customers(self.h.pool, helpers.customers(csv)))
+        self.run(
+            repository.upsert_customers(self.h.pool, helpers.customers(without(csv, self.erased)))
+        )
 
     @precondition(lambda self: len(self.erased) < 2)
     @rule(customer=st.sampled_from(RECIPIENTS))
     def erase(self, customer: str) -> None:
-        if customer in self.erased:
-            with pytest.raises(InputError, match="already erased"):
-                self.run(repository.erase_customer(self.h.pool, customer))
-            return
-        self.run(repository.erase_customer(self.h.pool, customer))
+        erased = self.run(repository.erase_customer(self.h.pool, customer))
+        assert erased["already"] == (customer in self.erased), erased  # idempotent
         self.erased.add(customer)
 
     # --- notice actions ----------------------------------------------------------------------------
