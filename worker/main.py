@@ -159,7 +159,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     runtime = None
     if settings.worker_metrics_address:
         runtime = metrics_runtime(settings.worker_metrics_address)
-    await db.upgrade(database_url)
+    await db.upgrade_as_owner(database_url, settings.owner_database_url)  # no DDL as runtime
     pool = await db.create_pool(database_url)
     try:
         client = await connect(settings, runtime=runtime)
