@@ -274,12 +274,14 @@ def ensure_key_file(data_dir: Path, setting: str) -> str:
     old place (``<data dir>/secret_key``) is moved there."""
     keys = make_private_dir(data_dir / KEYS_DIR)
     path = keys / setting
-    with contextlib.suppress(OSError):
+    empty = False
+    with contextlib.suppress(FileNotFoundError):
         existing = path.read_text().strip()
         if existing:
             if path.stat().st_mode & 0o077:
                 path.chmod(0o600)
             return existing
+        empty = True
     legacy = data_dir / SECRET_FILE
     value = None
     if setting == "secret_key":
@@ -287,7 +289,6 @@ def ensure_key_file(data_dir: Path, setting: str) -> str:
             value = legacy.read_text().strip() or None
     value = value or secrets.token_urlsafe(32)
     # An empty file (a crash under the old, non-atomic writer) is replaced; a real one is kept.
-    empty = path.exists()
     if not write_private(path, (value + "\n").encode(), replace=empty):
         return ensure_key_file(data_dir, setting)  # another process made it first: use theirs
     if setting == "secret_key":

@@ -83,18 +83,20 @@ def test_an_empty_key_file_left_by_a_crash_is_replaced(tmp_path):
 
 
 def test_concurrent_makers_agree_on_one_key(tmp_path):
-    found: list[str] = []
-    threads = [
-        threading.Thread(target=lambda: found.append(ensure_key_file(tmp_path, "signing_key")))
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert (
-        len(set(found)) == 1 and (tmp_path / "keys" / "signing_key").read_text().strip() == found[0]
-    )
+    for round_ in range(10):
+        data = tmp_path / str(round_)
+        data.mkdir()
+        found: list[str] = []
+        threads = [
+            threading.Thread(target=lambda d=data: found.append(ensure_key_file(d, "signing_key")))
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        kept = (data / "keys" / "signing_key").read_text().strip()
+        assert len(found) == 8 and set(found) == {kept}
 
 
 def test_write_private_is_0600_from_creation_and_replaces_atomically(tmp_path):
