@@ -88,7 +88,9 @@ def test_concurrent_makers_agree_on_one_key(tmp_path):
         data.mkdir()
         found: list[str] = []
         threads = [
-            threading.Thread(target=lambda d=data: found.append(ensure_key_file(d, "signing_key")))
+            threading.Thread(
+                target=lambda d=data, out=found: out.append(ensure_key_file(d, "signing_key"))
+            )
             for _ in range(8)
         ]
         for thread in threads:
