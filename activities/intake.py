@@ -90,7 +90,12 @@ def content_refs(key: CustomerKey, reason: str) -> list[str]:
     """The key an objection's words are recognised by (a repeat of an open case is a duplicate):
     keyed with the customer's ``ids`` subkey, first; then those cases opened before it may carry
     (the blind index of the reason, under the root key or the index subkey), to be recognised too."""
-    return [key.ident("objection-content", reason), key.legacy_index(reason), key.index(reason)]
+    # Case-folded, as the blind index before it was: "No" and "no" are the same words.
+    return [
+        key.ident("objection-content", reason.casefold()),
+        key.legacy_index(reason),
+        key.index(reason),
+    ]
 
 
 class Refused(Exception):
