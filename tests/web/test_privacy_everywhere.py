@@ -182,5 +182,4 @@ async def test_an_erased_customer_leaves_no_readable_trace_and_temporal_holds_no
     out, err = capfd.readouterr()
     logs = out + err + "\n".join(record.getMessage() for record in caplog.records)
     assert "zeta" in logs or notice.notice_id in logs  # the capture worked
-    import sys; [print("LEAKLINE", r.name, r.getMessage()[:300], file=sys.stderr) for r in caplog.records if "jane.roe" in r.getMessage()]; print("OUTERR", [l[:200] for l in (out+err).splitlines() if "jane.roe" in l], file=sys.stderr)
     assert not found_in(logs, traces | {AUTHOR, APPROVER, CANCEL_WHY}), "personal data in logs"
