@@ -121,7 +121,9 @@ async def test_typos_repeats_and_second_objections_never_wedge_the_notice(runnin
     assert two.repeat and two.receipt_id == one.receipt_id and two.status == "accepted"
     other = await act(env, tq, pool, spec, "object", {**keyed, "customer_id": "initech"})
     assert other.status == "rejected" and "already used" in str(other.reason)
-    rejected = await pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'action_rejected'")
+    rejected = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'action_rejected'"
+    )
     assert rejected == 4
 
 
@@ -173,16 +175,16 @@ async def test_an_undelivered_customer_is_excluded_and_rights_outlive_completion
         {"customer_id": "globex", "outcome": "excluded", "by": "carol"},
     )
     assert resolved.status == "accepted"
-    latest = env.client.get_workflow_handle(
-        workflow_id(spec.notice_id), result_type=NoticeStatus
-    )
+    latest = env.client.get_workflow_handle(workflow_id(spec.notice_id), result_type=NoticeStatus)
     final = await latest.result()
     assert final.unsettled == 0
     table = {r["customer_id"]: r for r in await repository.customer_table(pool, spec.notice_id)}
     assert not table["acme"]["activated"] and not table["globex"]["activated"]
     assert table["umbrella"]["verdict"] == "excluded_by_ops"
     assert table["globex"]["objection"] == {"status": "excluded", "timely": False}
-    revoke_mail = [m for m in smtp_sink.messages() if m["Subject"].startswith("Your opt-in is revoked")]
+    revoke_mail = [
+        m for m in smtp_sink.messages() if m["Subject"].startswith("Your opt-in is revoked")
+    ]
     assert {m["To"] for m in revoke_mail} == {"privacy@acme.example", "dpo@acme.example"}
     because = {
         r["customer_id"]: r["because"]

@@ -56,7 +56,9 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     assert status.phase is Phase.draft
     await signal(
         # Past globex's 30-day contract window, even one whose last day rolls over a weekend.
-        handle, "postpone", {"effective_at": (now + timedelta(days=35)).isoformat(), "by": "alice"}
+        handle,
+        "postpone",
+        {"effective_at": (now + timedelta(days=35)).isoformat(), "by": "alice"},
     )
     await signal(handle, "approve", {"by": "bob"})
     status = await wait_for(handle, lambda s: s.phase is Phase.window_open)
