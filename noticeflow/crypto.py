@@ -222,6 +222,11 @@ class LocalKeyWrapper:
     def current_kek_id(self) -> str:
         return keyring.Keyring.key_id(self.keks[0])
 
+    @property
+    def kek_ids(self) -> frozenset[str]:
+        """The ids of every key-encryption key this wrapper can unwrap with."""
+        return frozenset(self._by_id)
+
     def wrap(self, customer_id: str, key: bytes) -> tuple[str, bytes]:
         nonce = os.urandom(12)
         blob = nonce + AESGCM(self.keks[0]).encrypt(nonce, key, _wrap_aad(customer_id))
@@ -417,3 +422,34 @@ async def rewrap_keys(
                     wrapper.current_kek_id,
                 )
             )
+
+
+async def unavailable_keks(db: Db, wrapper: LocalKeyWrapper | None = None) -> dict[str, int]:
+    """Key-encryption key id -> how many stored customer keys it wraps, for every KEK that is none
+    of this process's (current or previous): those customers' keys cannot be unwrapped here."""
+    wrapper = wrapper or default_wrapper()
+    rows = await db.fetch(
+        "SELECT kek_id, count(*) AS keys FROM customer_keys WHERE kek_id IS NOT NULL"
+        " GROUP BY kek_id ORDER BY kek_id"
+    )
+    return {row["kek_id"]: int(row["keys"]) for row in rows if row["kek_id"] not in wrapper.kek_ids}
+
+
+async def require_keks(db: Db, wrapper: LocalKeyWrapper | None = None) -> None:
+    """Refuse to start (:class:`KeyUnavailable`, one block) when any stored customer key is
+    wrapped by a key-encryption key this process does not have: every action touching such a
+    customer would fail again and again, so a worker must not start without it."""
+    missing = await unavailable_keks(db, wrapper)
+    if not missing:
+        return
+    total = sum(missing.values())
+    named = ", ".join(
+        f"{kek_id} ({count} customer key{'s' if count != 1 else ''})"
+        for kek_id, count in missing.items()
+    )
+    raise KeyUnavailable(
+        f"refusing to start: {total} customer key{'s are' if total != 1 else ' is'} wrapped by"
+        f" key-encryption key{'s' if len(missing) != 1 else ''} this process does not have:"
+        f" {named}. Set the key{'s' if len(missing) != 1 else ''} they were wrapped with in"
+        f" {KEK_SETTINGS}, then run `noticeflow keys rewrap` to move them to the current one"
+    )

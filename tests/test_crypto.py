@@ -3,9 +3,11 @@ wrapped by the key-encryption key (rotation, rewrap, clear rows wrapped on load)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import secrets
+import sys
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -153,3 +155,52 @@ async def test_no_key_is_ever_made_for_an_erased_customer(pool) -> None:
     keys = await ensure_keys(pool, ["acme", "initech"])
     assert set(keys) == {"acme"}
     assert await pool.fetchval("SELECT count(*) FROM customer_keys") == 1
+
+
+async def test_keys_under_a_kek_this_process_lacks_are_named(pool) -> None:
+    stranger, other = kek(), kek()
+    await ensure_keys(pool, ["acme"])  # under the installed KEK: fine
+    await ensure_keys(pool, ["globex", "initech"], LocalKeyWrapper((stranger,)))
+    await ensure_keys(pool, ["umbrella"], LocalKeyWrapper((other,)))
+    await pool.execute(
+        "INSERT INTO customer_keys (customer_id, key) VALUES ('hooli', $1)", b"k" * 32
+    )
+    stranger_id, other_id = keyring.Keyring.key_id(stranger), keyring.Keyring.key_id(other)
+    assert await crypto.unavailable_keks(pool) == {stranger_id: 2, other_id: 1}
+    # A process that also has the stranger (a previous KEK) lacks only the other one.
+    both = LocalKeyWrapper((*crypto.default_wrapper().keks, stranger))
+    assert await crypto.unavailable_keks(pool, both) == {other_id: 1}
+    with pytest.raises(KeyUnavailable) as refused:
+        await crypto.require_keks(pool)
+    message = str(refused.value)
+    assert "\n" not in message and "3 customer keys" in message
+    assert (
+        f"{stranger_id} (2 customer keys)" in message and f"{other_id} (1 customer key)" in message
+    )
+    assert "NOTICEFLOW_KEY_ENCRYPTION_KEY" in message
+    assert "NOTICEFLOW_PREVIOUS_KEY_ENCRYPTION_KEYS" in message
+    await pool.execute("DELETE FROM customer_keys WHERE customer_id = 'umbrella'")
+    await crypto.require_keks(pool, both)  # every stored key unwraps: starts
+
+
+async def test_the_worker_refuses_to_start_without_a_kek_it_needs(
+    pool, database_url, tmp_path
+) -> None:
+    stranger = kek()
+    await ensure_keys(pool, ["globex"], LocalKeyWrapper((stranger,)))
+    env = {
+        **os.environ,
+        "NOTICEFLOW_DATABASE_URL": database_url,
+        "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
+        "NOTICEFLOW_TEMPORAL_ADDRESS": "127.0.0.1:9",  # never reached: refused before
+        "NOTICEFLOW_SMTP_URL": "smtp://127.0.0.1:9",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "noticeflow.cli", "worker",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    _out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, err.decode()
+    text = err.decode()
+    assert "Traceback" not in text and keyring.Keyring.key_id(stranger) in text
+    assert "1 customer key is wrapped" in text and "NOTICEFLOW_KEY_ENCRYPTION_KEY" in text

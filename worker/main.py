@@ -26,7 +26,7 @@ from activities.lifecycle import LifecycleActivities
 from activities.mailer import Mailer
 from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
-from noticeflow import db, keyring
+from noticeflow import crypto, db, keyring
 from noticeflow.config import Settings, install_keys
 from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
@@ -162,6 +162,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     start without real keys (all four: an InputError naming every problem, before anything)."""
     os.umask(0o077)  # whatever the worker writes is its owner's alone
     install_keys(settings)
+        # A customer key this process cannot unwrap would fail every action for that customer,
+        # again and again: refuse to start instead, naming the key-encryption keys (exit 2).
+        await crypto.require_keks(pool)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
