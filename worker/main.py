@@ -162,9 +162,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     start without real keys (all four: an InputError naming every problem, before anything)."""
     os.umask(0o077)  # whatever the worker writes is its owner's alone
     install_keys(settings)
-        # A customer key this process cannot unwrap would fail every action for that customer,
-        # again and again: refuse to start instead, naming the key-encryption keys (exit 2).
-        await crypto.require_keks(pool)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -179,6 +176,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await db.upgrade_as_owner(database_url, settings.owner_database_url)  # no DDL as runtime
     pool = await db.create_pool(database_url)
     try:
+        # A customer key this process cannot unwrap would fail every action for that customer,
+        # again and again: refuse to start instead, naming the key-encryption keys (exit 2).
+        await crypto.require_keks(pool)
         client = await connect(settings, runtime=runtime)
         worker = build_worker(client, build_deps(settings, pool), settings.task_queue)
         log.info(
