@@ -43,6 +43,25 @@ async def create_pool(database_url: str, min_size: int = 1, max_size: int = 10) 
     return pool
 
 
+OWNER_WARNING = (
+    "connected as the owner of the event store: this role can rewrite stored events. Run the"
+    " worker and the web as a separate runtime role that may only INSERT and SELECT on events"
+    " (deploy/postgres-roles.sql), and migrations as the owner (NOTICEFLOW_OWNER_DATABASE_URL)"
+)
+
+
+async def runs_as_owner(db: asyncpg.Pool | asyncpg.Connection) -> bool:
+    """Whether this connection's role could rewrite the event store: a superuser, or the owner
+    of ``events`` (or a member with the owner's privileges). The runtime role is neither."""
+    return bool(
+        await db.fetchval(
+            "SELECT r.rolsuper OR coalesce(pg_has_role(current_user, c.relowner, 'USAGE'), false)"
+            " FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('events')"
+            " WHERE r.rolname = current_user"
+        )
+    )
+
+
 def _migrations() -> list[tuple[int, str, str]]:
     found = []
     for entry in resources.files(MIGRATIONS_PACKAGE).iterdir():

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -181,6 +182,27 @@ async def test_a_runtime_role_that_could_undo_its_limits_is_refused(
     for role, why in (("postgres", "superuser"), ("nf_test_owner", "running the migrations")):
         with pytest.raises(InputError, match=why):
             await db.upgrade(owner_database_url, runtime_role=role)
+
+
+async def test_a_process_knows_when_it_runs_as_the_owner(
+    pool, owner_database_url, postgres_server, database_url
+):
+    assert await db.runs_as_owner(pool) is False  # the runtime role: no warning at start
+    name = urlsplit(database_url).path.lstrip("/")
+    member = "nf_test_owner_member"  # a role with the owner's privileges is the owner too
+    async with connected(postgres_server) as admin:
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", member):
+            await admin.execute(f"CREATE ROLE {member} LOGIN IN ROLE nf_test_owner")
+    for url in (
+        owner_database_url,
+        db.with_role(postgres_server, "postgres", database=name),  # a superuser
+        db.with_role(postgres_server, member, database=name),
+    ):
+        async with connected(url) as connection:
+            assert await db.runs_as_owner(connection) is True, db.url_user(url)
+    assert db.OWNER_WARNING.startswith("connected as the owner of the event store: ")
+    assert "deploy/postgres-roles.sql" in db.OWNER_WARNING
+    assert "NOTICEFLOW_OWNER_DATABASE_URL" in db.OWNER_WARNING
 
 
 async def test_an_old_data_dir_owned_by_the_superuser_is_adopted(postgres_server):

@@ -179,6 +179,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         # A customer key this process cannot unwrap would fail every action for that customer,
         # again and again: refuse to start instead, naming the key-encryption keys (exit 2).
         await crypto.require_keks(pool)
+        if await db.runs_as_owner(pool):
+            log.warning(db.OWNER_WARNING)
         client = await connect(settings, runtime=runtime)
         worker = build_worker(client, build_deps(settings, pool), settings.task_queue)
         log.info(

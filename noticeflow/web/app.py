@@ -70,6 +70,8 @@ def create_app(
             client=client,
         )
         app.state.web = web
+        if await db.runs_as_owner(web.pool):
+            log.warning(db.OWNER_WARNING)
         if client is None:
             await web.temporal()  # try once now; pages work without it
         try:
