@@ -283,8 +283,10 @@ async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]
             ),
             "deliveries": await _count(
                 connection,
-                # the reply's text too (sealed since migration 014, unsealed before it)
-                "UPDATE deliveries SET email = $2, smtp_reply = NULL,"
+                # the reply's text too (sealed since migration 014, unsealed before it), and the
+                # Message-ID: those written before keyed ids are an unkeyed hash of the address
+                # (NOT NULL: blanked; an erased customer is never mailed again)
+                "UPDATE deliveries SET email = $2, smtp_reply = NULL, message_id = $2,"
                 " smtp_text = CASE WHEN smtp_text IS NULL THEN NULL ELSE $2 END"
                 " WHERE customer_id = $1 RETURNING 1",
                 customer_id,

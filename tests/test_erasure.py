@@ -6,6 +6,7 @@ keeps no free text. Old ciphertext reads ``[erased]``, never an error."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -74,8 +75,24 @@ async def test_erasure_deletes_the_key_and_the_records_and_the_chains_still_veri
     notified, pool, tmp_path: Path
 ):
     spec = notified
+    # A Message-ID as written before they were keyed: an unkeyed hash of the address.
+    unkeyed = "<" + hashlib.sha256(b"dpo@initech.example").hexdigest() + "@vendor.example>"
+    await pool.execute(
+        "UPDATE deliveries SET message_id = $1 WHERE customer_id = 'initech' AND kind = 'notice'",
+        unkeyed,
+    )
+    message_ids = {
+        r["message_id"]
+        for r in await pool.fetch("SELECT message_id FROM deliveries WHERE customer_id = 'initech'")
+    }
+    assert unkeyed in message_ids and len(message_ids) >= 2  # the notice and the acknowledgement
     result = await repository.erase_customer(pool, "initech")
     assert result["already"] is False
+    left_ids = await pool.fetch("SELECT message_id FROM deliveries WHERE customer_id = 'initech'")
+    assert left_ids and {r["message_id"] for r in left_ids} == {ERASED}
+    in_deliveries = await everything_stored(pool, ["deliveries"])
+    for message_id in message_ids:
+        assert message_id.strip("<>") not in in_deliveries
     assert result["customer_keys"] == 1 and result["customers"] == 1
     assert result["customer_contacts"] == 1 and result["objections"] == 1
     assert result["intake"] >= 1 and result["deliveries"] >= 1
