@@ -230,7 +230,17 @@ async def _customer_rows(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
         "   ON true WHERE r.notice_id = $1 ORDER BY r.customer_id",
         notice_id,
     )
-    return [dict(row) for row in rows]
+    # Who resolved a case is sealed with the customer's key: opened here ([erased] once it is gone).
+    keys = await load_keys(pool, [row["customer_id"] for row in rows])
+    return [
+        {
+            **dict(row),
+            "resolved_by": open_sealed(
+                keys.get(row["customer_id"]), Field.RESOLVED_BY, row["resolved_by"]
+            ),
+        }
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True)

@@ -274,3 +274,47 @@ def test_no_cell_of_an_exported_csv_starts_a_formula(pack: Path):
     for name in ("customers.csv", "deliveries.csv"):
         cells = [c for row in csv.reader(io.StringIO((pack / name).read_text())) for c in row]
         assert not [c for c in cells if c and c[0] in "=+-@\t\r"], name
+
+SEALED_PREFIXES = ("enc1:", "enc2:")
+
+
+def csv_cells(pack: Path) -> dict[str, list[dict[str, str]]]:
+    """Each CSV of a pack, as rows; none may hold a sealed value (ciphertext shown as data)."""
+    tables = {}
+    for path in pack.glob("*.csv"):
+        text = path.read_text()
+        assert not [p for p in SEALED_PREFIXES if p in text], path.name
+        tables[path.name] = list(csv.DictReader(io.StringIO(text, newline="")))
+    return tables
+
+
+async def test_who_resolved_a_case_reads_in_clear_and_no_csv_holds_ciphertext(
+    pool, smtp_sink, tmp_path: Path
+):
+    from noticeflow import intake, repository
+    from worker.main import make_deps
+
+    spec = await helpers.notified_with_objection(
+        pool, smtp_sink.url, Objection(customer_id="initech", reason="No", by="Jane Roe")
+    )
+    resolution = {"customer_id": "initech", "outcome": "withdrawn", "by": "Olga Ops", "note": "ok"}
+    await intake.record(pool, spec.notice_id, "resolve_objection", resolution, channel="cli")
+    await helpers.take_intake(make_deps(pool, smtp_sink.url, "privacy@vendor.example"), spec)
+    stored = await pool.fetchval("SELECT resolved_by FROM objections WHERE customer_id = 'initech'")
+    assert stored.startswith(SEALED_PREFIXES)  # sealed in the records: opened for the pack only
+
+    await export_pack(pool, spec.notice_id, tmp_path / "pack")
+    tables = csv_cells(tmp_path / "pack")
+    assert set(tables) == {"customers.csv", "deliveries.csv"}
+    customers = {row["customer_id"]: row for row in tables["customers.csv"]}
+    assert customers["initech"]["resolved_by"] == "Olga Ops"
+    assert customers["initech"]["resolution"] == "withdrawn"
+
+    await repository.erase_customer(pool, "initech")
+    await export_pack(pool, spec.notice_id, tmp_path / "after")
+    tables = csv_cells(tmp_path / "after")
+    customers = {row["customer_id"]: row for row in tables["customers.csv"]}
+    assert customers["initech"]["resolved_by"] == "[erased]"
+    for name, rows in tables.items():
+        for row in rows:
+            assert "Olga Ops" not in row.values() and "Jane Roe" not in row.values(), name
