@@ -17,9 +17,13 @@
   sees; ``event_streams`` keeps the signature and the public key's id (migration 015).
   :func:`verify_stream` checks chain, head and signature (current or previous signing keys): a
   stream rewritten by a database owner, hashes and head recomputed, fails with "head signature
-  does not match". A head without a signature (appended before heads were signed, or by a process
-  without keys) is reported by :func:`verify_stream` as unsigned, which callers treat as a failure
-  unless told to accept it; :func:`sign_unsigned_heads` checks such streams and signs their heads.
+  does not match". An append signs the new head only when the head it builds on is vouched for
+  (a new stream, or a signature that verifies): otherwise the new head stays unsigned and an error
+  is logged, so a rewrite is never laundered by the next append. A head without a signature
+  (appended before heads were signed, or onto one that did not verify) is reported by
+  :func:`verify_stream` as unsigned, which callers treat as a failure unless told to accept it;
+  :func:`sign_unsigned_heads` (``noticeflow evidence sign-heads``, run once by a person after the
+  upgrade, never automatically) checks such streams and signs their heads.
 * **Schema versions.** Each event records its ``schema_version``; upcasters bring old payloads up to
   date on read.
 """
@@ -35,11 +39,14 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
+import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from noticeflow import keyring
+
+_log = structlog.get_logger(__name__)
 
 EVENT_NAMESPACE = uuid.UUID("6f1d2c1e-3f0b-4b47-9d55-6b0c8f3b7a10")
 GENESIS = bytes(32)
@@ -272,7 +279,8 @@ HEAD_SQL = (
     "SELECT coalesce(h.version, 0) AS version, coalesce(h.head_hash, $2) AS head_hash,"
     "  coalesce(pg_current_xact_id() < h.head_tx, false) AS behind,"
     "  pg_current_xact_id() AS tx_id, now() AS recorded_at,"
-    "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS blocks"
+    "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS blocks,"
+    "  h.head_signature, h.head_key_id"
     " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
 UPSERT_HEAD = (  # completed by "VALUES (...)" or a SELECT giving the head's columns
@@ -342,8 +350,10 @@ async def _insert(
     lock = f"SELECT pg_advisory_xact_lock(hashtextextended({_literal(stream_id)}, 7346))"
     await connection.execute(f"BEGIN; {lock}" if own else lock)
     try:
-        stored, records = await _chain_onto_head(connection, stream_id, events, expected_version)
-        await _write(connection, stream_id, records, commit=own)
+        stored, records, vouched = await _chain_onto_head(
+            connection, stream_id, events, expected_version
+        )
+        await _write(connection, stream_id, records, commit=own, sign=vouched)
     except BaseException:
         if own and connection.is_in_transaction():
             await connection.execute("ROLLBACK")
@@ -356,12 +366,16 @@ async def _chain_onto_head(
     stream_id: str,
     events: Sequence[NewEvent],
     expected_version: int,
-) -> tuple[list[StoredEvent], list[tuple[Any, ...]]]:
+) -> tuple[list[StoredEvent], list[tuple[Any, ...]], bool]:
+    """The rows to write, and whether the new head may be signed: only when the head it builds
+    on is vouched for (a new stream, or a head whose signature verifies). A new signature over a
+    head nobody vouched for would launder whatever was done to the stream before it."""
     blocks = -(-len(events) // POSITION_BLOCK)
     head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, blocks)
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
     version, prev = head["version"], bytes(head["head_hash"])
+    vouched = version == 0 or _head_vouched(stream_id, version, prev, head)
     if expected_version != ANY_VERSION and expected_version != version:
         raise ConcurrencyError(
             f"stream {stream_id} is at version {version}, expected {expected_version}"
@@ -385,7 +399,29 @@ async def _chain_onto_head(
             event.schema_version, orjson.loads(text), event.occurred_at, recorded_at, prev, digest,
         ))  # fmt: skip
         prev = digest
-    return stored, records
+    return stored, records, vouched
+
+
+def _head_vouched(stream_id: str, version: int, head_hash: bytes, row: asyncpg.Record) -> bool:
+    signature, key_id = row["head_signature"], row["head_key_id"]
+    if signature is None:
+        _log.error(  # appended before heads were signed, or its signature was removed
+            "stream head not signed: the new head is left unsigned too",
+            stream_id=stream_id,
+            hint="noticeflow evidence verify --notice; then noticeflow evidence sign-heads",
+        )
+        return False
+    public = signing_public_keys().get(str(key_id))
+    if public is not None and verify_signature(
+        public, bytes(signature), head_message(stream_id, version, head_hash)
+    ):
+        return True
+    _log.error(
+        "stream head signature does not verify: the new head is left unsigned",
+        stream_id=stream_id,
+        key_id=key_id,
+    )
+    return False
 
 
 COPY_FROM = 16  # below this many events one INSERT beats COPY's extra protocol steps
@@ -400,12 +436,17 @@ INSERT_SQL = (  # the rows and the head move, in one statement
 
 
 async def _write(
-    connection: asyncpg.Connection, stream_id: str, records: list[tuple[Any, ...]], commit: bool
+    connection: asyncpg.Connection,
+    stream_id: str,
+    records: list[tuple[Any, ...]],
+    commit: bool,
+    sign: bool = True,
 ) -> None:
-    """Write prepared rows and move the stream head (and commit, if asked). tx_id and
-    recorded_at take their defaults, which are the values HEAD_SQL read in this transaction."""
+    """Write prepared rows and move the stream head (and commit, if asked), signing the new head
+    when ``sign``. tx_id and recorded_at take their defaults, which are the values HEAD_SQL read in
+    this transaction."""
     version, head_hash = records[-1][2], records[-1][9]
-    signature, key_id = sign_head(stream_id, version, head_hash)
+    signature, key_id = sign_head(stream_id, version, head_hash) if sign else (None, None)
     try:
         if len(records) >= COPY_FROM:
             await connection.copy_records_to_table("events", records=records, columns=COPY_COLUMNS)
@@ -698,8 +739,10 @@ async def sign_unsigned_heads(pool: asyncpg.Pool) -> tuple[int, list[ChainProble
     """Sign the head of every stream that has none (appended before heads were signed), each
     only after its chain and head check out; returns (heads signed, streams refused).
 
-    Run once after upgrading, by a process holding the signing key (``noticeflow up`` does at
-    start). It vouches for those streams as they are now: a rewrite before this is not caught.
+    Run once after upgrading, by a person (``noticeflow evidence sign-heads``), never
+    automatically: it vouches for those streams as they are now, so a rewrite before it is not
+    caught, and run by a process at every start it would re-sign a stream whose signature an
+    attacker removed.
     """
     if not signing_keys(HEAD_KEY_USE):
         raise RuntimeError("no signing key installed: cannot sign stream heads")

@@ -17,9 +17,10 @@ can pass for the other). The pack holds:
 An auditor without noticeflow checks the manifest with OpenSSL 3
 (``openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile
 manifest.json.sig``), then each file's SHA-256, and compares the key id with the one the operator
-publishes (a key shipped inside a pack proves nothing by itself). `verify_pack` run where the
-signing keys are installed accepts only the current or a previous signing key; where none are
-installed it checks against the pack's own key and says so in a warning.
+publishes (a key shipped inside a pack proves nothing by itself: ``noticeflow evidence key-id``
+prints an installation's). `verify_pack` run where the signing keys are installed accepts only the
+current or a previous signing key; elsewhere it needs the signer's key id (``--key-id``) and
+refuses a pack signed by any other key, or with no key id given.
 
 An unsigned manifest or head (exported, or last appended, before signing existed — or a signature
 removed) is a failure unless ``allow_unsigned`` (``evidence verify --allow-unsigned``), which
@@ -46,7 +47,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jinja2 import Environment, PackageLoader
 
 from noticeflow import eventstore as es
-from noticeflow import repository
+from noticeflow import keyring, repository
+from noticeflow.config import make_private_dir, write_private
 from noticeflow.crypto import Field, load_keys, open_sealed
 from noticeflow.domain.errors import InputError
 from noticeflow.mail import stored_reply
@@ -104,11 +106,13 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
     if problem:
         raise InputError(f"the stored events of {notice_id} fail verification: {problem}")
     head = await es.stream_head(pool, stream)
-    out.mkdir(parents=True, exist_ok=True)
+    # A pack holds personal data: its directory 0700 and every file 0600, whatever the umask, and
+    # whatever was there before (a looser directory is tightened, a file replaced by a new one).
+    make_private_dir(out)
     files: dict[str, str] = {}
 
     def write(name: str, text: str) -> None:
-        (out / name).write_text(text, encoding="utf-8")
+        write_private(out / name, text.encode("utf-8"))
         files[name] = sha256_file(out / name)
 
     write("events.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
@@ -174,8 +178,8 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
         },
     }
     body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    (out / MANIFEST).write_bytes(body)
-    (out / SIGNATURE_FILE).write_bytes(key.sign(body))
+    write_private(out / MANIFEST, body)
+    write_private(out / SIGNATURE_FILE, key.sign(body))
     return manifest
 
 
@@ -270,9 +274,15 @@ def _outside(directory: Path, name: str) -> bool:
     return not (directory / name).resolve().is_relative_to(root)
 
 
-def verify_pack(directory: Path, allow_unsigned: bool = False) -> Verification:
+def verify_pack(
+    directory: Path, allow_unsigned: bool = False, key_id: str | None = None
+) -> Verification:
     """Check a pack offline: paths, file hashes, the notice text hash, every event's chain link,
-    the manifest's signature and the stream head's signature."""
+    the manifest's signature and the stream head's signature.
+
+    Who signed it: the installed signing keys (current or previous) where there are some; else
+    ``key_id``, the signer's published key id (`noticeflow evidence key-id`). With neither, the
+    pack is refused: a pack re-signed by anyone with its own key would otherwise pass."""
     manifest_path = directory / MANIFEST
     if manifest_path.is_symlink() or _outside(directory, MANIFEST):
         return Verification(False, f"{MANIFEST}: a link leading out of the pack (refused)", 0)
@@ -316,7 +326,7 @@ def verify_pack(directory: Path, allow_unsigned: bool = False) -> Verification:
     if not checked.ok:
         return checked
     warnings: list[str] = []
-    keys, problem = _manifest_signature(directory, body, manifest, allow_unsigned, warnings)
+    keys, problem = _manifest_signature(directory, body, manifest, allow_unsigned, warnings, key_id)
     if problem is None:
         stream = es.notice_stream(str(manifest.get("notice_id")))
         problem = _head_problem(
@@ -333,9 +343,12 @@ def _manifest_signature(
     manifest: dict[str, Any],
     allow_unsigned: bool,
     warnings: list[str],
+    trusted_key_id: str | None = None,
 ) -> tuple[dict[str, bytes], str | None]:
     """(keys to check the head with, problem) for the manifest's signature."""
     installed = es.signing_public_keys()
+    if trusted_key_id:  # the signer's published key id: only that key counts
+        installed = {k: v for k, v in installed.items() if k == trusted_key_id}
     signing = manifest.get("signing")
     signature_path = directory / SIGNATURE_FILE
     if not isinstance(signing, dict) or not signature_path.exists():
@@ -354,6 +367,8 @@ def _manifest_signature(
         public = bytes.fromhex(str(signing.get("public_key")))
     except ValueError:
         return installed, f"{MANIFEST}: signing.public_key is not hex"
+    if keyring.Keyring.key_id(public) != key_id:
+        return installed, f"{MANIFEST}: signing.key_id is not the id of signing.public_key"
     if installed:
         if installed.get(key_id) != public:
             return installed, (
@@ -361,11 +376,18 @@ def _manifest_signature(
                 " neither the current nor a previous signing key"
             )
         keys = installed
-    else:
+    elif trusted_key_id:
+        if key_id != trusted_key_id:
+            return {}, (
+                f"{MANIFEST} is signed by key id {key_id}, not by the key id you gave"
+                f" ({trusted_key_id})"
+            )
         keys = {key_id: public}
-        warnings.append(
-            f"no signing key here: checked against the public key in the pack (key id {key_id});"
-            " compare it with the key id your operator publishes"
+    else:
+        return {}, (
+            f"cannot tell who signed this pack (its key id is {key_id}): no signing key here;"
+            " give the signer's published key id with --key-id (`noticeflow evidence key-id`"
+            " prints an installation's), or verify where NOTICEFLOW_SIGNING_KEY is set"
         )
     if not es.verify_signature(public, signature_path.read_bytes(), body):
         return keys, f"{MANIFEST} signature does not match (the manifest was changed after export)"

@@ -291,18 +291,19 @@ async def prepare_database(database_url: str, data_dir: Path, embedded: bool) ->
     )
     write_private(path, json.dumps({**known, "owner_database_url": owner_url}).encode())
     await db.upgrade(owner_url, runtime_role=db.RUNTIME_ROLE)
-    from noticeflow import eventstore
-
-    if eventstore.signing_keys(eventstore.HEAD_KEY_USE):
-        pool = await db.create_pool(runtime_url, max_size=2)
-        try:
-            signed, refused = await eventstore.sign_unsigned_heads(pool)
-        finally:
-            await pool.close()
-        if signed:
-            print(f"noticeflow: signed {signed} stream heads written before heads were signed")
-        for problem in refused:
-            print(f"noticeflow: NOT signing {problem.stream_id}, it fails verification: {problem}")
+    pool = await db.create_pool(runtime_url, max_size=2)
+    try:  # heads from before signing are never signed behind anyone's back: say so
+        unsigned = await pool.fetchval(
+            "SELECT count(*) FROM event_streams WHERE head_signature IS NULL"
+        )
+    finally:
+        await pool.close()
+    if unsigned:
+        print(
+            f"noticeflow: {unsigned} event streams have heads from before heads were signed;"
+            " check them (`noticeflow evidence verify --notice ID --allow-unsigned`), then"
+            " vouch for them once with `noticeflow evidence sign-heads`"
+        )
     return runtime_url
 
 

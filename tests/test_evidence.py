@@ -192,8 +192,37 @@ def test_a_manifest_signed_by_another_key_is_refused(pack: Path):
     body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (pack / "manifest.json").write_bytes(body)
     (pack / "manifest.json.sig").write_bytes(other.sign(body))
+    result = verify_pack(pack)  # the key id still names the real key: inconsistent
+    assert not result.ok and "not the id of signing.public_key" in str(result.problem)
+    manifest["signing"]["key_id"] = keyring.Keyring.key_id(es.public_bytes(other))
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (pack / "manifest.json").write_bytes(body)
+    (pack / "manifest.json.sig").write_bytes(other.sign(body))
     result = verify_pack(pack)
     assert not result.ok and "does not know" in str(result.problem)
+
+
+def test_without_signing_keys_an_auditor_names_the_signer_by_its_key_id(pack: Path):
+    """Elsewhere (no NOTICEFLOW_SIGNING_KEY), the key inside the pack proves nothing by itself:
+    the signer's published key id must be given, and a pack re-signed by anyone else fails."""
+    published = manifest_of(pack)["signing"]["key_id"]
+    before = keyring.installed()
+    keyring.install(keyring.Keyring({k: v for k, v in before.keys.items() if k != "signing"}))
+    try:
+        unnamed = verify_pack(pack)
+        assert not unnamed.ok and "--key-id" in str(unnamed.problem)
+        assert verify_pack(pack, key_id=published).ok
+        other = Ed25519PrivateKey.generate()
+        manifest = manifest_of(pack)
+        manifest["signing"]["public_key"] = es.public_bytes(other).hex()
+        manifest["signing"]["key_id"] = keyring.Keyring.key_id(es.public_bytes(other))
+        body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        (pack / "manifest.json").write_bytes(body)
+        (pack / "manifest.json.sig").write_bytes(other.sign(body))
+        forged = verify_pack(pack, key_id=published)
+        assert not forged.ok and "not by the key id you gave" in str(forged.problem)
+    finally:
+        keyring.install(before)
 
 
 def test_an_unsigned_pack_fails_unless_accepted_with_a_warning(pack: Path):
@@ -275,6 +304,7 @@ def test_no_cell_of_an_exported_csv_starts_a_formula(pack: Path):
         cells = [c for row in csv.reader(io.StringIO((pack / name).read_text())) for c in row]
         assert not [c for c in cells if c and c[0] in "=+-@\t\r"], name
 
+
 SEALED_PREFIXES = ("enc1:", "enc2:")
 
 
@@ -318,3 +348,34 @@ async def test_who_resolved_a_case_reads_in_clear_and_no_csv_holds_ciphertext(
     for name, rows in tables.items():
         for row in rows:
             assert "Olga Ops" not in row.values() and "Jane Roe" not in row.values(), name
+
+
+async def test_a_pack_is_private_whatever_the_umask_and_whatever_was_there(
+    pool, smtp_sink, tmp_path: Path
+):
+    import os
+    import stat
+
+    spec = await helpers.notified_with_objection(
+        pool, smtp_sink.url, Objection(customer_id="initech", reason="No")
+    )
+    out = tmp_path / "shared" / "pack"
+    out.mkdir(parents=True)
+    out.chmod(0o755)  # made before, by someone else's umask
+    for name in ("customers.csv", "manifest.json"):
+        (out / name).write_text("old")
+        (out / name).chmod(0o644)
+    fresh = tmp_path / "fresh"
+    before = os.umask(0o022)
+    try:
+        for directory in (out, fresh):
+            await export_pack(pool, spec.notice_id, directory)
+    finally:
+        os.umask(before)
+    for directory in (out, fresh):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+        files = list(directory.iterdir())
+        assert len(files) == 9 and all(p.is_file() for p in files)
+        loose = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+        assert set(loose.values()) == {"0o600"}, loose
+        assert verify_pack(directory).ok

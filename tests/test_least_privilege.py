@@ -53,14 +53,16 @@ async def connected(url: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-async def append(pool: asyncpg.Pool, stream: str, count: int) -> list[es.StoredEvent]:
+async def append(
+    pool: asyncpg.Pool, stream: str, count: int, first: int = 0
+) -> list[es.StoredEvent]:
     async with pool.acquire() as connection:
         return await es.append_events(
             connection,
             stream,
             [
                 es.NewEvent(es.event_id(stream, str(i)), "happened", {"n": i}, WHEN)
-                for i in range(count)
+                for i in range(first, first + count)
             ],
         )
 
@@ -276,6 +278,27 @@ async def test_an_owner_who_also_strips_the_signature_leaves_an_unsigned_head(
         await owner.execute("UPDATE event_streams SET head_signature = NULL, head_key_id = NULL")
     head = await es.stream_head(pool, "s1")
     assert head is not None and head.signature is None  # evidence.py refuses it by default
+    await append(pool, "s1", 1, first=2)  # the product's next append does not vouch for it
+    head = await es.stream_head(pool, "s1")
+    assert head is not None and head.version == 3 and head.signature is None
+
+
+@pytest.mark.parametrize("strip", [False, True])
+async def test_a_rewrite_is_not_laundered_by_the_next_append(pool, owner_database_url, strip):
+    """The owner rewrites a stream and recomputes its hashes (and may strip the signature); the
+    product then appends to it as usual. The new head must not be signed: the rewrite stays
+    caught, whatever is appended after it."""
+    await append(pool, "notice-a", 3)
+    await rewrite(owner_database_url, "notice-a", 2, {"n": 99})
+    if strip:
+        async with connected(owner_database_url) as owner:
+            await owner.execute(
+                "UPDATE event_streams SET head_signature = NULL, head_key_id = NULL"
+            )
+    await append(pool, "notice-a", 2, first=3)
+    head = await es.stream_head(pool, "notice-a")
+    # Unsigned, so `evidence verify` refuses it (unless told --allow-unsigned, with a warning).
+    assert head is not None and head.version == 5 and head.signature is None
 
 
 async def test_a_head_signed_under_a_previous_key_verifies_after_rotation(pool, keys):
@@ -321,7 +344,7 @@ async def test_up_makes_both_roles_and_hands_out_the_runtime_url(postgres_server
     await db.upgrade(superuser)
     old = await db.create_pool(superuser, max_size=1)
     try:
-        await append(old, "legacy", 2)  # appended as before: signed below, as its chain is good
+        await append(old, "legacy", 2)  # appended as before heads were signed
         await old.execute("UPDATE event_streams SET head_signature = NULL, head_key_id = NULL")
     finally:
         await old.close()
@@ -333,9 +356,9 @@ async def test_up_makes_both_roles_and_hands_out_the_runtime_url(postgres_server
     assert db.url_user(json.loads(roles.read_text())["owner_database_url"]) == (db.OWNER_ROLE)
     runtime = await db.create_pool(first, max_size=1)
     try:
+        # Never signed behind anyone's back (`noticeflow evidence sign-heads` is a person's act).
         head = await es.stream_head(runtime, "legacy")
-        assert head is not None and head.signature is not None
-        assert await es.verify_stream(runtime, "legacy") is None
+        assert head is not None and head.signature is None
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await runtime.execute("TRUNCATE events")
     finally:

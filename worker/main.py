@@ -143,20 +143,6 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
     )
 
 
-async def _sign_old_heads(pool: Any) -> None:
-    from noticeflow import eventstore
-
-    try:
-        signed, refused = await eventstore.sign_unsigned_heads(pool)
-    except Exception as error:  # never a reason not to work; the next start tries again
-        log.warning("old stream heads not signed", error=type(error).__name__)
-        return
-    if signed:
-        log.info("old stream heads signed", signed=signed)
-    for problem in refused:
-        log.error("stream fails verification: head not signed", stream_id=problem.stream_id)
-
-
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``), then finish in-flight tasks and exit. Refuses to
     start without real keys (all four: an InputError naming every problem, before anything)."""
@@ -191,9 +177,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             if settings.worker_metrics_address
             else None,
         )
-        # Heads appended before they were signed (an upgraded database): checked, then signed,
-        # once, beside the worker (a stream that fails its check is named, never signed).
-        heads = asyncio.create_task(_sign_old_heads(pool), name="sign-old-heads")
         projector = asyncio.create_task(run_projections(pool, stop), name="projections")
         sweeper = asyncio.create_task(
             sweep_intake(client, pool, stop, settings.task_queue), name="intake-sweeper"
@@ -203,9 +186,5 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             log.info("worker stopping")
         await projector
         await sweeper
-        if not heads.done():
-            heads.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heads
     finally:
         await pool.close()

@@ -140,9 +140,10 @@ class NoticeWorkflow:
                 continue  # actions that waited for the audience snapshot: judge them now
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    NoticeInput(spec=self.spec, author=self.author, state=self.state)
-                )
+                # No names carried on: a notice started before names left Temporal drops them
+                # here (its actions are judged from receipts and facts from now on).
+                carried = self.state.model_copy(update={"approved_by": None, "cancel_reason": None})
+                workflow.continue_as_new(NoticeInput(spec=self.spec, author="", state=carried))
             await self._sleep_until_next_event()
         self._show(finished=True)
         return self.status()
