@@ -10,10 +10,10 @@ JSON form (``temporal.api.common.v1.Payloads``). Who may call it:
   page elsewhere (or a DNS-rebinding name for 127.0.0.1) cannot use it through someone's browser;
 * ``X-Namespace`` must name the configured namespace (``NOTICEFLOW_TEMPORAL_NAMESPACE``);
 * ``Authorization: Bearer <NOTICEFLOW_CODEC_SERVER_TOKEN>`` is required whenever a token is set, and
-  a token must be set to listen on anything but loopback. On loopback only a person (or process) on
-  this machine reaches it — the one who could read the keys from the environment anyway — and the
-  Temporal UI cannot attach a token of ours to its requests (its ``passAccessToken`` forwards the
-  UI's own sign-in token), so ``noticeflow up`` runs it on 127.0.0.1 without one.
+  a token must be set to listen on anything but loopback. On loopback only people (or processes)
+  on this machine reach it — every local user, so ``noticeflow up`` is for a single-user machine —
+  and the Temporal UI cannot attach a token of ours to its requests (its ``passAccessToken``
+  forwards the UI's own sign-in token), so ``up`` runs it on 127.0.0.1 without one.
 
 Bodies are bounded (:data:`MAX_BODY_BYTES`, :data:`MAX_PAYLOADS`); bad input is a 4xx with one
 line, never a traceback; the log holds counts, key ids and reasons, never a payload.

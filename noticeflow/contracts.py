@@ -82,6 +82,8 @@ class NoticeInput(_Model):
 
 
 class NoticeStatus(_Model):
+    # author, approved_by and cancel_reason: empty for notices started since names left Temporal
+    # (they are in the records); kept so that older runs' queries and histories still decode.
     notice_id: str
     phase: Phase
     subprocessor: str
