@@ -9,7 +9,8 @@ replaced, which still verify or decrypt):
 * ``signing`` — signs event-stream heads and evidence manifests (``NOTICEFLOW_SIGNING_KEY``): a key
   the database never sees, so a database owner who rewrites a stream cannot re-sign it.
 
-There are no defaults: a missing, public, short or patterned key is refused, every problem at once,
+There are no defaults: a missing, public, short or patterned key is refused, and so is one secret
+set for two purposes (say the codec key reused as the key-encryption key), every problem at once,
 in one readable block (:func:`problems`). ``noticeflow up`` makes its own keys in its data dir.
 
 The raw key strings never leave this module: each purpose gets 32 bytes derived with HKDF-SHA256
@@ -107,8 +108,9 @@ class Keyring:
 
 def problems(settings: Any, purposes: Iterable[str] = PURPOSES) -> list[str]:
     """Every problem with the keys these purposes need, in one list (empty: all good)."""
+    wanted = tuple(purposes)
     found = []
-    for purpose in purposes:
+    for purpose in wanted:
         current, previous = SETTINGS[purpose]
         problem = key_problem(current, _plain(getattr(settings, current, None)))
         if problem:
@@ -118,7 +120,28 @@ def problems(settings: Any, purposes: Iterable[str] = PURPOSES) -> list[str]:
             if problem:
                 found.append(problem.replace(" is not set", " has an empty entry"))
                 break
-    return found
+    return found + _reused(settings, wanted)
+
+
+def _reused(settings: Any, wanted: tuple[str, ...]) -> list[str]:
+    """One line for each secret set for two purposes (current or previous) where one of them is
+    wanted: a key serves one purpose, so that one leaked or rotated key never reaches another."""
+    seen: dict[str, tuple[str, str]] = {}  # secret -> (purpose, the setting that holds it)
+    found = []
+    for purpose, (current, previous) in SETTINGS.items():
+        values = [(current, getattr(settings, current, None))]
+        values += [(previous, old) for old in getattr(settings, previous, None) or []]
+        for setting, value in values:
+            text = (_plain(value) or "").strip()
+            if not text:
+                continue
+            first = seen.setdefault(text, (purpose, setting))
+            if first[0] != purpose and (first[0] in wanted or purpose in wanted):
+                found.append(
+                    f"NOTICEFLOW_{first[1].upper()} and NOTICEFLOW_{setting.upper()} are the same"
+                    f" secret: each key needs its own random value ({HOW_TO_MAKE})"
+                )
+    return list(dict.fromkeys(found))
 
 
 def from_settings(settings: Any, purposes: Iterable[str] = PURPOSES) -> Keyring:

@@ -125,6 +125,15 @@ def test_a_bad_previous_key_is_refused_too(tmp_path):
     assert "public development key" in output
 
 
+def test_one_secret_for_two_keys_is_refused(tmp_path):
+    shared = secrets.token_urlsafe(32)
+    reused = {"NOTICEFLOW_CODEC_KEY": shared, "NOTICEFLOW_KEY_ENCRYPTION_KEY": shared}
+    env = _env(tmp_path, **{**good_keys(), **reused})
+    output = refused(run(env, "customers", "list"), "NOTICEFLOW_CODEC_KEY")
+    assert "NOTICEFLOW_CODEC_KEY and NOTICEFLOW_KEY_ENCRYPTION_KEY are the same secret" in output
+    assert shared not in output
+
+
 def test_up_refuses_a_bad_key_from_the_environment_before_starting_anything(tmp_path):
     env = _env(tmp_path, **BAD_KEYS)
     refused(run(env, "up"), *ENV_NAMES)
