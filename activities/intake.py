@@ -555,8 +555,8 @@ class IntakeActivities:
                 "customer_id": context.customer_id,
                 "receipt_id": receipt.receipt_id,
                 "outcome": resolution.outcome.value,
-                "by": context.seal("objection_resolved.by", resolution.by),
-                "note": context.seal("objection_resolved.note", resolution.note)
+                "by": context.seal(Field.event("objection_resolved", "by"), resolution.by),
+                "note": context.seal(Field.event("objection_resolved", "note"), resolution.note)
                 if resolution.note
                 else "",
                 "objections": [row["idempotency_key"] for row in resolved],
@@ -690,8 +690,8 @@ class IntakeActivities:
             {
                 "customer_id": context.customer_id,
                 "receipt_id": receipt.receipt_id,
-                "by": context.seal("customer_excluded.by", by),
-                "reason": context.seal("customer_excluded.reason", reason),
+                "by": context.seal(Field.event("customer_excluded", "by"), by),
+                "reason": context.seal(Field.event("customer_excluded", "reason"), reason),
                 "delivery": recipient["delivery"],
             },
             receipt.received_at,
@@ -717,8 +717,8 @@ class IntakeActivities:
                     "customer_id": context.customer_id,
                     "receipt_id": receipt.receipt_id,
                     "outcome": "excluded",
-                    "by": context.seal("objection_resolved.by", by),
-                    "note": context.seal("objection_resolved.note", reason),
+                    "by": context.seal(Field.event("objection_resolved", "by"), by),
+                    "note": context.seal(Field.event("objection_resolved", "note"), reason),
                     "objections": [r["idempotency_key"] for r in closed],
                 },
                 receipt.received_at,
