@@ -14,7 +14,7 @@ COMMENT ON COLUMN deliveries.smtp_reply IS
     'Unsealed reply of rows written before migration 014 (readers prefer smtp_code/status/text)';
 
 -- Rows written before: the code and enhanced status read from the old reply, so that every row
--- has them (the readers' fallback parses the same way: activities/mailer.py _stored_reply).
+-- has them (the readers' fallback parses the same way: noticeflow/mail.py stored_reply).
 UPDATE deliveries
 SET smtp_code = substring(smtp_reply FROM '^([2-5][0-9][0-9])(?:[ -]|$)')::integer,
     smtp_status = substring(
