@@ -13,9 +13,12 @@ There are no defaults: a missing, public, short or patterned key is refused, and
 set for two purposes (say the codec key reused as the key-encryption key), every problem at once,
 in one readable block (:func:`problems`). ``noticeflow up`` makes its own keys in its data dir.
 
-The raw key strings never leave this module: each purpose gets 32 bytes derived with HKDF-SHA256
-(:meth:`Keyring.material`), and a short key id (:meth:`Keyring.key_id`) names a key in metadata
-without revealing it.
+The codec, key-encryption and signing keys are used only as 32 bytes derived from them with
+HKDF-SHA256 (:meth:`Keyring.material`), never as the strings set. The link keys are the exception:
+the link signer (noticeflow/links.py, itsdangerous) takes the key strings themselves
+(``Settings.verification_keys``, or ``Keyring.keys["link"]``), as links already mailed were signed
+with them; the web's session key is derived from the current one. A short key id
+(:meth:`Keyring.key_id`) names a key in metadata without revealing it.
 """
 
 from __future__ import annotations
