@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
     task_queue: str = "noticeflow"
+    # database_url, owner_database_url and smtp_url may carry passwords (user:password@host). They
+    # stay plain str (the drivers take them so); wherever one is shown (banner, errors, logs) it
+    # goes through redact_url (the password as ***), scrub() takes their passwords out of any
+    # error text (remember_secrets), and one given by the environment never goes to stack.json.
     database_url: str | None = None
     smtp_url: str | None = None
     mail_from: str = "privacy@noticeflow.localhost"
