@@ -641,11 +641,11 @@ def keys_rewrap(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Wrap every customer key under the current key-encryption key: keys stored in clear (from
     before wrapping) and keys wrapped by a previous one (after a rotation)."""
 
-    async def go() -> dict[str, int]:
+    async def go() -> tuple[dict[str, int], dict[str, int]]:
         async with database(settings_for(data_dir)) as pool:
-            return await crypto.rewrap_keys(pool)
+            return await crypto.rewrap_keys(pool), await crypto.unavailable_keks(pool)
 
-    counts = run(go())
+    counts, missing = run(go())
     emit(
         counts,
         as_json,
@@ -654,9 +654,11 @@ def keys_rewrap(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
         f" {counts['unavailable']} under a key-encryption key this process does not have",
     )
     if counts["unavailable"]:
+        named = ", ".join(f"{kek_id} ({count})" for kek_id, count in missing.items())
         fail(
             f"{counts['unavailable']} customer keys are wrapped by a key-encryption key this"
-            f" process does not have: set it in {crypto.KEK_SETTINGS} and run this again",
+            f" process does not have ({named or 'key id unknown'}): set it in"
+            f" {crypto.KEK_SETTINGS} and run this again",
             1,
         )
 

@@ -204,3 +204,20 @@ async def test_the_worker_refuses_to_start_without_a_kek_it_needs(
     text = err.decode()
     assert "Traceback" not in text and keyring.Keyring.key_id(stranger) in text
     assert "1 customer key is wrapped" in text and "NOTICEFLOW_KEY_ENCRYPTION_KEY" in text
+
+
+async def test_rewrap_names_the_key_encryption_keys_it_lacks(pool, database_url, tmp_path) -> None:
+    stranger = kek()
+    await ensure_keys(pool, ["globex"], LocalKeyWrapper((stranger,)))
+    env = {
+        **os.environ,
+        "NOTICEFLOW_DATABASE_URL": database_url,
+        "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "noticeflow.cli", "keys", "rewrap",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    _out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1, err.decode()
+    assert f"({keyring.Keyring.key_id(stranger)} (1))" in err.decode()
