@@ -376,6 +376,8 @@ async def _chain_onto_head(
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
     version, prev = head["version"], bytes(head["head_hash"])
     vouched = version == 0 or _head_vouched(stream_id, version, prev, head)
+    if not vouched and head["head_signature"] is None and await _legacy(connection, stream_id):
+        vouched = True  # the first append since the upgrade vouches for an old stream, once
     if expected_version != ANY_VERSION and expected_version != version:
         raise ConcurrencyError(
             f"stream {stream_id} is at version {version}, expected {expected_version}"
@@ -405,12 +407,7 @@ async def _chain_onto_head(
 def _head_vouched(stream_id: str, version: int, head_hash: bytes, row: asyncpg.Record) -> bool:
     signature, key_id = row["head_signature"], row["head_key_id"]
     if signature is None:
-        _log.error(  # appended before heads were signed, or its signature was removed
-            "stream head not signed: the new head is left unsigned too",
-            stream_id=stream_id,
-            hint="noticeflow evidence verify --notice; then noticeflow evidence sign-heads",
-        )
-        return False
+        return False  # an old stream (see _legacy), or its signature was removed
     public = signing_public_keys().get(str(key_id))
     if public is not None and verify_signature(
         public, bytes(signature), head_message(stream_id, version, head_hash)
@@ -422,6 +419,31 @@ def _head_vouched(stream_id: str, version: int, head_hash: bytes, row: asyncpg.R
         key_id=key_id,
     )
     return False
+
+
+SIGNING_MIGRATION = 15  # migration 015 began signed heads
+
+LEGACY_SQL = (
+    # A stream whose head event was recorded before heads began to be signed (migration 015): it
+    # had no signature to lose. A head event recorded since always got a signed head at append,
+    # so an unsigned one there means the signature was removed or the chain changed.
+    "SELECT coalesce(e.recorded_at < m.applied_at, false) FROM event_streams h"
+    " JOIN events e ON e.stream_id = h.stream_id AND e.stream_version = h.version"
+    " JOIN schema_migrations m ON m.version = $2"
+    " WHERE h.stream_id = $1 AND h.head_signature IS NULL"
+)
+
+
+async def _legacy(connection: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> bool:
+    legacy = bool(await connection.fetchval(LEGACY_SQL, stream_id, SIGNING_MIGRATION))
+    if not legacy:
+        _log.error(
+            "stream head not signed, though appended since heads are signed: a signature was"
+            " removed or the stream changed; the new head is left unsigned (evidence verify"
+            " names it)",
+            stream_id=stream_id,
+        )
+    return legacy
 
 
 COPY_FROM = 16  # below this many events one INSERT beats COPY's extra protocol steps
@@ -736,8 +758,10 @@ async def stream_head(connection: asyncpg.Connection | asyncpg.Pool, stream_id: 
 
 
 async def sign_unsigned_heads(pool: asyncpg.Pool) -> tuple[int, list[ChainProblem]]:
-    """Sign the head of every stream that has none (appended before heads were signed), each
-    only after its chain and head check out; returns (heads signed, streams refused).
+    """Sign the head of every old stream that has none (its head event recorded before heads
+    began to be signed, see :func:`_legacy`), each only after its chain and head check out;
+    returns (heads signed, streams refused). A stream appended since and unsigned is refused: its
+    signature was removed, or the stream changed.
 
     Run once after upgrading, by a person (``noticeflow evidence sign-heads``), never
     automatically: it vouches for those streams as they are now, so a rewrite before it is not
@@ -758,6 +782,12 @@ async def sign_unsigned_heads(pool: asyncpg.Pool) -> tuple[int, list[ChainProble
             await connection.execute(LOCK_SQL, stream_id)
             problem = await verify_stream(connection, stream_id)
             head = await stream_head(connection, stream_id)
+            if problem is None and head is not None and not await _legacy(connection, stream_id):
+                problem = ChainProblem(
+                    stream_id, head.version, "-",
+                    "appended since heads are signed, yet unsigned: a signature was removed or"
+                    " the stream changed (never signed by this command)",
+                )  # fmt: skip
             if problem or head is None:
                 if problem:
                     refused.append(problem)

@@ -315,13 +315,25 @@ async def test_a_head_signed_under_a_previous_key_verifies_after_rotation(pool, 
     assert problem is not None and "unknown key" in str(problem)
 
 
-async def test_unsigned_heads_are_signed_once_their_chains_check_out(
+async def as_if_appended_before_signing(owner_database_url: str) -> None:
+    """Every event so far recorded before heads began to be signed (migration 015), heads
+    unsigned: a database upgraded from before signing."""
+    async with connected(owner_database_url) as owner:
+        await owner.execute("UPDATE event_streams SET head_signature = NULL, head_key_id = NULL")
+        await owner.execute(
+            "UPDATE schema_migrations SET applied_at = now() + interval '1 minute'"
+            " WHERE version = $1",
+            es.SIGNING_MIGRATION,
+        )
+
+
+async def test_old_unsigned_heads_are_signed_once_their_chains_check_out(
     pool, owner_database_url, keys
 ):
     await append(pool, "good", 2)
     await append(pool, "bad", 2)
+    await as_if_appended_before_signing(owner_database_url)
     async with connected(owner_database_url) as owner:
-        await owner.execute("UPDATE event_streams SET head_signature = NULL, head_key_id = NULL")
         await owner.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         await owner.execute(
             "UPDATE events SET data = '{\"n\": 7}' WHERE stream_id = 'bad' AND stream_version = 1"
@@ -331,6 +343,40 @@ async def test_unsigned_heads_are_signed_once_their_chains_check_out(
     good = await es.stream_head(pool, "good")
     assert good is not None and good.signature is not None
     assert await es.verify_stream(pool, "good") is None
+
+
+async def test_the_first_append_to_an_old_stream_signs_it(pool, owner_database_url, keys):
+    await append(pool, "old", 2)
+    await as_if_appended_before_signing(owner_database_url)
+    await append(pool, "old", 1, first=2)
+    head = await es.stream_head(pool, "old")
+    assert head is not None and head.version == 3 and head.signature is not None
+    assert await es.verify_stream(pool, "old") is None
+
+
+async def test_a_stripped_or_rewritten_stream_of_today_is_never_signed_after(
+    pool, owner_database_url, keys
+):
+    """What the hostile tester did: the owner rewrites a stream appended since signing began (or
+    strips its signature), the product appends as usual, then someone runs `evidence sign-heads`:
+    the stream stays unsigned and the command refuses it."""
+    await append(pool, "rewritten", 3)
+    await append(pool, "stripped", 2)
+    await rewrite(owner_database_url, "rewritten", 2, {"n": 99})
+    async with connected(owner_database_url) as owner:
+        await owner.execute(
+            "UPDATE event_streams SET head_signature = NULL, head_key_id = NULL"
+            " WHERE stream_id = 'stripped'"
+        )
+    await append(pool, "rewritten", 1, first=3)
+    await append(pool, "stripped", 1, first=2)
+    signed, refused = await es.sign_unsigned_heads(pool)
+    assert signed == 0
+    assert sorted(p.stream_id for p in refused) == ["rewritten", "stripped"]
+    assert all("never signed by this command" in str(p) for p in refused)
+    for stream in ("rewritten", "stripped"):
+        head = await es.stream_head(pool, stream)
+        assert head is not None and head.signature is None
 
 
 async def test_up_makes_both_roles_and_hands_out_the_runtime_url(postgres_server, tmp_path):
