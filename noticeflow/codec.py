@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
@@ -35,7 +36,10 @@ from temporalio.converter import (
 )
 
 from noticeflow import keyring
+from noticeflow.contracts import UNDECODABLE_ENCODING
 from noticeflow.keyring import Keyring
+
+_log = structlog.get_logger(__name__)
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -63,8 +67,15 @@ class UnknownKeyError(CodecError):
 class EncryptionCodec(PayloadCodec):
     """AES-256-GCM over whole payloads; ``keys`` are 32-byte keys, the current (encrypting) first."""
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
+    def __init__(self, keys: Sequence[bytes], lenient: bool = False) -> None:
+        """``lenient``: a payload that does not decrypt (unknown key id, altered) decodes to an
+        empty payload marked :data:`UNDECODABLE_ENCODING` instead of raising, with one log line.
+        A worker's converter is lenient, so that a signal nobody can read (sent by someone
+        without our key, or under a key dropped too soon) is recorded as rejected by the
+        workflow instead of failing its every task; anything else the workflow cannot read
+        still fails its task (the converter refuses the marker). The codec server is strict."""
         super().__init__()
+        self.lenient = lenient
         if not keys:
             raise ValueError("EncryptionCodec needs at least one key")
         if any(len(key) != 32 for key in keys):
@@ -90,7 +101,16 @@ class EncryptionCodec(PayloadCodec):
         return [self.encrypt(payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self.decrypt(payload) for payload in payloads]
+        if not self.lenient:
+            return [self.decrypt(payload) for payload in payloads]
+        return [self._decrypt_or_mark(payload) for payload in payloads]
+
+    def _decrypt_or_mark(self, payload: Payload) -> Payload:
+        try:
+            return self.decrypt(payload)
+        except CodecError as error:  # its text names a key id at most, never a payload
+            _log.error("a Temporal payload does not decrypt", reason=str(error)[:300])
+            return Payload(metadata={"encoding": UNDECODABLE_ENCODING}, data=b"")
 
     def encrypt(self, payload: Payload) -> Payload:
         key_id = self.key_id
@@ -135,7 +155,7 @@ def data_converter(keys: Keyring) -> DataConverter:
     """The pydantic data converter with payloads, failure messages and stack traces encrypted."""
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=EncryptionCodec.from_keyring(keys),
+        payload_codec=EncryptionCodec(keys.material(PURPOSE, USE), lenient=True),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 

@@ -231,6 +231,10 @@ class IntakeRequest(_Model):
     at: datetime
 
 
+# What a payload that does not decrypt becomes in a worker (noticeflow/codec.py): a signal with it
+# is a recorded rejection, not a workflow task that fails for ever.
+UNDECODABLE_ENCODING = b"binary/noticeflow-undecodable"
+
 # A rejection reason the workflow composes names the person as this marker; the activity that
 # settles the receipt puts the name back from the receipt (noticeflow/notice_actions.py).
 BY = "{by}"

@@ -19,6 +19,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
+from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
@@ -26,7 +27,7 @@ from noticeflow import codec, control, keyring, repository
 from noticeflow.binaries import binary
 from noticeflow.codec import CodecError, EncryptionCodec, UnknownKeyError
 from noticeflow.config import Settings
-from noticeflow.contracts import NoticeInput, workflow_id
+from noticeflow.contracts import UNDECODABLE_ENCODING, NoticeInput, workflow_id
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.rules import Phase
 from noticeflow.temporal import connect
@@ -277,3 +278,64 @@ async def judged_raw(
             return dict(row)
         assert loop.time() < give_up, "the raw signal was not judged"
         await asyncio.sleep(0.3)
+
+
+async def test_a_worker_reads_a_payload_it_cannot_decrypt_as_a_marked_empty_one():
+    strict = EncryptionCodec([secrets.token_bytes(32)])
+    lenient = EncryptionCodec([secrets.token_bytes(32)], lenient=True)
+    (sealed,) = await strict.encode([Payload(metadata={"encoding": b"json/plain"}, data=b"{}")])
+    with pytest.raises(UnknownKeyError):
+        await strict.__class__([secrets.token_bytes(32)]).decode([sealed])
+    (marked,) = await lenient.decode([sealed])
+    assert marked.metadata["encoding"] == UNDECODABLE_ENCODING and marked.data == b""
+
+
+async def test_a_signal_nobody_can_decrypt_is_a_recorded_rejection_not_a_wedge(
+    dev_server_env, pool, smtp_sink
+):
+    """Someone with Temporal access but not our key sends a signal that claims to be encrypted
+    (or a key was dropped too soon after a rotation): the workflow records it as rejected and
+    goes on judging the next action, instead of failing its every task."""
+    client = dev_server_env.client
+    mark = uuid.uuid4().hex[:10]
+    now = datetime.now(UTC)
+    spec = helpers.notice(
+        now,
+        notice_id=f"poison-{mark}",
+        opt_in=False,
+        effective_at=(now + timedelta(days=35)).isoformat(),  # past globex's 30-day window
+    )
+    task_queue = f"tq-{mark}"
+    await repository.upsert_customers(pool, helpers.customers())
+    await repository.create_notice(pool, spec, "alice", now)
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    async with build_worker(client, deps, task_queue):
+        handle = await helpers.start_notice_workflow(client, spec, task_queue)
+        bare = await Client.connect(
+            client.service_client.config.target_host,
+            namespace=client.namespace,
+            data_converter=pydantic_data_converter,
+        )
+        poison = Payload(
+            metadata={"encoding": b"binary/encrypted", "encryption-key-id": b"deadbeefdeadbeef"},
+            data=secrets.token_bytes(48),
+        )
+        await bare.get_workflow_handle(handle.id).signal("object", RawValue(poison))
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 60
+        while True:
+            row = await pool.fetchrow(
+                "SELECT status, reason FROM intake WHERE notice_id = $1 AND channel = 'temporal'",
+                spec.notice_id,
+            )
+            if row is not None and row["status"] != "pending":
+                break
+            assert loop.time() < give_up, "the undecryptable signal was never judged"
+            await asyncio.sleep(0.3)
+        assert row["status"] == "rejected" and "could not be decrypted" in row["reason"]
+        approved, why = await control.submit(
+            client, pool, spec.notice_id, "approve", {"by": "bob"}, task_queue=task_queue,
+            wait_seconds=30,
+        )  # fmt: skip
+        assert approved.status == "accepted", (approved, why)
+        await handle.terminate("test over")

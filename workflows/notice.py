@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.names import Activity
     from noticeflow.contracts import (
         BY,
+        UNDECODABLE_ENCODING,
         ActionFacts,
         ActivationRequest,
         ActivationRound,
@@ -157,6 +158,8 @@ class NoticeWorkflow:
         decode_error = None
         if len(args) != 1:
             decode_error = f"expected exactly one JSON argument, got {len(args)}"
+        elif args[0].payload.metadata.get("encoding") == UNDECODABLE_ENCODING:
+            decode_error = "payload could not be decrypted (an unknown codec key, or altered)"
         elif len(args[0].payload.data) > MAX_SIGNAL_BYTES:
             # Kept out of the inbox: it would travel in every activity input and continue-as-new.
             decode_error = f"payload too large ({len(args[0].payload.data)} bytes)"
