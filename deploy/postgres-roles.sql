@@ -41,6 +41,7 @@ GRANT USAGE ON SCHEMA public TO noticeflow_runtime;
 --      events                     SELECT, INSERT
 --      event_streams              SELECT, INSERT, UPDATE   (stream heads move on append)
 --      schema_migrations          SELECT
+--      customer_erasures          SELECT, INSERT   (who was erased for good: never undone)
 --      rm_* (read models)         SELECT, INSERT, UPDATE, DELETE, TRUNCATE (rebuilt from events)
 --      every other table          SELECT, INSERT, UPDATE, DELETE
 --      every sequence             USAGE, SELECT

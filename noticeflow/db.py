@@ -3,7 +3,8 @@
 Least privilege (issue 10): the schema belongs to an **owner** role, which runs the migrations
 (``NOTICEFLOW_OWNER_DATABASE_URL``); the worker, the web and the CLI connect as a **runtime** role
 (``NOTICEFLOW_DATABASE_URL``) that owns nothing and may not create anything, and on the event
-store may only INSERT and SELECT (plus move stream heads in ``event_streams``). So the role the
+store may only INSERT and SELECT (plus move stream heads in ``event_streams``), and likewise on
+``customer_erasures``, the record that a customer was erased for good. So the role the
 product runs as cannot UPDATE, DELETE or TRUNCATE an event, disable or drop the append-only
 trigger, replace its function or rewrite rows with ``ALTER TABLE ... USING``: each needs a
 privilege it lacks or ownership it does not have. :func:`grant_runtime` sets the runtime role's
@@ -32,6 +33,8 @@ RESTRICTED = {
     **APPEND_ONLY,
     "event_streams": "SELECT, INSERT, UPDATE",  # heads move on append; never deleted
     "schema_migrations": "SELECT",
+    # Who was erased for good (repository.erase_customer): recorded, read, never undone.
+    "customer_erasures": "SELECT, INSERT",
 }
 DML = "SELECT, INSERT, UPDATE, DELETE"
 READ_MODEL_PREFIX = "rm_"  # read models: rebuilt from events (projections.rebuild TRUNCATEs them)

@@ -16,9 +16,10 @@ import asyncpg
 import orjson
 import pytest
 
-from noticeflow import db, keyring, projections
+from noticeflow import db, keyring, projections, repository
 from noticeflow import eventstore as es
 from noticeflow.domain.errors import InputError
+from tests import helpers
 
 WHEN = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -164,6 +165,36 @@ async def test_the_runtime_role_owns_nothing_and_has_only_what_it_needs(pool, da
 async def test_the_runtime_role_can_rebuild_the_read_models(pool):
     await append(pool, "notice-x", 1)
     assert await projections.rebuild(pool) >= 0
+
+
+async def test_the_runtime_role_records_an_erasure_but_cannot_undo_one(pool, database_url):
+    """`customer_erasures` says a customer was erased for good: the runtime role erases (INSERT)
+    and reads it, and can never take an entry back (DELETE, UPDATE, TRUNCATE)."""
+    await repository.upsert_customers(pool, helpers.customers())
+    erased = await repository.erase_customer(pool, "initech")  # as the runtime role
+    assert erased["already"] is False
+    assert await repository.erased_customers(pool) == {
+        "initech": "was erased for good and cannot be imported again"
+    }
+    for statement in (
+        "DELETE FROM customer_erasures",
+        "DELETE FROM customer_erasures WHERE customer_id = 'initech'",
+        "UPDATE customer_erasures SET customer_id = 'someone-else'",
+        "TRUNCATE customer_erasures",
+    ):
+        async with connected(database_url) as connection:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.execute(statement)
+    await pool.execute("INSERT INTO customer_erasures (customer_id) VALUES ('globex')")
+    assert await pool.fetchval(
+        "SELECT array_agg(customer_id ORDER BY customer_id) FROM customer_erasures"
+    ) == ["globex", "initech"]
+    assert await pool.fetchval(
+        "SELECT array_agg(p ORDER BY p) FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE',"
+        " 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p"
+        " WHERE has_table_privilege(current_user, 'customer_erasures', p)"
+    ) == ["INSERT", "SELECT"]
+    assert (await repository.erase_customer(pool, "initech"))["already"] is True
 
 
 async def test_the_runtime_role_does_not_migrate_and_says_who_should(
