@@ -27,7 +27,9 @@ removed) is a failure unless ``allow_unsigned`` (``evidence verify --allow-unsig
 turns it into a warning line: accepting it silently would let whoever strips a signature pass.
 
 `verify_pack` opens only files inside the pack: a manifest naming an absolute path, a ``..``
-component or a symlink leading out is refused. Every CSV cell that a spreadsheet would run as a
+component or a symlink leading out is refused, and so is a pack holding any file or directory
+that the manifest does not list (besides the manifest, its signature and the public key file it
+names): nothing in a pack escapes the signature. Every CSV cell that a spreadsheet would run as a
 formula (starting with ``=``, ``+``, ``-``, ``@``, tab or CR) is written with a leading ``'``.
 """
 
@@ -37,6 +39,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -274,6 +277,30 @@ def _outside(directory: Path, name: str) -> bool:
     return not (directory / name).resolve().is_relative_to(root)
 
 
+def _unlisted(directory: Path, listed: set[str], signing: Any) -> list[str]:
+    """Everything in the pack that the manifest does not list (files, links, directories with
+    nothing listed in them), besides the manifest, its signature and the public key file it
+    names: none of it is covered by the signature, so an auditor must not take it as evidence."""
+    covered = {PurePosixPath(name).as_posix() for name in listed}
+    covered |= {MANIFEST, SIGNATURE_FILE}
+    if isinstance(signing, dict) and isinstance(signing.get("public_key_file"), str):
+        covered.add(PurePosixPath(signing["public_key_file"]).as_posix())
+    holding = {p.as_posix() for name in covered for p in PurePosixPath(name).parents}
+    found = []
+    for root, dirs, names in os.walk(directory):  # links are not followed
+        here = PurePosixPath(Path(root).relative_to(directory).as_posix())
+        inside = []
+        for name in sorted(dirs):
+            relative = (here / name).as_posix()
+            if relative in holding and not (Path(root) / name).is_symlink():
+                inside.append(name)
+            else:
+                found.append(relative + ("" if (Path(root) / name).is_symlink() else "/"))
+        dirs[:] = inside
+        found += [(here / n).as_posix() for n in names if (here / n).as_posix() not in covered]
+    return sorted(found)
+
+
 def verify_pack(
     directory: Path, allow_unsigned: bool = False, key_id: str | None = None
 ) -> Verification:
@@ -300,6 +327,16 @@ def verify_pack(
             False,
             f"{MANIFEST} names paths outside the pack (refused, nothing opened):"
             f" {', '.join(repr(name) for name in outside)}",
+            0,
+        )
+    unlisted = _unlisted(directory, {str(name) for name in files}, manifest.get("signing"))
+    if unlisted:
+        shown = ", ".join(repr(name) for name in unlisted[:10])
+        more = f" and {len(unlisted) - 10} more" if len(unlisted) > 10 else ""
+        return Verification(
+            False,
+            f"the pack holds files not covered by the manifest's signature (not listed in"
+            f" {MANIFEST}): {shown}{more}",
             0,
         )
     for required in ("events.jsonl", "notice.txt"):

@@ -379,3 +379,43 @@ async def test_a_pack_is_private_whatever_the_umask_and_whatever_was_there(
         loose = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
         assert set(loose.values()) == {"0o600"}, loose
         assert verify_pack(directory).ok
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("note.txt", "'note.txt'"),
+        (".hidden.csv", "'.hidden.csv'"),
+        ("sub/", "'sub/'"),
+        ("sub/confession.txt", "'sub/'"),
+    ],
+)
+def test_a_file_the_manifest_does_not_list_fails_verification(pack: Path, extra: str, named: str):
+    """Anything in a pack that its signed manifest does not list could have been put there by
+    anyone: the pack fails, naming it, until it is removed."""
+    assert verify_pack(pack).ok
+    target = pack / extra
+    if extra.endswith("/"):
+        target.mkdir()
+    else:
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("The vendor agreed to stop using this sub-processor.\n")
+    result = verify_pack(pack)
+    assert not result.ok
+    assert "not covered by the manifest's signature" in str(result.problem)
+    assert named in str(result.problem)
+    for name in ("manifest.json", "manifest.json.sig", "signing-key.pem", "events.jsonl"):
+        assert repr(name) not in str(result.problem)
+    (pack / "sub" / "confession.txt").unlink(missing_ok=True)
+    if (pack / "sub").exists():
+        (pack / "sub").rmdir()
+    else:
+        target.unlink()
+    assert verify_pack(pack).ok
+
+
+def test_a_link_the_manifest_does_not_list_fails_verification(pack: Path, tmp_path: Path):
+    (tmp_path / "elsewhere").mkdir()
+    (pack / "more").symlink_to(tmp_path / "elsewhere")
+    result = verify_pack(pack)
+    assert not result.ok and "'more'" in str(result.problem)
