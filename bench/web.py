@@ -123,7 +123,7 @@ from noticeflow.sink import free_port
 from noticeflow.users import Role
 from noticeflow.web import queries
 
-SECRET = "bench-web-link-key-" + "k" * 24
+SECRET = "VGMPLxafyKUJn87NTdxsoG0BllNM4fEguP4GHSoUZbk"  # a link key as keys must be
 LINK_RATE_PER_CLIENT = 1_000_000  # requests a minute from one client address (default 120)
 POST_WAIT = 5.0  # noticeflow/web/actions.py WAIT_SECONDS: a POST waits this long for its verdict
 

@@ -24,8 +24,10 @@ with them; the web's session key is derived from the current one. A short key id
 from __future__ import annotations
 
 import hashlib
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +38,13 @@ from noticeflow.domain.errors import InputError
 # 32 random bytes written as base64url (`secrets.token_urlsafe(32)`) are 43 characters.
 MIN_KEY_CHARS = 43
 MIN_DISTINCT = 16  # a random 43-character key has ~30 distinct characters; "x" * 50 has one
+MIN_DISTINCT_HEX = 10  # 64 random hex digits: 12 or more of the 16 (16 only 3 times in 4)
+# Random bytes written as text (base64, base64url or hex) use only these characters: a key with
+# spaces or punctuation is a phrase someone typed, not 32 random bytes.
+KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_+/=")
+# "abcdef", "012345", "fedcba" (6 in a row) are typed, not drawn: 1 random base64url key in 10^7
+# has such a run, 1 random hex key in ~20,000 (refused: make another).
+MAX_RUN = 5
 # Keys that were ever public (in this repository's history or docs): refused wherever they appear.
 PUBLIC_KEYS = frozenset({"dev-only-insecure-secret"})
 HOW_TO_MAKE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -71,9 +80,46 @@ def key_problem(setting: str, value: str | None) -> str | None:
             f"{name} has {len(text)} characters: use a random secret of at least"
             f" {MIN_KEY_CHARS} (32 random bytes, e.g. {HOW_TO_MAKE})"
         )
-    if len(set(text)) < MIN_DISTINCT:
+    if not set(text) <= KEY_ALPHABET:
+        return (
+            f"{name} has characters that 32 random bytes written as text never have (only letters,"
+            f" digits and - _ + / =): use {HOW_TO_MAKE}"
+        )
+    needed = MIN_DISTINCT_HEX if set(text) <= set(string.hexdigits) else MIN_DISTINCT
+    if len(set(text)) < needed:
         return f"{name} is not random ({len(set(text))} distinct characters): {HOW_TO_MAKE}"
+    period = _period(text)
+    if period * 2 <= len(text):
+        return f"{name} is not random (a block of {period} characters repeated): {HOW_TO_MAKE}"
+    if _longest_run(text) > MAX_RUN:
+        return (
+            f"{name} is not random (a run of {MAX_RUN + 1} or more consecutive characters, in"
+            f" alphabetical or numerical order, up or down): {HOW_TO_MAKE}"
+        )
     return None
+
+
+def _period(text: str) -> int:
+    """The shortest p such that ``text`` is a block of p characters repeated (the last copy may
+    be cut short); ``len(text)`` when there is none."""
+    failure = [0] * len(text)  # Knuth-Morris-Pratt: the longest proper border of each prefix
+    for i in range(1, len(text)):
+        k = failure[i - 1]
+        while k and text[i] != text[k]:
+            k = failure[k - 1]
+        failure[i] = k + 1 if text[i] == text[k] else 0
+    return len(text) - failure[-1] if text else 0
+
+
+def _longest_run(text: str) -> int:
+    """The longest stretch of characters each one after (or each one before) the previous."""
+    longest = 1 if text else 0
+    for step in (1, -1):
+        run = 1
+        for before, after in pairwise(text):
+            run = run + 1 if ord(after) - ord(before) == step else 1
+            longest = max(longest, run)
+    return longest
 
 
 def derive(secret: str, purpose: str, length: int = 32) -> bytes:

@@ -167,7 +167,7 @@ def test_redact_url(url, shown):
 
 
 def test_secrets_never_show_in_repr_or_logs(tmp_path, caplog):
-    key = "a-link-key-that-must-stay-secret-0123456789ABCDEF"
+    key = "dGtiAkECT6vNc0V3FveQVxfOvDi5B9lL1Xlmr30JSmQ"  # a link key that must stay secret
     settings = Settings(
         data_dir=tmp_path,
         secret_key=key,

@@ -4,7 +4,10 @@ two settings and never the secret."""
 
 from __future__ import annotations
 
+import base64
+import random
 import secrets
+import string
 from types import SimpleNamespace
 from typing import Any
 
@@ -76,3 +79,70 @@ def test_a_bad_key_shared_by_two_is_named_for_each_problem() -> None:
     found = keyring.problems(settings)
     assert sum("has 5 characters" in line for line in found) == 2
     assert sum("are the same secret" in line for line in found) == 1
+
+
+# --- what a key must look like: 32 random bytes written as text --------------------------------
+
+HACKED_KEYS = {  # what a hostile tester got accepted: each is refused, and never echoed
+    "0123456789abcdef" * 4: "is not random (a block of 16 characters repeated)",
+    string.ascii_letters + string.digits: "is not random (a run of 6 or more consecutive",
+    "correct horse battery staple is my password ok": "has characters that 32 random bytes",
+}
+
+
+@pytest.mark.parametrize(("key", "why"), HACKED_KEYS.items())
+def test_patterned_keys_are_refused_without_echoing_them(key: str, why: str) -> None:
+    problem = keyring.key_problem("signing_key", key)
+    assert problem is not None and problem.startswith(f"NOTICEFLOW_SIGNING_KEY {why}"), problem
+    assert keyring.HOW_TO_MAKE in problem
+    assert key not in problem and key[:12] not in problem
+    with pytest.raises(InputError) as refused:
+        keyring.from_settings(keys(signing_key=key))
+    assert key not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Kq3vZ8pLw2Xn7Rt5Ym1Hc9Jd4Fg6Bs0Ea-_UoWiPzT~!",  # characters outside base64/hex
+        "Kq3vZ8pLw2Xn7Rt5Ym1Hc9Jd4 Fg6Bs0Ea-_UoWiPzT",  # a space
+        "Kq3vZ8pLw2Xn7Rt5Ym1Hc9Jd4Fg6Bs0Ea-_UoWiPzTé",  # not ASCII
+    ],
+)
+def test_a_key_with_characters_random_bytes_never_have_is_refused(key: str) -> None:
+    problem = keyring.key_problem("codec_key", key)
+    assert problem is not None and "has characters that 32 random bytes" in problem
+    assert f"use {keyring.HOW_TO_MAKE}" in problem and key not in problem
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Kq3vZ8pLw2Xn7Rt5Ym1H" * 3,  # a random-looking block, repeated
+        "Kq3vZ8pLw2Xn7Rt5Ym1Hc9Jd4Fg6" * 2 + "Kq3vZ",  # repeated, the last copy cut short
+    ],
+)
+def test_a_periodic_key_is_refused(key: str) -> None:
+    problem = keyring.key_problem("key_encryption_key", key)
+    assert problem is not None and "repeated" in problem
+
+
+@pytest.mark.parametrize("run", ["abcdef", "012345", "fedcba", "UVWXYZ", "987654"])
+def test_a_run_of_six_consecutive_characters_is_refused(run: str) -> None:
+    key = "Kq3vZ8pLw2Xn7Rt5Ym1Hc9Jd4" + run + "Fg6Bs0Ea-_UoWi"
+    problem = keyring.key_problem("secret_key", key)
+    assert problem is not None and "consecutive" in problem and run not in problem
+    assert keyring.key_problem("secret_key", key.replace(run, run[:5] + "Q")) is None
+
+
+def test_random_keys_in_every_text_form_pass() -> None:
+    """32 random bytes as base64url, base64 or hex (``openssl rand -hex 32``) pass. (Seeded for
+    base64 and hex: 1 random hex key in ~20,000 has a run of six and is refused.)"""
+    for _ in range(200):
+        assert keyring.key_problem("secret_key", secrets.token_urlsafe(32)) is None
+    drawn = random.Random(10)
+    for _ in range(200):
+        raw = drawn.randbytes(32)
+        assert keyring.key_problem("codec_key", base64.b64encode(raw).decode()) is None
+        assert keyring.key_problem("signing_key", raw.hex()) is None
+        assert keyring.key_problem("signing_key", raw.hex().upper()) is None

@@ -32,7 +32,7 @@ from tests import helpers
 from worker.main import build_worker, make_deps
 
 WEB_TOKEN = "test-bearer-token-0123456789"
-SECRET = "test-link-key-" + "x" * 20
+SECRET = "S3lEERg_yT4DFivGkqvUSK1SumeKEM7YCej5L-2rwT4"  # a link key as keys must be
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22", "vera": "vera-password-333"}
 
 

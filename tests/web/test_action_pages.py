@@ -334,7 +334,7 @@ async def test_refused_links_record_nothing_and_log_no_token(web_stack):
     port = free_port()
     rotated = web_stack.settings.model_copy(
         update={
-            "secret_key": "the-new-link-key-" + "y" * 20,
+            "secret_key": "1UF4YMqq-4WNcCWPitpn3xqt31qrAhlxXE2TgNm0Co0",
             "previous_secret_keys": [SECRET],
             "web_port": port,
             "public_url": f"http://127.0.0.1:{port}",

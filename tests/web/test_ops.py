@@ -188,7 +188,7 @@ async def test_healthz_says_what_is_down(database_url, tmp_path):
         temporal_address=dead,
         database_url=database_url,
         smtp_url="smtp://127.0.0.1:1",
-        secret_key="ops-test-key-" + "x" * 20,
+        secret_key="fT58r4debguVICJsn4n6bqPf6cb9-iCNL9Wpsqd6jFs",
         web_host="127.0.0.1",
         web_port=port,
     )
