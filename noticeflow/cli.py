@@ -399,7 +399,9 @@ async def _open_web_database(settings: Settings) -> tuple[asyncpg.Pool | None, s
         pool = await asyncio.wait_for(db.create_pool(url, max_size=10), timeout=20)
     except TimeoutError:
         return None, "cannot open the database: no answer within 20 s (NOTICEFLOW_DATABASE_URL)"
-    except Exception as error:  # a bad URL is a ValueError, refusals are OSError / PostgresError
+    except InputError as error:  # a malformed URL: db.bad_url already names it, password hidden
+        return None, str(error)
+    except Exception as error:  # refusals are OSError / PostgresError
         text = " ".join(str(error).split()) or type(error).__name__
         if secret:
             text = text.replace(secret, "***")

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from noticeflow.config import redact_url
 from noticeflow.domain.errors import InputError
 
 MIGRATIONS_PACKAGE = "noticeflow.migrations"
@@ -40,8 +41,47 @@ DML = "SELECT, INSERT, UPDATE, DELETE"
 READ_MODEL_PREFIX = "rm_"  # read models: rebuilt from events (projections.rebuild TRUNCATEs them)
 
 
-async def create_pool(database_url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+DATABASE_URL = "NOTICEFLOW_DATABASE_URL"  # where each URL comes from, to name it when it is bad
+OWNER_DATABASE_URL = "NOTICEFLOW_OWNER_DATABASE_URL"
+# (not written user:password@host: every error line is scrubbed of what looks like a password)
+URL_FORM = "postgresql://USER@HOST:PORT/DATABASE, with a password as USER:PASSWORD@"
+
+
+def bad_url(url: str, setting: str, error: BaseException) -> InputError:
+    """One readable line for a URL asyncpg cannot use (a port that is not a number, another
+    scheme, an unknown sslmode...): which setting, why, and the URL with its password hidden."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if reason.startswith("invalid literal for int()"):
+        given = reason.rpartition(": ")[2].strip("'")
+        reason = f"a port is not a number ({given})"
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        reason = reason.replace(str(secret), "***")
+    return InputError(
+        f"{setting} is not a usable PostgreSQL URL: {reason}; it is {redact_url(url)} (expected"
+        f" {URL_FORM})"
+    )
+
+
+async def connect(database_url: str, setting: str = DATABASE_URL) -> asyncpg.Connection:
+    """A connection, or an InputError naming ``setting`` when the URL itself is malformed."""
+    try:
+        return await asyncpg.connect(database_url)
+    except (ValueError, OverflowError) as error:  # asyncpg's configuration errors are ValueErrors
+        raise bad_url(database_url, setting, error) from None
+
+
+async def create_pool(
+    database_url: str, min_size: int = 1, max_size: int = 10, setting: str = DATABASE_URL
+) -> asyncpg.Pool:
+    """A pool, or an InputError naming ``setting`` when the URL itself is malformed."""
+    try:
+        pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+    except (ValueError, OverflowError) as error:
+        raise bad_url(database_url, setting, error) from None
     assert pool is not None
     return pool
 
@@ -96,7 +136,9 @@ def url_user(url: str) -> str | None:
     return unquote(user) if user else None
 
 
-async def upgrade(database_url: str, runtime_role: str | None = None) -> list[str]:
+async def upgrade(
+    database_url: str, runtime_role: str | None = None, setting: str = DATABASE_URL
+) -> list[str]:
     """Apply every migration not yet applied, each in its own transaction, then (with
     ``runtime_role``) grant that role exactly what it needs. Idempotent.
 
@@ -104,7 +146,7 @@ async def upgrade(database_url: str, runtime_role: str | None = None) -> list[st
     the schema is up to date, and says what to do when it is not.
     """
     applied_now: list[str] = []
-    connection = await asyncpg.connect(database_url)
+    connection = await connect(database_url, setting)
     try:
         await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         done: set[int] = set()
@@ -151,12 +193,12 @@ async def upgrade_as_owner(database_url: str, owner_database_url: str | None) ->
     (then granting the runtime role, whoever ``database_url`` logs in as), else as itself."""
     if not owner_database_url or owner_database_url == database_url:
         return await upgrade(database_url)
-    runtime = await asyncpg.connect(database_url)
+    runtime = await connect(database_url)
     try:
         runtime_role = str(await runtime.fetchval("SELECT current_user"))
     finally:
         await runtime.close()
-    return await upgrade(owner_database_url, runtime_role=runtime_role)
+    return await upgrade(owner_database_url, runtime_role=runtime_role, setting=OWNER_DATABASE_URL)
 
 
 async def grant_runtime(connection: asyncpg.Connection, role: str) -> None:

@@ -118,8 +118,12 @@ def test_web_bad_options_and_settings_are_one_line(tmp_path, args, extra, expect
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("mysql://someone@127.0.0.1/db", "cannot open the database (NOTICEFLOW_DATABASE_URL):"),
-        ("not a url at all", "cannot open the database (NOTICEFLOW_DATABASE_URL):"),
+        ("mysql://someone@127.0.0.1/db", "NOTICEFLOW_DATABASE_URL is not a usable PostgreSQL URL"),
+        ("not a url at all", "NOTICEFLOW_DATABASE_URL is not a usable PostgreSQL URL"),
+        (
+            "postgresql://someone:hunter2-secret@127.0.0.1:notaport/db",
+            "NOTICEFLOW_DATABASE_URL is not a usable PostgreSQL URL: a port is not a number",
+        ),
         (
             "postgresql://someone:hunter2-secret@127.0.0.1:{port}/db",
             "cannot open the database (NOTICEFLOW_DATABASE_URL):",
@@ -131,6 +135,44 @@ def test_web_with_an_invalid_or_unreachable_database_is_one_line(tmp_path, url, 
     error = one_line_error(cli(env, "web", "--port", str(free_port())))
     assert expected in error
     assert "hunter2" not in error  # the password is not repeated
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["customers", "list"], ["notice", "list"], ["db", "upgrade"], ["worker"]],
+    ids=" ".join,
+)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter2-secret@127.0.0.1:notaport/x",
+        "postgresql://u:hunter2-secret@127.0.0.1:99999/x",
+        "postgresql://u:hunter2-secret@127.0.0.1/x?sslmode=sometimes",
+        "mysql://u:hunter2-secret@127.0.0.1/x",
+    ],
+)
+def test_a_malformed_database_url_is_one_line_naming_the_setting(tmp_path, command, url):
+    """Found: `customers list` with a port that is not a number said "unexpected ValueError",
+    exit 70. Every entry point names the setting and shows the URL without its password."""
+    env = _env(tmp_path, NOTICEFLOW_SECRET_KEY=KEY, NOTICEFLOW_DATABASE_URL=url)
+    error = one_line_error(cli(env, *command))
+    assert error.startswith("error: NOTICEFLOW_DATABASE_URL is not a usable PostgreSQL URL: ")
+    assert "(expected postgresql://USER@HOST:PORT/DATABASE, with a password as" in error
+    assert "hunter2" not in error and "unexpected" not in error
+    assert url.replace("hunter2-secret", "***") in error
+
+
+def test_a_malformed_owner_url_is_named_as_the_owner_url(tmp_path, database_url):
+    owner = "postgresql://noticeflow_owner:hunter2-secret@127.0.0.1:notaport/x"
+    env = _env(
+        tmp_path,
+        NOTICEFLOW_SECRET_KEY=KEY,
+        NOTICEFLOW_DATABASE_URL=database_url,
+        NOTICEFLOW_OWNER_DATABASE_URL=owner,
+    )
+    error = one_line_error(cli(env, "db", "upgrade"))
+    assert error.startswith("error: NOTICEFLOW_OWNER_DATABASE_URL is not a usable PostgreSQL URL")
+    assert "a port is not a number (notaport)" in error and "hunter2" not in error
 
 
 async def test_web_on_a_database_without_the_schema_says_to_upgrade(postgres_server, tmp_path):
