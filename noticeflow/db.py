@@ -263,6 +263,12 @@ async def grant_runtime(connection: asyncpg.Connection, role: str) -> None:
         await connection.execute(f"REVOKE CREATE ON SCHEMA {_ident(schema)} FROM {grantee}")
 
 
+async def set_password(connection: asyncpg.Connection, role: str, password: str) -> None:
+    """Give ``role`` this password, stored as a SCRAM-SHA-256 verifier."""
+    await connection.execute("SET password_encryption = 'scram-sha-256'")
+    await connection.execute(f"ALTER ROLE {_ident(role)} PASSWORD {_literal(password)}")
+
+
 async def provision_roles(
     superuser_url: str,
     owner_password: str,

