@@ -111,6 +111,10 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
     head = await es.stream_head(pool, stream)
     # A pack holds personal data: its directory 0700 and every file 0600, whatever the umask, and
     # whatever was there before (a looser directory is tightened, a file replaced by a new one).
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # A pack is exactly what its manifest lists: files left from anything else would make it
+        # fail verification ("not covered by the manifest's signature").
+        raise InputError(f"{out} is not an empty directory: export a pack into a new one")
     make_private_dir(out)
     files: dict[str, str] = {}
 

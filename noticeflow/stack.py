@@ -377,7 +377,8 @@ async def prepare_database(database_url: str, data_dir: Path, embedded: bool) ->
     the superuser makes ``noticeflow_owner`` and ``noticeflow_runtime`` (passwords made once,
     kept with the owner's URL in <data dir>/postgres-roles.json, 0600; an older data dir's
     objects are handed to the owner), migrates as the owner, and the runtime role's URL is the
-    one returned (stack.json's). Heads appended before they were signed are checked and signed.
+    one returned (stack.json's). Heads appended before they were signed are counted and named,
+    never signed here (``noticeflow evidence sign-heads`` is a person's act, once).
     External: migrations as NOTICEFLOW_OWNER_DATABASE_URL when set; the URL is returned as given.
     """
     if not embedded:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from noticeflow import eventstore as es
 from noticeflow import keyring
+from noticeflow.domain.errors import InputError
 from noticeflow.domain.signals import Objection
 from noticeflow.evidence import _csv, export_pack, verify_database, verify_pack
 from tests import helpers
@@ -361,10 +362,12 @@ async def test_a_pack_is_private_whatever_the_umask_and_whatever_was_there(
     )
     out = tmp_path / "shared" / "pack"
     out.mkdir(parents=True)
-    out.chmod(0o755)  # made before, by someone else's umask
-    for name in ("customers.csv", "manifest.json"):
-        (out / name).write_text("old")
-        (out / name).chmod(0o644)
+    out.chmod(0o755)  # made before, empty, by someone else's umask
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "customers.csv").write_text("old")
+    with pytest.raises(InputError, match="not an empty directory"):
+        await export_pack(pool, spec.notice_id, used)  # its files would not be the pack's
     fresh = tmp_path / "fresh"
     before = os.umask(0o022)
     try:

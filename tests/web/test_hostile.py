@@ -128,7 +128,8 @@ def test_web_refuses_to_serve_with_the_public_default_key(database_url, tmp_path
 def test_cli_bad_input_is_one_line_not_a_traceback(database_url, tmp_path):
     # Found: `users add` with a bad name or a short password, and `web` with no database,
     # printed a rich traceback box before the error.
-    env = _env(tmp_path, NOTICEFLOW_DATABASE_URL=database_url)
+    keys = {k: v for k, v in os.environ.items() if k.endswith("_KEY") and "NOTICEFLOW_" in k}
+    env = _env(tmp_path, NOTICEFLOW_DATABASE_URL=database_url, **keys)  # keys: past their check
     for args, stdin in (
         (["users", "add", "Bad Name", "--role", "viewer", "--password-stdin"], "long-enough-pass"),
         (["users", "add", "shorty", "--role", "viewer", "--password-stdin"], "short"),
@@ -144,7 +145,13 @@ def test_cli_bad_input_is_one_line_not_a_traceback(database_url, tmp_path):
         env=no_database, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode != 0
-    _one_line_error(done.stdout + done.stderr)
+    # Every problem at once (no database, and no keys in this bare environment): one block.
+    output = (done.stdout + done.stderr).strip()
+    assert "Traceback" not in output and "╭" not in output, output
+    first, *rest = output.splitlines()
+    assert first.startswith("error: refusing to start") and rest, output
+    assert all(line.startswith("  - ") for line in rest), output
+    assert any("no database" in line for line in rest), output
 
 
 # --- the second hostile pass ------------------------------------------------------------------
