@@ -213,7 +213,6 @@ async def record(
     )
     if erased and problem is None and action not in ERASED_OK:
         problem = erased_reason(str(customer_id))
-        sender_key = None
     if action in signals.NOTICE_ACTIONS:  # about the notice, no customer's data
         stored = text
     elif key is not None:
@@ -247,8 +246,12 @@ async def record(
             action,
             sender_key,
         )
-        if row["receipt_id"] == receipt_id or await _same_action(
-            connection, row, stored_text, action, typed
+        # A repeat of a sender key is the first receipt; for a customer erased since, the words
+        # cannot be compared any more (they are gone): the key alone says it is the same action.
+        if (
+            row["receipt_id"] == receipt_id
+            or erased
+            or await _same_action(connection, row, stored_text, action, typed)
         ):
             return _row_receipt(row, repeat=True)
         # The same key for another action: not a repeat, and not to be lost silently either.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from temporalio.api.common.v1 import Payload
 
 from noticeflow import control, repository
@@ -124,6 +125,17 @@ async def test_an_erased_customer_leaves_no_readable_trace_and_temporal_holds_no
     web_stack: WebStack, tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    with capture_logs() as structured:  # structlog's own capture: whatever an earlier test set up
+        await _the_whole_story(web_stack, tmp_path, capfd, caplog, structured)
+
+
+async def _the_whole_story(
+    web_stack: WebStack,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: Any,
+    structured: list[dict[str, Any]],
+) -> None:
     stack = web_stack
     await repository.upsert_customers(stack.pool, helpers.customers(ZETA_CSV))
     notice = spec("privacy-everywhere")
@@ -180,6 +192,9 @@ async def test_an_erased_customer_leaves_no_readable_trace_and_temporal_holds_no
     assert not found_in(files, traces), "an erased customer in a new evidence pack"
 
     out, err = capfd.readouterr()
-    logs = out + err + "\n".join(record.getMessage() for record in caplog.records)
-    assert "zeta" in logs or notice.notice_id in logs  # the capture worked
+    logs = "\n".join(
+        [out, err, *(record.getMessage() for record in caplog.records)]
+        + [json.dumps(line, default=str) for line in structured]
+    )
+    assert notice.notice_id in logs or "zeta" in logs, "the capture worked"
     assert not found_in(logs, traces | {AUTHOR, APPROVER, CANCEL_WHY}), "personal data in logs"

@@ -46,7 +46,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import control, intake, repository
+from noticeflow import control, db, intake, repository
 from noticeflow.contracts import NoticeStatus, workflow_id
 from noticeflow.domain import signals
 from noticeflow.domain.errors import InputError
@@ -136,6 +136,7 @@ class Harness:
     pool: asyncpg.Pool
     task_queue: str
     notices: list[str]
+    owner: asyncpg.Pool  # the schema owner's: only to forget earlier examples' erasures
 
 
 @dataclass(frozen=True)
@@ -281,15 +282,13 @@ class NoticeMachine(RuleBasedStateMachine):
         )
         self.spec = spec
         self.h.notices.append(spec.notice_id)
-        # Erasure is for good (issue 10): customers an earlier example erased stay erased (their
-        # actions are rejected as such); umbrella's address bounces again.
-        self.erased = {
-            row["customer_id"]
-            for row in await pool.fetch("SELECT customer_id FROM customer_erasures")
-        }
-        await repository.upsert_customers(
-            pool, helpers.customers(without(helpers.CUSTOMERS_CSV, self.erased))
-        )
+        # Each example starts in a world where nobody was erased yet: erasure is for good, so the
+        # owner (not the product: its role may only insert erasures) forgets earlier examples'
+        # (their sealed data stays unreadable: new keys). Preconditions then depend on this
+        # example alone, as hypothesis needs. Umbrella's address bounces again.
+        async with self.h.owner.acquire() as owner:
+            await owner.execute("DELETE FROM customer_erasures")
+        await repository.upsert_customers(pool, helpers.customers())
         await repository.create_notice(pool, spec, "alice", now)
         await helpers.start_notice_workflow(env.client, spec, self.h.task_queue)
         approved = await self._submit("approve", {"by": "bob"})
@@ -762,15 +761,24 @@ def short(payload: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-async def harness(time_skipping_env: WorkflowEnvironment, pool, smtp_sink: SmtpSink):
+async def harness(
+    time_skipping_env: WorkflowEnvironment, pool, owner_database_url: str, smtp_sink: SmtpSink
+):
     task_queue = f"tq-{uuid.uuid4().hex[:8]}"
     deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
     notices: list[str] = []
-    async with build_worker(time_skipping_env.client, deps, task_queue):
-        yield Harness(asyncio.get_running_loop(), time_skipping_env, pool, task_queue, notices)
-        # A workflow left waiting without its worker would stop the shared server skipping time.
-        for notice_id in notices:
-            await terminate(time_skipping_env, notice_id)
+    owner = await db.create_pool(owner_database_url, max_size=1)
+    try:
+        async with build_worker(time_skipping_env.client, deps, task_queue):
+            yield Harness(
+                asyncio.get_running_loop(), time_skipping_env, pool, task_queue, notices, owner
+            )
+            # A workflow left waiting without its worker would stop the shared server skipping
+            # time.
+            for notice_id in notices:
+                await terminate(time_skipping_env, notice_id)
+    finally:
+        await owner.close()
 
 
 async def terminate(env: WorkflowEnvironment, notice_id: str) -> None:
