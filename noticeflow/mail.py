@@ -120,9 +120,11 @@ def build_message(
 
 
 def _unfold(subject: str) -> str:
-    """A subject is one line: a line break (from a template or a customer's name) becomes a space."""
+    """A subject is one line: a line break (from a template or a customer's name) becomes a space.
+    Surrounding blanks are dropped: a reader drops the blanks after "Subject:" (RFC 5322 reads
+    them as folding white space), so only a stripped subject reads back as it was written."""
     if "\r" not in subject and "\n" not in subject:
-        return subject
+        return subject.strip()
     return re.sub(r"[ \t]*[\r\n]+[ \t]*", " ", subject).strip()
 
 
