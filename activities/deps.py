@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -15,7 +14,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mailer import Mailer, MailJob, Recipient
 from activities.records import load_recipients
-from noticeflow.domain.deadlines import describe_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.links import LinkSigner
 
@@ -26,25 +24,6 @@ class Deps:
     mailer: Mailer
     links: LinkSigner
     send_batch_size: int = 200
-
-
-def mail_context(
-    spec: NoticeSpec, timezone: str, deadline: datetime | None, links: dict[str, str]
-) -> dict[str, Any]:
-    """Template context for one customer: the notice, its dates in the customer's timezone and
-    the customer's signed action links (``object_url``, ``opt_in_url``)."""
-    return {
-        **links,
-        "spec": spec,
-        "notice_text": spec.text(),
-        "text_sha256": spec.text_sha256(),
-        "deadline_text": describe_deadline(deadline, timezone) if deadline else "not yet set",
-        "effective_text": describe_instant(spec.effective_at, timezone),
-    }
-
-
-def update_context(spec: NoticeSpec, headline: str, paragraphs: list[str]) -> dict[str, Any]:
-    return {"spec": spec, "headline": headline, "paragraphs": paragraphs}
 
 
 @contextlib.asynccontextmanager

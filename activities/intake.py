@@ -24,13 +24,13 @@ import orjson
 import structlog
 from temporalio import activity
 
-from activities.deps import Deps, update_context
+from activities.deps import Deps
 from activities.mailer import TemporarySmtpError
-from activities.names import Activity
 from activities.records import load_recipients, read_totals, switch_subprocessor
 from activities.sending import SendingActivities
 from noticeflow import eventstore, intake, notice_actions
 from noticeflow.contracts import (
+    Activity,
     IntakeRequest,
     IntakeRound,
     NoticeAction,
@@ -41,6 +41,7 @@ from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
 from noticeflow.domain import signals
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import Phase, is_timely
 
 log = structlog.get_logger(__name__)

@@ -8,19 +8,20 @@ from typing import Any
 import structlog
 from temporalio import activity
 
-from activities.deps import Deps, mail_update, update_context
-from activities.names import Activity
+from activities.deps import Deps, mail_update
 from activities.records import read_totals, switch_subprocessor
 from noticeflow import eventstore, notice_actions
 from noticeflow.contracts import (
     ActivationRequest,
     ActivationRound,
+    Activity,
     EventRequest,
     NoticeRecord,
     NoticeTotals,
     PhaseChange,
 )
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import (
     OFF_VERDICTS,
     Case,

@@ -8,13 +8,13 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
-from activities.deps import Deps, mail_update, update_context
+from activities.deps import Deps, mail_update
 from activities.mailer import Recipient
-from activities.names import Activity
 from noticeflow import eventstore
-from noticeflow.contracts import ReminderRequest, ReminderRound
+from noticeflow.contracts import Activity, ReminderRequest, ReminderRound
 from noticeflow.domain.deadlines import describe_deadline
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import update_context
 
 # Not acted: no objection at all, and (opt-in notices) not opted in. Still inside the window.
 CANDIDATES = (

@@ -14,9 +14,7 @@ from temporalio import activity
 from activities.deps import (
     Deps,
     handed_over_on_shutdown,
-    mail_context,
     mail_update,
-    update_context,
 )
 from activities.mailer import (
     ContactOutcome,
@@ -28,10 +26,10 @@ from activities.mailer import (
     text_version,
     utcnow,
 )
-from activities.names import Activity
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
 from noticeflow import eventstore, notice_actions
 from noticeflow.contracts import (
+    Activity,
     ApprovalCheck,
     AudienceRequest,
     ChangeMailRequest,
@@ -43,6 +41,7 @@ from noticeflow.contracts import (
 from noticeflow.crypto import CustomerKey, Field
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import mail_context, update_context
 from noticeflow.domain.rules import Delivery
 from noticeflow.mail import TemporarySmtpError
 

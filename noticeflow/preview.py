@@ -7,12 +7,12 @@ from typing import Any
 
 import asyncpg
 
-from activities.deps import mail_context
 from noticeflow import repository
 from noticeflow.crypto import Field, load_keys, open_sealed
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import mail_context
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer
 

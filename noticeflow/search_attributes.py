@@ -1,4 +1,5 @@
-"""The search attributes of the public contract."""
+"""The search attributes of the public contract: what the workflow publishes about a notice
+(workflows/notice.py) and what noticeflow/temporal.py registers with the server."""
 
 from temporalio.common import SearchAttributeKey
 

@@ -63,7 +63,7 @@ async def register_search_attributes(client: Client) -> None:
         ListSearchAttributesRequest,
     )
 
-    from workflows.search_attributes import ALL
+    from noticeflow.search_attributes import ALL
 
     kinds = {
         "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,

@@ -14,11 +14,10 @@ import pytest
 from hypothesis import settings
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import codec, db, keyring
+from noticeflow import codec, db, keyring, search_attributes
 from noticeflow.binaries import binary
 from noticeflow.sink import SmtpSink
 from noticeflow.temporal import register_search_attributes
-from workflows import search_attributes
 
 SUGGEST_CAN_AT = 150
 

@@ -21,13 +21,14 @@ from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.names import Activity
+    from noticeflow import search_attributes as sa
     from noticeflow.contracts import (
         BY,
         UNDECODABLE_ENCODING,
         ActionFacts,
         ActivationRequest,
         ActivationRound,
+        Activity,
         ApprovalCheck,
         AudienceRequest,
         ChangeMailRequest,
@@ -52,7 +53,6 @@ with workflow.unsafe.imports_passed_through():
     from noticeflow.domain import signals
     from noticeflow.domain.rules import Phase
     from noticeflow.domain.summaries import md, utc
-    from workflows import search_attributes as sa
 
 SHORT = timedelta(minutes=2)
 HEARTBEAT = timedelta(minutes=1)

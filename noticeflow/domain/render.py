@@ -1,10 +1,12 @@
-"""The notice's canonical text, independent of any recipient."""
+"""The notice's canonical text, independent of any recipient, and the template context of one
+customer's mail about it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from noticeflow.domain.deadlines import describe_instant
+from noticeflow.domain.deadlines import describe_deadline, describe_instant
 
 if TYPE_CHECKING:
     from noticeflow.domain.notice import NoticeSpec
@@ -40,3 +42,22 @@ def render_notice_text(spec: NoticeSpec) -> str:
     if spec.body.strip():
         lines += ["", spec.body.strip()]
     return "\n".join(lines) + "\n"
+
+
+def mail_context(
+    spec: NoticeSpec, timezone: str, deadline: datetime | None, links: dict[str, str]
+) -> dict[str, Any]:
+    """Template context for one customer: the notice, its dates in the customer's timezone and
+    the customer's signed action links (``object_url``, ``opt_in_url``)."""
+    return {
+        **links,
+        "spec": spec,
+        "notice_text": spec.text(),
+        "text_sha256": spec.text_sha256(),
+        "deadline_text": describe_deadline(deadline, timezone) if deadline else "not yet set",
+        "effective_text": describe_instant(spec.effective_at, timezone),
+    }
+
+
+def update_context(spec: NoticeSpec, headline: str, paragraphs: list[str]) -> dict[str, Any]:
+    return {"spec": spec, "headline": headline, "paragraphs": paragraphs}
