@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         SendResult,
     )
     from noticeflow.domain import signals
-    from noticeflow.domain.rules import Phase
+    from noticeflow.domain.rules import Phase, effective_date_problem
     from noticeflow.domain.summaries import md, utc
 
 SHORT = timedelta(minutes=2)
@@ -361,13 +361,11 @@ class NoticeWorkflow:
         )
         if check.audience_size == 0:
             raise Rejected("the audience selects no customer")
-        latest = check.latest_projected_deadline
-        if latest is not None and self.state.effective_at < latest:
-            raise Rejected(
-                f"effective date {self.state.effective_at.isoformat()} is before the projected "
-                f"deadline {latest.isoformat()} of customer {check.latest_customer_id} (and any "
-                "customer on the same terms); postpone the notice to at least that instant first"
-            )
+        problem = effective_date_problem(
+            self.state.effective_at, check.latest_projected_deadline, check.latest_customer_id
+        )
+        if problem is not None:
+            raise Rejected(problem)
         return check
 
     async def _on_postpone(self, postpone: signals.Postpone, at: datetime) -> None:

@@ -115,3 +115,18 @@ def is_deemed_acceptance(opt_in_notice: bool, cases: Iterable[Case]) -> bool:
 def is_timely(received_at: datetime, deadline: datetime | None) -> bool:
     """An objection is timely if received before the customer's deadline (or before delivery)."""
     return deadline is None or received_at < deadline
+
+
+def effective_date_problem(
+    effective_at: datetime, latest_deadline: datetime | None, customer_id: str | None
+) -> str | None:
+    """Rule 6 at approval: why a notice may not be approved when its effective date falls before
+    the latest deadline any recipient would get if it went out now (``None``: it may). A date
+    exactly at that deadline is fine: a customer is activated at its deadline, not inside it."""
+    if latest_deadline is None or effective_at >= latest_deadline:
+        return None
+    return (
+        f"effective date {effective_at.isoformat()} is before the projected "
+        f"deadline {latest_deadline.isoformat()} of customer {customer_id} (and any "
+        "customer on the same terms); postpone the notice to at least that instant first"
+    )
