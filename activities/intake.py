@@ -16,7 +16,7 @@ import contextlib
 import difflib
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -26,7 +26,7 @@ from temporalio import activity
 
 from activities.deps import Deps
 from activities.mailer import TemporarySmtpError
-from activities.records import load_recipients, read_totals, switch_subprocessor
+from activities.records import load_recipients, read_totals, switch_off, switch_subprocessor
 from activities.sending import SendingActivities
 from noticeflow import eventstore, intake, notice_actions
 from noticeflow.contracts import (
@@ -120,7 +120,6 @@ class Context:
     receipt: intake.Receipt
     keys: dict[str, CustomerKey]
     recipient: asyncpg.Record | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def customer_id(self) -> str:
@@ -571,17 +570,11 @@ class IntakeActivities:
             and recipient["activated"]
         ):
             # Upheld after activation (a late case, or a cancelled notice): off at once.
-            await context.connection.execute(
-                "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id,
-                context.customer_id,
-            )
-            await switch_subprocessor(
+            await switch_off(
                 context.connection,
                 spec.notice_id,
                 spec.subprocessor,
                 context.customer_id,
-                False,
                 receipt.received_at,
                 resolution.outcome.value,
             )
@@ -725,17 +718,11 @@ class IntakeActivities:
                 receipt.received_at,
             )
         if recipient["activated"]:
-            await context.connection.execute(
-                "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id,
-                context.customer_id,
-            )
-            await switch_subprocessor(
+            await switch_off(
                 context.connection,
                 spec.notice_id,
                 spec.subprocessor,
                 context.customer_id,
-                False,
                 receipt.received_at,
                 "excluded_by_ops",
             )

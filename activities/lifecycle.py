@@ -9,7 +9,7 @@ import structlog
 from temporalio import activity
 
 from activities.deps import Deps, mail_update
-from activities.records import read_totals, switch_subprocessor
+from activities.records import read_totals, switch_off, switch_subprocessor
 from noticeflow import eventstore, notice_actions
 from noticeflow.contracts import (
     ActivationRequest,
@@ -238,19 +238,8 @@ class LifecycleActivities:
                 # held: a timely case judged after the switch-on (a reply mail's receipt time
                 # before the deadline, classified later) holds it off until ops resolve (rule 9).
                 change = "off"
-                await connection.execute(
-                    "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
-                    spec.notice_id,
-                    customer_id,
-                )
-                await switch_subprocessor(
-                    connection,
-                    spec.notice_id,
-                    spec.subprocessor,
-                    customer_id,
-                    False,
-                    now,
-                    verdict.value,
+                await switch_off(
+                    connection, spec.notice_id, spec.subprocessor, customer_id, now, verdict.value
                 )
             if settled:
                 await eventstore.append(

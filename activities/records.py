@@ -122,3 +122,20 @@ async def switch_subprocessor(
         {"customer_id": customer_id, "subprocessor": subprocessor, "because": because},
         at,
     )
+
+
+async def switch_off(
+    connection: asyncpg.Connection,
+    notice_id: str,
+    subprocessor: str,
+    customer_id: str,
+    at: datetime,
+    because: str,
+) -> None:
+    """An activated customer's switch-off: its recipient row, its enablement and their event."""
+    await connection.execute(
+        "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        customer_id,
+    )
+    await switch_subprocessor(connection, notice_id, subprocessor, customer_id, False, at, because)

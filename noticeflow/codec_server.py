@@ -52,7 +52,6 @@ from noticeflow.domain.errors import InputError
 
 log = structlog.get_logger("noticeflow.codec_server")
 
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8234  # beside the dev server's Web UI (8233)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # Temporal refuses payloads over 2 MiB; a few of them per call
 MAX_PAYLOADS = 10_000

@@ -270,7 +270,13 @@ class _AlreadyThere(Exception):
     """Some event ids of the batch exist already: take the careful path."""
 
 
-LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7346))"
+def _lock_sql(stream_id: str = "$1") -> str:
+    """The stream's advisory lock, which every writer of the stream takes first (``stream_id``:
+    a parameter, or an escaped literal)."""
+    return f"SELECT pg_advisory_xact_lock(hashtextextended({stream_id}, 7346))"
+
+
+LOCK_SQL = _lock_sql()
 HEAD_SQL = (
     # Run after LOCK_SQL, as its own statement, so that its snapshot sees the previous writer's
     # commit. The advisory lock takes no transaction id, so this transaction's id (taken here by
@@ -347,7 +353,7 @@ async def _insert(
     with the lock, and the head move with COMMIT, as single simple-protocol queries (the values
     in them are rendered as literals: the stream id escaped, the rest numbers and hex).
     """
-    lock = f"SELECT pg_advisory_xact_lock(hashtextextended({_literal(stream_id)}, 7346))"
+    lock = _lock_sql(_literal(stream_id))
     await connection.execute(f"BEGIN; {lock}" if own else lock)
     try:
         stored, records, vouched = await _chain_onto_head(

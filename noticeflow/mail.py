@@ -29,16 +29,6 @@ SMTP_POLICY = policy.compat32.clone(linesep="\r\n")
 GIVE_UP_AFTER = timedelta(hours=72)
 
 
-class MailKind(StrEnum):
-    notice = "notice"
-    acknowledgement = "acknowledgement"
-    resolution = "resolution"
-    postponement = "postponement"
-    cancellation = "cancellation"
-    activation = "activation"
-    deactivation = "deactivation"
-
-
 def message_id(key: CustomerKey, notice_id: str, email: str, kind: str, mail_from: str) -> str:
     """Deterministic Message-ID, keyed with the customer's own key (its ``ids`` subkey): a retry
     after an unknown outcome carries the same id, and without the key no guess list of addresses
@@ -303,7 +293,9 @@ class SendStatus(StrEnum):
 
 
 @dataclass(frozen=True)
-class SendResult:
+class SmtpResult:
+    """How the server took one message (the activities' counts are contracts.SendResult)."""
+
     status: SendStatus
     reply: SmtpReply
 
@@ -367,7 +359,7 @@ class SmtpSession:
             await self._client.connect()
         return self._client
 
-    async def send(self, mail: OutgoingMail) -> SendResult:
+    async def send(self, mail: OutgoingMail) -> SmtpResult:
         """Accepted, or failed for good (5xx, or an envelope this server can never take);
         raises TemporarySmtpError for a 4xx or a dropped connection, SmtpUnavailable when the
         server cannot be reached at all."""
@@ -389,19 +381,19 @@ class SmtpSession:
                 timeout=TRANSACTION_TIMEOUT,
             )
             # DATA accepted is always 250
-            return SendResult(SendStatus.accepted, parse_reply(reply, 250))
+            return SmtpResult(SendStatus.accepted, parse_reply(reply, 250))
         except aiosmtplib.SMTPRecipientsRefused as refused:
             first = refused.recipients[0]
             return self._classify(first.code, first.message)
         except aiosmtplib.SMTPResponseException as error:
             return self._classify(error.code, error.message)
         except aiosmtplib.SMTPNotSupported as error:  # the same server will refuse it every time
-            return SendResult(
+            return SmtpResult(
                 SendStatus.failed, SmtpReply(None, None, f"not sent: {error} (non-ASCII address)")
             )
         except ValueError as error:  # an address that cannot go on an SMTP command line
             self._drop()  # the envelope may be half-written: never reuse this connection
-            return SendResult(  # (the type, not the text: that quotes the address)
+            return SmtpResult(  # (the type, not the text: that quotes the address)
                 SendStatus.failed,
                 SmtpReply(
                     None,
@@ -418,9 +410,9 @@ class SmtpSession:
                 SmtpReply(None, None, f"connection problem: {error}"),
             ) from error
 
-    def _classify(self, code: int, text: str) -> SendResult:
+    def _classify(self, code: int, text: str) -> SmtpResult:
         reply = parse_reply(text, code)
         if 500 <= code < 600:
-            return SendResult(SendStatus.failed, reply)
+            return SmtpResult(SendStatus.failed, reply)
         self._drop()
         raise TemporarySmtpError(reply.summary, reply)

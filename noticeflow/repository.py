@@ -1,4 +1,5 @@
-"""Reads and writes outside the workflow: customers import, notice records, the per-customer table."""
+"""Reads and writes outside the workflow: customers (import, list, erasure), notice records, the
+per-customer table."""
 
 from __future__ import annotations
 

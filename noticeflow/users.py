@@ -150,13 +150,6 @@ async def authenticate(pool: asyncpg.Pool, name: str, password: str) -> User | N
     return User(row["name"], Role(row["role"]), "password")
 
 
-async def get_user(pool: asyncpg.Pool, name: str) -> User | None:
-    row = await pool.fetchrow(
-        "SELECT name, role FROM web_users WHERE name = $1 AND NOT disabled", name
-    )
-    return User(row["name"], Role(row["role"]), "password") if row else None
-
-
 async def list_users(pool: asyncpg.Pool) -> list[dict[str, object]]:
     rows = await pool.fetch(
         "SELECT u.name, u.role, u.created_at, u.disabled,"

@@ -122,6 +122,4 @@ SIGNAL_PAYLOADS: dict[str, type[_Payload]] = {
 }
 # Actions that change the notice as a whole: judged by the workflow itself, in receipt order.
 NOTICE_ACTIONS = frozenset({"approve", "postpone", "cancel"})
-# Actions about one customer: judged in the database, many per activity.
-CUSTOMER_ACTIONS = frozenset(SIGNAL_PAYLOADS) - NOTICE_ACTIONS
 WAKE_SIGNAL = "intake"
