@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import logging
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ async def _the_whole_story(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
     caplog: Any,
-    structured: list[dict[str, Any]],
+    structured: list[MutableMapping[str, Any]],
 ) -> None:
     stack = web_stack
     await repository.upsert_customers(stack.pool, helpers.customers(ZETA_CSV))
