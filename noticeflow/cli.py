@@ -1,13 +1,16 @@
 """The `noticeflow` command line (Typer). Every command takes --json; bad input exits non-zero
 with one readable line."""
 
+# Startup: a command imports what it needs when it runs (Temporal's client, asyncpg, the web, the
+# settings' pydantic models), so `noticeflow --help` and a typo cost Python and Typer only
+# (bench/cli_startup.py; docs/benchmarks.md). Only the names the commands' signatures use are
+# imported here.
+
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import json
-import logging
 import os
 import re
 import sys
@@ -16,22 +19,20 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
-import asyncpg
 import typer
-from pydantic import TypeAdapter, ValidationError
-from temporalio.client import Client
-from temporalio.service import RPCError
 
-from noticeflow import crypto, db, keyring, repository
-from noticeflow.config import Settings, install_keys, load_settings, scrub
-from noticeflow.control import default_user, hand_over, receive, start_notice
-from noticeflow.domain.customers import read_customers_file
 from noticeflow.domain.errors import InputError
-from noticeflow.domain.notice import load_notice_file
 from noticeflow.domain.rules import Outcome, Phase
-from noticeflow.temporal import connect
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import asyncpg
+    from temporalio.client import Client
+
+    from noticeflow.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -77,24 +78,44 @@ class Failure(Exception):
     """A command failed for a reason the user should read; exit code 1."""
 
 
+def scrub(text: str) -> str:
+    from noticeflow.config import scrub
+
+    return scrub(text)
+
+
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {scrub(message)}", err=True)  # never a password or a key
     raise typer.Exit(code)
 
 
+def _is_temporal_error(error: Exception) -> bool:
+    """A Temporal RPC error (only possible once a command has imported Temporal's client)."""
+    service = sys.modules.get("temporalio.service")
+    return service is not None and isinstance(error, service.RPCError)
+
+
+def _is_database_error(error: Exception) -> bool:
+    """An asyncpg refusal (only possible once a command has imported asyncpg)."""
+    asyncpg = sys.modules.get("asyncpg")
+    return asyncpg is not None and isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError)
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command; every expected failure becomes one line on stderr and a non-zero exit."""
+    import asyncio
+
     try:
         return asyncio.run(coroutine)
     except InputError as error:
         fail(str(error), 2)
     except Failure as error:
         fail(str(error), 1)
-    except RPCError as error:
-        fail(f"Temporal: {error.message}", 1)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        fail(f"cannot reach a required service: {error}", 1)
     except Exception as error:  # never a traceback: one line, and the details on request
+        if _is_temporal_error(error):
+            fail(f"Temporal: {error.message}", 1)  # type: ignore[attr-defined]
+        if isinstance(error, OSError) or _is_database_error(error):
+            fail(f"cannot reach a required service: {error}", 1)
         if os.environ.get("NOTICEFLOW_DEBUG"):
             traceback.print_exc()
         text = " ".join(str(error).split())
@@ -118,6 +139,8 @@ def _json_default(value: Any) -> Any:
 
 
 def settings_for(data_dir: Path | None) -> Settings:
+    from noticeflow.config import load_settings
+
     try:
         return load_settings(data_dir)
     except InputError as error:  # name the variable people set, not the field it fills
@@ -134,12 +157,16 @@ def keyed(settings: Settings) -> Settings:
     """``settings``, once the process's four keys are checked and installed: every command that
     touches the database or Temporal starts here, and refuses without real keys (one block naming
     each setting, exit 2: the same words as the worker, the web and `up`)."""
+    from noticeflow.config import install_keys
+
     install_keys(settings)
     return settings
 
 
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    from noticeflow import db
+
     keyed(settings)
     pool = await db.create_pool(settings.require_database_url(), max_size=4)
     try:
@@ -150,6 +177,8 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @asynccontextmanager
 async def services(settings: Settings) -> AsyncIterator[tuple[Client, asyncpg.Pool]]:
+    from noticeflow.temporal import connect
+
     keyed(settings)  # every key problem at once, before connecting to anything
     try:
         client = await connect(settings)
@@ -160,6 +189,8 @@ async def services(settings: Settings) -> AsyncIterator[tuple[Client, asyncpg.Po
 
 
 def parse_instant(value: str, option: str) -> datetime:
+    from pydantic import TypeAdapter, ValidationError
+
     try:
         instant = TypeAdapter(datetime).validate_python(value)
     except ValidationError:
@@ -207,6 +238,8 @@ def web(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Serve the dashboard, the JSON API and the customer action pages (/a/<token>)."""
+    import asyncio
+
     from noticeflow.logging import configure_logging
     from noticeflow.web.app import serve
 
@@ -263,6 +296,8 @@ def codec_server(
 ) -> None:
     """Serve Temporal's remote codec (POST /decode, /encode) so the Temporal Web UI
     (--ui-codec-endpoint) and CLI (--codec-endpoint) show decrypted payloads to those allowed."""
+    import asyncio
+
     from noticeflow import codec_server as served
     from noticeflow.logging import configure_logging
 
@@ -310,6 +345,9 @@ def _quiet_about_uvicorn_exit(loop: asyncio.AbstractEventLoop, context: dict[str
 
 def _web_settings(host: str | None, port: str | None, data_dir: Path | None) -> Settings:
     """The web's settings, or one line naming every problem with them."""
+    from noticeflow import keyring
+    from noticeflow.config import install_keys
+
     problems: list[str] = []
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -368,6 +406,7 @@ def _host_port(host: str, port: int) -> str:
 async def _cannot_listen(settings: Settings) -> str | None:
     """Why the web could not listen where it is told to, or None. Binds the way uvicorn does
     (asyncio's create_server), then lets go: uvicorn itself would exit the process instead."""
+    import asyncio
     import socket
 
     loop = asyncio.get_running_loop()
@@ -388,7 +427,12 @@ async def _cannot_listen(settings: Settings) -> str | None:
 async def _open_web_database(settings: Settings) -> tuple[asyncpg.Pool | None, str | None]:
     """The web's pool, or why there is none (unreachable, refused, an invalid URL, an old
     schema) in one line, with no password in it."""
+    import asyncio
     from urllib.parse import urlsplit
+
+    import asyncpg
+
+    from noticeflow import db
 
     url = settings.require_database_url()
     try:
@@ -551,6 +595,8 @@ def users_remove(
 def db_upgrade(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Apply schema migrations (idempotent): as NOTICEFLOW_OWNER_DATABASE_URL when set, granting
     the runtime role (NOTICEFLOW_DATABASE_URL's) only what it needs."""
+    from noticeflow import db
+
     settings = keyed(settings_for(data_dir))
     applied = run(db.upgrade_as_owner(settings.require_database_url(), settings.owner_database_url))
     emit(
@@ -570,6 +616,8 @@ def customers_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Upsert customers, contacts and contract terms from CSV (all rows or none)."""
+    from noticeflow import repository
+    from noticeflow.domain.customers import read_customers_file
 
     async def go() -> int:
         async with database(settings_for(data_dir)) as pool:
@@ -584,6 +632,7 @@ def customers_import(
 @customers_app.command("list")
 def customers_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """List customers (contacts are counted, not shown)."""
+    from noticeflow import repository
 
     async def go() -> list[dict[str, Any]]:
         async with database(settings_for(data_dir)) as pool:
@@ -617,6 +666,7 @@ def customers_erase(
 ) -> None:
     """Erase a customer for good: its key and personal data go, the evidence trail (ids) stays.
     Running it again changes nothing ("already erased")."""
+    from noticeflow import repository
 
     async def go() -> dict[str, Any]:
         async with database(settings_for(data_dir)) as pool:
@@ -642,6 +692,7 @@ def customers_erase(
 def keys_rewrap(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Wrap every customer key under the current key-encryption key: keys stored in clear (from
     before wrapping) and keys wrapped by a previous one (after a rotation)."""
+    from noticeflow import crypto
 
     async def go() -> tuple[dict[str, int], dict[str, int]]:
         async with database(settings_for(data_dir)) as pool:
@@ -676,6 +727,8 @@ def notice_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a notice, record it and start its workflow in draft."""
+    from noticeflow.control import default_user, start_notice
+    from noticeflow.domain.notice import load_notice_file
 
     async def go() -> str:
         spec = load_notice_file(file)
@@ -696,6 +749,7 @@ def notice_list(
     utc: UtcOpt = False,
 ) -> None:
     """List notices, optionally in one phase."""
+    from noticeflow import repository
 
     async def go() -> list[dict[str, Any]]:
         async with database(settings_for(data_dir)) as pool:
@@ -720,6 +774,7 @@ def notice_show(
     utc: UtcOpt = False,
 ) -> None:
     """Phase, deadlines, counts and the per-customer table (instants in your local timezone)."""
+    from noticeflow import repository
 
     async def go() -> dict[str, Any]:
         async with database(settings_for(data_dir)) as pool:
@@ -780,6 +835,12 @@ KeyOpt = Annotated[
 
 
 async def _temporal(settings: Settings) -> tuple[Client | None, str | None]:
+    import asyncio
+
+    from temporalio.service import RPCError
+
+    from noticeflow.temporal import connect
+
     try:
         return await asyncio.wait_for(connect(settings), timeout=10), None
     except (RuntimeError, OSError, TimeoutError, RPCError) as error:
@@ -796,6 +857,7 @@ def _act(
     as_json: bool = False,
 ) -> None:
     """Record one action in the intake, wake the notice, and report what became of this receipt."""
+    from noticeflow.control import hand_over, receive
 
     async def go() -> tuple[Any, str | None]:
         body = payload() if callable(payload) else dict(payload)
@@ -1241,6 +1303,8 @@ def _exit(code: object) -> NoReturn:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    import logging
+
     atexit._run_exitfuncs()  # e.g. embedded PostgreSQL's cleanup under `up`
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

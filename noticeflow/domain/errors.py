@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the CLI's help imports this module and no pydantic
+    from pydantic import ValidationError
 
 # pydantic prefixes the messages of plain ValueError/AssertionError raised in validators
 _PREFIXES = ("Value error, ", "Assertion failed, ")
