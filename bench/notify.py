@@ -28,13 +28,12 @@ import psutil
 from benchkeys import CONVERTER
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import db, repository
+from noticeflow import db, repository, search_attributes
 from noticeflow.binaries import binary
 from noticeflow.control import start_notice
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import parse_notice
 from noticeflow.sink import free_port
-from workflows import search_attributes
 
 CONCURRENCY = 4
 
