@@ -22,7 +22,6 @@ line, never a traceback; the log holds counts, key ids and reasons, never a payl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import json
@@ -49,6 +48,7 @@ from noticeflow.codec import (
     codec_keys,
 )
 from noticeflow.domain.errors import InputError
+from noticeflow.serving import serve_until
 
 log = structlog.get_logger("noticeflow.codec_server")
 
@@ -341,41 +341,7 @@ async def serve(
         timeout_graceful_shutdown=3,
     )
 
-    class Quiet(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:  # our caller owns SIGINT/SIGTERM
-            yield
-
-    server = Quiet(config)
-
-    async def watch() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    async def serve_or_raise() -> None:
-        try:
-            await server.serve()
-        except SystemExit as exit_:  # uvicorn exits the process when it cannot bind
-            cause = exit_.__context__
-            raise OSError(str(cause) if cause else "the codec server did not start") from None
-
-    watcher = asyncio.create_task(watch())
-    serving = asyncio.create_task(serve_or_raise())
-    try:
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.05)
-        if started is not None and not started.done():
-            if server.started:
-                bound = server.servers[0].sockets[0].getsockname()[1]
-                where = f"[{host}]" if ":" in host else host
-                started.set_result(f"http://{where}:{bound}")
-            else:
-                failed = serving.exception() if serving.done() and not serving.cancelled() else None
-                started.set_exception(failed or OSError("the codec server did not start"))
-        if server.started:
-            log.info("codec.server.started", port=port, token=token is not None)
-        await serving
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+    await serve_until(
+        config, stop, started, "codec server",
+        on_listening=lambda: log.info("codec.server.started", port=port, token=token is not None),
+    )  # fmt: skip

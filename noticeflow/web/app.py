@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +21,7 @@ from noticeflow import db, keyring
 from noticeflow.config import Settings
 from noticeflow.domain.errors import InputError
 from noticeflow.links import LinkSigner
+from noticeflow.serving import serve_until
 from noticeflow.web import auth
 from noticeflow.web.context import Web, make_templates
 from noticeflow.web.guard import Guard
@@ -219,48 +219,4 @@ async def serve(
         # An open dashboard holds a server-sent event stream: do not wait for it on shutdown.
         timeout_graceful_shutdown=3,
     )
-    server = _Server(config)
-
-    async def watch() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    watcher = asyncio.create_task(watch())
-
-    async def serve_or_raise() -> None:
-        try:
-            await server.serve()
-        except SystemExit as exit_:  # uvicorn exits the process when it cannot bind
-            cause = exit_.__context__  # the OSError from create_server
-            raise OSError(str(cause) if cause else "the web server did not start") from None
-
-    serving = asyncio.create_task(serve_or_raise())
-    try:
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.05)
-        if started is not None and not started.done():
-            if server.started:
-                port = server.servers[0].sockets[0].getsockname()[1]
-                started.set_result(f"http://{settings.web_host}:{port}")
-            else:
-                error = serving.exception() if serving.done() and not serving.cancelled() else None
-                started.set_exception(error or RuntimeError("the web server did not start"))
-        await serving
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
-class _Server:
-    """uvicorn's server without its own signal handlers: our caller owns SIGINT/SIGTERM."""
-
-    def __new__(cls, config: Any) -> Any:
-        import uvicorn
-
-        class Quiet(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Any:
-                yield
-
-        return Quiet(config)
+    await serve_until(config, stop, started, "web server")

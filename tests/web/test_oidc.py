@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from noticeflow.serving import quiet_server
 from noticeflow.sink import free_port
-from noticeflow.web.app import _Server, serve
+from noticeflow.web.app import serve
 
 CLIENT_ID, CLIENT_SECRET = "noticeflow-test", "client-secret-" + "y" * 16
 
@@ -78,7 +79,7 @@ def identity_provider(issuer: str, claims: dict[str, Any]) -> FastAPI:
 
 async def run_server(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     # uvicorn's server without its own signal handlers (the test process owns them)
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = quiet_server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
