@@ -835,9 +835,7 @@ class IntakeActivities:
         """Write the outcome of a notice action the workflow judged (approve, postpone, cancel)."""
         async with self.deps.pool.acquire() as connection, connection.transaction():
             # A reason naming the person says {by}: the name comes from the receipt, not Temporal.
-            reason = notice_actions.fill_names(
-                outcome.reason, await notice_actions.actor_details(connection, outcome.receipt_id)
-            )
+            reason = await notice_actions.fill_names(connection, outcome.reason, outcome.receipt_id)
             row = await connection.fetchrow(
                 "UPDATE intake SET status = $2, reason = $3, handled_at = clock_timestamp()"
                 f" WHERE receipt_id = $1 AND status = 'pending' RETURNING {intake.RECEIPT_COLUMNS}",

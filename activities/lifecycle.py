@@ -46,16 +46,14 @@ class LifecycleActivities:
     @activity.defn(name=Activity.append_event)
     async def append_event(self, request: EventRequest) -> None:
         async with self.deps.pool.acquire() as connection, connection.transaction():
-            data = request.data
-            if request.receipt_id is not None:  # who (and why) from the receipt, not Temporal
-                details = await notice_actions.actor_details(connection, request.receipt_id)
-                data = {**data, **details, "receipt_id": request.receipt_id}
-                if request.event_type == "notice_approved" and details.get("by"):
-                    await connection.execute(
-                        "UPDATE notices SET approved_by = $2 WHERE notice_id = $1",
-                        request.notice_id,
-                        details["by"],
-                    )
+            # Who (and why) from the receipt, not Temporal.
+            data = await notice_actions.with_actor(connection, request.data, request.receipt_id)
+            if request.event_type == "notice_approved" and data.get("by"):
+                await connection.execute(
+                    "UPDATE notices SET approved_by = $2 WHERE notice_id = $1",
+                    request.notice_id,
+                    data["by"],
+                )
             await eventstore.append(
                 connection,
                 eventstore.notice_stream(request.notice_id),

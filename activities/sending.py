@@ -432,10 +432,8 @@ class SendingActivities:
         spec = request.spec
         pool = self.deps.pool
         async with pool.acquire() as connection, connection.transaction():
-            detail = request.detail
-            if request.receipt_id is not None:  # who (and why) from the receipt, not Temporal
-                details = await notice_actions.actor_details(connection, request.receipt_id)
-                detail = {**detail, **details, "receipt_id": request.receipt_id}
+            # Who (and why) from the receipt, not Temporal.
+            detail = await notice_actions.with_actor(connection, request.detail, request.receipt_id)
             await eventstore.append(
                 connection,
                 eventstore.notice_stream(spec.notice_id),

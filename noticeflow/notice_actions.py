@@ -37,6 +37,15 @@ async def actor_details(
     return {f: str(payload[f]) for f in ACTOR_FIELDS if isinstance(payload.get(f), str)}
 
 
+async def with_actor(
+    connection: asyncpg.Connection | asyncpg.Pool, data: dict[str, Any], receipt_id: str | None
+) -> dict[str, Any]:
+    """An event's data with who (and why) and the receipt id added from the receipt, if any."""
+    if receipt_id is None:
+        return data
+    return {**data, **await actor_details(connection, receipt_id), "receipt_id": receipt_id}
+
+
 async def facts(
     connection: asyncpg.Connection | asyncpg.Pool, notice_id: str, by: str
 ) -> ActionFacts:
@@ -58,7 +67,12 @@ def workflow_payload(action: str, typed: Any) -> dict[str, Any]:
     return {}
 
 
-def fill_names(reason: str | None, details: dict[str, str]) -> str | None:
+async def fill_names(
+    connection: asyncpg.Connection | asyncpg.Pool, reason: str | None, receipt_id: str
+) -> str | None:
+    """``reason`` with the person put back where the workflow wrote {by} (the receipt is read
+    only then)."""
     if reason is None or BY not in reason:
         return reason
+    details = await actor_details(connection, receipt_id)
     return reason.replace(BY, details.get("by", "the same person"))
