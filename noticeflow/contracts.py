@@ -7,6 +7,7 @@ only: no addresses or names ever travel through Temporal.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +21,9 @@ WORKFLOW_TYPE = "NoticeWorkflow"
 
 
 class Activity:
-    """Activity names, shared by the workflow (which must not import the implementations)."""
+    """Activity type names: what a workflow history records, so never renamed. The workflow
+    refers to activities through their typed interfaces (noticeflow/activity_interfaces.py),
+    which take their names from here, as do the implementations in activities/."""
 
     append_event = "append_event"
     record_phase = "record_phase"
@@ -38,10 +41,37 @@ class Activity:
     process_intake = "process_intake"
     settle_receipt = "settle_receipt"
     load_notice_record = "load_notice_record"
+    record_notice_event = "record_notice_event"
+
+
+# A notice's one name: the id of its workflow and the id of its event stream. Built here only.
+NOTICE_PREFIX = "notice-"
 
 
 def workflow_id(notice_id: str) -> str:
-    return f"notice-{notice_id}"
+    """The notice's workflow id, which is also its event stream's id (``notice-<id>``)."""
+    return NOTICE_PREFIX + notice_id
+
+
+def notice_stream(notice_id: str) -> str:
+    """The id of the notice's event stream: the same name as its workflow id."""
+    return workflow_id(notice_id)
+
+
+def notice_id_of(name: str) -> str | None:
+    """The notice id in a workflow id or stream id (the inverse of ``workflow_id``); None for a
+    name that is not a notice's."""
+    if not name.startswith(NOTICE_PREFIX) or len(name) == len(NOTICE_PREFIX):
+        return None
+    return name[len(NOTICE_PREFIX) :]
+
+
+class NoticeActionKind(StrEnum):
+    """The actions about a notice as a whole, judged by the workflow itself."""
+
+    approve = "approve"
+    postpone = "postpone"
+    cancel = "cancel"
 
 
 class _Model(BaseModel):
@@ -277,7 +307,7 @@ class NoticeAction(_Model):
     """
 
     receipt_id: str
-    action: str
+    action: NoticeActionKind
     payload: dict[str, Any]
     received_at: datetime
     facts: ActionFacts | None = None

@@ -28,6 +28,7 @@ from noticeflow.contracts import (
     NoticeInput,
     NoticeState,
     NoticeStatus,
+    notice_stream,
     workflow_id,
 )
 from noticeflow.domain.errors import InputError
@@ -82,9 +83,10 @@ async def restart_input(pool: asyncpg.Pool, notice_id: str) -> NoticeInput:
     row = await pool.fetchrow(
         "SELECT n.spec, n.phase, n.effective_at, n.window_closes_at,"
         " coalesce(s.version, 0) AS version FROM notices n"
-        " LEFT JOIN event_streams s ON s.stream_id = 'notice-' || n.notice_id"
+        " LEFT JOIN event_streams s ON s.stream_id = $2"
         " WHERE n.notice_id = $1",
         notice_id,
+        notice_stream(notice_id),
     )
     if row is None:
         raise InputError(f"no notice {notice_id!r}")

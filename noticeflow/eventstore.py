@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from noticeflow import keyring
+from noticeflow import contracts, keyring
 
 _log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ def event_id(stream_id: str, key: str) -> uuid.UUID:
 
 
 def notice_stream(notice_id: str) -> str:
-    return f"notice-{notice_id}"
+    return contracts.notice_stream(notice_id)
 
 
 def _default(value: Any) -> Any:

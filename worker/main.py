@@ -28,6 +28,7 @@ from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
 from noticeflow import crypto, db, keyring
 from noticeflow.config import Settings, install_keys
+from noticeflow.contracts import notice_id_of
 from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
@@ -44,7 +45,7 @@ class _BindLogContext(ActivityInboundInterceptor):
         workflow_id = info.workflow_id or ""
         with structlog.contextvars.bound_contextvars(
             workflow_id=workflow_id,
-            notice_id=workflow_id.removeprefix("notice-"),
+            notice_id=notice_id_of(workflow_id) or "",
             activity=info.activity_type,
             attempt=info.attempt,
         ):

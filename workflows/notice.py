@@ -11,9 +11,9 @@ in PostgreSQL; the workflow keeps counts and instants, so its history does not g
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -22,23 +22,21 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from noticeflow import search_attributes as sa
+    from noticeflow.activity_interfaces import Intake, Lifecycle, Reminders, Sending
     from noticeflow.contracts import (
         BY,
         UNDECODABLE_ENCODING,
         ActionFacts,
         ActivationRequest,
-        ActivationRound,
-        Activity,
         ApprovalCheck,
         AudienceRequest,
         ChangeMailRequest,
         EventRequest,
         InboxItem,
         IntakeRequest,
-        IntakeRound,
         NoticeAction,
+        NoticeActionKind,
         NoticeInput,
-        NoticeRecord,
         NoticeState,
         NoticeStatus,
         NoticeTotals,
@@ -46,9 +44,7 @@ with workflow.unsafe.imports_passed_through():
         RawAction,
         ReceiptOutcome,
         ReminderRequest,
-        ReminderRound,
         SendRequest,
-        SendResult,
     )
     from noticeflow.domain import signals
     from noticeflow.domain.rules import Phase, effective_date_problem
@@ -81,6 +77,10 @@ PHASE_WORDS = {
     Phase.active: "Active: customers are activated as their windows pass",
     Phase.cancelled: "Cancelled",
 }
+
+
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
 
 
 def _count(n: int, noun: str) -> str:
@@ -116,10 +116,9 @@ class NoticeWorkflow:
         if self.state.restarted:
             # Started after completion: the records, read now the earlier run has closed, are
             # the truth (the caller's snapshot may predate that run's last step).
-            record: NoticeRecord = await self._activity(
-                Activity.load_notice_record,
+            record = await self._activity(
+                Lifecycle.load_notice_record,
                 self.spec.notice_id,
-                NoticeRecord,
                 summary="read the notice from the records (a run after completion)",
             )
             self.state.phase = record.phase
@@ -220,10 +219,9 @@ class NoticeWorkflow:
             first = False
             taken = list(state.inbox)
             raw = [self._raw_action(item) for item in taken if not item.is_wake()]
-            result: IntakeRound = await self._activity(
-                Activity.process_intake,
+            result = await self._activity(
+                Intake.process_intake,
                 IntakeRequest(spec=self.spec, phase=state.phase, raw=raw, at=workflow.now()),
-                IntakeRound,
                 timeout=MAILING,
                 summary="judge pending receipts in receipt order"
                 + (f" ({len(raw):,} raw signals first)" if raw else ""),
@@ -260,10 +258,10 @@ class NoticeWorkflow:
         try:
             if action.facts is not None:
                 # Ids and facts only: who and why stay in the receipt (no names in Temporal).
-                await self._receipt_handlers[action.action](action, action.facts)
+                await RECEIPT_HANDLERS[action.action](self, action, action.facts)
             else:  # recorded before receipts carried facts: the payload has the names
                 payload = signals.SIGNAL_PAYLOADS[action.action].model_validate(action.payload)
-                await self._notice_handlers[action.action](payload, action.received_at)
+                await PAYLOAD_HANDLERS[action.action](self, payload, action.received_at)
         except ValidationError as error:
             status = "rejected"
             reason = f"invalid {action.action} payload: " + "; ".join(
@@ -281,24 +279,15 @@ class NoticeWorkflow:
             self.state.rejected_signals += 1
             workflow.logger.info("action rejected", extra={"action": action.action})
         await self._activity(
-            Activity.settle_receipt,
+            Intake.settle_receipt,
             ReceiptOutcome(
                 receipt_id=action.receipt_id,
                 notice_id=self.spec.notice_id,
                 status=status,
                 reason=reason,
             ),
-            None,
             summary=f"settle {action.action} receipt {action.receipt_id}: {status}",
         )
-
-    @property
-    def _receipt_handlers(self) -> dict[str, Any]:
-        return {
-            "approve": self._approve,
-            "postpone": self._postpone,
-            "cancel": self._cancel,
-        }
 
     async def _approve(self, action: NoticeAction, facts: ActionFacts) -> None:
         # The person is named in the reason by the activity that settles the receipt ({by}).
@@ -329,14 +318,6 @@ class NoticeWorkflow:
             )
         await self._record_phase(Phase.cancelled)
 
-    @property
-    def _notice_handlers(self) -> dict[str, Any]:
-        return {
-            "approve": self._on_approve,
-            "postpone": self._on_postpone,
-            "cancel": self._on_cancel,
-        }
-
     async def _on_approve(self, approve: signals.Approve, at: datetime) -> None:
         approver = self.state.approved_by
         if approver is not None and signals.same_person(approver, approve.by):
@@ -353,10 +334,9 @@ class NoticeWorkflow:
         await self._record_phase(Phase.notifying)
 
     async def _check_approval(self, at: datetime) -> ApprovalCheck:
-        check: ApprovalCheck = await self._activity(
-            Activity.check_approval,
+        check = await self._activity(
+            Sending.check_approval,
             AudienceRequest(spec=self.spec, at=at),
-            ApprovalCheck,
             summary="check the audience and every projected deadline (rule 6)",
         )
         if check.audience_size == 0:
@@ -452,10 +432,9 @@ class NoticeWorkflow:
         due = state.next_reminder_at
         if state.reminders_scheduled and (due is None or workflow.now() < due):
             return
-        result: ReminderRound = await self._activity(
-            Activity.send_reminders,
+        result = await self._activity(
+            Reminders.send_reminders,
             ReminderRequest(spec=self.spec, now=workflow.now()),
-            ReminderRound,
             timeout=MAILING,
             summary="mail the reminders due before customer deadlines",
         )
@@ -501,19 +480,17 @@ class NoticeWorkflow:
 
     async def _send_all(self) -> bool:
         """Snapshot and mail the audience; False when a cancel signal stopped the mailing."""
-        audience: int = await self._activity(
-            Activity.snapshot_audience,
+        audience = await self._activity(
+            Sending.snapshot_audience,
             AudienceRequest(spec=self.spec, at=workflow.now()),
-            int,
             summary="snapshot the audience: customers, contacts, contract terms (rule 3)",
         )
         self._show(mailing=audience)
         # One activity mails the whole audience in batches, heartbeating its cursor: the history
         # gets the same few events for ten customers or a hundred thousand.
-        sending = workflow.start_activity(
-            Activity.send_notices,
+        sending = workflow.start_activity_method(
+            Sending.send_notices,
             SendRequest(spec=self.spec, at=workflow.now()),
-            result_type=SendResult,
             start_to_close_timeout=MAILING,
             heartbeat_timeout=HEARTBEAT,
             retry_policy=RETRY,
@@ -550,10 +527,9 @@ class NoticeWorkflow:
 
     async def _activation_round(self) -> None:
         self.state.needs_activation_round = False
-        result: ActivationRound = await self._activity(
-            Activity.activate_due,
+        result = await self._activity(
+            Lifecycle.activate_due,
             ActivationRequest(spec=self.spec, now=workflow.now()),
-            ActivationRound,
             timeout=MAILING,
             summary=f"activation round: {_count(self.state.unsettled, 'customer')} not settled yet",
         )
@@ -561,10 +537,9 @@ class NoticeWorkflow:
         self._apply_totals(result.totals)
 
     async def _refresh_totals(self) -> None:
-        totals: NoticeTotals = await self._activity(
-            Activity.read_totals,
+        totals = await self._activity(
+            Lifecycle.read_totals,
             self.spec.notice_id,
-            NoticeTotals,
             summary="read the counts back from the records",
         )
         self._apply_totals(totals)
@@ -587,7 +562,7 @@ class NoticeWorkflow:
         self.state.phase = phase
         self.state.event_seq += 1
         await self._activity(
-            Activity.record_phase,
+            Lifecycle.record_phase,
             PhaseChange(
                 notice_id=self.spec.notice_id,
                 phase=phase,
@@ -597,7 +572,6 @@ class NoticeWorkflow:
                 window_closes_at=self.state.window_closes_at,
                 approved_by=self.state.approved_by,
             ),
-            None,
             summary=f"record phase {phase}",
         )
         self._publish_search_attributes()
@@ -607,7 +581,7 @@ class NoticeWorkflow:
     ) -> None:
         self.state.event_seq += 1
         await self._activity(
-            Activity.append_event,
+            Lifecycle.append_event,
             EventRequest(
                 notice_id=self.spec.notice_id,
                 key=self._step_key(event_type),
@@ -616,7 +590,6 @@ class NoticeWorkflow:
                 at=workflow.now(),
                 receipt_id=receipt_id,
             ),
-            None,
             summary=f"record event {event_type}",
         )
 
@@ -630,7 +603,7 @@ class NoticeWorkflow:
     ) -> None:
         self.state.event_seq += 1
         await self._activity(
-            Activity.mail_change,
+            Sending.mail_change,
             ChangeMailRequest(
                 spec=spec or self.spec,
                 kind=kind,
@@ -639,7 +612,6 @@ class NoticeWorkflow:
                 at=at,
                 receipt_id=receipt_id,
             ),
-            None,
             timeout=MAILING,
             summary=f"mail the {kind} to every customer the notice reached"
             + (f" ({self.state.delivered:,} delivered)" if self.state.delivered else ""),
@@ -647,16 +619,17 @@ class NoticeWorkflow:
 
     async def _activity(
         self,
-        activity: str,
-        arg: Any,
-        result_type: Any,
+        activity: Callable[[Any, _Arg], Awaitable[_Result]],
+        arg: _Arg,
+        *,
         timeout: timedelta = SHORT,
         summary: str | None = None,
-    ) -> Any:
-        return await workflow.execute_activity(
+    ) -> _Result:
+        """Run an activity by its interface method (noticeflow/activity_interfaces.py): the type
+        name and the result's type come from its definition, the options are the same for all."""
+        return await workflow.execute_activity_method(
             activity,
             arg,
-            result_type=result_type,
             start_to_close_timeout=timeout,
             heartbeat_timeout=HEARTBEAT if timeout > SHORT else None,
             retry_policy=RETRY,
@@ -728,3 +701,20 @@ class NoticeWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
+
+
+# The dispatch tables of the actions about the notice as a whole, by kind: every kind has its
+# handler (tests/workflows/test_notice_stubbed.py checks both tables are complete).
+ReceiptHandler = Callable[[NoticeWorkflow, NoticeAction, ActionFacts], Awaitable[None]]
+RECEIPT_HANDLERS: Mapping[NoticeActionKind, ReceiptHandler] = {
+    NoticeActionKind.approve: NoticeWorkflow._approve,
+    NoticeActionKind.postpone: NoticeWorkflow._postpone,
+    NoticeActionKind.cancel: NoticeWorkflow._cancel,
+}
+# Histories recorded before receipts carried facts: the payload has the names.
+PayloadHandler = Callable[[NoticeWorkflow, Any, datetime], Awaitable[None]]
+PAYLOAD_HANDLERS: Mapping[NoticeActionKind, PayloadHandler] = {
+    NoticeActionKind.approve: NoticeWorkflow._on_approve,
+    NoticeActionKind.postpone: NoticeWorkflow._on_postpone,
+    NoticeActionKind.cancel: NoticeWorkflow._on_cancel,
+}

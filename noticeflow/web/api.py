@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from noticeflow import control, repository
+from noticeflow.contracts import workflow_id
 from noticeflow.domain import signals
 from noticeflow.domain.rules import Phase
 from noticeflow.users import ACTION_ROLES, Role, User
@@ -177,7 +178,7 @@ def links(web: Web, notice_id: str) -> NoticeLinks:
         customers=f"/api/notices/{notice_id}/customers",
         events=f"/api/notices/{notice_id}/events",
         actions=f"/api/notices/{notice_id}/actions/{{action}}",
-        workflow=f"{base.rstrip('/')}/namespaces/{ns}/workflows/notice-{notice_id}"
+        workflow=f"{base.rstrip('/')}/namespaces/{ns}/workflows/{workflow_id(notice_id)}"
         if base
         else None,
     )

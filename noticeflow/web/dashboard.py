@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from noticeflow import control
+from noticeflow.contracts import workflow_id
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.rules import Outcome
 from noticeflow.domain.signals import same_person
@@ -190,7 +191,8 @@ def _workflow_url(web: Web, notice_id: str) -> str | None:
     base = web.settings.temporal_ui_url
     if not base:
         return None
-    return f"{base.rstrip('/')}/namespaces/{web.settings.temporal_namespace}/workflows/notice-{notice_id}"
+    namespace = web.settings.temporal_namespace
+    return f"{base.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id(notice_id)}"
 
 
 def _offered(user: User, phase: str, author: str | None = None) -> dict[str, bool]:
@@ -223,6 +225,7 @@ async def notice_page(
         **context,
         flash=flash if isinstance(flash, dict) else None,
         workflow_url=_workflow_url(web, notice_id),
+        workflow_id=workflow_id(notice_id),
         offered=offered,
         any_action=any(offered.values()),
         prefill=act if act and queries._ID.fullmatch(act) else "",
