@@ -1,0 +1,414 @@
+"""The records a decision reads, projected from the events: the events are the truth.
+
+Every outcome the workflow and the intake decide on — a customer's delivery and deadline, its
+cases, its opt-in, its exclusion, whether the sub-processor is on, its verdict, and the notice's
+phase and dates — is written here, by one handler per event type, and nowhere else:
+
+* **at once**, in the transaction that appends the event (:func:`record`: append, then project the
+  events this transaction added), so the next judgement reads what the last one decided;
+* **again from zero** by :func:`rebuild` (``noticeflow projections rebuild``), which resets the
+  projected columns and replays every event in global order. A rebuilt record equals the live one,
+  so a record altered behind the product's back is repaired from the events.
+
+What is not projected, and why: the frozen audience's terms and sealed names (``recipients``'
+identity columns, ``recipient_contacts``) and the customers' personal data and keys are inputs;
+the delivery ledger (``deliveries``) and ``recipients.activation_mail_due`` are the mailer's
+write-ahead outbox; a notice's spec, text and author are what its author wrote. A verdict that
+settles nothing yet (wait for the deadline, held) is not an event and is not recorded.
+
+Sealed fields are sealed again for their record's place (``objections.reason``, not
+``objection_received.reason``) with the customer's key; sealing is deterministic, so a rebuild
+writes the same bytes. An erased customer's come out ``[erased]``, as erasure left them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from noticeflow import eventstore as es
+from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
+
+RECORDS_LOCK = 7_346_003  # one rebuild at a time
+
+# The projected columns and the value each starts from before the first event.
+RECIPIENT_RESET = (
+    "delivery = 'pending', delivered_at = NULL, deadline = NULL, opted_in = false,"
+    " opted_in_at = NULL, deemed_accepted_at = NULL, activated = false, activated_at = NULL,"
+    " verdict = NULL, settled = false, excluded_at = NULL, excluded_by = NULL,"
+    " excluded_reason = NULL"
+)
+NOTICE_RESET = (
+    "phase = 'draft', effective_at = (spec->>'effective_at')::timestamptz,"
+    " window_closes_at = NULL, approved_by = NULL"
+)
+
+
+def objection_ref(key: CustomerKey, reason: str) -> str:
+    """The key an objection's words are recognised by (a repeat of an open case is a duplicate):
+    a keyed id of the case-folded words under the customer's ``ids`` subkey."""
+    return key.ident("objection-content", reason.casefold())
+
+
+def _at(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class _Run:
+    """A run of consecutive events of one type: projected with one statement per event, sent
+    together (asyncpg pipelines ``executemany``)."""
+
+    event_type: str
+    notice_id: str
+    events: list[es.StoredEvent]
+
+
+Keys = Mapping[str, CustomerKey]
+ArgsOf = Callable[[str, es.StoredEvent, Keys], tuple[Any, ...] | None]
+
+
+def _reseal(keys: Keys, customer_id: str, source: str, target: str, value: Any) -> str:
+    """An event's sealed text, sealed for its record's place ([erased] without the key)."""
+    if value is None:
+        return ""
+    key = keys.get(customer_id)
+    if key is None:
+        return ERASED
+    text = key.unseal(source, str(value))
+    return ERASED if text == ERASED else key.seal(target, text)
+
+
+# --- the handlers: (SQL, the arguments of one event) ----------------------------------------------
+
+_DELIVERY = (
+    "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
+    " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'"
+)
+
+
+def _delivery(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    delivered = e.event_type == "notice_delivered"
+    return (
+        notice_id,
+        e.data["customer_id"],
+        "delivered" if delivered else "undelivered",
+        _at(e.data.get("delivered_at")),
+        _at(e.data.get("deadline")),
+    )
+
+
+_OBJECTION = (
+    "WITH opened AS (INSERT INTO objections (notice_id, idempotency_key, customer_id,"
+    " received_at, channel, objected_by, reason, timely, status, content_ref, receipt_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10) ON CONFLICT DO NOTHING RETURNING 1)"
+    " UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $3"
+)
+
+
+def _objection(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    d = e.data
+    customer_id = d["customer_id"]
+    key = keys.get(customer_id)
+    source = Field.event("objection_received", "reason")
+    words = key.unseal(source, str(d.get("reason", ""))) if key is not None else ERASED
+    return (
+        notice_id,
+        d.get("idempotency_key") or d.get("receipt_id"),
+        customer_id,
+        _at(d.get("received_at")) or e.occurred_at,
+        d.get("channel", "cli"),
+        _reseal(keys, customer_id, Field.event("objection_received", "by"), Field.OBJECTION_BY,
+                d.get("by")),
+        _reseal(keys, customer_id, source, Field.OBJECTION_REASON, d.get("reason")),
+        bool(d["timely"]),
+        None if key is None or words == ERASED else objection_ref(key, words),
+        d.get("receipt_id"),
+    )  # fmt: skip
+
+
+_RESOLVED = (
+    "WITH closed AS (UPDATE objections SET status = $3, resolved_by = $4, resolved_at = $5,"
+    " resolution_note = $6 WHERE notice_id = $1 AND customer_id = $2 AND status = 'open'"
+    " AND ($7::text[] IS NULL OR idempotency_key = ANY($7::text[])) RETURNING 1)"
+    " UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $2"
+)
+
+
+def _resolved(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    d = e.data
+    customer_id = d["customer_id"]
+    note = d.get("note") or ""
+    return (
+        notice_id,
+        customer_id,
+        d["outcome"],
+        _reseal(keys, customer_id, Field.event("objection_resolved", "by"), Field.RESOLVED_BY,
+                d.get("by")),
+        e.occurred_at,
+        _reseal(keys, customer_id, Field.event("objection_resolved", "note"),
+                Field.RESOLUTION_NOTE, note) if note else "",
+        d.get("objections"),
+    )  # fmt: skip
+
+
+_OPT_IN = (
+    "UPDATE recipients SET opted_in = $3, opted_in_at = $4, settled = false,"
+    " activated = activated AND $3 WHERE notice_id = $1 AND customer_id = $2"
+)
+
+
+def _opt_in(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    recorded = e.event_type == "opt_in_recorded"
+    return (notice_id, e.data["customer_id"], recorded, e.occurred_at)
+
+
+_EXCLUDED = (
+    "UPDATE recipients SET excluded_at = coalesce(excluded_at, $3),"
+    " excluded_by = coalesce(excluded_by, $4), excluded_reason = coalesce(excluded_reason, $5),"
+    " settled = false WHERE notice_id = $1 AND customer_id = $2"
+)
+
+
+def _excluded(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    d = e.data
+    customer_id = d["customer_id"]
+    return (
+        notice_id,
+        customer_id,
+        e.occurred_at,
+        _reseal(keys, customer_id, Field.event("customer_excluded", "by"), Field.EXCLUDED_BY,
+                d.get("by")),
+        _reseal(keys, customer_id, Field.event("customer_excluded", "reason"),
+                Field.EXCLUDED_REASON, d.get("reason")),
+    )  # fmt: skip
+
+
+_DEEMED = "UPDATE recipients SET deemed_accepted_at = $3 WHERE notice_id = $1 AND customer_id = $2"
+
+
+def _deemed(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    return (notice_id, e.data["customer_id"], _at(e.data.get("deadline")))
+
+
+_SWITCHED = (
+    # The customer's row for this notice, then which sub-processors the customer has on.
+    "WITH recipient AS (UPDATE recipients SET activated = $4,"
+    "   activated_at = CASE WHEN $4 THEN $5 ELSE activated_at END,"
+    "   deemed_accepted_at = CASE WHEN $4 AND NOT $6 THEN NULL ELSE deemed_accepted_at END,"
+    "   verdict = CASE WHEN $4 THEN 'activate' ELSE verdict END"
+    "   WHERE notice_id = $1 AND customer_id = $2 RETURNING 1)"
+    " INSERT INTO subprocessor_enablements (customer_id, subprocessor, enabled, since, notice_id)"
+    " VALUES ($2, $3, $4, $5, $1) ON CONFLICT (customer_id, subprocessor) DO UPDATE"
+    " SET enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id"
+    " WHERE subprocessor_enablements.enabled IS DISTINCT FROM EXCLUDED.enabled"
+)
+
+
+def _switched(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    enabled = e.event_type == "subprocessor_enabled"
+    return (
+        notice_id,
+        e.data["customer_id"],
+        e.data["subprocessor"],
+        enabled,
+        e.occurred_at,
+        e.data.get("because") == "deemed_acceptance",
+    )
+
+
+_SETTLED = (
+    "UPDATE recipients SET verdict = $3, settled = true WHERE notice_id = $1 AND customer_id = $2"
+)
+
+
+def _settled(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    return (notice_id, e.data["customer_id"], e.data["verdict"])
+
+
+_CANCELLED = (
+    # Customers already switched on (a cancel once active) keep their verdict.
+    "UPDATE recipients SET settled = true, verdict = 'cancelled'"
+    " WHERE notice_id = $1 AND NOT activated"
+)
+
+
+def _cancelled(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    return (notice_id,)
+
+
+_PHASE = (
+    "UPDATE notices SET phase = $2, effective_at = $3, window_closes_at = $4, updated_at = $5"
+    " WHERE notice_id = $1"
+)
+
+
+def _phase(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    return (
+        notice_id,
+        e.data["phase"],
+        _at(e.data["effective_at"]),
+        _at(e.data.get("window_closes_at")),
+        e.occurred_at,
+    )
+
+
+_APPROVED = "UPDATE notices SET approved_by = coalesce($2, approved_by) WHERE notice_id = $1"
+
+
+def _approved(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    return (notice_id, e.data.get("by") or None)
+
+
+_CREATED = f"UPDATE notices SET {NOTICE_RESET}, updated_at = $2 WHERE notice_id = $1"
+
+
+def _created(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
+    return (notice_id, e.occurred_at)
+
+
+HANDLERS: dict[str, tuple[str, ArgsOf]] = {
+    "notice_created": (_CREATED, _created),
+    "phase_changed": (_PHASE, _phase),
+    "notice_approved": (_APPROVED, _approved),
+    "notice_cancelled": (_CANCELLED, _cancelled),
+    "notice_delivered": (_DELIVERY, _delivery),
+    "notice_undelivered": (_DELIVERY, _delivery),
+    "objection_received": (_OBJECTION, _objection),
+    "objection_resolved": (_RESOLVED, _resolved),
+    "opt_in_recorded": (_OPT_IN, _opt_in),
+    "opt_in_revoked": (_OPT_IN, _opt_in),
+    "customer_excluded": (_EXCLUDED, _excluded),
+    "deemed_acceptance": (_DEEMED, _deemed),
+    "subprocessor_enabled": (_SWITCHED, _switched),
+    "subprocessor_disabled": (_SWITCHED, _switched),
+    "customer_settled": (_SETTLED, _settled),
+}
+SEALING = {"objection_received", "objection_resolved", "customer_excluded"}
+
+
+def _runs(events: Iterable[es.StoredEvent]) -> list[_Run]:
+    runs: list[_Run] = []
+    for event in events:
+        if event.event_type not in HANDLERS or not event.stream_id.startswith("notice-"):
+            continue
+        notice_id = event.stream_id.removeprefix("notice-")
+        last = runs[-1] if runs else None
+        sql = HANDLERS[event.event_type][0]
+        if last is not None and last.notice_id == notice_id and HANDLERS[last.event_type][0] == sql:
+            last.events.append(event)
+        else:
+            runs.append(_Run(event.event_type, notice_id, [event]))
+    return runs
+
+
+async def project(
+    connection: asyncpg.Connection, events: Sequence[es.StoredEvent], keys: Keys | None = None
+) -> int:
+    """Write what ``events`` decide into the records (in the caller's transaction); returns how
+    many events changed a record. ``keys``: customers' keys the caller holds already."""
+    runs = _runs(events)
+    if not runs:
+        return 0
+    needed = {
+        e.data["customer_id"]
+        for run in runs
+        if run.event_type in SEALING
+        for e in run.events
+        if e.data.get("customer_id") not in (keys or {})
+    }
+    known: dict[str, CustomerKey] = dict(keys or {})
+    if needed:
+        known.update(await load_keys(connection, needed))
+    count = 0
+    for run in runs:
+        sql, args_of = HANDLERS[run.event_type]
+        rows = [args_of(run.notice_id, e, known) for e in run.events]
+        args = [row for row in rows if row is not None]
+        if len(args) == 1:
+            await connection.execute(sql, *args[0])
+        elif args:
+            await connection.executemany(sql, args)
+        count += len(args)
+    return count
+
+
+async def record(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    events: Sequence[es.NewEvent],
+    keys: Keys | None = None,
+    expected_version: int = es.ANY_VERSION,
+) -> list[es.StoredEvent]:
+    """Append ``events`` and project those this call appended, in the caller's transaction (an
+    event appended by an earlier try of the same step was projected then, and is not again)."""
+    if not connection.is_in_transaction():
+        raise RuntimeError("records.record runs inside the transaction that decides")
+    stored = await es.append_events(connection, stream_id, events, expected_version)
+    if stored:
+        current = int(await connection.fetchval("SELECT pg_current_xact_id()::text"))
+        fresh = [event for event in stored if event.tx_id == current]
+        await project(connection, fresh, keys)
+    return stored
+
+
+async def record_one(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    key: str,
+    event_type: str,
+    data: dict[str, Any],
+    occurred_at: datetime,
+    keys: Keys | None = None,
+    schema_version: int = 1,
+) -> es.StoredEvent:
+    """:func:`record` for the one event of step ``key``."""
+    event = es.NewEvent(es.event_id(stream_id, key), event_type, data, occurred_at, schema_version)
+    return (await record(connection, stream_id, [event], keys))[0]
+
+
+PAGE = 5000
+EVENT_TYPES = sorted(HANDLERS)
+
+
+async def rebuild(pool: asyncpg.Pool) -> int:
+    """Reset every projected column and replay every event in global order; returns how many
+    events were replayed. Writers wait while it runs (the records are locked for it): an event
+    appended meanwhile is projected by its own transaction once the rebuild has committed."""
+    replayed = 0
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", RECORDS_LOCK)
+        await connection.execute(
+            "LOCK TABLE notices, recipients, objections, subprocessor_enablements"
+            " IN SHARE ROW EXCLUSIVE MODE"
+        )
+        await connection.execute(f"UPDATE recipients SET {RECIPIENT_RESET}")
+        await connection.execute(f"UPDATE notices SET {NOTICE_RESET}")
+        await connection.execute("DELETE FROM objections")
+        await connection.execute("DELETE FROM subprocessor_enablements")
+        after = es.Checkpoint()
+        while True:
+            # Every committed event (not only those below the oldest open transaction, as a
+            # subscriber reads): the writers of the rest wait for this transaction.
+            rows = await connection.fetch(
+                f"SELECT {es.COLUMNS} FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
+                " AND event_type = ANY($3::text[]) ORDER BY tx_id, position LIMIT $4",
+                str(after.tx_id),
+                after.position,
+                EVENT_TYPES,
+                PAGE,
+            )
+            if not rows:
+                break
+            events = [es._stored(row) for row in rows]
+            await project(connection, events)
+            replayed += len(events)
+            after = events[-1].checkpoint
+    return replayed
+
+
+Projector = Callable[[asyncpg.Connection, Sequence[es.StoredEvent]], Awaitable[int]]
