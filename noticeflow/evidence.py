@@ -40,6 +40,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -54,6 +55,7 @@ from noticeflow import keyring, repository
 from noticeflow.config import make_private_dir, write_private
 from noticeflow.crypto import Field, load_keys, open_sealed
 from noticeflow.domain.errors import InputError
+from noticeflow.domain.verdicts import CustomerOutcome, Derivation, EventRecord, derive
 from noticeflow.mail import stored_reply
 
 MANIFEST = "manifest.json"
@@ -64,7 +66,11 @@ CUSTOMER_COLUMNS = [
     "customer_id", "delivery", "delivered_at", "message_ids", "smtp_replies", "deadline", "timezone",
     "objection_status", "objection_timely", "objection_received_at", "resolution", "resolved_by",
     "opted_in", "opted_in_at", "deemed_accepted_at", "activated", "activated_at", "verdict",
+    # added with re-derived verdicts (older packs lack them; verify compares the columns present)
+    "settled", "excluded_at", "ground",
 ]  # fmt: skip
+# The auditor's documents shipped in every pack (docs/; in an installed package, package data).
+AUDITOR_DOCS = ("verifying.md", "verify_pack.py", "events.md")
 
 
 def sha256_file(path: Path) -> str:
@@ -122,11 +128,17 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
         write_private(out / name, text.encode("utf-8"))
         files[name] = sha256_file(out / name)
 
+    exported_at = datetime.now(UTC)
     write("events.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in events))
     write("notice.txt", notice["notice_text"])
     audience = await _audience(pool, notice_id)
     write("audience.json", json.dumps(audience, indent=2, default=_cell) + "\n")
     customers = await _customer_rows(pool, notice_id)
+    # Why each customer ends where it does: derived from the events by the rules (docs/verifying.md)
+    derived = derive_from_json(events, as_of=exported_at).customers
+    for row in customers:
+        outcome = derived.get(row["customer_id"])
+        row["ground"] = outcome.ground if outcome is not None else ""
     write("customers.csv", _csv(customers, CUSTOMER_COLUMNS))
     ledger = [
         dict(r)
@@ -156,9 +168,12 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
             customers=customers,
             events=events,
             text_sha256=notice["text_sha256"],
-            exported_at=datetime.now(UTC).isoformat(),
+            exported_at=exported_at.isoformat(),
         ),
     )
+    for name, body in auditor_docs().items():
+        write_private(out / name, body)
+        files[name] = sha256_file(out / name)
     key_id, key = signer[0]
     public = es.public_bytes(key)
     write(
@@ -169,7 +184,7 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
     )
     manifest = {
         "notice_id": notice_id,
-        "exported_at": datetime.now(UTC).isoformat(),
+        "exported_at": exported_at.isoformat(),
         "text_sha256": notice["text_sha256"],
         "events": len(events),
         "chain_head": events[-1]["hash"] if events else None,
@@ -257,17 +272,219 @@ async def _customer_rows(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
 @dataclass(frozen=True)
 class Verification:
     ok: bool
-    problem: str | None
+    problem: str | None  # the first problem (all of them: ``problems``)
     events: int
     warnings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "problem": self.problem,
+            "problems": list(self.problems or ([self.problem] if self.problem else [])),
             "events": self.events,
             "warnings": list(self.warnings),
         }
+
+    @classmethod
+    def of(cls, problems: list[str], events: int, warnings: tuple[str, ...] = ()) -> Verification:
+        return cls(
+            not problems, problems[0] if problems else None, events, warnings, tuple(problems)
+        )
+
+
+# --- re-derived outcomes (issue 11): the events replayed through the rules, then compared ------
+
+
+def auditor_docs() -> dict[str, bytes]:
+    """The documents an auditor needs to verify a pack without noticeflow (docs/verifying.md,
+    docs/verify_pack.py, docs/events.md): package data in an installed package
+    (noticeflow/pack_docs), the repository's docs/ in a checkout. Those not found are left out."""
+    from importlib import resources
+
+    found: dict[str, bytes] = {}
+    shipped = resources.files("noticeflow") / "pack_docs"
+    checkout = Path(__file__).resolve().parents[1] / "docs"
+    for name in AUDITOR_DOCS:
+        resource = shipped / name
+        if resource.is_file():
+            found[name] = resource.read_bytes()
+        elif (checkout / name).is_file():
+            found[name] = (checkout / name).read_bytes()
+    return found
+
+
+def derive_from_json(
+    events: list[dict[str, Any]],
+    as_of: datetime | None = None,
+    terms: Any = None,
+) -> Derivation:
+    """The events in their stored JSON form, replayed through the rules (domain/verdicts.py)."""
+    return derive([EventRecord.from_json(e) for e in events], as_of=as_of, terms=terms)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if value is None:
+        return "none"
+    return str(getattr(value, "value", value))
+
+
+def _mismatch(customer_id: str, name: str, recorded: Any, derived: Any, why: str = "") -> str:
+    tail = f" ({why})" if why else ""
+    return (
+        f"customer {customer_id}: {name} is {_shown(recorded)} in the records, the events say"
+        f" {_shown(derived)}{tail}"
+    )
+
+
+def _verdict_known(outcome: CustomerOutcome) -> str | None:
+    """The verdict the records must hold, when the events fix it: a settled customer's, or
+    ``activate`` for one switched on (an unsettled customer's pending verdict is no event)."""
+    if outcome.settled:
+        return outcome.verdict
+    open_timely = any(c.status.value == "open" and c.timely for c in outcome.cases)
+    if outcome.activated and not open_timely:
+        return "activate"
+    return None
+
+
+RECIPIENT_FIELDS = (
+    "delivery", "delivered_at", "deadline", "opted_in", "opted_in_at", "excluded_at",
+    "activated", "activated_at", "deemed_accepted_at", "settled",
+)  # fmt: skip
+
+
+def record_problems(
+    derivation: Derivation,
+    recipients: list[Mapping[str, Any]],
+    objections: list[Mapping[str, Any]],
+    enablements: list[Mapping[str, Any]],
+    notice_id: str,
+) -> list[str]:
+    """Each customer's derived outcome against the records (``recipients``, ``objections``,
+    ``subprocessor_enablements``): one line per field that differs, naming the customer."""
+    found: list[str] = []
+    derived = derivation.customers
+    by_id = {str(r["customer_id"]): r for r in recipients}
+    for customer_id in sorted(set(by_id) - set(derived)):
+        found.append(
+            f"customer {customer_id}: a recipient in the records, not in the audience event"
+        )
+    for customer_id, outcome in derived.items():
+        row = by_id.get(customer_id)
+        if row is None:
+            found.append(f"customer {customer_id}: in the audience event, not in the records")
+            continue
+        for name in RECIPIENT_FIELDS:
+            value = getattr(outcome, name)
+            recorded = row[name]
+            if name == "delivery":
+                value = value.value
+            if recorded != value:
+                found.append(_mismatch(customer_id, name, recorded, value, outcome.why))
+        verdict = _verdict_known(outcome)
+        if verdict is not None and row["verdict"] != verdict:
+            found.append(_mismatch(customer_id, "verdict", row["verdict"], verdict, outcome.why))
+    cases = {c.key: (customer_id, c) for customer_id, o in derived.items() for c in o.cases}
+    seen = set()
+    for row in objections:
+        key = str(row["idempotency_key"])
+        seen.add(key)
+        if key not in cases:
+            found.append(
+                f"customer {row['customer_id']}: objection {key} is in the records, not in the events"
+            )
+            continue
+        customer_id, case = cases[key]
+        for name, recorded, value in (
+            ("customer_id", row["customer_id"], customer_id),
+            ("status", row["status"], case.status.value),
+            ("timely", row["timely"], case.timely),
+            ("received_at", row["received_at"], case.received_at),
+        ):
+            if recorded != value:
+                found.append(
+                    f"customer {customer_id}: objection {key} {name} is {_shown(recorded)} in"
+                    f" the records, the events say {_shown(value)}"
+                )
+    for key in sorted(set(cases) - seen):
+        found.append(
+            f"customer {cases[key][0]}: objection {key} is in the events, not in the records"
+        )
+    switches = {r["customer_id"]: r for r in enablements}
+    for customer_id, outcome in derived.items():
+        row = switches.get(customer_id)
+        if outcome.switched_at is None:
+            continue  # never switched by this notice: whatever is there is another's
+        if row is None:
+            found.append(
+                f"customer {customer_id}: subprocessor_enablements has no row, the events say"
+                f" {'on' if outcome.activated else 'off'} since {_shown(outcome.switched_at)}"
+            )
+            continue
+        if row["notice_id"] != notice_id and row["since"] > outcome.switched_at:
+            continue  # a later notice switched it since (its own stream says why)
+        # (one already on from a baseline or an earlier notice keeps that row: compared as is)
+        if row["enabled"] != outcome.activated:
+            found.append(
+                _mismatch(customer_id, "subprocessor_enablements.enabled", row["enabled"],
+                          outcome.activated, outcome.why)
+            )  # fmt: skip
+    return found
+
+
+def _uncell(text: str) -> str:
+    """A CSV cell as written before neutralising (a leading ' added to a formula start)."""
+    if text.startswith("'") and text[1:].startswith(FORMULA_STARTS):
+        return text[1:]
+    return text
+
+
+def _as_cell(value: Any) -> str:
+    return str(neutralised(_cell(value)))
+
+
+def csv_problems(derivation: Derivation, rows: list[dict[str, str]]) -> list[str]:
+    """Each customer's derived outcome against the pack's customers.csv (the columns it has)."""
+    found: list[str] = []
+    derived = derivation.customers
+    by_id = {_uncell(r.get("customer_id", "")): r for r in rows}
+    for customer_id in sorted(set(by_id) - set(derived)):
+        found.append(f"customer {customer_id}: in customers.csv, not in the audience event")
+    for customer_id, outcome in derived.items():
+        row = by_id.get(customer_id)
+        if row is None:
+            found.append(f"customer {customer_id}: in the audience event, not in customers.csv")
+            continue
+        latest = outcome.latest_case
+        expected: dict[str, Any] = {
+            name: getattr(outcome, name) for name in RECIPIENT_FIELDS if name != "delivery"
+        }
+        expected.update(
+            delivery=outcome.delivery.value,
+            objection_status=latest.status.value if latest else None,
+            objection_timely=latest.timely if latest else None,
+            objection_received_at=latest.received_at if latest else None,
+            resolution=latest.status.value if latest else None,
+            ground=outcome.ground,
+        )
+        verdict = _verdict_known(outcome)
+        if verdict is not None:
+            expected["verdict"] = verdict
+        for name, value in expected.items():
+            if name not in row:
+                continue  # an older pack: the column did not exist yet
+            if row[name] != _as_cell(value):
+                found.append(
+                    f"customer {customer_id}: {name} is {_uncell(row[name]) or 'empty'} in"
+                    f" customers.csv, the events say {_cell(value) if value is not None else 'empty'}"
+                    f" ({outcome.why})"
+                )
+    return found
 
 
 def _outside(directory: Path, name: str) -> bool:
@@ -375,7 +592,31 @@ def verify_pack(
         )
     if problem:
         return Verification(False, problem, len(events), tuple(warnings))
-    return Verification(True, None, len(events), tuple(warnings))
+    return Verification.of(
+        _pack_outcomes(directory, manifest, events), len(events), tuple(warnings)
+    )
+
+
+def _pack_outcomes(
+    directory: Path, manifest: dict[str, Any], events: list[dict[str, Any]]
+) -> list[str]:
+    """The events replayed through the rules: every decision that breaks them, and every
+    customers.csv cell that differs from the derived outcome (naming customer and column)."""
+    exported = manifest.get("exported_at")
+    try:
+        as_of = datetime.fromisoformat(str(exported)) if exported else None
+        derivation = derive_from_json(events, as_of=as_of)
+    except (KeyError, TypeError, ValueError) as error:
+        return [f"events.jsonl: an event does not have the fields its type needs ({error!r})"]
+    found = [str(p) for p in derivation.problems]
+    if "customers.csv" in manifest.get("files", {}):
+        try:
+            text = (directory / "customers.csv").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            return [*found, f"customers.csv: {error}"]
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        found += csv_problems(derivation, rows)
+    return found
 
 
 def _manifest_signature(
@@ -519,4 +760,71 @@ async def verify_database(
         unsigned = _unsigned_head(stream, allow_unsigned, warnings)
         if unsigned:
             return Verification(False, unsigned, len(events))
-    return Verification(True, None, len(events), tuple(warnings))
+    found = await _database_outcomes(pool, notice, events)
+    return Verification.of(found, len(events), tuple(warnings))
+
+
+TERMS_SQL = (  # as the audience snapshot hashed them (activities/sending.py snapshot_audience)
+    "SELECT customer_id, region, services, timezone, window_days, window_unit, country"
+    " FROM recipients WHERE notice_id = $1 ORDER BY customer_id"
+)
+
+
+async def _database_outcomes(
+    pool: asyncpg.Pool, notice: asyncpg.Record, events: list[dict[str, Any]]
+) -> list[str]:
+    """The stream replayed through the rules, then compared with the records."""
+    from noticeflow.domain.deadlines import WindowUnit, customer_deadline
+    from noticeflow.domain.notice import NoticeSpec
+
+    notice_id = str(notice["notice_id"])
+    found: list[str] = []
+    terms = {r["customer_id"]: dict(r) for r in await pool.fetch(TERMS_SQL, notice_id)}
+    snapshot = next((e for e in events if e["event_type"] == "audience_snapshotted"), None)
+    digest = hashlib.sha256(
+        json.dumps(list(terms.values()), default=str, sort_keys=True).encode()
+    ).hexdigest()
+    window = NoticeSpec.model_validate_json(notice["spec"]).objection_window
+
+    def deadline(customer_id: str, delivered_at: datetime) -> datetime | None:
+        row = terms.get(customer_id)
+        if row is None:
+            return None
+        return customer_deadline(
+            delivered_at, window, row["timezone"], row["window_days"],
+            WindowUnit(row["window_unit"] or "calendar"), country=row["country"],
+        )  # fmt: skip
+
+    trusted = snapshot is not None and snapshot["data"].get("snapshot_sha256") == digest
+    if snapshot is not None and not trusted:
+        found.append(
+            "the recipients' contract terms (region, services, timezone, window, country) do not"
+            " hash to the audience_snapshotted event's snapshot_sha256: altered since the"
+            " snapshot; deadlines are not checked against them"
+        )
+    try:
+        derivation = derive_from_json(
+            events, as_of=datetime.now(UTC), terms=deadline if trusted else None
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        return [*found, f"an event does not have the fields its type needs ({error!r})"]
+    found += [str(p) for p in derivation.problems]
+    recipients = await pool.fetch(
+        "SELECT customer_id, delivery, delivered_at, deadline, opted_in, opted_in_at, excluded_at,"
+        " activated, activated_at, deemed_accepted_at, verdict, settled FROM recipients"
+        " WHERE notice_id = $1 ORDER BY customer_id",
+        notice_id,
+    )
+    objections = await pool.fetch(
+        "SELECT idempotency_key, customer_id, status, timely, received_at FROM objections"
+        " WHERE notice_id = $1 ORDER BY received_at, idempotency_key",
+        notice_id,
+    )
+    enablements = await pool.fetch(
+        "SELECT customer_id, enabled, since, notice_id FROM subprocessor_enablements"
+        " WHERE subprocessor = $1 AND customer_id = ANY($2::text[])",
+        notice["subprocessor"],
+        list(derivation.customers),
+    )
+    found += record_problems(derivation, recipients, objections, enablements, notice_id)
+    return found

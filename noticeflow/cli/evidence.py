@@ -16,6 +16,7 @@ from noticeflow.cli.common import (
     fail,
     one_line,
     run,
+    scrub,
     settings_for,
 )
 from noticeflow.domain.errors import InputError
@@ -96,9 +97,18 @@ def evidence_verify(
     if not result.ok:
         if as_json:
             emit(result.as_json(), True, "")
-        fail(f"verification failed: {result.problem}", 1)
+        problems = list(result.problems) or [str(result.problem)]
+        if len(problems) == 1:
+            fail(f"verification failed: {problems[0]}", 1)
+        # Every problem at once, one line each (a customer and a field per line), then the count.
+        for problem in problems:
+            typer.echo(f"  {scrub(one_line(problem))}", err=True)
+        fail(f"verification failed: {len(problems)} problems (listed above)", 1)
+    what = "hash chain and files intact" if directory is not None else "hash chain and head intact"
     emit(
-        result.as_json(), as_json, f"verified: {result.events} events, hash chain and files intact"
+        result.as_json(),
+        as_json,
+        f"verified: {result.events} events, {what}; every customer's outcome follows from them",
     )
 
 

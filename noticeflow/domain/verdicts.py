@@ -99,6 +99,7 @@ class CustomerOutcome:
     excluded_at: datetime | None
     activated: bool
     activated_at: datetime | None
+    switched_at: datetime | None  # its last switch-on or switch-off
     deemed_accepted_at: datetime | None
     verdict: str | None  # a Verdict value, "cancelled", or None (not decided yet)
     settled: bool
@@ -145,6 +146,7 @@ class _Customer:
     excluded_at: datetime | None = None
     activated: bool = False
     activated_at: datetime | None = None
+    switched_at: datetime | None = None
     deemed_accepted_at: datetime | None = None
     deemed_event: datetime | None = None  # the deadline its deemed_acceptance event names
     ground: str = ""  # the activation ground at its last switch-on
@@ -382,7 +384,7 @@ class _Replay:
             )
         if c.activated:
             self.problem(c.customer_id, "activated", "switched on while already on", e)
-        c.activated, c.activated_at, c.ground = True, now, ground
+        c.activated, c.activated_at, c.switched_at, c.ground = True, now, now, ground
         c.deemed_accepted_at = c.deadline if deemed else None
 
     def subprocessor_disabled(self, e: EventRecord) -> None:
@@ -391,7 +393,7 @@ class _Replay:
             return
         if not c.activated:
             self.problem(c.customer_id, "activated", "switched off while not on", e)
-        c.activated = False
+        c.activated, c.switched_at = False, e.occurred_at
 
     def customer_settled(self, e: EventRecord) -> None:
         c = self.customer(e)
@@ -524,6 +526,7 @@ def _outcome(replay: _Replay, c: _Customer, as_of: datetime | None) -> CustomerO
         excluded_at=c.excluded_at,
         activated=c.activated,
         activated_at=c.activated_at,
+        switched_at=c.switched_at,
         deemed_accepted_at=c.deemed_accepted_at,
         verdict=verdict,
         settled=c.settled,
