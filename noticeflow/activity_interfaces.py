@@ -1,9 +1,10 @@
 """The activities' typed interfaces: what the workflow calls, by method, never by a name string.
 
 The workflow may import only the contracts and the domain, never activities/; so each activity
-group has an interface here — one class per group the worker registers (sending, intake, lifecycle,
-reminders) — whose methods carry the activity's type name (``noticeflow.contracts.Activity``:
-what histories record, so never renamed) and its request and result types. The workflow calls
+group has an interface here — one class per group the worker registers (sending, intake,
+lifecycle, reminders, the notice's typed events) — whose methods carry the activity's type name
+(``noticeflow.contracts.Activity``: what histories record, so never renamed) and its request and
+result types. The workflow calls
 ``workflow.execute_activity_method(Sending.check_approval, request, ...)``: the name comes from
 the definition and the result is decoded as the declared type, with no ``result_type`` to get
 wrong. The bodies are never run; the implementations in activities/ are registered under the same
@@ -26,6 +27,7 @@ from noticeflow.contracts import (
     EventRequest,
     IntakeRequest,
     IntakeRound,
+    NoticeEventRequest,
     NoticeRecord,
     NoticeTotals,
     PhaseChange,
@@ -112,4 +114,12 @@ class Reminders:
         _interface_only(Activity.send_reminders)
 
 
-INTERFACES: tuple[type, ...] = (Sending, Intake, Lifecycle, Reminders)
+class NoticeEvents:
+    """The notice's own typed events: approved, postponed, cancelled (activities/notice_events.py)."""
+
+    @activity.defn(name=Activity.record_notice_event)
+    async def record_notice_event(self, request: NoticeEventRequest) -> None:
+        _interface_only(Activity.record_notice_event)
+
+
+INTERFACES: tuple[type, ...] = (Sending, Intake, Lifecycle, Reminders, NoticeEvents)

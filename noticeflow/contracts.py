@@ -10,8 +10,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from noticeflow.domain.events import NoticeApproved, NoticeCancelled, NoticePostponed
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Delivery, Phase
 from noticeflow.domain.signals import WAKE_SIGNAL
@@ -160,6 +161,9 @@ class NoticeStatus(_Model):
 
 
 class EventRequest(_Model):
+    """The generic event of ``append_event``: runs started before typed notice events still
+    schedule it (``NoticeEventRequest`` since)."""
+
     notice_id: str
     key: str
     event_type: str
@@ -167,6 +171,60 @@ class EventRequest(_Model):
     at: datetime
     # The receipt of the action behind the event: the activity adds who (and why) from it.
     receipt_id: str | None = None
+
+
+# The events the workflow itself records about the notice as a whole (noticeflow/domain/events.py).
+NoticeEvent = NoticeApproved | NoticePostponed | NoticeCancelled
+NOTICE_EVENTS: dict[str, type[NoticeEvent]] = {
+    model.type: model for model in (NoticeApproved, NoticePostponed, NoticeCancelled)
+}
+
+
+class NoticeEventRequest(_Model):
+    """One typed event about the notice (``record_notice_event``). The workflow fills in what it
+    knows (counts, dates, the phase); who and why are added by the activity from the receipt, so
+    no name travels through Temporal. ``event_type`` says which model ``event`` is (the models
+    carry their type as class data, not in their JSON)."""
+
+    notice_id: str
+    key: str
+    at: datetime
+    receipt_id: str | None = None
+    event_type: Literal["notice_approved", "notice_postponed", "notice_cancelled"]
+    event: NoticeEvent
+
+    @model_validator(mode="before")
+    @classmethod
+    def _event_as_its_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("event"), dict):
+            model = NOTICE_EVENTS.get(str(data.get("event_type")))
+            if model is not None:
+                data = {**data, "event": model.model_validate(data["event"])}
+        return data
+
+    @model_validator(mode="after")
+    def _type_matches(self) -> NoticeEventRequest:
+        if self.event.type != self.event_type:
+            raise ValueError(f"event_type {self.event_type} but the event is {self.event.type}")
+        return self
+
+    @classmethod
+    def of(
+        cls,
+        notice_id: str,
+        key: str,
+        at: datetime,
+        event: NoticeEvent,
+        receipt_id: str | None = None,
+    ) -> NoticeEventRequest:
+        return cls(
+            notice_id=notice_id,
+            key=key,
+            at=at,
+            receipt_id=receipt_id,
+            event_type=event.type,
+            event=event,
+        )
 
 
 class PhaseChange(_Model):

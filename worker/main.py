@@ -24,6 +24,7 @@ from activities.deps import Deps
 from activities.intake import IntakeActivities
 from activities.lifecycle import LifecycleActivities
 from activities.mailer import Mailer
+from activities.notice_events import NoticeEventActivities
 from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
 from noticeflow import crypto, db, keyring
@@ -86,6 +87,7 @@ def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
         lifecycle.load_notice_record,
         lifecycle.activate_due,
         ReminderActivities(deps).send_reminders,
+        NoticeEventActivities(deps).record_notice_event,
     ]
 
 

@@ -22,7 +22,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from noticeflow import search_attributes as sa
-    from noticeflow.activity_interfaces import Intake, Lifecycle, Reminders, Sending
+    from noticeflow.activity_interfaces import Intake, Lifecycle, NoticeEvents, Reminders, Sending
     from noticeflow.contracts import (
         BY,
         UNDECODABLE_ENCODING,
@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
         IntakeRequest,
         NoticeAction,
         NoticeActionKind,
+        NoticeEvent,
+        NoticeEventRequest,
         NoticeInput,
         NoticeState,
         NoticeStatus,
@@ -47,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         SendRequest,
     )
     from noticeflow.domain import signals
+    from noticeflow.domain.events import NoticeApproved, NoticeCancelled, NoticePostponed
     from noticeflow.domain.rules import Phase, effective_date_problem
     from noticeflow.domain.summaries import md, utc
 
@@ -58,6 +61,9 @@ MAILING = timedelta(hours=24)
 # here as retries: activities turn them into recorded rejections (see activities/intake.py).
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 MAX_SIGNAL_BYTES = 64 * 1024
+# Events about the notice are recorded by the typed record_notice_event activity (runs started
+# before this patch keep the generic append_event).
+TYPED_NOTICE_EVENTS = "typed-notice-events"
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
 POSTPONABLE_PHASES = {
     Phase.draft,
@@ -298,9 +304,7 @@ class NoticeWorkflow:
         if facts.by_is_author:
             raise Rejected(f"{BY} wrote this notice and cannot also approve it (four eyes)")
         check = await self._check_approval(action.received_at)
-        await self._event(
-            "notice_approved", {"audience_size": check.audience_size}, action.receipt_id
-        )
+        await self._event(NoticeApproved(audience_size=check.audience_size), action.receipt_id)
         await self._record_phase(Phase.notifying)
 
     async def _postpone(self, action: NoticeAction, facts: ActionFacts) -> None:
@@ -311,7 +315,7 @@ class NoticeWorkflow:
         self._check_cancellable()
         detail = {"phase": str(self.state.phase)}
         if self.state.phase is Phase.draft:
-            await self._event("notice_cancelled", detail, action.receipt_id)
+            await self._event(NoticeCancelled.model_validate(detail), action.receipt_id)
         else:
             await self._change_mail(
                 "cancellation", detail, action.received_at, None, action.receipt_id
@@ -328,9 +332,7 @@ class NoticeWorkflow:
             raise Rejected(f"{approve.by} wrote this notice and cannot also approve it (four eyes)")
         check = await self._check_approval(at)
         self.state.approved_by = approve.by
-        await self._event(
-            "notice_approved", {"by": approve.by, "audience_size": check.audience_size}
-        )
+        await self._event(NoticeApproved(by=approve.by, audience_size=check.audience_size))
         await self._record_phase(Phase.notifying)
 
     async def _check_approval(self, at: datetime) -> ApprovalCheck:
@@ -371,7 +373,7 @@ class NoticeWorkflow:
         # A postponement is a new version of the text: mail_change records its hash.
         detail = {**who, "from": previous, "to": to}
         if self.state.phase is Phase.draft:
-            await self._event("notice_postponed", detail, receipt_id)
+            await self._event(NoticePostponed.model_validate(detail), receipt_id)
         else:
             await self._change_mail("postponement", detail, at, spec, receipt_id)
         self.spec = spec
@@ -388,7 +390,7 @@ class NoticeWorkflow:
         self._check_cancellable()
         detail = {"by": cancel.by, "reason": cancel.reason, "phase": str(self.state.phase)}
         if self.state.phase is Phase.draft:
-            await self._event("notice_cancelled", detail)
+            await self._event(NoticeCancelled.model_validate(detail))
         else:
             await self._change_mail("cancellation", detail, at)
         self.state.cancel_reason = cancel.reason
@@ -576,21 +578,33 @@ class NoticeWorkflow:
         )
         self._publish_search_attributes()
 
-    async def _event(
-        self, event_type: str, data: dict[str, Any], receipt_id: str | None = None
-    ) -> None:
+    async def _event(self, event: NoticeEvent, receipt_id: str | None = None) -> None:
+        """Record an event about the notice as a whole: the typed ``record_notice_event`` since
+        the patch; a run started before it keeps scheduling the generic ``append_event`` with the
+        same data (the event's stored form) and the same step key."""
         self.state.event_seq += 1
+        key = self._step_key(event.type)
+        summary = f"record event {event.type}"
+        if workflow.patched(TYPED_NOTICE_EVENTS):
+            await self._activity(
+                NoticeEvents.record_notice_event,
+                NoticeEventRequest.of(
+                    self.spec.notice_id, key, workflow.now(), event, receipt_id=receipt_id
+                ),
+                summary=summary,
+            )
+            return
         await self._activity(
             Lifecycle.append_event,
             EventRequest(
                 notice_id=self.spec.notice_id,
-                key=self._step_key(event_type),
-                event_type=event_type,
-                data=data,
+                key=key,
+                event_type=event.type,
+                data=event.data(),
                 at=workflow.now(),
                 receipt_id=receipt_id,
             ),
-            summary=f"record event {event_type}",
+            summary=summary,
         )
 
     async def _change_mail(
