@@ -38,11 +38,11 @@ from noticeflow.contracts import (
     ResendRequest,
 )
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
-from noticeflow.domain import signals
+from noticeflow.domain import events, signals
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
-from noticeflow.domain.rules import Phase, is_timely
+from noticeflow.domain.rules import Outcome, Phase, is_timely
 
 log = structlog.get_logger(__name__)
 
@@ -487,18 +487,17 @@ class IntakeActivities:
             context.connection,
             context.stream,
             f"objection/{receipt.receipt_id}",
-            "objection_received",
-            {
-                "customer_id": context.customer_id,
-                "idempotency_key": receipt.receipt_id,
-                "receipt_id": receipt.receipt_id,
-                "timely": timely,
-                "channel": receipt.channel,
-                "by": context.seal(Field.event(received, "by"), objection.by),
-                "reason": context.seal(Field.event(received, "reason"), objection.reason),
-                "received_at": receipt.received_at,
-                "deadline": recipient["deadline"],
-            },
+            events.ObjectionReceived(
+                customer_id=context.customer_id,
+                idempotency_key=receipt.receipt_id,
+                receipt_id=receipt.receipt_id,
+                timely=timely,
+                channel=receipt.channel,
+                by=context.seal(Field.event(received, "by"), objection.by),
+                reason=context.seal(Field.event(received, "reason"), objection.reason),
+                received_at=receipt.received_at,
+                deadline=recipient["deadline"],
+            ),
             receipt.received_at,
         )
         await self._unsettle(context)
@@ -550,17 +549,18 @@ class IntakeActivities:
             context.connection,
             context.stream,
             f"resolution/{receipt.receipt_id}",
-            "objection_resolved",
-            {
-                "customer_id": context.customer_id,
-                "receipt_id": receipt.receipt_id,
-                "outcome": resolution.outcome.value,
-                "by": context.seal(Field.event("objection_resolved", "by"), resolution.by),
-                "note": context.seal(Field.event("objection_resolved", "note"), resolution.note)
+            events.ObjectionResolved(
+                customer_id=context.customer_id,
+                receipt_id=receipt.receipt_id,
+                outcome=resolution.outcome,
+                by=context.seal(Field.event(events.ObjectionResolved.type, "by"), resolution.by),
+                note=context.seal(
+                    Field.event(events.ObjectionResolved.type, "note"), resolution.note
+                )
                 if resolution.note
                 else "",
-                "objections": [row["idempotency_key"] for row in resolved],
-            },
+                objections=[row["idempotency_key"] for row in resolved],
+            ),
             receipt.received_at,
         )
         recipient = context.recipient
@@ -612,17 +612,16 @@ class IntakeActivities:
             context.connection,
             context.stream,
             f"opt-in/{receipt.receipt_id}",
-            "opt_in_recorded" if opted_in else "opt_in_revoked",
-            {
-                "customer_id": context.customer_id,
-                "receipt_id": receipt.receipt_id,
-                "by": context.seal(
+            (events.OptInRecorded if opted_in else events.OptInRevoked)(
+                customer_id=context.customer_id,
+                receipt_id=receipt.receipt_id,
+                by=context.seal(
                     Field.event("opt_in_recorded" if opted_in else "opt_in_revoked", "by"),
                     opt_in.by,
                 ),
-                "channel": receipt.channel,
-                "received_at": receipt.received_at,
-            },
+                channel=receipt.channel,
+                received_at=receipt.received_at,
+            ),
             receipt.received_at,
         )
         switched_off = bool(recipient["activated"]) and not opted_in
@@ -680,14 +679,13 @@ class IntakeActivities:
             context.connection,
             context.stream,
             f"exclusion/{receipt.receipt_id}",
-            "customer_excluded",
-            {
-                "customer_id": context.customer_id,
-                "receipt_id": receipt.receipt_id,
-                "by": context.seal(Field.event("customer_excluded", "by"), by),
-                "reason": context.seal(Field.event("customer_excluded", "reason"), reason),
-                "delivery": recipient["delivery"],
-            },
+            events.CustomerExcluded(
+                customer_id=context.customer_id,
+                receipt_id=receipt.receipt_id,
+                by=context.seal(Field.event(events.CustomerExcluded.type, "by"), by),
+                reason=context.seal(Field.event(events.CustomerExcluded.type, "reason"), reason),
+                delivery=recipient["delivery"],
+            ),
             receipt.received_at,
         )
         # Its open cases end with it: the sub-processor stays off, as an upheld objection would.
@@ -706,15 +704,14 @@ class IntakeActivities:
                 context.connection,
                 context.stream,
                 f"resolution/{receipt.receipt_id}",
-                "objection_resolved",
-                {
-                    "customer_id": context.customer_id,
-                    "receipt_id": receipt.receipt_id,
-                    "outcome": "excluded",
-                    "by": context.seal(Field.event("objection_resolved", "by"), by),
-                    "note": context.seal(Field.event("objection_resolved", "note"), reason),
-                    "objections": [r["idempotency_key"] for r in closed],
-                },
+                events.ObjectionResolved(
+                    customer_id=context.customer_id,
+                    receipt_id=receipt.receipt_id,
+                    outcome=Outcome.excluded,
+                    by=context.seal(Field.event(events.ObjectionResolved.type, "by"), by),
+                    note=context.seal(Field.event(events.ObjectionResolved.type, "note"), reason),
+                    objections=[r["idempotency_key"] for r in closed],
+                ),
                 receipt.received_at,
             )
         if recipient["activated"]:

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from activities.deps import Deps, mail_update
 from activities.records import read_totals, switch_off, switch_subprocessor
+from activities.sending import workflow_event
 from noticeflow import eventstore, notice_actions
 from noticeflow.contracts import (
     ActivationRequest,
@@ -20,6 +21,7 @@ from noticeflow.contracts import (
     NoticeTotals,
     PhaseChange,
 )
+from noticeflow.domain import events
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import (
@@ -48,18 +50,19 @@ class LifecycleActivities:
         async with self.deps.pool.acquire() as connection, connection.transaction():
             # Who (and why) from the receipt, not Temporal.
             data = await notice_actions.with_actor(connection, request.data, request.receipt_id)
-            if request.event_type == "notice_approved" and data.get("by"):
+            # Validated by its model: an unknown type or invalid data fails for good, at once.
+            event = workflow_event(request.event_type, data)
+            if isinstance(event, events.NoticeApproved) and event.by:
                 await connection.execute(
                     "UPDATE notices SET approved_by = $2 WHERE notice_id = $1",
                     request.notice_id,
-                    data["by"],
+                    event.by,
                 )
             await eventstore.append(
                 connection,
                 eventstore.notice_stream(request.notice_id),
                 request.key,
-                request.event_type,
-                data,
+                event,
                 request.at,
             )
 
@@ -82,12 +85,11 @@ class LifecycleActivities:
                 connection,
                 eventstore.notice_stream(change.notice_id),
                 change.key,
-                "phase_changed",
-                {
-                    "phase": change.phase.value,
-                    "effective_at": change.effective_at,
-                    "window_closes_at": change.window_closes_at,
-                },
+                events.PhaseChanged(
+                    phase=change.phase,
+                    effective_at=change.effective_at,
+                    window_closes_at=change.window_closes_at,
+                ),
                 change.at,
             )
 
@@ -219,8 +221,7 @@ class LifecycleActivities:
                         connection,
                         stream,
                         f"deemed/{customer_id}",
-                        "deemed_acceptance",
-                        {"customer_id": customer_id, "deadline": row["deadline"]},
+                        events.DeemedAcceptance(customer_id=customer_id, deadline=row["deadline"]),
                         row["deadline"],
                     )
                 await switch_subprocessor(
@@ -244,8 +245,7 @@ class LifecycleActivities:
                     connection,
                     stream,
                     f"settled/{customer_id}/{verdict.value}/{now.isoformat()}",
-                    "customer_settled",
-                    {"customer_id": customer_id, "verdict": verdict.value},
+                    events.CustomerSettled(customer_id=customer_id, verdict=verdict),
                     now,
                 )
             await connection.execute(

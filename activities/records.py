@@ -11,6 +11,7 @@ from activities.mailer import Recipient
 from noticeflow import eventstore
 from noticeflow.contracts import NoticeTotals
 from noticeflow.crypto import ERASED, Field, load_keys
+from noticeflow.domain import events
 from noticeflow.domain.notice import Audience
 
 AUDIENCE_FILTER = (
@@ -118,8 +119,9 @@ async def switch_subprocessor(
         connection,
         eventstore.notice_stream(notice_id),
         f"{'enable' if enabled else 'disable'}/{customer_id}/{at.isoformat()}",
-        "subprocessor_enabled" if enabled else "subprocessor_disabled",
-        {"customer_id": customer_id, "subprocessor": subprocessor, "because": because},
+        (events.SubprocessorEnabled if enabled else events.SubprocessorDisabled)(
+            customer_id=customer_id, subprocessor=subprocessor, because=because
+        ),
         at,
     )
 

@@ -12,6 +12,7 @@ from activities.deps import Deps, mail_update
 from activities.mailer import Recipient
 from noticeflow import eventstore
 from noticeflow.contracts import Activity, ReminderRequest, ReminderRound
+from noticeflow.domain import events
 from noticeflow.domain.deadlines import describe_deadline
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
@@ -64,10 +65,10 @@ class ReminderActivities:
         await mail_update(self.deps, spec, list(deadlines), "reminder", context_for)
         stream = eventstore.notice_stream(spec.notice_id)
         reminded = [
-            eventstore.NewEvent(
-                eventstore.event_id(stream, f"reminder/{row['customer_id']}"),
-                "reminder_sent",
-                {"customer_id": row["customer_id"], "deadline": row["deadline"]},
+            eventstore.NewEvent.of(
+                stream,
+                f"reminder/{row['customer_id']}",
+                events.ReminderSent(customer_id=row["customer_id"], deadline=row["deadline"]),
                 now,
             )
             for row in due

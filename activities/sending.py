@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.deps import (
     Deps,
@@ -39,6 +40,7 @@ from noticeflow.contracts import (
     SendResult,
 )
 from noticeflow.crypto import CustomerKey, Field
+from noticeflow.domain import events
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import mail_context, update_context
@@ -65,11 +67,6 @@ class Delivered:
     key: CustomerKey | None = None  # the customer's: the replies' texts go sealed into the event
 
 
-# Delivery events carry each contact's reply as code, enhanced status and the text sealed with the
-# customer's key ("<event type>.smtp_text"); version 1 carried the reply unsealed ("reply").
-DELIVERY_SCHEMA_VERSION = 2
-
-
 def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
     return customer_deadline(
         delivered_at,
@@ -81,25 +78,37 @@ def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
     )
 
 
-def _delivery_event(result: Delivered) -> str:
-    return "notice_delivered" if result.first else "notice_undelivered"
+def _delivery_event(result: Delivered) -> type[events.NoticeDelivered | events.NoticeUndelivered]:
+    """The delivery event's model (schema version 2: each contact's reply as code, enhanced status
+    and the text sealed with the customer's key, "<event type>.smtp_text"; see events.py)."""
+    return events.NoticeDelivered if result.first else events.NoticeUndelivered
 
 
-def _contact(result: Delivered, outcome: ContactOutcome) -> dict[str, Any]:
+def workflow_event(event_type: str, data: dict[str, Any]) -> events.Event:
+    """An event the workflow described as a type and a dict (the generic append, the change
+    mail), validated by its model. Unknown type or invalid data: a non-retryable failure, which a
+    retry could never mend (the workflow's code is wrong, not the world)."""
+    try:
+        return events.build(event_type, data)
+    except events.EventError as error:
+        raise ApplicationError(str(error), type="InvalidEvent", non_retryable=True) from None
+
+
+def _contact(result: Delivered, outcome: ContactOutcome) -> events.ContactAttempt:
     """One contact's outcome in a delivery event: the reply's code and enhanced status, which
     identify nobody, and its text sealed for this event (it may echo the address or a name)."""
     reply = outcome.reply
-    field = Field.event(_delivery_event(result), "smtp_text")
-    return {
-        "position": outcome.position,
-        "message_id": outcome.message_id,
-        "status": outcome.status,
-        "smtp_code": reply.code,
-        "smtp_status": reply.status,
-        "smtp_text": result.key.seal(field, reply.text) if result.key else None,
-        "at": outcome.at,
-        "text_sha256": outcome.text_sha256,
-    }
+    field = Field.event(_delivery_event(result).type, "smtp_text")
+    return events.ContactAttempt(
+        position=outcome.position,
+        message_id=outcome.message_id,
+        status=outcome.status,
+        smtp_code=reply.code,
+        smtp_status=reply.status,
+        smtp_text=result.key.seal(field, reply.text) if result.key else None,
+        at=outcome.at,
+        text_sha256=outcome.text_sha256,
+    )
 
 
 class SendingActivities:
@@ -165,13 +174,12 @@ class SendingActivities:
                 connection,
                 eventstore.notice_stream(spec.notice_id),
                 "audience-snapshot",
-                "audience_snapshotted",
-                {
-                    "customers": len(rows),
-                    "snapshot_sha256": digest,
-                    "customer_ids": [row["customer_id"] for row in rows],
-                    "timezones": {row["customer_id"]: row["timezone"] for row in rows},
-                },
+                events.AudienceSnapshotted(
+                    customers=len(rows),
+                    snapshot_sha256=digest,
+                    customer_ids=[row["customer_id"] for row in rows],
+                    timezones={row["customer_id"]: row["timezone"] for row in rows},
+                ),
                 request.at,
             )
             return len(rows)
@@ -333,22 +341,21 @@ class SendingActivities:
                 spec.notice_id, [r.customer_id for r in results],
             ))  # fmt: skip
             await eventstore.append_events(connection, stream, [
-                eventstore.NewEvent(
-                    eventstore.event_id(stream, f"{kind}/{r.customer_id}"),
-                    _delivery_event(r),
-                    {
-                        "customer_id": r.customer_id,
-                        "kind": kind,
-                        "delivered_at": r.delivered_at,
-                        "deadline": r.deadline,
-                        "clock_started": r.first is not None
+                eventstore.NewEvent.of(
+                    stream,
+                    f"{kind}/{r.customer_id}",
+                    _delivery_event(r)(
+                        customer_id=r.customer_id,
+                        kind=kind,
+                        delivered_at=r.delivered_at,
+                        deadline=r.deadline,
+                        clock_started=r.first is not None
                         and current.get(r.customer_id) != Delivery.delivered.value,
                         # which version of the notice text the customer received (rule 12)
-                        "text_sha256": text_version(r.outcomes),
-                        "contacts": [_contact(r, o) for o in r.outcomes],
-                    },
+                        text_sha256=text_version(r.outcomes),
+                        contacts=[_contact(r, o) for o in r.outcomes],
+                    ),
                     r.first or at,
-                    schema_version=DELIVERY_SCHEMA_VERSION,
                 )
                 for r in results
             ])  # fmt: skip
@@ -438,9 +445,11 @@ class SendingActivities:
                 connection,
                 eventstore.notice_stream(spec.notice_id),
                 request.key,
-                f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
-                # The text as it now stands: a postponement is a new version, with its own hash.
-                {**detail, "text_sha256": spec.text_sha256()},
+                workflow_event(
+                    f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
+                    # The text as it now stands: a postponement is a new version, with its own hash.
+                    {**detail, "text_sha256": spec.text_sha256()},
+                ),
                 request.at,
             )
             if request.kind == "cancellation":

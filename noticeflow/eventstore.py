@@ -24,15 +24,19 @@
   :func:`verify_stream` as unsigned, which callers treat as a failure unless told to accept it;
   :func:`sign_unsigned_heads` (``noticeflow evidence sign-heads``, run once by a person after the
   upgrade, never automatically) checks such streams and signs their heads.
-* **Schema versions.** Each event records its ``schema_version``; upcasters bring old payloads up to
-  date on read.
+* **Typed events.** Production code appends the models of :mod:`noticeflow.domain.events`
+  (:func:`append`, :meth:`NewEvent.of`: type and schema version from the model's class, ``data``
+  its stored form) and reads them back with :meth:`StoredEvent.typed`. The store itself stays
+  generic: :class:`NewEvent` and :class:`StoredEvent` carry the type and the JSON ``data``.
+* **Schema versions.** Each event records its ``schema_version``; the upcasters of
+  :mod:`noticeflow.domain.events` (:data:`UPCASTERS`) bring old payloads up to date on read.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any, NamedTuple
@@ -45,6 +49,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from noticeflow import contracts, keyring
+
+# The upcasters live with the models; this store applies them on read (UPCASTERS re-exported).
+from noticeflow.domain.events import UPCASTERS as UPCASTERS
+from noticeflow.domain.events import Event, Upcasters, parse
 
 _log = structlog.get_logger(__name__)
 
@@ -144,11 +152,19 @@ def _digest(
 
 @dataclass(frozen=True)
 class NewEvent:
+    """An event to append, in the stored form (:meth:`of` builds one from a model)."""
+
     event_id: uuid.UUID
     event_type: str
     data: Any
     occurred_at: datetime
     schema_version: int = 1
+
+    @classmethod
+    def of(cls, stream_id: str, key: str, event: Event, occurred_at: datetime) -> NewEvent:
+        """The event of step ``key`` of ``stream_id``: type and schema version from the model's
+        class, ``data`` its stored form."""
+        return cls(event_id(stream_id, key), event.type, event.data(), occurred_at, event.version)
 
 
 class StoredEvent(NamedTuple):
@@ -171,6 +187,11 @@ class StoredEvent(NamedTuple):
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(self.tx_id, self.position)
 
+    def typed(self) -> Event:
+        """The event as its model (upcast first, if read without upcasting); raises
+        ``noticeflow.domain.events.EventError`` for data no model accepts."""
+        return parse(self.event_type, self.schema_version, self.data)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "position": self.position,
@@ -192,31 +213,6 @@ class Checkpoint:
     tx_id: int = 0
     position: int = 0
 
-
-Upcaster = Callable[[Any], Any]
-
-
-@dataclass
-class Upcasters:
-    """Upcasters keyed by (event type, from version); each lifts a payload one version."""
-
-    steps: dict[tuple[str, int], Upcaster] = field(default_factory=dict)
-
-    def register(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-        def decorator(function: Upcaster) -> Upcaster:
-            self.steps[(event_type, from_version)] = function
-            return function
-
-        return decorator
-
-    def upcast(self, event_type: str, version: int, data: Any) -> tuple[int, Any]:
-        while (event_type, version) in self.steps:
-            data = self.steps[(event_type, version)](data)
-            version += 1
-        return version, data
-
-
-UPCASTERS = Upcasters()
 
 COLUMNS = (  # asyncpg decodes xid8 as int and json as its text: no casts needed
     "position, tx_id, stream_id, stream_version, event_id, event_type,"
@@ -529,16 +525,15 @@ async def append(
     connection: asyncpg.Connection | asyncpg.Pool,
     stream_id: str,
     key: str,
-    event_type: str,
-    data: dict[str, Any],
+    event: Event,
     occurred_at: datetime,
 ) -> StoredEvent:
     """Append the one event of step ``key`` (idempotent); returns it as stored."""
-    event = NewEvent(event_id(stream_id, key), event_type, data, occurred_at)
+    new = NewEvent.of(stream_id, key, event, occurred_at)
     if isinstance(connection, asyncpg.Pool):
         async with connection.acquire() as acquired:
-            return (await append_events(acquired, stream_id, [event]))[0]
-    return (await append_events(connection, stream_id, [event]))[0]
+            return (await append_events(acquired, stream_id, [new]))[0]
+    return (await append_events(connection, stream_id, [new]))[0]
 
 
 async def read_stream(

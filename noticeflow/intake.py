@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from noticeflow import eventstore
 from noticeflow.crypto import ERASED, CustomerKey, Field, erased_ids, is_sealed, load_keys
-from noticeflow.domain import signals
+from noticeflow.domain import events, signals
 from noticeflow.domain.text import SLUG_PATTERN
 
 _ID = re.compile(SLUG_PATTERN)
@@ -296,18 +296,17 @@ async def append_rejection(connection: asyncpg.Connection, receipt: Receipt, rea
         connection,
         eventstore.notice_stream(receipt.notice_id),
         f"rejected/{receipt.receipt_id}",
-        "action_rejected",
-        {
-            "receipt_id": receipt.receipt_id,
-            "action": receipt.action,
+        events.ActionRejected(
+            receipt_id=receipt.receipt_id,
+            action=receipt.action,
             # Only an id-shaped value: whatever else was sent in its place stays in the intake.
-            "customer_id": receipt.customer_id
+            customer_id=receipt.customer_id
             if receipt.customer_id and _ID.match(receipt.customer_id)
             else None,
-            "channel": receipt.channel,
-            "reason": reason,
-            "received_at": receipt.received_at,
-        },
+            channel=receipt.channel,
+            reason=reason,
+            received_at=receipt.received_at,
+        ),
         receipt.received_at,
     )
 

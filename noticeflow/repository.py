@@ -19,6 +19,7 @@ from noticeflow.crypto import (
     load_keys,
     open_sealed,
 )
+from noticeflow.domain import events
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
@@ -110,12 +111,7 @@ async def create_notice(pool: asyncpg.Pool, spec: NoticeSpec, author: str, at: d
             connection,
             eventstore.notice_stream(spec.notice_id),
             "created",
-            "notice_created",
-            {
-                "spec": spec.model_dump(mode="json"),
-                "author": author,
-                "text_sha256": spec.text_sha256(),
-            },
+            events.NoticeCreated(spec=spec, author=author, text_sha256=spec.text_sha256()),
             at,
         )
 
@@ -317,11 +313,10 @@ async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]
             connection,
             f"customer-{customer_id}",
             "erased",
-            "customer_erased",
-            {
-                "customer_id": customer_id,
-                "method": "crypto-shredding: key deleted; records blanked; erased for good",
-            },
+            events.CustomerErased(
+                customer_id=customer_id,
+                method="crypto-shredding: key deleted; records blanked; erased for good",
+            ),
             erased_at,
         )
     return {"customer_id": customer_id, "already": False, "erased_at": erased_at, **counts}

@@ -14,6 +14,9 @@ import orjson
 import pytest
 
 from noticeflow import eventstore as es
+from noticeflow.domain import events
+
+REMINDED = events.ReminderSent(customer_id="acme", deadline=datetime(2026, 12, 20, tzinfo=UTC))
 
 
 @asynccontextmanager
@@ -74,7 +77,7 @@ async def test_the_table_refuses_update_delete_and_truncate_even_to_its_owner(
     pool, owner_database_url
 ):
     # (The runtime role lacks the privileges in the first place: tests/test_least_privilege.py.)
-    await es.append(pool, "s1", "a", "happened", {"k": "a"}, datetime(2026, 11, 29, tzinfo=UTC))
+    await es.append(pool, "s1", "a", REMINDED, datetime(2026, 11, 29, tzinfo=UTC))
     connection = await asyncpg.connect(owner_database_url)
     try:
         for statement in (
@@ -86,6 +89,40 @@ async def test_the_table_refuses_update_delete_and_truncate_even_to_its_owner(
                 await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def test_a_typed_append_stores_type_version_and_data_and_reads_back_the_model(pool):
+    at = datetime(2026, 11, 29, 8, 0, 0, 250000, tzinfo=UTC)
+    first = await es.append(pool, "notice-n", "reminder/acme", REMINDED, at)
+    again = await es.append(pool, "notice-n", "reminder/acme", REMINDED, at)  # a retried step
+    assert again == first and await pool.fetchval("SELECT count(*) FROM events") == 1
+    (stored,) = await es.read_stream(pool, "notice-n")
+    assert (stored.event_type, stored.schema_version) == ("reminder_sent", 1)
+    assert stored.data == {"customer_id": "acme", "deadline": "2026-12-20T00:00:00+00:00"}
+    assert stored.typed() == REMINDED
+    assert stored.event_id == es.event_id("notice-n", "reminder/acme")
+    with pytest.raises(es.EventIdConflict):
+        other = events.ReminderSent(customer_id="acme", deadline=at)
+        await es.append(pool, "notice-n", "reminder/acme", other, at)
+
+
+async def test_a_version_1_delivery_event_reads_back_upcast_and_its_chain_verifies(pool):
+    v1 = {
+        "customer_id": "acme", "kind": "notice", "delivered_at": None, "deadline": None,
+        "clock_started": False, "contacts": [{
+            "position": 0, "message_id": "<m@x>", "status": "failed", "reply": "550 5.1.1 gone",
+            "at": "2026-11-29T07:00:00+00:00",
+        }],
+    }  # fmt: skip
+    async with pool.acquire() as connection:
+        await es.append_events(connection, "s1", [new("a", v1, "notice_undelivered")])
+    (event,) = await es.read_stream(pool, "s1")
+    assert event.schema_version == 2 and event.data["contacts"][0]["smtp_code"] == 550
+    typed = event.typed()
+    assert isinstance(typed, events.NoticeUndelivered) and typed.text_sha256 is None
+    (raw,) = await es.read_stream(pool, "s1", upcast=False)
+    assert raw.schema_version == 1 and raw.typed() == typed
+    assert es.verify_chain([raw.as_json()]) is None
 
 
 async def test_upcasters_lift_old_payloads_on_read(pool):
