@@ -32,6 +32,7 @@ import asyncpg
 
 from noticeflow import eventstore as es
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
+from noticeflow.domain.errors import InputError
 
 RECORDS_LOCK = 7_346_003  # one rebuild at a time
 
@@ -89,6 +90,26 @@ _DELIVERY = (
     "UPDATE recipients SET delivery = $3, delivered_at = $4, deadline = $5"
     " WHERE notice_id = $1 AND customer_id = $2 AND delivery <> 'delivered'"
 )
+
+
+# A whole batch of delivery events (a send records hundreds at once) in one statement.
+_DELIVERIES = (
+    "UPDATE recipients r SET delivery = u.delivery, delivered_at = u.delivered_at,"
+    " deadline = u.deadline FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
+    " $5::timestamptz[]) AS u(customer_id, delivery, delivered_at, deadline)"
+    " WHERE r.notice_id = $1 AND r.customer_id = u.customer_id AND r.delivery <> 'delivered'"
+)
+
+
+async def _deliveries(connection: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Many delivery events of one notice; a customer named twice in the batch (a resend right
+    after the first mail) goes one event at a time, in order, like the live append did."""
+    customers = [row[1] for row in rows]
+    if len(set(customers)) < len(customers):
+        await connection.executemany(_DELIVERY, rows)
+        return
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    await connection.execute(_DELIVERIES, rows[0][0], *columns[1:])
 
 
 def _delivery(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
@@ -329,7 +350,9 @@ async def project(
         sql, args_of = HANDLERS[run.event_type]
         rows = [args_of(run.notice_id, e, known) for e in run.events]
         args = [row for row in rows if row is not None]
-        if len(args) == 1:
+        if sql is _DELIVERY and len(args) > 1:
+            await _deliveries(connection, args)
+        elif len(args) == 1:
             await connection.execute(sql, *args[0])
         elif args:
             await connection.executemany(sql, args)
@@ -386,6 +409,7 @@ async def rebuild(pool: asyncpg.Pool) -> int:
             "LOCK TABLE notices, recipients, objections, subprocessor_enablements"
             " IN SHARE ROW EXCLUSIVE MODE"
         )
+        await _refuse_unverified(connection)
         await connection.execute(f"UPDATE recipients SET {RECIPIENT_RESET}")
         await connection.execute(f"UPDATE notices SET {NOTICE_RESET}")
         await connection.execute("DELETE FROM objections")
@@ -409,6 +433,27 @@ async def rebuild(pool: asyncpg.Pool) -> int:
             replayed += len(events)
             after = events[-1].checkpoint
     return replayed
+
+
+async def _refuse_unverified(connection: asyncpg.Connection) -> None:
+    """Records come only from events whose chain and signed head check out: an event written
+    behind the product's back (it cannot sign a head) would otherwise become a record."""
+    streams = [
+        row["stream_id"]
+        for row in await connection.fetch(
+            "SELECT stream_id FROM event_streams WHERE stream_id LIKE 'notice-%' ORDER BY 1"
+        )
+    ]
+    problems = [
+        str(problem)
+        for stream in streams
+        if (problem := await es.verify_stream(connection, stream)) is not None
+    ]
+    if problems:
+        raise InputError(
+            "refusing to rebuild the records from events that do not verify (nothing was"
+            " changed; see `noticeflow evidence verify --notice ID`): " + "; ".join(problems)
+        )
 
 
 Projector = Callable[[asyncpg.Connection, Sequence[es.StoredEvent]], Awaitable[int]]

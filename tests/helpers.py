@@ -158,3 +158,34 @@ async def start_notice_workflow(client: Any, spec: NoticeSpec, task_queue: str) 
         id=workflow_id(spec.notice_id),
         task_queue=task_queue,
     )
+
+
+RECORD_TABLES = {  # the records projected from events (noticeflow/records.py), in a stable order
+    "notices": "notice_id",
+    "recipients": "notice_id, customer_id",
+    "objections": "notice_id, idempotency_key",
+    "subprocessor_enablements": "customer_id, subprocessor",
+}
+
+
+async def records_of(pool: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the projected records, to compare live with rebuilt."""
+    return {
+        table: [dict(row) for row in await pool.fetch(f"SELECT * FROM {table} ORDER BY {order}")]
+        for table, order in RECORD_TABLES.items()
+    }
+
+
+def records_diff(a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Where two :func:`records_of` differ: table, row and column (for a readable failure)."""
+    found = []
+    for table, rows in a.items():
+        other = b.get(table, [])
+        if len(rows) != len(other):
+            found.append(f"{table}: {len(rows)} rows != {len(other)} rows")
+        for x, y in zip(rows, other, strict=False):
+            for column in x:
+                if x[column] != y.get(column):
+                    key = [x[k] for k in RECORD_TABLES[table].split(", ")]
+                    found.append(f"{table} {key} {column}: {x[column]!r} != {y.get(column)!r}")
+    return found

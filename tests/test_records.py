@@ -1,0 +1,262 @@
+"""The records projection (noticeflow/records.py), one event type at a time, on real PostgreSQL.
+
+Each test records events the way the activities do (append and project in one transaction) and
+checks the record columns they decide; every test ends with a rebuild from zero that must give
+the same records, so the live path and the replay can never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from noticeflow import eventstore as es
+from noticeflow import records
+from noticeflow.crypto import ERASED, Field, ensure_keys
+from noticeflow.domain.errors import InputError
+from tests import helpers
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+NOTICE = "rec-test"
+STREAM = f"notice-{NOTICE}"
+CUSTOMERS = ("acme", "globex")
+
+
+@pytest.fixture
+async def notice(pool: asyncpg.Pool) -> asyncpg.Pool:
+    spec = {"effective_at": (T0 + timedelta(days=40)).isoformat()}
+    await pool.execute(
+        "INSERT INTO notices (notice_id, spec, notice_text, text_sha256, author, subprocessor,"
+        " effective_at) VALUES ($1, $2::jsonb, '', '', 'alice', 'OpenAI', $3)",
+        NOTICE,
+        helpers.json.dumps(spec),
+        T0 + timedelta(days=40),
+    )
+    await pool.executemany(
+        "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+        " snapshot_at) VALUES ($1, $2, '', 'eu', '{}', 'UTC', $3)",
+        [(NOTICE, customer, T0) for customer in CUSTOMERS],
+    )
+    await ensure_keys(pool, CUSTOMERS)
+    return pool
+
+
+async def record(pool: asyncpg.Pool, key: str, event_type: str, data: dict[str, Any],
+                 at: datetime) -> None:  # fmt: skip
+    async with pool.acquire() as connection, connection.transaction():
+        await records.record_one(connection, STREAM, key, event_type, data, at)
+
+
+async def recipient(pool: asyncpg.Pool, customer: str = "acme") -> dict[str, Any]:
+    row = await pool.fetchrow(
+        "SELECT * FROM recipients WHERE notice_id = $1 AND customer_id = $2", NOTICE, customer
+    )
+    return dict(row)
+
+
+async def rebuilt_equals_live(pool: asyncpg.Pool) -> None:
+    live = await helpers.records_of(pool)
+    await records.rebuild(pool)
+    assert helpers.records_diff(await helpers.records_of(pool), live) == []
+
+
+async def sealed(pool: asyncpg.Pool, customer: str, field: str, text: str) -> str:
+    return (await ensure_keys(pool, [customer]))[customer].seal(field, text)
+
+
+async def test_phase_and_approval(notice: asyncpg.Pool) -> None:
+    await record(notice, "created", "notice_created", {"spec": {}, "author": "alice"}, T0)
+    await record(notice, "approved", "notice_approved", {"by": "bob", "audience_size": 2}, T0)
+    effective = T0 + timedelta(days=45)
+    closes = T0 + timedelta(days=30)
+    await record(notice, "phase/1", "phase_changed", {
+        "phase": "window_open", "effective_at": effective, "window_closes_at": closes,
+    }, T0)  # fmt: skip
+    row = await notice.fetchrow("SELECT * FROM notices WHERE notice_id = $1", NOTICE)
+    assert (row["phase"], row["effective_at"], row["window_closes_at"], row["approved_by"]) == (
+        "window_open",
+        effective,
+        closes,
+        "bob",
+    )
+    await rebuilt_equals_live(notice)
+
+
+async def test_delivery_sets_the_clock_once(notice: asyncpg.Pool) -> None:
+    deadline = T0 + timedelta(days=30)
+    await record(notice, "notice/acme", "notice_delivered", {
+        "customer_id": "acme", "delivered_at": T0, "deadline": deadline,
+    }, T0)  # fmt: skip
+    await record(notice, "notice/globex", "notice_undelivered", {
+        "customer_id": "globex", "delivered_at": None, "deadline": None,
+    }, T0)  # fmt: skip
+    # A later delivery event (a resend) does not move a delivered customer's clock.
+    await record(notice, "resend/acme", "notice_delivered", {
+        "customer_id": "acme", "delivered_at": T0 + timedelta(days=2),
+        "deadline": deadline + timedelta(days=2),
+    }, T0)  # fmt: skip
+    acme, globex = await recipient(notice), await recipient(notice, "globex")
+    assert (acme["delivery"], acme["delivered_at"], acme["deadline"]) == ("delivered", T0, deadline)
+    assert (globex["delivery"], globex["deadline"]) == ("undelivered", None)
+    await rebuilt_equals_live(notice)
+
+
+async def test_a_batch_of_deliveries_is_one_projection(notice: asyncpg.Pool) -> None:
+    events = [
+        es.NewEvent(es.event_id(STREAM, f"notice/{c}"), "notice_delivered",
+                    {"customer_id": c, "delivered_at": T0, "deadline": T0 + timedelta(days=9)}, T0)
+        for c in CUSTOMERS
+    ]  # fmt: skip
+    async with notice.acquire() as connection, connection.transaction():
+        await records.record(connection, STREAM, events)
+    assert {(await recipient(notice, c))["delivery"] for c in CUSTOMERS} == {"delivered"}
+    await rebuilt_equals_live(notice)
+
+
+async def test_objection_opens_a_case_sealed_for_its_record(notice: asyncpg.Pool) -> None:
+    await record(notice, "objection/r1", "objection_received", {
+        "customer_id": "acme", "idempotency_key": "r1", "receipt_id": "r1", "timely": True,
+        "channel": "link", "received_at": T0,
+        "by": await sealed(notice, "acme", Field.event("objection_received", "by"), "Dana"),
+        "reason": await sealed(notice, "acme", Field.event("objection_received", "reason"), "No"),
+    }, T0)  # fmt: skip
+    case = await notice.fetchrow("SELECT * FROM objections WHERE notice_id = $1", NOTICE)
+    key = (await ensure_keys(notice, ["acme"]))["acme"]
+    assert (case["status"], case["timely"], case["receipt_id"]) == ("open", True, "r1")
+    assert key.unseal(Field.OBJECTION_REASON, case["reason"]) == "No"
+    assert key.unseal(Field.OBJECTION_BY, case["objected_by"]) == "Dana"
+    assert case["content_ref"] == records.objection_ref(key, "no")
+    await rebuilt_equals_live(notice)
+
+    await record(notice, "resolution/r2", "objection_resolved", {
+        "customer_id": "acme", "receipt_id": "r2", "outcome": "withdrawn", "objections": ["r1"],
+        "by": await sealed(notice, "acme", Field.event("objection_resolved", "by"), "Ops"),
+        "note": "",
+    }, T0 + timedelta(days=1))  # fmt: skip
+    case = await notice.fetchrow("SELECT * FROM objections WHERE notice_id = $1", NOTICE)
+    assert (case["status"], case["resolved_at"]) == ("withdrawn", T0 + timedelta(days=1))
+    assert key.unseal(Field.RESOLVED_BY, case["resolved_by"]) == "Ops"
+    await rebuilt_equals_live(notice)
+
+
+async def test_opt_in_revoked_switches_off_with_the_enablement(notice: asyncpg.Pool) -> None:
+    await record(notice, "opt-in/1", "opt_in_recorded", {"customer_id": "acme"}, T0)
+    assert (await recipient(notice))["opted_in"] is True
+    at = T0 + timedelta(days=40)
+    await record(
+        notice,
+        "enable",
+        "subprocessor_enabled",
+        {"customer_id": "acme", "subprocessor": "OpenAI", "because": "opted_in"},
+        at,
+    )
+    await record(notice, "settled", "customer_settled",
+                 {"customer_id": "acme", "verdict": "activate"}, at)  # fmt: skip
+    row = await recipient(notice)
+    assert (row["activated"], row["activated_at"], row["verdict"], row["settled"]) == (
+        True,
+        at,
+        "activate",
+        True,
+    )
+    on = await notice.fetchrow("SELECT * FROM subprocessor_enablements")
+    assert (on["customer_id"], on["enabled"], on["since"]) == ("acme", True, at)
+    later = at + timedelta(days=3)
+    await record(notice, "opt-in/2", "opt_in_revoked", {"customer_id": "acme"}, later)
+    await record(notice, "disable", "subprocessor_disabled",
+                 {"customer_id": "acme", "subprocessor": "OpenAI", "because": "opt_in_revoked"},
+                 later)  # fmt: skip
+    row = await recipient(notice)
+    assert (row["opted_in"], row["activated"], row["settled"]) == (False, False, False)
+    off = await notice.fetchrow("SELECT * FROM subprocessor_enablements")
+    assert (off["enabled"], off["since"]) == (False, later)
+    await rebuilt_equals_live(notice)
+
+
+async def test_deemed_acceptance_and_exclusion(notice: asyncpg.Pool) -> None:
+    deadline = T0 + timedelta(days=30)
+    await record(notice, "deemed/acme", "deemed_acceptance",
+                 {"customer_id": "acme", "deadline": deadline}, deadline)  # fmt: skip
+    await record(notice, "enable", "subprocessor_enabled",
+                 {"customer_id": "acme", "subprocessor": "OpenAI",
+                  "because": "deemed_acceptance"}, deadline)  # fmt: skip
+    assert (await recipient(notice))["deemed_accepted_at"] == deadline
+    await record(notice, "exclusion/x", "customer_excluded", {
+        "customer_id": "globex",
+        "by": await sealed(notice, "globex", Field.event("customer_excluded", "by"), "Ops"),
+        "reason": await sealed(notice, "globex", Field.event("customer_excluded", "reason"), "gone"),
+    }, T0)  # fmt: skip
+    globex = await recipient(notice, "globex")
+    key = (await ensure_keys(notice, ["globex"]))["globex"]
+    assert globex["excluded_at"] == T0
+    assert key.unseal(Field.EXCLUDED_REASON, globex["excluded_reason"]) == "gone"
+    await rebuilt_equals_live(notice)
+
+
+async def test_cancellation_settles_those_not_switched_on(notice: asyncpg.Pool) -> None:
+    await record(
+        notice,
+        "enable",
+        "subprocessor_enabled",
+        {"customer_id": "acme", "subprocessor": "OpenAI", "because": "opted_in"},
+        T0,
+    )
+    await record(notice, "cancel", "notice_cancelled", {"phase": "active"}, T0)
+    acme, globex = await recipient(notice), await recipient(notice, "globex")
+    assert (acme["verdict"], acme["settled"]) == ("activate", False)
+    assert (globex["verdict"], globex["settled"]) == ("cancelled", True)
+    await rebuilt_equals_live(notice)
+
+
+async def test_an_erased_customers_sealed_fields_rebuild_as_erased(notice: asyncpg.Pool) -> None:
+    await record(notice, "objection/r1", "objection_received", {
+        "customer_id": "acme", "idempotency_key": "r1", "receipt_id": "r1", "timely": True,
+        "channel": "link", "received_at": T0,
+        "by": await sealed(notice, "acme", Field.event("objection_received", "by"), "Dana"),
+        "reason": await sealed(notice, "acme", Field.event("objection_received", "reason"), "No"),
+    }, T0)  # fmt: skip
+    await notice.execute("DELETE FROM customer_keys WHERE customer_id = 'acme'")
+    await records.rebuild(notice)
+    case = await notice.fetchrow("SELECT * FROM objections WHERE notice_id = $1", NOTICE)
+    assert (case["objected_by"], case["reason"], case["content_ref"]) == (ERASED, ERASED, None)
+    assert (case["status"], case["timely"]) == ("open", True)  # the outcome stays
+
+
+async def test_a_retried_step_is_not_projected_twice(notice: asyncpg.Pool) -> None:
+    await record(notice, "opt-in/1", "opt_in_recorded", {"customer_id": "acme"}, T0)
+    await record(notice, "opt-in/2", "opt_in_revoked", {"customer_id": "acme"}, T0)
+    # The first step again (an activity retried after its commit): the store hands back the
+    # original, which this transaction did not append, so nothing is projected again.
+    await record(notice, "opt-in/1", "opt_in_recorded", {"customer_id": "acme"}, T0)
+    assert (await recipient(notice))["opted_in"] is False
+    await rebuilt_equals_live(notice)
+
+
+async def test_an_altered_record_is_repaired_and_a_forged_event_refused(
+    notice: asyncpg.Pool, owner_database_url: str
+) -> None:
+    await record(notice, "opt-in/1", "opt_in_recorded", {"customer_id": "acme"}, T0)
+    live = await helpers.records_of(notice)
+    await notice.execute("UPDATE recipients SET opted_in = NOT opted_in, settled = true")
+    await records.rebuild(notice)
+    assert helpers.records_diff(await helpers.records_of(notice), live) == []
+
+    # An event written behind the product's back cannot sign the stream head: no record is
+    # built from it, and nothing is changed.
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        await owner.execute(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, data,"
+            " occurred_at, prev_hash, hash) SELECT stream_id, stream_version + 1,"
+            " gen_random_uuid(), 'opt_in_revoked', '{\"customer_id\": \"acme\"}', now(), hash,"
+            " hash FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+            STREAM,
+        )
+    finally:
+        await owner.close()
+    with pytest.raises(InputError, match=f"{STREAM}.*do not verify|do not verify.*{STREAM}"):
+        await records.rebuild(notice)
+    assert helpers.records_diff(await helpers.records_of(notice), live) == []
