@@ -207,8 +207,8 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
 
 async def _audience(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:
     recipients = await pool.fetch(
-        "SELECT customer_id, name, region, services, timezone, window_days, window_unit, snapshot_at"
-        " FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
+        "SELECT customer_id, name, region, services, timezone, window_days, window_unit, country,"
+        " snapshot_at FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
         notice_id,
     )
     contacts = await pool.fetch(

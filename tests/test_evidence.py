@@ -19,7 +19,7 @@ from noticeflow import eventstore as es
 from noticeflow import keyring
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.signals import Objection
-from noticeflow.evidence import _csv, export_pack, verify_database, verify_pack
+from noticeflow.evidence import _csv, auditor_docs, export_pack, verify_database, verify_pack
 from tests import helpers
 
 
@@ -63,7 +63,9 @@ def test_an_untouched_pack_verifies(pack: Path):
         "manifest.json",
         "manifest.json.sig",
         "signing-key.pem",
+        *auditor_docs(),  # verifying.md, verify_pack.py, events.md: what an auditor needs
     }
+    assert {"verifying.md", "verify_pack.py"} <= set(auditor_docs())
     customers = (pack / "customers.csv").read_text()
     assert "initech" in customers and "250 " in customers and "550 " in customers
     assert "umbrella" in (pack / "audience.json").read_text()
@@ -378,7 +380,7 @@ async def test_a_pack_is_private_whatever_the_umask_and_whatever_was_there(
     for directory in (out, fresh):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
         files = list(directory.iterdir())
-        assert len(files) == 9 and all(p.is_file() for p in files)
+        assert len(files) == 9 + len(auditor_docs()) and all(p.is_file() for p in files)
         loose = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
         assert set(loose.values()) == {"0o600"}, loose
         assert verify_pack(directory).ok

@@ -6,21 +6,27 @@ script that uses only the pack and the documented rules, and it agrees with `ver
 from __future__ import annotations
 
 import asyncio
+import csv
+import hashlib
+import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 from temporalio.client import WorkflowHandle
 
+from noticeflow import eventstore as es
 from noticeflow import repository
 from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
-from noticeflow.evidence import verify_database
+from noticeflow.evidence import export_pack, verify_database, verify_pack
 from tests import helpers
 from worker.main import build_worker, make_deps
 from workflows.notice import NoticeWorkflow
@@ -128,3 +134,160 @@ async def test_every_flipped_outcome_column_is_caught_naming_customer_and_field(
             assert (await verify_database(pool, lifecycle)).ok, field  # undone: clean again
     finally:
         await owner.close()
+
+
+# --- the pack, verified by the independent script (docs/verify_pack.py, shipped in the pack) -----
+
+
+def published_key_id() -> str:
+    return es.signing_keys(es.HEAD_KEY_USE)[0][0]
+
+
+def script(pack: Path) -> subprocess.CompletedProcess[str]:
+    """The pack's own copy of the script, run outside the repository, on the pack alone."""
+    return subprocess.run(
+        [sys.executable, str(pack / "verify_pack.py"), str(pack), "--key-id", published_key_id()],
+        capture_output=True,
+        text=True,
+        cwd=pack.parent,
+    )
+
+
+def resign(pack: Path, changed: list[str]) -> None:
+    """What an insider holding the signing key could do: new file hashes, a new manifest
+    signature (only the derivation can then tell that the contents do not follow the rules)."""
+    manifest = json.loads((pack / "manifest.json").read_text())
+    for name in changed:
+        manifest["files"][name] = hashlib.sha256((pack / name).read_bytes()).hexdigest()
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (pack / "manifest.json").write_bytes(body)
+    (pack / "manifest.json.sig").write_bytes(es.signing_keys(es.HEAD_KEY_USE)[0][1].sign(body))
+
+
+def rechain(pack: Path, events: list[dict]) -> None:
+    """Recompute every hash and sign the new head (the insider again), then re-sign the pack."""
+    previous = es.GENESIS
+    for event in events:
+        event["prev_hash"] = previous.hex()
+        previous = es.event_hash(
+            previous,
+            stream_id=event["stream_id"],
+            version=event["version"],
+            event_id=uuid.UUID(event["event_id"]),
+            event_type=event["event_type"],
+            schema_version=event["schema_version"],
+            data_text=es.canonical(event["data"]),
+            occurred_at=datetime.fromisoformat(event["occurred_at"]),
+        )
+        event["hash"] = previous.hex()
+    (pack / "events.jsonl").write_text(
+        "".join(json.dumps(e, sort_keys=True) + "\n" for e in events)
+    )
+    manifest = json.loads((pack / "manifest.json").read_text())
+    head = manifest["head"]
+    signature, _ = es.sign_head(head["stream_id"], head["version"], previous)
+    assert signature is not None
+    head.update(hash=previous.hex(), signature=signature.hex())
+    manifest["chain_head"] = previous.hex()
+    (pack / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    resign(pack, ["events.jsonl"])
+
+
+def read_events(pack: Path) -> list[dict]:
+    return [json.loads(line) for line in (pack / "events.jsonl").read_text().splitlines()]
+
+
+def rewrite_csv(pack: Path, customer: str, column: str, value: str) -> None:
+    rows = list(csv.DictReader(io.StringIO((pack / "customers.csv").read_text(), newline="")))
+    for row in rows:
+        if row["customer_id"] == customer:
+            row[column] = value
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (pack / "customers.csv").write_text(out.getvalue())
+    resign(pack, ["customers.csv"])
+
+
+async def test_the_independent_script_verifies_the_pack_and_agrees_with_noticeflow(
+    lifecycle: str, pool, tmp_path: Path
+):
+    fresh = tmp_path / "pack"
+    await export_pack(pool, lifecycle, fresh)
+    source = (fresh / "verify_pack.py").read_text()
+    assert "import noticeflow" not in source and "from noticeflow" not in source
+    assert (fresh / "verifying.md").read_text() == (ROOT / "docs" / "verifying.md").read_text()
+    rows = {
+        r["customer_id"]: r
+        for r in csv.DictReader(io.StringIO((fresh / "customers.csv").read_text()))
+    }
+    assert {c: r["ground"] for c, r in rows.items()} == {
+        "acme": "opted_in", "globex": "opted_in", "initech": "excluded", "umbrella": "declined",
+    }  # fmt: skip
+
+    passed = script(fresh)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "verified:" in passed.stdout and verify_pack(fresh).ok
+
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(fresh, target)
+        return target
+
+    # A CSV cell altered (and the pack re-signed): both name the customer and the column.
+    cell = copy("cell")
+    rewrite_csv(cell, "globex", "activated", "False")
+    ours, theirs = verify_pack(cell), script(cell)
+    assert not ours.ok and theirs.returncode == 1
+    for said in (str(ours.problems), theirs.stdout):
+        assert "customer globex: activated is False in customers.csv" in said, said
+
+    # An event altered: the chain breaks at that event, for both.
+    event = copy("event")
+    events = (event / "events.jsonl").read_text().splitlines(keepends=True)
+    forged = json.loads(events[-1])
+    forged["data"]["customer_id"] = "hooli"
+    events[-1] = json.dumps(forged, sort_keys=True) + "\n"
+    (event / "events.jsonl").write_text("".join(events))
+    resign(event, ["events.jsonl"])
+    ours, theirs = verify_pack(event), script(event)
+    version = f"version {forged['version']}"
+    assert not ours.ok and version in str(ours.problem) and "altered" in str(ours.problem)
+    assert theirs.returncode == 1 and version in theirs.stdout and "altered" in theirs.stdout
+
+    # A history rewritten by an insider holding the signing key (hashes, head and manifest all
+    # re-signed): initech's timely objection recorded as late. The chain passes; the rules do not.
+    history = copy("history")
+    events_json = read_events(history)
+    for e in events_json:
+        if e["event_type"] == "objection_received" and e["data"]["customer_id"] == "initech":
+            e["data"]["timely"] = False
+    rechain(history, events_json)
+    ours, theirs = verify_pack(history), script(history)
+    assert not ours.ok and theirs.returncode == 1
+    assert any(p.startswith("customer initech:") and "timely" in p for p in ours.problems)
+    assert any(
+        line.startswith("customer initech:") and "timely" in line
+        for line in theirs.stdout.splitlines()
+    ), theirs.stdout
+
+    # The same insider switching a customer on before its deadline: named by both.
+    early = copy("early")
+    events_json = read_events(early)
+    enabled = next(
+        e for e in events_json
+        if e["event_type"] == "subprocessor_enabled" and e["data"]["customer_id"] == "globex"
+    )  # fmt: skip
+    delivered = next(
+        e for e in events_json
+        if e["event_type"] == "notice_delivered" and e["data"]["customer_id"] == "globex"
+    )  # fmt: skip
+    delivered["data"]["deadline"] = (
+        datetime.fromisoformat(enabled["occurred_at"]) + timedelta(days=1)
+    ).isoformat()
+    rechain(early, events_json)
+    ours, theirs = verify_pack(early), script(early)
+    assert any("customer globex: switched on" in p and "before its deadline" in p
+               for p in ours.problems), ours.problems  # fmt: skip
+    assert "customer globex: switched on" in theirs.stdout, theirs.stdout
