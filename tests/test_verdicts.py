@@ -291,3 +291,14 @@ async def test_the_independent_script_verifies_the_pack_and_agrees_with_noticefl
     assert any("customer globex: switched on" in p and "before its deadline" in p
                for p in ours.problems), ours.problems  # fmt: skip
     assert "customer globex: switched on" in theirs.stdout, theirs.stdout
+
+
+def test_the_auditor_documents_ship_with_an_installed_package():
+    """noticeflow/pack_docs holds links to docs/ (package data `pack_docs/*`: a wheel carries them
+    as files), so export_pack finds them wherever noticeflow is installed."""
+    from noticeflow.evidence import AUDITOR_DOCS, auditor_docs
+
+    shipped = ROOT / "noticeflow" / "pack_docs"
+    for name in AUDITOR_DOCS:
+        assert (shipped / name).resolve() == (ROOT / "docs" / name).resolve(), name
+    assert set(auditor_docs()) == set(AUDITOR_DOCS)
