@@ -11,8 +11,9 @@ import pytest
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import control, intake, repository
+from noticeflow import control, eventstore, intake, repository
 from noticeflow.contracts import NoticeStatus, workflow_id
+from noticeflow.domain import events
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from tests.workflows.test_notice_lifecycle import wait_for
@@ -42,6 +43,27 @@ async def started(env, task_queue, pool, **overrides):
     await repository.create_notice(pool, spec, "alice", now)
     handle = await helpers.start_notice_workflow(env.client, spec, task_queue)
     return spec, handle
+
+
+async def typed_event_types(pool, stream_ids: list[str] | None = None) -> set[str]:
+    """Every event stored so far (or in ``stream_ids``), read back as its model (as stored and as
+    upcast on read): no event escapes noticeflow/domain/events.py. Returns the types seen."""
+    seen = set()
+    if stream_ids is None:
+        stream_ids = [
+            r["stream_id"] for r in await pool.fetch("SELECT stream_id FROM event_streams")
+        ]
+    for stream_id in stream_ids:
+        for stored, raw in zip(
+            await eventstore.read_stream(pool, stream_id),
+            await eventstore.read_stream(pool, stream_id, upcast=False),
+            strict=True,
+        ):
+            event = stored.typed()
+            assert event == raw.typed() and type(event) is events.EVENT_TYPES[stored.event_type]
+            assert event.data() == stored.data, f"{stored.event_type} does not read back as stored"
+            seen.add(stored.event_type)
+    return seen
 
 
 async def act(env, task_queue, pool, spec, action, payload) -> intake.Receipt:
@@ -194,6 +216,12 @@ async def test_an_undelivered_customer_is_excluded_and_rights_outlive_completion
         )
     }
     assert set(because.values()) == {"opted_in"}
+    assert await typed_event_types(pool) >= {
+        "notice_created", "phase_changed", "notice_approved", "audience_snapshotted",
+        "notice_delivered", "notice_undelivered", "opt_in_recorded", "opt_in_revoked",
+        "subprocessor_enabled", "subprocessor_disabled", "customer_settled", "customer_excluded",
+        "action_rejected", "objection_received", "objection_resolved",
+    }  # fmt: skip
 
 
 async def test_cancel_once_active_stops_what_is_still_to_come(running, pool):

@@ -15,6 +15,7 @@ from noticeflow import repository
 from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
 from tests import helpers
+from tests.workflows.test_intake import typed_event_types
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
 
@@ -101,13 +102,15 @@ async def test_cancel_during_the_window_mails_everyone_and_activates_no_one(
     assert await pool.fetchval("SELECT count(*) FROM subprocessor_enablements") == 0
     phase = await pool.fetchval("SELECT phase FROM notices WHERE notice_id = $1", spec.notice_id)
     assert phase == "cancelled"
+    assert "notice_cancelled" in await typed_event_types(pool)  # the change mail's
 
 
-async def test_cancel_in_draft_needs_no_mail(started, smtp_sink):
+async def test_cancel_in_draft_needs_no_mail(started, pool, smtp_sink):
     _, handle, _ = started
     await handle.signal("cancel", {"reason": "Drafted by mistake", "by": "alice"})
     result: NoticeStatus = await handle.result()
     assert result.phase is Phase.cancelled and smtp_sink.messages() == []
+    assert "notice_cancelled" in await typed_event_types(pool)
 
 
 async def test_ordinary_notice_deems_silence_acceptance(started, pool):
@@ -120,3 +123,4 @@ async def test_ordinary_notice_deems_silence_acceptance(started, pool):
     assert result.phase is Phase.active and result.activated == 2 and result.unsettled == 0
     rows = await repository.customer_table(pool, spec.notice_id)
     assert all(row["deemed_accepted_at"] == row["deadline"] for row in rows)
+    assert {"deemed_acceptance", "action_rejected"} <= await typed_event_types(pool)

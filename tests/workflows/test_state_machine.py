@@ -54,6 +54,7 @@ from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Phase
 from noticeflow.sink import SmtpSink
 from tests import helpers
+from tests.workflows.test_intake import typed_event_types
 from worker.main import build_worker, make_deps
 
 T = TypeVar("T")
@@ -753,6 +754,10 @@ class NoticeMachine(RuleBasedStateMachine):
         problems = await self._record_problems()
         assert not problems, "\n".join(problems)
         await self._check_histories()
+        # Every event the example stored is one of the typed events (noticeflow/domain/events.py).
+        await typed_event_types(
+            pool, [f"notice-{self.notice_id}", *(f"customer-{c}" for c in sorted(self.erased))]
+        )
 
 
 def short(payload: dict[str, Any]) -> str:
