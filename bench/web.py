@@ -103,6 +103,7 @@ from noticeflow import eventstore, projections, repository, users
 from noticeflow.contracts import AudienceRequest, EventRequest, NoticeStatus, PhaseChange
 from noticeflow.crypto import CustomerKey, load_keys
 from noticeflow.domain.customers import Customer
+from noticeflow.domain.events import NoticeCancelled
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import (
     Case,
@@ -1177,9 +1178,11 @@ class Seeder:
         if plan.cancel_at is not None:
             async with self.pool.acquire() as connection:  # as activities/sending.mail_change
                 await eventstore.append(
-                    connection, stream, key("cancellation"), "notice_cancelled",
-                    {"by": "bob", "reason": "The sub-processor withdrew its offer",
-                     "phase": reached, "text_sha256": spec.text_sha256()},
+                    connection, stream, key("cancellation"),
+                    NoticeCancelled(
+                        by="bob", reason="The sub-processor withdrew its offer", phase=reached,
+                        text_sha256=spec.text_sha256(),
+                    ),
                     plan.cancel_at,
                 )  # fmt: skip
             self.seeded.events += 1
