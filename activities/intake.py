@@ -28,7 +28,7 @@ from activities.deps import Deps
 from activities.mailer import TemporarySmtpError
 from activities.records import load_recipients, read_totals, switch_off, switch_subprocessor
 from activities.sending import SendingActivities
-from noticeflow import eventstore, intake, notice_actions
+from noticeflow import eventstore, intake, notice_actions, records
 from noticeflow.contracts import (
     Activity,
     IntakeRequest,
@@ -93,7 +93,7 @@ def content_refs(key: CustomerKey, reason: str) -> list[str]:
     (the blind index of the reason, under the root key or the index subkey), to be recognised too."""
     # Case-folded, as the blind index before it was: "No" and "no" are the same words.
     return [
-        key.ident("objection-content", reason.casefold()),
+        records.objection_ref(key, reason),
         key.legacy_index(reason),
         key.index(reason),
     ]
@@ -469,21 +469,8 @@ class IntakeActivities:
             )
         timely = is_timely(receipt.received_at, recipient["deadline"])
         received = "objection_received"
-        await context.connection.execute(
-            "INSERT INTO objections (notice_id, idempotency_key, customer_id, received_at, channel,"
-            " objected_by, reason, timely, status, content_ref, receipt_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $2)",
-            spec.notice_id,
-            receipt.receipt_id,
-            context.customer_id,
-            receipt.received_at,
-            receipt.channel,
-            context.seal(Field.OBJECTION_BY, objection.by),
-            context.seal(Field.OBJECTION_REASON, objection.reason),
-            timely,
-            content_ref,
-        )
-        await eventstore.append(
+        # The case (objections) and the customer's row are the event's projection.
+        await records.record_one(
             context.connection,
             context.stream,
             f"objection/{receipt.receipt_id}",
@@ -499,8 +486,8 @@ class IntakeActivities:
                 deadline=recipient["deadline"],
             ),
             receipt.received_at,
+            context.keys,
         )
-        await self._unsettle(context)
         when = describe_instant(receipt.received_at, recipient["timezone"])
         return Judged(
             reason=None if timely else "late: received after the customer's deadline",
@@ -520,17 +507,7 @@ class IntakeActivities:
     async def _resolve(self, context: Context, resolution: signals.ResolveObjection) -> Judged:
         """Close every open case of one customer with the outcome ops chose."""
         spec, receipt = context.spec, context.receipt
-        resolved = await context.connection.fetch(
-            "UPDATE objections SET status = $3, resolved_by = $4, resolved_at = $5,"
-            " resolution_note = $6 WHERE notice_id = $1 AND customer_id = $2 AND status = 'open'"
-            " RETURNING idempotency_key",
-            spec.notice_id,
-            context.customer_id,
-            resolution.outcome.value,
-            context.seal(Field.RESOLVED_BY, resolution.by),
-            receipt.received_at,
-            context.seal(Field.RESOLUTION_NOTE, resolution.note) if resolution.note else "",
-        )
+        resolved = await self._open_cases(context)
         if not resolved:
             last = await context.connection.fetchrow(
                 "SELECT status, resolved_at FROM objections WHERE notice_id = $1 AND customer_id = $2"
@@ -545,7 +522,7 @@ class IntakeActivities:
                 else ""
             )
             raise Refused(f"customer {context.customer_id!r} has no open objection{tail}")
-        await eventstore.append(
+        await records.record_one(
             context.connection,
             context.stream,
             f"resolution/{receipt.receipt_id}",
@@ -559,9 +536,10 @@ class IntakeActivities:
                 )
                 if resolution.note
                 else "",
-                objections=[row["idempotency_key"] for row in resolved],
+                objections=resolved,
             ),
             receipt.received_at,
+            context.keys,
         )
         recipient = context.recipient
         if (
@@ -578,7 +556,6 @@ class IntakeActivities:
                 receipt.received_at,
                 resolution.outcome.value,
             )
-        await self._unsettle(context)
         return Judged(
             mail={
                 "headline": "Your objection has been resolved",
@@ -600,15 +577,7 @@ class IntakeActivities:
                 reason="already opted in" if opted_in else "not opted in",
                 changed=False,
             )
-        await context.connection.execute(
-            "UPDATE recipients SET opted_in = $3, opted_in_at = $4, settled = false,"
-            " activated = activated AND $3 WHERE notice_id = $1 AND customer_id = $2",
-            spec.notice_id,
-            context.customer_id,
-            opted_in,
-            receipt.received_at,
-        )
-        await eventstore.append(
+        await records.record_one(
             context.connection,
             context.stream,
             f"opt-in/{receipt.receipt_id}",
@@ -623,6 +592,7 @@ class IntakeActivities:
                 received_at=receipt.received_at,
             ),
             receipt.received_at,
+            context.keys,
         )
         switched_off = bool(recipient["activated"]) and not opted_in
         if switched_off:
@@ -666,16 +636,7 @@ class IntakeActivities:
             return Judged(status=intake.DUPLICATE, reason="already excluded", changed=False)
         # Sealed once per place (an erased customer's come out "[erased]": nothing is kept).
         by, reason = exclude.by, exclude.reason
-        await context.connection.execute(
-            "UPDATE recipients SET excluded_at = $3, excluded_by = $4, excluded_reason = $5,"
-            " settled = false WHERE notice_id = $1 AND customer_id = $2",
-            spec.notice_id,
-            context.customer_id,
-            receipt.received_at,
-            context.seal(Field.EXCLUDED_BY, by),
-            context.seal(Field.EXCLUDED_REASON, reason),
-        )
-        await eventstore.append(
+        await records.record_one(
             context.connection,
             context.stream,
             f"exclusion/{receipt.receipt_id}",
@@ -687,20 +648,12 @@ class IntakeActivities:
                 delivery=recipient["delivery"],
             ),
             receipt.received_at,
+            context.keys,
         )
         # Its open cases end with it: the sub-processor stays off, as an upheld objection would.
-        closed = await context.connection.fetch(
-            "UPDATE objections SET status = 'excluded', resolved_by = $3, resolved_at = $4,"
-            " resolution_note = $5 WHERE notice_id = $1 AND customer_id = $2 AND status = 'open'"
-            " RETURNING idempotency_key",
-            spec.notice_id,
-            context.customer_id,
-            context.seal(Field.RESOLVED_BY, by),
-            receipt.received_at,
-            context.seal(Field.RESOLUTION_NOTE, reason),
-        )
+        closed = await self._open_cases(context)
         if closed:
-            await eventstore.append(
+            await records.record_one(
                 context.connection,
                 context.stream,
                 f"resolution/{receipt.receipt_id}",
@@ -710,9 +663,10 @@ class IntakeActivities:
                     outcome=Outcome.excluded,
                     by=context.seal(Field.event(events.ObjectionResolved.type, "by"), by),
                     note=context.seal(Field.event(events.ObjectionResolved.type, "note"), reason),
-                    objections=[r["idempotency_key"] for r in closed],
+                    objections=closed,
                 ),
                 receipt.received_at,
+                context.keys,
             )
         if recipient["activated"]:
             await switch_off(
@@ -725,12 +679,15 @@ class IntakeActivities:
             )
         return Judged()
 
-    async def _unsettle(self, context: Context) -> None:
-        await context.connection.execute(
-            "UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $2",
+    async def _open_cases(self, context: Context) -> list[str]:
+        """The keys of the customer's open cases, oldest first."""
+        rows = await context.connection.fetch(
+            "SELECT idempotency_key FROM objections WHERE notice_id = $1 AND customer_id = $2"
+            " AND status = 'open' ORDER BY received_at, idempotency_key",
             context.spec.notice_id,
             context.customer_id,
         )
+        return [row["idempotency_key"] for row in rows]
 
     # --- resend: mails inside the judgement -----------------------------------------------------
 

@@ -11,7 +11,7 @@ from temporalio import activity
 from activities.deps import Deps, mail_update
 from activities.records import read_totals, switch_off, switch_subprocessor
 from activities.sending import workflow_event
-from noticeflow import eventstore, notice_actions
+from noticeflow import eventstore, notice_actions, records
 from noticeflow.contracts import (
     ActivationRequest,
     ActivationRound,
@@ -52,13 +52,8 @@ class LifecycleActivities:
             data = await notice_actions.with_actor(connection, request.data, request.receipt_id)
             # Validated by its model: an unknown type or invalid data fails for good, at once.
             event = workflow_event(request.event_type, data)
-            if isinstance(event, events.NoticeApproved) and event.by:
-                await connection.execute(
-                    "UPDATE notices SET approved_by = $2 WHERE notice_id = $1",
-                    request.notice_id,
-                    event.by,
-                )
-            await eventstore.append(
+            # The approver's name reaches the notice's record as the event's projection.
+            await records.record_one(
                 connection,
                 eventstore.notice_stream(request.notice_id),
                 request.key,
@@ -70,18 +65,8 @@ class LifecycleActivities:
     async def record_phase(self, change: PhaseChange) -> None:
         log.info("phase", phase=change.phase.value, effective_at=change.effective_at)
         async with self.deps.pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                "UPDATE notices SET phase = $2, effective_at = $3, window_closes_at = $4,"
-                # approved_by: set by the approval's event (a run since then carries none)
-                " approved_by = coalesce($5, approved_by), updated_at = now()"
-                " WHERE notice_id = $1",
-                change.notice_id,
-                change.phase.value,
-                change.effective_at,
-                change.window_closes_at,
-                change.approved_by,
-            )
-            await eventstore.append(
+            # The notice's record follows from the event (the approver: from the approval's).
+            await records.record_one(
                 connection,
                 eventstore.notice_stream(change.notice_id),
                 change.key,
@@ -204,20 +189,12 @@ class LifecycleActivities:
         settled = is_settled(verdict, cases)
         change = None
         async with self.deps.pool.acquire() as connection, connection.transaction():
+            # The customer's row and enablement are the events' projection; only the outbox
+            # flag for the activation mail is written here.
             if verdict is Verdict.activate and not row["activated"]:
                 change = "on"
-                deemed = is_deemed_acceptance(spec.opt_in, cases)
-                await connection.execute(
-                    "UPDATE recipients SET activated = true, activated_at = $3, activation_mail_due = true,"
-                    " deemed_accepted_at = CASE WHEN $4 THEN deadline END"
-                    " WHERE notice_id = $1 AND customer_id = $2",
-                    spec.notice_id,
-                    customer_id,
-                    now,
-                    deemed,
-                )
-                if deemed:
-                    await eventstore.append(
+                if is_deemed_acceptance(spec.opt_in, cases):
+                    await records.record_one(
                         connection,
                         stream,
                         f"deemed/{customer_id}",
@@ -233,6 +210,12 @@ class LifecycleActivities:
                     now,
                     activation_ground(spec.opt_in, cases),
                 )
+                await connection.execute(
+                    "UPDATE recipients SET activation_mail_due = true"
+                    " WHERE notice_id = $1 AND customer_id = $2",
+                    spec.notice_id,
+                    customer_id,
+                )
             elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
                 # held: a timely case judged after the switch-on (a reply mail's receipt time
                 # before the deadline, classified later) holds it off until ops resolve (rule 9).
@@ -241,20 +224,13 @@ class LifecycleActivities:
                     connection, spec.notice_id, spec.subprocessor, customer_id, now, verdict.value
                 )
             if settled:
-                await eventstore.append(
+                await records.record_one(
                     connection,
                     stream,
                     f"settled/{customer_id}/{verdict.value}/{now.isoformat()}",
                     events.CustomerSettled(customer_id=customer_id, verdict=verdict),
                     now,
                 )
-            await connection.execute(
-                "UPDATE recipients SET verdict = $3, settled = $4 WHERE notice_id = $1 AND customer_id = $2",
-                spec.notice_id,
-                customer_id,
-                verdict.value,
-                settled,
-            )
         return change
 
     async def _mail_activation(self, spec: NoticeSpec, customer_ids: list[str]) -> None:

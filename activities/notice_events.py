@@ -1,8 +1,8 @@
 """The notice's own typed events, recorded for the workflow: approved, postponed, cancelled.
 
 The workflow sends the event as it knows it (counts, dates, the phase: no names); this adds who
-and why from the action's receipt (``notice_actions.with_actor``), keeps the approver in the
-notice's record, and appends the event through the event store's typed append. It replaced the
+and why from the action's receipt (``notice_actions.with_actor``), and records the event
+(append and projection: the approver reaches the notice's record). It replaced the
 generic ``append_event`` (activities/lifecycle.py), which stays registered for runs that started
 before it (``workflow.patched("typed-notice-events")`` in workflows/notice.py).
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.deps import Deps
-from noticeflow import eventstore, notice_actions
+from activities.sending import workflow_event
+from noticeflow import notice_actions, records
 from noticeflow.contracts import Activity, NoticeEventRequest, notice_stream
-from noticeflow.domain.events import NoticeApproved
 
 
 class NoticeEventActivities:
@@ -29,16 +29,13 @@ class NoticeEventActivities:
             data = await notice_actions.with_actor(
                 connection, request.event.data(), request.receipt_id
             )
-            event = model.model_validate(
-                {key: value for key, value in data.items() if _holds(model, key)}
+            # Validated by its model: invalid data fails for good (InvalidEvent), never retried.
+            event = workflow_event(
+                model.type, {key: value for key, value in data.items() if _holds(model, key)}
             )
-            if isinstance(event, NoticeApproved) and event.by:
-                await connection.execute(
-                    "UPDATE notices SET approved_by = $2 WHERE notice_id = $1",
-                    request.notice_id,
-                    event.by,
-                )
-            await eventstore.append(
+            # The notice's record (the approver, a cancellation's settled customers) is the
+            # event's projection (noticeflow/records.py).
+            await records.record_one(
                 connection, notice_stream(request.notice_id), request.key, event, request.at
             )
 

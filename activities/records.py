@@ -1,4 +1,4 @@
-"""SQL shared by the activities: reading recipients and contacts, counts, enablement records."""
+"""SQL shared by the activities: reading recipients and contacts, counts, switching on and off."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from activities.mailer import Recipient
-from noticeflow import eventstore
+from noticeflow import eventstore, records
 from noticeflow.contracts import NoticeTotals
 from noticeflow.crypto import ERASED, Field, load_keys
 from noticeflow.domain import events
@@ -83,27 +83,6 @@ async def load_recipients(
     return found
 
 
-async def set_enablement(
-    connection: asyncpg.Connection,
-    customer_id: str,
-    subprocessor: str,
-    enabled: bool,
-    at: datetime,
-    notice_id: str,
-) -> None:
-    await connection.execute(
-        "INSERT INTO subprocessor_enablements (customer_id, subprocessor, enabled, since, notice_id)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, subprocessor) DO UPDATE"
-        " SET enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id"
-        " WHERE subprocessor_enablements.enabled IS DISTINCT FROM EXCLUDED.enabled",
-        customer_id,
-        subprocessor,
-        enabled,
-        at,
-        notice_id,
-    )
-
-
 async def switch_subprocessor(
     connection: asyncpg.Connection,
     notice_id: str,
@@ -113,9 +92,9 @@ async def switch_subprocessor(
     at: datetime,
     because: str,
 ) -> None:
-    """Record that the sub-processor is now on (or off) for one customer, with its event."""
-    await set_enablement(connection, customer_id, subprocessor, enabled, at, notice_id)
-    await eventstore.append(
+    """Record that the sub-processor is now on (or off) for one customer: the event, and its
+    projection (the customer's row for the notice and its enablement, noticeflow/records.py)."""
+    await records.record_one(
         connection,
         eventstore.notice_stream(notice_id),
         f"{'enable' if enabled else 'disable'}/{customer_id}/{at.isoformat()}",
@@ -134,10 +113,5 @@ async def switch_off(
     at: datetime,
     because: str,
 ) -> None:
-    """An activated customer's switch-off: its recipient row, its enablement and their event."""
-    await connection.execute(
-        "UPDATE recipients SET activated = false WHERE notice_id = $1 AND customer_id = $2",
-        notice_id,
-        customer_id,
-    )
+    """An activated customer's switch-off (its row and enablement follow from the event)."""
     await switch_subprocessor(connection, notice_id, subprocessor, customer_id, False, at, because)

@@ -28,7 +28,7 @@ from activities.mailer import (
     utcnow,
 )
 from activities.records import AUDIENCE_FILTER, audience_args, load_recipients
-from noticeflow import eventstore, notice_actions
+from noticeflow import eventstore, notice_actions, records
 from noticeflow.contracts import (
     Activity,
     ApprovalCheck,
@@ -328,19 +328,20 @@ class SendingActivities:
     async def _record(
         self, spec: NoticeSpec, kind: str, results: list[Delivered], at: datetime
     ) -> None:
-        """One transaction for a whole batch: the delivery events, then the recipients' state."""
+        """One transaction for a whole batch: the delivery events and their projection, the
+        recipients' delivery state (noticeflow/records.py)."""
         if not results:
             return
         stream = eventstore.notice_stream(spec.notice_id)
         async with self.deps.pool.acquire() as connection, connection.transaction():
-            # Read, append, then write: the append must come before this transaction's first
+            # Read, then append and project: the append comes before this transaction's first
             # write, so its transaction id is taken under the stream lock (see eventstore).
             current = dict(await connection.fetch(
                 "SELECT customer_id, delivery FROM recipients WHERE notice_id = $1"
                 " AND customer_id = ANY($2::text[])",
                 spec.notice_id, [r.customer_id for r in results],
             ))  # fmt: skip
-            await eventstore.append_events(connection, stream, [
+            await records.record(connection, stream, [
                 eventstore.NewEvent.of(
                     stream,
                     f"{kind}/{r.customer_id}",
@@ -359,18 +360,6 @@ class SendingActivities:
                 )
                 for r in results
             ])  # fmt: skip
-            await connection.execute(
-                "UPDATE recipients r SET delivery = u.delivery, delivered_at = u.delivered_at,"
-                " deadline = u.deadline FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
-                " $5::timestamptz[]) AS u(customer_id, delivery, delivered_at, deadline)"
-                " WHERE r.notice_id = $1 AND r.customer_id = u.customer_id"
-                " AND r.delivery <> 'delivered'",
-                spec.notice_id,
-                [r.customer_id for r in results],
-                [(Delivery.delivered if r.first else Delivery.undelivered).value for r in results],
-                [r.delivered_at for r in results],
-                [r.deadline for r in results],
-            )
 
     @activity.defn(name=Activity.resend_notice)
     async def resend_notice(self, request: ResendRequest) -> ResendResult:
@@ -441,7 +430,8 @@ class SendingActivities:
         async with pool.acquire() as connection, connection.transaction():
             # Who (and why) from the receipt, not Temporal.
             detail = await notice_actions.with_actor(connection, request.detail, request.receipt_id)
-            await eventstore.append(
+            # A cancellation settles those not switched on: the event's projection.
+            await records.record_one(
                 connection,
                 eventstore.notice_stream(spec.notice_id),
                 request.key,
@@ -452,13 +442,6 @@ class SendingActivities:
                 ),
                 request.at,
             )
-            if request.kind == "cancellation":
-                await connection.execute(
-                    # Customers already switched on (a cancel once active) keep their verdict.
-                    "UPDATE recipients SET settled = true, verdict = 'cancelled'"
-                    " WHERE notice_id = $1 AND NOT activated",
-                    spec.notice_id,
-                )
         ids = [
             row["customer_id"]
             for row in await pool.fetch(

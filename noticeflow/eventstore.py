@@ -249,21 +249,35 @@ async def append_events(
     expected_version: int = ANY_VERSION,
 ) -> list[StoredEvent]:
     """Append a batch to one stream, atomically; returns the stored events (originals on retry)."""
+    return (await append_new(connection, stream_id, events, expected_version)).stored
+
+
+class Appended(NamedTuple):
+    """What an append stored: every event of the batch as stored (an original where its id
+    existed already), and those this call appended (for a projection in the same transaction)."""
+
+    stored: list[StoredEvent]
+    fresh: list[StoredEvent]
+
+
+async def append_new(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    events: Sequence[NewEvent],
+    expected_version: int = ANY_VERSION,
+) -> Appended:
+    """:func:`append_events`, also telling which events this call appended."""
     if not events:
-        return []
+        return Appended([], [])
     if connection.is_in_transaction():  # the caller's transaction: its retry is the caller's job
-        return await _append(connection, stream_id, events, expected_version)
+        return await _insert(connection, stream_id, events, expected_version, own=False)
     for attempt in range(5):
         try:
-            return await _append(connection, stream_id, events, expected_version)
+            return await _insert(connection, stream_id, events, expected_version, own=True)
         except OrderingConflict:
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
-
-
-class _AlreadyThere(Exception):
-    """Some event ids of the batch exist already: take the careful path."""
 
 
 def _lock_sql(stream_id: str = "$1") -> str:
@@ -278,11 +292,14 @@ HEAD_SQL = (
     # commit. The advisory lock takes no transaction id, so this transaction's id (taken here by
     # pg_current_xact_id) is newer than the previous writer's. Positions are drawn here too (a
     # block of POSITION_BLOCK per nextval, migration 003), so the batch can go in with COPY.
+    # The batch's ids already stored come back too: an id is derived from its stream, so under
+    # the stream's lock nobody else can store one meanwhile (a retry needs no savepoint).
     "SELECT coalesce(h.version, 0) AS version, coalesce(h.head_hash, $2) AS head_hash,"
     "  coalesce(pg_current_xact_id() < h.head_tx, false) AS behind,"
     "  pg_current_xact_id() AS tx_id, now() AS recorded_at,"
     "  array(SELECT nextval('events_position_seq') FROM generate_series(1, $3)) AS blocks,"
-    "  h.head_signature, h.head_key_id"
+    "  h.head_signature, h.head_key_id,"
+    "  array(SELECT event_id FROM events WHERE event_id = ANY($4::uuid[])) AS existing"
     " FROM (SELECT 1) AS one LEFT JOIN event_streams h ON h.stream_id = $1"
 )
 UPSERT_HEAD = (  # completed by "VALUES (...)" or a SELECT giving the head's columns
@@ -303,34 +320,6 @@ COPY_COLUMNS = [
 ]  # fmt: skip
 
 
-async def _append(
-    connection: asyncpg.Connection,
-    stream_id: str,
-    events: Sequence[NewEvent],
-    expected_version: int,
-) -> list[StoredEvent]:
-    try:
-        if connection.is_in_transaction():  # a savepoint inside the caller's transaction
-            async with connection.transaction():
-                return await _insert(connection, stream_id, events, expected_version, own=False)
-        return await _insert(connection, stream_id, events, expected_version, own=True)
-    except _AlreadyThere:
-        pass
-    async with connection.transaction():  # a retry: hand back the originals, append the rest
-        existing = await _existing(connection, [event.event_id for event in events])
-        for event in events:
-            if event.event_id in existing:
-                _check_same(existing[event.event_id], stream_id, event)
-        fresh = [event for event in events if event.event_id not in existing]
-        appended = (
-            await _insert(connection, stream_id, fresh, expected_version, own=False)
-            if fresh
-            else []
-        )
-    by_id = {**existing, **{stored.event_id: stored for stored in appended}}
-    return [by_id[event.event_id] for event in events]
-
-
 def _literal(text: str) -> str:
     """An SQL string literal (escape-string syntax, right whatever standard_conforming_strings)."""
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
@@ -342,8 +331,10 @@ async def _insert(
     events: Sequence[NewEvent],
     expected_version: int,
     own: bool,
-) -> list[StoredEvent]:
-    """Lock the stream, chain the events onto its head, write them and move the head.
+) -> Appended:
+    """Lock the stream, chain the events not stored yet onto its head, write them and move the
+    head; an event whose id is stored already comes back as the original (the same content, or
+    :class:`EventIdConflict`).
 
     With ``own`` this function runs its own transaction and saves round trips by sending BEGIN
     with the lock, and the head move with COMMIT, as single simple-protocol queries (the values
@@ -352,15 +343,21 @@ async def _insert(
     lock = _lock_sql(_literal(stream_id))
     await connection.execute(f"BEGIN; {lock}" if own else lock)
     try:
-        stored, records, vouched = await _chain_onto_head(
+        fresh, records, vouched, existing = await _chain_onto_head(
             connection, stream_id, events, expected_version
         )
-        await _write(connection, stream_id, records, commit=own, sign=vouched)
+        if records:
+            await _write(connection, stream_id, records, commit=own, sign=vouched)
+        elif own:
+            await connection.execute("COMMIT")
     except BaseException:
         if own and connection.is_in_transaction():
             await connection.execute("ROLLBACK")
         raise
-    return stored
+    if not existing:
+        return Appended(fresh, fresh)
+    by_id = {**existing, **{event.event_id: event for event in fresh}}
+    return Appended([by_id[event.event_id] for event in events], fresh)
 
 
 async def _chain_onto_head(
@@ -368,12 +365,24 @@ async def _chain_onto_head(
     stream_id: str,
     events: Sequence[NewEvent],
     expected_version: int,
-) -> tuple[list[StoredEvent], list[tuple[Any, ...]], bool]:
-    """The rows to write, and whether the new head may be signed: only when the head it builds
-    on is vouched for (a new stream, or a head whose signature verifies). A new signature over a
-    head nobody vouched for would launder whatever was done to the stream before it."""
+) -> tuple[list[StoredEvent], list[tuple[Any, ...]], bool, dict[uuid.UUID, StoredEvent]]:
+    """The events to write as stored and as rows, whether the new head may be signed, and the
+    originals of the batch's events stored already. The head is signed only when the head it
+    builds on is vouched for (a new stream, or a head whose signature verifies): a new signature
+    over a head nobody vouched for would launder whatever was done to the stream before it."""
     blocks = -(-len(events) // POSITION_BLOCK)
-    head = await connection.fetchrow(HEAD_SQL, stream_id, GENESIS, blocks)
+    head = await connection.fetchrow(
+        HEAD_SQL, stream_id, GENESIS, blocks, [event.event_id for event in events]
+    )
+    existing: dict[uuid.UUID, StoredEvent] = {}
+    if head["existing"]:  # a retry: hand back the originals, append the rest
+        existing = await _existing(connection, head["existing"])
+        for event in events:
+            if event.event_id in existing:
+                _check_same(existing[event.event_id], stream_id, event)
+        events = [event for event in events if event.event_id not in existing]
+        if not events:
+            return [], [], False, existing
     if head["behind"]:
         raise OrderingConflict(f"stream {stream_id} was appended by a later transaction")
     version, prev = head["version"], bytes(head["head_hash"])
@@ -403,7 +412,7 @@ async def _chain_onto_head(
             event.schema_version, orjson.loads(text), event.occurred_at, recorded_at, prev, digest,
         ))  # fmt: skip
         prev = digest
-    return stored, records, vouched
+    return stored, records, vouched, existing
 
 
 def _head_vouched(stream_id: str, version: int, head_hash: bytes, row: asyncpg.Record) -> bool:
@@ -495,8 +504,10 @@ async def _write(
         if commit:
             await connection.execute("COMMIT")
     except asyncpg.UniqueViolationError as error:
-        if error.constraint_name == "events_event_id_key":
-            raise _AlreadyThere from None
+        if error.constraint_name == "events_event_id_key":  # twice in one batch
+            raise EventIdConflict(
+                f"an event id is given twice in one batch to {stream_id}"
+            ) from None
         raise
 
 

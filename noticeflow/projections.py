@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 
 from noticeflow import eventstore as es
+from noticeflow.contracts import notice_id_of
 
 log = structlog.get_logger(__name__)
 NAME = "read_models"
@@ -376,9 +377,9 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
                 events = await es.read_all(connection, after, page)
                 changes = _Page()
                 for event in events:
-                    if not event.stream_id.startswith("notice-"):
+                    notice_id = notice_id_of(event.stream_id)
+                    if notice_id is None:
                         continue
-                    notice_id = event.stream_id.removeprefix("notice-")
                     handler = HANDLERS.get(event.event_type)
                     if handler is not None:
                         await handler(connection, changes, notice_id, event)

@@ -31,10 +31,14 @@ from typing import Any
 import asyncpg
 
 from noticeflow import eventstore as es
+from noticeflow.contracts import notice_id_of
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
 from noticeflow.domain.errors import InputError
+from noticeflow.domain.events import Event
+from noticeflow.domain.rules import Verdict
 
 RECORDS_LOCK = 7_346_003  # one rebuild at a time
+VERDICTS = frozenset(verdict.value for verdict in Verdict)
 
 # The projected columns and the value each starts from before the first event.
 RECIPIENT_RESET = (
@@ -221,7 +225,7 @@ _SWITCHED = (
     "WITH recipient AS (UPDATE recipients SET activated = $4,"
     "   activated_at = CASE WHEN $4 THEN $5 ELSE activated_at END,"
     "   deemed_accepted_at = CASE WHEN $4 AND NOT $6 THEN NULL ELSE deemed_accepted_at END,"
-    "   verdict = CASE WHEN $4 THEN 'activate' ELSE verdict END"
+    "   verdict = $7"
     "   WHERE notice_id = $1 AND customer_id = $2 RETURNING 1)"
     " INSERT INTO subprocessor_enablements (customer_id, subprocessor, enabled, since, notice_id)"
     " VALUES ($2, $3, $4, $5, $1) ON CONFLICT (customer_id, subprocessor) DO UPDATE"
@@ -239,7 +243,11 @@ def _switched(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
         enabled,
         e.occurred_at,
         e.data.get("because") == "deemed_acceptance",
-    )
+        # Switched on: the verdict was to activate; off: the verdict that switched it off, if
+        # one did (a revoked opt-in or a resolution is no verdict: none until the next round).
+        "activate" if enabled else (e.data.get("because") if e.data.get("because") in VERDICTS
+                                    else None),
+    )  # fmt: skip
 
 
 _SETTLED = (
@@ -315,9 +323,9 @@ SEALING = {"objection_received", "objection_resolved", "customer_excluded"}
 def _runs(events: Iterable[es.StoredEvent]) -> list[_Run]:
     runs: list[_Run] = []
     for event in events:
-        if event.event_type not in HANDLERS or not event.stream_id.startswith("notice-"):
+        notice_id = notice_id_of(event.stream_id)
+        if event.event_type not in HANDLERS or notice_id is None:
             continue
-        notice_id = event.stream_id.removeprefix("notice-")
         last = runs[-1] if runs else None
         sql = HANDLERS[event.event_type][0]
         if last is not None and last.notice_id == notice_id and HANDLERS[last.event_type][0] == sql:
@@ -371,11 +379,8 @@ async def record(
     event appended by an earlier try of the same step was projected then, and is not again)."""
     if not connection.is_in_transaction():
         raise RuntimeError("records.record runs inside the transaction that decides")
-    stored = await es.append_events(connection, stream_id, events, expected_version)
-    if stored:
-        current = int(await connection.fetchval("SELECT pg_current_xact_id()::text"))
-        fresh = [event for event in stored if event.tx_id == current]
-        await project(connection, fresh, keys)
+    stored, fresh = await es.append_new(connection, stream_id, events, expected_version)
+    await project(connection, fresh, keys)
     return stored
 
 
@@ -383,15 +388,13 @@ async def record_one(
     connection: asyncpg.Connection,
     stream_id: str,
     key: str,
-    event_type: str,
-    data: dict[str, Any],
+    event: Event,
     occurred_at: datetime,
     keys: Keys | None = None,
-    schema_version: int = 1,
 ) -> es.StoredEvent:
     """:func:`record` for the one event of step ``key``."""
-    event = es.NewEvent(es.event_id(stream_id, key), event_type, data, occurred_at, schema_version)
-    return (await record(connection, stream_id, [event], keys))[0]
+    new = es.NewEvent.of(stream_id, key, event, occurred_at)
+    return (await record(connection, stream_id, [new], keys))[0]
 
 
 PAGE = 5000
@@ -440,9 +443,8 @@ async def _refuse_unverified(connection: asyncpg.Connection) -> None:
     behind the product's back (it cannot sign a head) would otherwise become a record."""
     streams = [
         row["stream_id"]
-        for row in await connection.fetch(
-            "SELECT stream_id FROM event_streams WHERE stream_id LIKE 'notice-%' ORDER BY 1"
-        )
+        for row in await connection.fetch("SELECT stream_id FROM event_streams ORDER BY 1")
+        if notice_id_of(row["stream_id"]) is not None
     ]
     problems = [
         str(problem)

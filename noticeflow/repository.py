@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from noticeflow import eventstore, intake
+from noticeflow import eventstore, intake, records
 from noticeflow.crypto import (
     ERASED,
     ERASURE_LOCK,
@@ -107,7 +107,7 @@ async def create_notice(pool: asyncpg.Pool, spec: NoticeSpec, author: str, at: d
             raise InputError(
                 f"notice {spec.notice_id!r} already exists; give the file another notice_id"
             )
-        await eventstore.append(
+        await records.record_one(  # the notice's phase and dates: the event's projection
             connection,
             eventstore.notice_stream(spec.notice_id),
             "created",
@@ -291,7 +291,9 @@ async def erase_customer(pool: asyncpg.Pool, customer_id: str) -> dict[str, Any]
             ),
             "objections": await _count(
                 connection,
-                "UPDATE objections SET objected_by = $2, reason = $2,"
+                # content_ref too: a keyed id under the key deleted now, which nothing can
+                # recompute (a rebuild of the records writes none either)
+                "UPDATE objections SET objected_by = $2, reason = $2, content_ref = NULL,"
                 " resolved_by = CASE WHEN resolved_by IS NULL THEN NULL ELSE $2 END,"
                 " resolution_note = CASE WHEN coalesce(resolution_note, '') = ''"
                 "   THEN resolution_note ELSE $2 END"

@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import projections, repository
+from noticeflow import projections, records, repository
 from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
 from tests import helpers
@@ -189,6 +189,20 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     live = await read_models(pool)
     await projections.rebuild(pool)
     assert await read_models(pool) == live
+
+    # The records a decision reads are projections of the events too: a rebuild from zero
+    # equals them, and repairs a record altered behind the product's back.
+    recorded = await helpers.records_of(pool)
+    assert recorded["objections"] and recorded["subprocessor_enablements"]
+    await records.rebuild(pool)
+    assert helpers.records_diff(await helpers.records_of(pool), recorded) == []
+    await pool.execute("UPDATE recipients SET activated = NOT activated, opted_in = NOT opted_in")
+    await pool.execute("UPDATE objections SET status = 'withdrawn', timely = NOT timely")
+    await pool.execute("DELETE FROM subprocessor_enablements")
+    await pool.execute("UPDATE notices SET phase = 'draft'")
+    assert await helpers.records_of(pool) != recorded
+    await records.rebuild(pool)
+    assert helpers.records_diff(await helpers.records_of(pool), recorded) == []
 
 
 async def read_models(pool) -> dict[str, list]:
