@@ -195,7 +195,7 @@ async def _watch(client: Client, pool: Any, spec: NoticeSpec) -> None:
         objection = row["objection"]
         say(
             f"  {row['customer_id']:<12} delivery={row['delivery']:<11} opted_in={row['opted_in']!s:<5} "
-            f"objection={(objection or {}).get('status', '-'):<9} verdict={row['verdict']:<9} "
+            f"objection={(objection or {}).get('status', '-'):<9} verdict={row['verdict'] or '-':<9} "
             f"activated={row['activated']}"
         )
     say("see every mail in the mail dir, and the history in the Temporal Web UI; Ctrl-C to stop")
