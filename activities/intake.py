@@ -24,11 +24,15 @@ import orjson
 import structlog
 from temporalio import activity
 
-from activities.deps import Deps
-from activities.mailer import TemporarySmtpError
-from activities.records import load_recipients, read_totals, switch_off, switch_subprocessor
 from activities.sending import SendingActivities
 from noticeflow import eventstore, intake, notice_actions, records
+from noticeflow.application.deps import Deps
+from noticeflow.application.shared import (
+    load_recipients,
+    read_totals,
+    switch_off,
+    switch_subprocessor,
+)
 from noticeflow.contracts import (
     Activity,
     IntakeRequest,
@@ -43,6 +47,7 @@ from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import Outcome, Phase, is_timely
+from noticeflow.mailer import TemporarySmtpError
 
 log = structlog.get_logger(__name__)
 

@@ -1,17 +1,16 @@
-"""Phase records, generic events, totals, and per-customer activation (rule 9)."""
+"""Phase records, generic events, totals, and per-customer activation (rule 9).
+
+Thin adapters over :class:`noticeflow.application.lifecycle.LifecycleService` (the SQL, the
+events and the mail are the service's): the activation round heartbeats its progress; an event
+no model accepts fails the generic append for good."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
-
-import structlog
 from temporalio import activity
 
-from activities.deps import Deps, mail_update
-from activities.records import read_totals, switch_off, switch_subprocessor
-from activities.sending import workflow_event
-from noticeflow import eventstore, notice_actions, records
+from activities.deps import invalid_events_fail_for_good
+from noticeflow.application.deps import Deps
+from noticeflow.application.lifecycle import LifecycleService
 from noticeflow.contracts import (
     ActivationRequest,
     ActivationRound,
@@ -21,233 +20,31 @@ from noticeflow.contracts import (
     NoticeTotals,
     PhaseChange,
 )
-from noticeflow.domain import events
-from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.render import update_context
-from noticeflow.domain.rules import (
-    OFF_VERDICTS,
-    Case,
-    CaseStatus,
-    Delivery,
-    Phase,
-    Verdict,
-    activation_ground,
-    decide,
-    is_deemed_acceptance,
-    is_settled,
-)
-
-PAGE = 1000
-log = structlog.get_logger(__name__)
 
 
 class LifecycleActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.service = LifecycleService(deps)
 
     @activity.defn(name=Activity.append_event)
     async def append_event(self, request: EventRequest) -> None:
-        async with self.deps.pool.acquire() as connection, connection.transaction():
-            # Who (and why) from the receipt, not Temporal.
-            data = await notice_actions.with_actor(connection, request.data, request.receipt_id)
-            # Validated by its model: an unknown type or invalid data fails for good, at once.
-            event = workflow_event(request.event_type, data)
-            # The approver's name reaches the notice's record as the event's projection.
-            await records.record_one(
-                connection,
-                eventstore.notice_stream(request.notice_id),
-                request.key,
-                event,
-                request.at,
-            )
+        with invalid_events_fail_for_good():
+            await self.service.append_event(request)
 
     @activity.defn(name=Activity.record_phase)
     async def record_phase(self, change: PhaseChange) -> None:
-        log.info("phase", phase=change.phase.value, effective_at=change.effective_at)
-        async with self.deps.pool.acquire() as connection, connection.transaction():
-            # The notice's record follows from the event (the approver: from the approval's).
-            await records.record_one(
-                connection,
-                eventstore.notice_stream(change.notice_id),
-                change.key,
-                events.PhaseChanged(
-                    phase=change.phase,
-                    effective_at=change.effective_at,
-                    window_closes_at=change.window_closes_at,
-                ),
-                change.at,
-            )
+        await self.service.record_phase(change)
 
     @activity.defn(name=Activity.load_notice_record)
     async def load_notice_record(self, notice_id: str) -> NoticeRecord:
-        row = await self.deps.pool.fetchrow(
-            "SELECT phase, effective_at, window_closes_at FROM notices WHERE notice_id = $1",
-            notice_id,
-        )
-        # No approver's name: it stays in the records (no names travel through Temporal).
-        return NoticeRecord(
-            phase=Phase(row["phase"]),
-            effective_at=row["effective_at"],
-            window_closes_at=row["window_closes_at"],
-        )
+        return await self.service.load_notice_record(notice_id)
 
     @activity.defn(name=Activity.read_totals)
     async def read_totals(self, notice_id: str) -> NoticeTotals:
-        return await read_totals(self.deps.pool, notice_id)
+        return await self.service.read_totals(notice_id)
 
     @activity.defn(name=Activity.activate_due)
     async def activate_due(self, request: ActivationRequest) -> ActivationRound:
         """Decide every unsettled customer at ``now``; enable or disable per customer."""
-        spec = request.spec
-        activated = deactivated = 0
-        next_due: datetime | None = None
-        after = ""
-        owed = [  # switched on by an earlier round that stopped before its mail went out
-            row["customer_id"]
-            for row in await self.deps.pool.fetch(
-                "SELECT customer_id FROM recipients WHERE notice_id = $1 AND activation_mail_due"
-                " ORDER BY customer_id",
-                spec.notice_id,
-            )
-        ]
-        await self._mail_activation(spec, owed)
-        while True:
-            rows = await self.deps.pool.fetch(
-                "SELECT customer_id, delivery, deadline, opted_in, activated,"
-                " excluded_at IS NOT NULL AS excluded_by_ops, EXISTS (SELECT 1 FROM intake i"
-                "   WHERE i.notice_id = r.notice_id AND i.customer_id = r.customer_id"
-                "   AND i.status = 'pending') AS pending_receipt"
-                " FROM recipients r WHERE notice_id = $1 AND NOT settled AND customer_id > $2"
-                " ORDER BY customer_id LIMIT $3",
-                spec.notice_id,
-                after,
-                PAGE,
-            )
-            if not rows:
-                break
-            after = rows[-1]["customer_id"]
-            cases = await self._cases(spec.notice_id, [row["customer_id"] for row in rows])
-            newly_on: list[str] = []
-            for row in rows:
-                if row["pending_receipt"]:
-                    # An action received for it is not judged yet: decide after it (soon).
-                    soon = request.now + timedelta(seconds=2)
-                    next_due = min(filter(None, [next_due, soon]))
-                    continue
-                customer_cases = cases.get(row["customer_id"], [])
-                verdict = decide(
-                    now=request.now,
-                    effective_at=spec.effective_at,
-                    delivery=Delivery(row["delivery"]),
-                    deadline=row["deadline"],
-                    opt_in_notice=spec.opt_in,
-                    opted_in=row["opted_in"],
-                    cases=customer_cases,
-                    excluded_by_ops=row["excluded_by_ops"],
-                )
-                if verdict is Verdict.wait_for_deadline and row["deadline"] is not None:
-                    next_due = min(filter(None, [next_due, row["deadline"]]))
-                changed = await self._apply(spec, row, verdict, customer_cases, request.now)
-                if changed == "on":
-                    activated += 1
-                    newly_on.append(row["customer_id"])
-                elif changed == "off":
-                    deactivated += 1
-            await self._mail_activation(spec, newly_on)
-            activity.heartbeat(after)
-        totals = await read_totals(self.deps.pool, spec.notice_id)
-        log.info(
-            "activation round",
-            activated=activated,
-            deactivated=deactivated,
-            unsettled=totals.unsettled,
-            next_due=next_due,
-        )
-        return ActivationRound(
-            activated_now=activated, deactivated_now=deactivated, next_due=next_due, totals=totals
-        )
-
-    async def _cases(self, notice_id: str, customer_ids: list[str]) -> dict[str, list[Case]]:
-        rows = await self.deps.pool.fetch(
-            "SELECT customer_id, status, timely FROM objections"
-            " WHERE notice_id = $1 AND customer_id = ANY($2::text[])",
-            notice_id,
-            customer_ids,
-        )
-        found: dict[str, list[Case]] = {}
-        for row in rows:
-            found.setdefault(row["customer_id"], []).append(
-                Case(CaseStatus(row["status"]), row["timely"])
-            )
-        return found
-
-    async def _apply(
-        self, spec: NoticeSpec, row: Any, verdict: Verdict, cases: list[Case], now: datetime
-    ) -> str | None:
-        customer_id = row["customer_id"]
-        stream = eventstore.notice_stream(spec.notice_id)
-        settled = is_settled(verdict, cases)
-        change = None
-        async with self.deps.pool.acquire() as connection, connection.transaction():
-            # The customer's row and enablement are the events' projection; only the outbox
-            # flag for the activation mail is written here.
-            if verdict is Verdict.activate and not row["activated"]:
-                change = "on"
-                if is_deemed_acceptance(spec.opt_in, cases):
-                    await records.record_one(
-                        connection,
-                        stream,
-                        f"deemed/{customer_id}",
-                        events.DeemedAcceptance(customer_id=customer_id, deadline=row["deadline"]),
-                        row["deadline"],
-                    )
-                await switch_subprocessor(
-                    connection,
-                    spec.notice_id,
-                    spec.subprocessor,
-                    customer_id,
-                    True,
-                    now,
-                    activation_ground(spec.opt_in, cases),
-                )
-                await connection.execute(
-                    "UPDATE recipients SET activation_mail_due = true"
-                    " WHERE notice_id = $1 AND customer_id = $2",
-                    spec.notice_id,
-                    customer_id,
-                )
-            elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
-                # held: a timely case judged after the switch-on (a reply mail's receipt time
-                # before the deadline, classified later) holds it off until ops resolve (rule 9).
-                change = "off"
-                await switch_off(
-                    connection, spec.notice_id, spec.subprocessor, customer_id, now, verdict.value
-                )
-            if settled:
-                await records.record_one(
-                    connection,
-                    stream,
-                    f"settled/{customer_id}/{verdict.value}/{now.isoformat()}",
-                    events.CustomerSettled(customer_id=customer_id, verdict=verdict),
-                    now,
-                )
-        return change
-
-    async def _mail_activation(self, spec: NoticeSpec, customer_ids: list[str]) -> None:
-        if not customer_ids:
-            return
-        context = update_context(
-            spec,
-            f"{spec.subprocessor} is now in use for your organisation",
-            [
-                f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
-                f"personal data for {', '.join(spec.services)} on our behalf."
-            ],
-        )
-        await mail_update(self.deps, spec, customer_ids, "activation", lambda _: context)
-        await self.deps.pool.execute(
-            "UPDATE recipients SET activation_mail_due = false"
-            " WHERE notice_id = $1 AND customer_id = ANY($2::text[])",
-            spec.notice_id,
-            customer_ids,
-        )
+        return await self.service.activate_due(request, progress=activity.heartbeat)

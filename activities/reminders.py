@@ -1,77 +1,23 @@
-"""Reminders: a mail some time before a customer's deadline, to customers who have not acted."""
+"""Reminders: a mail some time before a customer's deadline, to customers who have not acted.
+
+A thin adapter over :class:`noticeflow.application.reminders.ReminderService`, heartbeating its
+progress."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
-import asyncpg
 from temporalio import activity
 
-from activities.deps import Deps, mail_update
-from activities.mailer import Recipient
-from noticeflow import eventstore
+from noticeflow.application.deps import Deps
+from noticeflow.application.reminders import ReminderService
 from noticeflow.contracts import Activity, ReminderRequest, ReminderRound
-from noticeflow.domain import events
-from noticeflow.domain.deadlines import describe_deadline
-from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.render import update_context
-
-# Not acted: no objection at all, and (opt-in notices) not opted in. Still inside the window.
-CANDIDATES = (
-    "SELECT r.customer_id, r.deadline, r.timezone FROM recipients r"
-    " WHERE r.notice_id = $1 AND r.delivery = 'delivered' AND r.deadline > $2"
-    " AND ($3 = false OR NOT r.opted_in)"
-    " AND NOT EXISTS (SELECT 1 FROM objections o WHERE o.notice_id = r.notice_id"
-    "   AND o.customer_id = r.customer_id)"
-    " ORDER BY r.customer_id"
-)
 
 
 class ReminderActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.service = ReminderService(deps)
 
     @activity.defn(name=Activity.send_reminders)
     async def send_reminders(self, request: ReminderRequest) -> ReminderRound:
         """Remind every candidate whose reminder time has come; say when the next one is due."""
-        spec = request.spec
-        assert spec.reminder_before is not None
-        rows = await self.deps.pool.fetch(CANDIDATES, spec.notice_id, request.now, spec.opt_in)
-        due = [row for row in rows if row["deadline"] - spec.reminder_before <= request.now]
-        later: list[datetime] = [
-            row["deadline"] - spec.reminder_before
-            for row in rows
-            if row["deadline"] - spec.reminder_before > request.now
-        ]
-        await self._remind(spec, due, request.now)
-        return ReminderRound(sent=len(due), next_due=min(later, default=None))
-
-    async def _remind(self, spec: NoticeSpec, due: list[asyncpg.Record], now: datetime) -> None:
-        action = "opt in" if spec.opt_in else "object"
-        deadlines = {row["customer_id"]: row["deadline"] for row in due}
-
-        def context_for(recipient: Recipient) -> dict[str, Any]:
-            deadline = describe_deadline(deadlines[recipient.customer_id], recipient.timezone)
-            return update_context(
-                spec,
-                f"Reminder: the deadline to {action} is approaching",
-                [
-                    f"We plan to engage {spec.subprocessor} as a sub-processor ({spec.purpose}).",
-                    f"If you wish to {action}, please do so before the {deadline}.",
-                ],
-            )
-
-        await mail_update(self.deps, spec, list(deadlines), "reminder", context_for)
-        stream = eventstore.notice_stream(spec.notice_id)
-        reminded = [
-            eventstore.NewEvent.of(
-                stream,
-                f"reminder/{row['customer_id']}",
-                events.ReminderSent(customer_id=row["customer_id"], deadline=row["deadline"]),
-                now,
-            )
-            for row in due
-        ]
-        async with self.deps.pool.acquire() as connection:
-            await eventstore.append_events(connection, stream, reminded)
+        return await self.service.send_reminders(request, progress=activity.heartbeat)

@@ -94,12 +94,11 @@ from temporalio.client import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings
 from intake import Stack, stop_process, wait_port
 
-from activities.deps import Deps
-from activities.lifecycle import LifecycleActivities
-from activities.mailer import ContactOutcome
-from activities.sending import Delivered, SendingActivities
-from activities.sending import _deadline as customer_deadline_of
 from noticeflow import eventstore, projections, repository, users
+from noticeflow.application.deps import Deps
+from noticeflow.application.lifecycle import LifecycleService
+from noticeflow.application.sending import Delivered, SendingService
+from noticeflow.application.sending import _deadline as customer_deadline_of
 from noticeflow.contracts import AudienceRequest, EventRequest, NoticeStatus, PhaseChange
 from noticeflow.crypto import CustomerKey, load_keys
 from noticeflow.domain.customers import Customer
@@ -120,6 +119,7 @@ from noticeflow.domain.rules import (
 from noticeflow.domain.signals import WAKE_SIGNAL
 from noticeflow.links import LinkSigner
 from noticeflow.mail import SmtpReply, message_id
+from noticeflow.mailer import ContactOutcome
 from noticeflow.sink import free_port
 from noticeflow.users import Role
 from noticeflow.web import queries
@@ -1050,13 +1050,13 @@ def _between(rng: random.Random, start: datetime, end: datetime) -> datetime:
 
 
 class Seeder:
-    """Writes notices as production does: ``repository.create_notice``; the activities'
+    """Writes notices as production does: ``repository.create_notice``; the services'
     ``check_approval``, ``append_event``, ``record_phase``, ``snapshot_audience`` and the send's
-    batch recording (``SendingActivities._record``: the delivery events and the recipients'
+    batch recording (``SendingService._record``: the delivery events and the recipients'
     state, 200 customers a transaction); the intake's events (objections, resolutions, opt-ins
     and revocations, exclusions) and the activation round's (deemed acceptance, sub-processor
     enabled, customer settled, by ``rules.decide``) with the data shapes activities/intake.py
-    and activities/lifecycle.py append, in time order, ``INTAKE_BATCH`` a transaction. Not
+    and noticeflow/application/lifecycle.py append, in time order, ``INTAKE_BATCH`` a transaction. Not
     written: the intake's receipts and the objections/enablement tables (no page reads them)."""
 
     def __init__(self, pool: asyncpg.Pool, now: datetime, keys: dict[str, CustomerKey]) -> None:
@@ -1068,8 +1068,8 @@ class Seeder:
             mailer=cast(Any, None),  # nothing is mailed: the outcomes are made here
             links=LinkSigner(SECRET, "http://127.0.0.1"),
         )
-        self.life = LifecycleActivities(self.deps)
-        self.sending = SendingActivities(self.deps)
+        self.life = LifecycleService(self.deps)
+        self.sending = SendingService(self.deps)
         self.seeded = Seeded()
 
     def _seal(self, customer_id: str, place: str, text: str) -> str:
@@ -1323,7 +1323,7 @@ class Seeder:
         self, spec: NoticeSpec, stream: str, customers: dict[str, Sim], start: datetime
     ) -> None:
         """The activation round at the effective date: every customer decided by the rules, 5 ms
-        apart, with the events LifecycleActivities._apply appends."""
+        apart, with the events LifecycleService._apply appends."""
         pending: list[eventstore.NewEvent] = []
         now = start
         for customer_id in sorted(customers):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.records import load_recipients
 from noticeflow import intake, repository
+from noticeflow.application.shared import load_recipients
 from noticeflow.crypto import ERASED, ensure_keys, is_sealed, load_keys, open_sealed
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.errors import InputError

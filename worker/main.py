@@ -20,19 +20,19 @@ from temporalio.worker import (
     Worker,
 )
 
-from activities.deps import Deps
 from activities.intake import IntakeActivities
 from activities.lifecycle import LifecycleActivities
-from activities.mailer import Mailer
 from activities.notice_events import NoticeEventActivities
 from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
 from noticeflow import crypto, db, keyring
+from noticeflow.application.deps import Deps
 from noticeflow.config import Settings, install_keys
 from noticeflow.contracts import notice_id_of
 from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
+from noticeflow.mailer import Mailer
 from noticeflow.projections import run_projections
 from noticeflow.temporal import connect, metrics_runtime
 from workflows.notice import NoticeWorkflow

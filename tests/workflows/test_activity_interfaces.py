@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from temporalio import activity
 
-from activities.deps import Deps
 from noticeflow.activity_interfaces import INTERFACES, Sending
+from noticeflow.application.deps import Deps
 from noticeflow.contracts import Activity
 from worker.main import activities_for
 

@@ -1,4 +1,4 @@
-"""SQL shared by the activities: reading recipients and contacts, counts, switching on and off."""
+"""SQL shared by the services: reading recipients and contacts, counts, switching on and off."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import asyncpg
 
-from activities.mailer import Recipient
 from noticeflow import eventstore, records
 from noticeflow.contracts import NoticeTotals
 from noticeflow.crypto import ERASED, Field, load_keys
 from noticeflow.domain import events
 from noticeflow.domain.notice import Audience
+from noticeflow.mailer import Recipient
 
 AUDIENCE_FILTER = (
     "(cardinality($1::text[]) = 0 OR c.region = ANY($1::text[]))"

@@ -1,0 +1,460 @@
+"""Sending the notice: approval check, audience snapshot, batched mailing, resends, change mail.
+
+The service the sending activities (activities/sending.py) adapt: its long loops report progress
+(the last customer id recorded, which a retried send resumes after) through a callback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from noticeflow import eventstore, notice_actions, records
+from noticeflow.application.deps import Deps, Progress, mail_update
+from noticeflow.application.notice_events import workflow_event
+from noticeflow.application.shared import AUDIENCE_FILTER, audience_args, load_recipients
+from noticeflow.contracts import (
+    ApprovalCheck,
+    AudienceRequest,
+    ChangeMailRequest,
+    ResendRequest,
+    ResendResult,
+    SendRequest,
+    SendResult,
+)
+from noticeflow.crypto import CustomerKey, Field
+from noticeflow.domain import events
+from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import mail_context, update_context
+from noticeflow.domain.rules import Delivery
+from noticeflow.mail import TemporarySmtpError
+from noticeflow.mailer import (
+    ContactOutcome,
+    MailingDeferred,
+    MailingInterrupted,
+    MailJob,
+    Recipient,
+    accepted_at,
+    text_version,
+    utcnow,
+)
+
+HEARTBEAT_EVERY = 10.0
+
+
+async def _heartbeat_every(seconds: float, cursor: str, progress: Progress) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        progress(cursor)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    customer_id: str
+    outcomes: list[ContactOutcome]
+    first: datetime | None
+    delivered_at: datetime | None
+    deadline: datetime | None
+    held: str | None = None  # a contact only got 4xx replies (the last one's code): stays pending
+    key: CustomerKey | None = None  # the customer's: the replies' texts go sealed into the event
+
+
+def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
+    return customer_deadline(
+        delivered_at,
+        spec.objection_window,
+        row["timezone"],
+        row["window_days"],
+        WindowUnit(row["window_unit"] or "calendar"),
+        country=row["country"],
+    )
+
+
+def _delivery_event(result: Delivered) -> type[events.NoticeDelivered | events.NoticeUndelivered]:
+    """The delivery event's model (schema version 2: each contact's reply as code, enhanced status
+    and the text sealed with the customer's key, "<event type>.smtp_text"; see events.py)."""
+    return events.NoticeDelivered if result.first else events.NoticeUndelivered
+
+
+def _contact(result: Delivered, outcome: ContactOutcome) -> events.ContactAttempt:
+    """One contact's outcome in a delivery event: the reply's code and enhanced status, which
+    identify nobody, and its text sealed for this event (it may echo the address or a name)."""
+    reply = outcome.reply
+    field = Field.event(_delivery_event(result).type, "smtp_text")
+    return events.ContactAttempt(
+        position=outcome.position,
+        message_id=outcome.message_id,
+        status=outcome.status,
+        smtp_code=reply.code,
+        smtp_status=reply.status,
+        smtp_text=result.key.seal(field, reply.text) if result.key else None,
+        at=outcome.at,
+        text_sha256=outcome.text_sha256,
+    )
+
+
+class SendingService:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def check_approval(self, request: AudienceRequest) -> ApprovalCheck:
+        """Rule 6: the latest deadline any recipient would get if the notice went out now."""
+        terms = await self.deps.pool.fetch(
+            "SELECT c.timezone, c.window_days, c.window_unit, c.country, count(*) AS customers,"
+            " min(c.customer_id) AS example"
+            f" FROM customers c WHERE {AUDIENCE_FILTER}"
+            " GROUP BY c.timezone, c.window_days, c.window_unit, c.country",
+            *audience_args(request.spec.audience),
+        )
+        size = sum(row["customers"] for row in terms)
+        projected = [
+            (_deadline(request.spec, request.at, dict(row)), row["example"]) for row in terms
+        ]
+        latest, customer_id = max(projected, default=(None, None))
+        return ApprovalCheck(
+            audience_size=size, latest_projected_deadline=latest, latest_customer_id=customer_id
+        )
+
+    async def snapshot_audience(self, request: AudienceRequest) -> int:
+        """Rule 3: freeze customers, contacts and terms as sending starts. Idempotent."""
+        spec = request.spec
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            existing = await connection.fetchval(
+                "SELECT count(*) FROM recipients WHERE notice_id = $1", spec.notice_id
+            )
+            if existing:
+                return int(existing)
+            await connection.execute(
+                "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+                " window_days, window_unit, country, snapshot_at)"
+                " SELECT $4, c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
+                f" c.window_unit, c.country, $5 FROM customers c WHERE {AUDIENCE_FILTER}",
+                *audience_args(spec.audience),
+                spec.notice_id,
+                request.at,
+            )
+            await connection.execute(
+                "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position, email,"
+                " snapshot_at) SELECT r.notice_id, r.customer_id, 1, cc.position, cc.email, $2"
+                " FROM recipients r JOIN customer_contacts cc USING (customer_id)"
+                " WHERE r.notice_id = $1",
+                spec.notice_id,
+                request.at,
+            )
+            rows = await connection.fetch(
+                "SELECT customer_id, region, services, timezone, window_days, window_unit, country"
+                # (the customer ids and timezones also go into the event, for the read models)
+                " FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
+                spec.notice_id,
+            )
+            digest = hashlib.sha256(
+                json.dumps([dict(row) for row in rows], default=str, sort_keys=True).encode()
+            ).hexdigest()
+            await eventstore.append(
+                connection,
+                eventstore.notice_stream(spec.notice_id),
+                "audience-snapshot",
+                events.AudienceSnapshotted(
+                    customers=len(rows),
+                    snapshot_sha256=digest,
+                    customer_ids=[row["customer_id"] for row in rows],
+                    timezones={row["customer_id"]: row["timezone"] for row in rows},
+                ),
+                request.at,
+            )
+            return len(rows)
+
+    async def send_notices(
+        self, request: SendRequest, start: str, progress: Progress
+    ) -> SendResult:
+        """Mail every pending customer after ``start`` (a resumed run's cursor, else ""), a batch
+        at a time, reporting the cursor.
+
+        One activity for the whole audience keeps the workflow's history flat whatever the
+        number of customers. After each batch is recorded, ``progress`` is told the last
+        customer id; a retry after a crash resumes there (and re-selects only customers still
+        pending, so nothing recorded is mailed again; the ledger covers the unrecorded rest).
+        """
+        after = start
+        # A resumed run goes on from its cursor, then round to the customers before it (those an
+        # earlier run held back because a contact only got 4xx replies are still pending).
+        until: str | None = None
+        held: list[Delivered] = []
+        totals = SendResult(processed=0, delivered=0, undelivered=0)
+        while True:
+            rows = await self.deps.pool.fetch(
+                "SELECT customer_id, timezone, window_days, window_unit, country FROM recipients"
+                " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
+                " ORDER BY customer_id LIMIT $3",
+                request.spec.notice_id,
+                after,
+                self.deps.send_batch_size,
+            )
+            if until is not None:
+                rows = [row for row in rows if row["customer_id"] <= until]
+            if not rows:
+                if start and until is None:
+                    after, until = "", start
+                    continue
+                if held:  # the activity's retry (bounded backoff) tries them again
+                    raise TemporarySmtpError(
+                        f"{len(held)} customer(s) still pending: a contact only gets temporary"
+                        f" replies, the last {held[-1].held}; recorded as failed once tried for"
+                        " NOTICEFLOW_SMTP_GIVE_UP_AFTER"
+                    )
+                return totals
+            results = await self._send_batch(
+                request.spec, [dict(row) for row in rows], request.at, after, progress
+            )
+            held += [r for r in results if r.held]
+            results = [r for r in results if not r.held]
+            await self._record(request.spec, "notice", results, request.at)
+            after = rows[-1]["customer_id"]
+            progress(after)
+            delivered = sum(r.first is not None for r in results)
+            totals = SendResult(
+                processed=totals.processed + len(results),
+                delivered=totals.delivered + delivered,
+                undelivered=totals.undelivered + len(results) - delivered,
+            )
+
+    async def _send_batch(
+        self,
+        spec: NoticeSpec,
+        rows: list[dict[str, Any]],
+        at: datetime,
+        cursor: str,
+        progress: Progress,
+    ) -> list[Delivered]:
+        recipients = await load_recipients(
+            self.deps.pool, spec.notice_id, [row["customer_id"] for row in rows]
+        )
+        return await self._deliver(spec, rows, recipients, "notice", at, cursor, progress)
+
+    async def _deliver(
+        self,
+        spec: NoticeSpec,
+        rows: list[dict[str, Any]],
+        recipients: dict[str, Recipient],
+        kind: str,
+        at: datetime,
+        cursor: str,
+        progress: Progress,
+    ) -> list[Delivered]:
+        """Mail customers' contacts (through the ledger); recording is done in bulk after."""
+        now = max(utcnow(), at)
+        jobs = []
+        for row in rows:
+            if row["customer_id"] not in recipients:
+                continue
+            projected = _deadline(spec, now, row)
+            links = self.deps.links.links_for(
+                spec.notice_id, row["customer_id"], projected, spec.effective_at
+            )
+            context = mail_context(spec, row["timezone"], projected, links)
+            jobs.append(MailJob(recipients[row["customer_id"]], context))
+        held: dict[str, str] = {}
+        # Alive while one slow message is out (a heartbeat only per finished message would let a
+        # server that takes minutes to reply pass the heartbeat timeout: a second attempt would
+        # start beside this one).
+        beating = asyncio.create_task(_heartbeat_every(HEARTBEAT_EVERY, cursor, progress))
+        try:
+            outcomes = await self.deps.mailer.mail_many(
+                self.deps.pool,
+                spec.notice_id,
+                kind,
+                "notice",
+                jobs,
+                progress=lambda _sent: progress(cursor),
+            )
+        except MailingDeferred as deferred:
+            # Everyone else was tried; customers with a contact that only got 4xx replies are
+            # held (not recorded: they stay pending and are tried again later).
+            outcomes, held = deferred.outcomes, deferred.deferred
+        except MailingInterrupted as stop:
+            # Cancelled part-way: record the customers already reached (their clocks started,
+            # and a cancellation mail must find them), then let the cancel through. The rest
+            # stay pending; a resumed send finds their outcomes in the ledger.
+            reached = [
+                r for r in self._results(spec, rows, recipients, stop.outcomes, at) if r.first
+            ]
+            await asyncio.shield(self._record(spec, kind, reached, at))
+            raise
+        finally:
+            beating.cancel()
+        return self._results(spec, rows, recipients, outcomes, at, held)
+
+    @staticmethod
+    def _results(
+        spec: NoticeSpec,
+        rows: list[dict[str, Any]],
+        recipients: dict[str, Recipient],
+        outcomes: dict[str, list[ContactOutcome]],
+        at: datetime,
+        held: dict[str, str] | None = None,
+    ) -> list[Delivered]:
+        results = []
+        for row in rows:
+            mailed = outcomes.get(row["customer_id"], [])
+            first = accepted_at(mailed)
+            # The clock never starts before the workflow asked for the mail (keeps time-skipped
+            # runs true).
+            delivered_at = max(first, at) if first else None
+            deadline = _deadline(spec, delivered_at, row) if delivered_at else None
+            recipient = recipients.get(row["customer_id"])
+            results.append(Delivered(
+                row["customer_id"], mailed, first, delivered_at, deadline,
+                (held or {}).get(row["customer_id"]), recipient.key if recipient else None,
+            ))  # fmt: skip
+        return results
+
+    async def _record(
+        self, spec: NoticeSpec, kind: str, results: list[Delivered], at: datetime
+    ) -> None:
+        """One transaction for a whole batch: the delivery events and their projection, the
+        recipients' delivery state (noticeflow/records.py)."""
+        if not results:
+            return
+        stream = eventstore.notice_stream(spec.notice_id)
+        async with self.deps.pool.acquire() as connection, connection.transaction():
+            # Read, then append and project: the append comes before this transaction's first
+            # write, so its transaction id is taken under the stream lock (see eventstore).
+            current = dict(await connection.fetch(
+                "SELECT customer_id, delivery FROM recipients WHERE notice_id = $1"
+                " AND customer_id = ANY($2::text[])",
+                spec.notice_id, [r.customer_id for r in results],
+            ))  # fmt: skip
+            await records.record(connection, stream, [
+                eventstore.NewEvent.of(
+                    stream,
+                    f"{kind}/{r.customer_id}",
+                    _delivery_event(r)(
+                        customer_id=r.customer_id,
+                        kind=kind,
+                        delivered_at=r.delivered_at,
+                        deadline=r.deadline,
+                        clock_started=r.first is not None
+                        and current.get(r.customer_id) != Delivery.delivered.value,
+                        # which version of the notice text the customer received (rule 12)
+                        text_sha256=text_version(r.outcomes),
+                        contacts=[_contact(r, o) for o in r.outcomes],
+                    ),
+                    r.first or at,
+                )
+                for r in results
+            ])  # fmt: skip
+
+    async def resend_notice(self, request: ResendRequest, progress: Progress) -> ResendResult:
+        """Resend to a customer's current contacts (a new contact generation) — rule 4."""
+        spec = request.spec
+        pool = self.deps.pool
+        row = await pool.fetchrow(
+            "SELECT customer_id, timezone, window_days, window_unit, country, delivery, deadline"
+            " FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id,
+            request.customer_id,
+        )
+        if row is None:
+            return ResendResult(
+                outcome="rejected",
+                reason=f"customer {request.customer_id} is not a recipient of this notice",
+            )
+        async with pool.acquire() as connection, connection.transaction():
+            generation = await connection.fetchval(
+                "SELECT coalesce(max(generation), 0) + 1 FROM recipient_contacts"
+                " WHERE notice_id = $1 AND customer_id = $2",
+                spec.notice_id,
+                request.customer_id,
+            )
+            already = await connection.fetchval(
+                "SELECT generation FROM recipient_contacts WHERE notice_id = $1 AND customer_id = $2"
+                " AND snapshot_at = $3 LIMIT 1",
+                spec.notice_id,
+                request.customer_id,
+                request.at,
+            )
+            if already is None:
+                await connection.execute(
+                    "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position,"
+                    " email, snapshot_at) SELECT $1, customer_id, $3, position, email, $4"
+                    " FROM customer_contacts WHERE customer_id = $2",
+                    spec.notice_id,
+                    request.customer_id,
+                    generation,
+                    request.at,
+                )
+        recipients = await load_recipients(pool, spec.notice_id, [request.customer_id])
+        if request.customer_id not in recipients:
+            return ResendResult(
+                outcome="rejected", reason=f"customer {request.customer_id} has no contacts"
+            )
+        results = await self._deliver(
+            spec, [dict(row)], recipients, request.key, request.at, request.customer_id, progress
+        )
+        held = [r.held for r in results if r.held]
+        if held:  # a contact only got 4xx replies: the activity retries (until it is given up)
+            raise TemporarySmtpError(f"a contact only gets temporary replies, the last {held[0]}")
+        await self._record(spec, request.key, results, request.at)
+        after = await pool.fetchrow(
+            "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+            spec.notice_id,
+            request.customer_id,
+        )
+        return ResendResult(
+            outcome="sent", delivery=Delivery(after["delivery"]), deadline=after["deadline"]
+        )
+
+    async def mail_change(self, request: ChangeMailRequest, progress: Progress) -> None:
+        """Postponement or cancellation: record it, then tell every customer that was told."""
+        spec = request.spec
+        pool = self.deps.pool
+        async with pool.acquire() as connection, connection.transaction():
+            # Who (and why) from the receipt, not Temporal.
+            detail = await notice_actions.with_actor(connection, request.detail, request.receipt_id)
+            # A cancellation settles those not switched on: the event's projection.
+            await records.record_one(
+                connection,
+                eventstore.notice_stream(spec.notice_id),
+                request.key,
+                workflow_event(
+                    f"notice_{'postponed' if request.kind == 'postponement' else 'cancelled'}",
+                    # The text as it now stands: a postponement is a new version, with its own hash.
+                    {**detail, "text_sha256": spec.text_sha256()},
+                ),
+                request.at,
+            )
+        ids = [
+            row["customer_id"]
+            for row in await pool.fetch(
+                "SELECT customer_id FROM recipients WHERE notice_id = $1 AND delivery = 'delivered'"
+                " AND NOT (activated AND $2) ORDER BY customer_id",
+                spec.notice_id,
+                request.kind == "cancellation",
+            )
+        ]
+        if request.kind == "postponement":
+            when = datetime.fromisoformat(str(request.detail["to"]))
+            headline = "The effective date of this notice has been postponed"
+        else:
+            headline = "This notice has been cancelled"
+
+        def context_for(recipient: Recipient) -> dict[str, Any]:
+            if request.kind == "postponement":
+                paragraphs = [
+                    f"{spec.subprocessor} will now be engaged no earlier than "
+                    f"{describe_instant(when, recipient.timezone)}."
+                    " Your objection deadline is unchanged."
+                ]
+            else:
+                paragraphs = [
+                    f"We will not engage {spec.subprocessor} under this notice. "
+                    "Nothing changes for your organisation.",
+                    f"Reason: {detail.get('reason', '')}",
+                ]
+            return update_context(spec, headline, paragraphs)
+
+        await mail_update(self.deps, spec, ids, request.key, context_for, progress)
