@@ -1055,9 +1055,10 @@ class Seeder:
     batch recording (``SendingService._record``: the delivery events and the recipients'
     state, 200 customers a transaction); the intake's events (objections, resolutions, opt-ins
     and revocations, exclusions) and the activation round's (deemed acceptance, sub-processor
-    enabled, customer settled, by ``rules.decide``) with the data shapes activities/intake.py
-    and noticeflow/application/lifecycle.py append, in time order, ``INTAKE_BATCH`` a transaction. Not
-    written: the intake's receipts and the objections/enablement tables (no page reads them)."""
+    enabled, customer settled, by ``rules.decide``) with the data shapes the services
+    (noticeflow/application/intake.py and lifecycle.py) append, in time order, ``INTAKE_BATCH``
+    a transaction. Not written: the intake's receipts and the objections/enablement tables (no
+    page reads them)."""
 
     def __init__(self, pool: asyncpg.Pool, now: datetime, keys: dict[str, CustomerKey]) -> None:
         self.pool = pool
@@ -1268,7 +1269,8 @@ class Seeder:
         customers: dict[str, Sim],
         rng: random.Random,
     ) -> eventstore.NewEvent:
-        """The event activities/intake.py appends for one judged receipt (same key and data)."""
+        """The event noticeflow/application/intake.py appends for one judged receipt (same key
+        and data)."""
         c = customers[customer_id]
         receipt_id = "r-" + rng.randbytes(10).hex()
         channel = rng.choice(("link", "link", "link", "web", "api", "cli"))

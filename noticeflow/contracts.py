@@ -75,6 +75,17 @@ class NoticeActionKind(StrEnum):
     cancel = "cancel"
 
 
+class CustomerActionKind(StrEnum):
+    """The actions about one customer that the intake judges (each by its own handler, a typed
+    dispatch table in noticeflow/application/intake.py); a resend, which mails, is judged apart."""
+
+    object = "object"
+    resolve_objection = "resolve_objection"
+    opt_in = "opt_in"
+    revoke_opt_in = "revoke_opt_in"
+    exclude = "exclude"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
 

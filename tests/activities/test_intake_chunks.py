@@ -1,7 +1,7 @@
-"""Receipts judged in chunks (activities/intake.py): up to CHUNK receipts share one transaction,
-each in its own savepoint. A lasting fault in one receipt rejects that receipt alone and the rest
-of its chunk commits; a transient fault rolls the whole chunk back to pending, and the retry
-judges every receipt exactly once, with one confirmation each."""
+"""Receipts judged in chunks (noticeflow/application/intake.py): up to CHUNK receipts share one
+transaction, each in its own savepoint. A lasting fault in one receipt rejects that receipt alone
+and the rest of its chunk commits; a transient fault rolls the whole chunk back to pending, and
+the retry judges every receipt exactly once, with one confirmation each."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from activities.intake import IntakeActivities
 from noticeflow import intake
+from noticeflow.application.intake import IntakeService
 from noticeflow.domain import signals
 from tests import helpers
 from worker.main import make_deps
@@ -51,14 +51,14 @@ async def test_a_lasting_fault_rejects_its_receipt_alone_and_the_chunk_commits(
     pool, smtp_sink, monkeypatch
 ):
     spec = await _opt_ins_pending(pool, smtp_sink)
-    real = IntakeActivities._opt_in
+    real = IntakeService._opt_in
 
-    async def buggy(self: IntakeActivities, context: Any, opt_in: Any) -> Any:
+    async def buggy(self: IntakeService, context: Any, opt_in: Any) -> Any:
         if opt_in.customer_id == "globex":
             raise RuntimeError("a bug in one judgement")
         return await real(self, context, opt_in)
 
-    monkeypatch.setattr(IntakeActivities, "_opt_in", buggy)
+    monkeypatch.setattr(IntakeService, "_opt_in", buggy)
     deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
     await helpers.take_intake(deps, spec)
 
@@ -81,16 +81,16 @@ async def test_a_transient_fault_rolls_the_chunk_back_and_the_retry_judges_each_
     pool, smtp_sink, monkeypatch
 ):
     spec = await _opt_ins_pending(pool, smtp_sink)
-    real = IntakeActivities._opt_in
+    real = IntakeService._opt_in
     failed: list[bool] = []
 
-    async def flaky(self: IntakeActivities, context: Any, opt_in: Any) -> Any:
+    async def flaky(self: IntakeService, context: Any, opt_in: Any) -> Any:
         if opt_in.customer_id == "initech" and not failed:  # the third of the chunk, once
             failed.append(True)
             raise asyncpg.PostgresConnectionError("connection reset")
         return await real(self, context, opt_in)
 
-    monkeypatch.setattr(IntakeActivities, "_opt_in", flaky)
+    monkeypatch.setattr(IntakeService, "_opt_in", flaky)
     deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
     with pytest.raises(asyncpg.PostgresConnectionError):
         await helpers.take_intake(deps, spec)

@@ -18,9 +18,9 @@ from importlib import resources
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.intake import content_refs
 from activities.sending import SendingActivities
 from noticeflow import evidence, intake, repository
+from noticeflow.application.intake import content_refs
 from noticeflow.contracts import AudienceRequest, SendRequest
 from noticeflow.crypto import ERASED, Field, is_sealed, load_keys, open_sealed
 from noticeflow.mail import message_id
