@@ -64,7 +64,7 @@ from noticeflow.crypto import load_keys
 from noticeflow.mail import message_id
 
 MAIL_FROM = Settings.model_fields["mail_from"].default
-FLUSH_EVERY, CONNECTIONS = 25, 4  # activities/mailer.py FLUSH_EVERY, NOTICEFLOW_SMTP_CONCURRENCY
+FLUSH_EVERY, CONNECTIONS = 25, 4  # noticeflow/mailer.py FLUSH_EVERY, NOTICEFLOW_SMTP_CONCURRENCY
 HERE = Path(__file__).resolve()
 DOWN = 50.0  # scenario b: seconds the Temporal dev server is down
 

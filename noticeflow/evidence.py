@@ -764,7 +764,7 @@ async def verify_database(
     return Verification.of(found, len(events), tuple(warnings))
 
 
-TERMS_SQL = (  # as the audience snapshot hashed them (activities/sending.py snapshot_audience)
+TERMS_SQL = (  # as the audience snapshot hashed them (noticeflow/application/sending.py snapshot_audience)
     "SELECT customer_id, region, services, timezone, window_days, window_unit, country"
     " FROM recipients WHERE notice_id = $1 ORDER BY customer_id"
 )

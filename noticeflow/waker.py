@@ -50,7 +50,7 @@ class Waker:
         self.skipped = 0
 
     async def _round_running(self, notice_id: str) -> bool:
-        """Whether the notice's intake round runs now (activities/intake.py marks it). The round
+        """Whether the notice's intake round runs now (noticeflow/application/intake.py marks it). The round
         clears the mark and then looks for pending receipts once more, so a receipt written
         before this read is taken by the round, and one written after it finds no mark."""
         if self._pool is None:

@@ -58,7 +58,7 @@ HEARTBEAT = timedelta(minutes=1)
 # Mailing a whole audience in one activity: liveness is the one-minute heartbeat, not this bound.
 MAILING = timedelta(hours=24)
 # Transient faults retry with bounded backoff (at most a minute apart); lasting ones never reach
-# here as retries: activities turn them into recorded rejections (see activities/intake.py).
+# here as retries: activities turn them into recorded rejections (see noticeflow/application/intake.py).
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 MAX_SIGNAL_BYTES = 64 * 1024
 # Events about the notice are recorded by the typed record_notice_event activity (runs started
