@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from noticeflow import eventstore as es
 from noticeflow.contracts import notice_id_of
@@ -300,6 +301,53 @@ def _created(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
     return (notice_id, e.occurred_at)
 
 
+_AUDIENCE = (
+    # The frozen audience: a row per customer with its terms; a row that is there already keeps
+    # its name (the sealed copy taken when it was frozen), one missing takes the customer's name
+    # as it stands now ([erased] for a customer erased since).
+    "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+    " window_days, window_unit, country, snapshot_at)"
+    " SELECT $1, t.customer_id, coalesce(c.name, $4), t.region,"
+    "  ARRAY(SELECT jsonb_array_elements_text(t.services)), z.value, t.window_days,"
+    "  t.window_unit, t.country, $3"
+    " FROM jsonb_to_recordset($2::jsonb) AS t(customer_id text, region text, services jsonb,"
+    "  window_days int, window_unit text, country text)"
+    " JOIN jsonb_each_text($5::jsonb) AS z ON z.key = t.customer_id"
+    " LEFT JOIN customers c ON c.customer_id = t.customer_id"
+    " ON CONFLICT (notice_id, customer_id) DO UPDATE SET region = EXCLUDED.region,"
+    " services = EXCLUDED.services, timezone = EXCLUDED.timezone,"
+    " window_days = EXCLUDED.window_days, window_unit = EXCLUDED.window_unit,"
+    " country = EXCLUDED.country, snapshot_at = EXCLUDED.snapshot_at"
+)
+_NOT_FROZEN = (  # rows for customers the audience never held (written behind our back)
+    "WITH gone AS (DELETE FROM recipient_contacts WHERE notice_id = $1"
+    "   AND NOT customer_id = ANY($2::text[]))"
+    " DELETE FROM recipients WHERE notice_id = $1 AND NOT customer_id = ANY($2::text[])"
+)
+
+
+async def _audience(
+    connection: asyncpg.Connection, notice_id: str, e: es.StoredEvent, keys: Keys
+) -> None:
+    """The audience's rows, from the snapshot (terms only in events written since the audience
+    is a projection: an older snapshot's rows keep the terms they were written with)."""
+    await connection.execute(_NOT_FROZEN, notice_id, list(e.data["customer_ids"]))
+    terms = e.data.get("terms")
+    if terms:
+        await connection.execute(
+            _AUDIENCE,
+            notice_id,
+            orjson.dumps([{"customer_id": c, **t} for c, t in terms.items()]).decode(),
+            e.occurred_at,
+            ERASED,
+            orjson.dumps(e.data.get("timezones") or {}).decode(),
+        )
+
+
+CUSTOM: dict[str, Callable[[asyncpg.Connection, str, es.StoredEvent, Keys], Awaitable[None]]] = {
+    "audience_snapshotted": _audience,
+}
+
 HANDLERS: dict[str, tuple[str, ArgsOf]] = {
     "notice_created": (_CREATED, _created),
     "phase_changed": (_PHASE, _phase),
@@ -324,11 +372,14 @@ def _runs(events: Iterable[es.StoredEvent]) -> list[_Run]:
     runs: list[_Run] = []
     for event in events:
         notice_id = notice_id_of(event.stream_id)
-        if event.event_type not in HANDLERS or notice_id is None:
+        if (event.event_type not in HANDLERS and event.event_type not in CUSTOM) or not notice_id:
             continue
         last = runs[-1] if runs else None
-        sql = HANDLERS[event.event_type][0]
-        if last is not None and last.notice_id == notice_id and HANDLERS[last.event_type][0] == sql:
+        sql = HANDLERS[event.event_type][0] if event.event_type in HANDLERS else event.event_type
+        same = last is not None and (
+            HANDLERS[last.event_type][0] if last.event_type in HANDLERS else last.event_type
+        )
+        if last is not None and last.notice_id == notice_id and same == sql:
             last.events.append(event)
         else:
             runs.append(_Run(event.event_type, notice_id, [event]))
@@ -355,6 +406,12 @@ async def project(
         known.update(await load_keys(connection, needed))
     count = 0
     for run in runs:
+        custom = CUSTOM.get(run.event_type)
+        if custom is not None:
+            for event in run.events:
+                await custom(connection, run.notice_id, event, known)
+            count += len(run.events)
+            continue
         sql, args_of = HANDLERS[run.event_type]
         rows = [args_of(run.notice_id, e, known) for e in run.events]
         args = [row for row in rows if row is not None]
@@ -398,7 +455,7 @@ async def record_one(
 
 
 PAGE = 5000
-EVENT_TYPES = sorted(HANDLERS)
+EVENT_TYPES = sorted([*HANDLERS, *CUSTOM])
 
 
 async def rebuild(pool: asyncpg.Pool) -> int:

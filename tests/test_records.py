@@ -251,3 +251,43 @@ async def test_an_altered_record_is_repaired_and_a_forged_event_refused(
     with pytest.raises(InputError, match=f"do not verify.*{STREAM}"):
         await records.rebuild(notice)
     assert helpers.records_diff(await helpers.records_of(notice), live) == []
+
+
+async def test_the_audience_is_built_from_its_snapshot(notice: asyncpg.Pool) -> None:
+    terms = {
+        "acme": ev.CustomerTerms(region="eu", services=["crm", "mail"], window_days=30,
+                                 window_unit="business", country="DE"),
+        "globex": ev.CustomerTerms(region="us", services=[], window_days=None, window_unit=None,
+                                   country=None),
+    }  # fmt: skip
+    snapshot = ev.AudienceSnapshotted(
+        customers=2, snapshot_sha256="0" * 64, customer_ids=list(CUSTOMERS),
+        timezones={"acme": "Europe/Berlin", "globex": "America/New_York"}, terms=terms,
+    )  # fmt: skip
+    await record(notice, "audience-snapshot", snapshot, T0)
+    acme = await recipient(notice)
+    assert (acme["region"], acme["services"], acme["timezone"], acme["window_days"]) == (
+        "eu", ["crm", "mail"], "Europe/Berlin", 30
+    )  # fmt: skip
+    assert (acme["window_unit"], acme["country"], acme["snapshot_at"]) == ("business", "DE", T0)
+    live = await helpers.records_of(notice)
+
+    # Terms altered, a customer slipped in, one deleted: the rebuild puts the audience back (the
+    # deleted row's name is the customer's as it stands, here none: erased).
+    await notice.execute("UPDATE recipients SET window_days = 99 WHERE customer_id = 'acme'")
+    await notice.execute(
+        "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+        " snapshot_at) VALUES ($1, 'initech', '', 'eu', '{}', 'UTC', $2)",
+        NOTICE,
+        T0,
+    )
+    await notice.execute("DELETE FROM recipients WHERE customer_id = 'globex'")
+    await records.rebuild(notice)
+    rebuilt = await helpers.records_of(notice)
+    assert [r["customer_id"] for r in rebuilt["recipients"]] == list(CUSTOMERS)
+    assert (await recipient(notice, "globex"))["name"] == ERASED
+    for row in rebuilt["recipients"]:
+        row.pop("name")
+    for row in live["recipients"]:
+        row.pop("name")
+    assert helpers.records_diff(rebuilt, live) == []

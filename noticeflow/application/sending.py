@@ -128,33 +128,17 @@ class SendingService:
             )
             if existing:
                 return int(existing)
-            await connection.execute(
-                "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
-                " window_days, window_unit, country, snapshot_at)"
-                " SELECT $4, c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
-                f" c.window_unit, c.country, $5 FROM customers c WHERE {AUDIENCE_FILTER}",
-                *audience_args(spec.audience),
-                spec.notice_id,
-                request.at,
-            )
-            await connection.execute(
-                "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position, email,"
-                " snapshot_at) SELECT r.notice_id, r.customer_id, 1, cc.position, cc.email, $2"
-                " FROM recipients r JOIN customer_contacts cc USING (customer_id)"
-                " WHERE r.notice_id = $1",
-                spec.notice_id,
-                request.at,
-            )
+            # The audience: its rows are the event's projection (noticeflow/records.py).
             rows = await connection.fetch(
-                "SELECT customer_id, region, services, timezone, window_days, window_unit, country"
-                # (the customer ids and timezones also go into the event, for the read models)
-                " FROM recipients WHERE notice_id = $1 ORDER BY customer_id",
-                spec.notice_id,
+                "SELECT c.customer_id, c.region, c.services, c.timezone, c.window_days,"
+                f" c.window_unit, c.country FROM customers c WHERE {AUDIENCE_FILTER}"
+                " ORDER BY c.customer_id",
+                *audience_args(spec.audience),
             )
             digest = hashlib.sha256(
                 json.dumps([dict(row) for row in rows], default=str, sort_keys=True).encode()
             ).hexdigest()
-            await eventstore.append(
+            await records.record_one(
                 connection,
                 eventstore.notice_stream(spec.notice_id),
                 "audience-snapshot",
@@ -163,7 +147,26 @@ class SendingService:
                     snapshot_sha256=digest,
                     customer_ids=[row["customer_id"] for row in rows],
                     timezones={row["customer_id"]: row["timezone"] for row in rows},
+                    terms={
+                        row["customer_id"]: events.CustomerTerms(
+                            region=row["region"],
+                            services=list(row["services"]),
+                            window_days=row["window_days"],
+                            window_unit=row["window_unit"],
+                            country=row["country"],
+                        )
+                        for row in rows
+                    },
                 ),
+                request.at,
+            )
+            # The contacts as they stand (an input, frozen beside the audience).
+            await connection.execute(
+                "INSERT INTO recipient_contacts (notice_id, customer_id, generation, position, email,"
+                " snapshot_at) SELECT r.notice_id, r.customer_id, 1, cc.position, cc.email, $2"
+                " FROM recipients r JOIN customer_contacts cc USING (customer_id)"
+                " WHERE r.notice_id = $1",
+                spec.notice_id,
                 request.at,
             )
             return len(rows)

@@ -219,6 +219,16 @@ class NoticeCancelled(Event):
     )
 
 
+class CustomerTerms(_Shape):
+    """One frozen customer's terms in the audience snapshot (its timezone is in ``timezones``)."""
+
+    region: str = Field(description="The customer's region.")
+    services: list[str] = Field(description="The services the customer uses.")
+    window_days: int | None = Field(description="The contract's objection window, if it sets one.")
+    window_unit: str | None = Field(description="calendar or business days (null: calendar).")
+    country: str | None = Field(description="The country whose public holidays count, if any.")
+
+
 class AudienceSnapshotted(Event):
     """The audience was frozen as sending started (rule 3): these customers, with their contacts and
     terms as they stood, are the notice's recipients, whatever changes later."""
@@ -232,6 +242,11 @@ class AudienceSnapshotted(Event):
     timezones: dict[str, str] | None = Field(
         default=None,
         description="Each customer's timezone by id (written since the read models use it).",
+    )
+    terms: dict[str, CustomerTerms] | None = Field(
+        default=None,
+        description="Each customer's frozen terms by id (written since the audience is a"
+        " projection of this event: the recipients' rows are built from it).",
     )
 
 
