@@ -12,6 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from noticeflow.application.notice_events import InvalidEvent
+from noticeflow.eventstore import EventIdConflict
 
 
 @contextlib.asynccontextmanager
@@ -30,11 +31,14 @@ async def handed_over_on_shutdown() -> AsyncIterator[None]:
 
 
 @contextlib.contextmanager
-def invalid_events_fail_for_good() -> Iterator[None]:
-    """An event the workflow described that no model accepts (unknown type or invalid data): a
-    non-retryable failure, which a retry could never mend (the workflow's code is wrong, not the
-    world)."""
+def lasting_faults_fail_for_good() -> Iterator[None]:
+    """Faults a retry could never mend fail the activity for good (non-retryable), never an
+    endless retry: an event the workflow described that no model accepts (unknown type or invalid
+    data: the workflow's code is wrong, not the world), and a step whose event is stored already
+    with other content (EventIdConflict: the same step key reused for something else)."""
     try:
         yield
     except InvalidEvent as error:
         raise ApplicationError(str(error), type="InvalidEvent", non_retryable=True) from None
+    except EventIdConflict as error:
+        raise ApplicationError(str(error), type="EventIdConflict", non_retryable=True) from None

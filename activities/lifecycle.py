@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.deps import invalid_events_fail_for_good
+from activities.deps import lasting_faults_fail_for_good
 from noticeflow.application.deps import Deps
 from noticeflow.application.lifecycle import LifecycleService
 from noticeflow.contracts import (
@@ -29,12 +29,13 @@ class LifecycleActivities:
 
     @activity.defn(name=Activity.append_event)
     async def append_event(self, request: EventRequest) -> None:
-        with invalid_events_fail_for_good():
+        with lasting_faults_fail_for_good():
             await self.service.append_event(request)
 
     @activity.defn(name=Activity.record_phase)
     async def record_phase(self, change: PhaseChange) -> None:
-        await self.service.record_phase(change)
+        with lasting_faults_fail_for_good():
+            await self.service.record_phase(change)
 
     @activity.defn(name=Activity.load_notice_record)
     async def load_notice_record(self, notice_id: str) -> NoticeRecord:
@@ -47,4 +48,5 @@ class LifecycleActivities:
     @activity.defn(name=Activity.activate_due)
     async def activate_due(self, request: ActivationRequest) -> ActivationRound:
         """Decide every unsettled customer at ``now``; enable or disable per customer."""
-        return await self.service.activate_due(request, progress=activity.heartbeat)
+        with lasting_faults_fail_for_good():
+            return await self.service.activate_due(request, progress=activity.heartbeat)

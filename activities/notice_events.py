@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.deps import invalid_events_fail_for_good
+from activities.deps import lasting_faults_fail_for_good
 from noticeflow.application.deps import Deps
 from noticeflow.application.notice_events import NoticeEventService
 from noticeflow.contracts import Activity, NoticeEventRequest
@@ -24,5 +24,5 @@ class NoticeEventActivities:
 
     @activity.defn(name=Activity.record_notice_event)
     async def record_notice_event(self, request: NoticeEventRequest) -> None:
-        with invalid_events_fail_for_good():
+        with lasting_faults_fail_for_good():
             await self.service.record_notice_event(request)

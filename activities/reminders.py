@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.deps import lasting_faults_fail_for_good
 from noticeflow.application.deps import Deps
 from noticeflow.application.reminders import ReminderService
 from noticeflow.contracts import Activity, ReminderRequest, ReminderRound
@@ -20,4 +21,5 @@ class ReminderActivities:
     @activity.defn(name=Activity.send_reminders)
     async def send_reminders(self, request: ReminderRequest) -> ReminderRound:
         """Remind every candidate whose reminder time has come; say when the next one is due."""
-        return await self.service.send_reminders(request, progress=activity.heartbeat)
+        with lasting_faults_fail_for_good():
+            return await self.service.send_reminders(request, progress=activity.heartbeat)

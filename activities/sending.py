@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.deps import handed_over_on_shutdown, invalid_events_fail_for_good
+from activities.deps import handed_over_on_shutdown, lasting_faults_fail_for_good
 from noticeflow.application.deps import Deps
 from noticeflow.application.sending import SendingService
 from noticeflow.contracts import (
@@ -37,24 +37,27 @@ class SendingActivities:
     @activity.defn(name=Activity.snapshot_audience)
     async def snapshot_audience(self, request: AudienceRequest) -> int:
         """Rule 3: freeze customers, contacts and terms as sending starts. Idempotent."""
-        return await self.service.snapshot_audience(request)
+        with lasting_faults_fail_for_good():
+            return await self.service.snapshot_audience(request)
 
     @activity.defn(name=Activity.send_notices)
     async def send_notices(self, request: SendRequest) -> SendResult:
         """Mail every pending customer, a batch at a time, heartbeating the cursor (the last
         customer id recorded); a retry resumes after the cursor its predecessor heartbeated."""
-        async with handed_over_on_shutdown():
-            details = activity.info().heartbeat_details
-            start = str(details[0]) if details else ""
-            return await self.service.send_notices(request, start, progress=activity.heartbeat)
+        with lasting_faults_fail_for_good():
+            async with handed_over_on_shutdown():
+                details = activity.info().heartbeat_details
+                start = str(details[0]) if details else ""
+                return await self.service.send_notices(request, start, progress=activity.heartbeat)
 
     @activity.defn(name=Activity.resend_notice)
     async def resend_notice(self, request: ResendRequest) -> ResendResult:
         """Resend to a customer's current contacts (a new contact generation) — rule 4."""
-        return await self.service.resend_notice(request, progress=activity.heartbeat)
+        with lasting_faults_fail_for_good():
+            return await self.service.resend_notice(request, progress=activity.heartbeat)
 
     @activity.defn(name=Activity.mail_change)
     async def mail_change(self, request: ChangeMailRequest) -> None:
         """Postponement or cancellation: record it, then tell every customer that was told."""
-        with invalid_events_fail_for_good():
+        with lasting_faults_fail_for_good():
             await self.service.mail_change(request, progress=activity.heartbeat)

@@ -2,10 +2,14 @@
 
 * **Idempotent append.** Event ids are deterministic (uuid5 of stream and step key), so an activity
   that runs twice appends nothing twice: the same id with the same content is a no-op that returns
-  the original; the same id with different content is an error (:class:`EventIdConflict`).
+  the original; the same id with different content is an error (:class:`EventIdConflict`). The
+  ids already stored are read with the head, under the stream's lock (an id belongs to one
+  stream), and :func:`append_new` says which events a call appended, for a projection in the same
+  transaction.
 * **Optimistic concurrency.** ``expected_version`` must match the stream's head; writers to one
-  stream are serialised by a row lock on its head in ``event_streams``.
-* **Batch append** inserts a whole batch in one statement (``unnest`` of arrays).
+  stream are serialised by a transaction-scoped advisory lock on the stream.
+* **Batch append** writes a batch with ``COPY`` (a few events: one ``INSERT`` of ``unnest``
+  arrays that also moves the head).
 * **Global order.** Subscribers follow ``(tx_id, position)`` and read only events whose transaction
   id is below the oldest transaction still open, so an event that commits out of order is never
   skipped. The checkpoint is that pair.
@@ -269,6 +273,8 @@ async def append_new(
     """:func:`append_events`, also telling which events this call appended."""
     if not events:
         return Appended([], [])
+    if len({event.event_id for event in events}) < len(events):
+        raise EventIdConflict(f"an event id is given twice in one batch to {stream_id}")
     if connection.is_in_transaction():  # the caller's transaction: its retry is the caller's job
         return await _insert(connection, stream_id, events, expected_version, own=False)
     for attempt in range(5):
@@ -554,6 +560,25 @@ async def read_stream(
         f"SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
     )
     return [_stored(row, UPCASTERS if upcast else None) for row in rows]
+
+
+async def read_committed(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    after: Checkpoint,
+    event_types: Sequence[str],
+    limit: int = 5000,
+) -> list[StoredEvent]:
+    """The next committed events of these types in global order after ``after``, past the oldest
+    open transaction too (for a reader whose writers wait for it, such as a rebuild under lock)."""
+    rows = await connection.fetch(
+        f"SELECT {COLUMNS} FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
+        " AND event_type = ANY($3::text[]) ORDER BY tx_id, position LIMIT $4",
+        str(after.tx_id),
+        after.position,
+        list(event_types),
+        limit,
+    )
+    return [_stored(row) for row in rows]
 
 
 async def read_all(

@@ -2,7 +2,9 @@
 
 Every outcome the workflow and the intake decide on — a customer's delivery and deadline, its
 cases, its opt-in, its exclusion, whether the sub-processor is on, its verdict, and the notice's
-phase and dates — is written here, by one handler per event type, and nowhere else:
+phase and dates — is written here, by one handler per event type, and nowhere else (but for
+erasure, which blanks an erased customer's sealed copies in place, exactly as a rebuild without
+the customer's key writes them: ``[erased]``):
 
 * **at once**, in the transaction that appends the event (:func:`record`: append, then project the
   events this transaction added), so the next judgement reads what the last one decided;
@@ -49,7 +51,7 @@ RECIPIENT_RESET = (
     " excluded_reason = NULL"
 )
 NOTICE_RESET = (
-    "phase = 'draft', effective_at = (spec->>'effective_at')::timestamptz,"
+    "phase = 'draft', effective_at = coalesce((spec->>'effective_at')::timestamptz, effective_at),"
     " window_closes_at = NULL, approved_by = NULL"
 )
 
@@ -231,7 +233,10 @@ _SWITCHED = (
     " INSERT INTO subprocessor_enablements (customer_id, subprocessor, enabled, since, notice_id)"
     " VALUES ($2, $3, $4, $5, $1) ON CONFLICT (customer_id, subprocessor) DO UPDATE"
     " SET enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id"
+    # The latest switch wins, whatever order two notices' events are applied in (live: commit
+    # order; a rebuild: transaction order).
     " WHERE subprocessor_enablements.enabled IS DISTINCT FROM EXCLUDED.enabled"
+    " AND subprocessor_enablements.since <= EXCLUDED.since"
 )
 
 
@@ -243,7 +248,9 @@ def _switched(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
         e.data["subprocessor"],
         enabled,
         e.occurred_at,
-        e.data.get("because") == "deemed_acceptance",
+        # a switch-on for another reason clears an earlier deemed acceptance (events written
+        # before `because` existed say nothing: the deemed acceptance stays)
+        e.data.get("because") in (None, "deemed_acceptance"),
         # Switched on: the verdict was to activate; off: the verdict that switched it off, if
         # one did (a revoked opt-in or a resolution is no verdict: none until the next round).
         "activate" if enabled else (e.data.get("because") if e.data.get("because") in VERDICTS
@@ -455,21 +462,35 @@ async def record_one(
 
 
 PAGE = 5000
-EVENT_TYPES = sorted([*HANDLERS, *CUSTOM])
+RECORD_EVENT_TYPES = sorted([*HANDLERS, *CUSTOM])  # the event types a record follows from
 
 
-async def rebuild(pool: asyncpg.Pool) -> int:
+async def rebuild(pool: asyncpg.Pool, lock_timeout: float = 30.0) -> int:
     """Reset every projected column and replay every event in global order; returns how many
-    events were replayed. Writers wait while it runs (the records are locked for it): an event
-    appended meanwhile is projected by its own transaction once the rebuild has committed."""
+    events were replayed. The notice streams are verified first (chain, head, signature); the
+    records are then locked for the rebuild, so writers wait (an event appended meanwhile is
+    projected by its own transaction once the rebuild has committed), and the streams that moved
+    since their check are checked again under the lock."""
+    async with pool.acquire() as connection:
+        verified = await _refuse_unverified(connection)
     replayed = 0
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", RECORDS_LOCK)
-        await connection.execute(
-            "LOCK TABLE notices, recipients, objections, subprocessor_enablements"
-            " IN SHARE ROW EXCLUSIVE MODE"
-        )
-        await _refuse_unverified(connection)
+        await connection.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+        try:
+            # EXCLUSIVE: also waits for a writer holding a row lock (an intake's FOR UPDATE), so
+            # the rebuild never meets a half-done judgement.
+            await connection.execute(
+                "LOCK TABLE notices, recipients, recipient_contacts, objections,"
+                " subprocessor_enablements IN EXCLUSIVE MODE"
+            )
+        except asyncpg.LockNotAvailableError:
+            raise InputError(
+                f"the records stayed busy for {lock_timeout:.0f} s (a long judgement or another"
+                " rebuild): nothing was changed; try again"
+            ) from None
+        await connection.execute("SET LOCAL lock_timeout = 0")
+        await _refuse_unverified(connection, verified)
         await connection.execute(f"UPDATE recipients SET {RECIPIENT_RESET}")
         await connection.execute(f"UPDATE notices SET {NOTICE_RESET}")
         await connection.execute("DELETE FROM objections")
@@ -478,41 +499,50 @@ async def rebuild(pool: asyncpg.Pool) -> int:
         while True:
             # Every committed event (not only those below the oldest open transaction, as a
             # subscriber reads): the writers of the rest wait for this transaction.
-            rows = await connection.fetch(
-                f"SELECT {es.COLUMNS} FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
-                " AND event_type = ANY($3::text[]) ORDER BY tx_id, position LIMIT $4",
-                str(after.tx_id),
-                after.position,
-                EVENT_TYPES,
-                PAGE,
-            )
-            if not rows:
+            events = await es.read_committed(connection, after, RECORD_EVENT_TYPES, PAGE)
+            if not events:
                 break
-            events = [es._stored(row) for row in rows]
             await project(connection, events)
             replayed += len(events)
             after = events[-1].checkpoint
     return replayed
 
 
-async def _refuse_unverified(connection: asyncpg.Connection) -> None:
+Heads = dict[str, tuple[int, bytes]]
+
+
+async def _refuse_unverified(
+    connection: asyncpg.Connection, verified: Heads | None = None
+) -> Heads:
     """Records come only from events whose chain and signed head check out: an event written
-    behind the product's back (it cannot sign a head) would otherwise become a record."""
-    streams = [
-        row["stream_id"]
-        for row in await connection.fetch("SELECT stream_id FROM event_streams ORDER BY 1")
+    behind the product's back cannot sign a head, so it would otherwise become a record. An
+    unsigned head is refused too (a signature removed looks the same as one never made): a
+    person vouches for old streams once with `noticeflow evidence sign-heads`. Returns the heads
+    checked; with ``verified``, checks only the streams whose head moved since."""
+    heads: Heads = {
+        row["stream_id"]: (row["version"], bytes(row["head_hash"]))
+        for row in await connection.fetch(
+            "SELECT stream_id, version, head_hash FROM event_streams ORDER BY 1"
+        )
         if notice_id_of(row["stream_id"]) is not None
-    ]
-    problems = [
-        str(problem)
-        for stream in streams
-        if (problem := await es.verify_stream(connection, stream)) is not None
-    ]
+    }
+    problems = []
+    for stream, head in heads.items():
+        if verified is not None and verified.get(stream) == head:
+            continue
+        problem = await es.verify_stream(connection, stream)
+        if problem is not None:
+            problems.append(str(problem))
+            continue
+        stored = await es.stream_head(connection, stream)
+        if stored is not None and stored.signature is None:
+            problems.append(
+                f"{stream}: its head is not signed (run `noticeflow evidence sign-heads` once"
+                " after an upgrade, if its events are the product's own)"
+            )
     if problems:
         raise InputError(
             "refusing to rebuild the records from events that do not verify (nothing was"
             " changed; see `noticeflow evidence verify --notice ID`): " + "; ".join(problems)
         )
-
-
-Projector = Callable[[asyncpg.Connection, Sequence[es.StoredEvent]], Awaitable[int]]
+    return heads

@@ -176,7 +176,9 @@ async def records_of(pool: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def records_diff(a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]]]) -> list[str]:
+def records_diff(
+    a: dict[str, list[dict[str, Any]]], b: dict[str, list[dict[str, Any]]]
+) -> list[str]:
     """Where two :func:`records_of` differ: table, row and column (for a readable failure)."""
     found = []
     for table, rows in a.items():

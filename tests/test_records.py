@@ -7,6 +7,7 @@ the same records, so the live path and the replay can never drift apart.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -291,3 +292,112 @@ async def test_the_audience_is_built_from_its_snapshot(notice: asyncpg.Pool) -> 
     for row in live["recipients"]:
         row.pop("name")
     assert helpers.records_diff(rebuilt, live) == []
+
+
+async def test_a_forged_event_under_an_unsigned_head_is_refused(
+    notice: asyncpg.Pool, owner_database_url: str
+) -> None:
+    """A forger with the database but not the signing key: a correct hash, the head moved onto
+    it, and the signature it cannot make removed. The rebuild refuses: an unsigned head is not
+    vouched for (a person signs old streams' heads once, `evidence sign-heads`)."""
+    await record(notice, "opt-in/1", opt_in(True), T0)
+    live = await helpers.records_of(notice)
+    head = await es.stream_head(notice, STREAM)
+    assert head is not None
+    forged = es.NewEvent.of(STREAM, "forged", opt_in(False), T0)
+    text = es.canonical(forged.data)
+    digest = es.event_hash(
+        head.head_hash, stream_id=STREAM, version=head.version + 1, event_id=forged.event_id,
+        event_type=forged.event_type, schema_version=forged.schema_version, data_text=text,
+        occurred_at=T0,
+    )  # fmt: skip
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        await owner.execute(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, data,"
+            " occurred_at, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            STREAM, head.version + 1, forged.event_id, forged.event_type, text.decode(), T0,
+            head.head_hash, digest,
+        )  # fmt: skip
+        await owner.execute(
+            "UPDATE event_streams SET version = $2, head_hash = $3, head_signature = NULL,"
+            " head_key_id = NULL WHERE stream_id = $1",
+            STREAM,
+            head.version + 1,
+            digest,
+        )
+    finally:
+        await owner.close()
+    assert await es.verify_stream(notice, STREAM) is None  # the chain alone cannot tell
+    with pytest.raises(InputError, match=f"{STREAM}: its head is not signed"):
+        await records.rebuild(notice)
+    assert helpers.records_diff(await helpers.records_of(notice), live) == []
+
+
+async def test_a_switch_on_written_before_because_keeps_its_deemed_acceptance(
+    notice: asyncpg.Pool,
+) -> None:
+    deadline = T0 + timedelta(days=30)
+    deemed = ev.DeemedAcceptance(customer_id="acme", deadline=deadline)
+    await record(notice, "deemed/acme", deemed, deadline)
+    legacy = ev.SubprocessorEnabled(customer_id="acme", subprocessor="OpenAI")  # no because
+    await record(notice, "enable", legacy, deadline)
+    assert (await recipient(notice))["deemed_accepted_at"] == deadline
+    await rebuilt_equals_live(notice)
+
+
+async def test_the_latest_switch_wins_whatever_order_two_notices_apply_in(
+    notice: asyncpg.Pool,
+) -> None:
+    """Two notices switch the same customer's sub-processor: the enablement follows the latest
+    switch, whichever transaction was applied first (live: commit order; rebuild: tx order)."""
+    await notice.execute(
+        "INSERT INTO notices (notice_id, spec, notice_text, text_sha256, author, subprocessor,"
+        " effective_at) VALUES ('rec-other', '{}', '', '', 'alice', 'OpenAI', $1)",
+        T0,
+    )
+    await notice.execute(
+        "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+        " snapshot_at) VALUES ('rec-other', 'acme', '', 'eu', '{}', 'UTC', $1)",
+        T0,
+    )
+    later = T0 + timedelta(days=2)
+    async with notice.acquire() as connection, connection.transaction():
+        await records.record_one(
+            connection, "notice-rec-other", "disable", switched(False, "acme", "declined"), later
+        )
+    await record(notice, "enable", switched(True, "acme", "opted_in"), T0)  # earlier, applied later
+    row = await notice.fetchrow("SELECT * FROM subprocessor_enablements")
+    assert (row["enabled"], row["since"], row["notice_id"]) == (False, later, "rec-other")
+    await rebuilt_equals_live(notice)
+
+
+async def test_an_id_twice_in_one_batch_is_refused_before_anything_is_written(
+    notice: asyncpg.Pool,
+) -> None:
+    event = es.NewEvent.of(STREAM, "opt-in/1", opt_in(True), T0)
+    async with notice.acquire() as connection, connection.transaction():
+        with pytest.raises(es.EventIdConflict, match="twice in one batch"):
+            await records.record(connection, STREAM, [event, event])
+        # the transaction is still usable: nothing failed inside the database
+        await records.record(connection, STREAM, [event])
+    assert (await recipient(notice))["opted_in"] is True
+
+
+async def test_a_rebuild_waits_for_a_judgement_holding_a_row_and_never_deadlocks(
+    notice: asyncpg.Pool,
+) -> None:
+    async with notice.acquire() as judge:
+        transaction = judge.transaction()
+        await transaction.start()
+        await judge.execute(  # as the intake locks what it judges
+            "SELECT 1 FROM recipients WHERE notice_id = $1 AND customer_id = 'acme' FOR UPDATE",
+            NOTICE,
+        )
+        rebuilding = asyncio.create_task(records.rebuild(notice))
+        await asyncio.sleep(0.5)
+        assert not rebuilding.done()  # it waits for the judgement
+        await records.record_one(judge, STREAM, "opt-in/1", opt_in(True), T0)
+        await transaction.commit()
+        await asyncio.wait_for(rebuilding, 30)
+    assert (await recipient(notice))["opted_in"] is True

@@ -11,7 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.deps import invalid_events_fail_for_good
+from activities.deps import lasting_faults_fail_for_good
 from activities.lifecycle import LifecycleActivities
 from noticeflow import eventstore
 from noticeflow.application.notice_events import workflow_event
@@ -58,6 +58,6 @@ async def test_valid_data_is_stored_as_the_workflow_sent_it(pool):
 
 def test_the_change_mail_refuses_the_same_way():
     # The service refuses (InvalidEvent); the change mail's activity fails for good on it.
-    with pytest.raises(ApplicationError) as caught, invalid_events_fail_for_good():
+    with pytest.raises(ApplicationError) as caught, lasting_faults_fail_for_good():
         workflow_event("notice_cancelled", {"phase": "draft", "text_sha256": 7})
     assert caught.value.non_retryable and "text_sha256" in str(caught.value)
