@@ -220,7 +220,11 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                 c["settled"] = False
             elif kind == "objection_resolved":
                 for key in d["objections"]:
-                    c["cases"][key]["status"] = d["outcome"]
+                    case = c["cases"].get(key)
+                    if case is None or case["status"] != "open":
+                        bad(cid, f"resolution closes case {key}, which is not open", e)
+                        continue
+                    case["status"] = d["outcome"]
                 c["settled"] = False
             elif kind in ("opt_in_recorded", "opt_in_revoked"):
                 c["opted_in"], c["opted_in_at"] = kind == "opt_in_recorded", at
@@ -241,8 +245,12 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
             elif kind == "customer_settled":
                 verdict = rules_at(at, c)
                 open_case = any(k["status"] == "open" for k in c["cases"].values())
-                if d["verdict"] != verdict or open_case:
+                if d["verdict"] != verdict:
                     bad(cid, f"settled as {d['verdict']}, the rules say {verdict}", e)
+                elif verdict not in OFF | {"activate"}:
+                    bad(cid, f"settled as {verdict}, which settles nothing", e)
+                elif open_case:
+                    bad(cid, f"settled as {verdict} with a case still open", e)
                 c["verdict"], c["settled"] = d["verdict"], True
     for c in customers.values():
         if c["activated"]:

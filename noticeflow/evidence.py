@@ -386,9 +386,12 @@ def record_problems(
                 value = value.value
             if recorded != value:
                 found.append(_mismatch(customer_id, name, recorded, value, outcome.why))
-        verdict = _verdict_known(outcome)
-        if verdict is not None and row["verdict"] != verdict:
-            found.append(_mismatch(customer_id, "verdict", row["verdict"], verdict, outcome.why))
+        # The records hold exactly the verdict the events wrote (a pending one is no event).
+        if row["verdict"] != outcome.record_verdict:
+            found.append(
+                _mismatch(customer_id, "verdict", row["verdict"], outcome.record_verdict,
+                          outcome.why)
+            )  # fmt: skip
     cases = {c.key: (customer_id, c) for customer_id, o in derived.items() for c in o.cases}
     seen = set()
     for row in objections:
@@ -760,7 +763,7 @@ async def verify_database(
         unsigned = _unsigned_head(stream, allow_unsigned, warnings)
         if unsigned:
             return Verification(False, unsigned, len(events))
-    found = await _database_outcomes(pool, notice, events)
+    found = await _database_outcomes(pool, notice, events, warnings)
     return Verification.of(found, len(events), tuple(warnings))
 
 
@@ -771,9 +774,12 @@ TERMS_SQL = (  # as the audience snapshot hashed them (noticeflow/application/se
 
 
 async def _database_outcomes(
-    pool: asyncpg.Pool, notice: asyncpg.Record, events: list[dict[str, Any]]
+    pool: asyncpg.Pool, notice: asyncpg.Record, events: list[dict[str, Any]], warnings: list[str]
 ) -> list[str]:
-    """The stream replayed through the rules, then compared with the records."""
+    """The stream replayed through the rules, then compared with the records. The contract terms
+    that count a deadline again come from the audience snapshot event where it carries them (the
+    recipients' rows are their projection: a difference names the customer and the field); an
+    older snapshot holds only their hash, which the recipients' rows must match."""
     from noticeflow.domain.deadlines import WindowUnit, customer_deadline
     from noticeflow.domain.notice import NoticeSpec
 
@@ -784,6 +790,20 @@ async def _database_outcomes(
     digest = hashlib.sha256(
         json.dumps(list(terms.values()), default=str, sort_keys=True).encode()
     ).hexdigest()
+    frozen = (snapshot or {}).get("data", {}).get("terms")
+    if frozen:  # the event says what the terms are: compare field by field, then count with it
+        zones = snapshot["data"].get("timezones") or {}  # type: ignore[index]
+        for customer_id, said in sorted(frozen.items()):
+            said = {**said, "timezone": zones.get(customer_id)}
+            row = terms.get(customer_id)
+            for name, value in said.items():
+                if (
+                    row is not None
+                    and row[name] != value
+                    and not (name == "services" and list(row[name] or []) == list(value))
+                ):
+                    found.append(_mismatch(customer_id, name, row[name], value, "as frozen"))
+        terms = {c: {"customer_id": c, **t, "timezone": zones.get(c)} for c, t in frozen.items()}
     window = NoticeSpec.model_validate_json(notice["spec"]).objection_window
 
     def deadline(customer_id: str, delivered_at: datetime) -> datetime | None:
@@ -795,12 +815,14 @@ async def _database_outcomes(
             WindowUnit(row["window_unit"] or "calendar"), country=row["country"],
         )  # fmt: skip
 
-    trusted = snapshot is not None and snapshot["data"].get("snapshot_sha256") == digest
-    if snapshot is not None and not trusted:
-        found.append(
+    trusted = bool(frozen) or (
+        snapshot is not None and snapshot["data"].get("snapshot_sha256") == digest
+    )
+    if snapshot is not None and not trusted:  # an old snapshot (its hash may predate `country`)
+        warnings.append(
             "the recipients' contract terms (region, services, timezone, window, country) do not"
-            " hash to the audience_snapshotted event's snapshot_sha256: altered since the"
-            " snapshot; deadlines are not checked against them"
+            " hash to the audience_snapshotted event's snapshot_sha256 (altered since, or hashed"
+            " before a term was added): deadlines are not counted again"
         )
     try:
         derivation = derive_from_json(

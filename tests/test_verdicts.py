@@ -100,6 +100,10 @@ FLIPS = [  # (field as named, customer, table, the SET that flips it, the SET th
     ("timely", "initech", "objections", "timely = NOT timely", "timely = NOT timely"),
     ("subprocessor_enablements.enabled", "acme", "subprocessor_enablements",
      "enabled = NOT enabled", "enabled = NOT enabled"),
+    # the frozen audience's terms: a projection of the snapshot event, which carries them
+    ("window_days", "globex", "recipients", "window_days = coalesce(window_days, 0) + 1000",
+     "window_days = nullif(window_days - 1000, 0)"),
+    ("region", "initech", "recipients", "region = region || 'x'", "region = left(region, -1)"),
 ]  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from noticeflow.domain.rules import (
     is_timely,
 )
 
+_VERDICTS = frozenset(verdict.value for verdict in Verdict)
 CANCELLED = "cancelled"  # the records' verdict of a customer left off by a cancellation
 
 
@@ -103,6 +104,7 @@ class CustomerOutcome:
     deemed_accepted_at: datetime | None
     verdict: str | None  # a Verdict value, "cancelled", or None (not decided yet)
     settled: bool
+    record_verdict: str | None  # the verdict the records hold (see _Customer.record_verdict)
     ground: str  # why, in one word: an activation ground, a verdict, or what it waits for
     why: str  # the same, readable, with its instants
 
@@ -152,6 +154,10 @@ class _Customer:
     ground: str = ""  # the activation ground at its last switch-on
     verdict: str | None = None
     settled: bool = False
+    # The verdict the records hold (noticeflow/records.py): a switch-on's "activate", a
+    # switch-off's verdict (none for a revoked opt-in or a resolution), a settlement's, a
+    # cancellation's; an unsettled verdict is no event.
+    record_verdict: str | None = None
 
     def rule_cases(self) -> list[Case]:
         return [Case(c.status, c.timely) for c in self.cases.values()]
@@ -213,7 +219,7 @@ class _Replay:
         self.cancelled = True
         for c in self.customers.values():  # as the records: those not switched on are settled
             if not c.activated:
-                c.verdict, c.settled = CANCELLED, True
+                c.verdict, c.settled, c.record_verdict = CANCELLED, True, CANCELLED
 
     def audience_snapshotted(self, e: EventRecord) -> None:
         for customer_id in e.data.get("customer_ids") or []:
@@ -385,6 +391,7 @@ class _Replay:
         if c.activated:
             self.problem(c.customer_id, "activated", "switched on while already on", e)
         c.activated, c.activated_at, c.switched_at, c.ground = True, now, now, ground
+        c.record_verdict = Verdict.activate.value
         c.deemed_accepted_at = c.deadline if deemed else None
 
     def subprocessor_disabled(self, e: EventRecord) -> None:
@@ -394,6 +401,8 @@ class _Replay:
         if not c.activated:
             self.problem(c.customer_id, "activated", "switched off while not on", e)
         c.activated, c.switched_at = False, e.occurred_at
+        because = e.data.get("because")
+        c.record_verdict = because if because in _VERDICTS else None
 
     def customer_settled(self, e: EventRecord) -> None:
         c = self.customer(e)
@@ -409,15 +418,19 @@ class _Replay:
                 f" {derived.value if derived else 'no verdict (before the effective date)'}",
                 e,
             )
-        elif not is_settled(derived, c.rule_cases()):
+        elif any(case.status is CaseStatus.open for case in c.cases.values()):
             self.problem(
                 c.customer_id, "settled", f"settled as {recorded} with a case still open", e
+            )
+        elif not is_settled(derived, c.rule_cases()):
+            self.problem(
+                c.customer_id, "settled", f"settled as {recorded}, which settles nothing", e
             )
         if recorded == Verdict.activate.value and not c.activated:
             self.problem(c.customer_id, "activated", "settled as activate while switched off", e)
         if recorded in {v.value for v in OFF_VERDICTS} and c.activated:
             self.problem(c.customer_id, "activated", f"settled as {recorded} while on", e)
-        c.verdict, c.settled = recorded, True
+        c.verdict, c.settled, c.record_verdict = recorded, True, recorded
 
     def _why_not_on(self, c: _Customer, now: datetime) -> str | None:
         """Why a switch-on at ``now`` breaks the rules (None: ``decide`` says activate)."""
@@ -530,6 +543,7 @@ def _outcome(replay: _Replay, c: _Customer, as_of: datetime | None) -> CustomerO
         deemed_accepted_at=c.deemed_accepted_at,
         verdict=verdict,
         settled=c.settled,
+        record_verdict=c.record_verdict,
         ground=ground,
         why=why,
     )
