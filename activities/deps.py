@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from noticeflow.application.notice_events import InvalidEvent
+from noticeflow.domain.events import EventError
 from noticeflow.eventstore import EventIdConflict
 
 
@@ -38,7 +38,7 @@ def lasting_faults_fail_for_good() -> Iterator[None]:
     with other content (EventIdConflict: the same step key reused for something else)."""
     try:
         yield
-    except InvalidEvent as error:
+    except EventError as error:
         raise ApplicationError(str(error), type="InvalidEvent", non_retryable=True) from None
     except EventIdConflict as error:
         raise ApplicationError(str(error), type="EventIdConflict", non_retryable=True) from None

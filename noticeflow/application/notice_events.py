@@ -18,18 +18,11 @@ from noticeflow.contracts import NoticeEventRequest, notice_stream
 from noticeflow.domain import events
 
 
-class InvalidEvent(Exception):
-    """The workflow described an event no model accepts: its code is wrong, not the world, so a
-    retry could never mend it (the activity fails for good, non-retryable ``InvalidEvent``)."""
-
-
 def workflow_event(event_type: str, data: dict[str, Any]) -> events.Event:
     """An event the workflow described as a type and a dict (the generic append, the change
-    mail), validated by its model. Unknown type or invalid data: :class:`InvalidEvent`."""
-    try:
-        return events.build(event_type, data)
-    except events.EventError as error:
-        raise InvalidEvent(str(error)) from None
+    mail), validated by its model. Unknown type or invalid data: ``events.EventError`` — the
+    workflow's code is wrong, not the world, so the adapter fails the activity for good."""
+    return events.build(event_type, data)
 
 
 class NoticeEventService:

@@ -324,8 +324,10 @@ class SendingService:
             return
         stream = eventstore.notice_stream(spec.notice_id)
         async with self.deps.pool.acquire() as connection, connection.transaction():
-            # Read, then append and project: the append comes before this transaction's first
-            # write, so its transaction id is taken under the stream lock (see eventstore).
+            # The stream's lock first (it takes no transaction id), so what is read here cannot
+            # change before the append (a resend of the same customer waits); then read, append
+            # and project: the append is this transaction's first write (see eventstore).
+            await connection.execute(eventstore.LOCK_SQL, stream)
             current = dict(await connection.fetch(
                 "SELECT customer_id, delivery FROM recipients WHERE notice_id = $1"
                 " AND customer_id = ANY($2::text[])",

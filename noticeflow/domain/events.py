@@ -426,7 +426,7 @@ class SubprocessorEnabled(_Switch):
     type: ClassVar[str] = "subprocessor_enabled"
     because: str | None = Field(
         default=None,
-        description="The ground: deemed_acceptance, opted_in, withdrawn (always written since"
+        description="The ground: deemed_acceptance, opted_in, objection_withdrawn (always written since"
         " switches had one helper).",
     )
 
