@@ -104,7 +104,9 @@ _DELIVERIES = (
     "UPDATE recipients r SET delivery = u.delivery, delivered_at = u.delivered_at,"
     " deadline = u.deadline FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
     " $5::timestamptz[]) AS u(customer_id, delivery, delivered_at, deadline)"
-    " WHERE r.notice_id = $1 AND r.customer_id = u.customer_id AND r.delivery <> 'delivered'"
+    # (customer_id = ANY: the primary key finds the batch's rows, however large the notice)
+    " WHERE r.notice_id = $1 AND r.customer_id = ANY($2::text[])"
+    " AND r.customer_id = u.customer_id AND r.delivery <> 'delivered'"
 )
 
 
