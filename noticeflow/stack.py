@@ -6,8 +6,9 @@ worker and the web (dashboard, API, customer action pages; the mails' links poin
 NOTICEFLOW_PUBLIC_URL is set); writes <data dir>/stack.json; Ctrl-C stops all of it. A restart on
 the same data dir resumes running notices, because Temporal's state and PostgreSQL live in the data dir.
 
-Private by default: the data dir is its owner's alone (0700; 0710 to embedded PostgreSQL's group
-when run as root, since its server runs as its own user) and everything `up` writes is 0600. Its
+Private by default: the data dir is its owner's alone (0700; as root 0711, so that embedded
+PostgreSQL's server, which runs as its own user, can pass through to its cluster; nothing in
+it can be listed or read by others) and everything `up` writes is 0600. Its
 keys (link, codec, key-encryption, signing) are made once per data dir under ``keys/`` and kept
 across restarts unless the environment sets them. stack.json holds the embedded database's URL
 (so other commands find it) but never a URL the environment gave (it may carry a password), and the
@@ -271,16 +272,15 @@ def own_keys(settings: Settings, data_dir: Path) -> Settings:
 
 
 def private_data_dir(data_dir: Path) -> None:
-    """Only its owner may enter the data dir. Run as root, embedded PostgreSQL's server runs as
-    its own user and must pass through to its cluster (which it guards itself, 0700): its group
-    may traverse the data dir (0710), nobody else; every file in it stays 0600."""
+    """Only its owner may list or read the data dir. Run as root, embedded PostgreSQL's server
+    runs as its own user — with root's group and no other (the library sets only the user) — and
+    must pass through to its cluster (which it guards itself, 0700) by its absolute path (a
+    checkpoint rewrites ``global/pg_control`` that way): others may traverse the data dir (0711:
+    no listing, and every file and directory in it stays its owner's, 0600 / 0700)."""
     tighten(data_dir)
     if os.geteuid() == 0 and (data_dir / "postgres").exists():
-        import grp
-
-        with suppress(KeyError, OSError):
-            os.chown(data_dir, -1, grp.getgrnam("embedded_postgres").gr_gid)
-            data_dir.chmod(0o710)
+        with suppress(OSError):
+            data_dir.chmod(0o711)
 
 
 async def run_stack(settings: Settings, demo: bool = False) -> None:

@@ -97,6 +97,16 @@ async def test_up_makes_its_embedded_postgres_ask_every_login_for_its_password(d
         assert urlsplit(superuser).password == known["superuser_password"]
         await only_its_password_opens(superuser)
 
+        # As `up` leaves it: the data dir tightened, and the server can still reach its own
+        # cluster by absolute path (a checkpoint rewrites global/pg_control so; as root the
+        # server runs as another user, which a group-only data dir kept out: PANIC).
+        stack.private_data_dir(data_dir)
+        checkpointer = await asyncpg.connect(superuser)
+        try:
+            await checkpointer.execute("CHECKPOINT")
+        finally:
+            await checkpointer.close()
+
         runtime = await stack.prepare_database(superuser, data_dir, embedded=True)
         assert runtime == old_runtime  # the roles' passwords were kept
         known = stack.read_roles(data_dir)
