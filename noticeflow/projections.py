@@ -375,8 +375,13 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
                 )
                 after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
                 events = await es.read_all(connection, after, page)
+                covered = await _covered(connection, events)
                 changes = _Page()
                 for event in events:
+                    if event.version > covered.get(event.stream_id, 0):
+                        # no head covers it: not appended by the product (no append writes
+                        # events without moving its stream's head); `evidence verify` names it
+                        continue
                     notice_id = notice_id_of(event.stream_id)
                     if notice_id is None:
                         continue
@@ -397,6 +402,17 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
             applied += len(events)
             if len(events) < page:
                 return applied
+
+
+async def _covered(connection: asyncpg.Connection, events: list[es.StoredEvent]) -> dict[str, int]:
+    """The head version of each stream in a page of events."""
+    streams = sorted({event.stream_id for event in events})
+    if not streams:
+        return {}
+    rows = await connection.fetch(
+        "SELECT stream_id, version FROM event_streams WHERE stream_id = ANY($1::text[])", streams
+    )
+    return {row["stream_id"]: row["version"] for row in rows}
 
 
 async def rebuild(pool: asyncpg.Pool) -> int:

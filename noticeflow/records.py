@@ -522,9 +522,14 @@ async def _refuse_unverified(
     person vouches for old streams once with `noticeflow evidence sign-heads`. Returns the heads
     checked; with ``verified``, checks only the streams whose head moved since."""
     heads: Heads = {
-        row["stream_id"]: (row["version"], bytes(row["head_hash"]))
+        row["stream_id"]: (row["version"], bytes(row["head_hash"] or b""))
         for row in await connection.fetch(
-            "SELECT stream_id, version, head_hash FROM event_streams ORDER BY 1"
+            # every stream with a head, and every stream of events without one (written behind
+            # the product's back: no append makes events without moving a head)
+            "SELECT stream_id, version, head_hash FROM event_streams UNION"
+            " SELECT e.stream_id, 0, NULL FROM (SELECT DISTINCT stream_id FROM events) e"
+            " WHERE NOT EXISTS (SELECT 1 FROM event_streams h WHERE h.stream_id = e.stream_id)"
+            " ORDER BY 1"
         )
         if notice_id_of(row["stream_id"]) is not None
     }

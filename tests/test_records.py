@@ -401,3 +401,25 @@ async def test_a_rebuild_waits_for_a_judgement_holding_a_row_and_never_deadlocks
         await transaction.commit()
         await asyncio.wait_for(rebuilding, 30)
     assert (await recipient(notice))["opted_in"] is True
+
+
+async def test_events_of_a_stream_without_a_head_are_refused(
+    notice: asyncpg.Pool, owner_database_url: str
+) -> None:
+    """A whole stream written behind the product's back (no head at all) is not a source of
+    records either: the rebuild names it and changes nothing."""
+    await record(notice, "opt-in/1", opt_in(True), T0)
+    live = await helpers.records_of(notice)
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        await owner.execute(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, data,"
+            " occurred_at, prev_hash, hash) VALUES ('notice-ghost', 1, gen_random_uuid(),"
+            " 'subprocessor_enabled', $1, now(), '\\x00', '\\x00')",
+            '{"customer_id": "acme", "subprocessor": "Evil Corp", "because": "opted_in"}',
+        )
+    finally:
+        await owner.close()
+    with pytest.raises(InputError, match="notice-ghost"):
+        await records.rebuild(notice)
+    assert helpers.records_diff(await helpers.records_of(notice), live) == []
