@@ -849,4 +849,34 @@ async def _database_outcomes(
         list(derivation.customers),
     )
     found += record_problems(derivation, recipients, objections, enablements, notice_id)
+    found += notice_record_problems(events, notice)
     return found
+
+
+def notice_record_problems(events: list[dict[str, Any]], notice: Any) -> list[str]:
+    """The notice's own record (what the workflow and the intake read: its phase, effective date,
+    window close and approver) against its events: the last phase change, the approval."""
+    expected: dict[str, Any] = {"phase": "draft", "window_closes_at": None, "approved_by": None}
+    for event in events:
+        data = event["data"]
+        if event["event_type"] == "notice_created":
+            spec = data.get("spec") or {}
+            expected["effective_at"] = _instant_of(spec.get("effective_at"))
+        elif event["event_type"] == "phase_changed":
+            expected["phase"] = data.get("phase")
+            expected["effective_at"] = _instant_of(data.get("effective_at"))
+            expected["window_closes_at"] = _instant_of(data.get("window_closes_at"))
+        elif event["event_type"] == "notice_approved" and data.get("by"):
+            expected["approved_by"] = data["by"]
+    found = []
+    for name, value in expected.items():
+        if notice[name] != value:
+            found.append(
+                f"notice {notice['notice_id']}: {name} is {_shown(notice[name])} in the records,"
+                f" the events say {_shown(value)}"
+            )
+    return found
+
+
+def _instant_of(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -104,6 +104,9 @@ FLIPS = [  # (field as named, customer, table, the SET that flips it, the SET th
     ("window_days", "globex", "recipients", "window_days = coalesce(window_days, 0) + 1000",
      "window_days = nullif(window_days - 1000, 0)"),
     ("region", "initech", "recipients", "region = region || 'x'", "region = left(region, -1)"),
+    # the notice's own record, which the workflow and the intake read
+    ("phase", "notice", "notices", "phase = 'cancelled'", "phase = 'active'"),
+    ("approved_by", "notice", "notices", "approved_by = 'mallory'", "approved_by = 'bob'"),
 ]  # fmt: skip
 
 
@@ -125,15 +128,16 @@ async def test_every_flipped_outcome_column_is_caught_naming_customer_and_field(
     owner = await asyncpg.connect(owner_database_url)  # only the owner can write the records
     try:
         for field, customer, table, flip, undo in FLIPS:
-            changed = await owner.execute(
-                f"UPDATE {table} SET {flip} WHERE customer_id = $1", customer
-            )
+            where = "notice_id = $1" if table == "notices" else "customer_id = $1"
+            key = lifecycle if table == "notices" else customer
+            changed = await owner.execute(f"UPDATE {table} SET {flip} WHERE {where}", key)
             assert changed == "UPDATE 1", (field, changed)
             bad = verify_notice(lifecycle, database_url)
-            await owner.execute(f"UPDATE {table} SET {undo} WHERE customer_id = $1", customer)
+            await owner.execute(f"UPDATE {table} SET {undo} WHERE {where}", key)
             assert bad.returncode == 1, (field, bad.stdout, bad.stderr)
             assert "Traceback" not in bad.stderr
-            named = [line for line in bad.stderr.splitlines() if f"customer {customer}:" in line]
+            who = f"notice {lifecycle}:" if table == "notices" else f"customer {customer}:"
+            named = [line for line in bad.stderr.splitlines() if who in line]
             assert any(f" {field} is " in line for line in named), (field, bad.stderr)
             assert (await verify_database(pool, lifecycle)).ok, field  # undone: clean again
     finally:
