@@ -231,6 +231,15 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                 c["settled"] = False
             elif kind == "customer_excluded":
                 c["excluded_at"], c["settled"] = c["excluded_at"] or at, False
+            elif kind == "deemed_acceptance":
+                if instant(d.get("deadline")) != c["deadline"]:
+                    bad(cid, f"deemed_acceptance names deadline {d.get('deadline')}, the events"
+                             f" say {c['deadline'] and c['deadline'].isoformat()}", e)  # fmt: skip
+                timely = any(k["timely"] for k in c["cases"].values())
+                if opt_in or timely:
+                    why = "an opt-in notice" if opt_in else "a timely objection"
+                    bad(cid, f"deemed_acceptance where silence is not acceptance ({why})", e)
+                c["deemed_event"] = instant(d.get("deadline"))
             elif kind == "subprocessor_enabled":
                 verdict = rules_at(at, c)
                 if cancelled or verdict != "activate":
@@ -238,9 +247,15 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                 ground = ground_of(c, opt_in)
                 if d.get("because", ground) != ground:
                     bad(cid, f"switched on because {d['because']}, the rules say {ground}", e)
+                if ground == "deemed_acceptance" and c.get("deemed_event") is None:
+                    bad(cid, "deemed acceptance without its deemed_acceptance event", e)
+                if c["activated"]:
+                    bad(cid, "switched on while already on", e)
                 c["activated"], c["activated_at"], c["ground"] = True, at, ground
                 c["deemed_accepted_at"] = c["deadline"] if ground == "deemed_acceptance" else None
             elif kind == "subprocessor_disabled":
+                if not c["activated"]:
+                    bad(cid, "switched off while not on", e)
                 c["activated"] = False
             elif kind == "customer_settled":
                 verdict = rules_at(at, c)
