@@ -114,6 +114,16 @@ async def export_pack(pool: asyncpg.Pool, notice_id: str, out: Path) -> dict[str
     problem = es.verify_chain(events) or await es.verify_stream(pool, stream)
     if problem:
         raise InputError(f"the stored events of {notice_id} fail verification: {problem}")
+    # A pack is signed: never sign records that do not follow from the events.
+    mismatches = await _database_outcomes(pool, notice, events, [])
+    if mismatches:
+        more = len(mismatches) - 3
+        shown = "; ".join(mismatches[:3]) + (f"; and {more} more" if more > 0 else "")
+        raise InputError(
+            f"the records of {notice_id} do not follow from its events, so no pack is signed"
+            f" (`noticeflow evidence verify --notice {notice_id}` lists them;"
+            f" `noticeflow projections rebuild` repairs them): {shown}"
+        )
     head = await es.stream_head(pool, stream)
     # A pack holds personal data: its directory 0700 and every file 0600, whatever the umask, and
     # whatever was there before (a looser directory is tightened, a file replaced by a new one).

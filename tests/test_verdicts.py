@@ -119,8 +119,26 @@ def verify_notice(notice_id: str, database_url: str) -> subprocess.CompletedProc
     )
 
 
+def export_cli(notice_id: str, out: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "noticeflow.cli",
+            "evidence",
+            "export",
+            notice_id,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NOTICEFLOW_DATABASE_URL": database_url},
+    )
+
+
 async def test_every_flipped_outcome_column_is_caught_naming_customer_and_field(
-    lifecycle: str, pool, database_url, owner_database_url
+    lifecycle: str, pool, database_url, owner_database_url, tmp_path
 ):
     ok = verify_notice(lifecycle, database_url)
     assert ok.returncode == 0, ok.stderr
@@ -140,6 +158,18 @@ async def test_every_flipped_outcome_column_is_caught_naming_customer_and_field(
             named = [line for line in bad.stderr.splitlines() if who in line]
             assert any(f" {field} is " in line for line in named), (field, bad.stderr)
             assert (await verify_database(pool, lifecycle)).ok, field  # undone: clean again
+        # A pack is signed only over records that follow from the events.
+        await owner.execute(
+            "UPDATE recipients SET opted_in = NOT opted_in WHERE customer_id = 'globex'"
+        )
+        refused = export_cli(lifecycle, tmp_path / "refused", database_url)
+        await owner.execute(
+            "UPDATE recipients SET opted_in = NOT opted_in WHERE customer_id = 'globex'"
+        )
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert "do not follow from its events" in refused.stderr
+        assert "customer globex: opted_in" in refused.stderr
+        assert not (tmp_path / "refused").exists()
     finally:
         await owner.close()
 
