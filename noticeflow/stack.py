@@ -283,10 +283,45 @@ def private_data_dir(data_dir: Path) -> None:
             data_dir.chmod(0o711)
 
 
+LOCK_FILE = "up.lock"
+
+
+def hold_data_dir(data_dir: Path) -> Any:
+    """One `up` per data dir: a second would start a second stack on the same files (and, when
+    it stopped, remove the first one's stack.json). Returns the open lock file (held until it is
+    closed or the process ends); refuses, naming the running one's pid, when another holds it."""
+    import fcntl
+
+    handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held for the stack's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise InputError(
+            f"noticeflow up is already running on {data_dir} (pid {pid}): stop it first, or"
+            " give another --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 async def run_stack(settings: Settings, demo: bool = False) -> None:
     os.umask(0o077)  # everything written from here on (and by the servers started) is private
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = hold_data_dir(data_dir)  # before anything starts or is written
+    try:
+        await _run_stack(settings, data_dir, demo)
+    finally:
+        lock.close()
+
+
+async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
     private_data_dir(data_dir)  # a data dir made looser by an older version is tightened
     # Keys first: a bad key from the environment stops everything before anything starts.
     settings = own_keys(settings, data_dir)

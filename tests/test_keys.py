@@ -278,3 +278,16 @@ def test_a_full_up_run_keeps_everything_private(tmp_path):
     for name, m in modes.items():
         assert not m & 0o077, (name, oct(m))
     assert process.returncode == 0, output
+
+
+def test_a_second_up_on_the_same_data_dir_is_refused_naming_the_first(tmp_path: Path) -> None:
+    from noticeflow.domain.errors import InputError
+    from noticeflow.stack import hold_data_dir
+
+    first = hold_data_dir(tmp_path)
+    try:
+        with pytest.raises(InputError, match=rf"already running on .* \(pid {os.getpid()}\)"):
+            hold_data_dir(tmp_path)
+    finally:
+        first.close()
+    hold_data_dir(tmp_path).close()  # free again once the first has stopped
