@@ -337,10 +337,22 @@ def main() -> int:
     who.add_argument("--key-id", help="the signer's published key id")
     who.add_argument("--public-key", type=Path, help="the signer's Ed25519 public key (PEM)")
     args = parser.parse_args()
+    if not args.pack.is_dir():
+        print(f"{args.pack} is not a pack: not a directory")
+        return 2
+    if args.key_id is not None and not args.key_id.strip():
+        print("--key-id is empty: give the signer's published key id")
+        return 2
+    if args.public_key is not None and not args.public_key.is_file():
+        print(f"--public-key {args.public_key}: no such file")
+        return 2
+    key_id = args.key_id.strip().lower() if args.key_id else None  # printed as lower-case hex
+    events: list[dict[str, Any]] = []
     try:
-        problems, (manifest, public) = check_files(args.pack, args.key_id, args.public_key)
-        events = [json.loads(line) for line in (args.pack / "events.jsonl").open() if line.strip()]
-        if not problems:
+        problems, (manifest, public) = check_files(args.pack, key_id, args.public_key)
+        if not problems:  # the files are what the manifest says: now read them
+            with (args.pack / "events.jsonl").open(encoding="utf-8") as lines:
+                events = [json.loads(line) for line in lines if line.strip()]
             problems = check_chain(events, manifest, public)
         if not problems:
             customers, problems = derive(events, instant(manifest.get("exported_at")))

@@ -79,6 +79,16 @@ def evidence_verify(
 
     if (directory is None) == (notice is None):
         fail("give either a pack DIR or --notice ID")
+    if key_id is not None:
+        key_id = key_id.strip().lower()  # ids are printed in lower-case hex
+        if not key_id:
+            fail("--key-id is empty: give the signer's published key id (`evidence key-id`)")
+    if directory is not None and not directory.is_dir():
+        fail(
+            f"{directory} is not a pack: "
+            + ("no such directory" if not directory.exists() else "not a directory")
+            + " (a pack is the directory `evidence export` wrote)"
+        )
     if directory is not None and not keyring.has("signing"):
         # This installation's signing keys, when it has them (an auditor elsewhere: --key-id).
         with contextlib.suppress(InputError):
