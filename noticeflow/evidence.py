@@ -374,9 +374,12 @@ def record_problems(
     objections: list[Mapping[str, Any]],
     enablements: list[Mapping[str, Any]],
     notice_id: str,
+    switched_elsewhere: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Each customer's derived outcome against the records (``recipients``, ``objections``,
-    ``subprocessor_enablements``): one line per field that differs, naming the customer."""
+    ``subprocessor_enablements``): one line per field that differs, naming the customer.
+    ``switched_elsewhere``: customers whose enablement row names another notice whose own
+    stream has that switch at that instant (checked by the caller)."""
     found: list[str] = []
     derived = derivation.customers
     by_id = {str(r["customer_id"]): r for r in recipients}
@@ -439,8 +442,24 @@ def record_problems(
                 f" {'on' if outcome.activated else 'off'} since {_shown(outcome.switched_at)}"
             )
             continue
-        if row["notice_id"] != notice_id and row["since"] > outcome.switched_at:
-            continue  # a later notice switched it since (its own stream says why)
+        if (
+            row["notice_id"] != notice_id
+            and row["since"] > outcome.switched_at
+            and customer_id in switched_elsewhere
+        ):
+            continue  # a later notice switched it since (its own stream says so)
+        if row["notice_id"] == notice_id and row["since"] != outcome.switched_at:
+            found.append(
+                _mismatch(customer_id, "subprocessor_enablements.since", row["since"],
+                          outcome.switched_at, outcome.why)
+            )  # fmt: skip
+        elif row["notice_id"] != notice_id and row["since"] > outcome.switched_at:
+            found.append(
+                f"customer {customer_id}: subprocessor_enablements names notice"
+                f" {row['notice_id']} switching it at {_shown(row['since'])}, which that"
+                " notice's events do not say"
+            )
+            continue
         # (one already on from a baseline or an earlier notice keeps that row: compared as is)
         if row["enabled"] != outcome.activated:
             found.append(
@@ -858,7 +877,21 @@ async def _database_outcomes(
         notice["subprocessor"],
         list(derivation.customers),
     )
-    found += record_problems(derivation, recipients, objections, enablements, notice_id)
+    elsewhere: set[str] = set()
+    for row in enablements:
+        if row["notice_id"] != notice_id and await pool.fetchval(
+            # that notice's own stream switched it at that instant
+            "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1"
+            " AND event_type IN ('subprocessor_enabled', 'subprocessor_disabled')"
+            " AND occurred_at = $2 AND data::jsonb ->> 'customer_id' = $3)",
+            es.notice_stream(str(row["notice_id"])),
+            row["since"],
+            row["customer_id"],
+        ):
+            elsewhere.add(str(row["customer_id"]))
+    found += record_problems(
+        derivation, recipients, objections, enablements, notice_id, frozenset(elsewhere)
+    )
     found += notice_record_problems(events, notice)
     return found
 

@@ -100,6 +100,11 @@ FLIPS = [  # (field as named, customer, table, the SET that flips it, the SET th
     ("timely", "initech", "objections", "timely = NOT timely", "timely = NOT timely"),
     ("subprocessor_enablements.enabled", "acme", "subprocessor_enablements",
      "enabled = NOT enabled", "enabled = NOT enabled"),
+    ("subprocessor_enablements.since", "acme", "subprocessor_enablements",
+     "since = since - interval '1 day'", "since = since + interval '1 day'"),
+    ("subprocessor_enablements names notice", "acme", "subprocessor_enablements",
+     "since = since + interval '1 year', notice_id = 'a-later-notice'",
+     "since = since - interval '1 year', notice_id = (SELECT notice_id FROM notices LIMIT 1)"),
     # the frozen audience's terms: a projection of the snapshot event, which carries them
     ("window_days", "globex", "recipients", "window_days = coalesce(window_days, 0) + 1000",
      "window_days = nullif(window_days - 1000, 0)"),
@@ -156,7 +161,10 @@ async def test_every_flipped_outcome_column_is_caught_naming_customer_and_field(
             assert "Traceback" not in bad.stderr
             who = f"notice {lifecycle}:" if table == "notices" else f"customer {customer}:"
             named = [line for line in bad.stderr.splitlines() if who in line]
-            assert any(f" {field} is " in line for line in named), (field, bad.stderr)
+            assert any(f" {field} is " in line or f" {field} " in line for line in named), (
+                field,
+                bad.stderr,
+            )
             assert (await verify_database(pool, lifecycle)).ok, field  # undone: clean again
         # A pack is signed only over records that follow from the events.
         await owner.execute(
