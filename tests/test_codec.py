@@ -166,6 +166,21 @@ def payloads_in(message: Message, path: str = "") -> Iterator[tuple[str, Payload
                 yield from payloads_in(item, where)
 
 
+PATCH_IDS = {"typed-notice-events"}  # the workflow.patched ids in workflows/
+
+
+def patch_marker(where: str, payload: Any) -> bool:
+    """A patch marker (workflow.patched): the SDK's core writes its details itself, in clear;
+    they hold the patch id and whether it is deprecated, nothing of ours."""
+    if not where.startswith("EVENT_TYPE_MARKER_RECORDED"):
+        return False
+    try:
+        details = json.loads(payload.data)
+    except ValueError:
+        return False
+    return isinstance(details, dict) and details.get("id") in PATCH_IDS
+
+
 async def test_a_notice_history_is_ciphertext_without_the_codec(dev_server_env, pool, smtp_sink):
     """A notice run by a worker with the codec: a client without it finds none of the notice's
     texts or people in any payload (search attributes aside: indexed, and ids, dates and the
@@ -226,12 +241,13 @@ async def test_a_notice_history_is_ciphertext_without_the_codec(dev_server_env, 
             for where, payload in found
             if payload.metadata.get("encoding") != b"binary/encrypted"
             and "search_attributes" not in where
+            and not patch_marker(where, payload)
         }
         assert not clear, f"payloads in clear: {clear}"
         assert {
             payload.metadata["encryption-key-id"]
             for where, payload in found
-            if "search_attributes" not in where
+            if "search_attributes" not in where and not patch_marker(where, payload)
         } == {codec.EncryptionCodec.from_keyring(keyring.installed()).key_id.encode()}
         started = history.events[0].workflow_execution_started_event_attributes.input.payloads
         with pytest.raises(Exception, match="encoding"):

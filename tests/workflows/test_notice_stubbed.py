@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -295,8 +295,29 @@ class Notice:
 
 
 @pytest.fixture
-async def notice(time_skipping_env: WorkflowEnvironment) -> Any:
-    env = time_skipping_env
+async def own_clock() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this test's own: these runs skip weeks and wait on results (the
+    server then jumps to the next timer), which on the suite's shared server would push its clock
+    decades ahead, past the dates later tests may give a notice."""
+    # (imported here: this module defines a workflow, which the sandbox imports again)
+    from noticeflow import codec, keyring
+    from noticeflow.binaries import binary
+    from noticeflow.temporal import register_search_attributes
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=codec.data_converter(keyring.installed()),
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def notice(own_clock: WorkflowEnvironment) -> Any:
+    env = own_clock
     stubs = Stubs()
     task_queue = f"stub-{uuid.uuid4().hex[:8]}"
     now = await env.get_current_time()
