@@ -370,38 +370,45 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
                 # One projector at a time. An advisory lock takes no transaction id, so this
                 # transaction does not hold back the horizon (oldest open transaction) it reads below.
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
-                row = await connection.fetchrow(
-                    "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1", NAME
-                )
-                after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
-                events = await es.read_all(connection, after, page)
-                covered = await _covered(connection, events)
-                changes = _Page()
-                for event in events:
-                    if event.version > covered.get(event.stream_id, 0):
-                        # no head covers it: not appended by the product (no append writes
-                        # events without moving its stream's head); `evidence verify` names it
-                        continue
-                    notice_id = notice_id_of(event.stream_id)
-                    if notice_id is None:
-                        continue
-                    handler = HANDLERS.get(event.event_type)
-                    if handler is not None:
-                        await handler(connection, changes, notice_id, event)
-                    changes.seen(notice_id, event)
-                await changes.flush(connection)
-                if events:
-                    last = events[-1].checkpoint
-                    await connection.execute(
-                        "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)"
-                        " ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3",
-                        NAME,
-                        last.tx_id,
-                        last.position,
-                    )
-            applied += len(events)
-            if len(events) < page:
+                count = await _apply_page(connection, page)
+            applied += count
+            if count < page:
                 return applied
+
+
+async def _apply_page(connection: asyncpg.Connection, page: int) -> int:
+    """The next page of events after the checkpoint, applied, and the checkpoint moved (in the
+    caller's transaction, under the projector's lock)."""
+    row = await connection.fetchrow(
+        "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1", NAME
+    )
+    after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
+    events = await es.read_all(connection, after, page)
+    covered = await _covered(connection, events)
+    changes = _Page()
+    for event in events:
+        if event.version > covered.get(event.stream_id, 0):
+            # no head covers it: not appended by the product (no append writes events without
+            # moving its stream's head); `evidence verify` names it
+            continue
+        notice_id = notice_id_of(event.stream_id)
+        if notice_id is None:
+            continue
+        handler = HANDLERS.get(event.event_type)
+        if handler is not None:
+            await handler(connection, changes, notice_id, event)
+        changes.seen(notice_id, event)
+    await changes.flush(connection)
+    if events:
+        last = events[-1].checkpoint
+        await connection.execute(
+            "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3",
+            NAME,
+            last.tx_id,
+            last.position,
+        )
+    return len(events)
 
 
 async def _covered(connection: asyncpg.Connection, events: list[es.StoredEvent]) -> dict[str, int]:
@@ -415,13 +422,20 @@ async def _covered(connection: asyncpg.Connection, events: list[es.StoredEvent])
     return {row["stream_id"]: row["version"] for row in rows}
 
 
-async def rebuild(pool: asyncpg.Pool) -> int:
-    """Empty the read models and replay the whole event store into them."""
+async def rebuild(pool: asyncpg.Pool, page: int = 2000) -> int:
+    """Empty the read models and replay the whole event store into them, in one transaction:
+    readers see the old read models until the new ones are complete, and the live projector
+    waits (an event committed meanwhile is applied by it afterwards, from the checkpoint)."""
+    applied = 0
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
-        await connection.execute(f"TRUNCATE {', '.join(TABLES)}")
+        for table in TABLES:  # DELETE, not TRUNCATE: readers keep reading the old rows
+            await connection.execute(f"DELETE FROM {table}")
         await connection.execute("DELETE FROM projection_checkpoints WHERE name = $1", NAME)
-    return await catch_up(pool)
+        while (count := await _apply_page(connection, page)) == page:
+            applied += count
+        applied += count
+    return applied
 
 
 async def run_projections(
