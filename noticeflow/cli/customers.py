@@ -13,6 +13,7 @@ from noticeflow.cli.common import (
     _json_default,
     database,
     emit,
+    fail,
     run,
     settings_for,
     table,
@@ -95,3 +96,88 @@ def customers_erase(
         )
         human = f"erased customer {customer} for good (records changed: {changed or 'none'})"
     emit(result, as_json, human)
+
+
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="A date (the end of that day, UTC) or an instant with its offset; default: now.",
+    ),
+]
+
+
+def _customer_list(customer: str, at: str | None, data_dir: Path | None) -> Any:
+    """The customer's list as of ``at``, from the events (noticeflow/annex.py)."""
+    from datetime import UTC, datetime
+
+    from noticeflow.annex import customer_list
+    from noticeflow.domain.annex import parse_as_of
+    from noticeflow.domain.errors import InputError
+
+    try:  # validated before anything is read: one clear line
+        instant = parse_as_of(at, datetime.now(UTC))
+    except InputError as error:
+        fail(str(error), 2)
+
+    async def go() -> Any:
+        async with database(settings_for(data_dir)) as pool:
+            return await customer_list(pool, customer, instant)
+
+    return run(go())
+
+
+@app.command("subprocessors")
+def customers_subprocessors(
+    customer: Annotated[str, typer.Argument(help="Customer id.")],
+    at: AtOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The sub-processors in use for a customer on a date, derived from the notices' events
+    (`heads` in the JSON pins the streams read)."""
+    listing = _customer_list(customer, at, data_dir)
+    data = listing.as_json()
+
+    def human() -> str:
+        if not listing.subprocessors:
+            return listing.empty_message()
+        rows = data["subprocessors"]
+        heads = ", ".join(
+            f"{h['stream_id']}@{h['version']} {h['head_hash'][:16]}" for h in data["heads"]
+        )
+        return (
+            f"sub-processors in use for {customer} on {data['at']}:\n"
+            + table(rows, ["subprocessor", "purpose", "location", "data_categories",
+                           "transfer_mechanism", "services", "since", "notice_id"])
+            + f"\nchain heads read: {heads}"
+        )  # fmt: skip
+
+    emit(data, as_json, human)
+
+
+@app.command("annex")
+def customers_annex(
+    customer: Annotated[str, typer.Argument(help="Customer id.")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
+    at: AtOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the customer's annex — the sub-processors in use as of a date, with the chain
+    heads read — as one self-contained, printable HTML file (print it to PDF in a browser)."""
+    from noticeflow.annex import write_annex
+
+    listing = _customer_list(customer, at, data_dir)
+    try:
+        write_annex(listing, out)
+    except OSError as error:
+        fail(f"--out: cannot write {out}: {error.strerror or error}", 2)
+    count = len(listing.subprocessors)
+    emit(
+        {"out": str(out), "customer_id": customer, "at": listing.as_json()["at"],
+         "subprocessors": count},
+        as_json,
+        f"wrote {out}: {count} sub-processor(s) in use for {customer} as of"
+        f" {listing.as_json()['at']}",
+    )  # fmt: skip
