@@ -24,6 +24,7 @@ from noticeflow.cli import (
     keys,
     notice,
     projections,
+    receipts,
     servers,
     users,
 )
@@ -40,6 +41,7 @@ app.add_typer(projections.app, name="projections")
 app.add_typer(users.app, name="users")
 app.add_typer(evidence.app, name="evidence")
 app.add_typer(keys.app, name="keys")
+app.add_typer(receipts.app, name="receipts")
 app.command()(servers.up)
 app.command()(servers.worker)
 app.command()(servers.web)

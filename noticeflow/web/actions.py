@@ -7,7 +7,9 @@
   (``control.receive``, channel ``link``), wakes the notice (``Web.hand_over``, a few seconds at
   most) and redirects (303) to the receipt page. A hidden per-render nonce is the action's
   idempotency key, so a double click or a browser's resubmit is the same receipt.
-* ``GET /a/<token>/receipts/<receipt_id>`` shows one receipt of this notice and customer.
+* ``GET /a/<token>/receipts/<receipt_id>`` shows one receipt of this notice and customer;
+  ``…/<receipt_id>.jws`` downloads it signed (noticeflow/receipts.py), and
+  ``GET /.well-known/noticeflow-receipts.json`` publishes the keys that check it (no sign-in).
 
 A token is bound to a notice, a customer and an action (``object`` or ``opt_in``; an opt-in link
 also revokes). It stays usable while its action is open: an expired opt-in link still revokes
@@ -30,12 +32,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import asyncpg
+import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from noticeflow import control, intake
+from noticeflow import control, intake, receipts
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys, open_sealed
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.errors import InputError
@@ -645,12 +648,11 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
     return RedirectResponse(_receipt_path(request, token, judged.receipt_id), status_code=303)
 
 
-@router.get("/a/{token}/receipts/{receipt_id}")
-async def receipt_page(
-    request: Request, token: str, receipt_id: str, web: Web = Depends(get_web)
-) -> Response:
-    """One receipt of this link's notice and customer (viewing it is not acting: an expired link
-    still shows its receipts)."""
+async def _receipt_of(
+    web: Web, request: Request, token: str, receipt_id: str
+) -> tuple[Standing, intake.Receipt] | Response:
+    """This link's standing and one receipt of its notice and customer, or the refusal page
+    (viewing is not acting: an expired link still shows and hands out its receipts)."""
     limited = _rate_limited(web, request, token)
     if limited is not None:
         return limited
@@ -678,6 +680,54 @@ async def receipt_page(
             token,
             link,
         )
+    return standing, receipt
+
+
+@router.get(receipts.JWKS_PATH)
+async def receipt_keys() -> Response:
+    """The receipt-signing public keys, current and previous, as a JWK Set (RFC 7517): public,
+    no sign-in, so that anyone holding a receipt can check it."""
+    return Response(orjson.dumps(receipts.jwks()), media_type="application/jwk-set+json")
+
+
+# Before the receipt page's route: its {receipt_id} would take "r-….jws" too.
+@router.get("/a/{token}/receipts/{receipt_id}.jws")
+async def receipt_download(
+    request: Request, token: str, receipt_id: str, web: Web = Depends(get_web)
+) -> Response:
+    """The receipt as a signed JWS (noticeflow/receipts.py) to keep: ids and instants only,
+    checked with `noticeflow receipts verify` or the keys at /.well-known/noticeflow-receipts.json.
+    """
+    found = await _receipt_of(web, request, token, receipt_id)
+    if isinstance(found, Response):
+        return found
+    _, receipt = found
+    text_sha256 = await web.pool.fetchval(
+        "SELECT text_sha256 FROM notices WHERE notice_id = $1", receipt.notice_id
+    )
+    body = receipts.claims(receipt, str(text_sha256), datetime.now(UTC))
+    return Response(
+        receipts.sign(body),
+        media_type=receipts.MEDIA_TYPE,
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="noticeflow-receipt-{receipt.receipt_id}.jws"'
+            )
+        },
+    )
+
+
+@router.get("/a/{token}/receipts/{receipt_id}")
+async def receipt_page(
+    request: Request, token: str, receipt_id: str, web: Web = Depends(get_web)
+) -> Response:
+    """One receipt of this link's notice and customer (viewing it is not acting: an expired link
+    still shows its receipts)."""
+    found = await _receipt_of(web, request, token, receipt_id)
+    if isinstance(found, Response):
+        return found
+    standing, receipt = found
+    link = standing.link
     tz = standing.timezone
     timely = is_timely(receipt.received_at, standing.deadline)
     mail_owed = await web.pool.fetchval(
@@ -719,6 +769,8 @@ async def receipt_page(
         timely=timely,
         deadline_text=deadline_words(standing.deadline, tz) if standing.deadline else None,
         mail_owed=bool(mail_owed),
+        download=_receipt_path(request, token, receipt.receipt_id) + ".jws",
+        jwks_path=receipts.JWKS_PATH,
     )
     if receipt.pending:
         response.headers["Refresh"] = "3"  # no script needed: the browser asks again
