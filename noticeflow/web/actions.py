@@ -39,6 +39,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from noticeflow import control, intake, receipts
+from noticeflow.annex import CustomerList, customer_list
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys, open_sealed
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.errors import InputError
@@ -386,7 +387,17 @@ async def _page(
         else None,
         receipts=await _receipts(web, standing),
         action_words=ACTION_WORDS,
+        in_use=await _in_use(web, standing),
     )
+
+
+async def _in_use(web: Web, standing: Standing) -> CustomerList | None:
+    """The sub-processors in use for the customer now, from the events (noticeflow/annex.py);
+    None for a customer the list refuses (erased, unknown)."""
+    try:
+        return await customer_list(web.pool, standing.link.customer_id, standing.now)
+    except InputError:
+        return None
 
 
 @router.get("/a/{token}")
