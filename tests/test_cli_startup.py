@@ -25,7 +25,16 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["notice", "--help"], ["evidence", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["notice", "--help"],
+        ["evidence", "--help"],
+        ["receipts", "--help"],
+        ["customers", "--help"],
+    ],
+)
 def test_help_loads_none_of_the_heavy_parts(argv):
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(argv)],
