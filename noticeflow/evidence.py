@@ -249,18 +249,24 @@ async def _audience(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:
     ]
 
 
+NOTICE_MAILINGS = "(d.kind = 'notice' OR starts_with(d.kind, 'resend-'))"
+
+
 async def _customer_rows(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT r.*, o.status AS objection_status, o.timely AS objection_timely,"
         " o.received_at AS objection_received_at, o.status AS resolution, o.resolved_by,"
-        " (SELECT array_agg(d.message_id ORDER BY d.email) FROM deliveries d WHERE d.notice_id ="
-        "   r.notice_id AND d.customer_id = r.customer_id AND d.kind = 'notice') AS message_ids,"
+        # every mailing of the notice itself: the first, then each resend (kind resend-<receipt>),
+        # in the order they were sent
+        " (SELECT array_agg(d.message_id ORDER BY d.first_attempt_at, d.email) FROM deliveries d"
+        "   WHERE d.notice_id = r.notice_id AND d.customer_id = r.customer_id"
+        f"   AND {NOTICE_MAILINGS}) AS message_ids,"
         # status and reply code per contact (the reply's text, which may echo the address, is in
         # deliveries.csv, opened only while the customer's key exists)
         " (SELECT array_agg(d.status || ': ' || concat_ws(' ', d.smtp_code, d.smtp_status)"
-        "   ORDER BY d.email)"
+        "   ORDER BY d.first_attempt_at, d.email)"
         "   FROM deliveries d WHERE d.notice_id = r.notice_id AND d.customer_id = r.customer_id"
-        "   AND d.kind = 'notice') AS smtp_replies"
+        f"   AND {NOTICE_MAILINGS}) AS smtp_replies"
         " FROM recipients r LEFT JOIN LATERAL (SELECT * FROM objections o WHERE o.notice_id ="
         "   r.notice_id AND o.customer_id = r.customer_id ORDER BY o.received_at DESC LIMIT 1) o"
         "   ON true WHERE r.notice_id = $1 ORDER BY r.customer_id",

@@ -271,6 +271,11 @@ async def test_the_independent_script_verifies_the_pack_and_agrees_with_noticefl
     assert {c: r["ground"] for c, r in rows.items()} == {
         "acme": "opted_in", "globex": "opted_in", "initech": "excluded", "umbrella": "declined",
     }  # fmt: skip
+    # umbrella bounced, then was resent to its fixed address: its row shows both mailings, the
+    # bounce first, then the accepted one (not only the bounce, as before)
+    replies = rows["umbrella"]["smtp_replies"]
+    assert replies.index("failed") < replies.index("accepted"), replies
+    assert len(rows["umbrella"]["message_ids"].split(";")) == 2, rows["umbrella"]
 
     passed = script(fresh)
     assert passed.returncode == 0, passed.stdout + passed.stderr
