@@ -146,6 +146,7 @@ def _objection(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]
     key = keys.get(customer_id)
     source = Field.event("objection_received", "reason")
     words = key.unseal(source, str(d.get("reason", ""))) if key is not None else ERASED
+    reason = ERASED if key is None or words == ERASED else key.seal(Field.OBJECTION_REASON, words)
     return (
         notice_id,
         d.get("idempotency_key") or d.get("receipt_id"),
@@ -154,7 +155,7 @@ def _objection(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]
         d.get("channel", "cli"),
         _reseal(keys, customer_id, Field.event("objection_received", "by"), Field.OBJECTION_BY,
                 d.get("by")),
-        _reseal(keys, customer_id, source, Field.OBJECTION_REASON, d.get("reason")),
+        reason,  # unsealed once: for its record's place and for its content key
         bool(d["timely"]),
         None if key is None or words == ERASED else objection_ref(key, words),
         d.get("receipt_id"),
@@ -377,6 +378,12 @@ HANDLERS: dict[str, tuple[str, ArgsOf]] = {
 SEALING = {"objection_received", "objection_resolved", "customer_excluded"}
 
 
+def _statement(event_type: str) -> str:
+    """What a run of events shares: the handler's SQL (one statement for several types, such as
+    both delivery events), or the custom handler's event type."""
+    return HANDLERS[event_type][0] if event_type in HANDLERS else event_type
+
+
 def _runs(events: Iterable[es.StoredEvent]) -> list[_Run]:
     runs: list[_Run] = []
     for event in events:
@@ -384,11 +391,11 @@ def _runs(events: Iterable[es.StoredEvent]) -> list[_Run]:
         if (event.event_type not in HANDLERS and event.event_type not in CUSTOM) or not notice_id:
             continue
         last = runs[-1] if runs else None
-        sql = HANDLERS[event.event_type][0] if event.event_type in HANDLERS else event.event_type
-        same = last is not None and (
-            HANDLERS[last.event_type][0] if last.event_type in HANDLERS else last.event_type
-        )
-        if last is not None and last.notice_id == notice_id and same == sql:
+        if (
+            last is not None
+            and last.notice_id == notice_id
+            and _statement(last.event_type) == _statement(event.event_type)
+        ):
             last.events.append(event)
         else:
             runs.append(_Run(event.event_type, notice_id, [event]))

@@ -5,7 +5,6 @@ script that uses only the pack and the documented rules, and it agrees with `ver
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from temporalio.client import WorkflowHandle
 
 from noticeflow import eventstore as es
 from noticeflow import repository
@@ -28,22 +26,11 @@ from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
 from noticeflow.evidence import export_pack, verify_database, verify_pack
 from tests import helpers
+from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
-from workflows.notice import NoticeWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "verify_pack.py"
-
-
-async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0) -> NoticeStatus:
-    give_up = asyncio.get_running_loop().time() + timeout
-    while True:
-        status = await handle.query(NoticeWorkflow.status)
-        if predicate(status):
-            return status
-        if asyncio.get_running_loop().time() > give_up:
-            raise AssertionError(f"condition not reached; last status {status}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
