@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from noticeflow.domain.errors import InputError, describe_validation_error
+from noticeflow.domain.rules import ChangeKind
 from noticeflow.domain.text import SLUG_PATTERN as SLUG_PATTERN
 from noticeflow.domain.text import Identifier, SingleLine, free_text, single_line
 
@@ -202,6 +203,8 @@ class NoticeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     notice_id: Slug
+    # What the notice changes (addition when absent: every notice before change kinds was one).
+    kind: ChangeKind = ChangeKind.addition
     title: SingleLine
     subprocessor: SingleLine
     subprocessor_location: Annotated[str, single_line(500)]
@@ -219,6 +222,11 @@ class NoticeSpec(BaseModel):
         "Use the personal link in this message, or reply to it, before your deadline."
     )
     body: Annotated[str, free_text(100_000, allow_empty=True)] = ""
+    # replacement: the sub-processor the new one replaces (switched off per customer as the new
+    # one is switched on).
+    replaces: SingleLine | None = None
+    # material_change: each changed field's previous value (the notice's own field is the new).
+    previous: dict[str, str | list[str]] = Field(default_factory=dict)
 
     @field_validator("reminder_before")
     @classmethod

@@ -17,6 +17,29 @@ class Phase(StrEnum):
     cancelled = "cancelled"
 
 
+class Authorisation(StrEnum):
+    """What a customer's own contract (its DPA) asks before a sub-processor is used for it."""
+
+    general = "general"  # general written authorisation: silence is deemed acceptance
+    specific = "specific"  # specific prior authorisation: silence is refusal (GDPR Art. 28(2))
+    dora = "dora"  # DORA (EU 2025/532 Arts. 5-6): approve, object or request changes
+
+
+class ChangeKind(StrEnum):
+    """What a notice changes."""
+
+    addition = "addition"  # a new sub-processor
+    replacement = "replacement"  # a new one instead of an old one (switched off per customer)
+    removal = "removal"  # informational: no window; switched off for everyone on the date
+    material_change = "material_change"  # location, purpose, transfer mechanism... changes
+
+
+def consent_required(opt_in_notice: bool, authorisation: Authorisation | str | None) -> bool:
+    """Whether silence is refusal for this customer: an opt-in notice asks everyone for consent,
+    and a contract with specific prior authorisation asks for it on every notice."""
+    return opt_in_notice or authorisation == Authorisation.specific
+
+
 class Delivery(StrEnum):
     pending = "pending"
     delivered = "delivered"
@@ -47,9 +70,16 @@ class Verdict(StrEnum):
     terminated = "terminated"  # customer terminates the affected service: stays off
     declined = "declined"  # opt-in notice and no opt-in: silence means no (rule 8)
     excluded_by_ops = "excluded_by_ops"  # ops settled it without activation (`notice exclude`)
+    removed = "removed"  # a removal notice's effective date: off for everyone, whatever they say
 
 
-OFF_VERDICTS = {Verdict.excluded, Verdict.terminated, Verdict.declined, Verdict.excluded_by_ops}
+OFF_VERDICTS = {
+    Verdict.excluded,
+    Verdict.terminated,
+    Verdict.declined,
+    Verdict.excluded_by_ops,
+    Verdict.removed,
+}
 
 
 @dataclass(frozen=True)
@@ -68,10 +98,17 @@ def decide(
     opted_in: bool,
     cases: Iterable[Case] = (),
     excluded_by_ops: bool = False,
+    kind: ChangeKind = ChangeKind.addition,
 ) -> Verdict:
-    """The verdict for one customer at ``now``, once the effective date has been reached."""
+    """The verdict for one customer at ``now``, once the effective date has been reached.
+
+    ``opt_in_notice``: whether this customer's consent is required (``consent_required``: an
+    opt-in notice, or a contract with specific prior authorisation). A removal needs nobody's
+    consent: from its effective date the sub-processor is off for every recipient."""
     if now < effective_at:
         raise ValueError("activation is decided only at or after the effective date")
+    if kind is ChangeKind.removal:
+        return Verdict.removed
     if excluded_by_ops:
         return Verdict.excluded_by_ops
     statuses = list(cases)
