@@ -80,6 +80,7 @@ class CustomerActionKind(StrEnum):
     dispatch table in noticeflow/application/intake.py); a resend, which mails, is judged apart."""
 
     object = "object"
+    request_changes = "request_changes"
     resolve_objection = "resolve_objection"
     opt_in = "opt_in"
     revoke_opt_in = "revoke_opt_in"

@@ -803,9 +803,17 @@ async def verify_database(
 
 
 TERMS_SQL = (  # as the audience snapshot hashed them (noticeflow/application/sending.py snapshot_audience)
-    "SELECT customer_id, region, services, timezone, window_days, window_unit, country"
-    " FROM recipients WHERE notice_id = $1 ORDER BY customer_id"
+    "SELECT customer_id, region, services, timezone, window_days, window_unit, country,"
+    " authorisation FROM recipients WHERE notice_id = $1 ORDER BY customer_id"
 )
+
+
+def _frozen_terms(row: dict[str, Any]) -> dict[str, Any]:
+    """A recipient's terms as the snapshot hashed them: a general authorisation (the default)
+    left out, so audiences frozen before authorisation modes hash as they did."""
+    if row.get("authorisation") == "general":
+        del row["authorisation"]
+    return row
 
 
 async def _database_outcomes(
@@ -820,7 +828,9 @@ async def _database_outcomes(
 
     notice_id = str(notice["notice_id"])
     found: list[str] = []
-    terms = {r["customer_id"]: dict(r) for r in await pool.fetch(TERMS_SQL, notice_id)}
+    terms = {
+        r["customer_id"]: _frozen_terms(dict(r)) for r in await pool.fetch(TERMS_SQL, notice_id)
+    }
     snapshot = next((e for e in events if e["event_type"] == "audience_snapshotted"), None)
     digest = hashlib.sha256(
         json.dumps(list(terms.values()), default=str, sort_keys=True).encode()
@@ -829,8 +839,10 @@ async def _database_outcomes(
     if frozen:  # the event says what the terms are: compare field by field, then count with it
         zones = snapshot["data"].get("timezones") or {}  # type: ignore[index]
         for customer_id, said in sorted(frozen.items()):
-            said = {**said, "timezone": zones.get(customer_id)}
+            said = {"authorisation": "general", **said, "timezone": zones.get(customer_id)}
             row = terms.get(customer_id)
+            if row is not None:
+                row = {"authorisation": "general", **row}
             for name, value in said.items():
                 if (
                     row is not None

@@ -134,8 +134,9 @@ def _delivery(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
 
 _OBJECTION = (
     "WITH opened AS (INSERT INTO objections (notice_id, idempotency_key, customer_id,"
-    " received_at, channel, objected_by, reason, timely, status, content_ref, receipt_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10) ON CONFLICT DO NOTHING RETURNING 1)"
+    " received_at, channel, objected_by, reason, timely, status, content_ref, receipt_id,"
+    " request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11)"
+    " ON CONFLICT DO NOTHING RETURNING 1)"
     " UPDATE recipients SET settled = false WHERE notice_id = $1 AND customer_id = $3"
 )
 
@@ -159,6 +160,7 @@ def _objection(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]
         bool(d["timely"]),
         None if key is None or words == ERASED else objection_ref(key, words),
         d.get("receipt_id"),
+        "changes" if d.get("request") == "changes" else "objection",
     )  # fmt: skip
 
 
@@ -316,18 +318,19 @@ _AUDIENCE = (
     # its name (the sealed copy taken when it was frozen), one missing takes the customer's name
     # as it stands now ([erased] for a customer erased since).
     "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
-    " window_days, window_unit, country, snapshot_at)"
+    " window_days, window_unit, country, authorisation, snapshot_at)"
     " SELECT $1, t.customer_id, coalesce(c.name, $4), t.region,"
     "  ARRAY(SELECT jsonb_array_elements_text(t.services)), z.value, t.window_days,"
-    "  t.window_unit, t.country, $3"
+    "  t.window_unit, t.country, coalesce(t.authorisation, 'general'), $3"
     " FROM jsonb_to_recordset($2::jsonb) AS t(customer_id text, region text, services jsonb,"
-    "  window_days int, window_unit text, country text)"
+    "  window_days int, window_unit text, country text, authorisation text)"
     " JOIN jsonb_each_text($5::jsonb) AS z ON z.key = t.customer_id"
     " LEFT JOIN customers c ON c.customer_id = t.customer_id"
     " ON CONFLICT (notice_id, customer_id) DO UPDATE SET region = EXCLUDED.region,"
     " services = EXCLUDED.services, timezone = EXCLUDED.timezone,"
     " window_days = EXCLUDED.window_days, window_unit = EXCLUDED.window_unit,"
-    " country = EXCLUDED.country, snapshot_at = EXCLUDED.snapshot_at"
+    " country = EXCLUDED.country, authorisation = EXCLUDED.authorisation,"
+    " snapshot_at = EXCLUDED.snapshot_at"
 )
 _NOT_FROZEN = (  # rows for customers the audience never held (written behind our back)
     "WITH gone AS (DELETE FROM recipient_contacts WHERE notice_id = $1"

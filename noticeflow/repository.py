@@ -39,11 +39,12 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         keys = await ensure_keys(connection, [c.customer_id for c in customers])
         await connection.executemany(
             "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
-            " window_unit, country) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " window_unit, country, authorisation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT (customer_id) DO UPDATE"
             " SET name = EXCLUDED.name, region = EXCLUDED.region, services = EXCLUDED.services,"
             " timezone = EXCLUDED.timezone, window_days = EXCLUDED.window_days,"
-            " window_unit = EXCLUDED.window_unit, country = EXCLUDED.country, updated_at = now()",
+            " window_unit = EXCLUDED.window_unit, country = EXCLUDED.country,"
+            " authorisation = EXCLUDED.authorisation, updated_at = now()",
             [
                 (
                     c.customer_id,
@@ -54,6 +55,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
                     c.window_days,
                     c.window_unit.value if c.window_unit else None,
                     c.country,  # ISO 3166 alpha-2 (public holidays), or None
+                    c.authorisation.value,
                 )
                 for c in customers
             ],
@@ -76,7 +78,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
 async def list_customers(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
-        " c.window_unit, (SELECT count(*) FROM customer_contacts cc"
+        " c.window_unit, c.authorisation, (SELECT count(*) FROM customer_contacts cc"
         "   WHERE cc.customer_id = c.customer_id) AS contacts"
         " FROM customers c ORDER BY c.customer_id"
     )

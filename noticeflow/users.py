@@ -50,6 +50,7 @@ class Role(StrEnum):
 # What each ops action needs (the dashboard and the JSON API check the same table).
 ACTION_ROLES: dict[str, Role] = {
     "object": Role.operator,
+    "request_changes": Role.operator,
     "opt_in": Role.operator,
     "revoke_opt_in": Role.operator,
     "resolve_objection": Role.operator,

@@ -49,7 +49,13 @@ from noticeflow.domain import events, signals
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
-from noticeflow.domain.rules import Outcome, Phase, is_timely
+from noticeflow.domain.rules import (
+    Authorisation,
+    Outcome,
+    Phase,
+    consent_required,
+    is_timely,
+)
 from noticeflow.mailer import TemporarySmtpError
 
 log = structlog.get_logger(__name__)
@@ -154,6 +160,7 @@ class IntakeService:
         self.sending = SendingService(deps)
         self.judges: Mapping[CustomerActionKind, Judge] = {
             CustomerActionKind.object: self._object,
+            CustomerActionKind.request_changes: self._object,
             CustomerActionKind.resolve_objection: self._resolve,
             CustomerActionKind.opt_in: self._opt_in,
             CustomerActionKind.revoke_opt_in: self._opt_in,
@@ -467,23 +474,38 @@ class IntakeService:
     # --- one judgement per action ----------------------------------------------------------------
 
     async def _object(self, context: Context, objection: signals.Objection) -> Judged:
-        """Rule 7: judged by its receipt time; a case opened; acknowledged by mail."""
+        """Rule 7: judged by its receipt time; a case opened; acknowledged by mail. A request for
+        changes (a DORA contract's third answer) is judged the same way: a case that holds
+        activation until ops resolve it."""
         receipt, recipient, spec = context.receipt, context.recipient, context.spec
         assert recipient is not None
+        changes = receipt.action == CustomerActionKind.request_changes
+        if changes and recipient["authorisation"] != Authorisation.dora:
+            raise Refused(
+                f"customer {context.customer_id!r} has {recipient['authorisation']} authorisation"
+                " in its contract: only a dora contract may request changes; it may object"
+                + (
+                    " or opt in"
+                    if consent_required(spec.opt_in, recipient["authorisation"])
+                    else ""
+                )
+            )
         content_ref, *earlier_refs = content_refs(
             context.keys[context.customer_id], objection.reason
         )
         same = await context.connection.fetchval(
             "SELECT receipt_id FROM objections WHERE notice_id = $1 AND customer_id = $2"
-            " AND status = 'open' AND content_ref = ANY($3::text[]) LIMIT 1",
+            " AND status = 'open' AND content_ref = ANY($3::text[]) AND request = $4 LIMIT 1",
             spec.notice_id,
             context.customer_id,
             [content_ref, *earlier_refs],
+            "changes" if changes else "objection",
         )
+        what = "request for changes" if changes else "objection"
         if same is not None:
             return Judged(
                 status=intake.DUPLICATE,
-                reason=f"the same objection is already open (receipt {same})",
+                reason=f"the same {what} is already open (receipt {same})",
                 changed=False,
             )
         timely = is_timely(receipt.received_at, recipient["deadline"])
@@ -503,11 +525,34 @@ class IntakeService:
                 reason=context.seal(Field.event(received, "reason"), objection.reason),
                 received_at=receipt.received_at,
                 deadline=recipient["deadline"],
+                request="changes" if changes else None,
             ),
             receipt.received_at,
             context.keys,
         )
         when = describe_instant(receipt.received_at, recipient["timezone"])
+        if changes:
+            return Judged(
+                reason=None if timely else "late: received after the customer's deadline",
+                mail={
+                    "headline": "We have received your request for changes",
+                    "paragraphs": [
+                        f"Your request for changes to the use of {spec.subprocessor} was"
+                        f" received on {when} and is recorded as"
+                        f" {'timely' if timely else 'late (after your deadline)'}"
+                        f" (receipt {receipt.receipt_id}).",
+                        "Our privacy team will contact you about it. "
+                        + (
+                            "Until it is resolved the sub-processor will not be used for your"
+                            " organisation."
+                            if timely
+                            else "As it came after your deadline, it does not hold the change"
+                            " back; should the change go ahead, your contract lets you"
+                            " terminate the affected service."
+                        ),
+                    ],
+                },
+            )
         return Judged(
             reason=None if timely else "late: received after the customer's deadline",
             mail={
@@ -588,8 +633,14 @@ class IntakeService:
         spec, receipt, recipient = context.spec, context.receipt, context.recipient
         assert recipient is not None
         opted_in = receipt.action == "opt_in"
-        if not spec.opt_in:
-            raise Refused("this notice is not an opt-in notice; customers object instead")
+        mode = recipient["authorisation"]
+        consent = consent_required(spec.opt_in, mode)
+        if not consent and mode != Authorisation.dora:
+            raise Refused(
+                "this notice is not an opt-in notice and customer"
+                f" {context.customer_id!r} has general authorisation (silence is deemed"
+                " acceptance); it objects instead"
+            )
         if recipient["opted_in"] == opted_in:
             return Judged(
                 status=intake.DUPLICATE,
@@ -613,7 +664,9 @@ class IntakeService:
             receipt.received_at,
             context.keys,
         )
-        switched_off = bool(recipient["activated"]) and not opted_in
+        # A dora customer's approval, withdrawn, does not switch it off: without an objection
+        # the change goes ahead there (an objection or a request for changes stops it).
+        switched_off = bool(recipient["activated"]) and not opted_in and consent
         if switched_off:
             await switch_subprocessor(
                 context.connection,
@@ -624,7 +677,18 @@ class IntakeService:
                 receipt.received_at,
                 "opt_in_revoked",
             )
-        if opted_in:
+        if not consent:  # a dora customer's approval (or its withdrawal)
+            words = [
+                f"We have recorded that you {'approve' if opted_in else 'withdraw your approval of'}"
+                f" the use of {spec.subprocessor} (receipt {receipt.receipt_id}). "
+                + (
+                    "It will be used for your organisation from the effective date of the notice."
+                    if opted_in
+                    else "Under your contract the change still goes ahead unless you object or"
+                    " request changes before your deadline."
+                )
+            ]
+        elif opted_in:
             words = [
                 f"We have recorded your opt-in to {spec.subprocessor} (receipt "
                 f"{receipt.receipt_id}). It will be used for your organisation from the "

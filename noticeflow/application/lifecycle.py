@@ -33,6 +33,7 @@ from noticeflow.domain.rules import (
     Phase,
     Verdict,
     activation_ground,
+    consent_required,
     decide,
     is_deemed_acceptance,
     is_settled,
@@ -109,7 +110,7 @@ class LifecycleService:
         await self._mail_activation(spec, owed, progress)
         while True:
             rows = await self.deps.pool.fetch(
-                "SELECT customer_id, delivery, deadline, opted_in, activated,"
+                "SELECT customer_id, delivery, deadline, opted_in, activated, authorisation,"
                 " excluded_at IS NOT NULL AS excluded_by_ops, EXISTS (SELECT 1 FROM intake i"
                 "   WHERE i.notice_id = r.notice_id AND i.customer_id = r.customer_id"
                 "   AND i.status = 'pending') AS pending_receipt"
@@ -136,7 +137,8 @@ class LifecycleService:
                     effective_at=spec.effective_at,
                     delivery=Delivery(row["delivery"]),
                     deadline=row["deadline"],
-                    opt_in_notice=spec.opt_in,
+                    # This customer's consent: an opt-in notice, or its contract (specific).
+                    opt_in_notice=consent_required(spec.opt_in, row["authorisation"]),
                     opted_in=row["opted_in"],
                     cases=customer_cases,
                     excluded_by_ops=row["excluded_by_ops"],
@@ -183,13 +185,14 @@ class LifecycleService:
         customer_id = row["customer_id"]
         stream = eventstore.notice_stream(spec.notice_id)
         settled = is_settled(verdict, cases)
+        consent = consent_required(spec.opt_in, row["authorisation"])
         change = None
         async with self.deps.pool.acquire() as connection, connection.transaction():
             # The customer's row and enablement are the events' projection; only the outbox
             # flag for the activation mail is written here.
             if verdict is Verdict.activate and not row["activated"]:
                 change = "on"
-                if is_deemed_acceptance(spec.opt_in, cases):
+                if is_deemed_acceptance(consent, cases):
                     await records.record_one(
                         connection,
                         stream,
@@ -204,7 +207,7 @@ class LifecycleService:
                     customer_id,
                     True,
                     now,
-                    activation_ground(spec.opt_in, cases),
+                    activation_ground(consent, cases),
                 )
                 await connection.execute(
                     "UPDATE recipients SET activation_mail_due = true"

@@ -30,7 +30,7 @@ from noticeflow.domain import events
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import mail_context, update_context
-from noticeflow.domain.rules import Delivery
+from noticeflow.domain.rules import Authorisation, Delivery
 from noticeflow.mail import TemporarySmtpError
 from noticeflow.mailer import (
     ContactOutcome,
@@ -97,6 +97,12 @@ def _contact(result: Delivered, outcome: ContactOutcome) -> events.ContactAttemp
     )
 
 
+def _without_general(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("authorisation") == Authorisation.general:
+        del row["authorisation"]
+    return row
+
+
 class SendingService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -131,12 +137,16 @@ class SendingService:
             # The audience: its rows are the event's projection (noticeflow/records.py).
             rows = await connection.fetch(
                 "SELECT c.customer_id, c.region, c.services, c.timezone, c.window_days,"
-                f" c.window_unit, c.country FROM customers c WHERE {AUDIENCE_FILTER}"
+                f" c.window_unit, c.country, c.authorisation FROM customers c"
+                f" WHERE {AUDIENCE_FILTER}"
                 " ORDER BY c.customer_id",
                 *audience_args(spec.audience),
             )
+            # A general authorisation (the default) is left out of the digest and the terms, so an
+            # audience of general contracts hashes as it did before modes existed.
+            frozen = [_without_general(dict(row)) for row in rows]
             digest = hashlib.sha256(
-                json.dumps([dict(row) for row in rows], default=str, sort_keys=True).encode()
+                json.dumps(frozen, default=str, sort_keys=True).encode()
             ).hexdigest()
             await records.record_one(
                 connection,
@@ -154,8 +164,9 @@ class SendingService:
                             window_days=row["window_days"],
                             window_unit=row["window_unit"],
                             country=row["country"],
+                            authorisation=frozen_row.get("authorisation"),
                         )
-                        for row in rows
+                        for row, frozen_row in zip(rows, frozen, strict=True)
                     },
                 ),
                 request.at,
@@ -190,7 +201,8 @@ class SendingService:
         totals = SendResult(processed=0, delivered=0, undelivered=0)
         while True:
             rows = await self.deps.pool.fetch(
-                "SELECT customer_id, timezone, window_days, window_unit, country FROM recipients"
+                "SELECT customer_id, timezone, window_days, window_unit, country, authorisation"
+                " FROM recipients"
                 " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
                 " ORDER BY customer_id LIMIT $3",
                 request.spec.notice_id,
@@ -258,7 +270,9 @@ class SendingService:
             links = self.deps.links.links_for(
                 spec.notice_id, row["customer_id"], projected, spec.effective_at
             )
-            context = mail_context(spec, row["timezone"], projected, links)
+            context = mail_context(
+                spec, row["timezone"], projected, links, row.get("authorisation", "general")
+            )
             jobs.append(MailJob(recipients[row["customer_id"]], context))
         held: dict[str, str] = {}
         # Alive while one slow message is out (a heartbeat only per finished message would let a
@@ -358,7 +372,8 @@ class SendingService:
         spec = request.spec
         pool = self.deps.pool
         row = await pool.fetchrow(
-            "SELECT customer_id, timezone, window_days, window_unit, country, delivery, deadline"
+            "SELECT customer_id, timezone, window_days, window_unit, country, authorisation,"
+            " delivery, deadline"
             " FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
             request.customer_id,

@@ -239,6 +239,22 @@ def notice_object(
     _act(data_dir, notice_id, "object", payload, key=key, as_json=as_json)
 
 
+@app.command("request-changes")
+def notice_request_changes(
+    notice_id: Annotated[str, typer.Argument()],
+    customer: Annotated[str, typer.Option("--customer")],
+    reason: Annotated[str, typer.Option("--reason", help="The modifications the customer asks.")],
+    by: Annotated[str, typer.Option("--by")] = "ops",
+    key: KeyOpt = "",
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a DORA customer's request for changes: a case that holds activation until it is
+    resolved (notice resolve). Only customers whose contract is dora may request changes."""
+    payload = {"customer_id": customer, "reason": reason, "by": by, "channel": "cli"}
+    _act(data_dir, notice_id, "request_changes", payload, key=key, as_json=as_json)
+
+
 @app.command("resolve")
 def notice_resolve(
     notice_id: Annotated[str, typer.Argument()],
@@ -250,7 +266,8 @@ def notice_resolve(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve a customer's open objection: withdrawn, excluded or terminated."""
+    """Resolve a customer's open cases (objections, requests for changes): withdrawn, excluded
+    or terminated."""
     payload = {"customer_id": customer, "outcome": outcome.value, "by": by, "note": note}
     _act(data_dir, notice_id, "resolve_objection", payload, key=key, as_json=as_json)
 
@@ -264,7 +281,8 @@ def notice_opt_in(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record a customer's opt-in (opt-in notices)."""
+    """Record a customer's opt-in: on an opt-in notice, or an authorisation from a customer whose
+    contract is specific (silence is refusal) or an approval from a dora one."""
     payload = {"customer_id": customer, "by": by, "channel": "cli"}
     _act(data_dir, notice_id, "opt_in", payload, key=key, as_json=as_json)
 

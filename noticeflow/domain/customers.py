@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from noticeflow.domain.deadlines import WindowUnit
 from noticeflow.domain.errors import InputError, describe_problems, problems_of
 from noticeflow.domain.notice import decode_utf8
+from noticeflow.domain.rules import Authorisation
 from noticeflow.domain.text import Identifier, SingleLine, control_character
 
 CSV_COLUMNS = (
@@ -44,6 +45,7 @@ CSV_COLUMNS = (
     "window_unit",
     "country",
     "language",
+    "authorisation",
 )
 REQUIRED_COLUMNS = ("customer_id", "name", "region", "services", "contact_emails", "timezone")
 EMAIL_PATTERN = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
@@ -111,6 +113,23 @@ def _language(value: str | None) -> str | None:
     return "-".join(canonical)
 
 
+def _authorisation(value: object) -> object:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Authorisation.general
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word not in set(Authorisation):
+            raise PydanticCustomError(
+                "authorisation",
+                "{value} is not an authorisation mode; use general (silence is deemed"
+                " acceptance), specific (silence is refusal) or dora (approve, object or"
+                " request changes)",
+                {"value": repr(value[:40])},
+            )
+        return word
+    return value
+
+
 SemicolonList = Annotated[list[SingleLine], BeforeValidator(_split_list)]
 BlankIsNone = BeforeValidator(_blank_to_none)
 
@@ -130,6 +149,8 @@ class Customer(BaseModel):
     window_unit: Annotated[WindowUnit | None, BlankIsNone] = None
     country: Annotated[str | None, BlankIsNone, AfterValidator(_country)] = None  # holidays
     language: Annotated[str | None, BlankIsNone, AfterValidator(_language)] = None  # the mail's
+    # What the customer's contract asks before a sub-processor is used for it (blank: general).
+    authorisation: Annotated[Authorisation, BeforeValidator(_authorisation)] = Authorisation.general
 
     @field_validator("contact_emails")
     @classmethod

@@ -48,7 +48,7 @@ from pydantic import (
 
 from noticeflow.domain.errors import describe_validation_error
 from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.rules import Delivery, Outcome, Phase, Verdict
+from noticeflow.domain.rules import Authorisation, Delivery, Outcome, Phase, Verdict
 
 
 class _SealedMarker:
@@ -227,6 +227,12 @@ class CustomerTerms(_Shape):
     window_days: int | None = Field(description="The contract's objection window, if it sets one.")
     window_unit: str | None = Field(description="calendar or business days (null: calendar).")
     country: str | None = Field(description="The country whose public holidays count, if any.")
+    authorisation: Authorisation | None = Field(
+        default=None,
+        description="What the customer's contract asks before a sub-processor is used for it:"
+        " specific (silence is refusal) or dora (approve, object or request changes); absent:"
+        " general (silence is deemed acceptance).",
+    )
 
 
 class AudienceSnapshotted(Event):
@@ -332,6 +338,12 @@ class ObjectionReceived(Event):
     reason: Annotated[str, Sealed] = Field(description="The objection's text.")
     received_at: Instant = Field(description="The receipt time, which decides timeliness.")
     deadline: Instant | None = Field(description="The customer's deadline then (null: none yet).")
+    request: Literal["changes"] | None = Field(
+        default=None,
+        description="changes: a request for modifications (a DORA contract's third answer), a"
+        " case like an objection that holds activation until ops resolve it; absent: an"
+        " objection.",
+    )
 
 
 class ObjectionResolved(Event):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from noticeflow.domain.deadlines import describe_deadline, describe_instant
+from noticeflow.domain.rules import Authorisation, consent_required
 
 if TYPE_CHECKING:
     from noticeflow.domain.notice import NoticeSpec
@@ -45,11 +46,17 @@ def render_notice_text(spec: NoticeSpec) -> str:
 
 
 def mail_context(
-    spec: NoticeSpec, timezone: str, deadline: datetime | None, links: dict[str, str]
+    spec: NoticeSpec,
+    timezone: str,
+    deadline: datetime | None,
+    links: dict[str, str],
+    authorisation: str = Authorisation.general,
 ) -> dict[str, Any]:
-    """Template context for one customer: the notice, its dates in the customer's timezone and
-    the customer's signed action links (``object_url``, ``opt_in_url``)."""
+    """Template context for one customer: the notice, its dates in the customer's timezone, the
+    customer's signed action links (``object_url``, ``opt_in_url``) and what silence means for
+    it under its own contract (``consent``: silence is refusal; ``specific``, ``dora``)."""
     return {
+        **silence_terms(spec.opt_in, authorisation),
         **links,
         "spec": spec,
         "notice_text": spec.text(),
@@ -57,6 +64,38 @@ def mail_context(
         "deadline_text": describe_deadline(deadline, timezone) if deadline else "not yet set",
         "effective_text": describe_instant(spec.effective_at, timezone),
     }
+
+
+def silence_terms(opt_in_notice: bool, authorisation: str) -> dict[str, bool]:
+    """What silence means for one customer, for its mail and its action page."""
+    return {
+        "consent": consent_required(opt_in_notice, authorisation),
+        "specific": authorisation == Authorisation.specific,
+        "dora": authorisation == Authorisation.dora,
+    }
+
+
+def silence_words(subprocessor: str, opt_in_notice: bool, authorisation: str) -> str:
+    """The same in one sentence."""
+    if authorisation == Authorisation.specific:
+        return (
+            f"Your contract requires your specific authorisation: unless you authorise (opt in),"
+            f" {subprocessor} will not be used for your organisation."
+        )
+    if opt_in_notice:
+        return (
+            f"This is an opt-in notice: unless you opt in, {subprocessor} will not be used for"
+            " your organisation."
+        )
+    if authorisation == Authorisation.dora:
+        return (
+            "Under your contract (DORA) you may approve, object or request changes; if you"
+            " neither object nor request changes by your deadline, the change goes ahead."
+        )
+    return (
+        "If you do not object by your deadline, the change is deemed accepted and"
+        f" {subprocessor} will be used for your organisation from the effective date."
+    )
 
 
 def update_context(spec: NoticeSpec, headline: str, paragraphs: list[str]) -> dict[str, Any]:

@@ -61,6 +61,11 @@ class Objection(_Payload):
     channel: Channel = "temporal"
 
 
+class RequestChanges(Objection):
+    """A customer with a DORA contract asks for modifications (EU 2025/532 Art. 6): a case, like
+    an objection, that holds activation until ops resolve it."""
+
+
 class ResolveObjection(_Payload):
     customer_id: CustomerId
     outcome: Outcome
@@ -112,6 +117,7 @@ class Wake(_Payload):
 SIGNAL_PAYLOADS: dict[str, type[_Payload]] = {
     "approve": Approve,
     "object": Objection,
+    "request_changes": RequestChanges,
     "resolve_objection": ResolveObjection,
     "opt_in": OptIn,
     "revoke_opt_in": RevokeOptIn,

@@ -30,6 +30,7 @@ from noticeflow.domain.rules import (
     Delivery,
     Verdict,
     activation_ground,
+    consent_required,
     decide,
     is_deemed_acceptance,
     is_settled,
@@ -158,6 +159,8 @@ class _Customer:
     # switch-off's verdict (none for a revoked opt-in or a resolution), a settlement's, a
     # cancellation's; an unsettled verdict is no event.
     record_verdict: str | None = None
+    # What its contract asks (as frozen with the audience): general, specific or dora.
+    authorisation: str = "general"
 
     def rule_cases(self) -> list[Case]:
         return [Case(c.status, c.timely) for c in self.cases.values()]
@@ -185,6 +188,10 @@ class _Replay:
             )
         return found
 
+    def consent(self, c: _Customer) -> bool:
+        """Whether silence is refusal for this customer (an opt-in notice, or its contract)."""
+        return consent_required(self.opt_in, c.authorisation)
+
     def verdict_at(self, c: _Customer, now: datetime) -> Verdict | None:
         if self.effective_at is None or now < self.effective_at:
             return None
@@ -193,7 +200,7 @@ class _Replay:
             effective_at=self.effective_at,
             delivery=c.delivery,
             deadline=c.deadline,
-            opt_in_notice=self.opt_in,
+            opt_in_notice=self.consent(c),
             opted_in=c.opted_in,
             cases=c.rule_cases(),
             excluded_by_ops=c.excluded_at is not None,
@@ -222,8 +229,10 @@ class _Replay:
                 c.verdict, c.settled, c.record_verdict = CANCELLED, True, CANCELLED
 
     def audience_snapshotted(self, e: EventRecord) -> None:
+        terms = e.data.get("terms") or {}
         for customer_id in e.data.get("customer_ids") or []:
-            self.customers.setdefault(str(customer_id), _Customer(str(customer_id)))
+            c = self.customers.setdefault(str(customer_id), _Customer(str(customer_id)))
+            c.authorisation = str((terms.get(customer_id) or {}).get("authorisation") or "general")
 
     def notice_delivered(self, e: EventRecord) -> None:
         c = self.customer(e)
@@ -333,8 +342,14 @@ class _Replay:
         c = self.customer(e)
         if c is None:
             return
-        if not self.opt_in:
-            self.problem(c.customer_id, "opted_in", f"{e.event_type} on an ordinary notice", e)
+        if not self.consent(c) and c.authorisation != "dora":
+            self.problem(
+                c.customer_id,
+                "opted_in",
+                f"{e.event_type} on an ordinary notice, from a customer with {c.authorisation}"
+                " authorisation",
+                e,
+            )
         c.opted_in, c.opted_in_at, c.settled = opted_in, e.occurred_at, False
 
     def customer_excluded(self, e: EventRecord) -> None:
@@ -356,12 +371,18 @@ class _Replay:
                 f" {_at(c.deadline)}",
                 e,
             )
-        if not is_deemed_acceptance(self.opt_in, c.rule_cases()):
+        if not is_deemed_acceptance(self.consent(c), c.rule_cases()):
             self.problem(
                 c.customer_id,
                 "deemed_accepted_at",
                 "deemed_acceptance where silence is not acceptance"
-                + (" (an opt-in notice)" if self.opt_in else " (a timely objection)"),
+                + (
+                    " (an opt-in notice)"
+                    if self.opt_in
+                    else " (specific authorisation)"
+                    if self.consent(c)
+                    else " (a timely objection)"
+                ),
                 e,
             )
         c.deemed_event = deadline
@@ -374,7 +395,7 @@ class _Replay:
         broken = self._why_not_on(c, now)
         if broken:
             self.problem(c.customer_id, "activated", f"switched on {_at(now)} {broken}", e)
-        ground = activation_ground(self.opt_in, c.rule_cases())
+        ground = activation_ground(self.consent(c), c.rule_cases())
         because = e.data.get("because")
         if because is not None and because != ground:
             self.problem(
@@ -383,7 +404,7 @@ class _Replay:
                 f"switched on because {because!r}, the rules give {ground!r}",
                 e,
             )
-        deemed = is_deemed_acceptance(self.opt_in, c.rule_cases())
+        deemed = is_deemed_acceptance(self.consent(c), c.rule_cases())
         if deemed and c.deemed_event is None:
             self.problem(
                 c.customer_id, "deemed_accepted_at", "deemed acceptance without its event", e
@@ -446,7 +467,9 @@ class _Replay:
             Verdict.wait_for_deadline: f"before its deadline {_at(c.deadline)}",
             Verdict.held: "while a timely objection was open"
             + _since(c, lambda case: case.status is CaseStatus.open and case.timely),
-            Verdict.declined: "without an opt-in on an opt-in notice",
+            Verdict.declined: "without an opt-in on an opt-in notice"
+            if self.opt_in
+            else "without the authorisation its specific contract requires",
             Verdict.excluded: "after its objection was upheld (excluded)",
             Verdict.terminated: "after the affected service was terminated",
             Verdict.excluded_by_ops: f"after ops excluded it ({_at(c.excluded_at)})",
@@ -555,7 +578,8 @@ def _off_words(replay: _Replay, c: _Customer, verdict: str) -> str:
         Verdict.wait_for_deadline.value: f"its window is open until {_at(c.deadline)}",
         Verdict.held.value: "objection open and timely"
         + _since(c, lambda case: case.status is CaseStatus.open and case.timely),
-        Verdict.declined.value: "opt-in notice and no opt-in",
+        Verdict.declined.value: "no opt-in where silence is refusal (an opt-in notice or a"
+        " specific contract)",
         Verdict.excluded.value: "its objection was upheld (excluded)",
         Verdict.terminated.value: "the affected service is terminated",
         Verdict.excluded_by_ops.value: f"excluded by ops {_at(c.excluded_at)}",
