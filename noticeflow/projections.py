@@ -165,10 +165,19 @@ async def _approved(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.Store
 
 async def _snapshot(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     zones = e.data.get("timezones", {})
+    terms = e.data.get("terms") or {}
     await c.executemany(
-        "INSERT INTO rm_notice_customers (notice_id, customer_id, timezone) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING",
-        [(notice_id, customer, zones.get(customer)) for customer in e.data["customer_ids"]],
+        "INSERT INTO rm_notice_customers (notice_id, customer_id, timezone, authorisation)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        [
+            (
+                notice_id,
+                customer,
+                zones.get(customer),
+                (terms.get(customer) or {}).get("authorisation") or "general",
+            )
+            for customer in e.data["customer_ids"]
+        ],
     )
     await c.execute(
         "UPDATE rm_notices SET customers = $2 WHERE notice_id = $1",
@@ -269,8 +278,9 @@ async def _objection(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.Stor
         notice_id,
         e,
         "objection_status = 'open', objection_timely = $3, open_objections = open_objections + 1,"
-        " settled = false",
+        " settled = false, objection_request = $4",
         e.data["timely"],
+        e.data.get("request") or "objection",
         objections=1,
     )
 

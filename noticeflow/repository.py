@@ -178,9 +178,16 @@ def customer_row(row: Any) -> dict[str, Any]:
         "delivery": row["delivery"],
         "deadline": row["deadline"],
         "timezone": row["timezone"],
+        # What its contract asks: general, specific (silence is refusal) or dora.
+        "authorisation": row["authorisation"],
         "objection": None
         if row["objection_status"] is None
-        else {"status": row["objection_status"], "timely": row["objection_timely"]},
+        else {
+            "status": row["objection_status"],
+            "timely": row["objection_timely"],
+            # objection, or changes (a dora customer's request for changes)
+            "request": row["objection_request"] or "objection",
+        },
         "opted_in": row["opted_in"],
         "activated": row["activated"],
         "deemed_accepted_at": row["deemed_accepted_at"],

@@ -402,6 +402,7 @@ def _show_text(summary: dict[str, Any]) -> str:
         {
             **row,
             "objection": (
+                f"{'changes ' if row['objection']['request'] == 'changes' else ''}"
                 f"{row['objection']['status']}{'' if row['objection']['timely'] else ' (late)'}"
             )
             if row["objection"]
@@ -411,5 +412,14 @@ def _show_text(summary: dict[str, Any]) -> str:
     ]
     return "\n".join(head) + table(
         rows,
-        ["customer_id", "delivery", "deadline", "objection", "opted_in", "activated", "verdict"],
+        [
+            "customer_id",
+            "authorisation",
+            "delivery",
+            "deadline",
+            "objection",
+            "opted_in",
+            "activated",
+            "verdict",
+        ],
     )

@@ -11,3 +11,7 @@ ALTER TABLE recipients ADD COLUMN authorisation text NOT NULL DEFAULT 'general'
 -- objection_received's `request`).
 ALTER TABLE objections ADD COLUMN request text NOT NULL DEFAULT 'objection'
     CHECK (request IN ('objection', 'changes'));
+-- The read models (`notice show`, the dashboard): each customer's mode, and what its latest case
+-- is (an objection or a request for changes).
+ALTER TABLE rm_notice_customers ADD COLUMN authorisation text NOT NULL DEFAULT 'general';
+ALTER TABLE rm_notice_customers ADD COLUMN objection_request text;
