@@ -44,7 +44,8 @@ from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys, open_sealed
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.rules import Phase, is_timely
+from noticeflow.domain.render import silence_words
+from noticeflow.domain.rules import Authorisation, Phase, consent_required, is_timely
 from noticeflow.domain.text import FREE_TEXT_MAX, control_character
 from noticeflow.links import ActionLink, InvalidLink, LinkAction, fingerprint
 from noticeflow.web import csrf
@@ -57,14 +58,16 @@ router = APIRouter(include_in_schema=False)
 SENT = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
 # What each kind of link may do: an opt-in link also takes its opt-in back (rule 8).
 FAMILY: dict[LinkAction, tuple[str, ...]] = {
-    LinkAction.object: ("object",),
+    LinkAction.object: ("object", "request_changes"),
     LinkAction.opt_in: ("opt_in", "revoke_opt_in"),
 }
+REASONED = {"object", "request_changes"}  # the actions a customer gives a reason for
 BODY_MAX = 2_000_000  # a reason of FREE_TEXT_MAX characters, percent-encoded, fits
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _RECEIPT_ID = re.compile(r"^r-[0-9a-f]{20}$")
 ACTION_WORDS = {
     "object": "Objection",
+    "request_changes": "Request for changes",
     "opt_in": "Opt-in",
     "revoke_opt_in": "Revocation of an opt-in",
 }
@@ -159,16 +162,37 @@ class Standing:
     def expired(self) -> bool:
         return self.link.expired(self.now)
 
+    @property
+    def authorisation(self) -> str:
+        """What the customer's contract asks (as frozen with the audience)."""
+        return str(self.recipient["authorisation"])
+
+    @property
+    def consent(self) -> bool:
+        """Silence is refusal for this customer: an opt-in notice, or a specific contract."""
+        return consent_required(self.spec.opt_in, self.authorisation)
+
+    @property
+    def may_opt_in(self) -> bool:
+        """An opt-in (an authorisation; a dora contract's approval) means something here."""
+        return self.consent or self.authorisation == Authorisation.dora
+
+    def silence(self) -> str:
+        return silence_words(self.spec.subprocessor, self.spec.opt_in, self.authorisation)
+
     def open_actions(self) -> list[str]:
         """The actions this link may take now, the link's own action first."""
-        opt_in_link = self.link.action is LinkAction.opt_in and self.spec.opt_in
+        opt_in_link = self.link.action is LinkAction.opt_in and self.may_opt_in
         if self.phase is Phase.cancelled:
             # Nothing new on a cancelled notice; a customer switched on before it keeps its way out.
             return ["revoke_opt_in"] if opt_in_link and self.opted_in and self.activated else []
         if self.phase not in SENT:
             return []
         if self.link.action is LinkAction.object:
-            return [] if self.expired else ["object"]
+            if self.expired:
+                return []
+            dora = self.authorisation == Authorisation.dora
+            return ["object", "request_changes"] if dora else ["object"]
         if not opt_in_link:
             return []
         if self.opted_in:
@@ -185,8 +209,10 @@ class Standing:
             return "You have already opted in; nothing more is needed."
         if action == "revoke_opt_in" and not self.opted_in:
             return "You are not opted in, so there is no opt-in to revoke."
-        if action == "opt_in" and not self.spec.opt_in:
+        if action == "opt_in" and not self.may_opt_in:
             return "This notice does not ask for an opt-in."
+        if action == "request_changes" and self.authorisation != Authorisation.dora:
+            return "Your contract does not provide for requests for changes; you may object."
         if self.expired:
             return "This link has expired for that action."
         return "That action is not open through this link."
@@ -298,7 +324,7 @@ async def _load(web: Web, token: str, now: datetime, *, allow_expired: bool = Fa
         )
     name = open_sealed(key, Field.CUSTOMER_NAME, recipient["name"])
     case = await pool.fetchrow(
-        "SELECT status, timely, received_at, resolved_at FROM objections"
+        "SELECT status, timely, received_at, resolved_at, request FROM objections"
         " WHERE notice_id = $1 AND customer_id = $2"
         " ORDER BY (status = 'open') DESC, received_at DESC LIMIT 1",
         link.notice_id,
@@ -585,10 +611,10 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             status_code=400,
             error="This form is out of date, so nothing was recorded. Please press the button"
             " again.",
-            reason=fields.get("reason", "") if action == "object" else "",
+            reason=fields.get("reason", "") if action in REASONED else "",
         )
     reason = ""
-    if action == "object":
+    if action in REASONED:
         reason, problems = reason_problems(fields.get("reason", ""))
         if problems:
             return await _page(
@@ -630,7 +656,7 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
         "channel": "link",
         "idempotency_key": key,
     }
-    if action == "object":
+    if action in REASONED:
         payload["reason"] = reason
     try:
         receipt = await control.receive(web.pool, link.notice_id, action, payload, channel="link")

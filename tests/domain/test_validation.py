@@ -445,7 +445,7 @@ def test_blank_rows_are_skipped():
 
 
 def test_country_and_language_are_optional_columns():
-    assert CSV_COLUMNS[-2:] == ("country", "language")
+    assert CSV_COLUMNS[-3:] == ("country", "language", "authorisation")
     text = (
         "customer_id,name,region,services,contact_emails,timezone,country,language\n"
         "hooli,Hooli,EU,a,a@b.example,Europe/Berlin,de,de-de\n"
@@ -457,6 +457,32 @@ def test_country_and_language_are_optional_columns():
     assert (acme.country, acme.language) == (None, None)
     assert (zh.country, zh.language) == ("TW", "zh-Hant-TW")
     assert parse_customers_csv(helpers.CUSTOMERS_CSV)[0].country is None  # columns may be absent
+
+
+def test_authorisation_is_an_optional_column_general_by_default():
+    text = (
+        "customer_id,name,region,services,contact_emails,timezone,authorisation\n"
+        "a,A,EU,x,a@b.example,UTC,specific\n"
+        "b,B,EU,x,a@b.example,UTC, DORA \n"
+        "c,C,EU,x,a@b.example,UTC,\n"
+        "d,D,EU,x,a@b.example,UTC,general\n"
+    )
+    modes = [c.authorisation for c in parse_customers_csv(text)]
+    assert modes == ["specific", "dora", "general", "general"]
+    assert parse_customers_csv(helpers.CUSTOMERS_CSV)[0].authorisation == "general"
+
+
+def test_a_mistyped_authorisation_is_explained_with_every_other_problem():
+    message = csv_problem(
+        "customer_id,name,region,services,contact_emails,timezone,authorisation\n"
+        "a,A,EU,x,a@b.example,UTC,specfic\n"
+        "b,B,EU,x,nope,UTC,silence\n"
+    )
+    lines = message.splitlines()
+    assert lines[0] == "customers.csv (2 problems):"
+    assert "line 2: authorisation: 'specfic' is not an authorisation mode; use general" in lines[1]
+    assert "specific (silence is refusal) or dora" in lines[1]
+    assert "contact_emails" in lines[2] and "'silence' is not an authorisation mode" in lines[2]
 
 
 def test_bad_countries_and_languages_are_explained():
