@@ -192,7 +192,7 @@ class LifecycleService:
             # flag for the activation mail is written here.
             if verdict is Verdict.activate and not row["activated"]:
                 change = "on"
-                if is_deemed_acceptance(consent, cases):
+                if is_deemed_acceptance(consent, cases, row["opted_in"]):
                     await records.record_one(
                         connection,
                         stream,
@@ -207,7 +207,7 @@ class LifecycleService:
                     customer_id,
                     True,
                     now,
-                    activation_ground(consent, cases),
+                    activation_ground(consent, cases, row["opted_in"]),
                 )
                 await connection.execute(
                     "UPDATE recipients SET activation_mail_due = true"

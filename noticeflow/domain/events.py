@@ -433,13 +433,15 @@ class _Switch(Event):
 
 class SubprocessorEnabled(_Switch):
     """The sub-processor is now used for the customer (rule 9: effective date reached, window
-    passed, no open timely case; on an opt-in notice, opted in)."""
+    passed, no open timely case; where consent is required — an opt-in notice, a specific
+    contract — opted in)."""
 
     type: ClassVar[str] = "subprocessor_enabled"
     because: str | None = Field(
         default=None,
-        description="The ground: deemed_acceptance, opted_in, objection_withdrawn (always written since"
-        " switches had one helper).",
+        description="The ground: deemed_acceptance, opted_in (consent where it was required: an"
+        " opt-in notice or a specific contract), approved (a dora contract's approval),"
+        " objection_withdrawn (always written since switches had one helper).",
     )
 
 

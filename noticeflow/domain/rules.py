@@ -134,19 +134,27 @@ def is_settled(verdict: Verdict, cases: Iterable[Case] = ()) -> bool:
     return verdict is Verdict.activate or verdict in OFF_VERDICTS
 
 
-def activation_ground(opt_in_notice: bool, cases: Iterable[Case]) -> str:
-    """Why a customer is switched on, in the evidence's words (never a reason it did not have)."""
+def activation_ground(opt_in_notice: bool, cases: Iterable[Case], opted_in: bool = False) -> str:
+    """Why a customer is switched on, in the evidence's words (never a reason it did not have).
+
+    ``opt_in_notice``: whether its consent was required (``consent_required``); ``opted_in``:
+    whether it opted in, which where no consent is required is a dora contract's approval."""
     statuses = list(cases)
     if opt_in_notice:
         return "opted_in"
+    if opted_in:
+        return "approved"  # a dora customer approved the change: no silence was needed
     if not any(case.timely for case in statuses):
         return "deemed_acceptance"  # silence until the deadline; a late objection is not upheld
     return "objection_withdrawn"
 
 
-def is_deemed_acceptance(opt_in_notice: bool, cases: Iterable[Case]) -> bool:
-    """Silence until the deadline (rule 8): no timely objection, on an ordinary notice."""
-    return activation_ground(opt_in_notice, cases) == "deemed_acceptance"
+def is_deemed_acceptance(
+    opt_in_notice: bool, cases: Iterable[Case], opted_in: bool = False
+) -> bool:
+    """Silence until the deadline (rule 8): no timely objection and no approval, where consent
+    is not required."""
+    return activation_ground(opt_in_notice, cases, opted_in) == "deemed_acceptance"
 
 
 def is_timely(received_at: datetime, deadline: datetime | None) -> bool:

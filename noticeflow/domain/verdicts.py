@@ -371,7 +371,7 @@ class _Replay:
                 f" {_at(c.deadline)}",
                 e,
             )
-        if not is_deemed_acceptance(self.consent(c), c.rule_cases()):
+        if not is_deemed_acceptance(self.consent(c), c.rule_cases(), c.opted_in):
             self.problem(
                 c.customer_id,
                 "deemed_accepted_at",
@@ -395,7 +395,7 @@ class _Replay:
         broken = self._why_not_on(c, now)
         if broken:
             self.problem(c.customer_id, "activated", f"switched on {_at(now)} {broken}", e)
-        ground = activation_ground(self.consent(c), c.rule_cases())
+        ground = activation_ground(self.consent(c), c.rule_cases(), c.opted_in)
         because = e.data.get("because")
         if because is not None and because != ground:
             self.problem(
@@ -404,7 +404,7 @@ class _Replay:
                 f"switched on because {because!r}, the rules give {ground!r}",
                 e,
             )
-        deemed = is_deemed_acceptance(self.consent(c), c.rule_cases())
+        deemed = is_deemed_acceptance(self.consent(c), c.rule_cases(), c.opted_in)
         if deemed and c.deemed_event is None:
             self.problem(
                 c.customer_id, "deemed_accepted_at", "deemed acceptance without its event", e
@@ -520,6 +520,7 @@ def _outcome(replay: _Replay, c: _Customer, as_of: datetime | None) -> CustomerO
         ground = c.ground
         why = f"switched on {_at(c.activated_at)}: " + {
             "opted_in": "opted in",
+            "approved": "approved the change (a dora contract)",
             "deemed_acceptance": f"silence until its deadline {_at(c.deadline)}",
             "objection_withdrawn": "its timely objection was withdrawn",
         }.get(ground, ground)
