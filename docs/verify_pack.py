@@ -130,7 +130,7 @@ def check_chain(events: list[dict[str, Any]], manifest: dict[str, Any], public: 
 # --- the rules (docs/verifying.md, "Deriving each customer's outcome") ------------------------
 
 
-def decide(now: datetime, effective: datetime, c: dict[str, Any], opt_in: bool) -> str:
+def decide(now: datetime, effective: datetime, c: dict[str, Any]) -> str:
     cases = c["cases"].values()
     if c["excluded_at"]:
         return "excluded_by_ops"
@@ -144,14 +144,16 @@ def decide(now: datetime, effective: datetime, c: dict[str, Any], opt_in: bool) 
         return "wait_for_deadline"
     if any(k["status"] == "open" and k["timely"] for k in cases):
         return "held"
-    if opt_in and not c["opted_in"]:
+    if c["consent"] and not c["opted_in"]:
         return "declined"
     return "activate"
 
 
-def ground_of(c: dict[str, Any], opt_in: bool) -> str:
-    if opt_in:
+def ground_of(c: dict[str, Any]) -> str:
+    if c["consent"]:
         return "opted_in"
+    if c["opted_in"]:
+        return "approved"  # a dora contract's approval
     if not any(k["timely"] for k in c["cases"].values()):
         return "deemed_acceptance"
     return "objection_withdrawn"
@@ -168,7 +170,7 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
     def rules_at(at: datetime, c: dict[str, Any]) -> str:
         if effective is None or at < effective:
             return "before the effective date"
-        return decide(at, effective, c, opt_in)
+        return decide(at, effective, c)
 
     for e in events:
         kind, d, at = e["event_type"], e["data"], datetime.fromisoformat(e["occurred_at"])
@@ -186,7 +188,10 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                     left["verdict"], left["settled"] = "cancelled", True
         elif kind == "audience_snapshotted":
             for cid in d["customer_ids"]:
+                mode = ((d.get("terms") or {}).get(cid) or {}).get("authorisation") or "general"
                 customers[cid] = {
+                    # Silence is refusal: an opt-in notice, or a specific contract.
+                    "consent": opt_in or mode == "specific", "authorisation": mode,
                     "delivery": "pending", "delivered_at": None, "deadline": None, "cases": {},
                     "opted_in": False, "opted_in_at": None, "excluded_at": None,
                     "activated": False, "activated_at": None, "deemed_accepted_at": None,
@@ -236,15 +241,16 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                     bad(cid, f"deemed_acceptance names deadline {d.get('deadline')}, the events"
                              f" say {c['deadline'] and c['deadline'].isoformat()}", e)  # fmt: skip
                 timely = any(k["timely"] for k in c["cases"].values())
-                if opt_in or timely:
-                    why = "an opt-in notice" if opt_in else "a timely objection"
+                if c["consent"] or timely or c["opted_in"]:
+                    why = ("consent required" if c["consent"] else "a timely objection"
+                           if timely else "approved")  # fmt: skip
                     bad(cid, f"deemed_acceptance where silence is not acceptance ({why})", e)
                 c["deemed_event"] = instant(d.get("deadline"))
             elif kind == "subprocessor_enabled":
                 verdict = rules_at(at, c)
                 if cancelled or verdict != "activate":
                     bad(cid, f"switched on at {at.isoformat()} against the rules ({verdict})", e)
-                ground = ground_of(c, opt_in)
+                ground = ground_of(c)
                 if d.get("because", ground) != ground:
                     bad(cid, f"switched on because {d['because']}, the rules say {ground}", e)
                 if ground == "deemed_acceptance" and c.get("deemed_event") is None:
