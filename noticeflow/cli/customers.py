@@ -65,6 +65,7 @@ def customers_list(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> Non
                 "timezone",
                 "window_days",
                 "window_unit",
+                "authorisation",
                 "contacts",
             ],
         ),
