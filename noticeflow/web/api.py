@@ -326,6 +326,10 @@ ACTION_EXAMPLES: dict[str, Example] = {
         summary="record an objection for a customer",
         value={"customer_id": "acme", "reason": "We do not agree to this sub-processor."},
     ),
+    "request_changes": Example(
+        summary="record a dora customer's request for changes (a case holding activation)",
+        value={"customer_id": "acme", "reason": "Host it in the EU and we agree."},
+    ),
     "resolve_objection": Example(
         summary="resolve a case",
         value={"customer_id": "acme", "outcome": "withdrawn", "note": "Call on 3 May"},

@@ -216,7 +216,7 @@ SHOW_LABELS = {
 CUSTOMER_COLUMNS = (
     "customer_id, delivery, delivered_at, deadline, timezone, objection_status, objection_timely,"
     " open_objections, opted_in, activated, activated_at, deemed_accepted_at, verdict, settled,"
-    " excluded_at"
+    " excluded_at, authorisation, objection_request"
 )
 MAX_PAGE = 500
 
