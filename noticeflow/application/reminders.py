@@ -13,14 +13,16 @@ from noticeflow.contracts import ReminderRequest, ReminderRound
 from noticeflow.domain import events
 from noticeflow.domain.deadlines import describe_deadline
 from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.render import update_context
+from noticeflow.domain.render import silence_words, update_context
+from noticeflow.domain.rules import Authorisation, consent_required
 from noticeflow.mailer import Recipient
 
-# Not acted: no objection at all, and (opt-in notices) not opted in. Still inside the window.
+# Not acted: no case at all (objection, request for changes), not opted in (an opt-in where
+# consent is required, a dora contract's approval; nobody else can opt in). Inside the window.
 CANDIDATES = (
-    "SELECT r.customer_id, r.deadline, r.timezone FROM recipients r"
+    "SELECT r.customer_id, r.deadline, r.timezone, r.authorisation FROM recipients r"
     " WHERE r.notice_id = $1 AND r.delivery = 'delivered' AND r.deadline > $2"
-    " AND ($3 = false OR NOT r.opted_in)"
+    " AND NOT r.opted_in"
     " AND NOT EXISTS (SELECT 1 FROM objections o WHERE o.notice_id = r.notice_id"
     "   AND o.customer_id = r.customer_id)"
     " ORDER BY r.customer_id"
@@ -35,7 +37,7 @@ class ReminderService:
         """Remind every candidate whose reminder time has come; say when the next one is due."""
         spec = request.spec
         assert spec.reminder_before is not None
-        rows = await self.deps.pool.fetch(CANDIDATES, spec.notice_id, request.now, spec.opt_in)
+        rows = await self.deps.pool.fetch(CANDIDATES, spec.notice_id, request.now)
         due = [row for row in rows if row["deadline"] - spec.reminder_before <= request.now]
         later: list[datetime] = [
             row["deadline"] - spec.reminder_before
@@ -48,17 +50,25 @@ class ReminderService:
     async def _remind(
         self, spec: NoticeSpec, due: list[asyncpg.Record], now: datetime, progress: Progress
     ) -> None:
-        action = "opt in" if spec.opt_in else "object"
         deadlines = {row["customer_id"]: row["deadline"] for row in due}
+        modes = {row["customer_id"]: row["authorisation"] for row in due}
 
         def context_for(recipient: Recipient) -> dict[str, Any]:
             deadline = describe_deadline(deadlines[recipient.customer_id], recipient.timezone)
+            mode = modes[recipient.customer_id]
+            if consent_required(spec.opt_in, mode):
+                action = "opt in"
+            elif mode == Authorisation.dora:
+                action = "approve, object or request changes"
+            else:
+                action = "object"
             return update_context(
                 spec,
                 f"Reminder: the deadline to {action} is approaching",
                 [
                     f"We plan to engage {spec.subprocessor} as a sub-processor ({spec.purpose}).",
                     f"If you wish to {action}, please do so before the {deadline}.",
+                    silence_words(spec.subprocessor, spec.opt_in, mode),
                 ],
             )
 
