@@ -139,13 +139,16 @@ async def customer_table(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
     """One row per recipient, in the contract's `notice show --json` shape."""
     rows = await pool.fetch(
         "SELECT r.customer_id, r.delivery, r.deadline, r.opted_in, r.activated, r.verdict,"
-        " r.timezone, r.deemed_accepted_at, r.settled,"
+        " r.timezone, r.deemed_accepted_at, r.settled, r.authorisation,"
         " (SELECT o.status FROM objections o WHERE o.notice_id = r.notice_id"
         "   AND o.customer_id = r.customer_id ORDER BY (o.status = 'open') DESC, o.received_at DESC"
         "   LIMIT 1) AS objection_status,"
         " (SELECT o.timely FROM objections o WHERE o.notice_id = r.notice_id"
         "   AND o.customer_id = r.customer_id ORDER BY (o.status = 'open') DESC, o.received_at DESC"
-        "   LIMIT 1) AS objection_timely"
+        "   LIMIT 1) AS objection_timely,"
+        " (SELECT o.request FROM objections o WHERE o.notice_id = r.notice_id"
+        "   AND o.customer_id = r.customer_id ORDER BY (o.status = 'open') DESC, o.received_at DESC"
+        "   LIMIT 1) AS objection_request"
         " FROM recipients r WHERE r.notice_id = $1 ORDER BY r.customer_id",
         notice_id,
     )
@@ -153,13 +156,18 @@ async def customer_table(pool: asyncpg.Pool, notice_id: str) -> list[dict[str, A
     for row in rows:
         objection = None
         if row["objection_status"] is not None:
-            objection = {"status": row["objection_status"], "timely": row["objection_timely"]}
+            objection = {
+                "status": row["objection_status"],
+                "timely": row["objection_timely"],
+                "request": row["objection_request"],
+            }
         table.append(
             {
                 "customer_id": row["customer_id"],
                 "delivery": row["delivery"],
                 "deadline": row["deadline"],
                 "timezone": row["timezone"],
+                "authorisation": row["authorisation"],
                 "objection": objection,
                 "opted_in": row["opted_in"],
                 "activated": row["activated"],

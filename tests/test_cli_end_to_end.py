@@ -172,7 +172,9 @@ async def test_one_minute_window_runs_to_active(stack, pool, smtp_sink, tmp_path
     shown = await cli.json("notice", "show", "e2e-notice")
     rows = {c["customer_id"]: c for c in shown["customers"]}
     assert {c for c, r in rows.items() if r["activated"]} == {"alpha", "gamma"}
-    assert rows["beta"]["objection"] == {"status": "excluded", "timely": True}
+    assert rows["beta"]["objection"] == {
+        "status": "excluded", "timely": True, "request": "objection",
+    }  # fmt: skip
     assert rows["delta"]["delivery"] == "undelivered" and rows["delta"]["deadline"] is None
     assert shown["window_closes_at"] and shown["effective_at"]
 

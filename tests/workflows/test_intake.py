@@ -203,7 +203,9 @@ async def test_an_undelivered_customer_is_excluded_and_rights_outlive_completion
     table = {r["customer_id"]: r for r in await repository.customer_table(pool, spec.notice_id)}
     assert not table["acme"]["activated"] and not table["globex"]["activated"]
     assert table["umbrella"]["verdict"] == "excluded_by_ops"
-    assert table["globex"]["objection"] == {"status": "excluded", "timely": False}
+    assert table["globex"]["objection"] == {
+        "status": "excluded", "timely": False, "request": "objection",
+    }  # fmt: skip
     revoke_mail = [
         m for m in smtp_sink.messages() if m["Subject"].startswith("Your opt-in is revoked")
     ]

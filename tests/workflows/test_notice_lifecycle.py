@@ -121,11 +121,13 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
     assert table["acme"]["activated"] and table["acme"]["objection"] == {
         "status": "withdrawn",
         "timely": False,
+        "request": "objection",
     }
     assert table["globex"]["activated"]
     assert not table["initech"]["activated"] and table["initech"]["objection"] == {
         "status": "excluded",
         "timely": True,
+        "request": "objection",
     }
     assert not table["umbrella"]["activated"] and table["umbrella"]["verdict"] == "declined"
     assert table["umbrella"]["deadline"] > result.effective_at
@@ -180,6 +182,7 @@ async def test_seed_scenario_runs_to_the_end(running, pool, smtp_sink):
             "delivery",
             "deadline",
             "objection",
+            "authorisation",
             "opted_in",
             "activated",
             "verdict",
