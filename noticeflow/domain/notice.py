@@ -36,6 +36,8 @@ from noticeflow.domain.text import Identifier, SingleLine, free_text, single_lin
 Slug = Identifier
 
 MIN_WINDOW = timedelta(minutes=1)
+DEFAULT_WINDOW = timedelta(days=21)
+WRITTEN = "written_by_a_person"  # validation context: which fields were given is meaningful
 MAX_WINDOW = timedelta(days=366)
 EARLIEST_EFFECTIVE = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_EFFECTIVE = datetime(2101, 1, 1, tzinfo=UTC)  # the end of 2100
@@ -216,7 +218,7 @@ class NoticeSpec(BaseModel):
     services: NonEmptyList
     transfer_mechanism: Annotated[str, single_line(1000)]
     opt_in: bool = False
-    objection_window: ObjectionWindow = timedelta(days=21)
+    objection_window: ObjectionWindow = DEFAULT_WINDOW
     effective_at: Annotated[AwareDatetime, AfterValidator(effective_bounds)]
     audience: Audience = Field(default_factory=Audience)
     # remind customers who have not acted, this long before their deadline
@@ -283,7 +285,9 @@ class NoticeSpec(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _kind_rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    def _kind_rules(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
         """What each kind of change may and must say (every problem listed with the fields')."""
         if not isinstance(data, dict):
             return handler(data)
@@ -293,7 +297,8 @@ class NoticeSpec(BaseModel):
             spec = handler(data)
         except ValidationError as error:
             failed = error
-        problems = kind_problems(data, spec)
+        written = bool(info.context and info.context.get(WRITTEN))
+        problems = kind_problems(data, spec, written)
         if not problems:
             if failed is not None:
                 raise failed
@@ -377,9 +382,15 @@ def _given(data: dict[str, Any], name: str) -> bool:
     return name in data and value is not None and value != {} and value != ""
 
 
-def kind_problems(data: dict[str, Any], spec: NoticeSpec | None) -> list[InitErrorDetails]:
+def kind_problems(
+    data: dict[str, Any], spec: NoticeSpec | None, written: bool = True
+) -> list[InitErrorDetails]:
     """The fields a notice of its ``kind`` may not give or must give (``data``: as written, for
-    which fields were given; ``spec``: the validated notice, when the rest is valid)."""
+    which fields were given; ``spec``: the validated notice, when the rest is valid).
+
+    ``written``: a person wrote ``data`` (``parse_notice``), so a field given is one they gave.
+    Otherwise it is our own serialised notice (an event, a workflow's input), which carries every
+    field: a removal's window then counts as given only when it is not the default."""
     try:
         kind = ChangeKind(data.get("kind", ChangeKind.addition))
     except ValueError:
@@ -418,7 +429,13 @@ def kind_problems(data: dict[str, Any], spec: NoticeSpec | None) -> list[InitErr
                 ("opt_in",), data.get("opt_in"), "kind_rule",
                 f"{informational}, and nobody opts in to it",
             ))  # fmt: skip
-        refuse("objection_window", informational)
+        if written:
+            refuse("objection_window", informational)
+        elif spec is not None and spec.objection_window != DEFAULT_WINDOW:
+            found.append(
+                _problem(("objection_window",), data.get("objection_window"), "kind_rule",
+                         informational)
+            )  # fmt: skip
         refuse("reminder_before", f"{informational}, so no reminders")
     elif kind is ChangeKind.material_change and not _given(data, "previous"):
         found.append(_problem(
@@ -441,7 +458,7 @@ def parse_notice(data: dict[str, Any], source: str = "notice") -> NoticeSpec:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a table of notice fields")
     try:
-        return NoticeSpec.model_validate(data)
+        return NoticeSpec.model_validate(data, context={WRITTEN: True})
     except ValidationError as error:
         raise InputError(
             describe_validation_error(error, f"{source} is incomplete or invalid")
