@@ -7,6 +7,7 @@ kind under test: a replacement, a removal, a material change. Each ends with `ev
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,9 @@ from temporalio.client import WorkflowHandle
 from noticeflow import annex, intake, projections, records, repository
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import Phase
-from noticeflow.evidence import verify_database
+from noticeflow.evidence import export_pack, verify_database, verify_pack
 from tests import helpers
+from tests.test_verdicts import script
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
 
@@ -85,10 +87,18 @@ async def in_use(pool: Any, customer_id: str, at: datetime) -> dict[str, str | N
     return {entry.subprocessor: entry.location for entry in listing.subprocessors}
 
 
-async def assert_verified_and_rebuilt(pool: Any, *notice_ids: str) -> None:
+async def assert_verified_and_rebuilt(pool: Any, tmp_path: Path, *notice_ids: str) -> None:
+    """`evidence verify --notice` clean; the exported pack verifies with noticeflow and with the
+    independent script (docs/verify_pack.py); a records rebuild equals the live records."""
     for notice_id in notice_ids:
         verification = await verify_database(pool, notice_id)
         assert verification.ok, (notice_id, verification.problems)
+    pack = tmp_path / f"pack-{notice_ids[-1]}"
+    await export_pack(pool, notice_ids[-1], pack)
+    checked = verify_pack(pack)
+    assert checked.ok, checked.problems
+    independent = script(pack)
+    assert independent.returncode == 0, independent.stdout + independent.stderr
     live = await helpers.records_of(pool)
     await records.rebuild(pool)
     assert helpers.records_diff(await helpers.records_of(pool), live) == []
@@ -104,7 +114,7 @@ def text_of(message: Any) -> str:
 
 
 async def test_replacement_switches_the_old_one_off_where_the_new_one_goes_on(
-    running, pool, smtp_sink
+    running, pool, smtp_sink, tmp_path
 ):
     env, task_queue = running
     old_notice = await addition(env, pool, task_queue, OLD)
@@ -145,16 +155,18 @@ async def test_replacement_switches_the_old_one_off_where_the_new_one_goes_on(
     shown = await repository.notice_summary(pool, spec.notice_id)
     assert (shown["kind"], shown["replaces"]) == ("replacement", OLD)
     assert {c["customer_id"]: c["activated"] for c in shown["customers"]} == rows
-    await assert_verified_and_rebuilt(pool, old_notice, spec.notice_id)
+    await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
 
 
 async def test_removal_switches_everyone_off_on_its_date_and_takes_no_answer(
-    running, pool, smtp_sink
+    running, pool, smtp_sink, tmp_path
 ):
     env, task_queue = running
     old_notice = await addition(env, pool, task_queue, OLD)
     # acme's contact now bounces: it never receives the removal, and is switched off all the same.
-    bounced = helpers.CUSTOMERS_CSV.replace("privacy@acme.example;dpo@acme.example", "x@acme.invalid")
+    bounced = helpers.CUSTOMERS_CSV.replace(
+        "privacy@acme.example;dpo@acme.example", "x@acme.invalid"
+    )
     await repository.upsert_customers(pool, helpers.customers(bounced))
 
     now = await env.get_current_time()
@@ -219,11 +231,11 @@ async def test_removal_switches_everyone_off_on_its_date_and_takes_no_answer(
     await projections.catch_up(pool)
     shown = await repository.notice_summary(pool, spec.notice_id)
     assert shown["kind"] == "removal"
-    await assert_verified_and_rebuilt(pool, old_notice, spec.notice_id)
+    await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
 
 
 async def test_material_change_mails_old_and_new_and_the_annex_follows_activation(
-    running, pool, smtp_sink
+    running, pool, smtp_sink, tmp_path
 ):
     env, task_queue = running
     old_notice = await addition(env, pool, task_queue, OLD)
@@ -261,4 +273,4 @@ async def test_material_change_mails_old_and_new_and_the_annex_follows_activatio
     shown = await repository.notice_summary(pool, spec.notice_id)
     assert shown["kind"] == "material_change"
     assert shown["previous"]["subprocessor_location"] == "United States"
-    await assert_verified_and_rebuilt(pool, old_notice, spec.notice_id)
+    await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
