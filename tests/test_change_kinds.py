@@ -7,8 +7,8 @@ kind under test: a replacement, a removal, a material change. Each ends with `ev
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
