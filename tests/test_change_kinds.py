@@ -6,20 +6,27 @@ kind under test: a replacement, a removal, a material change. Each ends with `ev
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import WorkflowHandle
 
 from noticeflow import annex, intake, projections, records, repository
+from noticeflow.config import Settings
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import Phase
 from noticeflow.evidence import export_pack, verify_database, verify_pack
+from noticeflow.links import ActionLink, LinkAction, LinkSigner
+from noticeflow.sink import free_port
+from noticeflow.web.app import serve
 from tests import helpers
 from tests.test_verdicts import script
+from tests.web.conftest import SECRET
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
 
@@ -102,6 +109,30 @@ async def assert_verified_and_rebuilt(pool: Any, tmp_path: Path, *notice_ids: st
     live = await helpers.records_of(pool)
     await records.rebuild(pool)
     assert helpers.records_diff(await helpers.records_of(pool), live) == []
+
+
+async def action_page(env: Any, pool: Any, tmp_path: Path, notice_id: str, customer: str) -> str:
+    """The customer's action page, served by the real web app, through a signed object link."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url="postgresql://unused", secret_key=SECRET,
+        public_url=url, web_host="127.0.0.1", web_port=port, web_token="t" * 32,
+    )  # fmt: skip
+    link = LinkSigner(settings.verification_keys, url).url(
+        ActionLink(notice_id, customer, LinkAction.object, datetime.now(UTC) + timedelta(days=9))
+    )
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    web = asyncio.create_task(serve(settings, stop, pool=pool, client=env.client, started=started))
+    try:
+        await asyncio.wait_for(started, 30)
+        async with httpx.AsyncClient() as http:
+            response = await http.get(link)
+        assert response.status_code == 200, response.text
+        return response.text
+    finally:
+        stop.set()
+        await web
 
 
 def mails(smtp_sink: Any, subject: str) -> list[Any]:
@@ -231,6 +262,10 @@ async def test_removal_switches_everyone_off_on_its_date_and_takes_no_answer(
     await projections.catch_up(pool)
     shown = await repository.notice_summary(pool, spec.notice_id)
     assert shown["kind"] == "removal"
+    page = await action_page(env, pool, tmp_path, spec.notice_id, "globex")
+    assert "This notice is for your information only" in page
+    assert 'name="action"' not in page  # no object or opt-in button
+    assert "Nothing: this notice is for your information only." in page
     await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
 
 
