@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
-OFF = {"excluded", "terminated", "declined", "excluded_by_ops"}
+OFF = {"excluded", "terminated", "declined", "excluded_by_ops", "removed"}
 
 
 def canonical(value: Any) -> bytes:
@@ -130,8 +130,10 @@ def check_chain(events: list[dict[str, Any]], manifest: dict[str, Any], public: 
 # --- the rules (docs/verifying.md, "Deriving each customer's outcome") ------------------------
 
 
-def decide(now: datetime, effective: datetime, c: dict[str, Any]) -> str:
+def decide(now: datetime, effective: datetime, c: dict[str, Any], change: str = "addition") -> str:
     cases = c["cases"].values()
+    if change == "removal":  # off for every recipient from its effective date
+        return "removed"
     if c["excluded_at"]:
         return "excluded_by_ops"
     if any(k["status"] == "terminated" for k in cases):
@@ -163,6 +165,7 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
     problems: list[str] = []
     customers: dict[str, dict[str, Any]] = {}
     opt_in, effective, cancelled = False, None, False
+    change, own, replaces = "addition", None, None  # the notice's kind, its sub-processor
 
     def bad(c: str, text: str, e: dict[str, Any]) -> None:
         problems.append(f"customer {c}: {text} (event version {e['version']})")
@@ -170,12 +173,14 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
     def rules_at(at: datetime, c: dict[str, Any]) -> str:
         if effective is None or at < effective:
             return "before the effective date"
-        return decide(at, effective, c)
+        return decide(at, effective, c, change)
 
     for e in events:
         kind, d, at = e["event_type"], e["data"], datetime.fromisoformat(e["occurred_at"])
         if kind == "notice_created":
             opt_in, effective = bool(d["spec"]["opt_in"]), instant(d["spec"]["effective_at"])
+            change = d["spec"].get("kind") or "addition"
+            own, replaces = d["spec"]["subprocessor"], d["spec"].get("replaces")
         elif kind == "notice_postponed":
             effective = instant(d.get("to")) or effective
         elif kind == "phase_changed":
@@ -202,6 +207,15 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
             c = customers.get(cid)
             if c is None:
                 bad(cid, f"{kind} for a customer not in the audience", e)
+                continue
+            other = d.get("subprocessor", own)
+            if kind.startswith("subprocessor_") and other != own:
+                # only a replacement's switch-off of the one it replaces, as the new one goes on
+                if (kind, other, d.get("because")) != ("subprocessor_disabled", replaces,
+                                                       "replaced"):  # fmt: skip
+                    bad(cid, f"{kind} names {other}, which this notice does not engage", e)
+                elif not c["activated"] or c["activated_at"] != at:
+                    bad(cid, f"{other} switched off as replaced without {own} switched on", e)
                 continue
             if kind == "notice_delivered" and c["delivery"] != "delivered":
                 c["delivery"] = "delivered"
@@ -259,6 +273,9 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                     bad(cid, "switched on while already on", e)
                 c["activated"], c["activated_at"], c["ground"] = True, at, ground
                 c["deemed_accepted_at"] = c["deadline"] if ground == "deemed_acceptance" else None
+            elif kind == "subprocessor_disabled" and change == "removal":
+                if rules_at(at, c) != "removed" or d.get("because") != "removed":
+                    bad(cid, f"switched off at {at.isoformat()} against the removal's date", e)
             elif kind == "subprocessor_disabled":
                 if not c["activated"]:
                     bad(cid, "switched off while not on", e)
@@ -293,8 +310,8 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
 
 HANDLED = {
     "notice_delivered", "notice_undelivered", "objection_received", "objection_resolved",
-    "opt_in_recorded", "opt_in_revoked", "customer_excluded", "subprocessor_enabled",
-    "subprocessor_disabled", "customer_settled",
+    "opt_in_recorded", "opt_in_revoked", "customer_excluded", "deemed_acceptance",
+    "subprocessor_enabled", "subprocessor_disabled", "customer_settled",
 }  # fmt: skip
 
 

@@ -332,6 +332,9 @@ async def _switched(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.Store
         "activated = $3, activated_at = CASE WHEN $3 THEN $4 ELSE activated_at END",
         enabled,
         e.occurred_at,
+        e.data["subprocessor"],
+        # the notice's own sub-processor only (a replacement switches the old one off too)
+        where="AND $5 = coalesce((SELECT subprocessor FROM rm_notices WHERE notice_id = $1), $5)",
     )
     await c.execute(
         "INSERT INTO rm_customer_subprocessors (customer_id, subprocessor, enabled, since, notice_id)"

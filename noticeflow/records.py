@@ -234,7 +234,11 @@ _SWITCHED = (
     "   activated_at = CASE WHEN $4 THEN $5 ELSE activated_at END,"
     "   deemed_accepted_at = CASE WHEN $4 AND NOT $6 THEN NULL ELSE deemed_accepted_at END,"
     "   verdict = $7"
-    "   WHERE notice_id = $1 AND customer_id = $2 RETURNING 1)"
+    "   WHERE notice_id = $1 AND customer_id = $2"
+    # (only a switch of the notice's own sub-processor: a replacement's switch-off of the one it
+    # replaces, on the same stream, changes the enablement only)
+    "   AND $3 = coalesce((SELECT n.subprocessor FROM notices n WHERE n.notice_id = $1), $3)"
+    "   RETURNING 1)"
     " INSERT INTO subprocessor_enablements (customer_id, subprocessor, enabled, since, notice_id)"
     " VALUES ($2, $3, $4, $5, $1) ON CONFLICT (customer_id, subprocessor) DO UPDATE"
     " SET enabled = EXCLUDED.enabled, since = EXCLUDED.since, notice_id = EXCLUDED.notice_id"

@@ -216,6 +216,10 @@ async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
         "SELECT * FROM rm_notice_customers WHERE notice_id = $1 ORDER BY customer_id", notice_id
     )
     customers = [customer_row(row) for row in rows]
+    # What the notice changes, as written (the read model predates change kinds).
+    spec = orjson.loads(
+        await pool.fetchval("SELECT spec FROM notices WHERE notice_id = $1", notice_id) or "{}"
+    )
     counts = {
         "customers": len(rows),
         "delivered": sum(row["delivery"] == "delivered" for row in rows),
@@ -234,6 +238,9 @@ async def notice_summary(pool: asyncpg.Pool, notice_id: str) -> dict[str, Any]:
         "title": notice["title"],
         "subprocessor": notice["subprocessor"],
         "opt_in": notice["opt_in"],
+        "kind": spec.get("kind") or "addition",
+        "replaces": spec.get("replaces"),
+        "previous": spec.get("previous") or {},
         "author": notice["author"],
         "approved_by": notice["approved_by"],
         "text_sha256": notice["text_sha256"],

@@ -51,6 +51,7 @@ from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import (
     Authorisation,
+    ChangeKind,
     Outcome,
     Phase,
     consent_required,
@@ -64,6 +65,8 @@ SENT = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase
 # A cancelled notice takes no new objection or opt-in, but a customer switched on before the
 # cancel can still revoke, and ops can still close cases and settle customers.
 AFTER_CANCEL = {"revoke_opt_in", "resolve_objection", "exclude"}
+# A removal is informational: a customer's answer to it has nothing to act on.
+NOTHING_TO_ANSWER = {"object", "request_changes", "opt_in", "revoke_opt_in"}
 # Ops' actions about an erased customer (its personal data is gone, its cases are not).
 ERASED_OK = intake.ERASED_OK
 OUTCOME_WORDS = {
@@ -423,6 +426,11 @@ class IntakeService:
             raise Refused(await self._unknown(context))
         if erased and action not in ERASED_OK:
             raise Refused(self._erased(customer_id))
+        if context.spec.kind is ChangeKind.removal and action in NOTHING_TO_ANSWER:
+            raise Refused(
+                f"notice {context.spec.notice_id} is a removal: informational, nothing to object"
+                " to or opt in to"
+            )
         return await self.judges[CustomerActionKind(action)](context, typed)
 
     @staticmethod

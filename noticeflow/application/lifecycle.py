@@ -29,6 +29,7 @@ from noticeflow.domain.rules import (
     OFF_VERDICTS,
     Case,
     CaseStatus,
+    ChangeKind,
     Delivery,
     Phase,
     Verdict,
@@ -40,7 +41,36 @@ from noticeflow.domain.rules import (
 )
 
 PAGE = 1000
+REPLACED = "replaced"  # why a replacement's switch-on switched the old one off
 log = structlog.get_logger(__name__)
+
+
+async def _switch_off_if_on(
+    connection: Any, spec: NoticeSpec, subprocessor: str, customer_id: str, now: datetime
+) -> bool:
+    """Switch ``subprocessor`` off for the customer if it is on for it (under any notice): a
+    removal's effective date (because ``removed``), or a replacement's switch-on of the new one
+    (the old one's, because ``replaced``). Recorded on this notice's stream, naming the one
+    switched off. Returns whether it was on."""
+    enabled = await connection.fetchval(
+        "SELECT enabled FROM subprocessor_enablements WHERE customer_id = $1 AND subprocessor = $2"
+        " FOR UPDATE",
+        customer_id,
+        subprocessor,
+    )
+    if not enabled:
+        return False
+    because = Verdict.removed.value if spec.kind is ChangeKind.removal else REPLACED
+    await records.record_one(
+        connection,
+        eventstore.notice_stream(spec.notice_id),
+        f"{because}/{customer_id}/{now.isoformat()}",
+        events.SubprocessorDisabled(
+            customer_id=customer_id, subprocessor=subprocessor, because=because
+        ),
+        now,
+    )
+    return True
 
 
 class LifecycleService:
@@ -142,6 +172,7 @@ class LifecycleService:
                     opted_in=row["opted_in"],
                     cases=customer_cases,
                     excluded_by_ops=row["excluded_by_ops"],
+                    kind=spec.kind,
                 )
                 if verdict is Verdict.wait_for_deadline and row["deadline"] is not None:
                     next_due = min(filter(None, [next_due, row["deadline"]]))
@@ -215,6 +246,12 @@ class LifecycleService:
                     spec.notice_id,
                     customer_id,
                 )
+                if spec.replaces is not None:  # a replacement: the old one off, in the same step
+                    await _switch_off_if_on(connection, spec, spec.replaces, customer_id, now)
+            elif verdict is Verdict.removed:
+                # Off for the customer whichever notice switched it on (nothing if it was not on).
+                if await _switch_off_if_on(connection, spec, spec.subprocessor, customer_id, now):
+                    change = "off"
             elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
                 # held: a timely case judged after the switch-on (a reply mail's receipt time
                 # before the deadline, classified later) holds it off until ops resolve (rule 9).

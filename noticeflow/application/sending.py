@@ -30,7 +30,7 @@ from noticeflow.domain import events
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import mail_context, update_context
-from noticeflow.domain.rules import Authorisation, Delivery
+from noticeflow.domain.rules import Authorisation, ChangeKind, Delivery
 from noticeflow.mail import TemporarySmtpError
 from noticeflow.mailer import (
     ContactOutcome,
@@ -63,7 +63,11 @@ class Delivered:
     key: CustomerKey | None = None  # the customer's: the replies' texts go sealed into the event
 
 
-def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime:
+def _deadline(spec: NoticeSpec, delivered_at: datetime, row: dict) -> datetime | None:
+    """The customer's deadline for a delivery at ``delivered_at``; none for a removal (it is
+    informational: no window)."""
+    if spec.kind is ChangeKind.removal:
+        return None
     return customer_deadline(
         delivered_at,
         spec.objection_window,
@@ -118,8 +122,10 @@ class SendingService:
         )
         size = sum(row["customers"] for row in terms)
         projected = [
-            (_deadline(request.spec, request.at, dict(row)), row["example"]) for row in terms
-        ]
+            (deadline, row["example"])
+            for row in terms
+            if (deadline := _deadline(request.spec, request.at, dict(row))) is not None
+        ]  # (none for a removal: no window, so no deadline can fall after its date)
         latest, customer_id = max(projected, default=(None, None))
         return ApprovalCheck(
             audience_size=size, latest_projected_deadline=latest, latest_customer_id=customer_id
@@ -267,8 +273,12 @@ class SendingService:
             if row["customer_id"] not in recipients:
                 continue
             projected = _deadline(spec, now, row)
-            links = self.deps.links.links_for(
-                spec.notice_id, row["customer_id"], projected, spec.effective_at
+            links = (  # a removal is informational: no deadline, nothing to act on
+                self.deps.links.links_for(
+                    spec.notice_id, row["customer_id"], projected, spec.effective_at
+                )
+                if projected is not None
+                else {}
             )
             context = mail_context(
                 spec, row["timezone"], projected, links, row.get("authorisation", "general")

@@ -387,10 +387,25 @@ def notice_receipt(
     )
 
 
+def _change_lines(summary: dict[str, Any]) -> list[str]:
+    """What the notice changes, when it is not an addition (replaces, or each field old → new)."""
+    kind = summary.get("kind") or "addition"
+    if kind == "addition":
+        return []
+    lines = [f"  change            {kind.replace('_', ' ')}"]
+    if summary.get("replaces"):
+        lines[0] += f" of {summary['replaces']}"
+    for name, old in (summary.get("previous") or {}).items():
+        shown = ", ".join(old) if isinstance(old, list) else old
+        lines.append(f"    {name}: was {shown}")
+    return lines
+
+
 def _show_text(summary: dict[str, Any]) -> str:
     head = [
         f"notice {summary['notice_id']}: {summary['title']}",
         f"  sub-processor     {summary['subprocessor']}{' (opt-in)' if summary['opt_in'] else ''}",
+        *_change_lines(summary),
         f"  phase             {summary['phase']}",
         f"  author/approver   {summary['author']} / {summary['approved_by'] or '-'}",
         f"  effective at      {cell(summary['effective_at'])}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tomllib
@@ -18,12 +19,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from noticeflow.domain.errors import InputError, describe_validation_error
 from noticeflow.domain.rules import ChangeKind
@@ -33,6 +36,8 @@ from noticeflow.domain.text import Identifier, SingleLine, free_text, single_lin
 Slug = Identifier
 
 MIN_WINDOW = timedelta(minutes=1)
+DEFAULT_WINDOW = timedelta(days=21)
+WRITTEN = "written_by_a_person"  # validation context: which fields were given is meaningful
 MAX_WINDOW = timedelta(days=366)
 EARLIEST_EFFECTIVE = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_EFFECTIVE = datetime(2101, 1, 1, tzinfo=UTC)  # the end of 2100
@@ -213,7 +218,7 @@ class NoticeSpec(BaseModel):
     services: NonEmptyList
     transfer_mechanism: Annotated[str, single_line(1000)]
     opt_in: bool = False
-    objection_window: ObjectionWindow = timedelta(days=21)
+    objection_window: ObjectionWindow = DEFAULT_WINDOW
     effective_at: Annotated[AwareDatetime, AfterValidator(effective_bounds)]
     audience: Audience = Field(default_factory=Audience)
     # remind customers who have not acted, this long before their deadline
@@ -227,6 +232,82 @@ class NoticeSpec(BaseModel):
     replaces: SingleLine | None = None
     # material_change: each changed field's previous value (the notice's own field is the new).
     previous: dict[str, str | list[str]] = Field(default_factory=dict)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        allowed = [kind.value for kind in ChangeKind]
+        if isinstance(value, str) and value.strip() in allowed:
+            return value.strip()
+        if isinstance(value, ChangeKind):
+            return value
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        raise PydanticCustomError(
+            "change_kind",
+            "{value} is not a kind of change{hint}; use one of " + ", ".join(allowed),
+            {"value": repr(value), "hint": f" (did you mean {close[0]!r}?)" if close else ""},
+        )
+
+    @field_validator("previous", mode="before")
+    @classmethod
+    def _previous_values(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each previous value checked as its field is (a list for data_categories and services,
+        one line otherwise), and different from the notice's own (new) value."""
+        if not isinstance(value, dict):
+            return value
+        checked: dict[str, Any] = {}
+        problems: list[InitErrorDetails] = []
+        for name, old in value.items():
+            if name not in CHANGEABLE:
+                problems.append(_problem(
+                    (str(name),), old, "unknown_change",
+                    "not a field a material change can change; give the previous value of "
+                    + ", ".join(CHANGEABLE),
+                ))  # fmt: skip
+                continue
+            try:
+                checked[name] = _changeable_adapter(name).validate_python(old)
+            except ValidationError as error:
+                problems += [
+                    _problem((name, *item["loc"]), item["input"], item["type"],
+                             _TYPE_WORDS.get(item["type"], item["msg"]).format(name=name))
+                    for item in error.errors()
+                ]  # fmt: skip
+                continue
+            if name in info.data and _same(checked[name], info.data[name]):
+                problems.append(_problem(
+                    (name,), old, "unchanged",
+                    f"the same as the notice's {name}; list only the fields that change",
+                ))  # fmt: skip
+        if problems:
+            raise ValidationError.from_exception_data("previous", problems)
+        return checked
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _kind_rules(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        """What each kind of change may and must say (every problem listed with the fields')."""
+        if not isinstance(data, dict):
+            return handler(data)
+        spec: NoticeSpec | None = None
+        failed: ValidationError | None = None
+        try:
+            spec = handler(data)
+        except ValidationError as error:
+            failed = error
+        written = bool(info.context and info.context.get(WRITTEN))
+        problems = kind_problems(data, spec, written)
+        if not problems:
+            if failed is not None:
+                raise failed
+            return spec
+        earlier = [
+            _problem(item["loc"], item["input"], item["type"], item["msg"])
+            for item in (failed.errors() if failed is not None else [])
+        ]
+        raise ValidationError.from_exception_data(cls.__name__, earlier + problems)
 
     @field_validator("reminder_before")
     @classmethod
@@ -260,6 +341,112 @@ class NoticeSpec(BaseModel):
         return hashlib.sha256(self.text().encode()).hexdigest()
 
 
+# --- what each kind of change says ---------------------------------------------------------------
+
+# The fields a material change may change (their previous values in ``previous``).
+CHANGEABLE = (
+    "subprocessor_location",
+    "purpose",
+    "transfer_mechanism",
+    "data_categories",
+    "services",
+)
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+_TYPE_WORDS = {
+    "string_type": "must be one text (as the notice's {name})",
+    "list_type": "must be a list (as the notice's {name})",
+}
+
+
+def _changeable_adapter(name: str) -> TypeAdapter[Any]:
+    """The validator of one changeable field (its type and checks), for its previous value."""
+    if name not in _ADAPTERS:
+        info = NoticeSpec.model_fields[name]
+        _ADAPTERS[name] = TypeAdapter(Annotated[info.annotation, *info.metadata])  # type: ignore[arg-type]
+    return _ADAPTERS[name]
+
+
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, list) and isinstance(new, list):
+        return [str(v).casefold() for v in old] == [str(v).casefold() for v in new]
+    return str(old).strip().casefold() == str(new).strip().casefold()
+
+
+def _problem(loc: tuple[int | str, ...], value: Any, kind: str, message: str) -> InitErrorDetails:
+    # The message is already worded: no context, so braces in it stay as written.
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+def _given(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name)
+    return name in data and value is not None and value != {} and value != ""
+
+
+def kind_problems(
+    data: dict[str, Any], spec: NoticeSpec | None, written: bool = True
+) -> list[InitErrorDetails]:
+    """The fields a notice of its ``kind`` may not give or must give (``data``: as written, for
+    which fields were given; ``spec``: the validated notice, when the rest is valid).
+
+    ``written``: a person wrote ``data`` (``parse_notice``), so a field given is one they gave.
+    Otherwise it is our own serialised notice (an event, a workflow's input), which carries every
+    field: a removal's window then counts as given only when it is not the default."""
+    try:
+        kind = ChangeKind(data.get("kind", ChangeKind.addition))
+    except ValueError:
+        return []  # the kind's own error lists the allowed values
+    found: list[InitErrorDetails] = []
+
+    def refuse(name: str, why: str) -> None:
+        if _given(data, name):
+            found.append(_problem((name,), data.get(name), "kind_rule", why))
+
+    only_replacement = 'only a replacement (kind = "replacement") names the one it replaces'
+    only_material = 'only a material change (kind = "material_change") gives previous values'
+    if kind is not ChangeKind.replacement:
+        refuse("replaces", only_replacement)
+    if kind is not ChangeKind.material_change:
+        refuse("previous", only_material)
+    if kind is ChangeKind.replacement:
+        replaces = data.get("replaces")
+        if not _given(data, "replaces"):
+            found.append(_problem(
+                ("replaces",), replaces, "missing_for_kind",
+                "missing: a replacement names the sub-processor it replaces",
+            ))  # fmt: skip
+        elif (
+            isinstance(replaces, str)
+            and replaces.strip().casefold() == str(data.get("subprocessor", "")).strip().casefold()
+        ):
+            found.append(_problem(
+                ("replaces",), replaces, "kind_rule",
+                "names the new sub-processor itself; a replacement replaces another one",
+            ))  # fmt: skip
+    elif kind is ChangeKind.removal:
+        informational = "a removal is informational: it has no objection window"
+        if data.get("opt_in") is True or (spec is not None and spec.opt_in):
+            found.append(_problem(
+                ("opt_in",), data.get("opt_in"), "kind_rule",
+                f"{informational}, and nobody opts in to it",
+            ))  # fmt: skip
+        if written:
+            refuse("objection_window", informational)
+        elif spec is not None and spec.objection_window != DEFAULT_WINDOW:
+            found.append(
+                _problem(("objection_window",), data.get("objection_window"), "kind_rule",
+                         informational)
+            )  # fmt: skip
+        refuse("reminder_before", f"{informational}, so no reminders")
+    elif kind is ChangeKind.material_change and not _given(data, "previous"):
+        found.append(_problem(
+            ("previous",), data.get("previous"), "missing_for_kind",
+            "missing: a material change gives each changed field's previous value, e.g."
+            ' previous = { subprocessor_location = "Ireland" }; it may change '
+            + ", ".join(CHANGEABLE),
+        ))  # fmt: skip
+    return found
+
+
 def derive_notice_id(subprocessor: object, effective_at: object) -> str:
     name = re.sub(r"[^a-z0-9]+", "-", str(subprocessor or "notice").lower()).strip("-") or "notice"
     day = str(effective_at or "")[:10]
@@ -271,7 +458,7 @@ def parse_notice(data: dict[str, Any], source: str = "notice") -> NoticeSpec:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a table of notice fields")
     try:
-        return NoticeSpec.model_validate(data)
+        return NoticeSpec.model_validate(data, context={WRITTEN: True})
     except ValidationError as error:
         raise InputError(
             describe_validation_error(error, f"{source} is incomplete or invalid")

@@ -27,6 +27,7 @@ from noticeflow.domain.rules import (
     OFF_VERDICTS,
     Case,
     CaseStatus,
+    ChangeKind,
     Delivery,
     Verdict,
     activation_ground,
@@ -39,6 +40,7 @@ from noticeflow.domain.rules import (
 
 _VERDICTS = frozenset(verdict.value for verdict in Verdict)
 CANCELLED = "cancelled"  # the records' verdict of a customer left off by a cancellation
+REPLACED = "replaced"  # a replacement's switch-off of the one it replaces
 
 
 class EventRecord(NamedTuple):
@@ -171,6 +173,9 @@ class _Replay:
     terms: Callable[[str, datetime], datetime | None] | None
     notice_id: str | None = None
     opt_in: bool = False
+    kind: ChangeKind = ChangeKind.addition
+    subprocessor: str | None = None
+    replaces: str | None = None
     effective_at: datetime | None = None
     cancelled: bool = False
     customers: dict[str, _Customer] = field(default_factory=dict)
@@ -204,6 +209,7 @@ class _Replay:
             opted_in=c.opted_in,
             cases=c.rule_cases(),
             excluded_by_ops=c.excluded_at is not None,
+            kind=self.kind,
         )
 
     # one method per event type; unknown types change no outcome
@@ -212,6 +218,12 @@ class _Replay:
         spec = e.data.get("spec") or {}
         self.notice_id = spec.get("notice_id")
         self.opt_in = bool(spec.get("opt_in"))
+        try:  # as the notice says (none said before change kinds: an addition)
+            self.kind = ChangeKind(spec.get("kind") or ChangeKind.addition)
+        except ValueError:
+            self.problem(None, "kind", f"unknown change kind {spec.get('kind')!r}", e)
+        self.subprocessor = spec.get("subprocessor")
+        self.replaces = spec.get("replaces")
         self.effective_at = _instant(spec.get("effective_at"))
 
     def notice_postponed(self, e: EventRecord) -> None:
@@ -253,6 +265,13 @@ class _Replay:
         c.delivery = Delivery.delivered
         c.delivered_at = _instant(e.data.get("delivered_at"))
         c.deadline = _instant(e.data.get("deadline"))
+        if self.kind is ChangeKind.removal:  # informational: no window, so no deadline
+            if c.deadline is not None:
+                self.problem(
+                    c.customer_id, "deadline", "notice_delivered gives a removal a deadline", e
+                )
+                c.deadline = None
+            return
         if c.delivered_at is None or c.deadline is None:
             self.problem(
                 c.customer_id, "deadline", "notice_delivered without delivered_at or deadline", e
@@ -387,7 +406,49 @@ class _Replay:
             )
         c.deemed_event = deadline
 
+    def _other(self, e: EventRecord) -> bool:
+        """A switch of a sub-processor this notice does not engage (only a replacement's
+        switch-off of the one it replaces is allowed); True when ``e`` is one."""
+        name = e.data.get("subprocessor")
+        if self.subprocessor is None or name == self.subprocessor:
+            return False
+        c = self.customer(e)
+        if c is None:
+            return True
+        now = e.occurred_at
+        if (
+            e.event_type != "subprocessor_disabled"
+            or self.kind is not ChangeKind.replacement
+            or name != self.replaces
+        ):
+            self.problem(
+                c.customer_id,
+                "subprocessor",
+                f"{e.event_type} names {name!r}, which this notice does not engage"
+                + (f" or replace ({self.replaces!r})" if self.replaces else ""),
+                e,
+            )
+        elif e.data.get("because") != REPLACED:
+            self.problem(
+                c.customer_id,
+                "because",
+                f"{name} switched off because {e.data.get('because')!r}; a replacement switches"
+                f" it off because {REPLACED!r}",
+                e,
+            )
+        elif not c.activated or c.switched_at != now:
+            self.problem(
+                c.customer_id,
+                "activated",
+                f"{name} switched off as replaced {_at(now)} without {self.subprocessor} switched"
+                " on for the customer at that instant",
+                e,
+            )
+        return True
+
     def subprocessor_enabled(self, e: EventRecord) -> None:
+        if self._other(e):
+            return
         c = self.customer(e)
         if c is None:
             return
@@ -416,13 +477,38 @@ class _Replay:
         c.deemed_accepted_at = c.deadline if deemed else None
 
     def subprocessor_disabled(self, e: EventRecord) -> None:
+        if self._other(e):
+            return
         c = self.customer(e)
         if c is None:
+            return
+        if self.kind is ChangeKind.removal:
+            self._removed(c, e)
             return
         if not c.activated:
             self.problem(c.customer_id, "activated", "switched off while not on", e)
         c.activated, c.switched_at = False, e.occurred_at
         because = e.data.get("because")
+        c.record_verdict = because if because in _VERDICTS else None
+
+    def _removed(self, c: _Customer, e: EventRecord) -> None:
+        """A removal's switch-off: on its effective date, whichever notice switched it on (the
+        customer was never on under the removal itself)."""
+        verdict = self.verdict_at(c, e.occurred_at)
+        because = e.data.get("because")
+        if verdict is not Verdict.removed:
+            self.problem(
+                c.customer_id,
+                "activated",
+                f"switched off {_at(e.occurred_at)} before the removal's effective date"
+                f" {_at(self.effective_at)}",
+                e,
+            )
+        elif because != Verdict.removed.value:
+            self.problem(c.customer_id, "because", f"a removal switched off because {because!r}", e)
+        if c.switched_at is not None:
+            self.problem(c.customer_id, "activated", "switched off twice by the removal", e)
+        c.switched_at = e.occurred_at
         c.record_verdict = because if because in _VERDICTS else None
 
     def customer_settled(self, e: EventRecord) -> None:
@@ -473,6 +559,7 @@ class _Replay:
             Verdict.excluded: "after its objection was upheld (excluded)",
             Verdict.terminated: "after the affected service was terminated",
             Verdict.excluded_by_ops: f"after ops excluded it ({_at(c.excluded_at)})",
+            Verdict.removed: "by a removal notice",
         }.get(verdict or Verdict.wait_for_deadline, f"against the verdict {verdict}")
 
 
@@ -585,6 +672,7 @@ def _off_words(replay: _Replay, c: _Customer, verdict: str) -> str:
         Verdict.terminated.value: "the affected service is terminated",
         Verdict.excluded_by_ops.value: f"excluded by ops {_at(c.excluded_at)}",
         Verdict.activate.value: "switched on",
+        Verdict.removed.value: f"removed: off for everyone from {_at(replay.effective_at)}",
         CANCELLED: "the notice was cancelled",
     }.get(verdict, verdict)
 

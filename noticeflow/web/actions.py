@@ -45,7 +45,7 @@ from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import silence_words
-from noticeflow.domain.rules import Authorisation, Phase, consent_required, is_timely
+from noticeflow.domain.rules import Authorisation, ChangeKind, Phase, consent_required, is_timely
 from noticeflow.domain.text import FREE_TEXT_MAX, control_character
 from noticeflow.links import ActionLink, InvalidLink, LinkAction, fingerprint
 from noticeflow.web import csrf
@@ -183,6 +183,8 @@ class Standing:
     def open_actions(self) -> list[str]:
         """The actions this link may take now, the link's own action first."""
         opt_in_link = self.link.action is LinkAction.opt_in and self.may_opt_in
+        if self.spec.kind is ChangeKind.removal:
+            return []  # informational: nothing to object to or opt in to
         if self.phase is Phase.cancelled:
             # Nothing new on a cancelled notice; a customer switched on before it keeps its way out.
             return ["revoke_opt_in"] if opt_in_link and self.opted_in and self.activated else []
@@ -201,6 +203,8 @@ class Standing:
 
     def closed_because(self, action: str) -> str:
         """Why ``action`` is not open now, in the customer's words."""
+        if self.spec.kind is ChangeKind.removal:
+            return "This notice is for your information only: there is nothing to answer."
         if self.phase is Phase.cancelled:
             return "This notice was cancelled, so nothing can be recorded on it any more."
         if self.phase not in SENT:

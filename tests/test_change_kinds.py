@@ -1,0 +1,311 @@
+"""Change kinds end to end (issue 12 item 2) on the real parts: PostgreSQL, Temporal's
+time-skipping server, SMTP. Each test first runs an addition of the sub-processor concerned to
+its end (acme, globex and initech switched on; umbrella's mail bounces), then the notice of the
+kind under test: a replacement, a removal, a material change. Each ends with `evidence verify
+--notice` clean for both notices and a records rebuild equal to the live records."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import WorkflowHandle
+
+from noticeflow import annex, intake, projections, records, repository
+from noticeflow.config import Settings
+from noticeflow.domain.notice import NoticeSpec, parse_notice
+from noticeflow.domain.rules import Phase
+from noticeflow.evidence import export_pack, verify_database, verify_pack
+from noticeflow.links import ActionLink, LinkAction, LinkSigner
+from noticeflow.sink import free_port
+from noticeflow.web.app import serve
+from tests import helpers
+from tests.test_verdicts import script
+from tests.web.conftest import SECRET
+from tests.workflows.test_notice_lifecycle import wait_for
+from worker.main import build_worker, make_deps
+
+OLD = "Anthropic, PBC"
+NEW = "OpenAI, LLC"
+ON_FROM_ADDITION = {"acme", "globex", "initech"}  # umbrella's contact bounces: never switched on
+
+
+@pytest.fixture
+async def running(time_skipping_env, pool, smtp_sink):
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    async with build_worker(time_skipping_env.client, deps, task_queue):
+        await repository.upsert_customers(pool, helpers.customers())
+        yield time_skipping_env, task_queue
+
+
+def spec_of(now: datetime, notice_id: str, subprocessor: str, **fields: Any) -> NoticeSpec:
+    """An ordinary (not opt-in) notice to the US customers, 35 days out (past globex's 30-day
+    contract window); ``fields`` as a notice file would give them."""
+    data = helpers.notice(now, opt_in=False).model_dump(
+        mode="json", exclude={"kind", "replaces", "previous", "reminder_before", "opt_in"}
+    )
+    data.update(
+        notice_id=notice_id,
+        subprocessor=subprocessor,
+        effective_at=(now + timedelta(days=35)).isoformat(),
+        **fields,
+    )
+    return parse_notice(data)
+
+
+async def start(env: Any, pool: Any, task_queue: str, spec: NoticeSpec) -> WorkflowHandle:
+    now = await env.get_current_time()
+    await repository.create_notice(pool, spec, "alice", now)
+    handle = await helpers.start_notice_workflow(env.client, spec, task_queue)
+    await handle.signal("approve", {"by": "bob"})
+    await wait_for(handle, lambda s: s.phase in (Phase.window_open, Phase.awaiting_effective_date))
+    return handle
+
+
+async def addition(env: Any, pool: Any, task_queue: str, subprocessor: str, **fields: Any) -> str:
+    """An addition of ``subprocessor`` run until every delivered customer is switched on."""
+    now = await env.get_current_time()
+    spec = spec_of(now, f"add-{uuid.uuid4().hex[:6]}", subprocessor, **fields)
+    handle = await start(env, pool, task_queue, spec)
+    await env.sleep(timedelta(days=36))
+    await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 3)
+    return spec.notice_id
+
+
+async def enabled(pool: Any, subprocessor: str) -> set[str]:
+    return {
+        row["customer_id"]
+        for row in await pool.fetch(
+            "SELECT customer_id FROM subprocessor_enablements WHERE subprocessor = $1 AND enabled",
+            subprocessor,
+        )
+    }
+
+
+async def in_use(pool: Any, customer_id: str, at: datetime) -> dict[str, str | None]:
+    """The customer's list on a date (noticeflow/annex.py, from the events): name -> location."""
+    listing = await annex.customer_list(pool, customer_id, at)
+    return {entry.subprocessor: entry.location for entry in listing.subprocessors}
+
+
+async def assert_verified_and_rebuilt(pool: Any, tmp_path: Path, *notice_ids: str) -> None:
+    """`evidence verify --notice` clean; the exported pack verifies with noticeflow and with the
+    independent script (docs/verify_pack.py); a records rebuild equals the live records."""
+    for notice_id in notice_ids:
+        verification = await verify_database(pool, notice_id)
+        assert verification.ok, (notice_id, verification.problems)
+    pack = tmp_path / f"pack-{notice_ids[-1]}"
+    await export_pack(pool, notice_ids[-1], pack)
+    checked = verify_pack(pack)
+    assert checked.ok, checked.problems
+    independent = script(pack)
+    assert independent.returncode == 0, independent.stdout + independent.stderr
+    live = await helpers.records_of(pool)
+    await records.rebuild(pool)
+    assert helpers.records_diff(await helpers.records_of(pool), live) == []
+
+
+async def action_page(env: Any, pool: Any, tmp_path: Path, notice_id: str, customer: str) -> str:
+    """The customer's action page, served by the real web app, through a signed object link."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url="postgresql://unused", secret_key=SECRET,
+        public_url=url, web_host="127.0.0.1", web_port=port, web_token="t" * 32,
+    )  # fmt: skip
+    link = LinkSigner(settings.verification_keys, url).url(
+        ActionLink(notice_id, customer, LinkAction.object, datetime.now(UTC) + timedelta(days=9))
+    )
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    web = asyncio.create_task(serve(settings, stop, pool=pool, client=env.client, started=started))
+    try:
+        await asyncio.wait_for(started, 30)
+        async with httpx.AsyncClient() as http:
+            response = await http.get(link)
+        assert response.status_code == 200, response.text
+        return response.text
+    finally:
+        stop.set()
+        await web
+
+
+def mails(smtp_sink: Any, subject: str) -> list[Any]:
+    return [m for m in smtp_sink.messages() if m["Subject"].startswith(subject)]
+
+
+def text_of(message: Any) -> str:
+    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    return str(part.get_content())
+
+
+async def test_replacement_switches_the_old_one_off_where_the_new_one_goes_on(
+    running, pool, smtp_sink, tmp_path
+):
+    env, task_queue = running
+    old_notice = await addition(env, pool, task_queue, OLD)
+    assert await enabled(pool, OLD) == ON_FROM_ADDITION
+
+    now = await env.get_current_time()
+    spec = spec_of(now, "openai-replaces", NEW, kind="replacement", replaces=OLD)
+    handle = await start(env, pool, task_queue, spec)
+    (mail,) = [m for m in mails(smtp_sink, "Notice of a sub-processor replacement") if
+               m["To"] == "dpo@initech.example"]  # fmt: skip
+    assert f"Change: replacement of {OLD} by {NEW}" in text_of(mail)
+    # initech objects in time and ops uphold it: it keeps the old one; acme and globex are silent.
+    await handle.signal("object", {"customer_id": "initech", "reason": "Not that one"})
+    await wait_for(handle, lambda s: s.open_objections == 1)
+    await handle.signal(
+        "resolve_objection", {"customer_id": "initech", "outcome": "excluded", "by": "carol"}
+    )
+    await wait_for(handle, lambda s: s.open_objections == 0 and s.pending_signals == 0)
+    before = await env.get_current_time()
+    await env.sleep(timedelta(days=36))
+    await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
+
+    assert await enabled(pool, NEW) == {"acme", "globex"}
+    assert await enabled(pool, OLD) == {"initech"}
+    after = await env.get_current_time()
+    assert await in_use(pool, "acme", before) == {OLD: "United States"}
+    assert await in_use(pool, "acme", after) == {NEW: "United States"}
+    assert await in_use(pool, "initech", after) == {OLD: "United States"}
+    # The new notice's own rows: switched on (the old one's switch-off leaves them as they are).
+    rows = {
+        r["customer_id"]: r["activated"]
+        for r in await pool.fetch(
+            "SELECT customer_id, activated FROM recipients WHERE notice_id = $1", spec.notice_id
+        )
+    }
+    assert rows == {"acme": True, "globex": True, "initech": False, "umbrella": False}
+    await projections.catch_up(pool)  # the read models agree (`notice show`)
+    shown = await repository.notice_summary(pool, spec.notice_id)
+    assert (shown["kind"], shown["replaces"]) == ("replacement", OLD)
+    assert {c["customer_id"]: c["activated"] for c in shown["customers"]} == rows
+    await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
+
+
+async def test_removal_switches_everyone_off_on_its_date_and_takes_no_answer(
+    running, pool, smtp_sink, tmp_path
+):
+    env, task_queue = running
+    old_notice = await addition(env, pool, task_queue, OLD)
+    # acme's contact now bounces: it never receives the removal, and is switched off all the same.
+    bounced = helpers.CUSTOMERS_CSV.replace(
+        "privacy@acme.example;dpo@acme.example", "x@acme.invalid"
+    )
+    await repository.upsert_customers(pool, helpers.customers(bounced))
+
+    now = await env.get_current_time()
+    data = spec_of(now, "anthropic-removal", OLD).model_dump(
+        mode="json", exclude={"objection_window", "kind", "replaces", "previous", "reminder_before"}
+    )
+    spec = parse_notice({**data, "kind": "removal", "effective_at": (now + timedelta(days=10))})
+    handle = await start(env, pool, task_queue, spec)
+    status = await wait_for(handle, lambda s: s.phase is Phase.awaiting_effective_date)
+    assert (status.delivered, status.undelivered, status.window_closes_at) == (2, 2, None)
+    deadlines = await pool.fetch(
+        "SELECT deadline FROM recipients WHERE notice_id = $1", spec.notice_id
+    )
+    assert {row["deadline"] for row in deadlines} == {None}
+    (mail,) = [m for m in mails(smtp_sink, "Notice of a sub-processor removal") if
+               m["To"] == "legal@globex.example"]  # fmt: skip
+    text = text_of(mail)
+    assert "Change: removal — no objection window" in text
+    assert "There is no deadline and nothing you need to do" in text
+    assert "/a/" not in text  # no action links
+    assert "objection deadline" not in text.lower()
+
+    # An answer has nothing to act on: refused, with the reason recorded on its receipt.
+    receipt = await intake.record(
+        pool, spec.notice_id, "object", {"customer_id": "globex", "reason": "Keep it"},
+        channel="cli",
+    )  # fmt: skip
+    await handle.signal("object", {"customer_id": "initech", "reason": "Keep it"})
+    await wait_for(handle, lambda s: s.rejected_signals >= 1 and s.pending_signals == 0)
+    reasons = {
+        row["status"] + ": " + row["reason"]
+        for row in await pool.fetch(
+            "SELECT status, reason FROM intake WHERE notice_id = $1 AND action = 'object'",
+            spec.notice_id,
+        )
+    }
+    refused = (
+        f"rejected: notice {spec.notice_id} is a removal: informational, nothing to object to"
+        " or opt in to"
+    )
+    assert reasons == {refused}
+    assert await pool.fetchval(
+        "SELECT status FROM intake WHERE receipt_id = $1", receipt.receipt_id
+    ) == "rejected"  # fmt: skip
+
+    before = await env.get_current_time()
+    await env.sleep(timedelta(days=11))
+    result = await handle.result()
+    assert (result.phase, result.unsettled, result.activated) == (Phase.active, 0, 0)
+    verdicts = await pool.fetch(
+        "SELECT customer_id, verdict, settled FROM recipients WHERE notice_id = $1", spec.notice_id
+    )
+    assert {(r["customer_id"], r["verdict"], r["settled"]) for r in verdicts} == {
+        (c, "removed", True) for c in ("acme", "globex", "initech", "umbrella")
+    }
+    assert await enabled(pool, OLD) == set()
+    after = await env.get_current_time()
+    for customer in ON_FROM_ADDITION:  # the list on each date is what the events say
+        assert await in_use(pool, customer, before) == {OLD: "United States"}
+        assert await in_use(pool, customer, after) == {}
+    assert await in_use(pool, "umbrella", before) == {}
+    await projections.catch_up(pool)
+    shown = await repository.notice_summary(pool, spec.notice_id)
+    assert shown["kind"] == "removal"
+    page = await action_page(env, pool, tmp_path, spec.notice_id, "globex")
+    assert "This notice is for your information only" in page
+    assert 'name="action"' not in page  # no object or opt-in button
+    assert "Nothing: this notice is for your information only." in page
+    await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
+
+
+async def test_material_change_mails_old_and_new_and_the_annex_follows_activation(
+    running, pool, smtp_sink, tmp_path
+):
+    env, task_queue = running
+    old_notice = await addition(env, pool, task_queue, OLD)
+    now = await env.get_current_time()
+    spec = spec_of(
+        now,
+        "anthropic-moves",
+        OLD,
+        kind="material_change",
+        subprocessor_location="Ireland",
+        transfer_mechanism="Standard contractual clauses (2021)",
+        previous={
+            "subprocessor_location": "United States",
+            "transfer_mechanism": "Not applicable (US customers, US processing)",
+        },
+    )
+    handle = await start(env, pool, task_queue, spec)
+    (mail,) = [m for m in mails(smtp_sink, "Notice of a material change to a sub-processor") if
+               m["To"] == "legal@globex.example"]  # fmt: skip
+    text = text_of(mail)
+    assert "Location: United States → Ireland" in text
+    assert (
+        "Transfer mechanism: Not applicable (US customers, US processing) → Standard contractual"
+        " clauses (2021)"
+    ) in text
+    before = await env.get_current_time()
+    assert await in_use(pool, "globex", before) == {OLD: "United States"}
+    await env.sleep(timedelta(days=36))
+    await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 3)
+    after = await env.get_current_time()
+    assert await in_use(pool, "globex", after) == {OLD: "Ireland"}
+    assert await in_use(pool, "globex", before) == {OLD: "United States"}
+    assert await enabled(pool, OLD) == ON_FROM_ADDITION
+    await projections.catch_up(pool)
+    shown = await repository.notice_summary(pool, spec.notice_id)
+    assert shown["kind"] == "material_change"
+    assert shown["previous"]["subprocessor_location"] == "United States"
+    await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
