@@ -23,6 +23,7 @@ from noticeflow.domain import events
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import ChangeKind
 
 
 async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int:
@@ -92,8 +93,46 @@ async def list_customers(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     ]
 
 
+async def _name_problem(connection: asyncpg.Connection, spec: NoticeSpec) -> str | None:
+    """A replacement, removal or material change names a sub-processor already in use; switches
+    match names exactly, so a name that differs from a known one only in case or spacing would
+    switch nothing off. Refused, with the known spelling (an unknown name passes: one in use
+    before noticeflow was adopted is not in its records)."""
+    field, name = (
+        ("replaces", spec.replaces)
+        if spec.kind is ChangeKind.replacement
+        else ("subprocessor", spec.subprocessor)
+    )
+    if spec.kind is ChangeKind.addition or name is None:
+        return None
+    known = [
+        row["subprocessor"]
+        for row in await connection.fetch(
+            "SELECT subprocessor FROM subprocessor_enablements"
+            " UNION SELECT subprocessor FROM notices"
+        )
+    ]
+    if name in known:
+        return None
+
+    def plain(text: str) -> str:
+        return " ".join(text.casefold().split())
+
+    same = [k for k in known if plain(k) == plain(name)]
+    if not same:
+        return None
+    return (
+        f"{field} {name!r} differs from the sub-processor {same[0]!r} known from earlier notices"
+        f" only in case or spacing; write it exactly as {same[0]!r} (a {spec.kind.value} switches"
+        " a sub-processor by its exact name)"
+    )
+
+
 async def create_notice(pool: asyncpg.Pool, spec: NoticeSpec, author: str, at: datetime) -> None:
     async with pool.acquire() as connection, connection.transaction():
+        problem = await _name_problem(connection, spec)
+        if problem is not None:
+            raise InputError(f"notice {spec.notice_id!r}: {problem}")
         status = await connection.execute(
             "INSERT INTO notices (notice_id, spec, notice_text, text_sha256, author, subprocessor,"
             " effective_at) VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",

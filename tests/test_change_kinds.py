@@ -18,6 +18,7 @@ from temporalio.client import WorkflowHandle
 
 from noticeflow import annex, intake, projections, records, repository
 from noticeflow.config import Settings
+from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import Phase
 from noticeflow.evidence import export_pack, verify_database, verify_pack
@@ -170,6 +171,9 @@ async def test_replacement_switches_the_old_one_off_where_the_new_one_goes_on(
 
     assert await enabled(pool, NEW) == {"acme", "globex"}
     assert await enabled(pool, OLD) == {"initech"}
+    (told,) = [m for m in mails(smtp_sink, f"{NEW} is now in use") if
+               m["To"] == "legal@globex.example"]  # fmt: skip
+    assert f"It replaces {OLD}, which no longer processes personal data" in text_of(told)
     after = await env.get_current_time()
     assert await in_use(pool, "acme", before) == {OLD: "United States"}
     assert await in_use(pool, "acme", after) == {NEW: "United States"}
@@ -254,6 +258,9 @@ async def test_removal_switches_everyone_off_on_its_date_and_takes_no_answer(
         (c, "removed", True) for c in ("acme", "globex", "initech", "umbrella")
     }
     assert await enabled(pool, OLD) == set()
+    # Those it was on for are told it is off (acme's contact bounces; umbrella never had it).
+    told = [m["To"] for m in mails(smtp_sink, f"{OLD} is no longer used for your organisation")]
+    assert sorted(told) == ["dpo@initech.example", "legal@globex.example"]
     after = await env.get_current_time()
     for customer in ON_FROM_ADDITION:  # the list on each date is what the events say
         assert await in_use(pool, customer, before) == {OLD: "United States"}
@@ -302,6 +309,9 @@ async def test_material_change_mails_old_and_new_and_the_annex_follows_activatio
     await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 3)
     after = await env.get_current_time()
     assert await in_use(pool, "globex", after) == {OLD: "Ireland"}
+    (told,) = [m for m in mails(smtp_sink, f"The changes to {OLD} now apply") if
+               m["To"] == "legal@globex.example"]  # fmt: skip
+    assert "(its subprocessor location, transfer mechanism)" in text_of(told)
     assert await in_use(pool, "globex", before) == {OLD: "United States"}
     assert await enabled(pool, OLD) == ON_FROM_ADDITION
     await projections.catch_up(pool)
@@ -309,3 +319,30 @@ async def test_material_change_mails_old_and_new_and_the_annex_follows_activatio
     assert shown["kind"] == "material_change"
     assert shown["previous"]["subprocessor_location"] == "United States"
     await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
+
+
+async def test_a_name_that_differs_only_in_case_from_a_known_one_is_refused(pool):
+    """Switches match names exactly: a replacement or removal naming a known sub-processor with
+    other case or spacing would switch nothing off, so `notice create` refuses it and names the
+    known spelling; an unknown name (in use before noticeflow) passes."""
+    now = datetime.now(UTC)
+    await repository.create_notice(pool, spec_of(now, "add-old", OLD), "alice", now)
+    typo = spec_of(now, "typo", NEW, kind="replacement", replaces="anthropic,  PBC")
+    with pytest.raises(InputError) as refused:
+        await repository.create_notice(pool, typo, "alice", now)
+    assert str(refused.value) == (
+        "notice 'typo': replaces 'anthropic,  PBC' differs from the sub-processor"
+        " 'Anthropic, PBC' known from earlier notices only in case or spacing; write it exactly"
+        " as 'Anthropic, PBC' (a replacement switches a sub-processor by its exact name)"
+    )
+    data = spec_of(now, "typo-removal", "ANTHROPIC, PBC").model_dump(
+        mode="json", exclude={"objection_window", "kind", "replaces", "previous", "reminder_before"}
+    )
+    removal = parse_notice({**data, "kind": "removal"})
+    with pytest.raises(InputError, match="'ANTHROPIC, PBC' differs from the sub-processor"):
+        await repository.create_notice(pool, removal, "alice", now)
+    assert await pool.fetchval("SELECT count(*) FROM notices") == 1  # nothing was created
+    unknown = spec_of(now, "old-vendor", NEW, kind="replacement", replaces="Legacy Mail Ltd")
+    await repository.create_notice(pool, unknown, "alice", now)
+    exact = spec_of(now, "exact", NEW, kind="replacement", replaces=OLD)
+    await repository.create_notice(pool, exact, "alice", now)

@@ -73,6 +73,32 @@ async def _switch_off_if_on(
     return True
 
 
+def taking_effect_words(spec: NoticeSpec) -> tuple[str, list[str]]:
+    """The mail a customer gets when the notice takes effect for it (headline, paragraphs)."""
+    name, services = spec.subprocessor, ", ".join(spec.services)
+    if spec.kind is ChangeKind.removal:
+        return f"{name} is no longer used for your organisation", [
+            f"As announced in notice {spec.notice_id}, {name} no longer processes personal data"
+            f" for {services} on our behalf."
+        ]
+    if spec.kind is ChangeKind.material_change:
+        return f"The changes to {name} now apply to your organisation", [
+            f"As announced in notice {spec.notice_id}, the changed terms of {name} (its "
+            + ", ".join(field.replace("_", " ") for field in sorted(spec.previous))
+            + f") now apply to the personal data it processes for {services} on our behalf."
+        ]
+    words = [
+        f"As announced in notice {spec.notice_id}, {name} now processes "
+        f"personal data for {services} on our behalf."
+    ]
+    if spec.kind is ChangeKind.replacement:
+        words.append(
+            f"It replaces {spec.replaces}, which no longer processes personal data for your"
+            " organisation."
+        )
+    return f"{name} is now in use for your organisation", words
+
+
 class LifecycleService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -155,6 +181,7 @@ class LifecycleService:
             after = rows[-1]["customer_id"]
             cases = await self._cases(spec.notice_id, [row["customer_id"] for row in rows])
             newly_on: list[str] = []
+            removed: list[str] = []  # a removal's: told it is off
             for row in rows:
                 if row["pending_receipt"]:
                     # An action received for it is not judged yet: decide after it (soon).
@@ -182,7 +209,9 @@ class LifecycleService:
                     newly_on.append(row["customer_id"])
                 elif changed == "off":
                     deactivated += 1
-            await self._mail_activation(spec, newly_on, progress)
+                    if verdict is Verdict.removed:
+                        removed.append(row["customer_id"])
+            await self._mail_activation(spec, newly_on + removed, progress)
             progress(after)
         totals = await read_totals(self.deps.pool, spec.notice_id)
         log.info(
@@ -249,9 +278,16 @@ class LifecycleService:
                 if spec.replaces is not None:  # a replacement: the old one off, in the same step
                     await _switch_off_if_on(connection, spec, spec.replaces, customer_id, now)
             elif verdict is Verdict.removed:
-                # Off for the customer whichever notice switched it on (nothing if it was not on).
+                # Off for the customer whichever notice switched it on (nothing if it was not on);
+                # a customer it was on for is told it is off (the same outbox flag).
                 if await _switch_off_if_on(connection, spec, spec.subprocessor, customer_id, now):
                     change = "off"
+                    await connection.execute(
+                        "UPDATE recipients SET activation_mail_due = true"
+                        " WHERE notice_id = $1 AND customer_id = $2",
+                        spec.notice_id,
+                        customer_id,
+                    )
             elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
                 # held: a timely case judged after the switch-on (a reply mail's receipt time
                 # before the deadline, classified later) holds it off until ops resolve (rule 9).
@@ -274,14 +310,7 @@ class LifecycleService:
     ) -> None:
         if not customer_ids:
             return
-        context = update_context(
-            spec,
-            f"{spec.subprocessor} is now in use for your organisation",
-            [
-                f"As announced in notice {spec.notice_id}, {spec.subprocessor} now processes "
-                f"personal data for {', '.join(spec.services)} on our behalf."
-            ],
-        )
+        context = update_context(spec, *taking_effect_words(spec))
         await mail_update(self.deps, spec, customer_ids, "activation", lambda _: context, progress)
         await self.deps.pool.execute(
             "UPDATE recipients SET activation_mail_due = false"

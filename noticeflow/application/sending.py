@@ -472,17 +472,30 @@ class SendingService:
         else:
             headline = "This notice has been cancelled"
 
+        removal = spec.kind is ChangeKind.removal
+        change = {
+            ChangeKind.addition: f"{spec.subprocessor} will now be engaged",
+            ChangeKind.replacement: f"{spec.subprocessor} will now replace {spec.replaces}",
+            ChangeKind.removal: f"{spec.subprocessor} will now stop processing personal data",
+            ChangeKind.material_change: f"The changes to {spec.subprocessor} will now apply",
+        }[spec.kind]
+
         def context_for(recipient: Recipient) -> dict[str, Any]:
             if request.kind == "postponement":
                 paragraphs = [
-                    f"{spec.subprocessor} will now be engaged no earlier than "
-                    f"{describe_instant(when, recipient.timezone)}."
-                    " Your objection deadline is unchanged."
+                    f"{change} no earlier than {describe_instant(when, recipient.timezone)}."
+                    + ("" if removal else " Your deadline is unchanged.")
                 ]
             else:
                 paragraphs = [
-                    f"We will not engage {spec.subprocessor} under this notice. "
-                    "Nothing changes for your organisation.",
+                    (
+                        f"{spec.subprocessor} stays in use as before: the removal is cancelled. "
+                        if removal
+                        else f"We will not go ahead with this change to {spec.subprocessor}. "
+                        if spec.kind is ChangeKind.material_change
+                        else f"We will not engage {spec.subprocessor} under this notice. "
+                    )
+                    + "Nothing changes for your organisation.",
                     f"Reason: {detail.get('reason', '')}",
                 ]
             return update_context(spec, headline, paragraphs)
