@@ -57,6 +57,10 @@ class Error(Model):
 class ObjectionState(Model):
     status: str = Field(description="open, withdrawn, excluded or terminated")
     timely: bool | None = Field(description="received before the customer's deadline")
+    request: str = Field(
+        default="objection",
+        description="objection, or changes (a dora customer's request for changes)",
+    )
 
 
 class CustomerState(Model):
@@ -64,6 +68,11 @@ class CustomerState(Model):
     delivery: str = Field(description="pending, delivered or undelivered")
     deadline: datetime | None = Field(description="the end of the customer's window (UTC)")
     timezone: str | None = Field(description="the customer's timezone (IANA)")
+    authorisation: str = Field(
+        default="general",
+        description="what its contract asks: general (silence is deemed acceptance), specific"
+        " (silence is refusal) or dora (approve, object or request changes)",
+    )
     objection: ObjectionState | None = Field(description="the customer's latest case, if any")
     opted_in: bool
     activated: bool
@@ -102,6 +111,13 @@ class NoticeDetail(Model):
     title: str
     subprocessor: str
     opt_in: bool
+    kind: str = Field(
+        default="addition", description="addition, replacement, removal or material_change"
+    )
+    replaces: str | None = Field(default=None, description="a replacement's old sub-processor")
+    previous: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="a material change's previous values, by field"
+    )
     author: str
     approved_by: str | None
     text_sha256: str
