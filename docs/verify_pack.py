@@ -217,6 +217,8 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                 elif not c["activated"] or c["activated_at"] != at:
                     bad(cid, f"{other} switched off as replaced without {own} switched on", e)
                 continue
+            if kind == "notice_delivered" and change == "removal" and d.get("deadline"):
+                bad(cid, "notice_delivered gives a removal (no window) a deadline", e)
             if kind == "notice_delivered" and c["delivery"] != "delivered":
                 c["delivery"] = "delivered"
                 c["delivered_at"], c["deadline"] = (
@@ -226,6 +228,9 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
             elif kind == "notice_undelivered" and c["delivery"] != "delivered":
                 c["delivery"], c["delivered_at"], c["deadline"] = "undelivered", None, None
             elif kind == "objection_received":
+                if d.get("request") == "changes" and c["authorisation"] != "dora":
+                    bad(cid, f"a request for changes from a customer with {c['authorisation']}"
+                             " authorisation (only dora)", e)  # fmt: skip
                 received = instant(d["received_at"])
                 timely = c["deadline"] is None or received < c["deadline"]
                 if d.get("timely") is not None and d["timely"] != timely:
@@ -246,6 +251,8 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                     case["status"] = d["outcome"]
                 c["settled"] = False
             elif kind in ("opt_in_recorded", "opt_in_revoked"):
+                if not c["consent"] and c["authorisation"] != "dora":
+                    bad(cid, f"{kind} on an ordinary notice from a general customer", e)
                 c["opted_in"], c["opted_in_at"] = kind == "opt_in_recorded", at
                 c["settled"] = False
             elif kind == "customer_excluded":
@@ -276,6 +283,18 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
             elif kind == "subprocessor_disabled" and change == "removal":
                 if rules_at(at, c) != "removed" or d.get("because") != "removed":
                     bad(cid, f"switched off at {at.isoformat()} against the removal's date", e)
+                if c.get("switched_off"):
+                    bad(cid, "switched off twice by the removal", e)
+                c["switched_off"] = True
+            elif (kind == "subprocessor_disabled" and change == "material_change"
+                  and not c["activated"]):  # fmt: skip
+                # A customer that refused the changed terms: off, though on under another notice.
+                verdict = rules_at(at, c)
+                if verdict not in OFF or d.get("because") != verdict:
+                    bad(cid, f"switched off at {at.isoformat()} while not on ({verdict})", e)
+                if c.get("switched_off"):
+                    bad(cid, "switched off twice by the change", e)
+                c["switched_off"] = True
             elif kind == "subprocessor_disabled":
                 if not c["activated"]:
                     bad(cid, "switched off while not on", e)

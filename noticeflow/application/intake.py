@@ -714,7 +714,13 @@ class IntakeService:
             ]
         return Judged(
             mail={
-                "headline": "Your opt-in is recorded" if opted_in else "Your opt-in is revoked",
+                "headline": (
+                    ("Your opt-in is recorded" if opted_in else "Your opt-in is revoked")
+                    if consent
+                    else "Your approval is recorded"
+                    if opted_in
+                    else "Your approval is withdrawn"
+                ),
                 "paragraphs": words,
             }
         )

@@ -39,6 +39,7 @@ from noticeflow.domain.rules import (
     is_deemed_acceptance,
     is_settled,
 )
+from noticeflow.mailer import Recipient
 
 PAGE = 1000
 REPLACED = "replaced"  # why a replacement's switch-on switched the old one off
@@ -46,7 +47,12 @@ log = structlog.get_logger(__name__)
 
 
 async def _switch_off_if_on(
-    connection: Any, spec: NoticeSpec, subprocessor: str, customer_id: str, now: datetime
+    connection: Any,
+    spec: NoticeSpec,
+    subprocessor: str,
+    customer_id: str,
+    now: datetime,
+    because: str | None = None,
 ) -> bool:
     """Switch ``subprocessor`` off for the customer if it is on for it (under any notice): a
     removal's effective date (because ``removed``), or a replacement's switch-on of the new one
@@ -60,7 +66,8 @@ async def _switch_off_if_on(
     )
     if not enabled:
         return False
-    because = Verdict.removed.value if spec.kind is ChangeKind.removal else REPLACED
+    if because is None:
+        because = Verdict.removed.value if spec.kind is ChangeKind.removal else REPLACED
     await records.record_one(
         connection,
         eventstore.notice_stream(spec.notice_id),
@@ -97,6 +104,17 @@ def taking_effect_words(spec: NoticeSpec) -> tuple[str, list[str]]:
             " organisation."
         )
     return f"{name} is now in use for your organisation", words
+
+
+def refusal_words(spec: NoticeSpec) -> tuple[str, list[str]]:
+    """The mail a customer gets when a material change it refused switches the sub-processor
+    off for it."""
+    name = spec.subprocessor
+    return f"{name} is no longer used for your organisation", [
+        f"You did not accept the changes to {name} announced in notice {spec.notice_id}, so"
+        f" from their effective date {name} no longer processes personal data for"
+        f" {', '.join(spec.services)} on our behalf."
+    ]
 
 
 class LifecycleService:
@@ -209,7 +227,7 @@ class LifecycleService:
                     newly_on.append(row["customer_id"])
                 elif changed == "off":
                     deactivated += 1
-                    if verdict is Verdict.removed:
+                    if not row["activated"]:  # off under another notice: told so
                         removed.append(row["customer_id"])
             await self._mail_activation(spec, newly_on + removed, progress)
             progress(after)
@@ -288,6 +306,25 @@ class LifecycleService:
                         spec.notice_id,
                         customer_id,
                     )
+            elif (
+                verdict in OFF_VERDICTS
+                and spec.kind is ChangeKind.material_change
+                and not row["activated"]
+            ):
+                # The customer refused the changed terms: the sub-processor, on for it under an
+                # earlier notice, is switched off (it cannot go on under terms it refused), and
+                # the customer is told (the same outbox flag).
+                off = await _switch_off_if_on(
+                    connection, spec, spec.subprocessor, customer_id, now, verdict.value
+                )
+                if off:
+                    change = "off"
+                    await connection.execute(
+                        "UPDATE recipients SET activation_mail_due = true"
+                        " WHERE notice_id = $1 AND customer_id = $2",
+                        spec.notice_id,
+                        customer_id,
+                    )
             elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
                 # held: a timely case judged after the switch-on (a reply mail's receipt time
                 # before the deadline, classified later) holds it off until ops resolve (rule 9).
@@ -310,8 +347,24 @@ class LifecycleService:
     ) -> None:
         if not customer_ids:
             return
-        context = update_context(spec, *taking_effect_words(spec))
-        await mail_update(self.deps, spec, customer_ids, "activation", lambda _: context, progress)
+        refused: set[str] = set()
+        if spec.kind is ChangeKind.material_change:  # those switched off: they refused it
+            refused = {
+                row["customer_id"]
+                for row in await self.deps.pool.fetch(
+                    "SELECT customer_id FROM recipients WHERE notice_id = $1"
+                    " AND customer_id = ANY($2::text[]) AND NOT activated",
+                    spec.notice_id,
+                    customer_ids,
+                )
+            }
+        taking_effect = update_context(spec, *taking_effect_words(spec))
+        refusal = update_context(spec, *refusal_words(spec))
+
+        def context_for(recipient: Recipient) -> dict[str, Any]:
+            return refusal if recipient.customer_id in refused else taking_effect
+
+        await mail_update(self.deps, spec, customer_ids, "activation", context_for, progress)
         await self.deps.pool.execute(
             "UPDATE recipients SET activation_mail_due = false"
             " WHERE notice_id = $1 AND customer_id = ANY($2::text[])",

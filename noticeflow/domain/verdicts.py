@@ -293,6 +293,18 @@ class _Replay:
             c.delivery, c.delivered_at, c.deadline = Delivery.undelivered, None, None
 
     def objection_received(self, e: EventRecord) -> None:
+        c = self.customers.get(str(e.data.get("customer_id")))
+        if c is not None and e.data.get("request") == "changes" and c.authorisation != "dora":
+            self.problem(
+                c.customer_id,
+                "request",
+                f"a request for changes from a customer with {c.authorisation} authorisation"
+                " (only a dora contract requests changes)",
+                e,
+            )
+        self._case(e)
+
+    def _case(self, e: EventRecord) -> None:
         c = self.customer(e)
         if c is None:
             return
@@ -485,6 +497,9 @@ class _Replay:
         if self.kind is ChangeKind.removal:
             self._removed(c, e)
             return
+        if self.kind is ChangeKind.material_change and not c.activated:
+            self._refused_change(c, e)
+            return
         if not c.activated:
             self.problem(c.customer_id, "activated", "switched off while not on", e)
         c.activated, c.switched_at = False, e.occurred_at
@@ -508,6 +523,32 @@ class _Replay:
             self.problem(c.customer_id, "because", f"a removal switched off because {because!r}", e)
         if c.switched_at is not None:
             self.problem(c.customer_id, "activated", "switched off twice by the removal", e)
+        c.switched_at = e.occurred_at
+        c.record_verdict = because if because in _VERDICTS else None
+
+    def _refused_change(self, c: _Customer, e: EventRecord) -> None:
+        """A material change's switch-off of a customer it never switched on: the customer
+        refused the changed terms (an off verdict at that instant, and ``because`` says which),
+        so the sub-processor, on under an earlier notice, is off for it."""
+        verdict = self.verdict_at(c, e.occurred_at)
+        because = e.data.get("because")
+        if verdict is None or verdict not in OFF_VERDICTS:
+            self.problem(
+                c.customer_id,
+                "activated",
+                f"switched off {_at(e.occurred_at)} while not on, and the rules give"
+                f" {verdict.value if verdict else 'no verdict'} (not a refusal of the change)",
+                e,
+            )
+        elif because != verdict.value:
+            self.problem(
+                c.customer_id,
+                "because",
+                f"switched off because {because!r}, the rules give {verdict.value!r}",
+                e,
+            )
+        if c.switched_at is not None:
+            self.problem(c.customer_id, "activated", "switched off twice by the change", e)
         c.switched_at = e.occurred_at
         c.record_verdict = because if because in _VERDICTS else None
 

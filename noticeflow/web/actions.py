@@ -186,8 +186,10 @@ class Standing:
         if self.spec.kind is ChangeKind.removal:
             return []  # informational: nothing to object to or opt in to
         if self.phase is Phase.cancelled:
-            # Nothing new on a cancelled notice; a customer switched on before it keeps its way out.
-            return ["revoke_opt_in"] if opt_in_link and self.opted_in and self.activated else []
+            # Nothing new on a cancelled notice; a customer switched on before it keeps its way out
+            # (a revoked opt-in; a dora approval's withdrawal would switch nothing off).
+            way_out = opt_in_link and self.consent and self.opted_in and self.activated
+            return ["revoke_opt_in"] if way_out else []
         if self.phase not in SENT:
             return []
         if self.link.action is LinkAction.object:
@@ -198,6 +200,10 @@ class Standing:
         if not opt_in_link:
             return []
         if self.opted_in:
+            if not self.consent:  # a dora approval: withdrawn only while it can still matter
+                return (
+                    ["revoke_opt_in"] if self.deadline is None or self.now < self.deadline else []
+                )
             return ["revoke_opt_in"]  # open for as long as the customer is opted in
         return [] if self.expired else ["opt_in"]
 
