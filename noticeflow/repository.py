@@ -113,7 +113,7 @@ async def _name_problem(connection: asyncpg.Connection, spec: NoticeSpec) -> str
         )
     ]
     if name in known:
-        return None
+        return await _still_under_way(connection, spec, name)
 
     def plain(text: str) -> str:
         return " ".join(text.casefold().split())
@@ -125,6 +125,33 @@ async def _name_problem(connection: asyncpg.Connection, spec: NoticeSpec) -> str
         f"{field} {name!r} differs from the sub-processor {same[0]!r} known from earlier notices"
         f" only in case or spacing; write it exactly as {same[0]!r} (a {spec.kind.value} switches"
         " a sub-processor by its exact name)"
+    )
+
+
+async def _still_under_way(
+    connection: asyncpg.Connection, spec: NoticeSpec, name: str
+) -> str | None:
+    """An earlier notice about the same sub-processor that may still switch customers on (not
+    cancelled, and not every customer settled) would undo a removal or a replacement, or switch
+    customers on under the terms a material change replaces: refused until it is done."""
+    row = await connection.fetchrow(
+        "SELECT n.notice_id, n.phase, (SELECT count(*) FROM recipients r"
+        "   WHERE r.notice_id = n.notice_id AND NOT r.settled) AS unsettled"
+        " FROM notices n WHERE n.subprocessor = $1 AND n.notice_id <> $2"
+        " AND n.phase <> 'cancelled' AND (n.phase <> 'active' OR EXISTS (SELECT 1 FROM"
+        "   recipients r WHERE r.notice_id = n.notice_id AND NOT r.settled))"
+        " ORDER BY n.created_at, n.notice_id LIMIT 1",
+        name,
+        spec.notice_id,
+    )
+    if row is None:
+        return None
+    unsettled = f", {row['unsettled']} customer(s) not settled" if row["unsettled"] else ""
+    return (
+        f"notice {row['notice_id']!r} about {name!r} is still under way (phase {row['phase']}"
+        f"{unsettled}) and could switch it on for customers after this {spec.kind.value}; cancel"
+        f" it (noticeflow notice cancel {row['notice_id']} --reason ... --by ...) or settle its"
+        " customers (notice exclude) first"
     )
 
 

@@ -70,12 +70,17 @@ async def start(env: Any, pool: Any, task_queue: str, spec: NoticeSpec) -> Workf
 
 
 async def addition(env: Any, pool: Any, task_queue: str, subprocessor: str, **fields: Any) -> str:
-    """An addition of ``subprocessor`` run until every delivered customer is switched on."""
+    """An addition of ``subprocessor`` run to its end: every delivered customer switched on,
+    umbrella (never delivered) settled by ops, so no later change is refused as under way."""
     now = await env.get_current_time()
     spec = spec_of(now, f"add-{uuid.uuid4().hex[:6]}", subprocessor, **fields)
     handle = await start(env, pool, task_queue, spec)
     await env.sleep(timedelta(days=36))
     await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 3)
+    await handle.signal(
+        "exclude", {"customer_id": "umbrella", "reason": "never delivered", "by": "carol"}
+    )
+    assert (await handle.result()).unsettled == 0
     return spec.notice_id
 
 
@@ -303,20 +308,33 @@ async def test_material_change_mails_old_and_new_and_the_annex_follows_activatio
         "Transfer mechanism: Not applicable (US customers, US processing) → Standard contractual"
         " clauses (2021)"
     ) in text
+    # initech refuses the changed terms (its objection upheld): it cannot stay on under them.
+    await handle.signal("object", {"customer_id": "initech", "reason": "Not to Ireland"})
+    await wait_for(handle, lambda s: s.open_objections == 1 and s.pending_signals == 0)
+    await handle.signal(
+        "resolve_objection", {"customer_id": "initech", "outcome": "excluded", "by": "carol"}
+    )
+    await wait_for(handle, lambda s: s.open_objections == 0 and s.pending_signals == 0)
     before = await env.get_current_time()
     assert await in_use(pool, "globex", before) == {OLD: "United States"}
+    assert await in_use(pool, "initech", before) == {OLD: "United States"}
     await env.sleep(timedelta(days=36))
-    await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 3)
+    await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
     after = await env.get_current_time()
     assert await in_use(pool, "globex", after) == {OLD: "Ireland"}
+    assert await in_use(pool, "initech", after) == {}  # off: it refused the change
+    (refusal,) = [m for m in mails(smtp_sink, f"{OLD} is no longer used") if
+                  m["To"] == "dpo@initech.example"]  # fmt: skip
+    assert "You did not accept the changes" in text_of(refusal)
     (told,) = [m for m in mails(smtp_sink, f"The changes to {OLD} now apply") if
                m["To"] == "legal@globex.example"]  # fmt: skip
     assert "(its subprocessor location, transfer mechanism)" in text_of(told)
     assert await in_use(pool, "globex", before) == {OLD: "United States"}
-    assert await enabled(pool, OLD) == ON_FROM_ADDITION
+    assert await enabled(pool, OLD) == ON_FROM_ADDITION - {"initech"}
     await projections.catch_up(pool)
     shown = await repository.notice_summary(pool, spec.notice_id)
     assert shown["kind"] == "material_change"
+    assert {c["customer_id"]: c["verdict"] for c in shown["customers"]}["initech"] == "excluded"
     assert shown["previous"]["subprocessor_location"] == "United States"
     await assert_verified_and_rebuilt(pool, tmp_path, old_notice, spec.notice_id)
 
@@ -342,6 +360,18 @@ async def test_a_name_that_differs_only_in_case_from_a_known_one_is_refused(pool
     with pytest.raises(InputError, match="'ANTHROPIC, PBC' differs from the sub-processor"):
         await repository.create_notice(pool, removal, "alice", now)
     assert await pool.fetchval("SELECT count(*) FROM notices") == 1  # nothing was created
+    # The addition has not run yet (draft): it could switch the old one on after the change.
+    with pytest.raises(InputError) as under_way:
+        await repository.create_notice(
+            pool, spec_of(now, "too-soon", NEW, kind="replacement", replaces=OLD), "alice", now
+        )
+    assert str(under_way.value) == (
+        "notice 'too-soon': notice 'add-old' about 'Anthropic, PBC' is still under way (phase"
+        " draft) and could switch it on for customers after this replacement; cancel it"
+        " (noticeflow notice cancel add-old --reason ... --by ...) or settle its customers"
+        " (notice exclude) first"
+    )
+    await pool.execute("UPDATE notices SET phase = 'cancelled' WHERE notice_id = 'add-old'")
     unknown = spec_of(now, "old-vendor", NEW, kind="replacement", replaces="Legacy Mail Ltd")
     await repository.create_notice(pool, unknown, "alice", now)
     exact = spec_of(now, "exact", NEW, kind="replacement", replaces=OLD)
