@@ -55,6 +55,7 @@ from noticeflow import keyring, repository
 from noticeflow.config import make_private_dir, write_private
 from noticeflow.crypto import Field, load_keys, open_sealed
 from noticeflow.domain.errors import InputError
+from noticeflow.domain.events import frozen_terms_row
 from noticeflow.domain.verdicts import CustomerOutcome, Derivation, EventRecord, derive
 from noticeflow.mail import stored_reply
 
@@ -808,14 +809,6 @@ TERMS_SQL = (  # as the audience snapshot hashed them (noticeflow/application/se
 )
 
 
-def _frozen_terms(row: dict[str, Any]) -> dict[str, Any]:
-    """A recipient's terms as the snapshot hashed them: a general authorisation (the default)
-    left out, so audiences frozen before authorisation modes hash as they did."""
-    if row.get("authorisation") == "general":
-        del row["authorisation"]
-    return row
-
-
 async def _database_outcomes(
     pool: asyncpg.Pool, notice: asyncpg.Record, events: list[dict[str, Any]], warnings: list[str]
 ) -> list[str]:
@@ -829,7 +822,7 @@ async def _database_outcomes(
     notice_id = str(notice["notice_id"])
     found: list[str] = []
     terms = {
-        r["customer_id"]: _frozen_terms(dict(r)) for r in await pool.fetch(TERMS_SQL, notice_id)
+        r["customer_id"]: frozen_terms_row(dict(r)) for r in await pool.fetch(TERMS_SQL, notice_id)
     }
     snapshot = next((e for e in events if e["event_type"] == "audience_snapshotted"), None)
     digest = hashlib.sha256(

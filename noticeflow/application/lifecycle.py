@@ -27,6 +27,7 @@ from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import (
     OFF_VERDICTS,
+    REPLACED,
     Case,
     CaseStatus,
     ChangeKind,
@@ -42,7 +43,6 @@ from noticeflow.domain.rules import (
 from noticeflow.mailer import Recipient
 
 PAGE = 1000
-REPLACED = "replaced"  # why a replacement's switch-on switched the old one off
 log = structlog.get_logger(__name__)
 
 

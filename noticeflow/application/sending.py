@@ -30,7 +30,7 @@ from noticeflow.domain import events
 from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import mail_context, update_context
-from noticeflow.domain.rules import Authorisation, ChangeKind, Delivery
+from noticeflow.domain.rules import ChangeKind, Delivery
 from noticeflow.mail import TemporarySmtpError
 from noticeflow.mailer import (
     ContactOutcome,
@@ -101,12 +101,6 @@ def _contact(result: Delivered, outcome: ContactOutcome) -> events.ContactAttemp
     )
 
 
-def _without_general(row: dict[str, Any]) -> dict[str, Any]:
-    if row.get("authorisation") == Authorisation.general:
-        del row["authorisation"]
-    return row
-
-
 class SendingService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -150,7 +144,7 @@ class SendingService:
             )
             # A general authorisation (the default) is left out of the digest and the terms, so an
             # audience of general contracts hashes as it did before modes existed.
-            frozen = [_without_general(dict(row)) for row in rows]
+            frozen = [events.frozen_terms_row(dict(row)) for row in rows]
             digest = hashlib.sha256(
                 json.dumps(frozen, default=str, sort_keys=True).encode()
             ).hexdigest()

@@ -235,6 +235,15 @@ class CustomerTerms(_Shape):
     )
 
 
+def frozen_terms_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One customer's terms as ``snapshot_sha256`` hashes them: a general authorisation (the
+    default) left out, so an audience frozen before authorisation modes hashes as it did. The
+    snapshot (application/sending.py) and its check (evidence.py) both use this."""
+    if row.get("authorisation") == "general":
+        del row["authorisation"]
+    return row
+
+
 class AudienceSnapshotted(Event):
     """The audience was frozen as sending started (rule 3): these customers, with their contacts and
     terms as they stood, are the notice's recipients, whatever changes later."""
@@ -285,7 +294,7 @@ class _Delivery(Event):
     )
     deadline: Instant | None = Field(
         description="The customer's objection deadline counted from `delivered_at` (null when"
-        " undelivered)."
+        " undelivered, and for a removal, which has no window)."
     )
     clock_started: bool = Field(
         description="Whether this delivery started the customer's window (false for a resend to"

@@ -40,6 +40,9 @@ def consent_required(opt_in_notice: bool, authorisation: Authorisation | str | N
     return opt_in_notice or authorisation == Authorisation.specific
 
 
+REPLACED = "replaced"  # why a replacement's switch-on of the new one switched the old one off
+
+
 class Delivery(StrEnum):
     pending = "pending"
     delivered = "delivered"

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from noticeflow.domain.rules import (
     OFF_VERDICTS,
+    REPLACED,
     Case,
     CaseStatus,
     ChangeKind,
@@ -40,7 +41,6 @@ from noticeflow.domain.rules import (
 
 _VERDICTS = frozenset(verdict.value for verdict in Verdict)
 CANCELLED = "cancelled"  # the records' verdict of a customer left off by a cancellation
-REPLACED = "replaced"  # a replacement's switch-off of the one it replaces
 
 
 class EventRecord(NamedTuple):
