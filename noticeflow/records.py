@@ -190,8 +190,12 @@ def _resolved(notice_id: str, e: es.StoredEvent, keys: Keys) -> tuple[Any, ...]:
 
 
 _OPT_IN = (
-    "UPDATE recipients SET opted_in = $3, opted_in_at = $4, settled = false,"
-    " activated = activated AND $3 WHERE notice_id = $1 AND customer_id = $2"
+    # A revoked opt-in leaves the customer off where its consent was required (its switch-off
+    # event follows); a dora customer's withdrawn approval leaves it on (silence is acceptance).
+    "UPDATE recipients r SET opted_in = $3, opted_in_at = $4, settled = false,"
+    " activated = r.activated AND ($3 OR NOT (r.authorisation = 'specific' OR coalesce(("
+    "   SELECT (n.spec ->> 'opt_in')::boolean FROM notices n WHERE n.notice_id = $1), false)))"
+    " WHERE r.notice_id = $1 AND r.customer_id = $2"
 )
 
 

@@ -267,3 +267,80 @@ async def _activated(pool: Any, notice_id: str) -> dict[str, bool]:
             "SELECT customer_id, activated FROM recipients WHERE notice_id = $1", notice_id
         )
     }
+
+
+async def test_approvals_authorisations_and_their_withdrawal_follow_each_contract(
+    time_skipping_env, pool, smtp_sink
+) -> None:
+    """A dora approval then a timely request for changes: held until resolved, then on as
+    approved; a dora approval withdrawn after activation leaves it on (silence is acceptance
+    there), a specific authorisation revoked switches it off; an erased customer's request for
+    changes is a recorded rejection."""
+    env = time_skipping_env
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    csv_text = (
+        "customer_id,name,region,services,contact_emails,timezone,authorisation\n"
+        "dora-a,A,EU,assistant,privacy@dora-a.example,UTC,dora\n"
+        "dora-b,B,EU,assistant,privacy@dora-b.example,UTC,dora\n"
+        "spec-c,C,EU,assistant,privacy@spec-c.example,UTC,specific\n"
+        "dora-d,D,EU,assistant,privacy@dora-d.example,UTC,dora\n"
+    )
+    async with build_worker(
+        env.client, make_deps(pool, smtp_sink.url, "privacy@vendor.example"), task_queue
+    ):
+        now = await env.get_current_time()
+        spec = helpers.notice(now, notice_id="modes-combos", opt_in=False,
+                              audience={"regions": ["EU"]})  # fmt: skip
+        await repository.upsert_customers(pool, parse_customers_csv(csv_text))
+        await repository.create_notice(pool, spec, "alice", now)
+        handle = await helpers.start_notice_workflow(env.client, spec, task_queue)
+        await handle.signal("approve", {"by": "bob"})
+        await wait_for(handle, lambda s: s.phase is Phase.window_open and s.delivered == 4)
+        await env.sleep(timedelta(days=2))
+        for customer in ("dora-a", "dora-b", "spec-c"):
+            await handle.signal("opt_in", {"customer_id": customer, "by": "DPO"})
+        await wait_for(handle, lambda s: s.pending_signals == 0)
+        await handle.signal(
+            "request_changes", {"customer_id": "dora-a", "reason": "Only with EU hosting"}
+        )
+        await repository.erase_customer(pool, "dora-d")
+        await handle.signal("request_changes", {"customer_id": "dora-d", "reason": "Hm"})
+        await wait_for(handle, lambda s: s.pending_signals == 0 and s.open_objections == 1)
+        await env.sleep(timedelta(days=25))  # day 27: past every deadline and the date
+        # dora-a is held by its request; dora-d's rejected request held nothing (on, deemed).
+        await wait_for(handle, lambda s: s.phase is Phase.active and s.unsettled == 1)
+        on = await _activated(pool, spec.notice_id)
+        assert on == {"dora-a": False, "dora-b": True, "spec-c": True, "dora-d": True}
+        await handle.signal("revoke_opt_in", {"customer_id": "dora-b", "by": "DPO"})
+        await handle.signal("revoke_opt_in", {"customer_id": "spec-c", "by": "DPO"})
+        await handle.signal(
+            "resolve_objection", {"customer_id": "dora-a", "outcome": "withdrawn", "by": "carol"}
+        )
+        result: NoticeStatus = await handle.result()
+        assert result.unsettled == 0
+    on = await _activated(pool, spec.notice_id)
+    assert on == {"dora-a": True, "dora-b": True, "spec-c": False, "dora-d": True}
+    because = {
+        (r["customer_id"], r["event_type"]): r["because"]
+        for r in await pool.fetch(
+            "SELECT data::jsonb ->> 'customer_id' AS customer_id, event_type,"
+            " data::jsonb ->> 'because' AS because FROM events WHERE stream_id = $1"
+            " AND event_type IN ('subprocessor_enabled', 'subprocessor_disabled')",
+            f"notice-{spec.notice_id}",
+        )
+    }
+    assert because == {
+        ("dora-a", "subprocessor_enabled"): "approved",
+        ("dora-b", "subprocessor_enabled"): "approved",
+        ("spec-c", "subprocessor_enabled"): "opted_in",
+        ("spec-c", "subprocessor_disabled"): "opt_in_revoked",
+        ("dora-d", "subprocessor_enabled"): "deemed_acceptance",
+    }
+    erased = await pool.fetchval(
+        "SELECT reason FROM intake WHERE notice_id = $1 AND customer_id = 'dora-d'"
+        " AND action = 'request_changes'",
+        spec.notice_id,
+    )
+    assert "erased" in erased
+    verification = await verify_database(pool, spec.notice_id)
+    assert verification.ok, verification.problems
