@@ -16,7 +16,7 @@ import httpx
 import pytest
 from temporalio.client import WorkflowHandle
 
-from noticeflow import annex, intake, projections, records, repository
+from noticeflow import annex, control, intake, projections, records, repository
 from noticeflow.config import Settings
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec, parse_notice
@@ -376,3 +376,55 @@ async def test_a_name_that_differs_only_in_case_from_a_known_one_is_refused(pool
     await repository.create_notice(pool, unknown, "alice", now)
     exact = spec_of(now, "exact", NEW, kind="replacement", replaces=OLD)
     await repository.create_notice(pool, exact, "alice", now)
+
+
+async def test_an_older_notice_never_switches_a_removed_sub_processor_on_again(
+    running, pool, smtp_sink, tmp_path
+):
+    """An opt-in addition completes with initech declined; a removal then takes effect. A late
+    opt-in on the addition (after it completed) is recorded, but the sub-processor stays off:
+    the addition settles initech without activation, saying which notice removed it."""
+    env, task_queue = running
+    now = await env.get_current_time()
+    added = spec_of(now, "add-optin", OLD, opt_in=True)
+    handle = await start(env, pool, task_queue, added)
+    for customer in ("acme", "globex"):
+        await handle.signal("opt_in", {"customer_id": customer})
+    await env.sleep(timedelta(days=36))
+    await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
+    await handle.signal(
+        "exclude", {"customer_id": "umbrella", "reason": "never delivered", "by": "carol"}
+    )
+    assert (await handle.result()).unsettled == 0
+    assert await enabled(pool, OLD) == {"acme", "globex"}
+
+    now = await env.get_current_time()
+    data = spec_of(now, "old-removal", OLD).model_dump(
+        mode="json", exclude={"objection_window", "kind", "replaces", "previous", "reminder_before"}
+    )
+    removal = parse_notice({**data, "kind": "removal", "effective_at": now + timedelta(days=3)})
+    removing = await start(env, pool, task_queue, removal)
+    await env.sleep(timedelta(days=4))
+    await removing.result()
+    assert await enabled(pool, OLD) == set()
+
+    receipt, _ = await control.submit(
+        env.client, pool, added.notice_id, "opt_in", {"customer_id": "initech", "by": "DPO"},
+        task_queue=task_queue, wait_seconds=30,
+    )  # fmt: skip
+    assert receipt.status == intake.ACCEPTED, receipt  # the customer's word is kept
+    restarted = env.client.get_workflow_handle(f"notice-{added.notice_id}")
+    await restarted.result()
+    assert await enabled(pool, OLD) == set()  # still off for everyone
+    row = await pool.fetchrow(
+        "SELECT activated, verdict, settled FROM recipients WHERE notice_id = $1"
+        " AND customer_id = 'initech'",
+        added.notice_id,
+    )
+    assert dict(row) == {"activated": False, "verdict": "excluded_by_ops", "settled": True}
+    assert await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = 'customer_excluded'"
+        " AND data::jsonb ->> 'receipt_id' = 'superseded-by-old-removal'",
+        f"notice-{added.notice_id}",
+    ) == 1  # fmt: skip
+    await assert_verified_and_rebuilt(pool, tmp_path, added.notice_id, removal.notice_id)

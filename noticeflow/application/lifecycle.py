@@ -22,6 +22,7 @@ from noticeflow.contracts import (
     NoticeTotals,
     PhaseChange,
 )
+from noticeflow.crypto import ERASED, Field, load_keys
 from noticeflow.domain import events
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
@@ -115,6 +116,66 @@ def refusal_words(spec: NoticeSpec) -> tuple[str, list[str]]:
         f" from their effective date {name} no longer processes personal data for"
         f" {', '.join(spec.services)} on our behalf."
     ]
+
+
+async def _superseded(
+    connection: Any, spec: NoticeSpec, customer_id: str
+) -> tuple[str, str] | None:
+    """A later notice that switched this sub-processor off for the customer (a removal, a
+    replacement, a material change it refused), and its kind: what this older notice must no
+    longer undo (a case withdrawn, an opt-in given after it completed). None: nothing did."""
+    row = await connection.fetchrow(
+        "WITH mine AS (SELECT created_at FROM notices WHERE notice_id = $3)"
+        " SELECT n.notice_id, n.spec ->> 'kind' AS kind FROM subprocessor_enablements e"
+        " JOIN notices n ON n.notice_id = e.notice_id, mine"
+        " WHERE e.customer_id = $1 AND e.subprocessor = $2 AND NOT e.enabled"
+        " AND e.notice_id <> $3 AND n.spec ->> 'kind' IN ('removal', 'replacement',"
+        "   'material_change') AND n.created_at > mine.created_at"
+        # A removal that has taken effect for the customer, whether or not it was on then.
+        " UNION ALL SELECT n.notice_id, 'removal' FROM recipients r"
+        " JOIN notices n ON n.notice_id = r.notice_id, mine"
+        " WHERE r.customer_id = $1 AND n.subprocessor = $2 AND n.notice_id <> $3"
+        " AND n.spec ->> 'kind' = 'removal' AND r.verdict = 'removed'"
+        " AND n.created_at > mine.created_at"
+        " LIMIT 1",
+        customer_id,
+        spec.subprocessor,
+        spec.notice_id,
+    )
+    return None if row is None else (row["notice_id"], row["kind"])
+
+
+async def _exclude_superseded(
+    connection: Any, spec: NoticeSpec, row: Any, later: tuple[str, str], now: datetime
+) -> None:
+    """Settle the customer without activation, as ops would (`notice exclude`), saying why."""
+    customer_id = row["customer_id"]
+    notice_id, kind = later
+    done = {"removal": "removed", "replacement": "replaced", "material_change": "switched off"}
+    keys = await load_keys(connection, [customer_id])
+    key = keys.get(customer_id)
+
+    def seal(name: str, text: str) -> str:
+        return ERASED if key is None else key.seal(Field.event("customer_excluded", name), text)
+
+    await records.record_one(
+        connection,
+        eventstore.notice_stream(spec.notice_id),
+        f"superseded/{customer_id}/{notice_id}",
+        events.CustomerExcluded(
+            customer_id=customer_id,
+            receipt_id=f"superseded-by-{notice_id}",
+            by=seal("by", "noticeflow"),
+            reason=seal(
+                "reason",
+                f"{spec.subprocessor} was {done.get(kind, 'switched off')} for this customer by"
+                f" the later notice {notice_id}: this notice does not switch it on again",
+            ),
+            delivery=row["delivery"],
+        ),
+        now,
+        keys,
+    )
 
 
 class LifecycleService:
@@ -268,6 +329,12 @@ class LifecycleService:
         async with self.deps.pool.acquire() as connection, connection.transaction():
             # The customer's row and enablement are the events' projection; only the outbox
             # flag for the activation mail is written here.
+            if verdict is Verdict.activate and not row["activated"]:
+                later = await _superseded(connection, spec, customer_id)
+                if later is not None:  # removed, replaced or re-termed since: never on again
+                    await _exclude_superseded(connection, spec, row, later, now)
+                    verdict = Verdict.excluded_by_ops
+                    settled = is_settled(verdict, cases)
             if verdict is Verdict.activate and not row["activated"]:
                 change = "on"
                 if is_deemed_acceptance(consent, cases, row["opted_in"]):
