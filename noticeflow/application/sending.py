@@ -112,7 +112,7 @@ class SendingService:
             " min(c.customer_id) AS example"
             f" FROM customers c WHERE {AUDIENCE_FILTER}"
             " GROUP BY c.timezone, c.window_days, c.window_unit, c.country",
-            *audience_args(request.spec.audience),
+            *audience_args(request.spec),
         )
         size = sum(row["customers"] for row in terms)
         projected = [
@@ -140,7 +140,7 @@ class SendingService:
                 f" c.window_unit, c.country, c.authorisation FROM customers c"
                 f" WHERE {AUDIENCE_FILTER}"
                 " ORDER BY c.customer_id",
-                *audience_args(spec.audience),
+                *audience_args(spec),
             )
             # A general authorisation (the default) is left out of the digest and the terms, so an
             # audience of general contracts hashes as it did before modes existed.

@@ -11,18 +11,26 @@ from noticeflow import eventstore, records
 from noticeflow.contracts import NoticeTotals
 from noticeflow.crypto import ERASED, Field, load_keys
 from noticeflow.domain import events
-from noticeflow.domain.notice import Audience
+from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.rules import ChangeKind
 from noticeflow.mailer import Recipient
 
 AUDIENCE_FILTER = (
     "(cardinality($1::text[]) = 0 OR c.region = ANY($1::text[]))"
     " AND (cardinality($2::text[]) = 0 OR c.services && $2::text[])"
     " AND (cardinality($3::text[]) = 0 OR c.customer_id = ANY($3::text[]))"
+    # A material change ($4: its sub-processor) re-terms the customers it is in use for; one
+    # the records know nothing of (in use before noticeflow) goes to everyone the filter selects.
+    " AND ($4::text IS NULL OR NOT EXISTS (SELECT 1 FROM subprocessor_enablements k"
+    "   WHERE k.subprocessor = $4) OR EXISTS (SELECT 1 FROM subprocessor_enablements k"
+    "   WHERE k.subprocessor = $4 AND k.customer_id = c.customer_id AND k.enabled))"
 )
 
 
-def audience_args(audience: Audience) -> list[Any]:
-    return [list(audience.regions), list(audience.services), list(audience.customers)]
+def audience_args(spec: NoticeSpec) -> list[Any]:
+    audience = spec.audience
+    in_use = spec.subprocessor if spec.kind is ChangeKind.material_change else None
+    return [list(audience.regions), list(audience.services), list(audience.customers), in_use]
 
 
 async def read_totals(pool: asyncpg.Pool | asyncpg.Connection, notice_id: str) -> NoticeTotals:
