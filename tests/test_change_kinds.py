@@ -407,6 +407,13 @@ async def test_an_older_notice_never_switches_a_removed_sub_processor_on_again(
     await env.sleep(timedelta(days=4))
     await removing.result()
     assert await enabled(pool, OLD) == set()
+    cancel, _ = await control.submit(
+        env.client, pool, removal.notice_id, "cancel", {"reason": "Oops", "by": "bob"},
+        task_queue=task_queue, wait_seconds=30,
+    )  # fmt: skip
+    assert cancel.status == intake.REJECTED, cancel  # too late: it has taken effect
+    assert "the removal has taken effect" in str(cancel.reason)
+    await env.client.get_workflow_handle(f"notice-{removal.notice_id}").result()
 
     receipt, _ = await control.submit(
         env.client, pool, added.notice_id, "opt_in", {"customer_id": "initech", "by": "DPO"},

@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from noticeflow.domain import signals
     from noticeflow.domain.events import NoticeApproved, NoticeCancelled, NoticePostponed
-    from noticeflow.domain.rules import Phase, effective_date_problem
+    from noticeflow.domain.rules import ChangeKind, Phase, effective_date_problem
     from noticeflow.domain.summaries import md, utc
 
 SHORT = timedelta(minutes=2)
@@ -64,6 +64,9 @@ MAX_SIGNAL_BYTES = 64 * 1024
 # Events about the notice are recorded by the typed record_notice_event activity (runs started
 # before this patch keep the generic append_event).
 TYPED_NOTICE_EVENTS = "typed-notice-events"
+# A removal that has taken effect (phase active) can no longer be cancelled. Only removals reach
+# the check (none existed before it), but it is marked all the same.
+REMOVAL_KEEPS_EFFECT = "removal-keeps-effect"
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
 POSTPONABLE_PHASES = {
     Phase.draft,
@@ -385,6 +388,15 @@ class NoticeWorkflow:
             raise Repeated("the notice is already cancelled")
         if self.state.phase not in CANCELLABLE_PHASES:
             raise Rejected(f"notice is {self.state.phase}: it can no longer be cancelled")
+        if (
+            self.state.phase is Phase.active
+            and self.spec.kind is ChangeKind.removal
+            and workflow.patched(REMOVAL_KEEPS_EFFECT)
+        ):
+            raise Rejected(
+                "the removal has taken effect: the sub-processor is off for its customers, and"
+                " cancelling cannot undo that; to use it again, send an addition notice"
+            )
 
     async def _on_cancel(self, cancel: signals.Cancel, at: datetime) -> None:
         self._check_cancellable()
