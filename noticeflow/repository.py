@@ -40,12 +40,14 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         keys = await ensure_keys(connection, [c.customer_id for c in customers])
         await connection.executemany(
             "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
-            " window_unit, country, authorisation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " window_unit, country, authorisation)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, 'general'))"
             " ON CONFLICT (customer_id) DO UPDATE"
             " SET name = EXCLUDED.name, region = EXCLUDED.region, services = EXCLUDED.services,"
             " timezone = EXCLUDED.timezone, window_days = EXCLUDED.window_days,"
             " window_unit = EXCLUDED.window_unit, country = EXCLUDED.country,"
-            " authorisation = EXCLUDED.authorisation, updated_at = now()",
+            # A file without the column leaves each customer's mode as it was.
+            " authorisation = coalesce($9, customers.authorisation), updated_at = now()",
             [
                 (
                     c.customer_id,
@@ -56,7 +58,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
                     c.window_days,
                     c.window_unit.value if c.window_unit else None,
                     c.country,  # ISO 3166 alpha-2 (public holidays), or None
-                    c.authorisation.value,
+                    c.authorisation.value if c.authorisation else None,
                 )
                 for c in customers
             ],

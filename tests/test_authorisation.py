@@ -188,7 +188,7 @@ async def test_each_mode_and_answer_gets_the_consent_its_contract_requires(
         summary = await repository.notice_summary(pool, spec.notice_id)
         shown = {row["customer_id"]: row for row in summary["customers"]}
         assert {cid: shown[cid]["authorisation"] for cid in ids} == {
-            c.customer_id: c.authorisation.value for c in customers
+            c.customer_id: str(c.authorisation) for c in customers
         }
         assert shown["dora-changes"]["objection"] == {
             "status": "open", "timely": True, "request": "changes",
@@ -344,3 +344,27 @@ async def test_approvals_authorisations_and_their_withdrawal_follow_each_contrac
     assert "erased" in erased
     verification = await verify_database(pool, spec.notice_id)
     assert verification.ok, verification.problems
+
+
+async def test_an_import_without_the_column_keeps_each_customers_mode(pool) -> None:
+    """A routine contact update (a file without `authorisation`) must not downgrade a specific
+    or dora contract to general; a blank cell in the column does mean general."""
+    with_modes = (
+        "customer_id,name,region,services,contact_emails,timezone,authorisation\n"
+        "a,A,EU,x,a@a.example,UTC,specific\n"
+        "b,B,EU,x,b@b.example,UTC,dora\n"
+    )
+    await repository.upsert_customers(pool, parse_customers_csv(with_modes))
+    without = (
+        "customer_id,name,region,services,contact_emails,timezone\n"
+        "a,A,EU,x,new@a.example,UTC\n"
+        "b,B,EU,x,b@b.example,UTC\n"
+        "c,C,EU,x,c@c.example,UTC\n"
+    )
+    await repository.upsert_customers(pool, parse_customers_csv(without))
+    modes = {r["customer_id"]: r["authorisation"] for r in await repository.list_customers(pool)}
+    assert modes == {"a": "specific", "b": "dora", "c": "general"}
+    blank = with_modes.splitlines()[0] + "\nb,B,EU,x,b@b.example,UTC,\n"
+    await repository.upsert_customers(pool, parse_customers_csv(blank))
+    modes = {r["customer_id"]: r["authorisation"] for r in await repository.list_customers(pool)}
+    assert modes == {"a": "specific", "b": "general", "c": "general"}

@@ -149,8 +149,9 @@ class Customer(BaseModel):
     window_unit: Annotated[WindowUnit | None, BlankIsNone] = None
     country: Annotated[str | None, BlankIsNone, AfterValidator(_country)] = None  # holidays
     language: Annotated[str | None, BlankIsNone, AfterValidator(_language)] = None  # the mail's
-    # What the customer's contract asks before a sub-processor is used for it (blank: general).
-    authorisation: Annotated[Authorisation, BeforeValidator(_authorisation)] = Authorisation.general
+    # What the customer's contract asks before a sub-processor is used for it: a blank cell is
+    # general; no such column (None) keeps what an earlier import stored (general if none did).
+    authorisation: Annotated[Authorisation | None, BeforeValidator(_authorisation)] = None
 
     @field_validator("contact_emails")
     @classmethod

@@ -469,7 +469,8 @@ def test_authorisation_is_an_optional_column_general_by_default():
     )
     modes = [c.authorisation for c in parse_customers_csv(text)]
     assert modes == ["specific", "dora", "general", "general"]
-    assert parse_customers_csv(helpers.CUSTOMERS_CSV)[0].authorisation == "general"
+    # No column: None, which keeps the mode an earlier import stored (tests/test_authorisation.py)
+    assert parse_customers_csv(helpers.CUSTOMERS_CSV)[0].authorisation is None
 
 
 def test_a_mistyped_authorisation_is_explained_with_every_other_problem():

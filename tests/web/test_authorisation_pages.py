@@ -27,7 +27,7 @@ MODES_CSV = (
 
 async def test_each_page_follows_its_customers_contract(web_stack):
     customers = helpers.customers(MODES_CSV)
-    assert {c.customer_id: c.authorisation.value for c in customers}["acme"] == "dora"
+    assert {c.customer_id: str(c.authorisation) for c in customers}["acme"] == "dora"
     await repository.upsert_customers(web_stack.pool, customers)
     notice = spec("web-modes", opt_in=False)  # an ordinary notice
     await web_stack.notice(notice)
