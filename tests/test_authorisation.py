@@ -165,6 +165,10 @@ async def test_each_mode_and_answer_gets_the_consent_its_contract_requires(
         else:
             for cid in ("gen-none", "dora-none", "spec-none"):
                 assert "will only be used for your organisation if you opt in" in mails[cid]
+            # a dora customer on an opt-in notice: opt in, object or request changes; silence
+            # is refusal here (never "the change goes ahead")
+            assert "the change goes ahead" not in mails["dora-none"]
+            assert "deadline to opt in, object or request changes" in mails["dora-none"]
 
         await env.sleep(timedelta(days=5))
         for mode in MODES:
