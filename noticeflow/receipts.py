@@ -56,7 +56,7 @@ FIELDS = {
     "notice_text_sha256": False,
     "issued_at": False,
 }
-OPTIONAL = ("reason",)
+OPTIONAL = ("reason", "timely", "deadline")
 MAX_CHARS = 64_000  # a receipt is under 1 kB; anything this long is not one
 
 
@@ -80,9 +80,17 @@ def instant(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def claims(receipt: Receipt, notice_text_sha256: str, issued_at: datetime) -> dict[str, Any]:
+def claims(
+    receipt: Receipt,
+    notice_text_sha256: str,
+    issued_at: datetime,
+    timely: bool | None = None,
+    deadline: datetime | None = None,
+) -> dict[str, Any]:
     """The payload: ids, instants, the action and its judgement; the reason only when rejected
-    (the intake words reasons itself, never repeating what was sent)."""
+    (the intake words reasons itself, never repeating what was sent). For a case it opened (an
+    objection, a request for changes): ``timely`` as judged by the receipt time (rule 7), and
+    the customer's ``deadline`` then (absent: none yet)."""
     body: dict[str, Any] = {
         "type": TYPE,
         "receipt_id": receipt.receipt_id,
@@ -97,6 +105,10 @@ def claims(receipt: Receipt, notice_text_sha256: str, issued_at: datetime) -> di
     }
     if receipt.status == REJECTED:
         body["reason"] = receipt.reason
+    if timely is not None:
+        body["timely"] = timely
+        if deadline is not None:
+            body["deadline"] = instant(deadline)
     return body
 
 
@@ -249,6 +261,10 @@ def _claims_of(body: bytes) -> dict[str, Any]:
         for name, nullable in FIELDS.items()
         if not (isinstance(found.get(name), str) or (nullable and found.get(name) is None))
     ]
+    if "timely" in found and not isinstance(found["timely"], bool):
+        problems.append("timely")
+    if "deadline" in found and not isinstance(found["deadline"], str):
+        problems.append("deadline")
     if problems or found["status"] not in STATUSES:
         raise ReceiptProblem(
             "malformed",

@@ -26,6 +26,8 @@ LABELS = (
     ("received_at", "received at"),
     ("status", "status"),
     ("reason", "reason"),
+    ("timely", "timely"),
+    ("deadline", "deadline"),
     ("notice_text_sha256", "notice text sha256"),
     ("issued_at", "issued at"),
 )

@@ -752,7 +752,20 @@ async def receipt_download(
     text_sha256 = await web.pool.fetchval(
         "SELECT text_sha256 FROM notices WHERE notice_id = $1", receipt.notice_id
     )
-    body = receipts.claims(receipt, str(text_sha256), datetime.now(UTC))
+    case = await web.pool.fetchrow(  # the case it opened: judged timely or late (rule 7)
+        "SELECT timely, (SELECT deadline FROM recipients r WHERE r.notice_id = o.notice_id"
+        "   AND r.customer_id = o.customer_id) AS deadline"
+        " FROM objections o WHERE o.notice_id = $1 AND o.receipt_id = $2",
+        receipt.notice_id,
+        receipt.receipt_id,
+    )
+    body = receipts.claims(
+        receipt,
+        str(text_sha256),
+        datetime.now(UTC),
+        timely=None if case is None else case["timely"],
+        deadline=None if case is None else case["deadline"],
+    )
     return Response(
         receipts.sign(body),
         media_type=receipts.MEDIA_TYPE,

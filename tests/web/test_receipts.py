@@ -80,8 +80,9 @@ async def test_a_customer_downloads_a_signed_receipt_that_anyone_can_check(web_s
     assert json.loads(unb64(header))["alg"] == "EdDSA"
     claims = json.loads(unb64(payload))
     row = await web_stack.pool.fetchrow(
-        "SELECT i.received_at, n.text_sha256 FROM intake i JOIN notices n USING (notice_id)"
-        " WHERE i.receipt_id = $1",
+        "SELECT i.received_at, n.text_sha256, r.deadline FROM intake i JOIN notices n"
+        " USING (notice_id) JOIN recipients r ON r.notice_id = i.notice_id"
+        " AND r.customer_id = i.customer_id WHERE i.receipt_id = $1",
         receipt_id,
     )
     assert {k: v for k, v in claims.items() if k != "issued_at"} == {
@@ -94,6 +95,8 @@ async def test_a_customer_downloads_a_signed_receipt_that_anyone_can_check(web_s
         "received_at": receipts.instant(row["received_at"]),
         "status": "accepted",
         "notice_text_sha256": row["text_sha256"],
+        "timely": True,  # the case it opened, as judged by its receipt time (rule 7)
+        "deadline": receipts.instant(row["deadline"]),
     }
     # Ids and instants only: no contact address, no name, not the customer's own words.
     decoded = unb64(payload).decode()
@@ -105,6 +108,7 @@ async def test_a_customer_downloads_a_signed_receipt_that_anyone_can_check(web_s
     code, out, err = await verify(str(saved))  # the installed keys
     assert code == 0, err
     assert out.startswith("valid: signed by key") and receipt_id in out and "accepted" in out
+    assert re.search(r"timely\s+True", out)
 
     # The published keys: no sign-in, a JWK Set that checks the receipt, saved or by URL.
     async with web_stack.http() as anonymous:
