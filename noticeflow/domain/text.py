@@ -73,12 +73,25 @@ def _too_long(length: int, max_length: int) -> PydanticCustomError:
     )
 
 
+def _utf8(value: str) -> None:
+    """Text that came from bytes that are not UTF-8 (a shell argument decoded with
+    surrogateescape holds each such byte as a lone surrogate) is refused, naming the byte."""
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            code = ord(char)
+            byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else _code(char)
+            raise PydanticCustomError(
+                "utf8", "is not valid UTF-8 text ({byte}); use UTF-8", {"byte": byte}
+            )
+
+
 def _empty() -> PydanticCustomError:
     return PydanticCustomError("empty", "must not be empty")
 
 
 def _check_single_line(max_length: int) -> Callable[[str], str]:
     def check(value: str) -> str:
+        _utf8(value)
         value = value.strip()
         if not value:
             raise _empty()
@@ -102,6 +115,7 @@ def _check_single_line(max_length: int) -> Callable[[str], str]:
 
 def _check_free_text(max_length: int, allow_empty: bool) -> Callable[[str], str]:
     def check(value: str) -> str:
+        _utf8(value)
         value = value.strip()
         if not value and not allow_empty:
             raise _empty()
@@ -120,6 +134,7 @@ def _check_free_text(max_length: int, allow_empty: bool) -> Callable[[str], str]
 
 
 def _check_identifier(value: str) -> str:
+    _utf8(value)
     value = value.strip()
     if not value:
         raise _empty()

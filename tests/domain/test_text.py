@@ -119,3 +119,22 @@ def test_single_line_never_lets_a_header_breaker_through(value):
         return
     assert control_character(accepted) is None
     assert accepted == accepted.strip() and accepted
+
+
+def test_text_from_bytes_that_are_not_utf8_is_refused_naming_the_byte():
+    """A shell hands Python undecodable argument bytes as lone surrogates; stored, they would
+    break every later read of the payload, so every text field refuses them up front."""
+    from noticeflow import intake
+
+    _, problem = intake.validate(
+        "request_changes", {"customer_id": "a", "reason": "x\udcff\udcfey"}
+    )
+    assert problem == (
+        "invalid request_changes payload: reason: is not valid UTF-8 text (byte 0xff); use UTF-8"
+    )
+    _, problem = intake.validate(
+        "object", {"customer_id": "a\udcfe", "reason": "x", "by": "\ud800"}
+    )
+    assert problem is not None
+    assert "customer_id: is not valid UTF-8 text (byte 0xfe)" in problem
+    assert "by: is not valid UTF-8 text (U+D800)" in problem
