@@ -346,6 +346,9 @@ async def test_approvals_authorisations_and_their_withdrawal_follow_each_contrac
         spec.notice_id,
     )
     assert "erased" in erased
+    resolved = [m for m in smtp_sink.messages() if m["To"] == "privacy@dora-a.example"
+                and "Your request for changes has been resolved" in str(m["Subject"])]  # fmt: skip
+    assert resolved and "Your request for changes has been withdrawn" in _text(resolved[0])
     verification = await verify_database(pool, spec.notice_id)
     assert verification.ok, verification.problems
 

@@ -593,7 +593,10 @@ class IntakeService:
                 if last is not None and last["resolved_at"] is not None
                 else ""
             )
-            raise Refused(f"customer {context.customer_id!r} has no open objection{tail}")
+            raise Refused(
+                f"customer {context.customer_id!r} has no open case (objection or request for"
+                f" changes){tail}"
+            )
         await records.record_one(
             context.connection,
             context.stream,
@@ -628,11 +631,22 @@ class IntakeService:
                 receipt.received_at,
                 resolution.outcome.value,
             )
+        requests = {
+            row["request"]
+            for row in await context.connection.fetch(
+                "SELECT request FROM objections WHERE notice_id = $1 AND customer_id = $2"
+                " AND idempotency_key = ANY($3::text[])",
+                spec.notice_id,
+                context.customer_id,
+                resolved,
+            )
+        }
+        what = "request for changes" if requests == {"changes"} else "objection"
+        words = OUTCOME_WORDS[resolution.outcome.value].replace("objection", what)
         return Judged(
             mail={
-                "headline": "Your objection has been resolved",
-                "paragraphs": [OUTCOME_WORDS[resolution.outcome.value]]
-                + ([resolution.note] if resolution.note else []),
+                "headline": f"Your {what} has been resolved",
+                "paragraphs": [words] + ([resolution.note] if resolution.note else []),
             }
         )
 

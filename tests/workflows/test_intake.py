@@ -124,7 +124,7 @@ async def test_typos_repeats_and_second_objections_never_wedge_the_notice(runnin
     resolve = {"customer_id": "acme", "outcome": "withdrawn", "by": "carol"}
     assert (await act(env, tq, pool, spec, "resolve_objection", resolve)).status == "accepted"
     nothing_open = await act(env, tq, pool, spec, "resolve_objection", resolve)
-    assert nothing_open.status == "rejected" and "no open objection" in str(nothing_open.reason)
+    assert nothing_open.status == "rejected" and "no open case" in str(nothing_open.reason)
 
     # The same words after the case was closed are a new objection, with a case of its own.
     again = await act(env, tq, pool, spec, "object", {"customer_id": "acme", "reason": "No"})

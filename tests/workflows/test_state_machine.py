@@ -398,7 +398,7 @@ class NoticeMachine(RuleBasedStateMachine):
             return self.keyed_result("resolve_objection", payload, receipt)
         if before == 0:  # an erased customer's cases can still be closed by ops
             assert receipt.status == intake.REJECTED, receipt
-            assert "no open objection" in str(receipt.reason), receipt
+            assert "no open case" in str(receipt.reason), receipt
         else:
             assert receipt.status == intake.ACCEPTED, receipt
             assert self.open_cases(customer) == 0
