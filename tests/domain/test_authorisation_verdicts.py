@@ -41,8 +41,11 @@ class ModeStream(Stream):
                        **({"authorisation": mode} if mode else {})}
             for customer, mode in MODES.items()
         }  # fmt: skip
-        self.events[0].data["spec"]["subprocessor"] = "S"  # as every notice names it
-        self.events[-1].data.update(customer_ids=list(MODES), terms=terms)
+        created, snapshot = self.events
+        self.events = [
+            created._replace(data={"spec": {**created.data["spec"], "subprocessor": "S"}}),
+            snapshot._replace(data={"customer_ids": list(MODES), "terms": terms}),
+        ]
         for customer in MODES:
             self.delivered(customer)
 
