@@ -379,7 +379,8 @@ def _problem(loc: tuple[int | str, ...], value: Any, kind: str, message: str) ->
 
 def _given(data: dict[str, Any], name: str) -> bool:
     value = data.get(name)
-    return name in data and value is not None and value != {} and value != ""
+    # A blank string counts as given: its own check says "must not be empty" (once).
+    return name in data and value is not None and value != {}
 
 
 def kind_problems(
