@@ -5,6 +5,8 @@ metrics runtime. What the Temporal Web UI shows about a notice is noticeflow/dom
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
@@ -55,8 +57,9 @@ def metrics_runtime(bind_address: str) -> Runtime:
 # or free text (the workflow's own summaries and details are in workflows/notice.py).
 
 
-async def register_search_attributes(client: Client) -> None:
-    """Register the contract's search attributes (idempotent: existing ones are left alone)."""
+async def register_search_attributes(client: Client) -> list[str]:
+    """Register the contract's search attributes (idempotent: existing ones are left alone).
+    Returns the names it added."""
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import (
         AddSearchAttributesRequest,
@@ -92,3 +95,102 @@ async def register_search_attributes(client: Client) -> None:
         except RPCError as error:
             if error.status is not RPCStatusCode.ALREADY_EXISTS:
                 raise
+    return sorted(missing)
+
+
+# --- `noticeflow temporal setup` ------------------------------------------------------------------
+
+
+def _attribute_words() -> str:
+    from noticeflow.search_attributes import ALL
+
+    kinds = {"KEYWORD": "Keyword", "DATETIME": "Datetime", "INT": "Int"}
+    return ", ".join(
+        f"{key.name} ({kinds[key.indexed_value_type.name.removeprefix('INDEXED_VALUE_TYPE_')]})"
+        for key in ALL
+    )
+
+
+async def setup_namespace(
+    settings: Settings, namespace: str, retention_days: int, create: bool
+) -> dict[str, Any]:
+    """Make ``namespace`` ready for noticeflow: registered (with ``retention_days`` of closed
+    histories) when missing and ``create``, and the contract's search attributes added.
+    Idempotent: a second run changes nothing and says so. Temporal Cloud creates namespaces and
+    search attributes in its own console or API: a refusal says what to create there."""
+    from google.protobuf.duration_pb2 import Duration
+    from temporalio.api.workflowservice.v1 import (
+        DescribeNamespaceRequest,
+        RegisterNamespaceRequest,
+    )
+
+    client = await connect(settings.model_copy(update={"temporal_namespace": namespace}))
+    created = False
+    try:
+        described = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
+        )
+        retention = described.config.workflow_execution_retention_ttl.ToTimedelta().days
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        if not create:
+            raise InputError(
+                f"Temporal namespace {namespace!r} does not exist; create it (run this without"
+                " --no-create, or in Temporal Cloud's console) and run this again"
+            ) from None
+        try:
+            await client.workflow_service.register_namespace(
+                RegisterNamespaceRequest(
+                    namespace=namespace,
+                    workflow_execution_retention_period=Duration(seconds=retention_days * 86400),
+                    description="noticeflow: one workflow per sub-processor notice",
+                )
+            )
+        except RPCError as refused:
+            if refused.status is RPCStatusCode.ALREADY_EXISTS:
+                pass  # created meanwhile by someone else: fine
+            elif refused.status in (
+                RPCStatusCode.PERMISSION_DENIED,
+                RPCStatusCode.UNIMPLEMENTED,
+                RPCStatusCode.UNAUTHENTICATED,
+            ):
+                raise InputError(
+                    f"Temporal namespace {namespace!r} does not exist and this server does not"
+                    f" let noticeflow create it ({refused.message}); on Temporal Cloud create it"
+                    " in the console (or with tcld) and run this again"
+                ) from None
+            else:
+                raise
+        created, retention = True, retention_days
+    added = await _add_attributes_when_ready(client, created)
+    from noticeflow.search_attributes import ALL
+
+    return {
+        "namespace": namespace,
+        "address": settings.temporal_address,
+        "namespace_created": created,
+        "retention_days": retention,
+        "search_attributes_added": added,
+        "search_attributes": sorted(key.name for key in ALL),
+    }
+
+
+async def _add_attributes_when_ready(client: Client, just_created: bool) -> list[str]:
+    """A namespace registered a moment ago is not served everywhere at once: retry briefly."""
+    import asyncio
+
+    for attempt in range(30 if just_created else 1):
+        try:
+            return await register_search_attributes(client)
+        except RPCError as error:
+            if error.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+                raise InputError(
+                    f"this server does not let noticeflow add search attributes to namespace"
+                    f" {client.namespace!r} ({error.message}); add them (on Temporal Cloud: in"
+                    f" the namespace's settings): {_attribute_words()}"
+                ) from None
+            if error.status is not RPCStatusCode.NOT_FOUND or attempt == 29 or not just_created:
+                raise
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")

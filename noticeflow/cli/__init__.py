@@ -26,6 +26,7 @@ from noticeflow.cli import (
     projections,
     receipts,
     servers,
+    temporal,
     users,
 )
 from noticeflow.cli.common import Failure, _json_default, scrub
@@ -42,6 +43,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(evidence.app, name="evidence")
 app.add_typer(keys.app, name="keys")
 app.add_typer(receipts.app, name="receipts")
+app.add_typer(temporal.app, name="temporal")
 app.command()(servers.up)
 app.command()(servers.worker)
 app.command()(servers.web)
