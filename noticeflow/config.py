@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     smtp_give_up_after: Seconds = Field(default=GIVE_UP_AFTER, gt=timedelta(0))
     # host:port where the worker serves the Temporal SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
+    # OpenTelemetry tracing (noticeflow/tracing.py), off unless an OTLP/HTTP collector is named,
+    # e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces).
+    otlp_endpoint: str | None = None
     # --- keys (noticeflow/keyring.py checks them; `noticeflow up` makes its own) ---------------
     # Encrypts every Temporal payload (noticeflow/codec.py); the previous ones still decrypt.
     codec_key: SecretStr | None = None

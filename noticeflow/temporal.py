@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from noticeflow import codec
+from noticeflow import codec, tracing
 from noticeflow.config import Settings, reveal
 from noticeflow.domain.errors import InputError
 
@@ -35,6 +35,8 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         tls=tls,
         data_converter=converter,
         runtime=runtime,
+        # Tracing (off unless NOTICEFLOW_OTLP_ENDPOINT): a worker built on this client traces too.
+        interceptors=tracing.interceptors(settings.otlp_endpoint),
     )
 
 
