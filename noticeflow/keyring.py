@@ -46,7 +46,13 @@ KEY_ALPHABET = frozenset(string.ascii_letters + string.digits + "-_+/=")
 # has such a run, 1 random hex key in ~20,000 (refused: make another).
 MAX_RUN = 5
 # Keys that were ever public (in this repository's history or docs): refused wherever they appear.
-PUBLIC_KEYS = frozenset({"dev-only-insecure-secret"})
+PUBLIC_KEYS = frozenset(
+    {
+        "dev-only-insecure-secret",
+        # The test-only codec key of the recorded histories (tests/workflows/histories/).
+        "dCd7Fm_S1An7AGcCmIk8dinYPDF2gcT9zipKcsW11UA",
+    }
+)
 HOW_TO_MAKE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 # purpose -> (setting of the current key, setting of the previous ones)

@@ -180,6 +180,15 @@ async def test_recordings_carry_ids_only_even_decrypted(path: Path) -> None:
     assert [word for word in words if word in text] == []
 
 
+def test_the_test_codec_key_is_refused_as_a_real_key() -> None:
+    """The recordings' key is public: a deployment that set it would be refused at start."""
+    from noticeflow import keyring
+    from tests.workflows.record_histories import codec_test_key
+
+    problem = keyring.key_problem("codec_key", codec_test_key())
+    assert problem is not None and "public" in problem
+
+
 # --- the net catches a breaking change --------------------------------------------------------
 
 
