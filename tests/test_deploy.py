@@ -597,6 +597,7 @@ def test_the_required_alerts_exist() -> None:
         "NoticeflowSendingStuck": "noticeflow_mails_sent_total",
         "NoticeflowCustomersUndelivered": "noticeflow_customers",
         "NoticeflowTimelyCasesOpen": "noticeflow_cases_open",
+        "NoticeflowTimelyCaseNearEffectiveDate": "noticeflow_timely_cases_effective_in_seconds",
         "NoticeflowIntakeLag": "noticeflow_intake_lag_seconds",
     }
     for alert, metric in required.items():

@@ -201,6 +201,11 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         "noticeflow_customers_unsettled", "Audience customers not settled yet (neither way)"
     )
     cases = _gauge("noticeflow_cases_open", "Open objection cases, timely or late", ["timely"])
+    held = _gauge(
+        "noticeflow_timely_cases_effective_in_seconds",
+        "Seconds until the nearest effective date of a notice with a timely open case (negative:"
+        " passed; no sample when none is open)",
+    )
     sent = CounterMetricFamily(
         "noticeflow_mails_sent",
         "Mails the mail server accepted (delivery ledger), by kind",
@@ -275,6 +280,16 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
             timely["true" if row["timely"] else "false"] += row["n"]
         for flag, count in timely.items():
             cases.add_metric([flag], count)
+        soonest = await connection.fetchval(
+            # The nearest effective date of a notice that a timely open case still holds (the
+            # customers it holds are not activated on that date until ops resolve the case).
+            "SELECT extract(epoch FROM min(n.effective_at) - now()) FROM notices n"
+            " WHERE n.phase IN ('window_open', 'awaiting_effective_date', 'active')"
+            " AND EXISTS (SELECT 1 FROM objections o WHERE o.notice_id = n.notice_id"
+            "   AND o.status = 'open' AND o.timely)"
+        )
+        if soonest is not None:  # no series when no timely case is open
+            held.add_metric([], float(soonest))
 
         mails = {(kind, status): 0 for kind in MAIL_KINDS for status in MAIL_STATUSES.values()}
         for row in await connection.fetch(
@@ -313,7 +328,7 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         lag.add_metric([], max(0.0, row["lag"]))
         owed.add_metric([], row["owed"])
     return [
-        notices, customers, opted_in, activated, unsettled, cases,
+        notices, customers, opted_in, activated, unsettled, cases, held,
         sent, failed, deferred, sending, received, rejected, pending, lag, owed,
     ]  # fmt: skip
 
