@@ -188,6 +188,7 @@ TEMPORAL_TRIGGER = {
     "activationTargetQueueSize", "queueTypes", "workerDeploymentName", "workerDeploymentBuildId",
     "buildId", "selectAllActive", "selectUnversioned", "includeRunningWorkflowCount",
     "workflowTaskQueueForCount", "minConnectTimeout", "unsafeSsl", "tlsServerName", "enableTLS",
+    "apiKeyFromEnv",
 }  # fmt: skip
 
 
@@ -216,6 +217,8 @@ def test_the_worker_autoscaler_is_a_well_formed_keda_scaled_object() -> None:
     assert set(metadata) <= TEMPORAL_TRIGGER, f"unknown keys: {set(metadata) - TEMPORAL_TRIGGER}"
     assert all(isinstance(v, str) for v in metadata.values()), "trigger metadata must be strings"
     assert int(metadata["targetQueueSize"]) > 0
+    # The default counts workflow tasks only; noticeflow's load is activities.
+    assert "activity" in metadata.get("queueTypes", "").split(","), "queueTypes must count activities"
     assert int(metadata.get("activationTargetQueueSize", "0")) >= 0
     config = manifest("ConfigMap", "noticeflow-config")["data"]
     assert ("endpoint" in metadata) != ("endpointFromEnv" in metadata)
