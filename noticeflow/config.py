@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from noticeflow import keyring
@@ -68,6 +75,10 @@ class Settings(BaseSettings):
     temporal_api_key: SecretStr | None = None
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
+    # A private CA that signed the cluster's certificate (PEM), and the name to check it against
+    # when it is not the address's host; unset: the system's CAs and the address's host.
+    temporal_tls_server_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
     task_queue: str = "noticeflow"
     # database_url, owner_database_url and smtp_url may carry passwords (user:password@host). They
     # stay plain str (the drivers take them so); wherever one is shown (banner, errors, logs) it
@@ -144,6 +155,40 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"expected the collector's OTLP/HTTP base URL, e.g. http://otel-collector:4318,"
+                f" not {value.strip()[:80]!r}"
+            )
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        """mTLS needs both halves; one alone would silently connect without a client
+        certificate. Every file named must be readable."""
+        problems = []
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            problems.append(
+                "NOTICEFLOW_TEMPORAL_TLS_CERT and NOTICEFLOW_TEMPORAL_TLS_KEY go together (the"
+                " client certificate and its key); set both or neither"
+            )
+        for name, path in (
+            ("NOTICEFLOW_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+            ("NOTICEFLOW_TEMPORAL_TLS_KEY", self.temporal_tls_key),
+            ("NOTICEFLOW_TEMPORAL_TLS_SERVER_CA", self.temporal_tls_server_ca),
+        ):
+            if path is not None and not os.access(path, os.R_OK):
+                problems.append(f"{name}: cannot read {path}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("worker_metrics_address")
     @classmethod

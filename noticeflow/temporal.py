@@ -21,13 +21,19 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     NOTICEFLOW_CODEC_KEY, the keyring's InputError (every problem, one block) before connecting."""
     converter = codec.data_converter(codec.codec_keys(settings))
     tls: bool | TLSConfig = False
+    server_ca = settings.temporal_tls_server_ca
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(
             client_cert=settings.temporal_tls_cert.read_bytes(),
             client_private_key=settings.temporal_tls_key.read_bytes(),
+            server_root_ca_cert=server_ca.read_bytes() if server_ca else None,
+            domain=settings.temporal_tls_server_name,
         )
-    elif settings.temporal_api_key:
-        tls = True
+    elif settings.temporal_api_key or server_ca or settings.temporal_tls_server_name:
+        tls = TLSConfig(
+            server_root_ca_cert=server_ca.read_bytes() if server_ca else None,
+            domain=settings.temporal_tls_server_name,
+        )
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,

@@ -4,13 +4,18 @@ follows an action from the command or page that sent it, through the notice's wo
 activities it ran; spans are exported over OTLP/HTTP (protobuf) in batches and flushed at exit.
 
 Spans carry Temporal's ids and names (workflow id ``notice-<id>``, activity types), never
-payloads: no personal data. The service name is OTEL_SERVICE_NAME, else ``noticeflow``."""
+payloads. An error's message and stack trace may quote input (Temporal itself only ever holds
+them encrypted: noticeflow/codec.py), so before export every span's error status is cut to the
+exception's type and its exception events to the type alone (:class:`ScrubbingExporter`). The
+service name is OTEL_SERVICE_NAME, else ``noticeflow``."""
 
 from __future__ import annotations
 
 import atexit
 import os
 from typing import Any
+
+from opentelemetry.sdk.trace.export import SpanExporter
 
 _PROVIDERS: dict[str, Any] = {}  # one tracer provider per endpoint and process
 
@@ -38,7 +43,61 @@ def provider(endpoint: str) -> Any:
         resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", "noticeflow")})
     )
     exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5)
-    made.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    made.add_span_processor(
+        BatchSpanProcessor(ScrubbingExporter(exporter), schedule_delay_millis=1000)
+    )
     atexit.register(made.shutdown)  # a CLI command's spans are sent before it exits
     _PROVIDERS[endpoint] = made
     return made
+
+
+def scrubbed(span: Any) -> Any:
+    """``span`` (a finished ReadableSpan) without error text: the status description cut to the
+    exception's type, and each exception event keeping only ``exception.type``."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Status
+
+    description = span.status.description
+    status = span.status
+    if description:
+        status = Status(span.status.status_code, description.split(":", 1)[0][:100])
+    events = [
+        Event(
+            event.name,
+            {k: v for k, v in (event.attributes or {}).items() if k == "exception.type"},
+            event.timestamp,
+        )
+        if event.name == "exception"
+        else event
+        for event in span.events
+    ]
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingExporter(SpanExporter):
+    """A span exporter that hands the wrapped one only :func:`scrubbed` spans."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def export(self, spans: Any) -> Any:
+        return self.inner.export([scrubbed(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))

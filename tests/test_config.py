@@ -205,3 +205,28 @@ def test_secrets_never_show_in_repr_or_logs(tmp_path, caplog):
     assert scrub(f"failed: {settings.database_url} with {key}") == (
         "failed: postgresql://app:***@db.example/nf with ***"
     )
+
+
+def test_temporal_tls_and_tracing_settings_are_checked(tmp_path):
+    """Half an mTLS pair would connect without a client certificate; a collector address that is
+    not a URL would fail every export in the background: both are refused up front."""
+    import pytest
+    from pydantic import ValidationError
+
+    from noticeflow.config import Settings
+
+    cert = tmp_path / "client.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ValidationError) as half:
+        Settings(temporal_tls_cert=cert)
+    assert "NOTICEFLOW_TEMPORAL_TLS_CERT and NOTICEFLOW_TEMPORAL_TLS_KEY go together" in str(
+        half.value
+    )
+    with pytest.raises(ValidationError) as unreadable:
+        Settings(temporal_tls_cert=cert, temporal_tls_key=tmp_path / "missing.pem")
+    assert "NOTICEFLOW_TEMPORAL_TLS_KEY: cannot read" in str(unreadable.value)
+    with pytest.raises(ValidationError) as not_url:
+        Settings(otlp_endpoint="otel-collector:4318")
+    assert "expected the collector's OTLP/HTTP base URL" in str(not_url.value)
+    assert Settings(otlp_endpoint=" http://otel:4318 ").otlp_endpoint == "http://otel:4318"
+    assert Settings(otlp_endpoint="").otlp_endpoint is None

@@ -117,3 +117,31 @@ async def test_one_trace_from_the_cli_through_the_workflow_to_its_activities(
 
 def test_tracing_is_off_without_an_endpoint():
     assert tracing.interceptors(None) == [] and tracing.interceptors("") == []
+
+
+def test_error_text_never_leaves_the_process():
+    """An error's message or stack trace may quote input (an address, a reason): exported spans
+    keep only the exception's type, in their status and in their exception events."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(tracing.ScrubbingExporter(kept)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(
+        "RunActivity:send_notices", set_status_on_exception=False
+    ) as span:
+        error = ValueError("mail to jane@acme.example refused: 'No AI on our data'")
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"ValueError: {error}"))
+    (exported,) = kept.get_finished_spans()
+    assert exported.status.status_code is StatusCode.ERROR
+    assert exported.status.description == "ValueError"
+    (event,) = exported.events
+    assert event.name == "exception" and dict(event.attributes or {}) == {
+        "exception.type": "ValueError"
+    }
+    assert exported.name == "RunActivity:send_notices"
