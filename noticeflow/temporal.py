@@ -134,11 +134,26 @@ async def setup_namespace(
 
     client = await connect(settings.model_copy(update={"temporal_namespace": namespace}))
     created = False
+
+    async def kept_days() -> int:
+        """The namespace's retention, waiting out a frontend that is not serving yet (a cluster
+        just started answers UNAVAILABLE for a while): at most a minute."""
+        import asyncio
+
+        for attempt in range(60):
+            try:
+                described = await client.workflow_service.describe_namespace(
+                    DescribeNamespaceRequest(namespace=namespace)
+                )
+                return int(described.config.workflow_execution_retention_ttl.ToTimedelta().days)
+            except RPCError as error:
+                if error.status is not RPCStatusCode.UNAVAILABLE or attempt == 59:
+                    raise
+                await asyncio.sleep(1)
+        raise AssertionError("unreachable")
+
     try:
-        described = await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=namespace)
-        )
-        retention = described.config.workflow_execution_retention_ttl.ToTimedelta().days
+        retention = await kept_days()
     except RPCError as error:
         if error.status is not RPCStatusCode.NOT_FOUND:
             raise
@@ -157,7 +172,7 @@ async def setup_namespace(
             )
         except RPCError as refused:
             if refused.status is RPCStatusCode.ALREADY_EXISTS:
-                pass  # created meanwhile by someone else: fine
+                pass  # created meanwhile by someone else: fine (its retention read below)
             elif refused.status in (
                 RPCStatusCode.PERMISSION_DENIED,
                 RPCStatusCode.UNIMPLEMENTED,
@@ -170,7 +185,9 @@ async def setup_namespace(
                 ) from None
             else:
                 raise
-        created, retention = True, retention_days
+        else:
+            created = True
+        retention = retention_days if created else await kept_days()
     added = await _add_attributes_when_ready(client, created)
     from noticeflow.search_attributes import ALL
 
