@@ -101,7 +101,16 @@ async def _replay(path: Path, *workflows: type) -> None:
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
 async def test_a_recorded_notice_replays(path: Path) -> None:
-    replayer = Replayer(workflows=[NoticeWorkflow], data_converter=_converter())
+    # With the interceptors a production worker runs: its own log context, and tracing (which a
+    # worker inherits from its client when NOTICEFLOW_OTLP_ENDPOINT is set; nothing listens here).
+    from noticeflow import tracing
+    from worker.main import LogContextInterceptor
+
+    replayer = Replayer(
+        workflows=[NoticeWorkflow],
+        data_converter=_converter(),
+        interceptors=[LogContextInterceptor(), *tracing.interceptors("http://127.0.0.1:9")],
+    )
     result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 
