@@ -218,7 +218,9 @@ def test_the_worker_autoscaler_is_a_well_formed_keda_scaled_object() -> None:
     assert all(isinstance(v, str) for v in metadata.values()), "trigger metadata must be strings"
     assert int(metadata["targetQueueSize"]) > 0
     # The default counts workflow tasks only; noticeflow's load is activities.
-    assert "activity" in metadata.get("queueTypes", "").split(","), "queueTypes must count activities"
+    assert "activity" in metadata.get("queueTypes", "").split(","), (
+        "queueTypes must count activities"
+    )
     assert int(metadata.get("activationTargetQueueSize", "0")) >= 0
     config = manifest("ConfigMap", "noticeflow-config")["data"]
     assert ("endpoint" in metadata) != ("endpointFromEnv" in metadata)
@@ -599,7 +601,7 @@ def test_the_required_alerts_exist() -> None:
         "NoticeflowActivityRetryingPastBound": "temporal_activity_execution_failed",
         "NoticeflowSendingStuck": "noticeflow_mails_sent_total",
         "NoticeflowCustomersUndelivered": "noticeflow_customers",
-        "NoticeflowTimelyCasesOpen": "noticeflow_cases_open",
+        "NoticeflowTimelyCasesOpen": "noticeflow_timely_case_oldest_age_seconds",
         "NoticeflowTimelyCaseNearEffectiveDate": "noticeflow_timely_cases_effective_in_seconds",
         "NoticeflowIntakeLag": "noticeflow_intake_lag_seconds",
     }

@@ -201,6 +201,10 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         "noticeflow_customers_unsettled", "Audience customers not settled yet (neither way)"
     )
     cases = _gauge("noticeflow_cases_open", "Open objection cases, timely or late", ["timely"])
+    oldest = _gauge(
+        "noticeflow_timely_case_oldest_age_seconds",
+        "Age of the oldest open timely case (0 when none is open)",
+    )
     held = _gauge(
         "noticeflow_timely_cases_effective_in_seconds",
         "Seconds until the nearest effective date of a notice with a timely open case (negative:"
@@ -290,6 +294,11 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         )
         if soonest is not None:  # no series when no timely case is open
             held.add_metric([], float(soonest))
+        oldest_case = await connection.fetchval(
+            "SELECT extract(epoch FROM now() - min(received_at)) FROM objections"
+            " WHERE status = 'open' AND timely"
+        )
+        oldest.add_metric([], max(0.0, float(oldest_case or 0)))
 
         mails = {(kind, status): 0 for kind in MAIL_KINDS for status in MAIL_STATUSES.values()}
         for row in await connection.fetch(
@@ -328,7 +337,7 @@ async def database_families(pool: asyncpg.Pool) -> list[Metric]:
         lag.add_metric([], max(0.0, row["lag"]))
         owed.add_metric([], row["owed"])
     return [
-        notices, customers, opted_in, activated, unsettled, cases, held,
+        notices, customers, opted_in, activated, unsettled, cases, held, oldest,
         sent, failed, deferred, sending, received, rejected, pending, lag, owed,
     ]  # fmt: skip
 

@@ -111,6 +111,7 @@ async def test_metrics_count_notices_mails_actions_and_requests(web_stack):
     assert value(found, "noticeflow_customers_unsettled") == 4
     assert value(found, "noticeflow_cases_open", timely="true") == 1
     # The timely case holds a notice effective in 35 days: that many seconds, near enough.
+    assert 0 < value(found, "noticeflow_timely_case_oldest_age_seconds") < 600
     effective_in = value(found, "noticeflow_timely_cases_effective_in_seconds")
     assert 34.9 * 86400 < effective_in <= 35 * 86400
     assert value(found, "noticeflow_mails_sent_total", kind="notice") == 4
