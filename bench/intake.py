@@ -203,7 +203,11 @@ class Stack:
         """``pg_ctl stop -m mode``, then start it again on the same data dir and socket."""
         server = self._pg
         socket_dir = self._pg.get_uri().split("host=", 1)[1].split("&", 1)[0]
-        pg_ctl(["-w", "-m", mode, "stop"], pgdata=server.pgdata, user=server.system_user)
+        # pg_ctl waits 60 s by default; a shutdown checkpoint on a loaded 2-core machine can
+        # take longer (a CI run once failed there), so give it three minutes.
+        pg_ctl(
+            ["-w", "-t", "180", "-m", mode, "stop"], pgdata=server.pgdata, user=server.system_user
+        )
         await asyncio.sleep(down)
         pg_ctl(
             ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
