@@ -69,16 +69,18 @@ async def _switch_off_if_on(
         return False
     if because is None:
         because = Verdict.removed.value if spec.kind is ChangeKind.removal else REPLACED
-    await records.record_one(
-        connection,
-        eventstore.notice_stream(spec.notice_id),
-        f"{because}/{customer_id}/{now.isoformat()}",
-        events.SubprocessorDisabled(
-            customer_id=customer_id, subprocessor=subprocessor, because=because
-        ),
-        now,
-    )
+    await switch_off(connection, spec.notice_id, subprocessor, customer_id, now, because)
     return True
+
+
+async def _owe_mail(connection: Any, notice_id: str, customer_id: str) -> None:
+    """The outbox flag: this customer is mailed that the notice took effect for it (the round
+    mails after its batch; a round that stopped first mails it at the next one)."""
+    await connection.execute(
+        "UPDATE recipients SET activation_mail_due = true WHERE notice_id = $1 AND customer_id = $2",
+        notice_id,
+        customer_id,
+    )
 
 
 def taking_effect_words(spec: NoticeSpec) -> tuple[str, list[str]]:
@@ -354,12 +356,7 @@ class LifecycleService:
                     now,
                     activation_ground(consent, cases, row["opted_in"]),
                 )
-                await connection.execute(
-                    "UPDATE recipients SET activation_mail_due = true"
-                    " WHERE notice_id = $1 AND customer_id = $2",
-                    spec.notice_id,
-                    customer_id,
-                )
+                await _owe_mail(connection, spec.notice_id, customer_id)
                 if spec.replaces is not None:  # a replacement: the old one off, in the same step
                     await _switch_off_if_on(connection, spec, spec.replaces, customer_id, now)
             elif verdict is Verdict.removed:
@@ -367,12 +364,7 @@ class LifecycleService:
                 # a customer it was on for is told it is off (the same outbox flag).
                 if await _switch_off_if_on(connection, spec, spec.subprocessor, customer_id, now):
                     change = "off"
-                    await connection.execute(
-                        "UPDATE recipients SET activation_mail_due = true"
-                        " WHERE notice_id = $1 AND customer_id = $2",
-                        spec.notice_id,
-                        customer_id,
-                    )
+                    await _owe_mail(connection, spec.notice_id, customer_id)
             elif (
                 verdict in OFF_VERDICTS
                 and spec.kind is ChangeKind.material_change
@@ -386,12 +378,7 @@ class LifecycleService:
                 )
                 if off:
                     change = "off"
-                    await connection.execute(
-                        "UPDATE recipients SET activation_mail_due = true"
-                        " WHERE notice_id = $1 AND customer_id = $2",
-                        spec.notice_id,
-                        customer_id,
-                    )
+                    await _owe_mail(connection, spec.notice_id, customer_id)
             elif (verdict in OFF_VERDICTS or verdict is Verdict.held) and row["activated"]:
                 # held: a timely case judged after the switch-on (a reply mail's receipt time
                 # before the deadline, classified later) holds it off until ops resolve (rule 9).
