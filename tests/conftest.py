@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from noticeflow import codec, db, keyring, search_attributes
 from noticeflow.binaries import binary
-from noticeflow.sink import SmtpSink
+from noticeflow.sink import SmtpSink, dev_server_ports
 from noticeflow.temporal import register_search_attributes
 
 SUGGEST_CAN_AT = 150
@@ -120,12 +120,15 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+    port, port_args = dev_server_ports()
     env = await WorkflowEnvironment.start_local(
         data_converter=codec.data_converter(keyring.installed()),  # payloads encrypted
         dev_server_existing_path=binary("temporal"),
         search_attributes=search_attributes.ALL,
+        port=port,
         # Suggest continue-as-new early, so every dev-server test also exercises carrying state over.
         dev_server_extra_args=[
+            *port_args,
             "--dynamic-config-value",
             f"limit.historyCount.suggestContinueAsNew={SUGGEST_CAN_AT}",
         ],

@@ -49,7 +49,7 @@ from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import Phase
 from noticeflow.domain.summaries import static_details, static_summary
-from noticeflow.sink import SmtpSink
+from noticeflow.sink import SmtpSink, dev_server_ports
 from noticeflow.temporal import register_search_attributes
 from tests import helpers
 from worker.main import build_worker, make_deps
@@ -474,11 +474,14 @@ async def record(names: list[str]) -> None:
                         await env.shutdown()
                 wanted = [n for n in DEV_SERVER if not names or n in names]
                 if wanted:
+                    port, port_args = dev_server_ports()
                     env = await WorkflowEnvironment.start_local(
                         data_converter=converter,
                         dev_server_existing_path=binary("temporal"),
                         search_attributes=search_attributes.ALL,
+                        port=port,
                         dev_server_extra_args=[
+                            *port_args,
                             "--dynamic-config-value",
                             f"limit.historyCount.suggestContinueAsNew={SUGGEST_CAN_AT}",
                         ],
