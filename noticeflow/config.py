@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     smtp_rate: float | None = Field(
         default=None, gt=0
     )  # messages per second per worker; None: no limit
+    # Messages per second for the relay, shared by every worker (paced in PostgreSQL); None: none.
+    smtp_relay_rate: float | None = Field(default=None, gt=0)
+    # Sending shards (contracts.send_shards) one worker runs at once; the rest wait for any worker.
+    send_slots: int = Field(default=2, ge=1, le=64)
     # A contact that still gets only 4xx replies this long after its first attempt is recorded as
     # failed for good (its customer becomes `undelivered` unless another contact got the mail).
     smtp_give_up_after: Seconds = Field(default=GIVE_UP_AFTER, gt=timedelta(0))

@@ -19,6 +19,21 @@ from noticeflow.domain.signals import WAKE_SIGNAL
 
 TASK_QUEUE = "noticeflow"
 WORKFLOW_TYPE = "NoticeWorkflow"
+# A notice's audience is mailed in shards, each an activity any worker may run (on the send task
+# queue, where each worker takes at most NOTICEFLOW_SEND_SLOTS at once): one shard per
+# SEND_SHARD_SIZE customers, at most MAX_SEND_SHARDS, so the history stays flat.
+SEND_SHARD_SIZE = 500
+MAX_SEND_SHARDS = 32
+
+
+def send_task_queue(task_queue: str) -> str:
+    """The task queue of the sending shards of notices whose workflows run on ``task_queue``."""
+    return f"{task_queue}.send"
+
+
+def send_shards(audience: int) -> int:
+    """How many shards mail an audience of this size (1 for up to SEND_SHARD_SIZE customers)."""
+    return max(1, min(MAX_SEND_SHARDS, -(-audience // SEND_SHARD_SIZE)))
 
 
 class Activity:
@@ -261,8 +276,19 @@ class ApprovalCheck(_Model):
 
 
 class SendRequest(_Model):
+    """Mail one shard of the audience: the customers with ``send_shard(id, shards) = shard``
+    (migration 018); one shard of one is everyone (a notice sent before shards existed)."""
+
     spec: NoticeSpec
     at: datetime
+    shard: int = Field(default=0, ge=0)
+    shards: int = Field(default=1, ge=1, le=MAX_SEND_SHARDS)
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> SendRequest:
+        if self.shard >= self.shards:
+            raise ValueError(f"shard {self.shard} is not one of {self.shards} shards")
+        return self
 
 
 class SendResult(_Model):

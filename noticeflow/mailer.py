@@ -99,6 +99,47 @@ class RateLimiter:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
 
 
+# Reserve the next `$2` seconds of the relay's time; how long until they begin (0 or more).
+RESERVE_PACE = """
+INSERT INTO relay_pace AS pace (relay, next_at)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8))
+ON CONFLICT (relay) DO UPDATE
+    SET next_at = greatest(pace.next_at, clock_timestamp()) + make_interval(secs => $2::float8)
+RETURNING greatest(0, extract(epoch FROM pace.next_at - clock_timestamp())::float8 - $2::float8)
+"""
+
+
+class RelayPace:
+    """At most ``rate`` messages a second to one relay, across every worker (the relay's limit,
+    NOTICEFLOW_SMTP_RELAY_RATE): a worker reserves the next slice of the relay's time in
+    PostgreSQL (relay_pace, one statement) for ``slice`` seconds' worth of messages, then sends
+    them 1/rate apart within it. A slot left unused until well past its time is dropped rather
+    than spent late (it would crowd another worker's slice)."""
+
+    def __init__(self, relay: str, rate: float | None, slice: float = 0.5) -> None:
+        self.relay = relay
+        self.rate = rate
+        self.size = max(1, round(rate * slice)) if rate else 0
+        self._slots: deque[float] = deque()  # monotonic instants, one message each
+        self._lock = asyncio.Lock()
+
+    async def wait(self, pool: asyncpg.Pool) -> None:
+        if not self.rate:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            while self._slots and self._slots[0] < now - self.size / self.rate:
+                self._slots.popleft()
+            if not self._slots:
+                delay = await pool.fetchval(RESERVE_PACE, self.relay, self.size / self.rate)
+                start = time.monotonic() + float(delay)
+                self._slots.extend(start + i / self.rate for i in range(self.size))
+            at = self._slots.popleft()
+        pause = at - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+
 @dataclass(frozen=True)
 class MailJob:
     """One customer to mail, with the template context for that customer."""
@@ -154,12 +195,14 @@ class Mailer:
         concurrency: int = 4,
         rate: float | None = None,
         give_up_after: timedelta = GIVE_UP_AFTER,
+        relay_rate: float | None = None,
     ) -> None:
         self.target = target
         self.mail_from = mail_from
         self.renderer = renderer
         self.concurrency = concurrency
-        self.limiter = RateLimiter(rate)
+        self.limiter = RateLimiter(rate)  # this worker's own ceiling
+        self.pace = RelayPace(f"{target.hostname}:{target.port}", relay_rate)  # every worker's
         self.give_up_after = give_up_after
 
     def session(self) -> SmtpSession:
@@ -345,7 +388,7 @@ class Mailer:
                 async with self._session() as session:
                     while queue and not halt.is_set():
                         item = queue.popleft()
-                        outcome = await self._send_one(session, item)
+                        outcome = await self._send_one(session, item, pool)
                         finished.append(outcome)
                         writer.add(outcome)
                         if progress is not None:
@@ -373,7 +416,9 @@ class Mailer:
             if isinstance(error, BaseException):
                 raise error
 
-    async def _send_one(self, session: SmtpSession, item: _Planned) -> _Finished:
+    async def _send_one(
+        self, session: SmtpSession, item: _Planned, pool: asyncpg.Pool
+    ) -> _Finished:
         """One message, with a few tries (bounded backoff) for 4xx replies and dropped
         connections. Raises SmtpUnavailable when the server stays unreachable."""
         if item.problem is not None:
@@ -400,6 +445,7 @@ class Mailer:
         delay = SMTP_BACKOFF
         for attempt in range(1, SMTP_TRIES + 1):
             await self.limiter.wait()
+            await self.pace.wait(pool)
             try:
                 result = await session.send(mail)
             except TemporarySmtpError as error:

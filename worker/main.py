@@ -28,7 +28,7 @@ from activities.sending import SendingActivities
 from noticeflow import crypto, db, keyring
 from noticeflow.application.deps import Deps
 from noticeflow.config import Settings, install_keys
-from noticeflow.contracts import notice_id_of
+from noticeflow.contracts import notice_id_of, send_task_queue
 from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
@@ -67,9 +67,11 @@ class LogContextInterceptor(Interceptor):
         return _BindLogContext(next)
 
 
-def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
+def activities_for(
+    deps: Deps, sending: SendingActivities | None = None
+) -> Sequence[Callable[..., Any]]:
     sending, intake, lifecycle = (
-        SendingActivities(deps),
+        sending or SendingActivities(deps),
         IntakeActivities(deps),
         LifecycleActivities(deps),
     )
@@ -91,18 +93,59 @@ def activities_for(deps: Deps) -> Sequence[Callable[..., Any]]:
     ]
 
 
-def build_worker(client: Client, deps: Deps, task_queue: str) -> Worker:
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[NoticeWorkflow],
-        activities=activities_for(deps),
+SEND_SLOTS = 2  # sending shards one worker runs at once (NOTICEFLOW_SEND_SLOTS)
+
+
+class NoticeWorkers:
+    """The two Temporal workers of one `noticeflow worker`, started and stopped together: the
+    notice workflows and their activities on ``task_queue``, and the sending shards on its send
+    queue (contracts.send_task_queue), at most ``send_slots`` at once, so that one notice's
+    shards slide over every worker instead of piling onto the first to poll."""
+
+    def __init__(self, *workers: Worker) -> None:
+        self.workers = workers
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> NoticeWorkers:
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
+def build_worker(
+    client: Client, deps: Deps, task_queue: str, send_slots: int = SEND_SLOTS
+) -> NoticeWorkers:
+    common: dict[str, Any] = dict(
         interceptors=[LogContextInterceptor()],
-        max_concurrent_activities=20,
         # Heartbeats carry cancellations back: at most two seconds apart, a cancelled notice
         # stops mailing within seconds (the default is 80% of the heartbeat timeout).
         max_heartbeat_throttle_interval=timedelta(seconds=2),
         default_heartbeat_throttle_interval=timedelta(seconds=2),
+    )
+    sending = SendingActivities(deps)
+    return NoticeWorkers(
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[NoticeWorkflow],
+            # send_notices stays here too: a notice whose mailing started before shards existed
+            # mails its whole audience in one activity on this queue.
+            activities=activities_for(deps, sending),
+            max_concurrent_activities=20,
+            **common,
+        ),
+        Worker(
+            client,
+            task_queue=send_task_queue(task_queue),
+            activities=[sending.send_notices],
+            max_concurrent_activities=send_slots,
+            **common,
+        ),
     )
 
 
@@ -117,6 +160,7 @@ def make_deps(
     secret_key: str | list[str] | None = None,
     public_url: str = Settings.model_fields["public_url"].default,
     smtp_give_up_after: timedelta = Settings.model_fields["smtp_give_up_after"].default,
+    smtp_relay_rate: float | None = None,
 ) -> Deps:
     mailer = Mailer(
         SmtpTarget.from_url(smtp_url),
@@ -125,6 +169,7 @@ def make_deps(
         smtp_concurrency,
         smtp_rate,
         smtp_give_up_after,
+        smtp_relay_rate,
     )
     # No default key: the link keys given (current first), else the process's installed ones.
     links = LinkSigner(secret_key or list(keyring.installed().keys["link"]), public_url)
@@ -143,6 +188,7 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.verification_keys,
         settings.public_url,
         settings.smtp_give_up_after,
+        settings.smtp_relay_rate,
     )
 
 
@@ -171,10 +217,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         if await db.runs_as_owner(pool):
             log.warning(db.OWNER_WARNING)
         client = await connect(settings, runtime=runtime)
-        worker = build_worker(client, build_deps(settings, pool), settings.task_queue)
+        worker = build_worker(
+            client, build_deps(settings, pool), settings.task_queue, settings.send_slots
+        )
         log.info(
             "worker started",
             task_queue=settings.task_queue,
+            send_task_queue=send_task_queue(settings.task_queue),
+            send_slots=settings.send_slots,
             temporal=settings.temporal_address,
             metrics=f"http://{settings.worker_metrics_address}/metrics"
             if settings.worker_metrics_address

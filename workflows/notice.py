@@ -47,6 +47,8 @@ with workflow.unsafe.imports_passed_through():
         ReceiptOutcome,
         ReminderRequest,
         SendRequest,
+        send_shards,
+        send_task_queue,
     )
     from noticeflow.domain import signals
     from noticeflow.domain.events import NoticeApproved, NoticeCancelled, NoticePostponed
@@ -67,6 +69,9 @@ TYPED_NOTICE_EVENTS = "typed-notice-events"
 # A removal that has taken effect (phase active) can no longer be cancelled. Only removals reach
 # the check (none existed before it), but it is marked all the same.
 REMOVAL_KEEPS_EFFECT = "removal-keeps-effect"
+# The audience is mailed in shards on the send task queue, spread over every worker (a notice
+# whose mailing started before keeps its one activity on the workflow's own queue).
+SEND_IN_SHARDS = "send-in-shards"
 SENT_PHASES = {Phase.notifying, Phase.window_open, Phase.awaiting_effective_date, Phase.active}
 POSTPONABLE_PHASES = {
     Phase.draft,
@@ -500,27 +505,51 @@ class NoticeWorkflow:
             summary="snapshot the audience: customers, contacts, contract terms (rule 3)",
         )
         self._show(mailing=audience)
-        # One activity mails the whole audience in batches, heartbeating its cursor: the history
+        at = workflow.now()
+        if workflow.patched(SEND_IN_SHARDS):
+            # The audience in shards, each an activity on the send task queue that any worker
+            # may run (each takes at most NOTICEFLOW_SEND_SLOTS at once, so the shards slide over
+            # every worker); a bounded number, so the history stays flat.
+            shards = send_shards(audience)
+            queue = send_task_queue(workflow.info().task_queue)
+            requests = [
+                SendRequest(spec=self.spec, at=at, shard=shard, shards=shards)
+                for shard in range(shards)
+            ]
+            what = f"mail shard {{}} of {shards} ({_count(audience, 'customer')} in all)"
+        else:  # started before shards: one activity on the workflow's own queue mails everyone
+            queue, requests = None, [SendRequest(spec=self.spec, at=at)]
+            what = f"mail {_count(audience, 'customer')}"
+        # Each activity mails its customers in batches, heartbeating its cursor: the history
         # gets the same few events for ten customers or a hundred thousand.
-        sending = workflow.start_activity_method(
-            Sending.send_notices,
-            SendRequest(spec=self.spec, at=workflow.now()),
-            start_to_close_timeout=MAILING,
-            heartbeat_timeout=HEARTBEAT,
-            retry_policy=RETRY,
-            # A cancel waits until the activity has stopped and recorded whom it reached, so
-            # that the cancellation mail finds every customer who got the notice.
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"mail {_count(audience, 'customer')}",
+        sending = [
+            workflow.start_activity_method(
+                Sending.send_notices,
+                request,
+                task_queue=queue,
+                start_to_close_timeout=MAILING,
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=RETRY,
+                # A cancel waits until the activity has stopped and recorded whom it reached, so
+                # that the cancellation mail finds every customer who got the notice.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=what.format(request.shard + 1),
+            )
+            for request in requests
+        ]
+        await workflow.wait_condition(
+            lambda: all(shard.done() for shard in sending) or self._cancel_waiting()
         )
-        await workflow.wait_condition(lambda: sending.done() or self._cancel_waiting())
-        stopped = not sending.done()
+        stopped = not all(shard.done() for shard in sending)
         if stopped:
-            sending.cancel()
-            with contextlib.suppress(ActivityError):
-                await sending
+            for shard in sending:
+                shard.cancel()
+            for shard in sending:
+                with contextlib.suppress(ActivityError):
+                    await shard
         else:
-            await sending
+            for shard in sending:
+                await shard
         await self._refresh_totals()
         return not stopped
 

@@ -185,13 +185,14 @@ class SendingService:
     async def send_notices(
         self, request: SendRequest, start: str, progress: Progress
     ) -> SendResult:
-        """Mail every pending customer after ``start`` (a resumed run's cursor, else ""), a batch
-        at a time, reporting the cursor.
+        """Mail every pending customer of the request's shard after ``start`` (a resumed run's
+        cursor, else ""), a batch at a time, reporting the cursor.
 
-        One activity for the whole audience keeps the workflow's history flat whatever the
-        number of customers. After each batch is recorded, ``progress`` is told the last
-        customer id; a retry after a crash resumes there (and re-selects only customers still
-        pending, so nothing recorded is mailed again; the ledger covers the unrecorded rest).
+        A bounded number of shards (contracts.send_shards) keeps the workflow's history flat
+        whatever the number of customers, and lets every worker send. After each batch is
+        recorded, ``progress`` is told the last customer id; a retry after a crash resumes
+        there (and re-selects only customers still pending, so nothing recorded is mailed again;
+        the ledger covers the unrecorded rest).
         """
         after = start
         # A resumed run goes on from its cursor, then round to the customers before it (those an
@@ -199,15 +200,27 @@ class SendingService:
         until: str | None = None
         held: list[Delivered] = []
         totals = SendResult(processed=0, delivered=0, undelivered=0)
+        # One shard of several: only its customers (send_shard, migration 018).
+        in_shard, shard_args = "", []
+        if request.shards > 1:
+            in_shard, shard_args = (
+                " AND send_shard(customer_id, $4) = $5",
+                [
+                    request.shards,
+                    request.shard,
+                ],
+            )
         while True:
             rows = await self.deps.pool.fetch(
                 "SELECT customer_id, timezone, window_days, window_unit, country, authorisation"
                 " FROM recipients"
                 " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
-                " ORDER BY customer_id LIMIT $3",
+                + in_shard
+                + " ORDER BY customer_id LIMIT $3",
                 request.spec.notice_id,
                 after,
                 self.deps.send_batch_size,
+                *shard_args,
             )
             if until is not None:
                 rows = [row for row in rows if row["customer_id"] <= until]

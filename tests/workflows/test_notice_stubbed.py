@@ -46,6 +46,7 @@ from noticeflow.contracts import (
     ReminderRound,
     SendRequest,
     SendResult,
+    send_task_queue,
     workflow_id,
 )
 from noticeflow.domain import signals
@@ -53,7 +54,13 @@ from noticeflow.domain.events import NoticeApproved, NoticeCancelled, NoticePost
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.rules import Phase
 from tests import helpers
-from workflows.notice import PAYLOAD_HANDLERS, RECEIPT_HANDLERS, NoticeWorkflow
+from workflows.notice import (
+    PAYLOAD_HANDLERS,
+    RECEIPT_HANDLERS,
+    SEND_IN_SHARDS,
+    TYPED_NOTICE_EVENTS,
+    NoticeWorkflow,
+)
 
 WINDOW = timedelta(days=21)  # every stub customer's deadline: 21 days after the mailing
 
@@ -322,11 +329,16 @@ async def notice(own_clock: WorkflowEnvironment) -> Any:
     task_queue = f"stub-{uuid.uuid4().hex[:8]}"
     now = await env.get_current_time()
     spec = helpers.notice(now, notice_id=f"stub-{uuid.uuid4().hex[:8]}")
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[NoticeWorkflow, EagerToContinue],
-        activities=stubs.activities(),
+    async with (
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[NoticeWorkflow, EagerToContinue],
+            activities=stubs.activities(),
+        ),
+        Worker(  # the sending shards' own queue
+            env.client, task_queue=send_task_queue(task_queue), activities=[stubs.send_notices]
+        ),
     ):
         yield lambda workflow_class=NoticeWorkflow: _start(
             env, stubs, spec, task_queue, workflow_class
@@ -682,11 +694,15 @@ async def test_a_new_run_records_typed_events_behind_a_patch_and_replays(notice)
     assert scheduled.count(Activity.record_notice_event) == 2
     assert Activity.append_event not in scheduled
     markers = [
-        e.marker_recorded_event_attributes.marker_name
+        e.marker_recorded_event_attributes
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     ]
-    assert markers == ["core_patch"]  # one marker, however often the patch is asked
+    # One marker per patch, however often it is asked: typed events, and the shards of sending.
+    patches = [str(m.details) for m in markers]  # the patch id is in the marker's details
+    assert [m.marker_name for m in markers] == ["core_patch"] * 2, patches
+    assert [TYPED_NOTICE_EVENTS in p for p in patches] == [True, False], patches
+    assert [SEND_IN_SHARDS in p for p in patches] == [False, True], patches
     # (Imported here: the sandbox re-imports this module for EagerToContinue, and the codec's
     # cryptography may not be imported inside a workflow.)
     from noticeflow import codec, keyring

@@ -1,0 +1,263 @@
+"""Scale-out (issue 13): one notice's mailing is spread over every worker.
+
+The audience is split into shards (``contracts.send_shards``; ``send_shard`` in PostgreSQL,
+migration 018); each shard is an activity on the send task queue, where each worker takes at most
+``send_slots`` at once, so the shards slide over every worker. The relay's rate limit is shared by
+every worker through PostgreSQL (``mailer.RelayPace``).
+
+On real parts: the dev server, PostgreSQL, two SMTP sinks (one per worker, so that who sent what
+shows at the sinks), two workers in this process, each with its own mailer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from noticeflow import repository
+from noticeflow.contracts import (
+    MAX_SEND_SHARDS,
+    SEND_SHARD_SIZE,
+    SendRequest,
+    send_shards,
+    send_task_queue,
+)
+from noticeflow.domain.customers import parse_customers_csv
+from noticeflow.domain.rules import Phase
+from noticeflow.mailer import RelayPace
+from noticeflow.sink import SmtpSink
+from tests import helpers
+from tests.workflows.test_notice_lifecycle import wait_for
+from worker.main import build_worker, make_deps
+
+CUSTOMERS = 1_200  # three shards
+
+
+def audience_csv(count: int) -> str:
+    rows = ["customer_id,name,region,services,contact_emails,timezone"]
+    rows += [
+        f"c{i:05d},Customer {i},US,assistant,dpo@c{i:05d}.example,Europe/Dublin"
+        for i in range(count)
+    ]
+    return "\n".join(rows) + "\n"
+
+
+async def a_notice(pool, notice_id: str, count: int = CUSTOMERS):
+    now = datetime.now(UTC)
+    spec = helpers.notice(
+        now, notice_id=notice_id, opt_in=False, audience={}, objection_window="P1D",
+        effective_at=(now + timedelta(days=5)).isoformat(),
+    )  # fmt: skip
+    await repository.upsert_customers(pool, parse_customers_csv(audience_csv(count)))
+    await repository.create_notice(pool, spec, "alice", now)
+    return spec
+
+
+# --- the shards, pure and in PostgreSQL -------------------------------------------------------
+
+
+def test_the_number_of_shards_is_bounded_whatever_the_audience():
+    assert [send_shards(n) for n in (0, 1, SEND_SHARD_SIZE)] == [1, 1, 1]
+    assert send_shards(SEND_SHARD_SIZE + 1) == 2
+    assert send_shards(CUSTOMERS) == 3
+    assert send_shards(10_000_000) == MAX_SEND_SHARDS  # the history stays flat
+
+
+def test_a_send_request_names_one_of_its_shards():
+    at = datetime.now(UTC)
+    spec = helpers.notice(at)
+    assert SendRequest(spec=spec, at=at).shards == 1  # as a notice sent before shards asked
+    for shard, shards in ((3, 3), (-1, 3), (0, 0), (0, MAX_SEND_SHARDS + 1)):
+        with pytest.raises(ValidationError):
+            SendRequest(spec=spec, at=at, shard=shard, shards=shards)
+
+
+def python_shard(customer_id: str, shards: int) -> int:
+    digest = hashlib.md5(customer_id.encode()).digest()
+    return (digest[0] * 256 + digest[1]) % shards
+
+
+async def test_send_shard_puts_each_customer_in_one_even_shard(pool):
+    """The same shard on every PostgreSQL (two bytes of the id's MD5, as computed here in
+    Python), and shards even in size."""
+    ids = [f"c{i:06d}" for i in range(20_000)] + ["ümlaut-ü", "x" * 200, "a,b;c"]
+    rows = await pool.fetch(
+        "SELECT id, send_shard(id, 32) AS shard FROM unnest($1::text[]) AS id", ids
+    )
+    assert {row["id"]: row["shard"] for row in rows} == {i: python_shard(i, 32) for i in ids}
+    sizes = Counter(row["shard"] for row in rows)
+    assert set(sizes) == set(range(32))
+    mean = len(ids) / 32
+    assert all(0.85 * mean < size < 1.15 * mean for size in sizes.values()), sizes
+    assert await pool.fetchval("SELECT send_shard('c1', 1)") == 0
+
+
+# --- one notice, two workers --------------------------------------------------------------------
+
+
+async def another_client(client: Client) -> Client:
+    """A second connection, as a second worker process has (the SDK allows one worker per task
+    queue per client)."""
+    return await Client.connect(
+        client.service_client.config.target_host,
+        namespace=client.namespace,
+        data_converter=client.data_converter,
+    )
+
+
+def deps_for(pool, sink: SmtpSink, **options):
+    return make_deps(
+        pool, sink.url, "privacy@vendor.example", send_batch_size=100, smtp_concurrency=2,
+        **options,
+    )  # fmt: skip
+
+
+async def test_one_notice_is_mailed_by_every_worker(dev_server_env, pool, smtp_sink, tmp_path):
+    """Two workers with one send slot each: both send shards of the one notice; every contact is
+    mailed exactly once (across both sinks), every customer recorded once, history flat."""
+    client = dev_server_env.client
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    spec = await a_notice(pool, f"spread-{uuid.uuid4().hex[:6]}")
+    with SmtpSink(tmp_path / "second") as second:
+        async with (
+            build_worker(client, deps_for(pool, smtp_sink), task_queue, send_slots=1),
+            build_worker(
+                await another_client(client), deps_for(pool, second), task_queue, send_slots=1
+            ),
+        ):
+            handle = await helpers.start_notice_workflow(client, spec, task_queue)
+            await handle.signal("approve", {"by": "bob"})
+            status = await wait_for(handle, lambda s: s.phase is Phase.window_open, timeout=120)
+        first_to = Counter(m["To"] for m in smtp_sink.messages())
+        second_to = Counter(m["To"] for m in second.messages())
+
+    assert (status.delivered, status.undelivered) == (CUSTOMERS, 0)
+    assert first_to and second_to, "one worker sent every shard"
+    both = first_to + second_to
+    assert len(both) == CUSTOMERS and set(both.values()) == {1}  # each contact once, in all
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM events WHERE event_type = 'notice_delivered' AND stream_id = $1",
+            f"notice-{spec.notice_id}",
+        )
+        == CUSTOMERS
+    )
+    history = await handle.fetch_history()
+    shards = [
+        event.activity_task_scheduled_event_attributes
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "send_notices"
+    ]
+    assert len(shards) == send_shards(CUSTOMERS) == 3
+    assert {shard.task_queue.name for shard in shards} == {send_task_queue(task_queue)}
+    assert len(history.events) < 120
+    await handle.terminate("test finished")
+
+
+async def test_a_cancel_stops_every_shard_and_tells_everyone_reached(
+    dev_server_env, pool, smtp_sink, tmp_path
+):
+    """Mid-send, a cancel stops the shards on both workers; the cancellation goes to every
+    customer who got the notice, and only to them, once each."""
+    client = dev_server_env.client
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    spec = await a_notice(pool, f"spread-cancel-{uuid.uuid4().hex[:6]}")
+    with SmtpSink(tmp_path / "second") as second:
+        async with (
+            build_worker(client, deps_for(pool, smtp_sink, smtp_rate=80), task_queue),
+            build_worker(
+                await another_client(client), deps_for(pool, second, smtp_rate=80), task_queue
+            ),
+        ):
+            handle = await helpers.start_notice_workflow(client, spec, task_queue)
+            await handle.signal("approve", {"by": "bob"})
+            while len(smtp_sink.messages()) + len(second.messages()) < 150:
+                await asyncio.sleep(0.05)
+            await handle.signal("cancel", {"by": "carol", "reason": "contract renegotiated"})
+            status = await wait_for(handle, lambda s: s.phase is Phase.cancelled, timeout=60)
+        messages = smtp_sink.messages() + second.messages()
+
+    notices = [m for m in messages if "cancelled" not in m["Subject"]]
+    cancellations = [m for m in messages if "cancelled" in m["Subject"]]
+    reached = {m["To"] for m in notices}
+    assert 150 <= len(reached) < CUSTOMERS  # stopped part-way
+    assert Counter(m["To"] for m in cancellations) == Counter(reached)  # each reached one, once
+    assert status.delivered == len(reached)
+    await handle.terminate("test finished")
+
+
+# --- the relay's rate, shared ------------------------------------------------------------------
+
+
+async def test_the_relay_rate_is_shared_by_every_worker(pool):
+    """Two workers' paces for the same relay at 100 messages a second: together they send no
+    faster than 100 a second (it would be 200 were the limit per worker); another relay is
+    paced on its own."""
+    relay = f"relay-{uuid.uuid4().hex[:6]}:25"
+    rate, each = 100.0, 150
+    paces = [RelayPace(relay, rate), RelayPace(relay, rate)]
+    sent: list[float] = []
+
+    async def send(pace: RelayPace) -> None:
+        for _ in range(each):
+            await pace.wait(pool)
+            sent.append(time.monotonic())
+
+    started = time.monotonic()
+    await asyncio.gather(*(send(pace) for pace in paces))
+    # 300 messages at 100 a second: the first slice starts at once, the last begins ~2.5 s in.
+    assert sent[-1] - started >= (2 * each - paces[0].size) / rate * 0.95
+    for t in sent:  # no one-second window holds much more than the rate (a slice of slack)
+        assert sum(t <= u < t + 1 for u in sent) <= rate + 2 * paces[0].size
+    assert await pool.fetchval("SELECT count(*) FROM relay_pace WHERE relay = $1", relay) == 1
+
+    other = RelayPace(f"other-{uuid.uuid4().hex[:6]}:25", rate)
+    began = time.monotonic()
+    await other.wait(pool)
+    assert time.monotonic() - began < 0.5  # not queued behind the first relay
+
+
+async def test_no_relay_rate_means_no_pacing_and_no_rows(pool):
+    pace = RelayPace(f"free-{uuid.uuid4().hex[:6]}:25", None)
+    for _ in range(1000):
+        await pace.wait(pool)
+    assert not await pool.fetchval("SELECT count(*) FROM relay_pace WHERE relay = $1", pace.relay)
+
+
+async def test_a_worker_paced_by_the_relay_still_mails_everyone(
+    dev_server_env, pool, smtp_sink, tmp_path
+):
+    """End to end with NOTICEFLOW_SMTP_RELAY_RATE on both workers (one relay, two sinks standing
+    for it is not possible, so one sink): a 600-customer notice at 400 a second."""
+    client = dev_server_env.client
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    spec = await a_notice(pool, f"paced-{uuid.uuid4().hex[:6]}", count=600)
+    async with (
+        build_worker(client, deps_for(pool, smtp_sink, smtp_relay_rate=400), task_queue),
+        build_worker(
+            await another_client(client),
+            deps_for(pool, smtp_sink, smtp_relay_rate=400),
+            task_queue,
+        ),
+    ):
+        handle = await helpers.start_notice_workflow(client, spec, task_queue)
+        started = time.monotonic()
+        await handle.signal("approve", {"by": "bob"})
+        status = await wait_for(handle, lambda s: s.phase is Phase.window_open, timeout=120)
+        elapsed = time.monotonic() - started
+    assert (status.delivered, status.undelivered) == (600, 0)
+    assert Counter(m["To"] for m in smtp_sink.messages()).most_common(1)[0][1] == 1
+    assert elapsed >= (600 - 2 * 200) / 400  # paced: not all at once
+    relay = f"{smtp_sink.host}:{smtp_sink.port}"
+    assert await pool.fetchval("SELECT count(*) FROM relay_pace WHERE relay = $1", relay) == 1
+    await handle.terminate("test finished")
