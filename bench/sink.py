@@ -1,6 +1,10 @@
 """A counting SMTP sink in its own process: records each accepted message's Message-ID.
 
-python bench/sink.py PORT OUT_FILE
+python bench/sink.py PORT OUT_FILE [PORT OUT_FILE ...]
+
+Each port writes the Message-IDs it accepts to its own file (one a line); all ports are served by
+this one process, so several ports cost no more sink capacity than one (bench/notify.py gives each
+worker its own port to see which worker sent what).
 """
 
 from __future__ import annotations
@@ -30,13 +34,20 @@ class Counting:
 
 
 def main() -> None:
-    port, out = int(sys.argv[1]), Path(sys.argv[2])
-    controller = Controller(Counting(out), hostname="127.0.0.1", port=port)
-    controller.start()
+    pairs = sys.argv[1:]
+    if not pairs or len(pairs) % 2:
+        sys.exit("usage: sink.py PORT OUT_FILE [PORT OUT_FILE ...]")
+    controllers = [
+        Controller(Counting(Path(out)), hostname="127.0.0.1", port=int(port))
+        for port, out in zip(pairs[::2], pairs[1::2], strict=True)
+    ]
+    for controller in controllers:
+        controller.start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     stopped.wait()
-    controller.stop()
+    for controller in controllers:
+        controller.stop()
 
 
 if __name__ == "__main__":
