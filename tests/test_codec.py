@@ -34,7 +34,12 @@ from noticeflow.temporal import connect
 from tests import helpers
 from tests.workflows.test_notice_lifecycle import wait_for
 from worker.main import build_worker, make_deps
-from workflows.notice import NoticeWorkflow
+from workflows.notice import (
+    REMOVAL_KEEPS_EFFECT,
+    SEND_IN_SHARDS,
+    TYPED_NOTICE_EVENTS,
+    NoticeWorkflow,
+)
 
 SECRET = "Jane Roe (jane.roe@initech.example) objects"
 
@@ -166,7 +171,8 @@ def payloads_in(message: Message, path: str = "") -> Iterator[tuple[str, Payload
                 yield from payloads_in(item, where)
 
 
-PATCH_IDS = {"typed-notice-events"}  # the workflow.patched ids in workflows/
+# The workflow.patched ids in workflows/.
+PATCH_IDS = {TYPED_NOTICE_EVENTS, REMOVAL_KEEPS_EFFECT, SEND_IN_SHARDS}
 
 
 def patch_marker(where: str, payload: Any) -> bool:

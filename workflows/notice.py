@@ -517,6 +517,8 @@ class NoticeWorkflow:
                 for shard in range(shards)
             ]
             what = f"mail shard {{}} of {shards} ({_count(audience, 'customer')} in all)"
+            if shards == 1:
+                what = f"mail {_count(audience, 'customer')}"
         else:  # started before shards: one activity on the workflow's own queue mails everyone
             queue, requests = None, [SendRequest(spec=self.spec, at=at)]
             what = f"mail {_count(audience, 'customer')}"
