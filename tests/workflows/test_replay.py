@@ -43,6 +43,7 @@ from noticeflow.domain.rules import Phase
 from workflows.notice import (
     MAILING,
     REMOVAL_KEEPS_EFFECT,
+    SEND_IN_SHARDS,
     TYPED_NOTICE_EVENTS,
     NoticeWorkflow,
     Repeated,
@@ -138,6 +139,21 @@ def test_the_recordings_cover_every_scenario_of_the_script() -> None:
     assert REMOVAL_KEEPS_EFFECT in _patches(HISTORIES / "removal_cancel_refused_run2.json")
     revoked = _activity_types(HISTORIES / "opt_in_excluded_then_revoked_run2.json")
     assert revoked[0] == "load_notice_record"  # a run after completion reads the records first
+    # The mailing in shards (three for 1,200 customers) on the send queue; every recording made
+    # before the shards has one send_notices on the workflow's own queue.
+    shards = HISTORIES / "sent_in_shards.json"
+    assert SEND_IN_SHARDS in _patches(shards)
+    queues = [
+        e["activityTaskScheduledEventAttributes"]["taskQueue"]["name"]
+        for e in _events(shards)
+        if e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
+        == "send_notices"
+    ]
+    assert len(queues) == 3 and all(queue.endswith(".send") for queue in queues), queues
+    for path in ALL:
+        if path != shards:
+            assert SEND_IN_SHARDS not in _patches(path), path.name
+            assert _activity_types(path).count("send_notices") <= 1, path.name
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.name not in BEFORE], ids=lambda p: p.stem)
@@ -284,9 +300,31 @@ class SkipsTheTotals(NoticeWorkflow):
         return None
 
 
+@workflow.defn(name="NoticeWorkflow", sandboxed=False)
+class DropsTheShards(NoticeWorkflow):
+    """The ``send-in-shards`` branch reverted while a notice mailed in shards is open: one
+    activity for the whole audience again."""
+
+    @workflow.run
+    async def run(self, notice: NoticeInput) -> NoticeStatus:
+        return await super().run(notice)
+
+    async def _send_all(self) -> bool:
+        await self._activity(
+            Sending.snapshot_audience, AudienceRequest(spec=self.spec, at=workflow.now())
+        )
+        at = workflow.now()
+        await self._activity(
+            Sending.send_notices, SendRequest(spec=self.spec, at=at), timeout=MAILING
+        )
+        await self._refresh_totals()
+        return True
+
+
 @pytest.mark.parametrize(
     ("variant", "history"),
     [
+        (DropsTheShards, "sent_in_shards.json"),
         (CountsBeforeMailing, "every_phase.json"),
         (CountsBeforeMailing, "dora_request_for_changes.json"),
         (ForgetsTheRemovalPatch, "removal_cancel_refused_run2.json"),
@@ -307,6 +345,7 @@ async def test_a_breaking_change_fails_the_replay(variant: type, history: str) -
 @pytest.mark.parametrize(
     ("variant", "history"),
     [
+        (DropsTheShards, "every_phase.json"),  # mailed before the shards: one activity
         (ForgetsTheRemovalPatch, "every_phase.json"),
         (DeprecatesTheEventsPatch, "every_phase.json"),
         (DeprecatesTheEventsPatch, "postponed_then_cancelled_in_window.json"),
