@@ -28,6 +28,7 @@ import yaml
 
 from noticeflow.cli import app as cli_app
 from noticeflow.config import KEY_SETTINGS, Settings
+from noticeflow.contracts import send_task_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -211,7 +212,16 @@ def test_the_worker_autoscaler_is_a_well_formed_keda_scaled_object() -> None:
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert set(behavior) <= {"scaleUp", "scaleDown"}
 
-    (trigger,) = spec["triggers"]
+    # One trigger for the task queue, one for its sending shards' queue (contracts).
+    config = manifest("ConfigMap", "noticeflow-config")["data"]
+    queue = config["NOTICEFLOW_TASK_QUEUE"]
+    queues = [trigger["metadata"]["taskQueue"] for trigger in spec["triggers"]]
+    assert queues == [queue, send_task_queue(queue)], queues
+    for trigger in spec["triggers"]:
+        check_temporal_trigger(trigger, worker, config)
+
+
+def check_temporal_trigger(trigger: dict[str, Any], worker: dict[str, Any], config: Any) -> None:
     assert trigger["type"] == "temporal"
     metadata = trigger["metadata"]
     assert set(metadata) <= TEMPORAL_TRIGGER, f"unknown keys: {set(metadata) - TEMPORAL_TRIGGER}"
@@ -222,7 +232,6 @@ def test_the_worker_autoscaler_is_a_well_formed_keda_scaled_object() -> None:
         "queueTypes must count activities"
     )
     assert int(metadata.get("activationTargetQueueSize", "0")) >= 0
-    config = manifest("ConfigMap", "noticeflow-config")["data"]
     assert ("endpoint" in metadata) != ("endpointFromEnv" in metadata)
     if "endpointFromEnv" in metadata:
         # KEDA reads it from the worker container's environment (its ConfigMap).
@@ -230,7 +239,6 @@ def test_the_worker_autoscaler_is_a_well_formed_keda_scaled_object() -> None:
         refs = {e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e}
         assert "noticeflow-config" in refs and metadata["endpointFromEnv"] in config
     assert metadata["namespace"] == config["NOTICEFLOW_TEMPORAL_NAMESPACE"]
-    assert metadata["taskQueue"] == config["NOTICEFLOW_TASK_QUEUE"]
 
 
 def systemd_stop_timeout() -> int:
