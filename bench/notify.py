@@ -163,6 +163,8 @@ class Sink(Protocol):
         """Messages accepted on ports[index] so far."""
         ...
 
+    def pids(self) -> set[int]: ...
+
     def stop(self) -> None: ...
 
 
@@ -196,6 +198,9 @@ class PythonSink:
         end = data.rfind(b"\n") + 1  # complete lines only
         self._seen[index] = (offset + end, lines + data.count(b"\n", 0, end))
         return self._seen[index][1]
+
+    def pids(self) -> set[int]:
+        return {self.process.pid} if self.process else set()
 
     def stop(self) -> None:
         if self.process:
@@ -233,6 +238,9 @@ class PostfixSink:
             file.seek(max(0, self.outputs[index].stat().st_size - 256))
             found = self.COUNTER.findall(file.read())
         return int(found[-1]) if found else 0
+
+    def pids(self) -> set[int]:
+        return {process.pid for process in self.processes}
 
     def stop(self) -> None:
         for process in self.processes:
@@ -290,6 +298,92 @@ class Sampler:
         return each
 
 
+GROUPS = ("workers", "PostgreSQL", "Temporal", "sink", "bench")
+
+
+def cpu_seconds() -> dict[int, tuple[str, int, float]]:
+    """Every process's command line, parent and user+system CPU seconds."""
+    seen: dict[int, tuple[str, int, float]] = {}
+    for process in psutil.process_iter(["cmdline", "name", "ppid"]):
+        try:
+            times = process.cpu_times()
+            command = " ".join(process.info["cmdline"] or [process.info["name"] or ""])
+        except psutil.Error:
+            continue
+        seen[process.pid] = (command, process.info["ppid"], times.user + times.system)
+    return seen
+
+
+def cpu_split(
+    before: dict[int, tuple[str, int, float]],
+    after: dict[int, tuple[str, int, float]],
+    workers: set[int],
+    sinks: set[int],
+    data_dir: Path,
+) -> dict[str, float]:
+    """CPU seconds spent between two snapshots by our workers, this run's PostgreSQL (its
+    postmaster names the data directory; its backends are that postmaster's children), the
+    Temporal dev server, the sink and this bench; what is left of the machine's busy time is
+    "other" (other processes on the machine, the kernel, processes that ended in between)."""
+    postmasters = {pid for pid, (command, _, _) in after.items() if str(data_dir) in command}
+    split = dict.fromkeys(GROUPS, 0.0)
+    for pid, (command, parent, seconds) in after.items():
+        used = seconds - before.get(pid, (command, parent, 0.0))[2]
+        if pid in workers or parent in workers:
+            split["workers"] += used
+        elif pid in postmasters or parent in postmasters:
+            split["PostgreSQL"] += used
+        elif "temporal" in command.split(" ", 1)[0] and "server" in command:
+            split["Temporal"] += used
+        elif pid in sinks:
+            split["sink"] += used
+        elif pid == os.getpid():
+            split["bench"] += used
+    return split
+
+
+TABLE_READS = (
+    "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0)"
+    " FROM pg_stat_user_tables"
+)
+
+
+async def table_reads(pool: asyncpg.Pool) -> dict[str, tuple[int, int, int, int]]:
+    """Per table: sequential scans, rows they read, index scans, rows they fetched (cumulative;
+    the statistics collector reports them with a delay of up to a second)."""
+    return {row[0]: tuple(row[1:]) for row in await pool.fetch(TABLE_READS)}
+
+
+def reads_per_mail(
+    before: dict[str, tuple[int, int, int, int]],
+    after: dict[str, tuple[int, int, int, int]],
+    mails: int,
+) -> list[tuple[str, float, int, int]]:
+    """The three tables read most while sending: rows read per mail, seq scans, index scans."""
+    rows = []
+    for table, (seq, seq_rows, idx, idx_rows) in after.items():
+        b_seq, b_seq_rows, b_idx, b_idx_rows = before.get(table, (0, 0, 0, 0))
+        read = seq_rows - b_seq_rows + idx_rows - b_idx_rows
+        rows.append((table, read / max(mails, 1), seq - b_seq, idx - b_idx))
+    return sorted(rows, key=lambda row: -row[1])[:3]
+
+
+async def sample_statements(url: str, stop: asyncio.Event, found: Counter[str]) -> None:
+    """What PostgreSQL is busy with: every 0.1 s, the statements running against this database
+    (parameterised text, no data), counted; a sampling profile of where its CPU goes."""
+    connection = await asyncpg.connect(url)
+    try:
+        while not stop.is_set():
+            for row in await connection.fetch(
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND pid <> pg_backend_pid()"
+            ):
+                found[" ".join(row["query"].split())[:160]] += 1
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
 @dataclass
 class Outcome:
     count: int
@@ -304,6 +398,9 @@ class Outcome:
     rss_each: list[int]
     cpu_each: list[float]
     machine_busy: float
+    cpu_split: dict[str, float]  # CPU seconds while sending, by process group (cpu_split)
+    reads: list[tuple[str, float, int, int]]  # reads_per_mail while sending
+    statements: Counter[str]  # sample_statements while sending (empty unless --pg-sample)
     import_seconds: float
     sink_each: list[int]  # mails at each worker's port (one entry: all shared one port)
     accepted: int  # ledger rows of the notice accepted by the sink
@@ -412,6 +509,7 @@ class Options:
     raw: bool = True
     raw_max: int = RAW_MAX
     raw_build: str = "bytes"
+    pg_sample: bool = False
     stall: float = 300.0
     crash: bool = False
 
@@ -507,7 +605,16 @@ async def run(
         def mailed() -> int:
             return sum(sink.received(i) - baseline[i] for i in range(len(sink.ports)))
 
-        cpu_before = psutil.cpu_times()
+        await asyncio.sleep(1.0)  # the statistics collector's last report
+        reads_before = await table_reads(pool)
+        cpu_before, processes_before = psutil.cpu_times(), cpu_seconds()
+        statements: Counter[str] = Counter()
+        stop_statements = asyncio.Event()
+        statement_sampler = (
+            asyncio.create_task(sample_statements(url, stop_statements, statements))
+            if options.pg_sample
+            else None
+        )
         start = time.perf_counter()
         await handle.signal("approve", {"by": "bob"})
         killed_after = None
@@ -541,9 +648,22 @@ async def run(
                 killed_after = mailed()
                 processes[0] = start_worker(0)
         elapsed = time.perf_counter() - start
-        cpu_after = psutil.cpu_times()
-        busy = 1 - (cpu_after.idle - cpu_before.idle) / (sum(cpu_after) - sum(cpu_before))
+        cpu_after, processes_after = psutil.cpu_times(), cpu_seconds()
+        stop_statements.set()
+        if statement_sampler:
+            await statement_sampler
+        idle = cpu_after.idle + cpu_after.iowait - cpu_before.idle - cpu_before.iowait
+        busy = 1 - idle / (sum(cpu_after) - sum(cpu_before))
+        split = cpu_split(
+            processes_before,
+            processes_after,
+            set(sampler.index_of),
+            sink.pids(),
+            scratch / "pg",
+        )
+        split["other"] = busy * elapsed * (psutil.cpu_count() or 1) - sum(split.values())
         await asyncio.sleep(1.0)
+        reads = reads_per_mail(reads_before, await table_reads(pool), count)
         sampler.sample()
         history = (await handle.describe()).raw_description.workflow_execution_info.history_length
         spread, others = await send_spread(handle, sampler.index_of, workers)
@@ -573,6 +693,9 @@ async def run(
             rss_each=sampler.peak_each,
             cpu_each=sampler.cpu_each(),
             machine_busy=busy,
+            cpu_split=split,
+            reads=reads,
+            statements=statements,
             import_seconds=import_seconds,
             sink_each=sink_each,
             accepted=int(accepted),
@@ -647,6 +770,19 @@ def report(outcome: Outcome) -> None:
         f" {o.machine_busy:.0%} busy ({busy:.1f} of {psutil.cpu_count()} cores) while sending",
         flush=True,
     )
+    print(
+        "        CPU seconds while sending: "
+        + ", ".join(f"{group} {seconds:.1f}" for group, seconds in o.cpu_split.items())
+        + f" (of {o.elapsed * (psutil.cpu_count() or 1):.1f} available)",
+        flush=True,
+    )
+    print(
+        "        PostgreSQL rows read per customer while sending: "
+        + ", ".join(
+            f"{t} {n:,.1f} ({seq:,} seq / {idx:,} index scans)" for t, n, seq, idx in o.reads
+        ),
+        flush=True,
+    )
     shared = len(o.sink_each) == 1 and o.workers > 1
     for index in range(o.workers):
         shards, processed = o.spread[index]
@@ -660,6 +796,9 @@ def report(outcome: Outcome) -> None:
             f" {dict(o.warnings[index]) or 'none'}",
             flush=True,
         )
+    samples = sum(o.statements.values())
+    for statement, n in o.statements.most_common(6):
+        print(f"        PostgreSQL busy {n / samples:5.1%} of {samples:,} samples: {statement}")
     if o.other_identities:
         print(f"        {o.other_identities} send activities completed by an unknown identity")
 
@@ -736,6 +875,11 @@ def parse(argv: list[str] | None = None) -> tuple[list[int], Options, bool]:
         help="raw loop messages formatted to bytes (default) or built with the email package",
     )
     parser.add_argument(
+        "--pg-sample",
+        action="store_true",
+        help="sample PostgreSQL's running statements while sending and print the top ones",
+    )
+    parser.add_argument(
         "--stall", type=float, default=300.0, help="give up after this many s without progress"
     )
     arguments = parser.parse_args(argv)
@@ -772,6 +916,7 @@ def parse(argv: list[str] | None = None) -> tuple[list[int], Options, bool]:
         raw=not arguments.scale,
         raw_max=arguments.raw_max,
         raw_build=arguments.raw_build,
+        pg_sample=arguments.pg_sample,
         stall=arguments.stall,
         crash=arguments.crash,
     )
