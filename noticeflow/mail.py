@@ -45,8 +45,14 @@ class MailRenderer:
         loaders: list[Any] = [PackageLoader("noticeflow", "templates/mail")]
         if override_dir:
             loaders.insert(0, FileSystemLoader(str(override_dir)))
+        # Loaded once per process (no stat of the template files per message): a worker mails
+        # one notice with the templates it started with; a changed NOTICEFLOW_TEMPLATE_DIR is
+        # read by the next worker start.
         self._env = Environment(
-            loader=ChoiceLoader(loaders), undefined=StrictUndefined, autoescape=False
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            autoescape=False,
+            auto_reload=False,
         )
         self._html_env = self._env.overlay(autoescape=True)
 
@@ -127,7 +133,7 @@ def scrub(text: str, address: str = "", keep: str = "", limit: int = 500) -> str
     appears and anything that looks like one — except ``keep`` (our own Message-ID, which some
     servers echo and which identifies nothing personal)."""
     kept = keep.strip("<>")
-    if address:
+    if address and address.lower() in text.lower():  # (most replies do not echo it)
         text = re.sub(re.escape(address), "<address>", text, flags=re.IGNORECASE)
     line = " ".join(text.split())
     line = ADDRESS_LIKE.sub(

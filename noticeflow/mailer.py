@@ -184,6 +184,9 @@ DEFERRED_IN_A_ROW = 20
 # "outcome unknown" state (mailed again, under the same Message-ID), whatever the sending rate.
 FLUSH_EVERY = 25
 FLUSH_AFTER = 0.25
+# Seconds a message already in conversation with the server gets to end when the send is
+# cancelled (its outcome decides whether its customer was reached).
+IN_FLIGHT_GRACE = 10.0
 
 
 class Mailer:
@@ -382,15 +385,18 @@ class Mailer:
         halt = asyncio.Event()  # one connection found the server unusable: the others stop too
         in_a_row = 0
 
+        def done(outcome: _Finished) -> None:
+            finished.append(outcome)
+            writer.add(outcome)
+
         async def connection_worker() -> None:
             nonlocal in_a_row
             try:
                 async with self._session() as session:
                     while queue and not halt.is_set():
                         item = queue.popleft()
-                        outcome = await self._send_one(session, item, pool)
-                        finished.append(outcome)
-                        writer.add(outcome)
+                        outcome = await self._finish_in_flight(session, item, pool, done)
+                        done(outcome)
                         if progress is not None:
                             progress(len(finished))
                         if writer.due():
@@ -415,6 +421,30 @@ class Mailer:
         for error in errors:
             if isinstance(error, BaseException):
                 raise error
+
+    async def _finish_in_flight(
+        self,
+        session: SmtpSession,
+        item: _Planned,
+        pool: asyncpg.Pool,
+        done: Callable[[_Finished], None],
+    ) -> _Finished:
+        """:meth:`_send_one`, finished even when the send is cancelled meanwhile (a cancelled
+        notice, a worker shutting down): a message cut off mid-conversation may have been
+        accepted all the same, and its customer must then count as reached (a cancellation
+        mail must find it), so the message in flight gets up to IN_FLIGHT_GRACE to end and its
+        outcome is ``done`` (kept and written to the ledger) before the cancellation goes on."""
+        sending = asyncio.ensure_future(self._send_one(session, item, pool))
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            try:
+                outcome = await asyncio.wait_for(sending, IN_FLIGHT_GRACE)
+            except BaseException:  # unknown outcome: the ledger still says `sending`
+                sending.cancel()
+            else:
+                done(outcome)
+            raise
 
     async def _send_one(
         self, session: SmtpSession, item: _Planned, pool: asyncpg.Pool

@@ -24,6 +24,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from noticeflow import repository
+from noticeflow.application.sending import to_the_end
 from noticeflow.contracts import (
     MAX_SEND_SHARDS,
     SEND_SHARD_SIZE,
@@ -193,7 +194,6 @@ async def test_a_cancel_stops_every_shard_and_tells_everyone_reached(
     assert 150 <= len(reached) < CUSTOMERS  # stopped part-way
     assert Counter(m["To"] for m in cancellations) == Counter(reached)  # each reached one, once
     assert status.delivered == len(reached)
-    await handle.terminate("test finished")
 
 
 # --- the relay's rate, shared ------------------------------------------------------------------
@@ -261,3 +261,33 @@ async def test_a_worker_paced_by_the_relay_still_mails_everyone(
     relay = f"{smtp_sink.host}:{smtp_sink.port}"
     assert await pool.fetchval("SELECT count(*) FROM relay_pace WHERE relay = $1", relay) == 1
     await handle.terminate("test finished")
+
+
+async def test_a_record_under_way_finishes_before_a_cancel_goes_on():
+    """``to_the_end``: a cancelled send still records what it mailed (the cancellation mail goes
+    to those recorded), however often it is cancelled meanwhile; the cancel then goes on."""
+    written: list[str] = []
+
+    async def record() -> str:
+        await asyncio.sleep(0.3)
+        written.append("batch")
+        return "recorded"
+
+    async def send() -> str:
+        return await to_the_end(record())
+
+    task = asyncio.create_task(send())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()  # again: still finished
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert written == ["batch"]
+    assert await to_the_end(record()) == "recorded"  # not cancelled: its result
+
+    async def fails() -> None:
+        raise ValueError("lasting")
+
+    with pytest.raises(ValueError, match="lasting"):
+        await to_the_end(fails())

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from noticeflow import eventstore, notice_actions, records
 from noticeflow.application.deps import Deps, Progress, mail_update
@@ -50,6 +51,28 @@ async def _heartbeat_every(seconds: float, cursor: str, progress: Progress) -> N
     while True:
         await asyncio.sleep(seconds)
         progress(cursor)
+
+
+_T = TypeVar("_T")
+
+
+async def to_the_end(work: Awaitable[_T]) -> _T:
+    """Await ``work`` to its end even when cancelled meanwhile (the cancellation then goes on):
+    what was mailed is recorded before a cancelled send stops, so a cancellation mail, which
+    goes to every customer recorded as reached, finds them all. (A bounded database write.)"""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():  # the work itself was cancelled
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 @dataclass(frozen=True)
@@ -240,7 +263,9 @@ class SendingService:
             )
             held += [r for r in results if r.held]
             results = [r for r in results if not r.held]
-            await self._record(request.spec, "notice", results, request.at)
+            # Recorded to the end even if a cancel arrives meanwhile: these customers were
+            # mailed, and the cancellation mail must find them.
+            await to_the_end(self._record(request.spec, "notice", results, request.at))
             after = rows[-1]["customer_id"]
             progress(after)
             delivered = sum(r.first is not None for r in results)
@@ -316,7 +341,7 @@ class SendingService:
             reached = [
                 r for r in self._results(spec, rows, recipients, stop.outcomes, at) if r.first
             ]
-            await asyncio.shield(self._record(spec, kind, reached, at))
+            await to_the_end(self._record(spec, kind, reached, at))
             raise
         finally:
             beating.cancel()
@@ -435,7 +460,7 @@ class SendingService:
         held = [r.held for r in results if r.held]
         if held:  # a contact only got 4xx replies: the activity retries (until it is given up)
             raise TemporarySmtpError(f"a contact only gets temporary replies, the last {held[0]}")
-        await self._record(spec, request.key, results, request.at)
+        await to_the_end(self._record(spec, request.key, results, request.at))
         after = await pool.fetchrow(
             "SELECT delivery, deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
