@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import temporalio.converter
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
@@ -16,10 +17,18 @@ from noticeflow.config import Settings, reveal
 from noticeflow.domain.errors import InputError
 
 
-async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings, runtime: Runtime | None = None, payloads: bool = True
+) -> Client:
     """A client whose payloads are encrypted with the settings' codec keys; without a usable
-    NOTICEFLOW_CODEC_KEY, the keyring's InputError (every problem, one block) before connecting."""
-    converter = codec.data_converter(codec.codec_keys(settings))
+    NOTICEFLOW_CODEC_KEY, the keyring's InputError (every problem, one block) before connecting.
+    ``payloads=False``: a client for administration only (namespaces, search attributes), which
+    sends and reads no payloads and so needs no codec key."""
+    converter = (
+        codec.data_converter(codec.codec_keys(settings))
+        if payloads
+        else temporalio.converter.DataConverter.default
+    )
     tls: bool | TLSConfig = False
     server_ca = settings.temporal_tls_server_ca
     if settings.temporal_tls_cert and settings.temporal_tls_key:
@@ -132,7 +141,15 @@ async def setup_namespace(
         RegisterNamespaceRequest,
     )
 
-    client = await connect(settings.model_copy(update={"temporal_namespace": namespace}))
+    try:
+        client = await connect(
+            settings.model_copy(update={"temporal_namespace": namespace}), payloads=False
+        )
+    except RuntimeError as error:  # refused, unresolvable, TLS handshake: one line, no trace
+        reason = str(error).removeprefix("Failed client connect: ")
+        raise InputError(
+            f"cannot reach Temporal at {settings.temporal_address}: {reason}"
+        ) from None
     created = False
 
     async def kept_days() -> int:

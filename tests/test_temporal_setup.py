@@ -61,8 +61,11 @@ async def test_setup_registers_a_namespace_and_its_search_attributes_once(
     )
     assert set(names) <= set(listed.custom_attributes)
 
-    # Again: nothing to do, and it says so.
-    code, out, err = await _cli(env, "temporal", "setup", "--namespace", namespace)
+    # Again: nothing to do, and it says so. Without any of noticeflow's keys: the platform team
+    # may prepare Temporal before it has them (setup sends no payloads, so needs no codec key).
+    keyless = {k: v for k, v in env.items() if not k.startswith("NOTICEFLOW_") or "KEY" not in k}
+    assert "NOTICEFLOW_CODEC_KEY" not in keyless
+    code, out, err = await _cli(keyless, "temporal", "setup", "--namespace", namespace)
     assert code == 0, err
     assert out.splitlines() == [
         f"namespace {namespace} at {address}: exists (completed histories kept 45 days)",
@@ -77,3 +80,18 @@ async def test_setup_registers_a_namespace_and_its_search_attributes_once(
         f"error: Temporal namespace {missing!r} does not exist; create it (run this without"
         " --no-create, or in Temporal Cloud's console) and run this again"
     )
+
+
+async def test_setup_against_nothing_says_so_in_one_line(tmp_path: Path):
+    from noticeflow.sink import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NOTICEFLOW_")},
+        "NOTICEFLOW_TEMPORAL_ADDRESS": address,
+        "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
+    }
+    code, out, err = await _cli(env, "temporal", "setup")
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: cannot reach Temporal at {address}: ") and "refused" in line
