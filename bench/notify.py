@@ -401,6 +401,7 @@ class Outcome:
     cpu_split: dict[str, float]  # CPU seconds while sending, by process group (cpu_split)
     reads: list[tuple[str, float, int, int]]  # reads_per_mail while sending
     statements: Counter[str]  # sample_statements while sending (empty unless --pg-sample)
+    largest_event: tuple[str, int, int]  # its type, stored size, JSON text length (bytes)
     import_seconds: float
     sink_each: list[int]  # mails at each worker's port (one entry: all shared one port)
     accepted: int  # ledger rows of the notice accepted by the sink
@@ -674,6 +675,10 @@ async def run(
             " FROM deliveries WHERE notice_id = $1 AND kind = 'notice'",
             spec.notice_id,
         )
+        largest = await pool.fetchrow(
+            "SELECT event_type, pg_column_size(data), octet_length(data::text) FROM events"
+            " ORDER BY pg_column_size(data) DESC LIMIT 1"
+        )
         misses = duplicates = None
         if sink.id_files is not None:
             misses, duplicates = await sink_check(pool, spec.notice_id, sink.id_files)
@@ -696,6 +701,7 @@ async def run(
             cpu_split=split,
             reads=reads,
             statements=statements,
+            largest_event=(largest[0], largest[1], largest[2]) if largest else ("none", 0, 0),
             import_seconds=import_seconds,
             sink_each=sink_each,
             accepted=int(accepted),
@@ -774,6 +780,12 @@ def report(outcome: Outcome) -> None:
         "        CPU seconds while sending: "
         + ", ".join(f"{group} {seconds:.1f}" for group, seconds in o.cpu_split.items())
         + f" (of {o.elapsed * (psutil.cpu_count() or 1):.1f} available)",
+        flush=True,
+    )
+    kind, stored, text = o.largest_event
+    print(
+        f"        largest event in the store: {kind}, {stored / 2**20:,.1f} MB stored"
+        f" ({text / 2**20:,.1f} MB of JSON, {text / o.count:,.0f} bytes per customer)",
         flush=True,
     )
     print(
