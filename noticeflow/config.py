@@ -113,10 +113,10 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=200, ge=1, le=5000)
     smtp_concurrency: int = Field(default=4, ge=1, le=64)  # SMTP connections per sending activity
     smtp_rate: float | None = Field(
-        default=None, gt=0
+        default=None, gt=0, le=100_000, allow_inf_nan=False
     )  # messages per second per worker; None: no limit
     # Messages per second for the relay, shared by every worker (paced in PostgreSQL); None: none.
-    smtp_relay_rate: float | None = Field(default=None, gt=0)
+    smtp_relay_rate: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
     # Sending shards (contracts.send_shards) one worker runs at once; the rest wait for any worker.
     send_slots: int = Field(default=2, ge=1, le=64)
     # A contact that still gets only 4xx replies this long after its first attempt is recorded as

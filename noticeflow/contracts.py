@@ -22,6 +22,8 @@ WORKFLOW_TYPE = "NoticeWorkflow"
 # A notice's audience is mailed in shards, each an activity any worker may run (on the send task
 # queue, where each worker takes at most NOTICEFLOW_SEND_SLOTS at once): one shard per
 # SEND_SHARD_SIZE customers, at most MAX_SEND_SHARDS, so the history stays flat.
+# PART OF THE WORKFLOW'S COMMANDS: a notice replays its mailing with these numbers for weeks, so
+# change them only behind a new workflow.patched (tests pin them; docs/operations.md).
 SEND_SHARD_SIZE = 500
 MAX_SEND_SHARDS = 32
 
@@ -282,7 +284,7 @@ class SendRequest(_Model):
     spec: NoticeSpec
     at: datetime
     shard: int = Field(default=0, ge=0)
-    shards: int = Field(default=1, ge=1, le=MAX_SEND_SHARDS)
+    shards: int = Field(default=1, ge=1)  # (no upper bound: a shard scheduled stays readable)
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> SendRequest:

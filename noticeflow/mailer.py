@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from noticeflow.cancelling import finish_despite_cancel
 from noticeflow.crypto import CustomerKey, Field
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.mail import (
@@ -34,6 +36,7 @@ from noticeflow.mail import (
     MailRenderer,
     SendStatus,
     SmtpReply,
+    SmtpResult,
     SmtpSession,
     SmtpTarget,
     SmtpUnavailable,
@@ -111,15 +114,20 @@ RETURNING greatest(0, extract(epoch FROM pace.next_at - clock_timestamp())::floa
 
 class RelayPace:
     """At most ``rate`` messages a second to one relay, across every worker (the relay's limit,
-    NOTICEFLOW_SMTP_RELAY_RATE): a worker reserves the next slice of the relay's time in
-    PostgreSQL (relay_pace, one statement) for ``slice`` seconds' worth of messages, then sends
-    them 1/rate apart within it. A slot left unused until well past its time is dropped rather
-    than spent late (it would crowd another worker's slice)."""
+    NOTICEFLOW_SMTP_RELAY_RATE).
 
-    def __init__(self, relay: str, rate: float | None, slice: float = 0.5) -> None:
+    A worker reserves the next few slots of the relay's time in PostgreSQL (relay_pace, one
+    statement): ``chunk`` messages' worth (about its connections), moving the relay's ``next_at``
+    on by chunk/rate, and sends them 1/rate apart from the start it was given. Reservations are
+    small so that workers interleave: each gets a share of the relay whatever the others do, and
+    the total never passes the rate. A slot not used by the time it has passed by a chunk's span
+    is dropped (spending it late would crowd the slots reserved after it)."""
+
+    def __init__(self, relay: str, rate: float | None, chunk: int = 4) -> None:
         self.relay = relay
         self.rate = rate
-        self.size = max(1, round(rate * slice)) if rate else 0
+        # At most half a second of the relay's time in one reservation (a slow relay rate).
+        self.size = max(1, min(chunk, math.floor(rate / 2))) if rate else 0
         self._slots: deque[float] = deque()  # monotonic instants, one message each
         self._lock = asyncio.Lock()
 
@@ -205,7 +213,8 @@ class Mailer:
         self.renderer = renderer
         self.concurrency = concurrency
         self.limiter = RateLimiter(rate)  # this worker's own ceiling
-        self.pace = RelayPace(f"{target.hostname}:{target.port}", relay_rate)  # every worker's
+        # The relay's limit, every worker's: reservations of one slot per connection.
+        self.pace = RelayPace(f"{target.hostname}:{target.port}", relay_rate, concurrency)
         self.give_up_after = give_up_after
 
     def session(self) -> SmtpSession:
@@ -395,7 +404,7 @@ class Mailer:
                 async with self._session() as session:
                     while queue and not halt.is_set():
                         item = queue.popleft()
-                        outcome = await self._finish_in_flight(session, item, pool, done)
+                        outcome = await self._send_one(session, item, pool, done)
                         done(outcome)
                         if progress is not None:
                             progress(len(finished))
@@ -422,35 +431,21 @@ class Mailer:
             if isinstance(error, BaseException):
                 raise error
 
-    async def _finish_in_flight(
+    async def _send_one(
         self,
         session: SmtpSession,
         item: _Planned,
         pool: asyncpg.Pool,
         done: Callable[[_Finished], None],
     ) -> _Finished:
-        """:meth:`_send_one`, finished even when the send is cancelled meanwhile (a cancelled
-        notice, a worker shutting down): a message cut off mid-conversation may have been
-        accepted all the same, and its customer must then count as reached (a cancellation
-        mail must find it), so the message in flight gets up to IN_FLIGHT_GRACE to end and its
-        outcome is ``done`` (kept and written to the ledger) before the cancellation goes on."""
-        sending = asyncio.ensure_future(self._send_one(session, item, pool))
-        try:
-            return await asyncio.shield(sending)
-        except asyncio.CancelledError:
-            try:
-                outcome = await asyncio.wait_for(sending, IN_FLIGHT_GRACE)
-            except BaseException:  # unknown outcome: the ledger still says `sending`
-                sending.cancel()
-            else:
-                done(outcome)
-            raise
-
-    async def _send_one(
-        self, session: SmtpSession, item: _Planned, pool: asyncpg.Pool
-    ) -> _Finished:
         """One message, with a few tries (bounded backoff) for 4xx replies and dropped
-        connections. Raises SmtpUnavailable when the server stays unreachable."""
+        connections. Raises SmtpUnavailable when the server stays unreachable.
+
+        A cancel (a cancelled notice, a worker shutting down) stops the waits and backoffs at
+        once, but not a message in conversation with the server: it may be accepted all the
+        same, and its customer must then count as reached (a cancellation mail must find it).
+        It gets up to IN_FLIGHT_GRACE to end; its outcome is ``done`` (kept, and written to the
+        ledger), then the cancel goes on."""
         if item.problem is not None:
             return _Finished(item, SendStatus.failed.value, item.problem, utcnow())
         subject, text, html = item.content
@@ -477,7 +472,11 @@ class Mailer:
             await self.limiter.wait()
             await self.pace.wait(pool)
             try:
-                result = await session.send(mail)
+                result = await finish_despite_cancel(
+                    session.send(mail),
+                    IN_FLIGHT_GRACE,
+                    then=lambda result: done(self._outcome(item, result)),
+                )
             except TemporarySmtpError as error:
                 reply = (error.reply or SmtpReply(None, None, str(error))).scrubbed(
                     item.address, item.msg_id
@@ -504,17 +503,21 @@ class Mailer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SMTP_BACKOFF_MAX)
                 continue
-            reply = result.reply.scrubbed(item.address, item.msg_id)
-            if result.status is not SendStatus.accepted:
-                log.info(
-                    "mail refused",
-                    customer_id=item.customer_id,
-                    contact=item.position,
-                    smtp_code=reply.code,
-                    smtp_status=reply.status,
-                )
-            return _Finished(item, result.status.value, reply, utcnow())
+            return self._outcome(item, result)
         raise AssertionError("unreachable")
+
+    def _outcome(self, item: _Planned, result: SmtpResult) -> _Finished:
+        """A reply to a whole conversation: accepted, or refused for good."""
+        reply = result.reply.scrubbed(item.address, item.msg_id)
+        if result.status is not SendStatus.accepted:
+            log.info(
+                "mail refused",
+                customer_id=item.customer_id,
+                contact=item.position,
+                smtp_code=reply.code,
+                smtp_status=reply.status,
+            )
+        return _Finished(item, result.status.value, reply, utcnow())
 
     def _given_up(self, item: _Planned) -> bool:
         """Only temporary replies for longer than ``give_up_after`` since the first attempt, and

@@ -93,7 +93,7 @@ def activities_for(
     ]
 
 
-SEND_SLOTS = 2  # sending shards one worker runs at once (NOTICEFLOW_SEND_SLOTS)
+SEND_SLOTS: int = Settings.model_fields["send_slots"].default  # NOTICEFLOW_SEND_SLOTS
 
 
 class NoticeWorkers:
@@ -114,6 +114,8 @@ class NoticeWorkers:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Both at once (each hands its activities over on shutdown), then each one's exit.
+        await asyncio.gather(*(worker.shutdown() for worker in self.workers))
         await self._stack.aclose()
 
 

@@ -17,6 +17,7 @@ from noticeflow import eventstore, notice_actions, records
 from noticeflow.application.deps import Deps, Progress, mail_update
 from noticeflow.application.notice_events import workflow_event
 from noticeflow.application.shared import AUDIENCE_FILTER, audience_args, load_recipients
+from noticeflow.cancelling import finish_despite_cancel
 from noticeflow.contracts import (
     ApprovalCheck,
     AudienceRequest,
@@ -53,26 +54,18 @@ async def _heartbeat_every(seconds: float, cursor: str, progress: Progress) -> N
         progress(cursor)
 
 
+# Seconds a mailed batch's record may take to end once the send is cancelled.
+RECORD_GRACE = 30.0
+
+
 _T = TypeVar("_T")
 
 
 async def to_the_end(work: Awaitable[_T]) -> _T:
-    """Await ``work`` to its end even when cancelled meanwhile (the cancellation then goes on):
-    what was mailed is recorded before a cancelled send stops, so a cancellation mail, which
-    goes to every customer recorded as reached, finds them all. (A bounded database write.)"""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():  # the work itself was cancelled
-                raise
-            cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
+    """Await ``work`` (a mailed batch's record) to its end even when cancelled meanwhile, within
+    RECORD_GRACE; the cancellation then goes on. A cancellation mail goes to every customer
+    recorded as reached: what was mailed is recorded before a cancelled send stops."""
+    return await finish_despite_cancel(work, RECORD_GRACE)
 
 
 @dataclass(frozen=True)

@@ -361,3 +361,26 @@ async def test_the_variants_replay_where_their_change_is_not_reached(
     run that recorded no event about the notice without the events patch), and the policy's
     ``deprecate_patch`` step replays every run started since the patch."""
     await _replay(HISTORIES / history, variant)
+
+
+@workflow.defn(name="NoticeWorkflow", sandboxed=False)
+class Unsandboxed(NoticeWorkflow):
+    """Today's workflow outside the sandbox, so that a test may change a module global of
+    workflows/notice.py for it."""
+
+    @workflow.run
+    async def run(self, notice: NoticeInput) -> NoticeStatus:
+        return await super().run(notice)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 32])
+async def test_a_changed_shard_count_fails_the_replay(monkeypatch, count: int) -> None:
+    """The number of shards is part of a notice's commands: a notice mailed in three shards
+    does not replay with any other count (contracts.send_shards may change only behind a new
+    patch), and replays with its own."""
+    import workflows.notice
+
+    await _replay(HISTORIES / "sent_in_shards.json", Unsandboxed)
+    monkeypatch.setattr(workflows.notice, "send_shards", lambda audience: count)
+    with pytest.raises(workflow.NondeterminismError):
+        await _replay(HISTORIES / "sent_in_shards.json", Unsandboxed)
