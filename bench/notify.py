@@ -662,7 +662,7 @@ async def run(
             sink.pids(),
             scratch / "pg",
         )
-        split["other"] = busy * elapsed * (psutil.cpu_count() or 1) - sum(split.values())
+        split["other"] = max(0.0, busy * elapsed * (psutil.cpu_count() or 1) - sum(split.values()))
         await asyncio.sleep(1.0)
         reads = reads_per_mail(reads_before, await table_reads(pool), count)
         sampler.sample()
@@ -846,8 +846,13 @@ async def main(counts: list[int], options: Options, scale: bool) -> None:
                     f"{count:>7,} customers, {cap}: 1 worker {one.rate:,.0f} msg/s"
                     f" ({one.elapsed:.1f} s), {many.workers} workers {many.rate:,.0f} msg/s"
                     f" ({many.elapsed:.1f} s): speed-up {many.rate / one.rate:.2f}x"
-                    f" (target >= 1.8x); mails per worker at the sink:"
-                    f" {' / '.join(f'{n:,}' for n in many.sink_each)}",
+                    f" (target >= 1.8x); customers per worker (history):"
+                    f" {' / '.join(f'{n:,}' for _, n in many.spread)}"
+                    + (
+                        f", mails per worker (sink): {' / '.join(f'{n:,}' for n in many.sink_each)}"
+                        if len(many.sink_each) == many.workers
+                        else ""
+                    ),
                     flush=True,
                 )
             if options.crash:
