@@ -680,7 +680,11 @@ async def _write_outcomes(
         " FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[],"
         "   $9::timestamptz[]) AS u(customer_id, ref, status, code, smtp_status, text, at)"
         " WHERE d.notice_id = $1 AND d.kind = $2 AND d.customer_id = u.customer_id"
-        "   AND d.contact_ref = u.ref",
+        "   AND d.contact_ref = u.ref"
+        # The rows by key: a new notice's ledger is not in the planner's statistics yet, and
+        # without this it hashed the whole ledger of the notice for every 25 outcomes (24 ms
+        # per flush at 20,000 customers, 1 ms with it).
+        "   AND d.customer_id = ANY($3::text[])",
         notice_id,
         kind,
         [item.planned.customer_id for item in finished],
