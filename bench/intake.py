@@ -250,7 +250,7 @@ class Stack:
     async def import_customers(self, count: int, emails: Any = None) -> None:
         """N customers ``c000000``...; ``emails(i)`` gives customer i's contact list."""
         assert self.pool is not None
-        batch = customers(count)
+        batch = customers(0, count)
         if emails is not None:
             batch = [
                 Customer(**{**c.model_dump(), "contact_emails": emails(i)})
