@@ -113,10 +113,12 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=200, ge=1, le=5000)
     smtp_concurrency: int = Field(default=4, ge=1, le=64)  # SMTP connections per sending activity
     smtp_rate: float | None = Field(
-        default=None, gt=0, le=100_000, allow_inf_nan=False
+        default=None, ge=0.1, le=100_000, allow_inf_nan=False
     )  # messages per second per worker; None: no limit
     # Messages per second for the relay, shared by every worker (paced in PostgreSQL); None: none.
-    smtp_relay_rate: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
+    # (At least one message every ten seconds: a rate like 1e-9, a typo, would push the relay's
+    # next slot years ahead for every worker.)
+    smtp_relay_rate: float | None = Field(default=None, ge=0.1, le=100_000, allow_inf_nan=False)
     # Sending shards (contracts.send_shards) one worker runs at once; the rest wait for any worker.
     send_slots: int = Field(default=2, ge=1, le=64)
     # A contact that still gets only 4xx replies this long after its first attempt is recorded as

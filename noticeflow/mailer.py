@@ -103,13 +103,20 @@ class RateLimiter:
 
 
 # Reserve the next `$2` seconds of the relay's time; how long until they begin (0 or more).
-RESERVE_PACE = """
+# A relay booked more than PACE_HORIZON ahead (a mistaken rate since corrected, a clock step) is
+# taken back to it: the row heals by itself instead of holding every worker for years.
+PACE_HORIZON = 600  # seconds
+RESERVE_PACE = f"""
 INSERT INTO relay_pace AS pace (relay, next_at)
 VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8))
 ON CONFLICT (relay) DO UPDATE
-    SET next_at = greatest(pace.next_at, clock_timestamp()) + make_interval(secs => $2::float8)
+    SET next_at = least(
+            greatest(pace.next_at, clock_timestamp()),
+            clock_timestamp() + interval '{PACE_HORIZON} seconds'
+        ) + make_interval(secs => $2::float8)
 RETURNING greatest(0, extract(epoch FROM pace.next_at - clock_timestamp())::float8 - $2::float8)
 """
+PACE_WARN_AFTER = 30.0  # seconds a worker is told to wait for the relay before it says so
 
 
 class RelayPace:
@@ -139,8 +146,15 @@ class RelayPace:
             while self._slots and self._slots[0] < now - self.size / self.rate:
                 self._slots.popleft()
             if not self._slots:
-                delay = await pool.fetchval(RESERVE_PACE, self.relay, self.size / self.rate)
-                start = time.monotonic() + float(delay)
+                delay = float(await pool.fetchval(RESERVE_PACE, self.relay, self.size / self.rate))
+                if delay > PACE_WARN_AFTER:  # many workers on a slow relay, or a rate too low
+                    log.warning(
+                        "waiting for the relay's pace",
+                        relay=self.relay,
+                        seconds=round(delay),
+                        relay_rate=self.rate,
+                    )
+                start = time.monotonic() + delay
                 self._slots.extend(start + i / self.rate for i in range(self.size))
             at = self._slots.popleft()
         pause = at - time.monotonic()

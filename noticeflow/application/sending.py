@@ -482,11 +482,20 @@ class SendingService:
                 ),
                 request.at,
             )
+        # Everyone the notice reached: those recorded as reached, and those the ledger says a
+        # notice mail (or a resend) was accepted for but whose batch was never recorded (its
+        # worker died, and a cancel came before any retry could record it). Not the ledger's
+        # `sending` rows: a whole batch is marked so before its first message, and most of a
+        # dead worker's were never sent (the few it sent unwritten stay untold).
         ids = [
             row["customer_id"]
             for row in await pool.fetch(
-                "SELECT customer_id FROM recipients WHERE notice_id = $1 AND delivery = 'delivered'"
-                " AND NOT (activated AND $2) ORDER BY customer_id",
+                "SELECT r.customer_id FROM recipients r WHERE r.notice_id = $1"
+                " AND (r.delivery = 'delivered' OR EXISTS ("
+                "   SELECT 1 FROM deliveries d WHERE d.notice_id = r.notice_id"
+                "   AND d.customer_id = r.customer_id AND d.status = 'accepted'"
+                "   AND (d.kind = 'notice' OR d.kind LIKE 'resend-%')))"
+                " AND NOT (r.activated AND $2) ORDER BY r.customer_id",
                 spec.notice_id,
                 request.kind == "cancellation",
             )
