@@ -107,8 +107,12 @@ def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
         yield sink
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server per test module: each module's notices skip its clock (some by
+    decades: a notice left waiting is carried through every timer it has while a later test
+    waits for a result), so one shared by the whole session drifted past the year 2100 that
+    notices may not be dated beyond, failing whichever module came next."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=codec.data_converter(keyring.installed()),  # payloads encrypted
         test_server_existing_path=binary("temporal-test-server"),
