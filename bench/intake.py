@@ -44,7 +44,7 @@ from temporalio.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ siblings
 from benchkeys import CONVERTER
-from notify import customers
+from notify import customers, stop_process
 
 from noticeflow import control, db, intake, repository
 from noticeflow.binaries import binary
@@ -73,17 +73,6 @@ async def wait_port(
         except OSError:
             await asyncio.sleep(0.2)
     raise RuntimeError(f"nothing listens on port {port} after {seconds:.0f} s")
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass

@@ -247,7 +247,10 @@ class PostfixSink:
             stop_process(process, 10)
 
 
-def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds (nothing for no process or a dead one)."""
+    if process is None or process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(grace)
