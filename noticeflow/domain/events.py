@@ -244,16 +244,51 @@ def frozen_terms_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+AUDIENCE_PART_SIZE = 10_000
+"""The most customers one ``audience_snapshotted`` event holds: a larger audience is frozen as
+several parts, appended in one transaction, so no event grows with the audience (at a million
+customers one event would be ~140 MB of JSON, near PostgreSQL's limit for a jsonb value)."""
+
+
 class AudienceSnapshotted(Event):
     """The audience was frozen as sending started (rule 3): these customers, with their contacts and
-    terms as they stood, are the notice's recipients, whatever changes later."""
+    terms as they stood, are the notice's recipients, whatever changes later.
+
+    An audience larger than :data:`AUDIENCE_PART_SIZE` is frozen as ``parts`` events, appended
+    together in one transaction, each holding the next customers in id order (``part`` 1, 2, ...);
+    ``customers`` and ``snapshot_sha256`` are the whole audience's in every part."""
 
     type: ClassVar[str] = "audience_snapshotted"
-    customers: int = Field(description="How many customers were frozen.")
+    customers: int = Field(description="How many customers were frozen (all parts together).")
     snapshot_sha256: str = Field(
-        description="SHA-256 of the frozen rows (ids, regions, services, timezones, windows)."
+        description="SHA-256 of the frozen rows (ids, regions, services, timezones, windows), all"
+        " parts together, in id order."
     )
-    customer_ids: list[str] = Field(description="The frozen customers' ids, sorted.")
+    customer_ids: list[str] = Field(
+        description="The frozen customers' ids, sorted (in a part: that part's customers)."
+    )
+    part: int | None = Field(
+        default=None,
+        ge=1,
+        description="Which part of the audience this is, from 1 (absent: the whole audience in"
+        " one event).",
+    )
+    parts: int | None = Field(
+        default=None, ge=1, description="How many parts the audience was frozen in."
+    )
+    after: str | None = Field(
+        default=None,
+        description="In a part after the first: the last customer id of the part before (the"
+        " part holds the customers after it, up to its own last).",
+    )
+
+    def data(self) -> dict[str, Any]:
+        """Without the part fields when the audience is one event: stored as before parts."""
+        dumped = super().data()
+        for name in ("part", "parts", "after"):
+            if dumped.get(name) is None:
+                dumped.pop(name, None)
+        return dumped
     timezones: dict[str, str] | None = Field(
         default=None,
         description="Each customer's timezone by id (written since the read models use it).",
