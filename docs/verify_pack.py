@@ -166,6 +166,9 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
     customers: dict[str, dict[str, Any]] = {}
     opt_in, effective, cancelled = False, None, False
     change, own, replaces = "addition", None, None  # the notice's kind, its sub-processor
+    parts: list[
+        tuple[Any, Any, Any]
+    ] = []  # an audience frozen in parts: (parts, last id, customers)
 
     def bad(c: str, text: str, e: dict[str, Any]) -> None:
         problems.append(f"customer {c}: {text} (event version {e['version']})")
@@ -192,6 +195,22 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
                 if not left["activated"]:
                     left["verdict"], left["settled"] = "cancelled", True
         elif kind == "audience_snapshotted":
+            # A large audience is frozen in parts 1..n, each after the one before, in id order.
+            ids, number = list(d["customer_ids"]), len(parts) + 1
+            if d.get("part") is not None or parts:
+                after = parts[-1][1] if parts else None
+                if (
+                    (d.get("part"), d.get("after")) != (number, after)
+                    or ids != sorted(ids)
+                    or (after is not None and ids and ids[0] <= after)
+                ):
+                    problems.append(
+                        f"audience part {d.get('part')} is not part {number} after"
+                        f" {after or 'the start'} (event version {e['version']})"
+                    )
+                parts.append((d.get("parts"), ids[-1] if ids else after, d.get("customers")))
+            elif customers:
+                problems.append(f"the audience is frozen twice (event version {e['version']})")
             for cid in d["customer_ids"]:
                 mode = ((d.get("terms") or {}).get(cid) or {}).get("authorisation") or "general"
                 customers[cid] = {
@@ -324,6 +343,12 @@ def derive(events: list[dict[str, Any]], as_of: datetime | None) -> tuple[dict, 
             if now == "activate" or now in OFF:
                 open_case = any(k["status"] == "open" for k in c["cases"].values())
                 c["ground"] = "case_open" if open_case else "due"
+    if parts and ({p[0] for p in parts} | {len(parts)} != {len(parts)}
+                  or {p[2] for p in parts} != {len(customers)}):  # fmt: skip
+        problems.append(
+            f"the audience's {len(parts)} part(s) do not add up to what each says"
+            f" ({parts[-1][0]} parts, {parts[-1][2]} customers)"
+        )
     return customers, problems
 
 

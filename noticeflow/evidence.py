@@ -824,13 +824,15 @@ async def _database_outcomes(
     terms = {
         r["customer_id"]: frozen_terms_row(dict(r)) for r in await pool.fetch(TERMS_SQL, notice_id)
     }
-    snapshot = next((e for e in events if e["event_type"] == "audience_snapshotted"), None)
+    snapshots = [e for e in events if e["event_type"] == "audience_snapshotted"]
+    snapshot = snapshots[0] if snapshots else None
     digest = hashlib.sha256(
         json.dumps(list(terms.values()), default=str, sort_keys=True).encode()
     ).hexdigest()
-    frozen = (snapshot or {}).get("data", {}).get("terms")
-    if frozen:  # the event says what the terms are: compare field by field, then count with it
-        zones = snapshot["data"].get("timezones") or {}  # type: ignore[index]
+    # A large audience is frozen in parts: their terms and timezones together.
+    frozen = {c: t for e in snapshots for c, t in (e["data"].get("terms") or {}).items()}
+    if frozen:  # the events say what the terms are: compare field by field, then count with it
+        zones = {c: z for e in snapshots for c, z in (e["data"].get("timezones") or {}).items()}
         for customer_id, said in sorted(frozen.items()):
             said = {"authorisation": "general", **said, "timezone": zones.get(customer_id)}
             row = terms.get(customer_id)

@@ -179,10 +179,10 @@ async def _snapshot(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.Store
             for customer in e.data["customer_ids"]
         ],
     )
-    await c.execute(
+    await c.execute(  # the whole audience's size (every part of a large one says it)
         "UPDATE rm_notices SET customers = $2 WHERE notice_id = $1",
         notice_id,
-        len(e.data["customer_ids"]),
+        int(e.data.get("customers", len(e.data["customer_ids"]))),
     )
 
 

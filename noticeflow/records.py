@@ -340,19 +340,27 @@ _AUDIENCE = (
     " country = EXCLUDED.country, authorisation = EXCLUDED.authorisation,"
     " snapshot_at = EXCLUDED.snapshot_at"
 )
-_NOT_FROZEN = (  # rows for customers the audience never held (written behind our back)
+_NOT_FROZEN = (  # rows for customers the audience never held (written behind our back), among
+    # the ids the event covers: all of them, or a part's (after the part before, up to its last)
     "WITH gone AS (DELETE FROM recipient_contacts WHERE notice_id = $1"
-    "   AND NOT customer_id = ANY($2::text[]))"
+    "   AND NOT customer_id = ANY($2::text[])"
+    "   AND customer_id > coalesce($3, '') AND ($4::text IS NULL OR customer_id <= $4))"
     " DELETE FROM recipients WHERE notice_id = $1 AND NOT customer_id = ANY($2::text[])"
+    " AND customer_id > coalesce($3, '') AND ($4::text IS NULL OR customer_id <= $4)"
 )
 
 
 async def _audience(
     connection: asyncpg.Connection, notice_id: str, e: es.StoredEvent, keys: Keys
 ) -> None:
-    """The audience's rows, from the snapshot (terms only in events written since the audience
-    is a projection: an older snapshot's rows keep the terms they were written with)."""
-    await connection.execute(_NOT_FROZEN, notice_id, list(e.data["customer_ids"]))
+    """The audience's rows, from the snapshot or one of its parts (terms only in events written
+    since the audience is a projection: an older snapshot's rows keep the terms they were written
+    with)."""
+    ids = list(e.data["customer_ids"])
+    part, parts = e.data.get("part"), e.data.get("parts")
+    # A part covers the ids after the part before it, up to its own last (the last part: all after).
+    upto = ids[-1] if part and parts and part < parts and ids else None
+    await connection.execute(_NOT_FROZEN, notice_id, ids, e.data.get("after"), upto)
     terms = e.data.get("terms")
     if terms:
         await connection.execute(

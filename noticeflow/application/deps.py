@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from noticeflow.application.shared import load_recipients
+from noticeflow.domain.events import AUDIENCE_PART_SIZE
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.links import LinkSigner
 from noticeflow.mailer import Mailer, MailJob, Recipient
@@ -21,6 +22,7 @@ class Deps:
     mailer: Mailer
     links: LinkSigner
     send_batch_size: int = 200
+    audience_part_size: int = AUDIENCE_PART_SIZE  # smaller in tests, to freeze in parts
 
 
 class Progress(Protocol):

@@ -180,6 +180,7 @@ class _Replay:
     cancelled: bool = False
     customers: dict[str, _Customer] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    audience: list[EventRecord] = field(default_factory=list)  # the snapshot, or its parts
 
     def problem(self, customer_id: str | None, name: str, message: str, e: EventRecord) -> None:
         self.problems.append(Problem(customer_id, name, message, e.version or None))
@@ -241,6 +242,7 @@ class _Replay:
                 c.verdict, c.settled, c.record_verdict = CANCELLED, True, CANCELLED
 
     def audience_snapshotted(self, e: EventRecord) -> None:
+        self.audience.append(e)
         terms = e.data.get("terms") or {}
         for customer_id in e.data.get("customer_ids") or []:
             c = self.customers.setdefault(str(customer_id), _Customer(str(customer_id)))
@@ -627,6 +629,7 @@ def derive(
         last = event.occurred_at if last is None else max(last, event.occurred_at)
         if event.event_type in HANDLED:
             getattr(replay, event.event_type)(event)
+    _check_parts(replay)
     moment = as_of or last
     outcomes = {
         customer_id: _outcome(replay, c, moment)
@@ -640,6 +643,41 @@ def derive(
         outcomes,
         tuple(replay.problems),
     )
+
+
+def _check_parts(replay: _Replay) -> None:
+    """An audience frozen in parts: parts 1..n in order, each after the one before (in id order,
+    from the customer its ``after`` names), together as many customers as each says."""
+    parted = [e for e in replay.audience if e.data.get("part")]
+    if not parted:
+        if len(replay.audience) > 1:
+            replay.problem(
+                None, "audience", "the audience is frozen more than once", replay.audience[1]
+            )
+        return
+    last: str | None = None
+    for number, e in enumerate(parted, start=1):
+        ids = [str(i) for i in e.data.get("customer_ids") or []]
+        said = e.data.get("part"), e.data.get("after")
+        if (
+            said != (number, last)
+            or ids != sorted(ids)
+            or (last is not None and ids and ids[0] <= last)
+        ):
+            replay.problem(
+                None, "audience", f"audience part {said[0]} is not part {number} after"
+                f" {last or 'the start'} (parts missing, repeated or out of order)", e,
+            )  # fmt: skip
+            return
+        last = ids[-1] if ids else last
+    expected = {e.data.get("parts") for e in parted} | {len(parted)}
+    total = {e.data.get("customers") for e in parted} | {len(replay.customers)}
+    if len(expected) > 1 or len(total) > 1 or len(replay.audience) != len(parted):
+        replay.problem(
+            None, "audience", f"the audience's parts do not add up: {len(parted)} part(s) of"
+            f" {sorted(map(str, expected))}, {len(replay.customers)} customer(s) of"
+            f" {sorted(map(str, total))}", parted[-1],
+        )  # fmt: skip
 
 
 def _outcome(replay: _Replay, c: _Customer, as_of: datetime | None) -> CustomerOutcome:

@@ -401,6 +401,11 @@ def summarize(event_type: str, data: Any) -> str:
     if event_type == "notice_approved":
         return f"approved by {_plain_id(d.get('by')) or '?'}; audience {d.get('audience_size')}"
     if event_type == "audience_snapshotted":
+        if d.get("part"):
+            return (
+                f"audience frozen, part {d.get('part')} of {d.get('parts')}:"
+                f" {len(d.get('customer_ids') or [])} of {d.get('customers')} customers"
+            )
         return f"audience frozen: {d.get('customers')} customers"
     if event_type == "notice_delivered":
         text = f"{who} delivered"
