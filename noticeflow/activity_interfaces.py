@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from noticeflow.contracts import (
@@ -122,4 +123,29 @@ class NoticeEvents:
         _interface_only(Activity.record_notice_event)
 
 
-INTERFACES: tuple[type, ...] = (Sending, Intake, Lifecycle, Reminders, NoticeEvents)
+class WebhookRequest(BaseModel):
+    """Deliver one webhook subscription's pending deliveries (ids only: the URL and the secret
+    stay in PostgreSQL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    subscription_id: str
+    batch: int = 100
+
+
+class WebhookRound(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    delivered: int = 0
+    failed: int = 0
+    more: bool = False  # deliveries still pending after the batch
+    stopped: bool = False  # the subscription was removed: the workflow ends
+
+
+class Webhooks:
+    """Signed webhook delivery (activities/webhooks.py, workflows/webhooks.py)."""
+
+    @activity.defn(name=Activity.deliver_webhooks)
+    async def deliver_webhooks(self, request: WebhookRequest) -> WebhookRound:
+        _interface_only(Activity.deliver_webhooks)
+
+
+INTERFACES: tuple[type, ...] = (Sending, Intake, Lifecycle, Reminders, NoticeEvents, Webhooks)

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     # (temporal_ui_url) that may call it (comma-separated).
     codec_server_token: SecretStr | None = None
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Webhooks (docs/webhooks.md): targets on loopback, private, link-local or reserved addresses
+    # are refused unless this is true (local use and tests); a delivery still failing this long
+    # after its first attempt is recorded as failed and the next one proceeds.
+    webhooks_allow_private: bool = False
+    webhooks_give_up_after: Seconds = Field(default=timedelta(hours=24), gt=timedelta(0))
     # The role that owns the schema and runs migrations; `database_url` is the runtime role,
     # which may only INSERT and SELECT on the event store. Unset: migrations use database_url.
     owner_database_url: str | None = None

@@ -60,6 +60,7 @@ class Activity:
     settle_receipt = "settle_receipt"
     load_notice_record = "load_notice_record"
     record_notice_event = "record_notice_event"
+    deliver_webhooks = "deliver_webhooks"  # workflows/webhooks.py (docs/webhooks.md)
 
 
 # A notice's one name: the id of its workflow and the id of its event stream. Built here only.

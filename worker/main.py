@@ -25,7 +25,8 @@ from activities.lifecycle import LifecycleActivities
 from activities.notice_events import NoticeEventActivities
 from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
-from noticeflow import crypto, db, keyring
+from activities.webhooks import WebhookActivities
+from noticeflow import crypto, db, keyring, webhooks
 from noticeflow.application.deps import Deps
 from noticeflow.config import Settings, install_keys
 from noticeflow.contracts import notice_id_of, send_task_queue
@@ -36,6 +37,7 @@ from noticeflow.mailer import Mailer
 from noticeflow.projections import run_projections
 from noticeflow.temporal import connect, metrics_runtime
 from workflows.notice import NoticeWorkflow
+from workflows.webhooks import WebhookWorkflow
 
 log = structlog.get_logger()
 
@@ -68,7 +70,9 @@ class LogContextInterceptor(Interceptor):
 
 
 def activities_for(
-    deps: Deps, sending: SendingActivities | None = None
+    deps: Deps,
+    sending: SendingActivities | None = None,
+    webhook: WebhookActivities | None = None,
 ) -> Sequence[Callable[..., Any]]:
     sending, intake, lifecycle = (
         sending or SendingActivities(deps),
@@ -90,6 +94,9 @@ def activities_for(
         lifecycle.activate_due,
         ReminderActivities(deps).send_reminders,
         NoticeEventActivities(deps).record_notice_event,
+        # Runs on the webhooks' own queue (build_worker); listed here too, as every activity the
+        # worker knows (tests/workflows/test_activity_interfaces.py).
+        (webhook or WebhookActivities(webhooks.Deliverer(deps.pool))).deliver_webhooks,
     ]
 
 
@@ -120,7 +127,11 @@ class NoticeWorkers:
 
 
 def build_worker(
-    client: Client, deps: Deps, task_queue: str, send_slots: int = SEND_SLOTS
+    client: Client,
+    deps: Deps,
+    task_queue: str,
+    send_slots: int = SEND_SLOTS,
+    deliverer: webhooks.Deliverer | None = None,
 ) -> NoticeWorkers:
     common: dict[str, Any] = dict(
         interceptors=[LogContextInterceptor()],
@@ -130,6 +141,7 @@ def build_worker(
         default_heartbeat_throttle_interval=timedelta(seconds=2),
     )
     sending = SendingActivities(deps)
+    webhook = WebhookActivities(deliverer or webhooks.Deliverer(deps.pool))
     return NoticeWorkers(
         Worker(
             client,
@@ -137,7 +149,7 @@ def build_worker(
             workflows=[NoticeWorkflow],
             # send_notices stays here too: a notice whose mailing started before shards existed
             # mails its whole audience in one activity on this queue.
-            activities=activities_for(deps, sending),
+            activities=activities_for(deps, sending, webhook),
             max_concurrent_activities=20,
             **common,
         ),
@@ -146,6 +158,16 @@ def build_worker(
             task_queue=send_task_queue(task_queue),
             activities=[sending.send_notices],
             max_concurrent_activities=send_slots,
+            **common,
+        ),
+        # Webhook deliveries on their own queue (docs/webhooks.md): a slow or dead endpoint
+        # holds none of the slots a notice's activities need.
+        Worker(
+            client,
+            task_queue=webhooks.task_queue_of(task_queue),
+            workflows=[WebhookWorkflow],
+            activities=[webhook.deliver_webhooks],
+            max_concurrent_activities=10,
             **common,
         ),
     )
@@ -220,7 +242,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             log.warning(db.OWNER_WARNING)
         client = await connect(settings, runtime=runtime)
         worker = build_worker(
-            client, build_deps(settings, pool), settings.task_queue, settings.send_slots
+            client,
+            build_deps(settings, pool),
+            settings.task_queue,
+            settings.send_slots,
+            webhooks.Deliverer(
+                pool,
+                allow_private=settings.webhooks_allow_private,
+                give_up_after=settings.webhooks_give_up_after,
+            ),
         )
         log.info(
             "worker started",
@@ -236,10 +266,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         sweeper = asyncio.create_task(
             sweep_intake(client, pool, stop, settings.task_queue), name="intake-sweeper"
         )
+        outbox = asyncio.create_task(
+            webhooks.run_outbox(pool, webhooks.temporal_waker(client, settings.task_queue), stop),
+            name="webhook-outbox",
+        )
         async with worker:
             await stop.wait()
             log.info("worker stopping")
         await projector
         await sweeper
+        await outbox
     finally:
         await pool.close()

@@ -28,6 +28,7 @@ from noticeflow.cli import (
     servers,
     temporal,
     users,
+    webhooks,
 )
 from noticeflow.cli.common import Failure, _json_default, scrub
 from noticeflow.domain.errors import InputError
@@ -44,6 +45,7 @@ app.add_typer(evidence.app, name="evidence")
 app.add_typer(keys.app, name="keys")
 app.add_typer(receipts.app, name="receipts")
 app.add_typer(temporal.app, name="temporal")
+app.add_typer(webhooks.app, name="webhooks")
 app.command()(servers.up)
 app.command()(servers.worker)
 app.command()(servers.web)

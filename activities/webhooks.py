@@ -1,0 +1,46 @@
+"""Webhook delivery: a thin adapter over :class:`noticeflow.webhooks.Deliverer`.
+
+A transient failure (timeout, connection error, 408/425/429/5xx) has recorded its attempt and
+fails the activity with the delivery's own next delay (``next_retry_delay``): Temporal waits that
+long and retries the same subscription, whose oldest pending delivery is that one again. A
+delivery that fails for good (or whose 24 h are up) is recorded as failed inside the activity, and
+the next one proceeds. A key that cannot open the stored secret (configuration) is retried every
+ten minutes, never a failed workflow."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import handed_over_on_shutdown
+from noticeflow.activity_interfaces import WebhookRequest, WebhookRound
+from noticeflow.contracts import Activity
+from noticeflow.webhooks import Deliverer, RetryLater, WebhookError
+
+CONFIGURATION_RETRY = timedelta(minutes=10)
+
+
+class WebhookActivities:
+    def __init__(self, deliverer: Deliverer) -> None:
+        self.deliverer = deliverer
+
+    @activity.defn(name=Activity.deliver_webhooks)
+    async def deliver_webhooks(self, request: WebhookRequest) -> WebhookRound:
+        try:
+            async with handed_over_on_shutdown():
+                done = await self.deliverer.deliver_pending(
+                    request.subscription_id, request.batch, progress=activity.heartbeat
+                )
+        except RetryLater as retry:
+            raise ApplicationError(
+                str(retry), type="WebhookRetry", next_retry_delay=retry.delay
+            ) from None
+        except WebhookError as error:
+            raise ApplicationError(
+                str(error), type="WebhookUnavailable", next_retry_delay=CONFIGURATION_RETRY
+            ) from None
+        return WebhookRound(
+            delivered=done.delivered, failed=done.failed, more=done.more, stopped=done.stopped
+        )
