@@ -26,6 +26,7 @@ from noticeflow.cli import (
     projections,
     receipts,
     servers,
+    subprocessors,
     temporal,
     users,
     webhooks,
@@ -45,6 +46,7 @@ app.add_typer(evidence.app, name="evidence")
 app.add_typer(keys.app, name="keys")
 app.add_typer(receipts.app, name="receipts")
 app.add_typer(temporal.app, name="temporal")
+app.add_typer(subprocessors.app, name="subprocessors")
 app.add_typer(webhooks.app, name="webhooks")
 app.command()(servers.up)
 app.command()(servers.worker)

@@ -31,7 +31,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -289,6 +289,7 @@ class AudienceSnapshotted(Event):
             if dumped.get(name) is None:
                 dumped.pop(name, None)
         return dumped
+
     timezones: dict[str, str] | None = Field(
         default=None,
         description="Each customer's timezone by id (written since the read models use it).",
@@ -523,6 +524,36 @@ class CustomerErased(Event):
     )
 
 
+# --- the public list's baseline (stream ``subprocessors``) ---------------------------------------
+
+
+class BaselineEntry(_Shape):
+    """One sub-processor of a baseline, with the fields a notice gives it (no personal data)."""
+
+    subprocessor: str = Field(description="The sub-processor's legal name, as notices name it.")
+    subprocessor_location: str = Field(description="Where it processes the data.")
+    purpose: str = Field(description="What it does for the vendor.")
+    data_categories: list[str] = Field(description="The categories of personal data it gets.")
+    services: list[str] = Field(description="The vendor's services it is used for.")
+    transfer_mechanism: str = Field(description="The transfer mechanism (e.g. SCCs 2021).")
+    in_use_since: date = Field(description="Since when it has been in use (a date, as declared).")
+
+
+class SubprocessorsBaselined(Event):
+    """The sub-processors already in use when the vendor adopted noticeflow
+    (``noticeflow subprocessors import``), in stream ``subprocessors``: the public list's starting
+    point (docs/public.md). A later one (allowed only before the first notice, ``--replace``)
+    supersedes it."""
+
+    type: ClassVar[str] = "subprocessors_baselined"
+    subprocessors: list[BaselineEntry] = Field(description="Every sub-processor in use, by name.")
+    content_sha256: str = Field(
+        description="SHA-256 of the canonical JSON of `subprocessors` (the same list twice is"
+        " the same baseline)."
+    )
+    by: str | None = Field(default=None, description="Who imported it (a user name), if given.")
+
+
 # --- legacy: appended before the intake of record; old streams still hold them ------------------
 
 
@@ -571,6 +602,7 @@ EVENTS: tuple[type[Event], ...] = (
     SubprocessorDisabled,
     CustomerSettled,
     CustomerErased,
+    SubprocessorsBaselined,
     SignalRejected,
     ObjectionRejected,
 )
@@ -710,6 +742,8 @@ def _type_text(annotation: Any, metadata: Any = ()) -> str:
         return " or ".join(f"`{arg}`" for arg in args)
     if annotation in (datetime, AwareDatetime):
         return "instant (as sent through Temporal: UTC as `Z`)"
+    if annotation is date:
+        return "date (ISO 8601, `YYYY-MM-DD`)"
     if isinstance(annotation, type):
         if issubclass(annotation, Enum):
             return "one of " + ", ".join(f"`{member.value}`" for member in annotation)

@@ -109,7 +109,7 @@ def create_app(
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
             " frame-ancestors 'none'; form-action 'self'",
         )
-        if not request.url.path.startswith("/static/"):
+        if not request.url.path.startswith(("/static/", "/subprocessors")):
             # Personal pages, signed-in pages and API answers: never kept by a browser or proxy
             # (the back button after signing out shows nothing).
             response.headers["Cache-Control"] = "no-store"
@@ -118,13 +118,14 @@ def create_app(
         return response
 
     _error_handlers(app)
-    from noticeflow.web import actions, api, dashboard, ops
+    from noticeflow.web import actions, api, dashboard, ops, public
 
     app.include_router(auth.router)
     app.include_router(actions.router)
     app.include_router(dashboard.router)
     app.include_router(api.router)
     app.include_router(ops.router)
+    app.include_router(public.router)  # the public sub-processor list: no sign-in
     ops.instrument(app)  # request counts and durations by route template, for /metrics
     app.add_middleware(Guard)  # outermost: NUL bytes, body size, and no traceback on a crash
     app.mount("/static", StaticFiles(packages=[("noticeflow.web", "static")]), name="static")

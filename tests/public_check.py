@@ -1,0 +1,102 @@
+"""The check that the public list always equals what the events say (issue 14), run at the end of
+every lifecycle test (tests/test_change_kinds.py, tests/workflows/test_notice_lifecycle.py):
+the real web app is served over the test's database, and what ``/subprocessors.json`` answers is
+compared with the list derived afresh from the event store at the chain head it names
+(``noticeflow.public_list.derive_at``, which shares no code with the web's cached reading but the
+fold), with the current derivation, with the HTML page and the Atom feed's heads, and searched for
+any customer id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from noticeflow import public_list
+from noticeflow.config import Settings
+from noticeflow.domain.public_list import parse_head
+from noticeflow.sink import free_port
+from noticeflow.web.app import serve
+from noticeflow.web.public import HEAD_HEADER
+
+SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "schemas" / "subprocessors.schema.json"
+
+
+def validate_schema(body: Any) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(body)
+
+
+async def fetch_public(pool: asyncpg.Pool, data_dir: Path, client: Any = None) -> dict[str, Any]:
+    """The three public answers from the real web app served on a free port: JSON body, and
+    each answer's chain head header, plus the HTML and Atom text."""
+    from tests.web.conftest import SECRET
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        data_dir=data_dir, database_url="postgresql://unused", secret_key=SECRET,
+        public_url=url, web_host="127.0.0.1", web_port=port, web_token="t" * 32,
+    )  # fmt: skip
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    web = asyncio.create_task(serve(settings, stop, pool=pool, client=client, started=started))
+    try:
+        await asyncio.wait_for(started, 30)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            answers = {path: await http.get(path) for path in
+                       ("/subprocessors.json", "/subprocessors", "/subprocessors.atom")}  # fmt: skip
+    finally:
+        stop.set()
+        await web
+    for path, answer in answers.items():
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:500])
+    return {
+        "json": answers["/subprocessors.json"].json(),
+        "heads": {path: answer.headers[HEAD_HEADER] for path, answer in answers.items()},
+        "html": answers["/subprocessors"].text,
+        "atom": answers["/subprocessors.atom"].text,
+    }
+
+
+async def assert_public_list_equals_the_events(
+    pool: asyncpg.Pool, data_dir: Path, client: Any = None
+) -> dict[str, Any]:
+    for _attempt in range(3):
+        served = await fetch_public(pool, data_dir, client)
+        heads = set(served["heads"].values())
+        fresh = await public_list.derive_through(pool)
+        if len(heads) == 1 and fresh.head.token in heads:
+            break
+        await asyncio.sleep(0.5)  # an event committed between the answers: ask again
+    else:
+        raise AssertionError(f"the chain head kept moving: {served['heads']}, {fresh.head.token}")
+    body = served["json"]
+    (token,) = heads
+    head = parse_head(token)
+    assert body["chain_head"] == head.as_json()
+    pinned = await public_list.derive_at(pool, head)
+    assert pinned is not None, f"the store has no chain head {token}"
+    assert body == pinned.as_json(), "the served list is not what the events say at its head"
+    assert body == fresh.as_json()
+    validate_schema(body)
+    assert f'content="{token}"' in served["html"]
+    assert f'position="{head.position}"' in served["atom"]
+    # Nothing about customers: no customer id is anywhere in what the public sees.
+    ids = [row[0] for row in await pool.fetch("SELECT customer_id FROM customers")]
+    ids += [row[0] for row in await pool.fetch("SELECT DISTINCT customer_id FROM recipients")]
+    for text in (json.dumps(body), served["html"], served["atom"]):
+        for customer_id in set(ids):
+            assert not re.search(rf"(?<![\w-]){re.escape(customer_id)}(?![\w-])", text), (
+                f"customer id {customer_id!r} is on the public list"
+            )
+    return body
