@@ -782,7 +782,13 @@ def report(outcome: Outcome) -> None:
     print(
         "        CPU seconds while sending: "
         + ", ".join(f"{group} {seconds:.1f}" for group, seconds in o.cpu_split.items())
-        + f" (of {o.elapsed * (psutil.cpu_count() or 1):.1f} available)",
+        + f" (of {o.elapsed * (psutil.cpu_count() or 1):.1f} available)"
+        # The figure to compare between runs on a shared machine (rates swing with the load).
+        + (
+            f"; workers {o.cpu_split.get('workers', 0.0) / o.accepted * 1000:.3f} ms CPU per mail"
+            if o.accepted
+            else ""
+        ),
         flush=True,
     )
     kind, stored, text = o.largest_event

@@ -148,3 +148,32 @@ def test_one_link_has_one_spelling():
             signer.read(token[:-1] + twin)
         assert refused.value.kind == "malformed"
     assert signer.read(token).customer_id == "acme"
+
+
+def test_tokens_are_itsdangerous_tokens_never_compressed_and_old_compressed_ones_still_open():
+    """The signer signs as itsdangerous does (same token where itsdangerous did not compress),
+    but never compresses: a compressed payload starts the token with "." (read used to refuse
+    those, so some customers' links did not open). Tokens mailed compressed still open."""
+    from itsdangerous import URLSafeSerializer
+
+    from noticeflow.links import SALT
+
+    theirs = URLSafeSerializer(["secret-one"], salt=SALT)
+    compressed = 0
+    for customer_id in ("acme", "c000123", "a" * 12, "x" * 30):  # the last two compress
+        link = ActionLink("n-1", customer_id, LinkAction.object, LINK.expires_at)
+        payload = [link.notice_id, link.customer_id, link.action.value,
+                   int(link.expires_at.timestamp())]  # fmt: skip
+        old = str(theirs.dumps(payload))
+        ours = SIGNER.token(link)
+        assert not ours.startswith(".")
+        assert SIGNER.verify(ours, NOW) == link
+        if old.startswith("."):
+            compressed += 1
+            assert SIGNER.verify(old, NOW) == link  # a link already mailed keeps working
+        else:
+            assert ours == old
+    assert compressed == 2  # both cases are exercised
+    with pytest.raises(InvalidLink) as refused:
+        SIGNER.read("." + SIGNER.token(LINK)[:-2] + "AA")
+    assert refused.value.kind == "forged"
