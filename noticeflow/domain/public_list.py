@@ -614,6 +614,7 @@ def load_baseline_file(path: Path, today: date) -> list[BaselineEntry]:
 def baseline_event(entries: list[BaselineEntry], by: str | None) -> SubprocessorsBaselined:
     """The baseline's event; ``content_sha256`` names its content, so the same list is the same
     baseline whatever the file's order or layout."""
+    entries = sorted(entries, key=lambda entry: (entry.subprocessor.casefold(), entry.subprocessor))
     content = [entry.model_dump(mode="json") for entry in entries]
     digest = hashlib.sha256(
         json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

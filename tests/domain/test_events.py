@@ -4,7 +4,7 @@ an earlier version stored still parses (upcast), and docs/events.md is current."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,39 @@ CASES: list[tuple[str, dict[str, Any], events.Event]] = [
         events.CustomerErased(
             customer_id="acme",
             method="crypto-shredding: key deleted; records blanked; erased for good",
+        ),
+    ),
+    (
+        "public_list.record_baseline",
+        {
+            "subprocessors": [
+                {
+                    "subprocessor": "Anthropic, PBC",
+                    "subprocessor_location": "United States",
+                    "purpose": "Assistant",
+                    "data_categories": ["Prompts"],
+                    "services": ["assistant"],
+                    "transfer_mechanism": "SCCs 2021",
+                    "in_use_since": "2024-06-01",
+                }
+            ],
+            "content_sha256": "ab" * 32,
+            "by": "alice",
+        },
+        events.SubprocessorsBaselined(
+            subprocessors=[
+                events.BaselineEntry(
+                    subprocessor="Anthropic, PBC",
+                    subprocessor_location="United States",
+                    purpose="Assistant",
+                    data_categories=["Prompts"],
+                    services=["assistant"],
+                    transfer_mechanism="SCCs 2021",
+                    in_use_since=date(2024, 6, 1),
+                )
+            ],
+            content_sha256="ab" * 32,
+            by="alice",
         ),
     ),
 ]

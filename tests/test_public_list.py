@@ -1,0 +1,354 @@
+"""The public sub-processor list (issue 14 item 1): the fold's rules on plain events, the baseline
+file's validation, and the baseline's import on the real database (idempotent, a different one
+refused with its reason), the list read from the real event store at a pinned chain head, and the
+CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from noticeflow import eventstore, public_list
+from noticeflow.domain.errors import InputError
+from noticeflow.domain.public_list import (
+    BASELINE_STREAM,
+    PublicEvent,
+    derive,
+    load_baseline_file,
+    parse_baseline,
+    parse_head,
+)
+
+T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
+TODAY = date(2026, 1, 5)
+SPEC = {
+    "notice_id": "n1",
+    "kind": "addition",
+    "title": "Notice for Acme Corp",  # a title may name anyone: never published
+    "subprocessor": "OpenAI, LLC",
+    "subprocessor_location": "United States",
+    "purpose": "Assistant",
+    "data_categories": ["Prompts"],
+    "services": ["assistant"],
+    "transfer_mechanism": "SCCs 2021",
+    "opt_in": False,
+    "effective_at": "2026-02-01T00:00:00Z",
+    "audience": {"customers": ["acme"]},
+    "body": "Dear Acme Corp",
+}
+BASELINE = """
+[[subprocessors]]
+subprocessor = "Amazon Web Services EMEA SARL"
+subprocessor_location = "Ireland"
+purpose = "Hosting"
+data_categories = ["Account data", "Content"]
+services = ["assistant", "goals"]
+transfer_mechanism = "Not applicable (EEA)"
+in_use_since = 2021-03-01
+
+[[subprocessors]]
+subprocessor = "Anthropic, PBC"
+subprocessor_location = "United States"
+purpose = "Assistant"
+data_categories = ["Prompts"]
+services = ["assistant"]
+transfer_mechanism = "SCCs 2021"
+in_use_since = 2024-06-01
+"""
+
+
+class Events:
+    """Plain events in global order, hashed as the store would chain them (any bytes will do)."""
+
+    def __init__(self) -> None:
+        self.items: list[PublicEvent] = []
+
+    def add(self, stream: str, kind: str, at: datetime, **data: Any) -> None:
+        position = len(self.items) + 1
+        digest = hashlib.sha256(f"{position}{stream}{kind}".encode()).digest()
+        self.items.append(PublicEvent(position, stream, kind, data, at, digest))
+
+    def notice(self, notice_id: str, at: datetime, **spec: Any) -> None:
+        self.add(f"notice-{notice_id}", "notice_created", at, spec={**SPEC, **spec})
+
+    def sent(self, notice_id: str, at: datetime, customers: int = 2) -> None:
+        self.add(f"notice-{notice_id}", "audience_snapshotted", at, customers=customers)
+
+    def switch(self, notice_id: str, on: bool, customer: str, name: str, at: datetime) -> None:
+        kind = "subprocessor_enabled" if on else "subprocessor_disabled"
+        self.add(f"notice-{notice_id}", kind, at, customer_id=customer, subprocessor=name)
+
+    def phase(self, notice_id: str, phase: str, at: datetime) -> None:
+        self.add(f"notice-{notice_id}", "phase_changed", at, phase=phase)
+
+    def baseline(self, at: datetime, text: str = BASELINE) -> None:
+        import tomllib
+
+        entries = parse_baseline(tomllib.loads(text), "baseline", TODAY)
+        event = public_list.baseline_event(entries, None)
+        self.add(BASELINE_STREAM, "subprocessors_baselined", at, **event.data())
+
+
+def names(listing: Any) -> dict[str, str]:
+    return {entry.name: entry.source for entry in listing.subprocessors}
+
+
+def test_a_notice_is_public_once_sent_and_the_sub_processor_once_on_for_a_customer():
+    events = Events()
+    events.notice("n1", T0)
+    assert derive(events.items).as_json()["upcoming_changes"] == []  # a draft is not public
+    events.sent("n1", T0 + timedelta(hours=1))
+    listing = derive(events.items)
+    (change,) = listing.upcoming
+    assert (change.notice_id, change.status, change.sent_at) == (
+        "n1",
+        "upcoming",
+        T0 + timedelta(hours=1),
+    )
+    assert listing.subprocessors == []  # announced, not in use
+    events.phase("n1", "active", T0 + timedelta(days=27))
+    events.switch("n1", True, "acme", "OpenAI, LLC", T0 + timedelta(days=27))
+    events.switch("n1", True, "globex", "OpenAI, LLC", T0 + timedelta(days=28))
+    listing = derive(events.items)
+    (entry,) = listing.subprocessors
+    assert (entry.name, entry.since, entry.details.location) == (
+        "OpenAI, LLC",
+        T0 + timedelta(days=27),
+        "United States",
+    )
+    assert [c.status for c in listing.past] == ["in_effect"]
+    # Off for one customer: still in use for the other; off for both: off the list.
+    events.switch("n1", False, "acme", "OpenAI, LLC", T0 + timedelta(days=30))
+    assert names(derive(events.items)) == {"OpenAI, LLC": "notice"}
+    events.switch("n1", False, "globex", "OpenAI, LLC", T0 + timedelta(days=31))
+    assert names(derive(events.items)) == {}
+    text = json.dumps(derive(events.items).as_json())
+    for private in ("acme", "globex", "Acme Corp", "Dear"):
+        assert private not in text
+
+
+def test_postponement_and_cancellation_update_the_change_and_its_feed_entry():
+    events = Events()
+    events.notice("n1", T0)
+    events.sent("n1", T0 + timedelta(hours=1))
+    first = derive(events.items).upcoming[0]
+    events.add("notice-n1", "notice_postponed", T0 + timedelta(days=2),
+               **{"from": "2026-02-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"})  # fmt: skip
+    postponed = derive(events.items).upcoming[0]
+    assert postponed.atom_id == first.atom_id
+    assert postponed.updated_at == T0 + timedelta(days=2) > first.updated_at
+    assert postponed.effective_at == datetime(2026, 3, 1, tzinfo=UTC)
+    assert postponed.first_effective_at == datetime(2026, 2, 1, tzinfo=UTC)
+    events.add("notice-n1", "notice_cancelled", T0 + timedelta(days=3), phase="window_open")
+    listing = derive(events.items)
+    assert listing.upcoming == []
+    (cancelled,) = listing.past
+    assert (cancelled.status, cancelled.atom_id, cancelled.updated_at) == (
+        "cancelled",
+        first.atom_id,
+        T0 + timedelta(days=3),
+    )
+
+
+def test_baseline_replacement_removal_and_material_change():
+    events = Events()
+    events.baseline(T0)
+    listing = derive(events.items)
+    assert names(listing) == {
+        "Amazon Web Services EMEA SARL": "baseline",
+        "Anthropic, PBC": "baseline",
+    }
+    assert listing.subprocessors[1].since == datetime(2024, 6, 1, tzinfo=UTC)
+    # A replacement of a baseline entry: the old one stays while a recipient may keep it.
+    events.notice("r1", T0, kind="replacement", replaces="Anthropic, PBC")
+    events.sent("r1", T0 + timedelta(hours=1), customers=2)
+    events.phase("r1", "active", T0 + timedelta(days=30))
+    events.switch("r1", True, "acme", "OpenAI, LLC", T0 + timedelta(days=30))
+    events.add("notice-r1", "customer_settled", T0 + timedelta(days=30),
+               customer_id="acme", verdict="activate")  # fmt: skip
+    assert set(names(derive(events.items))) == {
+        "Amazon Web Services EMEA SARL",
+        "Anthropic, PBC",
+        "OpenAI, LLC",
+    }
+    events.add("notice-r1", "customer_settled", T0 + timedelta(days=31),
+               customer_id="globex", verdict="activate")  # fmt: skip
+    assert set(names(derive(events.items))) == {"Amazon Web Services EMEA SARL", "OpenAI, LLC"}
+    # A material change switched on: the new terms; a removal taking effect: off the list.
+    events.notice("m1", T0, kind="material_change", subprocessor="OpenAI, LLC",
+                  subprocessor_location="Ireland",
+                  previous={"subprocessor_location": "United States"})  # fmt: skip
+    events.sent("m1", T0 + timedelta(days=32))
+    events.switch("m1", True, "acme", "OpenAI, LLC", T0 + timedelta(days=60))
+    listing = derive(events.items)
+    openai = next(e for e in listing.subprocessors if e.name == "OpenAI, LLC")
+    assert (openai.details.location, openai.notice_id, openai.since) == (
+        "Ireland",
+        "m1",
+        T0 + timedelta(days=30),
+    )
+    assert listing.upcoming[0].as_json()["previous"] == {"location": "United States"}
+    events.notice("x1", T0, kind="removal", subprocessor="Amazon Web Services EMEA SARL")
+    events.sent("x1", T0 + timedelta(days=61))
+    assert "Amazon Web Services EMEA SARL" in names(derive(events.items))
+    events.phase("x1", "active", T0 + timedelta(days=90))
+    assert set(names(derive(events.items))) == {"OpenAI, LLC"}
+
+
+def test_the_chain_head_names_exactly_the_events_read():
+    events = Events()
+    events.baseline(T0)
+    events.notice("n1", T0)
+    one = derive(events.items).head
+    events.add("notice-n1", "objection_received", T0, customer_id="acme")  # not followed
+    assert derive(events.items).head == one
+    events.sent("n1", T0)
+    two = derive(events.items).head
+    assert two.position == 4 and two.digest != one.digest
+    assert parse_head(two.token) == two
+    with pytest.raises(InputError, match="not a chain head"):
+        parse_head("12:md5:abc")
+
+
+def test_the_baseline_file_lists_every_problem_at_once(tmp_path: Path):
+    bad = tmp_path / "baseline.toml"
+    bad.write_text(
+        'vendor = "x"\n'
+        "[[subprocessors]]\n"
+        'subprocessor = "Anthropic, PBC"\n'
+        'purpose = "Assistant"\n'
+        "data_categories = []\n"
+        'services = ["assistant"]\n'
+        'transfer_mechanism = "SCCs"\n'
+        "in_use_since = 2099-01-01\n"
+        'colour = "blue"\n'
+        "[[subprocessors]]\n"
+        'subprocessor = "anthropic,  pbc"\n'
+        'subprocessor_location = "US"\n'
+        'purpose = "Assistant"\n'
+        'data_categories = ["Prompts"]\n'
+        'services = ["assistant"]\n'
+        'transfer_mechanism = "SCCs"\n'
+        "in_use_since = 2024-01-01\n"
+        "[[subprocessors]]\n"
+        'subprocessor = "Mail Inc."\n'
+        'subprocessor_location = "US"\n'
+        'purpose = "Mail"\n'
+        'data_categories = ["Addresses"]\n'
+        'services = ["assistant"]\n'
+        'transfer_mechanism = "SCCs"\n'
+        "in_use_since = 2030-01-01\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError) as caught:
+        load_baseline_file(bad, TODAY)
+    text = str(caught.value)
+    assert text.startswith(f"{bad} is not a valid baseline (5 problems):"), text
+    for expected in (
+        "vendor: unknown field",
+        "subprocessors item 1 (Anthropic, PBC).subprocessor_location: missing",
+        "subprocessors item 1 (Anthropic, PBC).data_categories: must list at least one item",
+        "subprocessors item 1 (Anthropic, PBC).colour: unknown field",
+        "subprocessors item 3 (Mail Inc.).in_use_since: 2030-01-01 is in the future",
+    ):
+        assert expected in text, text
+    # Item 1 failed its fields; the second spelling is caught once the first is valid.
+    bad.write_text(bad.read_text().replace("data_categories = []", 'data_categories = ["P"]')
+                   .replace("colour = \"blue\"\n", 'subprocessor_location = "US"\n')
+                   .replace("2099-01-01", "2020-01-01").replace('vendor = "x"\n', ""))  # fmt: skip
+    with pytest.raises(InputError, match=r"the same sub-processor as item 1 \('Anthropic, PBC'\)"):
+        load_baseline_file(bad, TODAY)
+    for content, words in (
+        ("not toml [", "not valid TOML"),
+        ("", "subprocessors: missing"),
+        ("subprocessors = []", "lists no sub-processor"),
+    ):
+        bad.write_text(content)
+        with pytest.raises(InputError, match=words):
+            load_baseline_file(bad, TODAY)
+    with pytest.raises(InputError, match="no such file"):
+        load_baseline_file(tmp_path / "missing.toml", TODAY)
+
+
+# --- on the real database -------------------------------------------------------------------------
+
+
+def entries_of(text: str = BASELINE) -> list[Any]:
+    import tomllib
+
+    return parse_baseline(tomllib.loads(text), "baseline", TODAY)
+
+
+async def test_the_baseline_is_recorded_once_and_a_different_one_needs_replace_before_any_mail(
+    pool,
+):
+    first = await public_list.record_baseline(pool, entries_of(), "alice", T0)
+    assert (first.recorded, first.version, first.subprocessors) == (True, 1, 2)
+    again = await public_list.record_baseline(pool, list(reversed(entries_of())), "bob", T0)
+    assert (again.recorded, again.version) == (False, 1)  # the same list: nothing appended
+    assert len(await eventstore.read_stream(pool, BASELINE_STREAM)) == 1
+    smaller = BASELINE.split("\n\n[[subprocessors]]")[0]
+    with pytest.raises(InputError, match="run again with --replace"):
+        await public_list.record_baseline(pool, entries_of(smaller), None, T0)
+    fixed = await public_list.record_baseline(pool, entries_of(smaller), None, T0, replace=True)
+    assert (fixed.recorded, fixed.version) == (True, 2)
+    listing = await public_list.derive_through(pool)
+    assert names(listing) == {"Amazon Web Services EMEA SARL": "baseline"}
+    assert listing.baseline_names == ("Amazon Web Services EMEA SARL",)
+    # Pinned: the head names the list as it was, and a head the store never had is refused.
+    assert await public_list.derive_at(pool, listing.head) == listing
+    assert (
+        await public_list.derive_at(pool, parse_head(f"{listing.head.position}:sha256:" + "0" * 64))
+        is None
+    )
+    cache = public_list.Cache()
+    assert await cache.current(pool) == listing
+    # Once a notice was mailed, the list is published: any other baseline is refused.
+    await pool.execute(
+        "INSERT INTO notices (notice_id, spec, notice_text, text_sha256, author, subprocessor,"
+        " effective_at) VALUES ('n1', '{}', '', '', 'alice', 'X', now())"
+    )
+    await pool.execute(
+        "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
+        " snapshot_at) VALUES ('n1', 'acme', '', 'US', '{}', 'UTC', now())"
+    )
+    with pytest.raises(InputError, match="notices have been mailed already"):
+        await public_list.record_baseline(pool, entries_of(), None, T0, replace=True)
+    same = await public_list.record_baseline(pool, entries_of(smaller), None, T0)
+    assert not same.recorded  # the same one is still fine: idempotent
+
+
+def test_the_cli_imports_a_baseline_and_shows_the_list(database_url, tmp_path, monkeypatch):
+    from noticeflow.cli import app
+    from tests.web.conftest import SECRET
+
+    monkeypatch.setenv("NOTICEFLOW_DATABASE_URL", database_url)
+    monkeypatch.setenv("NOTICEFLOW_SECRET_KEY", SECRET)
+    file = tmp_path / "baseline.toml"
+    file.write_text(BASELINE, encoding="utf-8")
+    runner = CliRunner()
+    done = runner.invoke(app, ["subprocessors", "import", str(file), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["recorded"] is True
+    again = runner.invoke(app, ["subprocessors", "import", str(file)])
+    assert again.exit_code == 0 and "recorded already: nothing changed" in again.output
+    shown = runner.invoke(app, ["subprocessors", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    assert [e["name"] for e in body["subprocessors"]] == [
+        "Amazon Web Services EMEA SARL",
+        "Anthropic, PBC",
+    ]
+    token = f"{body['chain_head']['position']}:{body['chain_head']['digest']}"
+    pinned = runner.invoke(app, ["subprocessors", "show", "--head", token, "--json"])
+    assert json.loads(pinned.output) == body
+    file.write_text(BASELINE.replace("2024-06-01", '"someday"'), encoding="utf-8")
+    bad = runner.invoke(app, ["subprocessors", "import", str(file)])
+    assert bad.exit_code == 2
+    assert "in_use_since" in bad.output and "Traceback" not in bad.output
