@@ -74,7 +74,15 @@ class OutgoingMail:
 
 
 def build_message(
-    *, mail_from: str, to: str, subject: str, text: str, html: str, msg_id: str, date: datetime
+    *,
+    mail_from: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    msg_id: str,
+    date: datetime,
+    reply_to: str | None = None,
 ) -> OutgoingMail:
     """A text + HTML message (multipart/alternative, UTF-8, base64 parts) as wire bytes.
 
@@ -82,17 +90,20 @@ def build_message(
     single cost of a sending worker in bench/notify.py. Header values that would need folding or
     encoding beyond an RFC 2047 subject (non-ASCII or very long addresses) take the email
     package's path instead. A line break in an address or the Message-ID raises ValueError (it
-    could only ever inject a header); one in the subject becomes a space.
+    could only ever inject a header); one in the subject becomes a space. ``reply_to``: the
+    customer's reply address (docs/replies.md), as a Reply-To header when given.
     """
-    headers = (mail_from, to, msg_id)
-    for name, value in (("From", mail_from), ("To", to), ("Message-ID", msg_id)):
+    headers = (mail_from, to, msg_id, reply_to or "")
+    for name, value in (
+        ("From", mail_from), ("To", to), ("Message-ID", msg_id), ("Reply-To", reply_to or "")
+    ):  # fmt: skip
         if "\r" in value or "\n" in value:  # never a valid address: refuse, never inject a header
             raise ValueError(f"the {name} header value contains a line break")
     subject = _unfold(subject)
     if not all(value.isascii() and len(value) < 900 for value in headers):
         return _build_with_email_package(
             mail_from=mail_from, to=to, subject=subject, text=text, html=html, msg_id=msg_id,
-            date=date,
+            date=date, reply_to=reply_to,
         )  # fmt: skip
     boundary = "==nf_" + hashlib.sha256(msg_id.encode()).hexdigest()[:24]
     head = (
@@ -100,7 +111,8 @@ def build_message(
         "MIME-Version: 1.0\r\n"
         f"From: {mail_from}\r\n"
         f"To: {to}\r\n"
-        f"Subject: {_subject_header(subject)}\r\n"
+        + (f"Reply-To: {reply_to}\r\n" if reply_to else "")
+        + f"Subject: {_subject_header(subject)}\r\n"
         f"Message-ID: {msg_id}\r\n"
         f"Date: {format_datetime(date)}\r\n"
         "Auto-Submitted: auto-generated\r\n"
@@ -254,11 +266,21 @@ def _subject_header(subject: str) -> str:
 
 
 def _build_with_email_package(
-    *, mail_from: str, to: str, subject: str, text: str, html: str, msg_id: str, date: datetime
+    *,
+    mail_from: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    msg_id: str,
+    date: datetime,
+    reply_to: str | None = None,
 ) -> OutgoingMail:
     message = MIMEMultipart("alternative")
     message["From"] = mail_from
     message["To"] = to
+    if reply_to:
+        message["Reply-To"] = reply_to
     message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
     message["Message-ID"] = msg_id
     message["Date"] = format_datetime(date)
