@@ -149,6 +149,16 @@ class Settings(BaseSettings):
     # after its first attempt is recorded as failed and the next one proceeds.
     webhooks_allow_private: bool = False
     webhooks_give_up_after: Seconds = Field(default=timedelta(hours=24), gt=timedelta(0))
+    # Replies (docs/replies.md): each customer's mails carry Reply-To <local>+<token>@<domain> of
+    # this address (unset: no Reply-To, no inbound endpoint; `up --demo` sets one). The inbound
+    # SMTP endpoint (`noticeflow inbound`, and `up`) listens on inbound_host:inbound_port and
+    # refuses mails over inbound_max_bytes. reply_auto_act: an exact "opt in" / "object" from one
+    # of the customer's listed contacts acts at once (off: every reply waits for ops).
+    reply_address: str | None = None
+    reply_auto_act: bool = False
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(default=2526, ge=0, le=65535)
+    inbound_max_bytes: int = Field(default=1_000_000, ge=10_000, le=50_000_000)
     # The role that owns the schema and runs migrations; `database_url` is the runtime role,
     # which may only INSERT and SELECT on the event store. Unset: migrations use database_url.
     owner_database_url: str | None = None
@@ -166,6 +176,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("reply_address")
+    @classmethod
+    def _reply_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from noticeflow.domain.replies import ReplyAddress
+
+        parsed = ReplyAddress.parse(value)  # ValueError: says what is wrong
+        return f"{parsed.local}@{parsed.domain}"
 
     @field_validator("otlp_endpoint")
     @classmethod

@@ -185,6 +185,7 @@ class _Planned:
     first_attempt_at: datetime  # from the ledger: when this contact was first tried
     attempts: int  # the ledger's count, this one included
     deferred_before: bool  # an earlier run got only 4xx replies for it (not merely marked it)
+    reply_to: str | None = None  # the customer's reply address for this notice (docs/replies.md)
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,11 @@ class Mailer:
         rate: float | None = None,
         give_up_after: timedelta = GIVE_UP_AFTER,
         relay_rate: float | None = None,
+        reply_to: Callable[[str, str], str] | None = None,
     ) -> None:
         self.target = target
+        # (notice id, customer id) -> the Reply-To address (one HMAC); None: no Reply-To.
+        self.reply_to = reply_to
         self.mail_from = mail_from
         self.renderer = renderer
         self.concurrency = concurrency
@@ -362,6 +366,7 @@ class Mailer:
                 )
             seen: set[str] = set()
             key = recipient.key
+            reply_to = self.reply_to(notice_id, recipient.customer_id) if self.reply_to else None
             for position, address in recipient.contacts:
                 ref = key.index(address)
                 if ref in seen:  # the same mailbox listed twice: one ledger row, one mail
@@ -385,7 +390,7 @@ class Mailer:
                     problem,
                     done["first_attempt_at"] if done is not None else now,
                     done["attempts"] + 1 if done is not None else 1,
-                    done is not None and done["status"] == "deferred",
+                    done is not None and done["status"] == "deferred", reply_to,
                 ))  # fmt: skip
         return outcomes, planned
 
@@ -472,6 +477,7 @@ class Mailer:
                 html=html,
                 msg_id=item.msg_id,
                 date=utcnow(),
+                reply_to=item.reply_to,
             )
         except Exception as error:  # e.g. a line break in a header: fails the same way every time
             log.warning(

@@ -35,6 +35,7 @@ from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
 from noticeflow.mailer import Mailer
 from noticeflow.projections import run_projections
+from noticeflow.replies.tokens import ReplyAddresses
 from noticeflow.temporal import connect, metrics_runtime
 from workflows.notice import NoticeWorkflow
 from workflows.webhooks import WebhookWorkflow
@@ -185,7 +186,10 @@ def make_deps(
     public_url: str = Settings.model_fields["public_url"].default,
     smtp_give_up_after: timedelta = Settings.model_fields["smtp_give_up_after"].default,
     smtp_relay_rate: float | None = None,
+    reply_address: str | None = None,
 ) -> Deps:
+    # Replies (docs/replies.md): each customer's Reply-To, one HMAC per mail; None: none.
+    replies = ReplyAddresses.configured(reply_address)
     mailer = Mailer(
         SmtpTarget.from_url(smtp_url),
         mail_from,
@@ -194,6 +198,7 @@ def make_deps(
         smtp_rate,
         smtp_give_up_after,
         smtp_relay_rate,
+        reply_to=replies.for_recipient if replies else None,
     )
     # No default key: the link keys given (current first), else the process's installed ones.
     links = LinkSigner(secret_key or list(keyring.installed().keys["link"]), public_url)
@@ -213,6 +218,7 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.public_url,
         settings.smtp_give_up_after,
         settings.smtp_relay_rate,
+        settings.reply_address,
     )
 
 

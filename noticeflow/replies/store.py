@@ -1,0 +1,353 @@
+"""Replies kept, rejected and classified (table ``replies``, migration 021).
+
+A reply mail for a known (notice, customer) is kept sealed with the customer's key — sender,
+subject, its own words (quoted text and signature stripped) and the whole text — with the moment
+the inbound endpoint accepted it (``received_at``). It is no action yet: nothing is acted on until
+ops classify it (:func:`classify`): an objection or an opt-in becomes an action in the intake of
+record with the mail's receipt time as its receipt time (channel ``reply``), so a reply before the
+deadline is timely even when classified after it; a question is marked handled. Only when
+``NOTICEFLOW_REPLY_AUTO_ACT`` is on does an exact "opt in" / "object" from one of the customer's
+listed contacts act at once (:func:`receive`).
+
+A reply that cannot be kept (the customer was erased, its text cannot be read) is a recorded
+rejection: ids, the receipt time and our reason, no free text.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from noticeflow import intake
+from noticeflow.crypto import ERASED, CustomerKey, erased_ids, load_keys, open_sealed
+from noticeflow.domain.errors import InputError
+from noticeflow.domain.replies import ACTIONS, Classification, exact_command, strip_reply
+from noticeflow.domain.text import FREE_TEXT_MAX, SINGLE_LINE_MAX
+
+log = structlog.get_logger(__name__)
+
+NEW, CLASSIFIED, REJECTED = "new", "classified", "rejected"
+NO_TEXT = "(the reply has no text of its own)"
+BY_REPLY = "customer (by reply)"
+
+
+class ReplyField:
+    """Where a reply's personal data is sealed (the associated data of ``CustomerKey.seal``)."""
+
+    SENDER = "replies.sender"
+    SUBJECT = "replies.subject"
+    BODY = "replies.body"
+    FULL_TEXT = "replies.full_text"
+    CLASSIFIED_BY = "replies.classified_by"
+
+
+@dataclass(frozen=True)
+class IncomingReply:
+    """One mail as the inbound endpoint read it (plaintext, in memory only)."""
+
+    sender: str  # the From header's address ("" when there is none)
+    envelope_from: str  # MAIL FROM
+    subject: str
+    text: str  # the text part, decoded
+    message_id: str  # the Message-ID header ("" when there is none)
+    size_bytes: int
+    auto_submitted: bool = False  # Auto-Submitted other than "no": an automatic answer
+
+
+@dataclass(frozen=True)
+class Reply:
+    reply_id: str
+    notice_id: str | None
+    customer_id: str | None
+    received_at: datetime
+    status: str
+    reason: str | None
+    sender: str | None
+    subject: str | None
+    body: str | None
+    full_text: str | None
+    contact_match: bool
+    classified_as: str | None
+    classified_by: str | None
+    classified_at: datetime | None
+    receipt_id: str | None
+    repeat: bool = False  # the same mail (Message-ID) delivered again: the first reply
+
+    def as_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def new_reply_id() -> str:
+    return "rp-" + secrets.token_hex(10)
+
+
+_COLUMNS = (
+    "reply_id, notice_id, customer_id, received_at, status, reason, sender, subject, body,"
+    " full_text, contact_match, classified_as, classified_by, classified_at, receipt_id"
+)
+
+
+def _reply(row: asyncpg.Record, keys: dict[str, CustomerKey], repeat: bool = False) -> Reply:
+    key = keys.get(row["customer_id"]) if row["customer_id"] else None
+
+    def opened(column: str, field: str) -> str | None:
+        value = row[column]
+        return None if value is None else open_sealed(key, field, value)
+
+    return Reply(
+        reply_id=row["reply_id"],
+        notice_id=row["notice_id"],
+        customer_id=row["customer_id"],
+        received_at=row["received_at"],
+        status=row["status"],
+        reason=row["reason"],
+        sender=opened("sender", ReplyField.SENDER),
+        subject=opened("subject", ReplyField.SUBJECT),
+        body=opened("body", ReplyField.BODY),
+        full_text=opened("full_text", ReplyField.FULL_TEXT),
+        contact_match=row["contact_match"],
+        classified_as=row["classified_as"],
+        classified_by=opened("classified_by", ReplyField.CLASSIFIED_BY),
+        classified_at=row["classified_at"],
+        receipt_id=row["receipt_id"],
+        repeat=repeat,
+    )
+
+
+def _printable(text: str, limit: int) -> str:
+    """Text fit to keep and to become an action's free text: no control characters but line
+    breaks and tabs, at most ``limit`` characters."""
+    cleaned = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+async def record_rejection(
+    connection: asyncpg.Connection | asyncpg.Pool,
+    notice_id: str | None,
+    customer_id: str | None,
+    reason: str,
+    size_bytes: int | None = None,
+) -> Reply:
+    """A reply that is not kept: ids, the receipt time and our reason (no free text)."""
+    row = await connection.fetchrow(
+        "INSERT INTO replies (reply_id, notice_id, customer_id, status, reason, size_bytes)"
+        f" VALUES ($1, $2, $3, 'rejected', $4, $5) RETURNING {_COLUMNS}",
+        new_reply_id(),
+        notice_id,
+        customer_id,
+        reason,
+        size_bytes,
+    )
+    log.info("reply rejected", reply_id=row["reply_id"], notice_id=notice_id, reason=reason)
+    return _reply(row, {})
+
+
+def _contacts_match(rows: list[asyncpg.Record], key: CustomerKey, *addresses: str) -> bool:
+    """Whether every given address is one of the customer's contacts for the notice."""
+    from noticeflow.crypto import Field
+
+    listed = {key.unseal(Field.CONTACT_EMAIL, row["email"]).strip().lower() for row in rows}
+    listed.discard(ERASED)
+    return all(a.strip().lower() in listed for a in addresses) and bool(addresses)
+
+
+async def receive(
+    pool: asyncpg.Pool,
+    notice_id: str,
+    customer_id: str,
+    mail: IncomingReply,
+    *,
+    auto_act: bool = False,
+) -> Reply:
+    """Keep one reply for (notice, customer), sealed; a rejection when the customer was erased.
+    With ``auto_act``, an exact command from a listed contact is classified at once ("auto")."""
+    async with pool.acquire() as connection, connection.transaction():
+        keys = await load_keys(connection, [customer_id])
+        key = keys.get(customer_id)
+        if key is None:
+            erased = bool(await erased_ids(connection, [customer_id]))
+            return await record_rejection(
+                connection,
+                notice_id,
+                customer_id,
+                intake.erased_reason(customer_id)
+                if erased
+                else f"no key for customer {customer_id!r}: the reply cannot be kept sealed",
+                mail.size_bytes,
+            )
+        message_ref = (
+            key.ident("reply-message-id", notice_id, mail.message_id.strip())[:32]
+            if mail.message_id.strip()
+            else None
+        )
+        contacts = await connection.fetch(
+            "SELECT email FROM recipient_contacts WHERE notice_id = $1 AND customer_id = $2",
+            notice_id,
+            customer_id,
+        )
+        matched = bool(mail.sender) and _contacts_match(
+            contacts, key, mail.sender, mail.envelope_from
+        )
+        full_text = _printable(mail.text, 2 * FREE_TEXT_MAX)
+        body = strip_reply(full_text)
+
+        def seal(field: str, value: str) -> str:
+            return key.seal(field, value)
+
+        row = await connection.fetchrow(
+            "INSERT INTO replies (reply_id, notice_id, customer_id, status, message_ref,"
+            " size_bytes, sender, subject, body, full_text, contact_match)"
+            " VALUES ($1, $2, $3, 'new', $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (notice_id, customer_id, message_ref) WHERE message_ref IS NOT NULL"
+            f" DO NOTHING RETURNING {_COLUMNS}",
+            new_reply_id(),
+            notice_id,
+            customer_id,
+            message_ref,
+            mail.size_bytes,
+            seal(ReplyField.SENDER, _printable(mail.sender, 500)),
+            seal(ReplyField.SUBJECT, _printable(mail.subject, 1000)),
+            seal(ReplyField.BODY, body),
+            seal(ReplyField.FULL_TEXT, full_text),
+            matched,
+        )
+        if row is None:  # the same mail delivered again (a retry after a lost 250)
+            row = await connection.fetchrow(
+                f"SELECT {_COLUMNS} FROM replies WHERE notice_id = $1 AND customer_id = $2"
+                " AND message_ref = $3",
+                notice_id,
+                customer_id,
+                message_ref,
+            )
+            return _reply(row, keys, repeat=True)
+        reply = _reply(row, keys)
+        command = exact_command(full_text) if auto_act else None
+        if command is not None and matched and not mail.auto_submitted:
+            reply, receipt = await _classify(connection, reply, key, command, "auto")
+            log.info(
+                "reply acted on",
+                reply_id=reply.reply_id,
+                notice_id=notice_id,
+                customer_id=customer_id,
+                classified_as=command.value,
+                receipt_id=receipt.receipt_id if receipt else None,
+            )
+        else:
+            log.info(
+                "reply received", reply_id=reply.reply_id, notice_id=notice_id,
+                customer_id=customer_id,
+            )  # fmt: skip
+        return reply
+
+
+async def get(pool: asyncpg.Pool | asyncpg.Connection, reply_id: str) -> Reply | None:
+    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM replies WHERE reply_id = $1", reply_id)
+    if row is None:
+        return None
+    keys = await load_keys(pool, [row["customer_id"]]) if row["customer_id"] else {}
+    return _reply(row, keys)
+
+
+async def listing(
+    pool: asyncpg.Pool,
+    *,
+    notice_id: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[Reply]:
+    """Replies, newest first (of one notice, of one status, when given), opened."""
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM replies WHERE ($1::text IS NULL OR notice_id = $1)"
+        " AND ($2::text IS NULL OR status = $2) ORDER BY seq DESC LIMIT $3",
+        notice_id,
+        status,
+        limit,
+    )
+    ids = {row["customer_id"] for row in rows if row["customer_id"]}
+    keys = await load_keys(pool, ids) if ids else {}
+    return [_reply(row, keys) for row in rows]
+
+
+async def classify(
+    pool: asyncpg.Pool, reply_id: str, kind: str, by: str
+) -> tuple[Reply, intake.Receipt | None]:
+    """Ops' classification of one reply. An objection or opt-in is written to the intake of record
+    with the mail's receipt time (the caller hands the receipt over to the workflow); a question
+    is marked handled. The same classification again returns the first one's receipt; another one
+    for a reply already classified, or any for a rejected reply, is an InputError."""
+    try:
+        classification = Classification(kind)
+    except ValueError:
+        raise InputError(
+            f"unknown classification {kind[:40]!r}: use objection, opt_in or question"
+        ) from None
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(
+            f"SELECT {_COLUMNS} FROM replies WHERE reply_id = $1 FOR UPDATE", reply_id
+        )
+        if row is None:
+            raise InputError(f"no reply {reply_id[:40]!r}")
+        if row["status"] == REJECTED:
+            raise InputError(
+                f"reply {reply_id} was rejected ({row['reason']}): nothing to classify"
+            )
+        keys = await load_keys(connection, [row["customer_id"]])
+        reply = _reply(row, keys)
+        if row["status"] == CLASSIFIED:
+            if row["classified_as"] != classification.value:
+                raise InputError(
+                    f"reply {reply_id} is already classified as {row['classified_as']}"
+                    f" (receipt {row['receipt_id'] or 'none'}); it cannot become a"
+                    f" {classification.value} too"
+                )
+            receipt = await intake.get(connection, row["receipt_id"]) if row["receipt_id"] else None
+            return reply, receipt
+        key = keys.get(row["customer_id"])
+        if key is None:
+            raise InputError(intake.erased_reason(row["customer_id"]))
+        return await _classify(connection, reply, key, classification, by)
+
+
+async def _classify(
+    connection: asyncpg.Connection,
+    reply: Reply,
+    key: CustomerKey,
+    classification: Classification,
+    by: str,
+) -> tuple[Reply, intake.Receipt | None]:
+    assert reply.notice_id is not None and reply.customer_id is not None
+    receipt = None
+    action = ACTIONS.get(classification)
+    if action is not None:
+        who = reply.sender or ""
+        payload: dict[str, Any] = {
+            "customer_id": reply.customer_id,
+            "by": who if who and who.isprintable() and len(who) <= SINGLE_LINE_MAX else BY_REPLY,
+            # The reply's id as the sender key: a second click is the same receipt.
+            "idempotency_key": f"reply:{reply.reply_id}",
+        }
+        if action == "object":
+            words = (reply.body or "").strip() or NO_TEXT
+            payload["reason"] = _printable(words, FREE_TEXT_MAX)
+        receipt = await intake.record(
+            connection,
+            reply.notice_id,
+            action,
+            payload,
+            channel="reply",
+            received_at=reply.received_at,
+        )
+    row = await connection.fetchrow(
+        "UPDATE replies SET status = 'classified', classified_as = $2, classified_by = $3,"
+        f" classified_at = clock_timestamp(), receipt_id = $4 WHERE reply_id = $1 RETURNING {_COLUMNS}",
+        reply.reply_id,
+        classification.value,
+        key.seal(ReplyField.CLASSIFIED_BY, by),
+        receipt.receipt_id if receipt else None,
+    )
+    return _reply(row, {key.customer_id: key}), receipt
