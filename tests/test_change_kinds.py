@@ -26,6 +26,7 @@ from noticeflow.links import ActionLink, LinkAction, LinkSigner
 from noticeflow.sink import free_port
 from noticeflow.web.app import serve
 from tests import helpers
+from tests.public_check import assert_public_list_equals_the_events
 from tests.test_verdicts import script
 from tests.web.conftest import SECRET
 from tests.workflows.test_notice_lifecycle import wait_for
@@ -34,6 +35,14 @@ from worker.main import build_worker, make_deps
 OLD = "Anthropic, PBC"
 NEW = "OpenAI, LLC"
 ON_FROM_ADDITION = {"acme", "globex", "initech"}  # umbrella's contact bounces: never switched on
+
+
+@pytest.fixture(autouse=True)
+async def public_list_equals_the_events(pool, tmp_path):
+    """Issue 14: after every test here, the public list served (/subprocessors.json, the page and
+    the feed) equals the list derived afresh from the events (tests/public_check.py)."""
+    yield
+    await assert_public_list_equals_the_events(pool, tmp_path / "public-list")
 
 
 @pytest.fixture

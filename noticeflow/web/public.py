@@ -26,6 +26,9 @@ ATOM = "http://www.w3.org/2005/Atom"
 NF = "urn:noticeflow:public-list:1"
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a feed's <updated> before anything is public
+# Serialised with prefixes (atom:, nf:): ElementTree writes a default namespace only when no
+# attribute is unqualified, and Atom's attributes are.
+ET.register_namespace("atom", ATOM)
 ET.register_namespace("nf", NF)
 
 KIND_WORDS = {
@@ -186,5 +189,5 @@ def atom_feed(listing: PublicList, base: str) -> bytes:
             href=f"{base}/subprocessors#notice-{change.notice_id}")  # fmt: skip
         _el(entry, "category", term=change.kind, label=KIND_WORDS.get(change.kind, change.kind))
         _el(entry, "summary", entry_summary(change), type="text")
-    body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True, default_namespace=ATOM)
+    body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return body

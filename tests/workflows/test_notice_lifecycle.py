@@ -14,6 +14,7 @@ from noticeflow import projections, records, repository
 from noticeflow.contracts import NoticeStatus
 from noticeflow.domain.rules import Phase
 from tests import helpers
+from tests.public_check import assert_public_list_equals_the_events
 from worker.main import build_worker, make_deps
 from workflows.notice import NoticeWorkflow
 
@@ -31,6 +32,14 @@ async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 30.0) -> 
 
 async def signal(handle: WorkflowHandle, name: str, payload: dict) -> None:
     await handle.signal(name, payload)
+
+
+@pytest.fixture(autouse=True)
+async def public_list_equals_the_events(pool, tmp_path):
+    """Issue 14: after every test here, the public list served (/subprocessors.json, the page and
+    the feed) equals the list derived afresh from the events (tests/public_check.py)."""
+    yield
+    await assert_public_list_equals_the_events(pool, tmp_path / "public-list")
 
 
 @pytest.fixture
