@@ -111,7 +111,9 @@ def parse_events(values: Iterable[str] | None) -> tuple[list[str], list[str]]:
 
 def url_problems(url: str) -> list[str]:
     """What is wrong with a target URL's form (its addresses are checked by :func:`resolve`)."""
-    shown = url[:80] + ("…" if len(url) > 80 else "")
+    head, at, tail = url.partition("@")
+    hidden = head.split("://", 1)[0] + "://***@" + tail if at and "://" in head else url
+    shown = hidden[:80] + ("…" if len(hidden) > 80 else "")  # never a password it carried
     if len(url) > MAX_URL:
         return [f"URL: longer than {MAX_URL} characters"]
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
@@ -297,7 +299,6 @@ async def add(
         )
     except asyncpg.UniqueViolationError:
         raise WebhookError("cannot add the webhook: URL: already subscribed") from None
-    log.info("webhook added", subscription_id=subscription_id, events=chosen)
     return Subscription(subscription_id, url, chosen, row["created_at"]), secret
 
 
@@ -365,7 +366,6 @@ async def remove(pool: asyncpg.Pool, subscription_id: str) -> tuple[bool, int]:
             " next_attempt_at = NULL WHERE subscription_id = $1 AND status = 'pending'",
             subscription_id,
         )
-    log.info("webhook removed", subscription_id=subscription_id)
     return bool(row["now_removed"]), int(cancelled.rsplit(" ", 1)[1])
 
 

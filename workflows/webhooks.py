@@ -6,15 +6,16 @@ returns when none is left (or after a batch). A transient failure fails the acti
 delivery's own delay, and Temporal retries it (at-least-once; the receiver sees the same
 ``webhook-id``); the activity itself gives a delivery up after 24 h and moves on, so the retries
 are bounded and one dead endpoint holds only its own subscription. Between rounds the workflow
-sleeps until woken (the outbox follower signals ``wake`` when it writes a delivery) or five
-minutes pass. A removed subscription ends it. The history stays flat: continue-as-new every 100
+sleeps until woken: the outbox follower signals ``wake`` when it writes a delivery, and every
+minute for each subscription with a delivery still pending (a wake lost while Temporal was away).
+No timer of its own: an idle subscription costs no history (and a time-skipping test server
+skips no polling rounds). A removed subscription ends it. The history stays flat: continue-as-new every 100
 rounds or when the server suggests it; the state carried is the subscription id only.
 
 Deterministic: only the activity interface and the workflow clock."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -22,7 +23,6 @@ from temporalio.common import RetryPolicy
 
 from noticeflow.activity_interfaces import WebhookRequest, Webhooks
 
-IDLE = timedelta(minutes=5)  # a round at least this often, even without a wake
 ROUNDS_PER_RUN = 100
 # Only the activity's own faults use this policy's intervals (a database away, a worker gone): a
 # failed POST says its own delay (next_retry_delay), from 5 s doubling to at most an hour.
@@ -60,6 +60,5 @@ class WebhookWorkflow:
             if workflow.info().is_continue_as_new_suggested():
                 break
             if not done.more:
-                with contextlib.suppress(TimeoutError):  # idle: a round anyway
-                    await workflow.wait_condition(lambda: self.woken, timeout=IDLE)
+                await workflow.wait_condition(lambda: self.woken)
         workflow.continue_as_new(subscription_id)

@@ -1,0 +1,354 @@
+"""Webhooks (issue 14 item 3) on real parts: PostgreSQL, Temporal's time-skipping server, a real
+HTTP receiver on 127.0.0.1 (allowed by NOTICEFLOW_WEBHOOKS_ALLOW_PRIVATE=true), which verifies
+every request's signature with the `standardwebhooks` package. A notice's lifecycle delivers
+notice.sent, objection.received, notice.postponed and subprocessor.enabled, another's
+notice.cancelled; a 500 is retried under the same webhook-id until it is delivered and recorded;
+a dead endpoint is given up after its time and the next delivery proceeds; a removed webhook
+gets nothing more. Plus the SSRF rule and the CLI's validation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from noticeflow import repository, webhooks
+from noticeflow.domain.rules import Phase
+from tests import helpers
+from tests.test_change_kinds import spec_of, start
+from tests.workflows.test_notice_lifecycle import wait_for
+from worker.main import build_worker, make_deps
+
+# --- a real receiver -------------------------------------------------------------------------
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that answers each POST with the next scripted status (200 when
+    the script is empty) and keeps every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.script: list[int] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with receiver.lock:
+                    status = receiver.script.pop(0) if receiver.script else 200
+                    receiver.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body,
+                         "status": status}
+                    )  # fmt: skip
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def verified(self, secret: str) -> list[dict[str, Any]]:
+        """Every request's payload, each signature verified (raises on a bad one)."""
+        with self.lock:
+            requests = list(self.requests)
+        return [Webhook(secret).verify(r["body"], r["headers"]) for r in requests]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+async def eventually(check: Any, timeout: float = 60.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout} s: {value!r}")
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def stack(env: Any, pool: Any, smtp_sink: Any, deliverer: webhooks.Deliverer) -> Any:
+    """The worker (notices + webhooks) and the outbox follower, as `noticeflow worker` runs them."""
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    stop = asyncio.Event()
+    async with build_worker(env.client, deps, task_queue, deliverer=deliverer):
+        outbox = asyncio.create_task(
+            webhooks.run_outbox(
+                pool, webhooks.temporal_waker(env.client, task_queue), stop, poll_seconds=0.2,
+                sweep_seconds=1.0,
+            )
+        )  # fmt: skip
+        try:
+            yield task_queue
+        finally:
+            stop.set()
+            await outbox
+
+
+def deliverer(pool: Any, **kwargs: Any) -> webhooks.Deliverer:
+    return webhooks.Deliverer(
+        pool, allow_private=True, retry_first=timedelta(milliseconds=300), **kwargs
+    )
+
+
+async def all_settled(pool: Any, subscription_id: str, count: int) -> list[dict[str, Any]] | None:
+    rows = await webhooks.deliveries(pool, subscription_id)
+    done = [r for r in rows if r["status"] != "pending"]
+    return rows if len(rows) >= count and len(done) == len(rows) else None
+
+
+# --- the lifecycle ---------------------------------------------------------------------------
+
+
+async def test_a_notice_lifecycle_delivers_signed_events_with_ids_only_and_retries_a_500(
+    time_skipping_env: Any, pool: Any, smtp_sink: Any, receiver: Receiver
+) -> None:
+    env = time_skipping_env
+    await repository.upsert_customers(pool, helpers.customers())
+    sub, secret = await webhooks.add(pool, receiver.url, None, allow_private=True)
+    assert secret.startswith("whsec_")
+    stored = await pool.fetchval(
+        "SELECT secret_sealed FROM webhook_subscriptions WHERE subscription_id = $1",
+        sub.subscription_id,
+    )
+    assert secret.encode() not in bytes(stored) and secret[6:].encode() not in bytes(stored)
+    receiver.script = [500]  # the first POST fails: it is retried, same webhook-id
+    async with stack(env, pool, smtp_sink, deliverer(pool)) as task_queue:
+        now = await env.get_current_time()
+        spec = spec_of(now, f"wh-{uuid.uuid4().hex[:6]}", "OpenAI, LLC")
+        handle = await start(env, pool, task_queue, spec)
+        await handle.signal("object", {"customer_id": "initech", "reason": "Not with our data"})
+        await handle.signal(
+            "postpone", {"effective_at": (now + timedelta(days=40)).isoformat(), "by": "bob"}
+        )
+        await env.sleep(timedelta(days=41))
+        await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
+        # A second notice, cancelled after it was sent.
+        later = await env.get_current_time()
+        other = spec_of(later, f"wh-{uuid.uuid4().hex[:6]}", "Mistral AI")
+        other_handle = await start(env, pool, task_queue, other)
+        await other_handle.signal("cancel", {"by": "carol", "reason": "renegotiated"})
+        await other_handle.result()
+
+        def kinds(rows: list[dict[str, Any]]) -> list[str]:
+            return [r["event_type"] for r in rows]
+
+        async def everything() -> list[dict[str, Any]] | None:
+            rows = await all_settled(pool, sub.subscription_id, 1)
+            wanted = {"notice.sent", "notice.postponed", "notice.cancelled",
+                      "objection.received", "subprocessor.enabled"}  # fmt: skip
+            if rows is None or not wanted <= set(kinds(rows)):
+                return None
+            return rows
+
+        rows = await eventually(everything)
+    assert {r["status"] for r in rows} == {"delivered"}, rows
+    assert kinds(rows).count("notice.sent") == 2  # once per notice (not again on postponement)
+    assert kinds(rows).count("notice.cancelled") == 1
+    enabled = [json.loads(r["body"]) for r in rows if r["event_type"] == "subprocessor.enabled"]
+    assert {e["data"]["customer_id"] for e in enabled} == {"acme", "globex"}
+    assert {e["data"]["subprocessor"] for e in enabled} == {"OpenAI, LLC"}
+
+    # Every request verifies with the secret; the first was answered 500 and came again with
+    # the same webhook-id, then recorded delivered after two attempts.
+    payloads = receiver.verified(secret)
+    assert len(payloads) == len(rows) + 1
+    first = receiver.requests[0]
+    again = [r for r in receiver.requests[1:] if r["headers"]["webhook-id"] == first["headers"][
+        "webhook-id"]]  # fmt: skip
+    assert first["status"] == 500 and len(again) == 1 and again[0]["status"] == 200
+    assert again[0]["body"] == first["body"]
+    retried = next(r for r in rows if r["message_id"] == first["headers"]["webhook-id"])
+    assert retried["attempts"] == 2 and retried["last_status_code"] == 200
+    attempts = await pool.fetch(
+        "SELECT attempt, status_code, outcome, next_attempt_at FROM webhook_attempts"
+        " WHERE delivery_id = $1 ORDER BY attempt",
+        retried["delivery_id"],
+    )
+    assert [(a["status_code"], a["outcome"]) for a in attempts] == [(500, "retry"), (200, "delivered")]
+    assert attempts[0]["next_attempt_at"] is not None
+    # webhook-ids are unique per event; each payload carries the event's position
+    assert len({r["message_id"] for r in rows}) == len(rows)
+    sent = next(p for p in payloads if p["type"] == "notice.sent")
+    assert set(sent["data"]) == {"notice_id", "sent_at", "effective_at", "window_closes_at", "event"}
+    assert set(sent["data"]["event"]) == {"id", "stream", "version", "position"}
+    objection = next(p for p in payloads if p["type"] == "objection.received")
+    assert objection["data"]["customer_id"] == "initech" and objection["data"]["timely"] is True
+    # Ids only: no name, address or free text of any customer, nor the objection's words.
+    everything_sent = b"".join(r["body"] for r in receiver.requests).decode()
+    for customer in helpers.customers():
+        assert customer.name not in everything_sent
+        for email in customer.contact_emails:
+            assert email not in everything_sent
+    for words in ("Not with our data", "renegotiated", "carol", "bob"):
+        assert words not in everything_sent
+
+
+async def test_a_dead_endpoint_is_given_up_and_the_next_delivery_proceeds_and_removal_stops(
+    time_skipping_env: Any, pool: Any, smtp_sink: Any, receiver: Receiver
+) -> None:
+    env = time_skipping_env
+    await repository.upsert_customers(pool, helpers.customers())
+    dead, _ = await webhooks.add(pool, "http://127.0.0.1:9/nothing-listens", None, True)
+    live, secret = await webhooks.add(pool, receiver.url, ["notice.sent"], allow_private=True)
+    receiver.script = [503] * 3 + [410]  # unavailable, then gone: failed for good
+    chosen = deliverer(pool, give_up_after=timedelta(seconds=5))
+    async with stack(env, pool, smtp_sink, chosen) as task_queue:
+        now = await env.get_current_time()
+        first = spec_of(now, f"wh-{uuid.uuid4().hex[:6]}", "OpenAI, LLC")
+        await start(env, pool, task_queue, first)
+        second = spec_of(now, f"wh-{uuid.uuid4().hex[:6]}", "Mistral AI")
+        await start(env, pool, task_queue, second)
+        # The live endpoint: the first delivery fails for good at the 410, the second proceeds.
+        rows = await eventually(lambda: all_settled(pool, live.subscription_id, 2))
+        assert [r["status"] for r in rows] == ["failed", "delivered"], rows
+        assert rows[0]["last_status_code"] == 410 and rows[0]["attempts"] == 4
+        assert [p["type"] for p in receiver.verified(secret)] == ["notice.sent"] * 5
+        # The dead endpoint (connection refused): every delivery given up after its 5 s.
+        dead_rows = await eventually(lambda: all_settled(pool, dead.subscription_id, 2), 90)
+        assert {r["status"] for r in dead_rows} == {"failed"}
+        assert all("gave up" in (r["last_error"] or "") for r in dead_rows), dead_rows
+        # Removed: a later event is written for nobody, and nothing more is POSTed.
+        was_live, _ = await webhooks.remove(pool, live.subscription_id)
+        assert was_live
+        posted = len(receiver.requests)
+        third = spec_of(now, f"wh-{uuid.uuid4().hex[:6]}", "Cohere Inc.")
+        await start(env, pool, task_queue, third)
+        await asyncio.sleep(2)
+        assert len(await webhooks.deliveries(pool, live.subscription_id)) == 2
+        assert len(receiver.requests) == posted
+        handle = env.client.get_workflow_handle(webhooks.workflow_id(live.subscription_id))
+        await handle.signal(webhooks.WAKE_SIGNAL)
+        assert await asyncio.wait_for(handle.result(), 60) == "removed"
+
+
+# --- the SSRF rule ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+     "0.0.0.0", "::1", "fe80::1", "fc00::5", "::ffff:127.0.0.1", "224.0.0.1", "240.0.0.1"],
+)  # fmt: skip
+def test_addresses_that_are_not_public_are_named(address: str) -> None:
+    assert webhooks.address_problem(address) is not None
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700:4700::1111", "8.8.8.8"])
+def test_public_addresses_pass(address: str) -> None:
+    assert webhooks.address_problem(address) is None
+
+
+async def test_private_targets_are_refused_at_add_and_at_delivery(
+    pool: Any, receiver: Receiver
+) -> None:
+    for url in (receiver.url, "http://localhost:8080/x", "http://[::1]/x", "http://10.0.0.1/"):
+        with pytest.raises(webhooks.WebhookError, match="webhook targets must be public"):
+            await webhooks.add(pool, url, None, allow_private=False)
+    assert await pool.fetchval("SELECT count(*) FROM webhook_subscriptions") == 0
+    # Added while allowed, delivered while not (a name that now resolves to a private address,
+    # as DNS rebinding would): refused, recorded as failed, nothing POSTed.
+    sub, _ = await webhooks.add(pool, receiver.url, None, allow_private=True)
+    outcome = await webhooks.send_test(pool, sub.subscription_id, allow_private=False)
+    assert outcome.outcome == "failed" and "refused" in (outcome.error or "")
+    assert receiver.requests == []
+    (row,) = await webhooks.deliveries(pool, sub.subscription_id)
+    assert row["status"] == "failed" and row["event_type"] == "webhook.test"
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def cli(*args: str, database_url: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noticeflow.cli", "webhooks", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "NOTICEFLOW_DATABASE_URL": database_url,
+            "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
+            **env,
+        },
+    )
+
+
+def test_cli_refuses_bad_input_with_every_problem_at_once(database_url: str, tmp_path: Path) -> None:
+    done = cli(
+        "add", "ftp://user:pw@example.com/x#frag", "--events", "notice.sent,notice.exploded",
+        "--events", "bogus", database_url=database_url, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    err = done.stderr
+    assert "Traceback" not in err and "pw" not in err
+    for expected in ("https://", "user name or password", "#fragment", "'notice.exploded'",
+                     "'bogus'", "allowed: notice.sent, notice.postponed"):  # fmt: skip
+        assert expected in err, err
+    private = cli("add", "http://127.0.0.1:1/x", database_url=database_url, tmp_path=tmp_path)
+    assert private.returncode == 2 and "127.0.0.1 is a loopback address" in private.stderr
+    assert "NOTICEFLOW_WEBHOOKS_ALLOW_PRIVATE" in private.stderr
+    for command in ("remove", "test"):
+        bad = cli(command, "nope", database_url=database_url, tmp_path=tmp_path)
+        assert bad.returncode == 2 and "is not a webhook id" in bad.stderr, bad.stderr
+        unknown = cli(command, "wh_0123456789abcdef", database_url=database_url, tmp_path=tmp_path)
+        assert unknown.returncode == 2 and "no webhook wh_0123456789abcdef" in unknown.stderr
+
+
+def test_cli_add_list_test_remove(database_url: str, tmp_path: Path, receiver: Receiver) -> None:
+    allow = {"NOTICEFLOW_WEBHOOKS_ALLOW_PRIVATE": "true"}
+    run = dict(database_url=database_url, tmp_path=tmp_path, **allow)
+    added = cli("add", receiver.url, "--events", "notice.sent", "--json", **run)
+    assert added.returncode == 0, added.stderr
+    created = json.loads(added.stdout)
+    assert created["secret"].startswith("whsec_") and created["events"] == ["notice.sent"]
+    again = cli("add", receiver.url, **run)
+    assert again.returncode == 2 and f"already subscribed as {created['id']}" in again.stderr
+    tested = cli("test", created["id"], "--json", **run)
+    assert tested.returncode == 0, tested.stderr
+    assert json.loads(tested.stdout)["status_code"] == 200
+    (payload,) = receiver.verified(created["secret"])
+    assert payload == {"type": "webhook.test", "timestamp": payload["timestamp"],
+                       "data": {"subscription_id": created["id"]}}  # fmt: skip
+    receiver.script = [500]
+    failed = cli("test", created["id"], **run)
+    assert failed.returncode == 1 and "not delivered: HTTP 500" in failed.stderr
+    listed = json.loads(cli("list", "--json", **run).stdout)
+    assert [(w["id"], w["delivered"], w["failed"]) for w in listed] == [(created["id"], 1, 1)]
+    assert created["secret"] not in cli("list", **run).stdout
+    removed = cli("remove", created["id"], "--json", **run)
+    assert removed.returncode == 0 and json.loads(removed.stdout)["was_live"] is True
+    assert json.loads(cli("list", "--json", **run).stdout) == []
+    assert cli("remove", created["id"], **run).stdout.strip().endswith("already removed")
