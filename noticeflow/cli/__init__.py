@@ -25,6 +25,7 @@ from noticeflow.cli import (
     notice,
     projections,
     receipts,
+    replies,
     servers,
     subprocessors,
     temporal,
@@ -48,10 +49,12 @@ app.add_typer(receipts.app, name="receipts")
 app.add_typer(temporal.app, name="temporal")
 app.add_typer(subprocessors.app, name="subprocessors")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(replies.app, name="replies")
 app.command()(servers.up)
 app.command()(servers.worker)
 app.command()(servers.web)
 app.command("codec-server")(servers.codec_server)
+app.command()(replies.inbound)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from noticeflow.domain.errors import InputError
 from noticeflow.domain.rules import Outcome
 from noticeflow.domain.signals import same_person
 from noticeflow.intake import Receipt
+from noticeflow.replies import store as replies
 from noticeflow.users import ACTION_ROLES, Role, User
 from noticeflow.web import chart, csrf, queries
 from noticeflow.web.auth import may_act, require
@@ -59,6 +60,9 @@ ACTION_WORDS = {
     "resend": "resend",
     "postpone": "postponement",
     "cancel": "cancellation",
+    # from a reply classified by ops (/replies)
+    "object": "objection",
+    "opt_in": "opt-in",
 }
 
 
@@ -412,4 +416,81 @@ async def notice_action(
         status=receipt.status,
     )
     _flash(request, _flash_of(action, receipt, pending_because))
+    return RedirectResponse(back, status_code=303)
+
+
+# --- replies (docs/replies.md) --------------------------------------------------------------
+
+REPLY_STATUSES = ("new", "classified", "rejected")
+REPLY_WORDS = {"objection": "an objection", "opt_in": "an opt-in", "question": "a question"}
+
+
+@router.get("/replies", response_class=HTMLResponse)
+async def replies_page(
+    request: Request,
+    notice: str | None = None,
+    status: str | None = "new",
+    user: User = Depends(require(Role.viewer)),
+    web: Web = Depends(get_web),
+) -> Response:
+    """Replies to notice mails, to classify in one click (objection, opt-in, question)."""
+    notice_id = notice if notice and queries._ID.fullmatch(notice) else None
+    shown = status if status in REPLY_STATUSES else None
+    found = await replies.listing(web.pool, notice_id=notice_id, status=shown, limit=200)
+    flash = request.session.pop("flash", None) if "session" in request.scope else None
+    return web.render(
+        request,
+        "replies.html",
+        replies=found,
+        notice_id=notice_id,
+        status=shown,
+        statuses=REPLY_STATUSES,
+        may_classify=may_act(user, "object") is None,
+        flash=flash if isinstance(flash, dict) else None,
+    )
+
+
+@router.post("/replies/{reply_id}/classify")
+async def classify_reply(
+    request: Request,
+    reply_id: str,
+    user: User = Depends(require(Role.viewer)),
+    web: Web = Depends(get_web),
+) -> Response:
+    """One click: the reply becomes an objection or an opt-in received at the mail's receipt time
+    (through the intake of record, then handed over to the workflow), or a question (handled)."""
+    raw = await request.form()
+    form = {key: value for key, value in raw.items() if isinstance(value, str)}
+    if user.via != "token":
+        csrf.check(request, form.get(csrf.FIELD))
+    refusal = may_act(user, "object")  # classifying acts for a customer: the operator's role
+    if refusal:
+        raise HTTPException(403, refusal)
+    back = form.get("back", "")
+    back = back if back.startswith("/replies") and "//" not in back else "/replies"
+    kind = form.get("kind", "")
+    try:
+        reply, receipt = await replies.classify(web.pool, reply_id, kind, user.name)
+    except InputError as error:
+        _flash(request, {"kind": "bad", "text": f"Not classified: {error}."})
+        return RedirectResponse(back, status_code=303)
+    text = f"Reply {reply.reply_id} classified as {REPLY_WORDS[kind]}"
+    if receipt is not None:
+        receipt, pending_because = await web.hand_over(receipt, wait_seconds=WAIT_SECONDS)
+        message = _flash_of(receipt.action, receipt, pending_because)
+        message["text"] = (
+            f"{text}, received {reply.received_at:%Y-%m-%d %H:%M:%S} UTC. " + message["text"]
+        )
+    else:
+        message = {"kind": "ok", "text": f"{text}: no action, marked handled."}
+    log.info(
+        "reply classified",
+        reply_id=reply.reply_id,
+        notice_id=reply.notice_id,
+        classified_as=kind,
+        user=user.name,
+        receipt_id=receipt.receipt_id if receipt else None,
+        status=receipt.status if receipt else None,
+    )
+    _flash(request, message)
     return RedirectResponse(back, status_code=303)
