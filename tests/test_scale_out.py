@@ -110,6 +110,32 @@ async def test_send_shard_puts_each_customer_in_one_even_shard(pool):
     assert await pool.fetchval("SELECT send_shard('c1', 1)") == 0
 
 
+async def test_each_of_the_largest_shard_counts_mails_its_own_customers(pool, smtp_sink):
+    """At MAX_SEND_SHARDS the shard's customers are selected through the index's expression
+    (migration 022) rather than with the shard count as a parameter: every customer is mailed by
+    the shard send_shard names, exactly once over all 32."""
+    now = datetime.now(UTC)
+    spec = await a_notice(pool, f"s32-{uuid.uuid4().hex[:6]}", count=96)
+    service = SendingService(deps_for(pool, smtp_sink))
+    await service.snapshot_audience(AudienceRequest(spec=spec, at=now))
+    mailed: Counter[str] = Counter()
+    for shard in range(MAX_SEND_SHARDS):
+        before = len(smtp_sink.messages())
+        request = SendRequest(spec=spec, at=now, shard=shard, shards=MAX_SEND_SHARDS)
+        await service.send_notices(request, "", progress=lambda *_: None)
+        to = [m["To"] for m in smtp_sink.messages()[before:]]
+        assert {python_shard(t.split("@")[1].split(".")[0], 32) for t in to} <= {shard}
+        mailed.update(to)
+    assert len(mailed) == 96 and set(mailed.values()) == {1}
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM recipients WHERE notice_id = $1 AND delivery = 'delivered'",
+            spec.notice_id,
+        )
+        == 96
+    )
+
+
 # --- one notice, two workers --------------------------------------------------------------------
 
 

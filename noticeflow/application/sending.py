@@ -20,6 +20,7 @@ from noticeflow.application.notice_events import workflow_event
 from noticeflow.application.shared import AUDIENCE_FILTER, audience_args, load_recipients
 from noticeflow.cancelling import finish_despite_cancel
 from noticeflow.contracts import (
+    MAX_SEND_SHARDS,
     ApprovalCheck,
     AudienceRequest,
     ChangeMailRequest,
@@ -243,9 +244,16 @@ class SendingService:
         until: str | None = None
         held: list[Delivered] = []
         totals = SendResult(processed=0, delivered=0, undelivered=0)
-        # One shard of several: only its customers (send_shard, migration 018).
+        # One shard of several: only its customers (send_shard, migration 018). A large audience
+        # is always sent in MAX_SEND_SHARDS, which an index serves (its expression written out:
+        # migration 022); a smaller one scans its few rows.
         in_shard, shard_args = "", []
-        if request.shards > 1:
+        if request.shards == MAX_SEND_SHARDS:
+            in_shard, shard_args = (
+                f" AND send_shard(customer_id, {MAX_SEND_SHARDS}) = $4",
+                [request.shard],
+            )
+        elif request.shards > 1:
             in_shard, shard_args = (
                 " AND send_shard(customer_id, $4) = $5",
                 [
