@@ -67,7 +67,8 @@ async def resolve(
     row = await pool.fetchrow(
         "SELECT notice_id, customer_id FROM reply_tokens WHERE token = $1", token
     )
-    if row is None and await fill(pool, ring):
+    if row is None:  # filled now, or by a concurrent filler this one waited for: look again
+        await fill(pool, ring)
         row = await pool.fetchrow(
             "SELECT notice_id, customer_id FROM reply_tokens WHERE token = $1", token
         )
