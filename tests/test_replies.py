@@ -147,7 +147,7 @@ async def test_a_reply_becomes_an_item_and_an_objection_judged_by_the_mail_recei
     assert datetime.fromisoformat(event["received_at"]) == reply.received_at
     assert SECRET_WORDS not in json.dumps(event)  # the reason is sealed in the event
     # the same click again: the same receipt; another classification: refused, saying why
-    again, same = await store.classify(pool, reply.reply_id, "objection", "alice")
+    _again, same = await store.classify(pool, reply.reply_id, "objection", "alice")
     assert same is not None and same.receipt_id == receipt.receipt_id
     with pytest.raises(InputError, match="already classified as objection"):
         await store.classify(pool, reply.reply_id, "opt_in", "alice")
@@ -242,7 +242,7 @@ async def test_a_text_that_is_not_utf8_is_a_recorded_rejection(mailed, smtp_sink
 async def test_erasure_makes_replies_unreadable_and_refuses_later_ones(
     mailed, smtp_sink, pool, endpoint
 ):
-    _, spec = mailed
+    _, _spec = mailed
     to = reply_to_of(smtp_sink, "dpo@initech.example")
     await send(endpoint, a_reply(to, "dpo@initech.example", QUOTED), "dpo@initech.example", to)
     (reply,) = await store.listing(pool)
