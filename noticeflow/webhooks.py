@@ -369,6 +369,16 @@ async def remove(pool: asyncpg.Pool, subscription_id: str) -> tuple[bool, int]:
     return bool(row["now_removed"]), int(cancelled.rsplit(" ", 1)[1])
 
 
+async def wake_removed(client: Any, subscription_id: str) -> bool:
+    """Wake a removed webhook's workflow so that it ends now (a plain signal: a workflow that
+    is not running is not started). False when there was none to wake."""
+    try:
+        await client.get_workflow_handle(workflow_id(subscription_id)).signal(WAKE_SIGNAL)
+    except Exception:  # not found, or already ended: nothing to stop
+        return False
+    return True
+
+
 async def _subscription(c: asyncpg.Connection | asyncpg.Pool, subscription_id: str) -> Any:
     return await c.fetchrow(
         "SELECT subscription_id, url, secret_sealed, secret_key_id, removed_at"

@@ -197,12 +197,21 @@ async def test_a_notice_lifecycle_delivers_signed_events_with_ids_only_and_retri
         " WHERE delivery_id = $1 ORDER BY attempt",
         retried["delivery_id"],
     )
-    assert [(a["status_code"], a["outcome"]) for a in attempts] == [(500, "retry"), (200, "delivered")]
+    assert [(a["status_code"], a["outcome"]) for a in attempts] == [
+        (500, "retry"),
+        (200, "delivered"),
+    ]
     assert attempts[0]["next_attempt_at"] is not None
     # webhook-ids are unique per event; each payload carries the event's position
     assert len({r["message_id"] for r in rows}) == len(rows)
     sent = next(p for p in payloads if p["type"] == "notice.sent")
-    assert set(sent["data"]) == {"notice_id", "sent_at", "effective_at", "window_closes_at", "event"}
+    assert set(sent["data"]) == {
+        "notice_id",
+        "sent_at",
+        "effective_at",
+        "window_closes_at",
+        "event",
+    }
     assert set(sent["data"]["event"]) == {"id", "stream", "version", "position"}
     objection = next(p for p in payloads if p["type"] == "objection.received")
     assert objection["data"]["customer_id"] == "initech" and objection["data"]["timely"] is True
@@ -249,8 +258,8 @@ async def test_a_dead_endpoint_is_given_up_and_the_next_delivery_proceeds_and_re
         await asyncio.sleep(2)
         assert len(await webhooks.deliveries(pool, live.subscription_id)) == 2
         assert len(receiver.requests) == posted
+        assert await webhooks.wake_removed(env.client, live.subscription_id)  # as `remove` does
         handle = env.client.get_workflow_handle(webhooks.workflow_id(live.subscription_id))
-        await handle.signal(webhooks.WAKE_SIGNAL)
         assert await asyncio.wait_for(handle.result(), 60) == "removed"
 
 
@@ -291,7 +300,9 @@ async def test_private_targets_are_refused_at_add_and_at_delivery(
 # --- the CLI ---------------------------------------------------------------------------------
 
 
-def cli(*args: str, database_url: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, database_url: str, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "noticeflow.cli", "webhooks", *args],
         capture_output=True,
@@ -306,7 +317,9 @@ def cli(*args: str, database_url: str, tmp_path: Path, **env: str) -> subprocess
     )
 
 
-def test_cli_refuses_bad_input_with_every_problem_at_once(database_url: str, tmp_path: Path) -> None:
+def test_cli_refuses_bad_input_with_every_problem_at_once(
+    database_url: str, tmp_path: Path
+) -> None:
     done = cli(
         "add", "ftp://user:pw@example.com/x#frag", "--events", "notice.sent,notice.exploded",
         "--events", "bogus", database_url=database_url, tmp_path=tmp_path,
@@ -329,7 +342,7 @@ def test_cli_refuses_bad_input_with_every_problem_at_once(database_url: str, tmp
 
 def test_cli_add_list_test_remove(database_url: str, tmp_path: Path, receiver: Receiver) -> None:
     allow = {"NOTICEFLOW_WEBHOOKS_ALLOW_PRIVATE": "true"}
-    run = dict(database_url=database_url, tmp_path=tmp_path, **allow)
+    run: dict[str, Any] = dict(database_url=database_url, tmp_path=tmp_path, **allow)
     added = cli("add", receiver.url, "--events", "notice.sent", "--json", **run)
     assert added.returncode == 0, added.stderr
     created = json.loads(added.stdout)

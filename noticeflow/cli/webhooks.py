@@ -101,18 +101,43 @@ def webhooks_remove(
 
     webhooks.check_id(subscription_id)  # before keys or the database
 
-    async def go() -> tuple[bool, int]:
-        async with database(settings_for(data_dir)) as pool:
-            return await webhooks.remove(pool, subscription_id)
+    settings = settings_for(data_dir)
 
-    removed, cancelled = run(go())
+    async def go() -> tuple[bool, int, bool]:
+        async with database(settings) as pool:
+            removed, cancelled = await webhooks.remove(pool, subscription_id)
+        return removed, cancelled, await _end_workflow(settings, subscription_id)
+
+    removed, cancelled, ended = run(go())
     emit(
-        {"id": subscription_id, "removed": True, "was_live": removed, "cancelled": cancelled},
+        {
+            "id": subscription_id,
+            "removed": True,
+            "was_live": removed,
+            "cancelled": cancelled,
+            "workflow_woken": ended,
+        },
         as_json,
         f"removed webhook {subscription_id} ({cancelled} pending deliveries cancelled)"
         if removed
         else f"webhook {subscription_id} was already removed",
     )
+
+
+async def _end_workflow(settings: Any, subscription_id: str) -> bool:
+    """Best effort: wake the removed webhook's delivery workflow so that it ends now. Without
+    Temporal it ends at its next wake instead; it POSTs nothing more either way (it reads the
+    subscription before every POST)."""
+    import asyncio
+
+    from noticeflow import webhooks
+    from noticeflow.temporal import connect
+
+    try:
+        client = await asyncio.wait_for(connect(settings), timeout=5)
+    except Exception:
+        return False
+    return await webhooks.wake_removed(client, subscription_id)
 
 
 @app.command("test")
@@ -152,4 +177,3 @@ def webhooks_test(
         emit(data, True, "")
         raise typer.Exit(1)
     fail(f"not delivered: {outcome.error} (after {outcome.duration_ms} ms)", 1)
-
