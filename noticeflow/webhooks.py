@@ -159,7 +159,7 @@ def address_problem(address: str) -> str | None:
         kind = "reserved"
     else:
         return None
-    return f"{ip} is a {kind} address"
+    return f"{ip}, a {kind} address"
 
 
 async def resolve(host: str, port: int, allow_private: bool) -> list[str]:

@@ -331,7 +331,7 @@ def test_cli_refuses_bad_input_with_every_problem_at_once(
                      "'bogus'", "allowed: notice.sent, notice.postponed"):  # fmt: skip
         assert expected in err, err
     private = cli("add", "http://127.0.0.1:1/x", database_url=database_url, tmp_path=tmp_path)
-    assert private.returncode == 2 and "127.0.0.1 is a loopback address" in private.stderr
+    assert private.returncode == 2 and "resolves to 127.0.0.1, a loopback address" in private.stderr
     assert "NOTICEFLOW_WEBHOOKS_ALLOW_PRIVATE" in private.stderr
     for command in ("remove", "test"):
         bad = cli(command, "nope", database_url=database_url, tmp_path=tmp_path)
