@@ -370,6 +370,14 @@ async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
                 "public_url": os.environ.get("NOTICEFLOW_PUBLIC_URL") or web_url,
             }
         )
+        # Replies (docs/replies.md): on when a reply address is configured, always under --demo;
+        # the worker's mails then carry Reply-To and the inbound endpoint below takes the replies.
+        if demo and not running.reply_address:
+            running = running.model_copy(update={"reply_address": DEMO_REPLY_ADDRESS})
+        if running.reply_address:
+            running = running.model_copy(
+                update={"inbound_port": port_or_free(running.inbound_port)}
+            )
         accounts = await _accounts(database_url, data_dir, demo)
         from noticeflow.web.app import serve
         from worker.main import run_worker
@@ -397,6 +405,20 @@ async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
             raise InputError(f"the codec server could not start on {codec_url} ({error})") from None
         shown = {**parts, "database_url": database_url, "smtp_url": smtp_url}
         shown["codec_url"] = codec_url
+        if running.reply_address:
+            from noticeflow.replies.inbound import serve as serve_inbound
+
+            inbound_started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            serving_inbound = serve_inbound(running, stop, started=inbound_started)
+            tasks.append(asyncio.create_task(serving_inbound, name="inbound"))
+            try:
+                inbound_url = await asyncio.wait_for(inbound_started, 30)
+            except Exception as error:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise InputError(f"the reply endpoint could not start ({error})") from None
+            shown["inbound_url"] = inbound_url
+            shown["reply_address"] = running.reply_address
         print(_banner(shown, stack_file, accounts), flush=True)
         if demo:
             from noticeflow.demo import run_demo
@@ -462,6 +484,7 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
             raise result
 
 
+DEMO_REPLY_ADDRESS = "reply@replies.noticeflow.localhost"  # `up --demo`: replies on
 DEMO_USERS = {"alice": "operator", "bob": "approver"}  # the demo notice's author and approver
 DEMO_PASSWORDS = "demo-passwords.json"
 
@@ -511,6 +534,16 @@ def _codec_lines(parts: dict[str, Any]) -> list[str]:
     ]
 
 
+def _reply_lines(parts: dict[str, Any]) -> list[str]:
+    if not parts.get("inbound_url"):
+        return []
+    local, _, domain = str(parts["reply_address"]).partition("@")
+    return [
+        f"  replies           {parts['inbound_url']}   (mails carry Reply-To {local}+<token>@{domain};"
+        " replies appear on /replies to classify)"
+    ]
+
+
 def _banner(parts: dict[str, Any], stack_file: Path, accounts: dict[str, str] | None = None) -> str:
     lines = [
         "noticeflow is up:",
@@ -518,6 +551,7 @@ def _banner(parts: dict[str, Any], stack_file: Path, accounts: dict[str, str] | 
         *_sign_in_lines(parts["web_url"], accounts or {}, stack_file.parent),
         f"  Temporal          {parts['temporal_address']}   (Web UI {parts['temporal_ui_url']})",
         *_codec_lines(parts),
+        *_reply_lines(parts),
         f"  PostgreSQL        {redact_url(parts['database_url'])}",
         f"  SMTP              {redact_url(parts['smtp_url'])}"
         + (f"   (every accepted message in {parts['mail_dir']})" if parts["mail_dir"] else ""),

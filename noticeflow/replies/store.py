@@ -24,7 +24,7 @@ import asyncpg
 import structlog
 
 from noticeflow import intake
-from noticeflow.crypto import ERASED, CustomerKey, erased_ids, load_keys, open_sealed
+from noticeflow.crypto import ERASED, CustomerKey, Field, erased_ids, load_keys, open_sealed
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.replies import ACTIONS, Classification, exact_command, strip_reply
 from noticeflow.domain.text import FREE_TEXT_MAX, SINGLE_LINE_MAX
@@ -149,8 +149,6 @@ async def record_rejection(
 
 def _contacts_match(rows: list[asyncpg.Record], key: CustomerKey, *addresses: str) -> bool:
     """Whether every given address is one of the customer's contacts for the notice."""
-    from noticeflow.crypto import Field
-
     listed = {key.unseal(Field.CONTACT_EMAIL, row["email"]).strip().lower() for row in rows}
     listed.discard(ERASED)
     return all(a.strip().lower() in listed for a in addresses) and bool(addresses)
@@ -302,8 +300,8 @@ async def classify(
             if row["classified_as"] != classification.value:
                 raise InputError(
                     f"reply {reply_id} is already classified as {row['classified_as']}"
-                    f" (receipt {row['receipt_id'] or 'none'}); it cannot become a"
-                    f" {classification.value} too"
+                    f" (receipt {row['receipt_id'] or 'none'}); it cannot also be classified as"
+                    f" {classification.value}"
                 )
             receipt = await intake.get(connection, row["receipt_id"]) if row["receipt_id"] else None
             return reply, receipt
