@@ -26,7 +26,7 @@ from activities.notice_events import NoticeEventActivities
 from activities.reminders import ReminderActivities
 from activities.sending import SendingActivities
 from activities.webhooks import WebhookActivities
-from noticeflow import crypto, db, keyring, webhooks
+from noticeflow import crypto, db, keyring, subscriptions, webhooks
 from noticeflow.application.deps import Deps
 from noticeflow.config import Settings, install_keys
 from noticeflow.contracts import notice_id_of, send_task_queue
@@ -276,11 +276,29 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             webhooks.run_outbox(pool, webhooks.temporal_waker(client, settings.task_queue), stop),
             name="webhook-outbox",
         )
+        # Informational mails to the public list's subscribers (docs/public.md): their own loop
+        # and SMTP connection, beside the notices, never holding one.
+        subscriber_mail = asyncio.create_task(
+            subscriptions.run(
+                pool,
+                subscriptions.SubscriberMailer.configured(
+                    pool,
+                    settings.require_smtp_url(),
+                    settings.mail_from,
+                    settings.verification_keys,
+                    settings.public_url,
+                    settings.template_dir,
+                ),
+                stop,
+            ),
+            name="subscriber-mail",
+        )
         async with worker:
             await stop.wait()
             log.info("worker stopping")
         await projector
         await sweeper
         await outbox
+        await subscriber_mail
     finally:
         await pool.close()

@@ -28,6 +28,7 @@ from noticeflow.cli import (
     replies,
     servers,
     subprocessors,
+    subscribers,
     temporal,
     users,
     webhooks,
@@ -50,6 +51,7 @@ app.add_typer(temporal.app, name="temporal")
 app.add_typer(subprocessors.app, name="subprocessors")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(replies.app, name="replies")
+app.add_typer(subscribers.app, name="subscribers")
 app.command()(servers.up)
 app.command()(servers.worker)
 app.command()(servers.web)

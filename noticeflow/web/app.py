@@ -118,7 +118,7 @@ def create_app(
         return response
 
     _error_handlers(app)
-    from noticeflow.web import actions, api, dashboard, ops, public
+    from noticeflow.web import actions, api, dashboard, ops, public, subscriptions
 
     app.include_router(auth.router)
     app.include_router(actions.router)
@@ -126,6 +126,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(public.router)  # the public sub-processor list: no sign-in
+    app.include_router(subscriptions.router)  # e-mail subscriptions to it: no sign-in
     ops.instrument(app)  # request counts and durations by route template, for /metrics
     app.add_middleware(Guard)  # outermost: NUL bytes, body size, and no traceback on a crash
     app.mount("/static", StaticFiles(packages=[("noticeflow.web", "static")]), name="static")

@@ -1,0 +1,75 @@
+"""E-mail subscriptions, the pure part: what an address typed into the public form must be.
+
+An address is accepted in the form mail servers agree on (RFC 5321/5322 without the corners no
+one uses): ``local@domain``, the local part a dot-atom of ASCII letters, digits and
+``!#$%&'*+-/=?^_`{|}~`` (no quoted strings, no comments), the domain a host name of at least two
+labels (an internationalised one is taken in its IDNA form), at most 254 characters in all and
+64 before the ``@``. Each problem is said in words that do not repeat the address (the page shows
+what was typed; logs never see it)."""
+
+from __future__ import annotations
+
+import re
+
+MAX_ADDRESS = 254
+MAX_LOCAL = 64
+_ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TLD = re.compile(r"^(xn--[a-z0-9-]+|[a-z]{2,63})$")
+
+
+def normalise_address(text: object) -> tuple[str | None, list[str]]:
+    """The address as stored (domain lower-cased and in IDNA form, local part as typed), or
+    every problem with it."""
+    if not isinstance(text, str):
+        return None, ["enter an e-mail address"]
+    value = text.strip()
+    if not value:
+        return None, ["enter an e-mail address"]
+    if len(value) > 4 * MAX_ADDRESS:
+        return None, [f"that is far longer than an e-mail address can be ({MAX_ADDRESS} at most)"]
+    problems: list[str] = []
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch.isspace() for ch in value):
+        problems.append("an e-mail address has no spaces, line breaks or control characters")
+    if value.count("@") != 1:
+        problems.append("an e-mail address has exactly one @ (name@example.com)")
+        return None, problems
+    local, domain = value.split("@")
+    if not local:
+        problems.append("nothing before the @")
+    elif len(local) > MAX_LOCAL:
+        problems.append(f"the part before the @ is longer than {MAX_LOCAL} characters")
+    elif not _ATEXT.match(local):
+        problems.append(
+            "the part before the @ may hold letters A-Z, digits, dots (not two in a row, not"
+            " first or last) and !#$%&'*+-/=?^_`{|}~ only"
+        )
+    ascii_domain = _domain(domain, problems)
+    if problems or ascii_domain is None:
+        return None, problems
+    address = f"{local}@{ascii_domain}"
+    if len(address) > MAX_ADDRESS:
+        return None, [f"an e-mail address has at most {MAX_ADDRESS} characters"]
+    return address, []
+
+
+def _domain(domain: str, problems: list[str]) -> str | None:
+    if not domain:
+        problems.append("nothing after the @ (a domain such as example.com)")
+        return None
+    domain = domain.rstrip(".").lower()
+    try:
+        ascii_domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        problems.append("the domain after the @ is not a valid internationalised domain name")
+        return None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2:
+        problems.append("the domain after the @ needs a dot (example.com)")
+    elif not all(_LABEL.match(label) for label in labels):
+        problems.append(
+            "the domain after the @ may hold letters, digits and hyphens between its dots only"
+        )
+    elif not _TLD.match(labels[-1]):
+        problems.append("the domain after the @ does not end in a top-level domain (.com, .de…)")
+    return None if problems else ascii_domain

@@ -1,0 +1,220 @@
+"""Subscribing to the public list by e-mail (docs/public.md, "E-mail subscriptions"), no sign-in:
+
+* ``POST /subprocessors/subscribe`` (the form on ``/subprocessors``: an address only): the same
+  page for every valid address, whether new, pending or subscribed already (nothing is revealed
+  about it); a bad address gets the form back with every problem (400). No CSRF token: the public
+  page is cached for everyone, and a forged request can only queue a confirmation mail, which is
+  bounded per address (noticeflow/subscriptions.py) and per client here.
+* ``GET /subscribe/confirm/{token}`` shows a button; ``POST`` confirms (a mail scanner that
+  fetches the link confirms nothing).
+* ``GET /unsubscribe/{token}`` shows a button; ``POST`` — the button, or a mail client's RFC 8058
+  one-click POST with the body ``List-Unsubscribe=One-Click`` — unsubscribes and erases the
+  address, without sign-in or CSRF token (the signed link is the authority). Never on GET.
+
+A forged, malformed or expired link gets a clear 4xx page and a security log line with the
+token's fingerprint (never the token, never an address)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from noticeflow import subscriptions
+from noticeflow.subscriptions import InvalidToken, Tokens
+from noticeflow.web.context import Web, get_web, security_log
+
+router = APIRouter()
+
+SUBSCRIBE_PER_CLIENT = 10  # subscribe requests per client address per minute
+LINK_PER_CLIENT = 60  # confirm/unsubscribe requests per client address per minute
+MAX_FORM = 4096
+
+
+def tokens(request: Request, web: Web) -> Tokens:
+    found: Tokens | None = getattr(request.app.state, "subscription_tokens", None)
+    if found is None:
+        found = request.app.state.subscription_tokens = Tokens(
+            web.settings.verification_keys, web.settings.public_url
+        )
+    return found
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _page(web: Web, request: Request, status_code: int = 200, **context: object) -> Response:
+    response: Response = web.render(
+        request, "public/subscription.html", status_code=status_code, **context
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token stays off other sites' logs
+    return response
+
+
+def _limited(web: Web, request: Request, key: str, limit: int) -> Response | None:
+    wait = web.limiter.hit(f"{key}:{_client(request)}", limit)
+    if wait is None:
+        return None
+    response = _page(
+        web,
+        request,
+        429,
+        title="Too many requests",
+        message=f"Too many requests from your address: try again in {int(wait) + 1} seconds.",
+    )
+    response.headers["Retry-After"] = str(int(wait) + 1)
+    return response
+
+
+@router.post("/subprocessors/subscribe", include_in_schema=False)
+async def subscribe(request: Request, web: Web = Depends(get_web)) -> Response:
+    limited = _limited(web, request, "subscribe", SUBSCRIBE_PER_CLIENT)
+    if limited is not None:
+        return limited
+    raw = await request.body()
+    typed = ""
+    if len(raw) <= MAX_FORM:
+        try:
+            form = await request.form()
+            value = form.get("email")
+            typed = value if isinstance(value, str) else ""
+        except Exception:  # an unreadable form body: the same as an empty one
+            typed = ""
+    try:
+        await subscriptions.subscribe(web.pool, typed)
+    except subscriptions.SubscriptionError as error:
+        return _page(
+            web,
+            request,
+            400,
+            title="Subscribe to sub-processor changes",
+            problems=error.problems,
+            typed=typed[:300],
+            form=True,
+        )
+    return _page(
+        web,
+        request,
+        title="Check your inbox",
+        message=(
+            "If that address can receive mail, a message to confirm the subscription is on its"
+            " way. Open its link and press the button to confirm; until then you get no mail"
+            " from this list."
+        ),
+    )
+
+
+def _bad_link(web: Web, request: Request, error: InvalidToken, token: str, what: str) -> Response:
+    security_log.warning(
+        "subscription link refused",
+        kind=error.kind,
+        link=what,
+        token_fingerprint=subscriptions.fingerprint(token),
+        client=_client(request),
+    )
+    return _page(
+        web,
+        request,
+        400,
+        title="This link does not work",
+        message=(
+            f"This {what} link is not valid: {error}. Copy the whole link from the mail, or"
+            " subscribe again on the sub-processor page."
+        ),
+    )
+
+
+@router.get("/subscribe/confirm/{token}", include_in_schema=False)
+async def confirm_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
+    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
+    if limited is not None:
+        return limited
+    try:
+        tokens(request, web).read_confirmation(token)
+    except InvalidToken as error:
+        return _bad_link(web, request, error, token, "confirmation")
+    return _page(
+        web,
+        request,
+        title="Confirm your subscription",
+        message="Press the button to get an informational mail for each sub-processor change.",
+        action=f"/subscribe/confirm/{token}",
+        button="Confirm the subscription",
+    )
+
+
+@router.post("/subscribe/confirm/{token}", include_in_schema=False)
+async def confirm(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
+    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
+    if limited is not None:
+        return limited
+    try:
+        _, result = await subscriptions.confirm(web.pool, tokens(request, web), token)
+    except InvalidToken as error:
+        return _bad_link(web, request, error, token, "confirmation")
+    words = {
+        subscriptions.Confirmed.confirmed: (200, "Subscribed", SUBSCRIBED),
+        subscriptions.Confirmed.already: (200, "Subscribed", SUBSCRIBED),
+        subscriptions.Confirmed.expired: (
+            410,
+            "This link has expired",
+            "This confirmation link has expired. Subscribe again on the sub-processor page.",
+        ),
+        subscriptions.Confirmed.gone: (
+            410,
+            "This subscription has ended",
+            "This subscription was cancelled or erased. Subscribe again on the sub-processor page.",
+        ),
+    }
+    status, title, message = words[result]
+    return _page(web, request, status, title=title, message=message)
+
+
+SUBSCRIBED = (
+    "You will get an informational mail when a sub-processor change is announced, postponed or"
+    " cancelled. Each mail has a link to unsubscribe."
+)
+
+
+@router.get("/unsubscribe/{token}", include_in_schema=False)
+async def unsubscribe_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
+    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
+    if limited is not None:
+        return limited
+    try:
+        tokens(request, web).read_unsubscribe(token)
+    except InvalidToken as error:
+        return _bad_link(web, request, error, token, "unsubscribe")
+    return _page(
+        web,
+        request,
+        title="Unsubscribe",
+        message=(
+            "Press the button to stop the mails about sub-processor changes. Your address is"
+            " erased at once."
+        ),
+        action=f"/unsubscribe/{token}",
+        button="Unsubscribe",
+        one_click=True,
+    )
+
+
+@router.post("/unsubscribe/{token}", include_in_schema=False)
+async def unsubscribe(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
+    """RFC 8058: a POST (``List-Unsubscribe=One-Click``) unsubscribes; the signed token is the
+    authority, so neither a session nor a CSRF token is asked for."""
+    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
+    if limited is not None:
+        return limited
+    try:
+        await subscriptions.unsubscribe(web.pool, tokens(request, web), token)
+    except InvalidToken as error:
+        return _bad_link(web, request, error, token, "unsubscribe")
+    # The same page whether it was live or had ended already: one click is enough, twice too.
+    return _page(
+        web,
+        request,
+        title="Unsubscribed",
+        message="You get no more mail from this list. Your address is erased.",
+    )
