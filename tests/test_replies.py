@@ -7,6 +7,7 @@ unreadable text, erased customer), erasure and the auto-act setting."""
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiosmtplib
 import pytest
+from structlog.testing import capture_logs
 from temporalio.testing import ActivityEnvironment
 
 from activities.sending import SendingActivities
@@ -110,15 +112,22 @@ async def test_each_customer_gets_its_own_reply_address_that_resolves_to_ids(
 
 
 async def test_a_reply_becomes_an_item_and_an_objection_judged_by_the_mail_receipt_time(
-    mailed, smtp_sink, pool, endpoint
+    mailed, smtp_sink, pool, endpoint, caplog
 ):
     deps, spec = mailed
     to = reply_to_of(smtp_sink, "dpo@initech.example")
     before = datetime.now(UTC)
-    answer = await send(
-        endpoint, a_reply(to, "dpo@initech.example", QUOTED), "dpo@initech.example", to
-    )
+    caplog.set_level(logging.DEBUG)
+    with capture_logs() as logs:
+        answer = await send(
+            endpoint, a_reply(to, "dpo@initech.example", QUOTED), "dpo@initech.example", to
+        )
     after = datetime.now(UTC)
+    # no personal data in our log lines, nor in aiosmtpd's (it logs every command it reads)
+    logged = json.dumps(logs, default=str) + caplog.text
+    assert "reply received" in logged
+    for plain in (SECRET_WORDS, "dpo@initech.example", "Jane Roe", to):
+        assert plain not in logged
     assert answer.startswith("2.0.0 reply received (rp-"), answer
     (reply,) = await store.listing(pool, notice_id=spec.notice_id)
     assert (reply.notice_id, reply.customer_id, reply.status) == (spec.notice_id, "initech", "new")

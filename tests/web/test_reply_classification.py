@@ -48,6 +48,11 @@ async def test_a_reply_classified_as_objection_on_the_dashboard_is_timely_at_its
     assert reply is not None and reply.status == "new" and reply.received_at >= before
     await asyncio.sleep(1.0)  # classified a while after the mail arrived
 
+    # Signed out: nothing to see.
+    async with web_stack.http() as anonymous:
+        assert (await anonymous.get("/replies")).status_code in (303, 401)
+        posted = await anonymous.post(f"/replies/{reply_id}/classify", data={"kind": "question"})
+        assert posted.status_code in (303, 401, 403)
     # A viewer sees it but may not classify it.
     vera = await web_stack.signed_in("vera")
     try:
