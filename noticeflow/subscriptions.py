@@ -287,7 +287,6 @@ async def subscribe(pool: asyncpg.Pool, text: object) -> tuple[str, Outcome]:
                 outcome = Outcome.resent
         if outcome in (Outcome.new, Outcome.resent):
             await c.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
-    log.info("subscription requested", subscriber_id=subscriber_id, outcome=outcome.value)
     return subscriber_id, outcome
 
 
@@ -342,7 +341,6 @@ async def confirm(
                 link.subscriber_id,
             )
             result = Confirmed.confirmed
-    log.info("subscription confirmation", subscriber_id=link.subscriber_id, outcome=result.value)
     return link.subscriber_id, result
 
 
@@ -386,7 +384,6 @@ async def erase(
             " WHERE subscriber_id = $1 AND status = 'pending'",
             subscriber_id,
         )
-    log.info("subscriber erased", subscriber_id=subscriber_id, by=by)
     return True
 
 
@@ -399,7 +396,9 @@ async def expire_pending(pool: asyncpg.Pool, kept: timedelta = PENDING_KEPT) -> 
     )
     erased = 0
     for row in ids:
-        erased += await erase(pool, row["subscriber_id"], "expired", missing_ok=True)
+        if await erase(pool, row["subscriber_id"], "expired", missing_ok=True):
+            erased += 1
+            log.info("unconfirmed subscriber erased", subscriber_id=row["subscriber_id"])
     return erased
 
 

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 
 from noticeflow import subscriptions
 from noticeflow.subscriptions import InvalidToken, Tokens
-from noticeflow.web.context import Web, get_web, security_log
+from noticeflow.web.context import Web, get_web, log, security_log
 
 router = APIRouter()
 
@@ -82,7 +82,7 @@ async def subscribe(request: Request, web: Web = Depends(get_web)) -> Response:
         except Exception:  # an unreadable form body: the same as an empty one
             typed = ""
     try:
-        await subscriptions.subscribe(web.pool, typed)
+        subscriber_id, outcome = await subscriptions.subscribe(web.pool, typed)
     except subscriptions.SubscriptionError as error:
         return _page(
             web,
@@ -93,6 +93,7 @@ async def subscribe(request: Request, web: Web = Depends(get_web)) -> Response:
             typed=typed[:300],
             form=True,
         )
+    log.info("subscription requested", subscriber_id=subscriber_id, outcome=outcome.value)
     return _page(
         web,
         request,
@@ -150,9 +151,10 @@ async def confirm(token: str, request: Request, web: Web = Depends(get_web)) -> 
     if limited is not None:
         return limited
     try:
-        _, result = await subscriptions.confirm(web.pool, tokens(request, web), token)
+        subscriber_id, result = await subscriptions.confirm(web.pool, tokens(request, web), token)
     except InvalidToken as error:
         return _bad_link(web, request, error, token, "confirmation")
+    log.info("subscription confirmation", subscriber_id=subscriber_id, outcome=result.value)
     words = {
         subscriptions.Confirmed.confirmed: (200, "Subscribed", SUBSCRIBED),
         subscriptions.Confirmed.already: (200, "Subscribed", SUBSCRIBED),
@@ -208,9 +210,12 @@ async def unsubscribe(token: str, request: Request, web: Web = Depends(get_web))
     if limited is not None:
         return limited
     try:
-        await subscriptions.unsubscribe(web.pool, tokens(request, web), token)
+        subscriber_id, erased = await subscriptions.unsubscribe(
+            web.pool, tokens(request, web), token
+        )
     except InvalidToken as error:
         return _bad_link(web, request, error, token, "unsubscribe")
+    log.info("unsubscribed", subscriber_id=subscriber_id, erased=erased)
     # The same page whether it was live or had ended already: one click is enough, twice too.
     return _page(
         web,

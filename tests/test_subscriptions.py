@@ -1,0 +1,351 @@
+"""E-mail subscriptions (issue 14 item 2) on real parts: PostgreSQL (the runtime role) and a real
+SMTP sink. Double opt-in with bounded confirmation mails; the address stored only sealed with the
+subscriber's own key and erased with it; informational copies with RFC 8058 headers and a
+deterministic Message-ID; a bouncing or greylisted subscriber holds nobody else; no address in
+logs. The HTTP side is tests/web/test_subscribe_pages.py."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from noticeflow import subscriptions
+from noticeflow.domain.signals import Objection
+from noticeflow.domain.subscriptions import normalise_address
+from noticeflow.subscriptions import (
+    Confirmed,
+    InvalidToken,
+    Outcome,
+    SubscriberMailer,
+    SubscriptionError,
+    Tokens,
+)
+from tests import helpers
+from tests.conftest import TEST_LINK_KEY
+
+ADDRESS = "Jane.Roe+list@Example.COM"
+STORED = "Jane.Roe+list@example.com"
+URL = "http://127.0.0.1:8099"
+
+
+@pytest.fixture
+async def clean(pool):
+    await pool.execute("DELETE FROM subscriber_mails")
+    await pool.execute("DELETE FROM subscriber_keys")
+    await pool.execute("DELETE FROM subscribers")
+    yield pool
+
+
+def mailer(pool, smtp_sink, **kwargs) -> SubscriberMailer:
+    return SubscriberMailer.configured(
+        pool, smtp_sink.url, "privacy@vendor.example", TEST_LINK_KEY, URL, **kwargs
+    )
+
+
+async def stored_text(pool) -> str:
+    rows = []
+    for table in ("subscribers", "subscriber_keys", "subscriber_mails", "projection_checkpoints"):
+        rows += [
+            json.dumps(dict(r), default=str) for r in await pool.fetch(f"SELECT * FROM {table}")
+        ]
+    return "\n".join(rows)
+
+
+def body_of(message) -> str:
+    return "\n".join(
+        part.get_content()
+        for part in message.walk()
+        if part.get_content_type() in ("text/plain", "text/html")
+    )
+
+
+# --- the address ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "words"),
+    [
+        ("", "enter an e-mail address"),
+        ("   ", "enter an e-mail address"),
+        ("jane", "exactly one @"),
+        ("a@b@c.com", "exactly one @"),
+        ("@example.com", "nothing before the @"),
+        ("jane@", "nothing after the @"),
+        ("jane@localhost", "needs a dot"),
+        ("jane doe@example.com", "no spaces"),
+        ("jane@example.com\r\nBcc: x@evil.com", "line breaks"),
+        ("ja..ne@example.com", "not two in a row"),
+        ('"jane"@example.com', "before the @ may hold"),
+        ("jane@exa_mple.com", "letters, digits and hyphens"),
+        ("jane@example.1", "top-level domain"),
+        ("jane\x00@example.com", "control characters"),
+        ("x" * 65 + "@example.com", "longer than 64"),
+        ("a@" + "b" * 2000, "far longer"),
+    ],
+)
+def test_a_bad_address_is_refused_in_words(typed, words):
+    address, problems = normalise_address(typed)
+    assert address is None
+    assert any(words in problem for problem in problems), problems
+
+
+def test_an_address_is_normalised():
+    assert normalise_address(f"  {ADDRESS} ") == (STORED, [])
+    assert normalise_address("jane@bücher.example") == ("jane@xn--bcher-kva.example", [])
+    assert normalise_address(None)[0] is None
+
+
+# --- links -----------------------------------------------------------------------------------------
+
+
+def test_links_carry_the_id_only_and_refuse_forgeries():
+    tokens = Tokens(TEST_LINK_KEY, URL)
+    now = datetime.now(UTC)
+    url = tokens.confirm_url("sub_0123456789abcdef", now + timedelta(days=2))
+    token = url.rsplit("/", 1)[1]
+    assert tokens.read_confirmation(token).subscriber_id == "sub_0123456789abcdef"
+    with pytest.raises(InvalidToken):
+        tokens.read_unsubscribe(token)  # a confirmation link is no unsubscribe link
+    unsub = tokens.unsubscribe_url("sub_0123456789abcdef").rsplit("/", 1)[1]
+    assert tokens.read_unsubscribe(unsub) == "sub_0123456789abcdef"
+    other = Tokens("another-link-key-0123456789abcdefXYZ_-long", URL)
+    with pytest.raises(InvalidToken) as forged:
+        other.read_unsubscribe(unsub)
+    assert forged.value.kind == "forged"
+    for bad in ("", "x" * 400, "abc", unsub[:-2] + "zz", "a.b<script>"):
+        with pytest.raises(InvalidToken):
+            tokens.read_unsubscribe(bad)
+
+
+# --- subscribing ----------------------------------------------------------------------------------
+
+
+async def test_double_opt_in_bounded_idempotent_and_sealed(clean, smtp_sink, caplog):
+    pool = clean
+    caplog.set_level(logging.DEBUG)
+    sender = mailer(pool, smtp_sink)
+    subscriber_id, outcome = await subscriptions.subscribe(pool, ADDRESS)
+    assert outcome is Outcome.new
+    # Again at once: the same subscription, no second mail (at most one per CONFIRM_INTERVAL).
+    assert await subscriptions.subscribe(pool, STORED.upper()) == (subscriber_id, Outcome.limited)
+    done = await sender.send_due()
+    assert (done.sent, done.failed) == (1, 0)
+    (message,) = smtp_sink.messages()
+    assert message["To"] == STORED
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Unsubscribe"].startswith(f"<{URL}/unsubscribe/")
+    assert message["Message-ID"] == subscriptions.message_id(
+        subscriber_id, "confirm/1", "privacy@vendor.example"
+    )
+    body = body_of(message)
+    confirm_url = next(w for w in body.split() if w.startswith(f"{URL}/subscribe/confirm/"))
+    assert "jane" not in confirm_url.lower() and "example" not in confirm_url.split("/")[-1]
+
+    # The bound: after the interval one more, at most CONFIRM_MAX in all.
+    await pool.execute("UPDATE subscribers SET last_confirmation_at = now() - interval '1 hour'")
+    assert (await subscriptions.subscribe(pool, ADDRESS))[1] is Outcome.resent
+    await pool.execute("UPDATE subscribers SET last_confirmation_at = now() - interval '1 hour'")
+    assert (await subscriptions.subscribe(pool, ADDRESS))[1] is Outcome.resent
+    await pool.execute("UPDATE subscribers SET last_confirmation_at = now() - interval '1 hour'")
+    assert (await subscriptions.subscribe(pool, ADDRESS))[1] is Outcome.limited
+    await sender.send_due()
+    assert len(smtp_sink.messages()) == subscriptions.CONFIRM_MAX
+
+    tokens = sender.tokens
+    token = confirm_url.rsplit("/", 1)[1]
+    assert await subscriptions.confirm(pool, tokens, token) == (subscriber_id, Confirmed.confirmed)
+    assert await subscriptions.confirm(pool, tokens, token) == (subscriber_id, Confirmed.already)
+    assert await subscriptions.subscribe(pool, ADDRESS) == (subscriber_id, Outcome.already)
+    assert (await sender.send_due()).claimed == 0  # confirmed: the unsent confirmations are gone
+
+    stored = await stored_text(pool)
+    for plain in (STORED, STORED.lower(), "Jane.Roe", "jane.roe"):
+        assert plain not in stored
+    assert STORED not in caplog.text and "Jane.Roe" not in caplog.text
+    (row,) = await subscriptions.listing(pool, show_addresses=True)
+    assert (row["id"], row["status"], row["email"]) == (subscriber_id, "confirmed", STORED)
+    assert "email" not in (await subscriptions.listing(pool))[0]
+
+
+async def test_an_expired_confirmation_link_confirms_nothing(clean):
+    pool = clean
+    subscriber_id, _ = await subscriptions.subscribe(pool, ADDRESS)
+    tokens = Tokens(TEST_LINK_KEY, URL)
+    old = tokens.confirm_url(subscriber_id, datetime.now(UTC) - timedelta(seconds=1))
+    result = await subscriptions.confirm(pool, tokens, old.rsplit("/", 1)[1])
+    assert result == (subscriber_id, Confirmed.expired)
+    assert (
+        await pool.fetchval(
+            "SELECT status FROM subscribers WHERE subscriber_id = $1", subscriber_id
+        )
+        == "pending"
+    )
+    # Left unconfirmed past PENDING_KEPT: erased by the sweep.
+    await pool.execute("UPDATE subscribers SET created_at = now() - interval '8 days'")
+    assert await subscriptions.expire_pending(pool) == 1
+    row = await pool.fetchrow("SELECT * FROM subscribers WHERE subscriber_id = $1", subscriber_id)
+    assert (row["status"], row["email_sealed"], row["email_index"]) == ("expired", None, None)
+
+
+async def test_a_bad_address_changes_nothing(clean):
+    with pytest.raises(SubscriptionError) as refused:
+        await subscriptions.subscribe(clean, "not an address@@")
+    assert len(refused.value.problems) >= 2
+    assert await clean.fetchval("SELECT count(*) FROM subscribers") == 0
+
+
+# --- informational copies ----------------------------------------------------------------------
+
+
+async def confirmed(pool, address: str) -> str:
+    subscriber_id, _ = await subscriptions.subscribe(pool, address)
+    await pool.execute(
+        "UPDATE subscribers SET status = 'confirmed', confirmed_at = now() - interval '1 day'"
+        " WHERE subscriber_id = $1",
+        subscriber_id,
+    )
+    await pool.execute(
+        "UPDATE subscriber_mails SET status = 'cancelled' WHERE subscriber_id = $1", subscriber_id
+    )
+    return subscriber_id
+
+
+async def test_copies_reach_subscribers_and_a_bounce_holds_nobody(clean, smtp_sink, caplog):
+    pool = clean
+    caplog.set_level(logging.DEBUG)
+    # Only events after now count for the follower in this test: move it to the store's end.
+    await subscriptions.fill_outbox(pool)
+    good = await confirmed(pool, "reader@example.com")
+    dead = await confirmed(pool, "nobody@dead.invalid")  # the sink answers 550
+    grey = await confirmed(pool, "tempfail-grey@example.com")  # the sink answers 451, always
+    pending, _ = await subscriptions.subscribe(pool, "unconfirmed@example.com")
+    spec = await helpers.notified_with_objection(
+        pool, smtp_sink.url, Objection(customer_id="initech", reason="no", by="x")
+    )
+    before = len(smtp_sink.messages())
+    assert await subscriptions.fill_outbox(pool) == 3  # one per confirmed subscriber
+    assert await subscriptions.fill_outbox(pool) == 0  # nothing twice
+    sender = mailer(pool, smtp_sink)
+    await pool.execute(
+        "UPDATE subscriber_mails SET status = 'cancelled' WHERE subscriber_id = $1", pending
+    )
+    done = await sender.send_due()
+    assert (done.sent, done.failed, done.retried) == (1, 1, 1)
+    mails = [m for m in smtp_sink.messages()[before:] if m["To"] == "reader@example.com"]
+    (copy,) = mails
+    assert copy["Subject"].startswith("[Informational]")
+    assert copy["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert copy["Message-ID"] == subscriptions.message_id(
+        good, f"{spec.notice_id}/sent", "privacy@vendor.example"
+    )
+    text = body_of(copy)
+    assert "FOR YOUR INFORMATION ONLY" in text and f"{URL}/subprocessors" in text
+    assert f"{URL}/unsubscribe/" in text
+    assert "/a/" not in text and "deadline" not in text.lower().replace("sets no deadline", "")
+    rows = {
+        r["subscriber_id"]: r
+        for r in await pool.fetch("SELECT * FROM subscriber_mails WHERE kind = 'sent'")
+    }
+    assert rows[dead]["status"] == "failed" and "550" in rows[dead]["last_error"]
+    assert rows[grey]["status"] == "pending" and rows[grey]["next_attempt_at"] > datetime.now(UTC)
+    assert "dead.invalid" not in (rows[dead]["last_error"] or "")
+    # The greylisted row comes due again: retried, recognisably the same mail; given up at last.
+    await pool.execute(
+        "UPDATE subscriber_mails SET next_attempt_at = now(), first_attempt_at = now() - interval"
+        " '2 days' WHERE subscriber_id = $1",
+        grey,
+    )
+    done = await sender.send_due()
+    assert (done.failed, done.retried) == (1, 0)
+    assert "nobody@dead.invalid" not in caplog.text and "tempfail-grey" not in caplog.text
+
+    # Postponement and cancellation of a mailed notice: one copy each, to confirmed readers.
+    await append_change(pool, spec.notice_id, "notice_postponed")
+    await append_change(pool, spec.notice_id, "notice_cancelled")
+    assert await subscriptions.fill_outbox(pool) == 6
+    await sender.send_due()
+    kinds = sorted(
+        r["kind"]
+        for r in await pool.fetch(
+            "SELECT kind FROM subscriber_mails WHERE subscriber_id = $1 AND status = 'sent'", good
+        )
+    )
+    assert kinds == ["cancelled", "postponed", "sent"]
+
+    # Unsubscribing erases: the key is gone, nothing readable is left, no more mail.
+    unsub = sender.tokens.unsubscribe_url(good).rsplit("/", 1)[1]
+    assert await subscriptions.unsubscribe(pool, sender.tokens, unsub) == (good, True)
+    assert await subscriptions.unsubscribe(pool, sender.tokens, unsub) == (good, False)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM subscriber_keys WHERE subscriber_id = $1", good)
+        == 0
+    )
+    assert await subscriptions.find_by_email(pool, "reader@example.com") is None
+
+
+async def append_change(pool, notice_id: str, event_type: str) -> None:
+    """A postponement or cancellation as the product stores one (its event types)."""
+    from noticeflow import eventstore
+    from noticeflow.domain.events import NoticeCancelled, NoticePostponed
+
+    now = datetime.now(UTC)
+    event = (
+        NoticePostponed(**{"from": now + timedelta(days=30), "to": now + timedelta(days=40)})
+        if event_type == "notice_postponed"
+        else NoticeCancelled(reason="changed our mind", by="alice", phase="window_open")
+    )
+    stream = eventstore.notice_stream(notice_id)
+    await eventstore.append(pool, stream, f"test/{event_type}", event, now)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+def cli(*args: str, database_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noticeflow.cli", "subscribers", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "NOTICEFLOW_DATABASE_URL": database_url,
+            "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
+        },
+    )
+
+
+async def test_cli_lists_ids_only_and_erases_by_id_or_address(clean, database_url, tmp_path):
+    first, _ = await subscriptions.subscribe(clean, ADDRESS)
+    second, _ = await subscriptions.subscribe(clean, "other@example.org")
+    run = functools.partial(cli, database_url=database_url, tmp_path=tmp_path)
+    both = await asyncio.to_thread(run, "erase", first, "--email", "a@b.co")
+    bad = await asyncio.to_thread(run, "erase", "nope")
+    for done, words in ((both, "one of them"), (bad, "not a subscriber id")):
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    listed = await asyncio.to_thread(run, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {r["id"] for r in json.loads(listed.stdout)} == {first, second}
+    assert "example" not in listed.stdout.lower()
+    shown = await asyncio.to_thread(run, "list", "--show-addresses", "--json")
+    assert STORED in shown.stdout and "personal data" in shown.stderr
+    by_email = await asyncio.to_thread(run, "erase", "--email", ADDRESS.upper(), "--json")
+    assert json.loads(by_email.stdout) == {"id": first, "erased": True}, by_email.stderr
+    unknown = await asyncio.to_thread(run, "erase", "--email", ADDRESS)
+    assert unknown.returncode == 2 and "no live subscriber" in unknown.stderr
+    by_id = await asyncio.to_thread(run, "erase", second)
+    assert by_id.returncode == 0 and f"erased subscriber {second}" in by_id.stdout
+    again = await asyncio.to_thread(run, "erase", second)
+    assert "erased already" in again.stdout
+    assert STORED not in await stored_text(clean)
+    assert await clean.fetchval("SELECT count(*) FROM subscriber_keys") == 0
