@@ -109,6 +109,22 @@ class MailDirHandler:
         return f"250 2.0.0 Ok: queued as {digest}"
 
 
+class PipeliningHandler(MailDirHandler):
+    """The same, advertising PIPELINING (RFC 2920) as most relays do (aiosmtpd reads pipelined
+    commands in order, but does not say so by itself)."""
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 class SmtpSink:
     def __init__(
         self,
@@ -116,12 +132,17 @@ class SmtpSink:
         host: str = "127.0.0.1",
         port: int | None = None,
         smtputf8: bool = True,
+        pipelining: bool | None = None,
     ) -> None:
+        """``pipelining``: advertise PIPELINING (None: when NOTICEFLOW_SINK_PIPELINING=1, so a
+        test run can take the mailer's pipelined path throughout)."""
         self.mail_dir = mail_dir
         self.host = host
         self.port = port or free_port()
+        if pipelining is None:
+            pipelining = os.environ.get("NOTICEFLOW_SINK_PIPELINING") == "1"
         self._controller = Controller(
-            MailDirHandler(mail_dir),
+            (PipeliningHandler if pipelining else MailDirHandler)(mail_dir),
             hostname=host,
             port=self.port,
             enable_SMTPUTF8=smtputf8,  # off: a server that refuses non-ASCII addresses

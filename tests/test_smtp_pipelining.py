@@ -1,0 +1,161 @@
+"""The mailer's pipelined SMTP path (RFC 2920), taken when the server advertises PIPELINING.
+
+A message is then one write of MAIL, RCPT and DATA and one of the content. It must send what
+aiosmtplib's sendmail sends and reach the same outcome for every reply: the same accepted or
+failed result with the same code, status and text, the same TemporarySmtpError for a 4xx or a
+dropped connection. Checked against the real aiosmtpd sink (advertising PIPELINING) and against a
+scripted server that answers whatever it is told, with and without pipelining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from noticeflow.mail import (
+    OutgoingMail,
+    SmtpResult,
+    SmtpSession,
+    SmtpTarget,
+    TemporarySmtpError,
+    build_message,
+)
+from noticeflow.sink import SmtpSink
+
+FROM = "privacy@vendor.example"
+
+
+def message(to: str = "ops@acme.example", n: int = 1) -> OutgoingMail:
+    return build_message(
+        mail_from=FROM,
+        to=to,
+        subject="A notice",
+        # a line starting with "." is dot-stuffed on the wire and arrives as it was
+        text="Dear customer,\n.a line with a leading dot\n" * 40,
+        html="<p>Dear customer,</p>\n" * 40,
+        msg_id=f"<{n:032d}@vendor.example>",
+        date=datetime(2026, 11, 30, 12, tzinfo=UTC),
+    )
+
+
+async def test_the_sink_gets_the_same_bytes_pipelined_or_not(tmp_path):
+    received = {}
+    for pipelining in (False, True):
+        with SmtpSink(tmp_path / str(pipelining), pipelining=pipelining) as sink:
+            async with SmtpSession(SmtpTarget.from_url(sink.url)) as session:
+                results = [await session.send(message(n=n)) for n in range(3)]
+                assert session.pipelining is pipelining
+            assert {r.status.value for r in results} == {"accepted"}
+            files = sorted((tmp_path / str(pipelining)).glob("*.eml"))
+            received[pipelining] = [path.read_bytes() for path in files]
+    assert len(received[True]) == 3
+    assert received[True] == received[False]
+    assert b"\r\n.a line" not in received[True][0]  # (base64: the text is inside, encoded)
+
+
+async def test_refusals_and_deferrals_on_the_pipelined_path(tmp_path):
+    with SmtpSink(tmp_path / "mail", pipelining=True) as sink:
+        async with SmtpSession(SmtpTarget.from_url(sink.url)) as session:
+            refused = await session.send(message("ops@acme.invalid"))
+            assert refused.status.value == "failed"
+            assert (refused.reply.code, refused.reply.status) == (550, "5.1.1")
+            assert refused.reply.text.endswith("Recipient address rejected: mailbox unavailable")
+            # the connection is closed after a refusal; the next message opens another
+            assert (await session.send(message(n=2))).status.value == "accepted"
+            assert session.pipelining
+            with pytest.raises(TemporarySmtpError) as deferred:
+                await session.send(message("tempfail-1@acme.example"))
+            assert deferred.value.reply is not None and deferred.value.reply.code == 451
+            assert (await session.send(message("jöran@acme.example", 3))).status.value == (
+                "accepted"
+            )
+            unusable = await session.send(message("a b@acme.example", 4))
+            assert unusable.status.value == "failed"
+            assert "cannot be used in an SMTP envelope" in unusable.reply.text
+        assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
+
+
+async def test_a_non_ascii_address_fails_where_the_server_has_no_smtputf8(tmp_path):
+    with SmtpSink(tmp_path / "mail", smtputf8=False, pipelining=True) as sink:
+        async with SmtpSession(SmtpTarget.from_url(sink.url)) as session:
+            result = await session.send(message("jöran@acme.example"))
+    assert result.status.value == "failed" and "non-ASCII address" in result.reply.text
+
+
+@contextlib.asynccontextmanager
+async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator[str]:
+    """A server answering each command (by its verb) with the reply given, in the order the
+    commands come: pipelined or not, it does not care. The end of the content is "END"."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    if replies.get("END") == b"CLOSE":
+                        break
+                    writer.write(replies.get("END", b"250 2.0.0 queued\r\n"))
+                    await writer.drain()
+                continue
+            verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper().decode()
+            if verb == "EHLO":
+                extensions = b"250-PIPELINING\r\n" if pipelining else b""
+                writer.write(b"250-scripted\r\n" + extensions + b"250 8BITMIME\r\n")
+            elif verb == "QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            elif verb in replies and replies[verb] == b"CLOSE":
+                break
+            else:
+                reply = replies.get(verb, b"354 go ahead\r\n" if verb == "DATA" else b"250 ok\r\n")
+                writer.write(reply)
+                in_data = verb == "DATA" and reply.startswith(b"354")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"smtp://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def outcome(url: str) -> SmtpResult | tuple[str, object]:
+    async with SmtpSession(SmtpTarget.from_url(url)) as session:
+        try:
+            return await session.send(message())
+        except TemporarySmtpError as error:
+            return (str(error), error.reply)
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        {},
+        {"END": b"250-2.0.0 first line\r\n250 2.0.0 Ok: queued as 12AB\r\n"},
+        {"MAIL": b"553 5.7.1 <privacy@vendor.example>: Sender address rejected\r\n"},
+        {"RCPT": b"550-5.1.1 no such user\r\n550 5.1.1 here either\r\n"},
+        {"RCPT": b"550 5.1.1 no such user\r\n", "DATA": b"354 taken all the same\r\n"},
+        {"RCPT": b"451 4.7.1 greylisted\r\n"},
+        {"DATA": b"554 5.5.1 no valid recipients\r\n"},
+        {"END": b"552 5.3.4 message too big\r\n"},
+        {"END": b"421 4.3.2 shutting down\r\n"},
+        {"RCPT": b"CLOSE"},
+        {"END": b"CLOSE"},
+    ],
+)
+async def test_every_reply_has_the_outcome_it_has_without_pipelining(replies):
+    outcomes = []
+    for pipelining in (False, True):
+        async with scripted(replies, pipelining) as url:
+            outcomes.append(await outcome(url))
+    without, pipelined = outcomes
+    assert pipelined == without
