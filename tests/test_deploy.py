@@ -410,7 +410,7 @@ def test_compose_refers_only_to_what_it_defines() -> None:
 def test_compose_runs_real_commands_of_the_image() -> None:
     services = compose()["services"]
     built = {n: s for n, s in services.items() if s.get("build")}
-    assert set(built) == {"migrate", "temporal-setup", "worker", "web"}
+    assert set(built) == {"migrate", "temporal-setup", "worker", "web", "inbound"}
     for name, service in built.items():
         cli_command(service["command"])
         assert service.get("read_only") is True, name
