@@ -15,8 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import handed_over_on_shutdown
-from noticeflow.activity_interfaces import WebhookRequest, WebhookRound
-from noticeflow.contracts import Activity
+from noticeflow.contracts import Activity, WebhookRequest, WebhookRound
 from noticeflow.webhooks import Deliverer, RetryLater, WebhookError
 
 CONFIGURATION_RETRY = timedelta(minutes=10)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from noticeflow.contracts import (
@@ -39,6 +38,8 @@ from noticeflow.contracts import (
     ResendResult,
     SendRequest,
     SendResult,
+    WebhookRequest,
+    WebhookRound,
 )
 
 
@@ -121,23 +122,6 @@ class NoticeEvents:
     @activity.defn(name=Activity.record_notice_event)
     async def record_notice_event(self, request: NoticeEventRequest) -> None:
         _interface_only(Activity.record_notice_event)
-
-
-class WebhookRequest(BaseModel):
-    """Deliver one webhook subscription's pending deliveries (ids only: the URL and the secret
-    stay in PostgreSQL)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    subscription_id: str
-    batch: int = 100
-
-
-class WebhookRound(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    delivered: int = 0
-    failed: int = 0
-    more: bool = False  # deliveries still pending after the batch
-    stopped: bool = False  # the subscription was removed: the workflow ends
 
 
 class Webhooks:

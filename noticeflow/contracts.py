@@ -438,3 +438,40 @@ class NoticeRecord(_Model):
     effective_at: datetime
     approved_by: str | None = None
     window_closes_at: datetime | None = None
+
+
+# --- webhooks (docs/webhooks.md) ------------------------------------------------------------------
+# The delivery workflow's Temporal names: what histories record and what the outbox signals, so
+# never renamed. Built here only; workflows/webhooks.py and noticeflow/webhooks.py both import them.
+WEBHOOK_WORKFLOW_TYPE = "WebhookDelivery"
+WEBHOOK_WAKE_SIGNAL = "wake"
+WEBHOOK_PREFIX = "webhook-"
+
+
+def webhook_workflow_id(subscription_id: str) -> str:
+    """A webhook subscription's delivery workflow id (``webhook-<subscription id>``)."""
+    return WEBHOOK_PREFIX + subscription_id
+
+
+def webhook_task_queue(task_queue: str) -> str:
+    """The webhooks' own task queue beside the notices' one: an endpoint that is slow or down
+    never holds a slot a notice's activity needs."""
+    return f"{task_queue}.webhooks"
+
+
+class WebhookRequest(_Model):
+    """Deliver one webhook subscription's pending deliveries (ids only: the URL and the secret
+    stay in PostgreSQL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    subscription_id: str
+    batch: int = 100
+
+
+class WebhookRound(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    delivered: int = 0
+    failed: int = 0
+    more: bool = False  # deliveries still pending after the batch
+    stopped: bool = False  # the workflow ends: the subscription was removed, or cannot be signed
+    reason: str | None = None  # why it stopped (our words, no URL): "removed", "secret unreadable"

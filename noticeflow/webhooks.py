@@ -49,7 +49,13 @@ from standardwebhooks import Webhook
 
 from noticeflow import eventstore as es
 from noticeflow import keyring
-from noticeflow.contracts import notice_id_of
+from noticeflow.contracts import (
+    WEBHOOK_WAKE_SIGNAL,
+    WEBHOOK_WORKFLOW_TYPE,
+    notice_id_of,
+    webhook_task_queue,
+    webhook_workflow_id,
+)
 from noticeflow.domain.errors import InputError
 
 log = structlog.get_logger(__name__)
@@ -75,22 +81,10 @@ RETRY_FIRST = timedelta(seconds=5)  # then doubling, at most RETRY_MAX apart
 RETRY_MAX = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
 RETRIED_STATUSES = frozenset({408, 425, 429})  # and every 5xx
-WORKFLOW_TYPE = "WebhookDelivery"
-WAKE_SIGNAL = "wake"
 
 
 class WebhookError(InputError):
     """Bad input to a webhook command: one readable line (or block), exit 2."""
-
-
-def workflow_id(subscription_id: str) -> str:
-    return f"webhook-{subscription_id}"
-
-
-def task_queue_of(task_queue: str) -> str:
-    """The webhooks' own task queue beside the notices' one: an endpoint that is slow or down
-    never holds a slot a notice's activity needs."""
-    return f"{task_queue}.webhooks"
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -283,7 +277,7 @@ async def add(
             f" `noticeflow webhooks remove {existing}` first to replace it"
         )
     if problems:
-        raise WebhookError(_block("cannot add the webhook", problems))
+        raise WebhookError(problem_block("cannot add the webhook", problems))
     subscription_id = "wh_" + secrets.token_hex(8)
     secret = new_secret()
     sealed, key_id = seal_secret(subscription_id, secret)
@@ -302,7 +296,8 @@ async def add(
     return Subscription(subscription_id, url, chosen, row["created_at"]), secret
 
 
-def _block(head: str, problems: list[str]) -> str:
+def problem_block(head: str, problems: list[str]) -> str:
+    """One refusal's text: its head and every problem (one line, or a bulleted block)."""
     if len(problems) == 1:
         return f"{head}: {problems[0]}"
     return f"{head} ({len(problems)} problems):\n  - " + "\n  - ".join(problems)
@@ -373,7 +368,9 @@ async def wake_removed(client: Any, subscription_id: str) -> bool:
     """Wake a removed webhook's workflow so that it ends now (a plain signal: a workflow that
     is not running is not started). False when there was none to wake."""
     try:
-        await client.get_workflow_handle(workflow_id(subscription_id)).signal(WAKE_SIGNAL)
+        await client.get_workflow_handle(webhook_workflow_id(subscription_id)).signal(
+            WEBHOOK_WAKE_SIGNAL
+        )
     except Exception:  # not found, or already ended: nothing to stop
         return False
     return True
@@ -606,11 +603,11 @@ def temporal_waker(client: Any, task_queue: str) -> Wake:
         for subscription_id in subscription_ids:
             try:
                 await client.start_workflow(
-                    WORKFLOW_TYPE,
+                    WEBHOOK_WORKFLOW_TYPE,
                     subscription_id,
-                    id=workflow_id(subscription_id),
-                    task_queue=task_queue_of(task_queue),
-                    start_signal=WAKE_SIGNAL,
+                    id=webhook_workflow_id(subscription_id),
+                    task_queue=webhook_task_queue(task_queue),
+                    start_signal=WEBHOOK_WAKE_SIGNAL,
                     static_summary=f"deliver webhook {subscription_id}",
                 )
             except Exception as error:  # the sweep tries again

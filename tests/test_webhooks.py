@@ -26,6 +26,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from noticeflow import repository, webhooks
+from noticeflow.contracts import webhook_workflow_id
 from noticeflow.domain.rules import Phase
 from tests import helpers
 from tests.test_change_kinds import spec_of, start
@@ -259,7 +260,7 @@ async def test_a_dead_endpoint_is_given_up_and_the_next_delivery_proceeds_and_re
         assert len(await webhooks.deliveries(pool, live.subscription_id)) == 2
         assert len(receiver.requests) == posted
         assert await webhooks.wake_removed(env.client, live.subscription_id)  # as `remove` does
-        handle = env.client.get_workflow_handle(webhooks.workflow_id(live.subscription_id))
+        handle = env.client.get_workflow_handle(webhook_workflow_id(live.subscription_id))
         assert await asyncio.wait_for(handle.result(), 60) == "removed"
 
 

@@ -29,7 +29,7 @@ from activities.webhooks import WebhookActivities
 from noticeflow import crypto, db, keyring, subscriptions, webhooks
 from noticeflow.application.deps import Deps
 from noticeflow.config import Settings, install_keys
-from noticeflow.contracts import notice_id_of, send_task_queue
+from noticeflow.contracts import notice_id_of, send_task_queue, webhook_task_queue
 from noticeflow.control import sweep_intake
 from noticeflow.links import LinkSigner
 from noticeflow.mail import MailRenderer, SmtpTarget
@@ -165,7 +165,7 @@ def build_worker(
         # holds none of the slots a notice's activities need.
         Worker(
             client,
-            task_queue=webhooks.task_queue_of(task_queue),
+            task_queue=webhook_task_queue(task_queue),
             workflows=[WebhookWorkflow],
             activities=[webhook.deliver_webhooks],
             max_concurrent_activities=10,

@@ -21,7 +21,12 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from noticeflow.activity_interfaces import WebhookRequest, Webhooks
+from noticeflow.activity_interfaces import Webhooks
+from noticeflow.contracts import (
+    WEBHOOK_WAKE_SIGNAL,
+    WEBHOOK_WORKFLOW_TYPE,
+    WebhookRequest,
+)
 
 ROUNDS_PER_RUN = 100
 # Only the activity's own faults use this policy's intervals (a database away, a worker gone): a
@@ -34,12 +39,12 @@ RETRY = RetryPolicy(
 )
 
 
-@workflow.defn(name="WebhookDelivery")
+@workflow.defn(name=WEBHOOK_WORKFLOW_TYPE)
 class WebhookWorkflow:
     def __init__(self) -> None:
         self.woken = False
 
-    @workflow.signal(name="wake")
+    @workflow.signal(name=WEBHOOK_WAKE_SIGNAL)
     def wake(self) -> None:
         self.woken = True
 
@@ -56,7 +61,7 @@ class WebhookWorkflow:
                 summary="deliver pending webhooks",
             )
             if done.stopped:
-                return "removed"
+                return done.reason or "removed"
             if workflow.info().is_continue_as_new_suggested():
                 break
             if not done.more:
