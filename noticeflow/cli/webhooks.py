@@ -47,7 +47,7 @@ def webhooks_add(
         # Every problem of the input at once, before keys or the database are touched.
         _, problems = await webhooks.validate(url, events, allow)
         if problems:
-            raise webhooks.WebhookError(webhooks._block("cannot add the webhook", problems))
+            raise webhooks.WebhookError(webhooks.problem_block("cannot add the webhook", problems))
         async with database(settings) as pool:
             return await webhooks.add(pool, url, events, allow)
 
