@@ -345,6 +345,8 @@ class Mailer:
         outcomes: dict[str, dict[int, ContactOutcome]] = {}
         planned: list[_Planned] = []
         hashes: dict[int, str | None] = {}  # one hash per spec object, not per customer
+        in_ledger = {customer_id for customer_id, _ref in ledger}  # (most have no row yet)
+        render = self.renderer.batch().render  # once per distinct terms, not per customer
         for job in jobs:
             recipient = job.recipient
             context = {
@@ -356,7 +358,7 @@ class Mailer:
             content: tuple[str, str, str] = ("", "", "")
             problem = None
             try:
-                content = self.renderer.render(template, context)
+                content = render(template, context)
             except Exception as error:  # a template or its data: fails the same way every time
                 problem = _not_built(error)
                 log.warning(
@@ -373,7 +375,8 @@ class Mailer:
                     continue
                 seen.add(ref)
                 done = ledger.get((recipient.customer_id, ref))
-                if done is None:  # a row written before the per-customer subkeys: that row
+                if done is None and recipient.customer_id in in_ledger:  # a row written before
+                    # the per-customer subkeys: that row
                     done = ledger.get((recipient.customer_id, key.legacy_index(address)))
                 if done is not None:  # one ledger row, one Message-ID: the one it was written with
                     ref, msg_id = done["contact_ref"], done["message_id"]
