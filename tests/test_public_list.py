@@ -166,7 +166,7 @@ def test_baseline_replacement_removal_and_material_change():
     }
     assert listing.subprocessors[1].since == datetime(2024, 6, 1, tzinfo=UTC)
     # A replacement of a baseline entry: the old one stays while a recipient may keep it.
-    events.notice("r1", T0, kind="replacement", replaces="Anthropic, PBC")
+    events.notice("r1", T0, kind="replacement", replaces="Anthropic, PBC", audience={})
     events.sent("r1", T0 + timedelta(hours=1), customers=2)
     events.phase("r1", "active", T0 + timedelta(days=30))
     events.switch("r1", True, "acme", "OpenAI, LLC", T0 + timedelta(days=30))
@@ -194,11 +194,44 @@ def test_baseline_replacement_removal_and_material_change():
         T0 + timedelta(days=30),
     )
     assert listing.upcoming[0].as_json()["previous"] == {"location": "United States"}
-    events.notice("x1", T0, kind="removal", subprocessor="Amazon Web Services EMEA SARL")
+    events.notice("x1", T0, kind="removal", subprocessor="Amazon Web Services EMEA SARL",
+                  audience={"regions": [], "services": [], "customers": []})  # fmt: skip
     events.sent("x1", T0 + timedelta(days=61))
     assert "Amazon Web Services EMEA SARL" in names(derive(events.items))
     events.phase("x1", "active", T0 + timedelta(days=90))
     assert set(names(derive(events.items))) == {"OpenAI, LLC"}
+
+
+def test_a_removal_or_replacement_to_part_of_the_customers_keeps_the_baseline_entry_listed():
+    """The baseline is every customer's: a removal sent to the US customers takes effect for them
+    only, so the others still use it and the list must still say so; the same for a replacement
+    that every one of its (US) recipients accepted. A later removal to everyone retires it."""
+    events = Events()
+    events.baseline(T0)
+    events.notice("x-us", T0, kind="removal", subprocessor="Amazon Web Services EMEA SARL",
+                  audience={"regions": ["US"]})  # fmt: skip
+    events.sent("x-us", T0 + timedelta(hours=1))
+    events.phase("x-us", "active", T0 + timedelta(days=30))
+    events.notice("r-us", T0, kind="replacement", replaces="Anthropic, PBC",
+                  audience={"regions": ["US"], "services": [], "customers": []})  # fmt: skip
+    events.sent("r-us", T0 + timedelta(hours=1), customers=1)
+    events.phase("r-us", "active", T0 + timedelta(days=30))
+    events.switch("r-us", True, "acme", "OpenAI, LLC", T0 + timedelta(days=30))
+    events.switch("r-us", False, "acme", "Anthropic, PBC", T0 + timedelta(days=30))
+    events.add("notice-r-us", "customer_settled", T0 + timedelta(days=30),
+               customer_id="acme", verdict="activate")  # fmt: skip
+    listing = derive(events.items)
+    assert names(listing) == {
+        "Amazon Web Services EMEA SARL": "baseline",
+        "Anthropic, PBC": "baseline",
+        "OpenAI, LLC": "notice",
+    }
+    assert [c.status for c in listing.past] == ["in_effect", "in_effect"]
+    events.notice("x-all", T0, kind="removal", subprocessor="Amazon Web Services EMEA SARL",
+                  audience={})  # fmt: skip
+    events.sent("x-all", T0 + timedelta(days=31))
+    events.phase("x-all", "active", T0 + timedelta(days=60))
+    assert set(names(derive(events.items))) == {"Anthropic, PBC", "OpenAI, LLC"}
 
 
 def test_the_chain_head_names_exactly_the_events_read():

@@ -14,8 +14,11 @@ What it says (every rule is in docs/public.md, for a trust-center reader):
   when noticeflow was adopted) and no notice has retired it there: a **removal** retires it when
   the removal takes effect (its ``phase_changed`` to ``active``); a **replacement** retires it
   once every recipient of the replacement is settled switched over (verdict ``activate``), since
-  a customer who refused keeps the old one. A replacement and a removal of a sub-processor
-  switched on by notices take it off customer by customer through their own switch-offs.
+  a customer who refused keeps the old one. Only a notice to **every** customer (an audience
+  without filters) retires a baseline entry: the baseline is every customer's, so a removal sent
+  to the US customers leaves it in use for the others, and listed. A replacement and a removal of
+  a sub-processor switched on by notices take it off customer by customer through their own
+  switch-offs.
 * **In use since**: the start of the current unbroken period in which it was listed (the first
   switch-on, or the baseline's declared date, whichever is earlier).
 * **Details** (purpose, location, data categories, transfer mechanism, services) come from the
@@ -310,6 +313,21 @@ class _Notice:
     def name(self) -> str:
         return str(self.spec.get("subprocessor"))
 
+    @property
+    def to_everyone(self) -> bool:
+        """Whether the notice went to every customer (its audience filters nothing): only then
+        can it retire a baseline entry, which every customer has (docs/public.md)."""
+        return audience_is_everyone(self.spec.get("audience"))
+
+
+def audience_is_everyone(audience: Any) -> bool:
+    """A notice's ``audience`` (as its spec stores it) selects every customer: no filter set."""
+    if audience is None:
+        return True
+    if not isinstance(audience, Mapping):
+        return False
+    return not any(value for value in audience.values())
+
 
 @dataclass
 class _Baseline:
@@ -421,7 +439,7 @@ class Fold:
         elif kind == PHASE:
             if data.get("phase") == "active" and notice.in_effect_at is None:
                 notice.in_effect_at = at
-                if notice.kind == "removal" and notice.cancelled_at is None:
+                if notice.kind == "removal" and notice.cancelled_at is None and notice.to_everyone:
                     self._retire(notice.name, at)
         elif kind == SETTLED and notice.kind == "replacement":
             notice.settled[str(data.get("customer_id"))] = str(data.get("verdict"))
@@ -437,8 +455,8 @@ class Fold:
         replaces = notice.spec.get("replaces")
         if notice.kind != "replacement" or not replaces or replaces not in self.baseline:
             return
-        if notice.cancelled_at is not None or notice.audience is None:
-            return
+        if notice.cancelled_at is not None or notice.audience is None or not notice.to_everyone:
+            return  # sent to part of the customers: the others still have the baseline entry
         if len(notice.settled) >= notice.audience and all(
             verdict == "activate" for verdict in notice.settled.values()
         ):
