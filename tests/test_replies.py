@@ -300,8 +300,13 @@ async def test_an_exact_command_from_a_listed_contact_acts_only_when_configured(
             acting, a_reply(to, "privacy@acme.example", "opt in", Auto_Submitted="auto-replied"),
             "privacy@acme.example", to,
         )  # fmt: skip
+        # a command with more words after it: those words may change its meaning (to ops)
+        for text in ("Object\n\nsorry, wrong reply \u2014 we accept", "opt in\nbut only for goals"):
+            await send(
+                acting, a_reply(to, "privacy@acme.example", text), "privacy@acme.example", to
+            )
         assert not await pool.fetchval("SELECT count(*) FROM intake WHERE channel = 'reply'")
-        # exact, first own line, from a listed contact (From and envelope): acted on at once
+        # exact (the whole own words), from a listed contact (From and envelope): acted on at once
         answer = await send(
             acting,
             a_reply(to, "dpo@acme.example", " Opt  IN \n\nOn Mon, Privacy wrote:\n> object"),
@@ -326,7 +331,7 @@ async def test_an_exact_command_from_a_listed_contact_acts_only_when_configured(
         "SELECT opted_in FROM recipients WHERE notice_id = $1 AND customer_id = 'acme'",
         spec.notice_id,
     )
-    assert len(await store.listing(pool, status="new")) == 4
+    assert len(await store.listing(pool, status="new")) == 6
 
 
 def test_the_message_carries_reply_to_only_when_given():

@@ -98,18 +98,29 @@ def test_blank_lines_squeezed_and_trimmed():
     "text,expected",
     [
         ("opt in", Classification.opt_in),
-        ("Opt In\n\nThanks, Jane", Classification.opt_in),
-        ("  OPTIN  ", Classification.opt_in),
-        ("O p t  i n", Classification.opt_in),
+        ("  Opt  IN  ", Classification.opt_in),
+        ("opt\nin", Classification.opt_in),  # blanks squeezed, line breaks too
+        ("Opt in.", Classification.opt_in),  # a trailing period is allowed
         ("object", Classification.objection),
-        ("Object\r\n-- \nJane Roe", Classification.objection),
+        ("OBJECT.", Classification.objection),
+        ("Object\r\n-- \nJane Roe", Classification.objection),  # the signature is stripped
         ("\n\nOBJECT\n\nOn Mon, 30 Nov 2026, Privacy wrote:\n> opt in", Classification.objection),
         ("> object\nopt in", Classification.opt_in),
+        ("object\n\nSent from my iPhone", Classification.objection),
+        # The whole reply must be the command: anything more is for ops to read.
+        ("Object\n\nsorry, wrong reply \u2014 we accept", None),
+        ("opt in\nbut only for goals", None),
+        ("Opt In\n\nThanks, Jane", None),
+        ("object\nunless you use EU regions", None),
         ("opt in please", None),
         ("We object.", None),
+        ("object..", None),
+        ("OPTIN", None),
+        ("O p t  i n", None),
         ("opt-in", None),
         ("objection", None),
         ("", None),
+        (".", None),
         ("> opt in", None),
     ],
 )

@@ -4,8 +4,8 @@ A notice mail carries a per-customer reply address in ``Reply-To``: ``<local>+<t
 (e.g. ``reply+k3v...@replies.vendor.example``), the token a keyed, unguessable id of (notice,
 customer) that only a lookup in PostgreSQL resolves (noticeflow/replies/tokens.py). Here: how such an
 address is written and read back, how a reply's own words are told from what it quotes
-(:func:`strip_reply`), and what counts as an exact "opt in" / "object" answer
-(:func:`exact_command`). No I/O.
+(:func:`strip_reply`), and what counts as an exact "opt in" / "object" answer — the whole of
+its own words (:func:`exact_command`). No I/O.
 """
 
 from __future__ import annotations
@@ -156,11 +156,18 @@ def first_line(text: str) -> str:
     return ""
 
 
-_COMMANDS = {"optin": Classification.opt_in, "object": Classification.objection}
+_COMMANDS = {"opt in": Classification.opt_in, "object": Classification.objection}
 
 
 def exact_command(text: str) -> Classification | None:
-    """An exact "opt in" or "object" as the reply's first own line (case and blanks do not matter:
-    "Opt In", "OPTIN", " object "), or None: anything else is for ops to read."""
-    squeezed = "".join(first_line(text).split()).casefold()
-    return _COMMANDS.get(squeezed)
+    """An exact "opt in" or "object" reply, or None: anything else is for ops to read.
+
+    The reply's whole own words (:func:`strip_reply`: quoted text and signature removed), blanks
+    squeezed to one space and case folded, must be the command, a trailing period allowed
+    ("Opt  In", "object."). A reply that says anything more ("object" and on the next line "sorry,
+    wrong reply — we accept"; "opt in" then "but only for goals") is not a command: its other words
+    may change its meaning, so it waits for ops."""
+    words = " ".join(strip_reply(text).split()).casefold()
+    if words.endswith("."):
+        words = words[:-1].rstrip()
+    return _COMMANDS.get(words)
