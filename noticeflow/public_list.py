@@ -3,7 +3,8 @@
 The events are the truth: the list is :func:`noticeflow.domain.public_list.derive` over the events
 it follows from (the notices' lifecycle and switches, the baseline), read in the store's global
 order ``(tx_id, position)`` and never past the oldest open transaction, so the events read are a
-committed prefix of that order that no later commit can change. The chain head
+committed prefix of that order that no later commit can change, and only events their stream's
+head covers (as the projector reads them). The chain head
 (:class:`ChainHead`) names that prefix: the position of its last event and a digest over the
 events' own chain hashes, so a reader can pin what it saw and anyone with the store can derive the
 same list again (:func:`derive_through`) and compare.
@@ -52,6 +53,11 @@ _READ = (
     " WHERE (tx_id, position) > ($1::text::xid8, $2)"
     "   AND event_type = ANY($3::text[])"
     "   AND (starts_with(stream_id, $4) OR stream_id = $5)"
+    # Only events a stream head covers, as the projector, the webhook and subscriber outboxes
+    # read them: no append writes an event without moving its stream's head, so a row inserted
+    # behind the product's back (`evidence verify` names it) cannot change the list.
+    "   AND stream_version <= (SELECT s.version FROM event_streams s"
+    "                          WHERE s.stream_id = events.stream_id)"
     "   AND {bound}"
     " ORDER BY tx_id, position LIMIT $6"
 )

@@ -385,3 +385,39 @@ def test_the_cli_imports_a_baseline_and_shows_the_list(database_url, tmp_path, m
     bad = runner.invoke(app, ["subprocessors", "import", str(file)])
     assert bad.exit_code == 2
     assert "in_use_since" in bad.output and "Traceback" not in bad.output
+
+
+async def test_an_event_no_stream_head_covers_does_not_change_the_list(pool):
+    """A row inserted into ``events`` behind the product's back (its stream's head does not cover
+    it) is skipped, as the projector and the outboxes skip it: the list, its head and a cache
+    that read past it stay what the product's events say."""
+    await public_list.record_baseline(pool, entries_of(), "alice", T0)
+    before = await public_list.derive_through(pool)
+    cache = public_list.Cache()
+    assert await cache.current(pool) == before
+    rogue = {
+        "subprocessors": [
+            {
+                "subprocessor": "Rogue Analytics Ltd",
+                "subprocessor_location": "Nowhere",
+                "purpose": "Tracking",
+                "data_categories": ["Everything"],
+                "services": ["assistant"],
+                "transfer_mechanism": "None",
+                "in_use_since": "2020-01-01",
+            }
+        ],
+        "content_sha256": "0" * 64,
+        "by": None,
+    }
+    await pool.execute(
+        "INSERT INTO events (stream_id, stream_version, event_id, event_type, data, occurred_at,"
+        " prev_hash, hash) VALUES ($1, 2, gen_random_uuid(), 'subprocessors_baselined',"
+        " $2::jsonb, now(), '\\x00'::bytea, '\\x01'::bytea)",
+        BASELINE_STREAM,
+        json.dumps(rogue),
+    )
+    after = await public_list.derive_through(pool)
+    assert "Rogue Analytics Ltd" not in names(after)
+    assert after == before  # the same list and the same chain head
+    assert await cache.current(pool) == before
