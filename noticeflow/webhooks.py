@@ -131,29 +131,47 @@ def url_problems(url: str) -> list[str]:
     return problems
 
 
+def _kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The kind of a non-public address (None: globally routable)."""
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_private:
+        return "private"
+    if ip.is_reserved or not ip.is_global:
+        return "reserved"
+    return None
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def address_problem(address: str) -> str | None:
-    """Why a resolved address may not be a webhook target (None: a public address)."""
+    """Why a resolved address may not be a webhook target (None: a public address). An IPv6
+    address that carries an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002::/16``, Teredo
+    ``2001::/32``, whose client address is what a relay reaches) is judged by that IPv4 address
+    too."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        kind = "loopback"
-    elif ip.is_link_local:
-        kind = "link-local"
-    elif ip.is_multicast:
-        kind = "multicast"
-    elif ip.is_unspecified:
-        kind = "unspecified"
-    elif ip.is_private:
-        kind = "private"
-    elif ip.is_reserved or not ip.is_global:
-        kind = "reserved"
-    else:
-        return None
-    return f"{ip}, a {kind} address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        else:
+            embedded = [("6to4", ip.sixtofour), ("Teredo", ip.teredo[1] if ip.teredo else None)]
+            for how, inner in embedded:
+                kind = _kind(inner) if inner is not None else None
+                if kind:
+                    return f"{ip}, a {how} address embedding {inner}, {_a(kind)} address"
+    kind = _kind(ip)
+    return None if kind is None else f"{ip}, {_a(kind)} address"
 
 
 async def resolve(host: str, port: int, allow_private: bool) -> list[str]:
@@ -719,25 +737,13 @@ async def post(
         return done("failed", error=f"refused: {error}")
     except Unresolved as error:
         return done("retry", error=str(error))
-    address = addresses[0]
-    literal = f"[{address}]" if ":" in address else address
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    pinned = parts._replace(netloc=netloc).geturl()
     headers = sign(secret, msg_id, datetime.now(UTC), body)
-    headers["host"] = parts.netloc.rpartition("@")[2]
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     try:
-        async with httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, trust_env=False
-        ) as client:
-            response = await client.post(
-                pinned, content=body.encode(), headers=headers, extensions=extensions
-            )
+        status = await post_to(addresses, url, headers, body, timeout)
     except httpx.TimeoutException:
         return done("retry", error="no answer in time")
     except (httpx.HTTPError, OSError) as error:
         return done("retry", error=f"connection failed ({type(error).__name__})")
-    status = response.status_code
     if 200 <= status < 300:
         return done("delivered", status)
     if status >= 500 or status in RETRIED_STATUSES:
@@ -745,6 +751,37 @@ async def post(
     if 300 <= status < 400:
         return done("failed", status, f"HTTP {status}: redirects are not followed")
     return done("failed", status, f"HTTP {status}")
+
+
+async def post_to(
+    addresses: Sequence[str], url: str, headers: dict[str, str], body: str, timeout: float
+) -> int:
+    """POST to each checked address of the URL's host in turn until one connects (a dead IPv6
+    address does not fail a host whose IPv4 one works), with the original ``Host`` and, over
+    HTTPS, the original name for SNI and the certificate. Returns the status code; raises the
+    last connection error when none connects, or the error of the one that did."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    headers = {**headers, "host": parts.netloc.rpartition("@")[2]}
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    last: Exception | None = None
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False
+    ) as client:
+        for address in addresses:
+            literal = f"[{address}]" if ":" in address else address
+            netloc = f"{literal}:{parts.port}" if parts.port else literal
+            pinned = parts._replace(netloc=netloc).geturl()
+            try:
+                response = await client.post(
+                    pinned, content=body.encode(), headers=headers, extensions=extensions
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                last = error  # nothing was sent to this address: the next one
+                continue
+            return response.status_code
+    assert last is not None
+    raise last
 
 
 def retry_delay(attempts: int, first: timedelta = RETRY_FIRST) -> timedelta:

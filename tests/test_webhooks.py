@@ -17,11 +17,12 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from standardwebhooks import Webhook
 
@@ -276,9 +277,45 @@ def test_addresses_that_are_not_public_are_named(address: str) -> None:
     assert webhooks.address_problem(address) is not None
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700:4700::1111", "8.8.8.8"])
+@pytest.mark.parametrize(
+    ("address", "named"),
+    [("2002:7f00:1::", "a 6to4 address embedding 127.0.0.1, a loopback address"),
+     ("2002:a00:1::1", "embedding 10.0.0.1, a private address"),
+     ("2002:a9fe:a9fe::", "embedding 169.254.169.254, a link-local address"),
+     ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a Teredo address embedding 127.0.0.1"),
+     ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "a Teredo address embedding 10.0.0.1"),
+     ("0.0.0.0", "0.0.0.0, an unspecified address"),
+     ("::ffff:127.0.0.1", "127.0.0.1, a loopback address")],
+)  # fmt: skip
+def test_ipv6_forms_that_carry_a_private_ipv4_address_are_refused_by_it(
+    address: str, named: str
+) -> None:
+    """6to4 and Teredo addresses carry an IPv4 address (what a relay delivers to): judged by it."""
+    problem = webhooks.address_problem(address)
+    assert problem is not None and named in problem, problem
+
+
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "2606:4700:4700::1111", "8.8.8.8", "2002:808:808::1"]
+)
 def test_public_addresses_pass(address: str) -> None:
     assert webhooks.address_problem(address) is None
+
+
+async def test_each_checked_address_is_tried_in_turn_on_a_connection_error(
+    receiver: Receiver,
+) -> None:
+    """A host whose first address is dead (an AAAA nothing answers on) is reached on its next."""
+    port = receiver.server.server_address[1]
+    headers = webhooks.sign(webhooks.new_secret(), "msg_x", datetime.now(UTC), "{}")
+    url = f"http://receiver.example:{port}/hook"
+    status = await webhooks.post_to(["::1", "127.0.0.1"], url, headers, "{}", 5.0)
+    assert status == 200 and len(receiver.requests) == 1
+    assert {k.lower(): v for k, v in receiver.requests[0]["headers"].items()}[
+        "host"
+    ] == f"receiver.example:{port}"
+    with pytest.raises(httpx.ConnectError):  # none connects: the last error
+        await webhooks.post_to(["::1", "127.0.0.1"], "http://x.example:9/", headers, "{}", 5.0)
 
 
 async def test_private_targets_are_refused_at_add_and_at_delivery(
