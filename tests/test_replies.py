@@ -188,6 +188,35 @@ async def test_the_same_mail_delivered_twice_is_one_reply(mailed, smtp_sink, poo
     assert await pool.fetchval("SELECT count(*) FROM replies") == 1
 
 
+async def test_a_mail_without_message_id_delivered_twice_is_one_reply_and_one_receipt(
+    mailed, smtp_sink, pool
+):
+    """No Message-ID (some clients and gateways send none): a retry after a lost 250 is found by a
+    keyed hash of From, Date, Subject and text; with auto-act on it is one objection, not two."""
+    to = reply_to_of(smtp_sink, "dpo@initech.example")
+    message = a_reply(to, "dpo@initech.example", "Object.")
+    del message["Message-ID"]
+    message["Date"] = "Mon, 30 Nov 2026 12:00:00 +0000"
+    async with InboundServer(pool, ADDRESS, port=0, auto_act=True) as acting:
+        first = await send(acting, message, "dpo@initech.example", to)
+        second = await send(acting, message, "dpo@initech.example", to)
+        # another mail (other words, or the same words sent later) is another reply
+        other = a_reply(to, "dpo@initech.example", "Which region?")
+        del other["Message-ID"]
+        other["Date"] = "Mon, 30 Nov 2026 12:00:00 +0000"
+        third = await send(acting, other, "dpo@initech.example", to)
+        message.replace_header("Date", "Mon, 30 Nov 2026 12:05:00 +0000")
+        fourth = await send(acting, message, "dpo@initech.example", to)
+    assert first == second and len({first, third, fourth}) == 3, (first, third, fourth)
+    assert await pool.fetchval("SELECT count(*) FROM replies") == 3
+    receipts = await pool.fetch(
+        "SELECT receipt_id FROM intake WHERE channel = 'reply' AND action = 'object'"
+    )
+    assert len(receipts) == 2  # the first mail and the one sent later; the retry is none
+    refs = {r["message_ref"] for r in await pool.fetch("SELECT message_ref FROM replies")}
+    assert None not in refs and len(refs) == 3
+
+
 async def test_forged_unknown_and_foreign_addresses_are_refused_and_nothing_is_kept(
     mailed, smtp_sink, pool, endpoint
 ):

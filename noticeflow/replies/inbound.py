@@ -136,6 +136,7 @@ def read_mail(content: bytes, envelope_from: str) -> store.IncomingReply:
         subject=_header(message, "Subject"),
         text=text_of(message),
         message_id=_header(message, "Message-ID")[:500],
+        date=_header(message, "Date")[:200],
         size_bytes=len(content),
         auto_submitted=bool(auto) and auto != "no",
     )

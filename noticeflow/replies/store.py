@@ -56,6 +56,7 @@ class IncomingReply:
     text: str  # the text part, decoded
     message_id: str  # the Message-ID header ("" when there is none)
     size_bytes: int
+    date: str = ""  # the Date header ("" when there is none)
     auto_submitted: bool = False  # Auto-Submitted other than "no": an automatic answer
 
 
@@ -154,6 +155,20 @@ def _contacts_match(rows: list[asyncpg.Record], key: CustomerKey, *addresses: st
     return all(a.strip().lower() in listed for a in addresses) and bool(addresses)
 
 
+def _message_ref(key: CustomerKey, notice_id: str, mail: IncomingReply) -> str:
+    """What makes the same mail delivered twice (a retry after a lost 250) one reply: a keyed
+    HMAC (the customer's key: no plain hash of personal data) of its Message-ID, or, for a mail
+    without one, of its From, Date, Subject and text. Two mails without a Message-ID alike in all
+    four (the same words from the same sender sent the same second) are taken for one."""
+    message_id = mail.message_id.strip()
+    if message_id:
+        return key.ident("reply-message-id", notice_id, message_id)[:32]
+    return key.ident(
+        "reply-content", notice_id, mail.sender.strip().lower(), mail.date.strip(),
+        mail.subject, mail.text,
+    )[:32]  # fmt: skip
+
+
 async def receive(
     pool: asyncpg.Pool,
     notice_id: str,
@@ -178,11 +193,7 @@ async def receive(
                 else f"no key for customer {customer_id!r}: the reply cannot be kept sealed",
                 mail.size_bytes,
             )
-        message_ref = (
-            key.ident("reply-message-id", notice_id, mail.message_id.strip())[:32]
-            if mail.message_id.strip()
-            else None
-        )
+        message_ref = _message_ref(key, notice_id, mail)
         contacts = await connection.fetch(
             "SELECT email FROM recipient_contacts WHERE notice_id = $1 AND customer_id = $2",
             notice_id,
