@@ -805,7 +805,7 @@ async def verify_database(
 
 TERMS_SQL = (  # as the audience snapshot hashed them (noticeflow/application/sending.py snapshot_audience)
     "SELECT customer_id, region, services, timezone, window_days, window_unit, country,"
-    " authorisation FROM recipients WHERE notice_id = $1 ORDER BY customer_id"
+    " authorisation, language FROM recipients WHERE notice_id = $1 ORDER BY customer_id"
 )
 
 
@@ -834,10 +834,15 @@ async def _database_outcomes(
     if frozen:  # the events say what the terms are: compare field by field, then count with it
         zones = {c: z for e in snapshots for c, z in (e["data"].get("timezones") or {}).items()}
         for customer_id, said in sorted(frozen.items()):
-            said = {"authorisation": "general", **said, "timezone": zones.get(customer_id)}
+            said = {
+                "authorisation": "general",
+                "language": "en",
+                **said,
+                "timezone": zones.get(customer_id),
+            }
             row = terms.get(customer_id)
             if row is not None:
-                row = {"authorisation": "general", **row}
+                row = {"authorisation": "general", "language": "en", **row}
             for name, value in said.items():
                 if (
                     row is not None

@@ -40,6 +40,8 @@ from jinja2 import (
 from markupsafe import escape
 
 from noticeflow.crypto import ERASED, CustomerKey, Field, open_sealed
+from noticeflow.domain.language import DEFAULT as DEFAULT_LANGUAGE
+from noticeflow.domain.language import language_of
 
 SMTP_POLICY = policy.compat32.clone(linesep="\r\n")
 # How long a contact may keep getting only temporary (4xx) replies before its delivery is recorded
@@ -77,12 +79,14 @@ class MailRenderer:
         self._only_printed: dict[tuple[str, frozenset[str]], bool] = {}
 
     def render(self, template: str, context: dict[str, Any]) -> tuple[str, str, str]:
-        """Returns (subject, text, html)."""
+        """Returns (subject, text, html), from the templates of the context's ``language`` (a
+        BCP 47 tag: ``<language>/<template>``; English, the default, at the top level)."""
         subject, text, html = self._render(template, context)
         return subject.strip(), text, html
 
     def _render(self, template: str, context: dict[str, Any]) -> tuple[str, str, str]:
         """The subject as the template set it (not stripped), the text and the HTML."""
+        template = localised(template, context.get("language"))
         text_template = self._env.get_template(f"{template}.txt.j2")
         module = text_template.make_module(context)
         text = str(module)
@@ -95,7 +99,7 @@ class MailRenderer:
         return BatchRenderer(self)
 
     def only_printed(self, template: str, names: frozenset[str]) -> bool:
-        """Whether both parts of ``template`` use each of ``names`` only
+        """Whether both parts of ``template`` (a localised name) use each of ``names`` only
         printed as it is (``{{ name }}``: no filter, test, condition or assignment) and include,
         import and capture nothing: then rendering with a placeholder for them and putting the
         values in its place gives exactly what rendering with the values gives."""
@@ -164,7 +168,9 @@ class BatchRenderer:
         if (
             not personal
             or not all(isinstance(v, str) and _SLOT not in v for v in personal.values())
-            or not self._renderer.only_printed(template, frozenset(personal))
+            or not self._renderer.only_printed(
+                localised(template, context.get("language")), frozenset(personal)
+            )
         ):
             return self._renderer.render(template, context)
         shared = {name: value for name, value in context.items() if name not in personal}
@@ -221,6 +227,14 @@ def _filled(parts: _Parts, values: dict[str, str]) -> tuple[str, str, str]:
     return subject, text, html
 
 
+@functools.lru_cache(maxsize=64)
+def localised(template: str, language: str | None) -> str:
+    """The template's name in a language: ``de/notice`` for German, ``notice`` for English (and
+    for a language without templates: noticeflow/domain/language.py says which have them)."""
+    base = language_of(language)
+    return template if base == DEFAULT_LANGUAGE else f"{base}/{template}"
+
+
 @dataclass(frozen=True)
 class OutgoingMail:
     sender: str
@@ -238,8 +252,11 @@ def build_message(
     msg_id: str,
     date: datetime,
     reply_to: str | None = None,
+    calendar: CalendarPart | None = None,
 ) -> OutgoingMail:
-    """A text + HTML message (multipart/alternative, UTF-8, base64 parts) as wire bytes.
+    """A text + HTML message (multipart/alternative, UTF-8, base64 parts) as wire bytes; with
+    ``calendar`` (the notice's deadline, noticeflow/calendar.py), multipart/mixed of that and an
+    attached ``text/calendar`` part.
 
     Written out directly: building it with the email package's MIME classes was the largest
     single cost of a sending worker in bench/notify.py. Header values that would need folding or
@@ -258,7 +275,7 @@ def build_message(
     if not all(value.isascii() and len(value) < 900 for value in headers):
         return _build_with_email_package(
             mail_from=mail_from, to=to, subject=subject, text=text, html=html, msg_id=msg_id,
-            date=date, reply_to=reply_to,
+            date=date, reply_to=reply_to, calendar=calendar,
         )  # fmt: skip
     boundary = "==nf_" + hashlib.sha256(msg_id.encode()).hexdigest()[:24]
     head = (
@@ -279,7 +296,40 @@ def build_message(
         _part(boundary, "text/html", html),
         f"--{boundary}--\r\n".encode("ascii"),
     ))  # fmt: skip
+    if calendar is not None:
+        data = _with_calendar(data, boundary, calendar)
     return OutgoingMail(mail_from, to, data)
+
+
+@dataclass(frozen=True)
+class CalendarPart:
+    """An iCalendar object (RFC 5545: CRLF lines) to attach, and its file name."""
+
+    filename: str
+    data: bytes
+
+
+def _with_calendar(data: bytes, boundary: str, calendar: CalendarPart) -> bytes:
+    """The alternative parts written by build_message, nested in multipart/mixed (boundary
+    ``<boundary>m``) beside the calendar: the first header line (Content-Type) moves into the
+    mixed part."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    outer = f"{boundary}m"
+    _alternative, rest = head.split(b"\r\n", 1)  # the first line: the Content-Type
+    encoded = base64.encodebytes(calendar.data).replace(b"\n", b"\r\n")
+    return b"".join((
+        f'Content-Type: multipart/mixed; boundary="{outer}"\r\n'.encode("ascii"),
+        rest, b"\r\n\r\n",
+        f"--{outer}\r\n"
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode("ascii"),
+        body,
+        f"--{outer}\r\n"
+        'Content-Type: text/calendar; charset="utf-8"; method=PUBLISH\r\n'
+        f'Content-Disposition: attachment; filename="{calendar.filename}"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n".encode("ascii"),
+        encoded,
+        f"--{outer}--\r\n".encode("ascii"),
+    ))  # fmt: skip
 
 
 def _unfold(subject: str) -> str:
@@ -437,8 +487,10 @@ def _build_with_email_package(
     msg_id: str,
     date: datetime,
     reply_to: str | None = None,
+    calendar: CalendarPart | None = None,
 ) -> OutgoingMail:
-    message = MIMEMultipart("alternative")
+    alternative = MIMEMultipart("alternative")
+    message = alternative if calendar is None else MIMEMultipart("mixed")
     message["From"] = mail_from
     message["To"] = to
     if reply_to:
@@ -447,8 +499,14 @@ def _build_with_email_package(
     message["Message-ID"] = msg_id
     message["Date"] = format_datetime(date)
     message["Auto-Submitted"] = "auto-generated"
-    message.attach(MIMEText(text, "plain", "utf-8"))
-    message.attach(MIMEText(html, "html", "utf-8"))
+    alternative.attach(MIMEText(text, "plain", "utf-8"))
+    alternative.attach(MIMEText(html, "html", "utf-8"))
+    if calendar is not None:
+        message.attach(alternative)
+        part = MIMEText(calendar.data.decode("utf-8"), "calendar", "utf-8")
+        part.set_param("method", "PUBLISH")
+        part.add_header("Content-Disposition", "attachment", filename=calendar.filename)
+        message.attach(part)
     return OutgoingMail(mail_from, to, message.as_bytes(policy=SMTP_POLICY))
 
 

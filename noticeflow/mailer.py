@@ -33,6 +33,7 @@ from noticeflow.domain.notice import NoticeSpec
 from noticeflow.mail import (
     GIVE_UP_AFTER,
     SMTP_TEXT_FIELD,
+    CalendarPart,
     MailRenderer,
     SendStatus,
     SmtpReply,
@@ -65,6 +66,7 @@ class Recipient:
     timezone: str
     contacts: list[tuple[int, str]]  # (position, address) — plaintext, in memory only
     key: CustomerKey  # addresses and replies are stored sealed, ledger rows by blind index
+    language: str = "en"  # BCP 47 tag: the language of the customer's mail (domain/language.py)
 
 
 log = structlog.get_logger(__name__)
@@ -186,6 +188,7 @@ class _Planned:
     attempts: int  # the ledger's count, this one included
     deferred_before: bool  # an earlier run got only 4xx replies for it (not merely marked it)
     reply_to: str | None = None  # the customer's reply address for this notice (docs/replies.md)
+    calendar: CalendarPart | None = None  # the deadline as an iCalendar event (notice mails)
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,13 @@ class Mailer:
             seen: set[str] = set()
             key = recipient.key
             reply_to = self.reply_to(notice_id, recipient.customer_id) if self.reply_to else None
+            # Built once per deadline of the batch (noticeflow/calendar.py); the UID is its own.
+            shared_calendar = job.context.get("calendar")
+            calendar = (
+                shared_calendar.for_customer(notice_id, recipient.customer_id)
+                if shared_calendar is not None
+                else None
+            )
             for position, address in recipient.contacts:
                 ref = key.index(address)
                 if ref in seen:  # the same mailbox listed twice: one ledger row, one mail
@@ -393,7 +403,7 @@ class Mailer:
                     problem,
                     done["first_attempt_at"] if done is not None else now,
                     done["attempts"] + 1 if done is not None else 1,
-                    done is not None and done["status"] == "deferred", reply_to,
+                    done is not None and done["status"] == "deferred", reply_to, calendar,
                 ))  # fmt: skip
         return outcomes, planned
 
@@ -481,6 +491,7 @@ class Mailer:
                 msg_id=item.msg_id,
                 date=utcnow(),
                 reply_to=item.reply_to,
+                calendar=item.calendar,
             )
         except Exception as error:  # e.g. a line break in a header: fails the same way every time
             log.warning(

@@ -326,18 +326,20 @@ _AUDIENCE = (
     # its name (the sealed copy taken when it was frozen), one missing takes the customer's name
     # as it stands now ([erased] for a customer erased since).
     "INSERT INTO recipients (notice_id, customer_id, name, region, services, timezone,"
-    " window_days, window_unit, country, authorisation, snapshot_at)"
+    " window_days, window_unit, country, authorisation, language, snapshot_at)"
     " SELECT $1, t.customer_id, coalesce(c.name, $4), t.region,"
     "  ARRAY(SELECT jsonb_array_elements_text(t.services)), z.value, t.window_days,"
-    "  t.window_unit, t.country, coalesce(t.authorisation, 'general'), $3"
+    "  t.window_unit, t.country, coalesce(t.authorisation, 'general'),"
+    "  coalesce(t.language, 'en'), $3"
     " FROM jsonb_to_recordset($2::jsonb) AS t(customer_id text, region text, services jsonb,"
-    "  window_days int, window_unit text, country text, authorisation text)"
+    "  window_days int, window_unit text, country text, authorisation text, language text)"
     " JOIN jsonb_each_text($5::jsonb) AS z ON z.key = t.customer_id"
     " LEFT JOIN customers c ON c.customer_id = t.customer_id"
     " ON CONFLICT (notice_id, customer_id) DO UPDATE SET region = EXCLUDED.region,"
     " services = EXCLUDED.services, timezone = EXCLUDED.timezone,"
     " window_days = EXCLUDED.window_days, window_unit = EXCLUDED.window_unit,"
     " country = EXCLUDED.country, authorisation = EXCLUDED.authorisation,"
+    " language = EXCLUDED.language,"
     " snapshot_at = EXCLUDED.snapshot_at"
 )
 _NOT_FROZEN = (  # rows for customers the audience never held (written behind our back), among

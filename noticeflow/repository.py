@@ -40,14 +40,16 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
         keys = await ensure_keys(connection, [c.customer_id for c in customers])
         await connection.executemany(
             "INSERT INTO customers (customer_id, name, region, services, timezone, window_days,"
-            " window_unit, country, authorisation)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, 'general'))"
+            " window_unit, country, authorisation, language)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, 'general'),"
+            " coalesce($10, 'en'))"
             " ON CONFLICT (customer_id) DO UPDATE"
             " SET name = EXCLUDED.name, region = EXCLUDED.region, services = EXCLUDED.services,"
             " timezone = EXCLUDED.timezone, window_days = EXCLUDED.window_days,"
             " window_unit = EXCLUDED.window_unit, country = EXCLUDED.country,"
             # A file without the column leaves each customer's mode as it was.
-            " authorisation = coalesce($9, customers.authorisation), updated_at = now()",
+            " authorisation = coalesce($9, customers.authorisation),"
+            " language = coalesce($10, customers.language), updated_at = now()",
             [
                 (
                     c.customer_id,
@@ -59,6 +61,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
                     c.window_unit.value if c.window_unit else None,
                     c.country,  # ISO 3166 alpha-2 (public holidays), or None
                     c.authorisation.value if c.authorisation else None,
+                    c.language,  # a BCP 47 tag; None (no such column): as stored
                 )
                 for c in customers
             ],
@@ -81,7 +84,7 @@ async def upsert_customers(pool: asyncpg.Pool, customers: list[Customer]) -> int
 async def list_customers(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT c.customer_id, c.name, c.region, c.services, c.timezone, c.window_days,"
-        " c.window_unit, c.authorisation, (SELECT count(*) FROM customer_contacts cc"
+        " c.window_unit, c.authorisation, c.language, (SELECT count(*) FROM customer_contacts cc"
         "   WHERE cc.customer_id = c.customer_id) AS contacts"
         " FROM customers c ORDER BY c.customer_id"
     )

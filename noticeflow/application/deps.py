@@ -69,6 +69,8 @@ async def mail_update(
                     deadlines.get(recipient.customer_id) or spec.effective_at,
                     spec.effective_at,
                 )
+                # the customer's language picks the templates (unless the context says one)
+                | {"language": recipient.language}
                 | context_for(recipient),
             )
             for recipient in recipients.values()

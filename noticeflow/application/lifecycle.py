@@ -24,6 +24,7 @@ from noticeflow.contracts import (
 )
 from noticeflow.crypto import ERASED, Field, load_keys
 from noticeflow.domain import events
+from noticeflow.domain import language as lang
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import (
@@ -83,40 +84,44 @@ async def _owe_mail(connection: Any, notice_id: str, customer_id: str) -> None:
     )
 
 
-def taking_effect_words(spec: NoticeSpec) -> tuple[str, list[str]]:
-    """The mail a customer gets when the notice takes effect for it (headline, paragraphs)."""
-    name, services = spec.subprocessor, ", ".join(spec.services)
+def taking_effect_words(spec: NoticeSpec, language: str | None = None) -> tuple[str, list[str]]:
+    """The mail a customer gets when the notice takes effect for it (headline, paragraphs), in
+    the customer's language (domain/language.py; None: English)."""
+    names = {
+        "name": spec.subprocessor,
+        "services": ", ".join(spec.services),
+        "notice_id": spec.notice_id,
+        "replaces": spec.replaces,
+    }
     if spec.kind is ChangeKind.removal:
-        return f"{name} is no longer used for your organisation", [
-            f"As announced in notice {spec.notice_id}, {name} no longer processes personal data"
-            f" for {services} on our behalf."
+        return lang.text(language, "activation.removal.headline", **names), [
+            lang.text(language, "activation.removal", **names)
         ]
     if spec.kind is ChangeKind.material_change:
-        return f"The changes to {name} now apply to your organisation", [
-            f"As announced in notice {spec.notice_id}, the changed terms of {name} (its "
-            + ", ".join(field.replace("_", " ") for field in sorted(spec.previous))
-            + f") now apply to the personal data it processes for {services} on our behalf."
+        fields = ", ".join(
+            lang.text(language, f"field.{field}") if lang.language_of(language) != lang.DEFAULT
+            else field.replace("_", " ")
+            for field in sorted(spec.previous)
+        )  # fmt: skip
+        return lang.text(language, "activation.material_change.headline", **names), [
+            lang.text(language, "activation.material_change", fields=fields, **names)
         ]
-    words = [
-        f"As announced in notice {spec.notice_id}, {name} now processes "
-        f"personal data for {services} on our behalf."
-    ]
+    words = [lang.text(language, "activation.in_use", **names)]
     if spec.kind is ChangeKind.replacement:
-        words.append(
-            f"It replaces {spec.replaces}, which no longer processes personal data for your"
-            " organisation."
-        )
-    return f"{name} is now in use for your organisation", words
+        words.append(lang.text(language, "activation.replaces", **names))
+    return lang.text(language, "activation.headline", **names), words
 
 
-def refusal_words(spec: NoticeSpec) -> tuple[str, list[str]]:
+def refusal_words(spec: NoticeSpec, language: str | None = None) -> tuple[str, list[str]]:
     """The mail a customer gets when a material change it refused switches the sub-processor
     off for it."""
-    name = spec.subprocessor
-    return f"{name} is no longer used for your organisation", [
-        f"You did not accept the changes to {name} announced in notice {spec.notice_id}, so"
-        f" from their effective date {name} no longer processes personal data for"
-        f" {', '.join(spec.services)} on our behalf."
+    names = {
+        "name": spec.subprocessor,
+        "services": ", ".join(spec.services),
+        "notice_id": spec.notice_id,
+    }
+    return lang.text(language, "refusal.headline", **names), [
+        lang.text(language, "refusal", **names)
     ]
 
 
@@ -412,11 +417,14 @@ class LifecycleService:
                     customer_ids,
                 )
             }
-        taking_effect = update_context(spec, *taking_effect_words(spec))
-        refusal = update_context(spec, *refusal_words(spec))
+        contexts: dict[tuple[bool, str], dict[str, Any]] = {}  # one per kind of mail and language
 
         def context_for(recipient: Recipient) -> dict[str, Any]:
-            return refusal if recipient.customer_id in refused else taking_effect
+            key = (recipient.customer_id in refused, lang.language_of(recipient.language))
+            if key not in contexts:
+                words = refusal_words if key[0] else taking_effect_words
+                contexts[key] = update_context(spec, *words(spec, key[1]), key[1])
+            return contexts[key]
 
         await mail_update(self.deps, spec, customer_ids, "activation", context_for, progress)
         await self.deps.pool.execute(

@@ -11,7 +11,7 @@ from noticeflow import eventstore
 from noticeflow.application.deps import Deps, Progress, mail_update
 from noticeflow.contracts import ReminderRequest, ReminderRound
 from noticeflow.domain import events
-from noticeflow.domain.deadlines import describe_deadline
+from noticeflow.domain import language as lang
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import silence_words, update_context
 from noticeflow.domain.rules import Authorisation, consent_required
@@ -54,22 +54,26 @@ class ReminderService:
         modes = {row["customer_id"]: row["authorisation"] for row in due}
 
         def context_for(recipient: Recipient) -> dict[str, Any]:
-            deadline = describe_deadline(deadlines[recipient.customer_id], recipient.timezone)
+            tag = recipient.language  # the customer's language (domain/language.py)
+            deadline = lang.deadline(tag, deadlines[recipient.customer_id], recipient.timezone)
             mode = modes[recipient.customer_id]
             if consent_required(spec.opt_in, mode):
-                action = "opt in"
+                action = "opt_in"
             elif mode == Authorisation.dora:
-                action = "approve, object or request changes"
+                action = "dora"
             else:
                 action = "object"
             return update_context(
                 spec,
-                f"Reminder: the deadline to {action} is approaching",
+                lang.text(tag, f"reminder.headline.{action}"),
                 [
-                    f"We plan to engage {spec.subprocessor} as a sub-processor ({spec.purpose}).",
-                    f"If you wish to {action}, please do so before the {deadline}.",
-                    silence_words(spec.subprocessor, spec.opt_in, mode),
+                    lang.text(
+                        tag, "reminder.plan", subprocessor=spec.subprocessor, purpose=spec.purpose
+                    ),
+                    lang.text(tag, f"reminder.before.{action}", deadline=deadline),
+                    silence_words(spec.subprocessor, spec.opt_in, mode, tag),
                 ],
+                tag,
             )
 
         await mail_update(self.deps, spec, list(deadlines), "reminder", context_for, progress)

@@ -18,6 +18,7 @@ from noticeflow import eventstore, notice_actions, records
 from noticeflow.application.deps import Deps, Progress, mail_update
 from noticeflow.application.notice_events import workflow_event
 from noticeflow.application.shared import AUDIENCE_FILTER, audience_args, load_recipients
+from noticeflow.calendar import DeadlineCalendar, deadline_calendar
 from noticeflow.cancelling import finish_despite_cancel
 from noticeflow.contracts import (
     MAX_SEND_SHARDS,
@@ -31,7 +32,8 @@ from noticeflow.contracts import (
 )
 from noticeflow.crypto import CustomerKey, Field
 from noticeflow.domain import events
-from noticeflow.domain.deadlines import WindowUnit, customer_deadline, describe_instant
+from noticeflow.domain import language as lang
+from noticeflow.domain.deadlines import WindowUnit, customer_deadline
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import mail_context, update_context
 from noticeflow.domain.rules import ChangeKind, Delivery
@@ -143,6 +145,7 @@ def _frozen_audience(
                 window_unit=row["window_unit"],
                 country=row["country"],
                 authorisation=frozen_row.get("authorisation"),
+                language=frozen_row.get("language"),
             )
             for row, frozen_row in zip(rows, frozen, strict=True)
         },
@@ -194,7 +197,8 @@ class SendingService:
             # its rows are the events' projection (noticeflow/records.py).
             cursor = await connection.cursor(
                 "SELECT c.customer_id, c.region, c.services, c.timezone, c.window_days,"
-                " c.window_unit, c.country, c.authorisation, count(*) OVER () AS audience"
+                " c.window_unit, c.country, c.authorisation, c.language,"
+                " count(*) OVER () AS audience"
                 f" FROM customers c WHERE {AUDIENCE_FILTER}"
                 " ORDER BY c.customer_id",
                 *audience_args(spec),
@@ -263,8 +267,8 @@ class SendingService:
             )
         while True:
             rows = await self.deps.pool.fetch(
-                "SELECT customer_id, timezone, window_days, window_unit, country, authorisation"
-                " FROM recipients"
+                "SELECT customer_id, timezone, window_days, window_unit, country, authorisation,"
+                " language FROM recipients"
                 " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
                 + in_shard
                 + " ORDER BY customer_id LIMIT $3",
@@ -334,6 +338,7 @@ class SendingService:
         # only the signed links are the customer's own.
         deadlines: dict[tuple[Any, ...], datetime | None] = {}
         shared: dict[tuple[Any, ...], dict[str, Any]] = {}
+        calendars: dict[tuple[Any, ...], DeadlineCalendar] = {}
         for row in rows:
             if row["customer_id"] not in recipients:
                 continue
@@ -349,9 +354,25 @@ class SendingService:
                 else {}
             )
             authorisation = row.get("authorisation", "general")
-            common = (row["timezone"], projected, authorisation)
+            language = row.get("language") or "en"
+            common = (row["timezone"], projected, authorisation, language)
             if common not in shared:
-                shared[common] = mail_context(spec, row["timezone"], projected, {}, authorisation)
+                shared[common] = mail_context(
+                    spec, row["timezone"], projected, {}, authorisation, language
+                )
+                # The deadline as a calendar event, once per (language, deadline, timezone).
+                if projected is not None:
+                    moment = (language, projected, row["timezone"])
+                    if moment not in calendars:
+                        calendars[moment] = deadline_calendar(
+                            notice_id=spec.notice_id,
+                            subprocessor=spec.subprocessor,
+                            deadline=projected,
+                            timezone=row["timezone"],
+                            language=language,
+                            stamp=at,
+                        )
+                    shared[common]["calendar"] = calendars[moment]
             jobs.append(MailJob(recipients[row["customer_id"]], {**shared[common], **links}))
         held: dict[str, str] = {}
         last_beat = 0.0
@@ -464,7 +485,7 @@ class SendingService:
         pool = self.deps.pool
         row = await pool.fetchrow(
             "SELECT customer_id, timezone, window_days, window_unit, country, authorisation,"
-            " delivery, deadline"
+            " language, delivery, deadline"
             " FROM recipients WHERE notice_id = $1 AND customer_id = $2",
             spec.notice_id,
             request.customer_id,
@@ -558,36 +579,32 @@ class SendingService:
         ]
         if request.kind == "postponement":
             when = datetime.fromisoformat(str(request.detail["to"]))
-            headline = "The effective date of this notice has been postponed"
-        else:
-            headline = "This notice has been cancelled"
-
         removal = spec.kind is ChangeKind.removal
-        change = {
-            ChangeKind.addition: f"{spec.subprocessor} will now be engaged",
-            ChangeKind.replacement: f"{spec.subprocessor} will now replace {spec.replaces}",
-            ChangeKind.removal: f"{spec.subprocessor} will now stop processing personal data",
-            ChangeKind.material_change: f"The changes to {spec.subprocessor} will now apply",
-        }[spec.kind]
+        names = {"subprocessor": spec.subprocessor, "replaces": spec.replaces}
+        cancelled = (
+            "removal"
+            if removal
+            else "material_change"
+            if spec.kind is ChangeKind.material_change
+            else "other"
+        )
 
         def context_for(recipient: Recipient) -> dict[str, Any]:
+            tag = recipient.language  # the customer's language (domain/language.py)
             if request.kind == "postponement":
+                headline = lang.text(tag, "update.postponed")
+                moment = lang.instant(tag, when, recipient.timezone)
                 paragraphs = [
-                    f"{change} no earlier than {describe_instant(when, recipient.timezone)}."
-                    + ("" if removal else " Your deadline is unchanged.")
+                    lang.text(tag, f"update.postponed.{spec.kind.value}", when=moment, **names)
+                    + ("" if removal else lang.text(tag, "update.deadline_unchanged"))
                 ]
             else:
+                headline = lang.text(tag, "update.cancelled")
                 paragraphs = [
-                    (
-                        f"{spec.subprocessor} stays in use as before: the removal is cancelled. "
-                        if removal
-                        else f"We will not go ahead with this change to {spec.subprocessor}. "
-                        if spec.kind is ChangeKind.material_change
-                        else f"We will not engage {spec.subprocessor} under this notice. "
-                    )
-                    + "Nothing changes for your organisation.",
-                    f"Reason: {detail.get('reason', '')}",
+                    lang.text(tag, f"update.cancelled.{cancelled}", **names)
+                    + lang.text(tag, "update.nothing_changes"),
+                    lang.text(tag, "update.reason", reason=detail.get("reason", "")),
                 ]
-            return update_context(spec, headline, paragraphs)
+            return update_context(spec, headline, paragraphs, tag)
 
         await mail_update(self.deps, spec, ids, request.key, context_for, progress)

@@ -64,7 +64,7 @@ async def load_recipients(
 ) -> dict[str, Recipient]:
     """Recipients with the contacts of their latest snapshot generation."""
     rows = await pool.fetch(
-        "SELECT r.customer_id, r.name, r.timezone, rc.position, rc.email"
+        "SELECT r.customer_id, r.name, r.timezone, r.language, rc.position, rc.email"
         " FROM recipients r JOIN recipient_contacts rc USING (notice_id, customer_id)"
         " WHERE r.notice_id = $1 AND r.customer_id = ANY($2::text[]) AND rc.generation = ("
         "   SELECT max(generation) FROM recipient_contacts x"
@@ -85,7 +85,7 @@ async def load_recipients(
             continue
         name = key.unseal(Field.CUSTOMER_NAME, row["name"])
         recipient = found.setdefault(
-            customer_id, Recipient(customer_id, name, row["timezone"], [], key)
+            customer_id, Recipient(customer_id, name, row["timezone"], [], key, row["language"])
         )
         recipient.contacts.append((row["position"], email))
     return found

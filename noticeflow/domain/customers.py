@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from noticeflow.domain import language
 from noticeflow.domain.deadlines import WindowUnit
 from noticeflow.domain.errors import InputError, describe_problems, problems_of
 from noticeflow.domain.notice import decode_utf8
@@ -49,11 +50,6 @@ CSV_COLUMNS = (
 )
 REQUIRED_COLUMNS = ("customer_id", "name", "region", "services", "contact_emails", "timezone")
 EMAIL_PATTERN = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>]+\.[^@\s;,<>]+$")
-# BCP 47 shape: language[-Script][-REGION][-variant...], e.g. en, de-DE, zh-Hant-TW, sl-rozaj
-LANGUAGE_PATTERN = re.compile(
-    r"^[a-z]{2,3}(?:-[a-z]{4})?(?:-(?:[a-z]{2}|\d{3}))?(?:-(?:[a-z\d]{5,8}|\d[a-z\d]{3}))*$",
-    re.IGNORECASE,
-)
 
 
 def _split_list(value: object) -> object:
@@ -90,27 +86,17 @@ def _country(value: str | None) -> str | None:
     return code
 
 
-def _language(value: str | None) -> str | None:
-    if value is None:
-        return None
-    tag = value.strip()
-    if not LANGUAGE_PATTERN.match(tag):
-        hint = " (use '-', not '_')" if "_" in tag else ""
-        raise PydanticCustomError(
-            "language",
-            "{value} is not a BCP 47 language tag such as en or de-DE{hint}",
-            {"value": repr(value[:40]), "hint": hint},
-        )
-    parts = tag.split("-")
-    canonical = [parts[0].lower()]
-    for part in parts[1:]:  # BCP 47 case conventions: de-DE, zh-Hant-TW
-        if len(part) == 4 and part.isalpha():
-            canonical.append(part.title())
-        elif len(part) == 2 and part.isalpha():
-            canonical.append(part.upper())
-        else:
-            canonical.append(part.lower())
-    return "-".join(canonical)
+def _language(value: object) -> object:
+    """A blank cell is the default language (English); no such column (None) keeps what an
+    earlier import stored."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return language.DEFAULT
+    if isinstance(value, str):
+        try:
+            return language.canonical_tag(value)
+        except ValueError as error:
+            raise PydanticCustomError("language", "{problem}", {"problem": str(error)}) from None
+    return value
 
 
 def _authorisation(value: object) -> object:
@@ -148,7 +134,9 @@ class Customer(BaseModel):
     window_days: Annotated[int | None, BlankIsNone] = Field(default=None, ge=1, le=366)
     window_unit: Annotated[WindowUnit | None, BlankIsNone] = None
     country: Annotated[str | None, BlankIsNone, AfterValidator(_country)] = None  # holidays
-    language: Annotated[str | None, BlankIsNone, AfterValidator(_language)] = None  # the mail's
+    # The language the customer's mail is written in (noticeflow/domain/language.py): a blank
+    # cell is English; no such column (None) keeps what an earlier import stored (English if none).
+    language: Annotated[str | None, BeforeValidator(_language)] = None
     # What the customer's contract asks before a sub-processor is used for it: a blank cell is
     # general; no such column (None) keeps what an earlier import stored (general if none did).
     authorisation: Annotated[Authorisation | None, BeforeValidator(_authorisation)] = None

@@ -233,14 +233,22 @@ class CustomerTerms(_Shape):
         " specific (silence is refusal) or dora (approve, object or request changes); absent:"
         " general (silence is deemed acceptance).",
     )
+    language: str | None = Field(
+        default=None,
+        description="The language the customer is mailed in, a BCP 47 tag (de, de-AT); absent:"
+        " en (English).",
+    )
 
 
 def frozen_terms_row(row: dict[str, Any]) -> dict[str, Any]:
-    """One customer's terms as ``snapshot_sha256`` hashes them: a general authorisation (the
-    default) left out, so an audience frozen before authorisation modes hashes as it did. The
-    snapshot (application/sending.py) and its check (evidence.py) both use this."""
+    """One customer's terms as ``snapshot_sha256`` hashes them: a general authorisation and the
+    English language (the defaults) left out, so an audience frozen before authorisation modes
+    and languages hashes as it did. The snapshot (application/sending.py) and its check
+    (evidence.py) both use this."""
     if row.get("authorisation") == "general":
         del row["authorisation"]
+    if row.get("language") == "en":
+        del row["language"]
     return row
 
 

@@ -450,12 +450,12 @@ def test_country_and_language_are_optional_columns():
         "customer_id,name,region,services,contact_emails,timezone,country,language\n"
         "hooli,Hooli,EU,a,a@b.example,Europe/Berlin,de,de-de\n"
         "acme,Acme,US,a,a@b.example,UTC,,\n"
-        "zh,Zh,APAC,a,a@b.example,Asia/Taipei,tw,zh-hant-tw\n"
+        "gb,Gb,EU,a,a@b.example,Europe/London,gb,EN-gb\n"
     )
-    hooli, acme, zh = parse_customers_csv(text)
+    hooli, acme, gb = parse_customers_csv(text)
     assert (hooli.country, hooli.language) == ("DE", "de-DE")
-    assert (acme.country, acme.language) == (None, None)
-    assert (zh.country, zh.language) == ("TW", "zh-Hant-TW")
+    assert (acme.country, acme.language) == (None, "en")  # a blank language is English
+    assert (gb.country, gb.language) == ("GB", "en-GB")
     assert parse_customers_csv(helpers.CUSTOMERS_CSV)[0].country is None  # columns may be absent
 
 
@@ -495,9 +495,11 @@ def test_bad_countries_and_languages_are_explained():
     assert message.splitlines() == [
         "customers.csv (2 problems):",
         "  line 2: country: 'Germany' is not an ISO 3166-1 alpha-2 country code such as US or DE;"
-        " language: 'de_DE' is not a BCP 47 language tag such as en or de-DE (use '-', not '_')",
+        " language: 'de_DE' is not a supported language (use '-', not '_'); use one of"
+        " en (English), de (German), optionally with a region such as de-AT",
         "  line 3: country: no public holiday calendar for country QQ;"
-        " language: 'english please' is not a BCP 47 language tag such as en or de-DE",
+        " language: 'english please' is not a supported language; use one of en (English),"
+        " de (German), optionally with a region such as de-AT",
     ]
 
 

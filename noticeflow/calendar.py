@@ -1,0 +1,93 @@
+"""The customer's deadline as an iCalendar event (RFC 5545, the ``icalendar`` package), attached
+to the notice mail as a ``text/calendar`` part.
+
+Built once per distinct (language, deadline, timezone) of a sending batch, not per customer or
+contact: only the UID is the customer's own (a hash of notice and customer id, so a resent mail
+updates the same event instead of adding one), and it is spliced into the bytes built once.
+
+What the event holds is what the mail already says, and less: the notice id, the sub-processor's
+name, the deadline in the customer's timezone and words. No name, no address, no personal link
+(a calendar is often shared or synced further than a mailbox).
+
+A deadline at local midnight (the usual case: the end of the window's last day) is an all-day
+event on that last day (DTEND, exclusive, is the deadline); any other deadline is a timed event
+starting and ending at the deadline (TZID: the customer's timezone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from noticeflow.domain import language as lang
+from noticeflow.domain.deadlines import end_of_local_day
+from noticeflow.mail import CalendarPart
+
+PRODID = "-//noticeflow//sub-processor notice deadline//EN"
+_UID = b"UID:noticeflow-uid-placeholder\r\n"
+
+
+def event_uid(notice_id: str, customer_id: str) -> str:
+    """The event's UID: the same for every mail about this notice to this customer."""
+    digest = hashlib.sha256(f"{notice_id}\x1f{customer_id}".encode()).hexdigest()[:32]
+    return f"{digest}@noticeflow"
+
+
+@dataclass(frozen=True)
+class DeadlineCalendar:
+    """One calendar object for every customer with the same deadline, timezone and language."""
+
+    filename: str
+    head: bytes  # everything before the UID line
+    tail: bytes  # everything after it
+
+    def for_customer(self, notice_id: str, customer_id: str) -> CalendarPart:
+        uid = f"UID:{event_uid(notice_id, customer_id)}\r\n".encode("ascii")
+        return CalendarPart(self.filename, self.head + uid + self.tail)
+
+
+def deadline_calendar(
+    *,
+    notice_id: str,
+    subprocessor: str,
+    deadline: datetime,
+    timezone: str,
+    language: str | None,
+    stamp: datetime,
+) -> DeadlineCalendar:
+    """The calendar for one deadline (``stamp``: DTSTAMP, the notice's sending start, so the same
+    notice always gives the same bytes)."""
+    from icalendar import Calendar, Event  # imported on first use: only sending workers need it
+
+    zone = ZoneInfo(timezone)
+    local = deadline.astimezone(zone)
+    last_day = local.date() - timedelta(days=1)
+    deadline_words = lang.deadline(language, deadline, timezone)
+    event = Event()
+    event.add("uid", "noticeflow-uid-placeholder")
+    event.add("dtstamp", stamp.astimezone(ZoneInfo("UTC")))
+    if deadline == end_of_local_day(last_day, zone):  # the end of a whole day: an all-day event
+        event.add("dtstart", last_day)
+        event.add("dtend", local.date())
+    else:
+        event.add("dtstart", local)
+        event.add("dtend", local)
+    names = {"notice_id": notice_id, "subprocessor": subprocessor}
+    event.add("summary", lang.text(language, "calendar.summary", **names))
+    event.add(
+        "description", lang.text(language, "calendar.description", deadline=deadline_words, **names)
+    )
+    event.add("transp", "TRANSPARENT")  # a deadline, not a meeting: the time stays free
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    calendar.add_component(event)
+    calendar.add_missing_timezones()  # a timed event's VTIMEZONE (none for UTC or dates)
+    data = calendar.to_ical()
+    head, found, tail = data.partition(_UID)
+    if not found:  # (never: the placeholder is short and plain)
+        raise ValueError("the calendar's UID line was not written as expected")
+    return DeadlineCalendar(lang.text(language, "calendar.filename"), head, tail)

@@ -1,0 +1,385 @@
+"""Languages (issue 14 item 5): every language has every template and every message; the English
+mails are byte for byte what they were; the CSV's ``language`` column is validated with the
+file's other problems; and, on real parts (PostgreSQL, the sending activities, an SMTP sink), a
+German customer gets a German notice with a German date and a German calendar event, an English
+customer the English mail as before, the audience snapshot hashes as before for English
+customers, and erasure is unaffected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from importlib import resources
+from typing import Any
+
+import icalendar
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.sending import SendingActivities
+from noticeflow import records, repository
+from noticeflow.contracts import AudienceRequest, SendRequest
+from noticeflow.domain import language as lang
+from noticeflow.domain import render
+from noticeflow.domain.customers import parse_customers_csv
+from noticeflow.domain.errors import InputError
+from noticeflow.domain.notice import parse_notice
+from noticeflow.evidence import verify_database
+from noticeflow.mail import MailRenderer
+from tests import helpers
+from worker.main import make_deps
+
+# The mails a customer gets (subscribers' mails are not a customer's: they have no language).
+CUSTOMER_TEMPLATES = ("notice", "update")
+
+
+def _fields(pattern: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(pattern) if name}
+
+
+# --- every language has everything --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", sorted(lang.LANGUAGES))
+def test_every_language_has_every_message_with_the_same_fields(code):
+    english, words = lang.MESSAGES[lang.DEFAULT], lang.MESSAGES[code]
+    assert sorted(words) == sorted(english), "keys missing or extra"
+    differ = {k: (_fields(english[k]), _fields(v)) for k, v in words.items()}
+    # A translation may leave a field out (German counts days with ``days_text``), never add one.
+    assert {k: f for k, f in differ.items() if not f[1] <= (f[0] | {"days_text"})} == {}
+
+
+@pytest.mark.parametrize("code", sorted(lang.LANGUAGES))
+def test_every_language_has_every_customer_template(code):
+    folder = resources.files("noticeflow") / "templates" / "mail"
+    if code != lang.DEFAULT:
+        folder = folder / code
+    for name in CUSTOMER_TEMPLATES:
+        for suffix in (".txt.j2", ".html.j2"):
+            assert (folder / f"{name}{suffix}").is_file(), f"{code}: {name}{suffix}"
+
+
+def test_there_are_no_catalogues_or_template_folders_without_their_language():
+    folder = resources.files("noticeflow") / "templates" / "mail"
+    folders = {entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name[0] != "_"}
+    assert folders == set(lang.LANGUAGES) - {lang.DEFAULT}
+    assert set(lang.MESSAGES) == set(lang.LANGUAGES)
+
+
+# --- English as it always was -------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+# The SHA-256 of every English rendering below (6 kinds x 3 timezones x 3 authorisation modes x 3
+# deadlines, the notice texts and the silence sentences), taken from the code before languages.
+ENGLISH_BEFORE_LANGUAGES = "99cf72c81908b1a0b72a52339d6f7a5638b7452dbe66bf599ef133bcb5694e36"
+
+
+def _removal() -> Any:
+    data = helpers.notice(NOW, opt_in=False).model_dump(mode="json", exclude_none=True)
+    data.pop("objection_window", None)
+    data.pop("reminder_before", None)
+    return parse_notice({**data, "kind": "removal"})
+
+
+def _english_renderings(language: str | None) -> str:
+    specs = {
+        "addition": helpers.notice(NOW),
+        "addition_plain": helpers.notice(NOW, opt_in=False, body="Extra words here."),
+        "replacement": helpers.notice(
+            NOW, kind="replacement", replaces="Anthropic, PBC", opt_in=False
+        ),
+        "removal": _removal(),
+        "material": helpers.notice(
+            NOW,
+            kind="material_change",
+            opt_in=False,
+            previous={"purpose": "old", "services": ["x", "y"]},
+        ),
+        "hours": helpers.notice(NOW, opt_in=False, objection_window="PT26H"),
+    }
+    out: dict[str, Any] = {}
+    renderer = MailRenderer()
+    links = {"object_url": "https://x/o", "opt_in_url": "https://x/i"}
+    for name, spec in specs.items():
+        out[name + ":text"] = spec.text()
+        for tz in ("UTC", "Europe/Berlin", "America/New_York"):
+            for mode in ("general", "specific", "dora"):
+                for deadline in (
+                    datetime(2027, 1, 1, 5, 0, tzinfo=UTC),
+                    datetime(2026, 12, 21, 14, 30, tzinfo=UTC),
+                    None,
+                ):
+                    kwargs = {} if language is None else {"language": language}
+                    context = render.mail_context(spec, tz, deadline, links, mode, **kwargs)
+                    context.update(customer_name="Acme", customer_id="acme")
+                    out[f"{name}:{tz}:{mode}:{deadline}"] = list(renderer.render("notice", context))
+        for mode in ("general", "specific", "dora"):
+            for opt in (True, False):
+                out[f"{name}:silence:{mode}:{opt}"] = render.silence_words(
+                    spec.subprocessor, opt, mode
+                )
+    return json.dumps(out, sort_keys=True, default=str) + "\n"
+
+
+@pytest.mark.parametrize("language", [None, "en", "en-GB", "en-US"])
+def test_english_mails_are_byte_for_byte_what_they_were(language):
+    rendered = _english_renderings(language)
+    assert hashlib.sha256(rendered.encode()).hexdigest() == ENGLISH_BEFORE_LANGUAGES
+
+
+def test_the_notice_text_and_its_hash_stay_the_english_ones_in_german():
+    spec = helpers.notice(NOW)
+    context = render.mail_context(spec, "Europe/Berlin", None, {}, "general", "de")
+    assert context["original_text"] == spec.text()
+    assert context["text_sha256"] == spec.text_sha256()
+    assert context["notice_text"] == render.render_notice_text(spec, "de") != spec.text()
+    # Our words translated, the vendor's own as written.
+    assert "Zweck: " + spec.purpose in context["notice_text"]
+    assert "Widerspruchsfrist: 21 Tage ab dem Tag nach Zugang" in context["notice_text"]
+
+
+def test_german_dates_and_deadlines():
+    end_of_2026 = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)  # midnight in Berlin
+    assert lang.deadline("de", end_of_2026, "Europe/Berlin") == (
+        "Donnerstag, 31. Dezember 2026, 24:00 Uhr (Europe/Berlin)"
+    )
+    assert lang.instant("de-DE", datetime(2026, 7, 1, 12, 0, tzinfo=UTC), "Europe/Berlin") == (
+        "Mittwoch, 1. Juli 2026, 14:00 Uhr MESZ (Europe/Berlin)"
+    )
+    assert lang.instant("de-AT", datetime(2027, 1, 5, 8, 0, tzinfo=UTC), "UTC") == (
+        "Dienstag, 5. Jänner 2027, 08:00 Uhr UTC"  # the region's locale
+    )
+    assert lang.number("de", 1234.5) == "1.234,5"
+    assert lang.window("de", timedelta(hours=26)) == "26 Stunden ab Zugang dieser Mitteilung"
+
+
+# --- the CSV column ------------------------------------------------------------------------------
+
+
+def test_the_language_column():
+    header = "customer_id,name,region,services,contact_emails,timezone,language\n"
+    rows = parse_customers_csv(
+        header
+        + "a,A,EU,x,a@a.example,UTC,de\n"
+        + "b,B,EU,x,b@b.example,UTC,\n"
+        + "c,C,EU,x,c@c.example,UTC, de-at \n"
+        + "d,D,EU,x,d@d.example,UTC,EN\n"
+    )
+    assert [c.language for c in rows] == ["de", "en", "de-AT", "en"]
+    without = parse_customers_csv(
+        "customer_id,name,region,services,contact_emails,timezone\na,A,EU,x,a@a.example,UTC\n"
+    )
+    assert without[0].language is None  # no column: what is stored stays
+
+
+def test_a_bad_language_is_named_with_every_other_problem_and_the_supported_ones():
+    with pytest.raises(InputError) as caught:
+        parse_customers_csv(
+            "customer_id,name,region,services,contact_emails,timezone,language\n"
+            "a,A,EU,x,a@a.example,UTC,deutsch\n"
+            "b,B,EU,x,not-an-address,UTC,fr\n"
+            "c,C,EU,x,c@c.example,Mars/Base,de\n"
+        )
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "CSV (3 problems):"
+    supported = "use one of en (English), de (German), optionally with a region such as de-AT"
+    assert lines[1] == f"  line 2: language: 'deutsch' is not a supported language; {supported}"
+    assert "not an e-mail address" in lines[2]
+    assert f"language: 'fr' is not a supported language; {supported}" in lines[2]
+    assert "unknown IANA timezone" in lines[3] and "language" not in lines[3]
+
+
+# --- on real parts ------------------------------------------------------------------------------
+
+CUSTOMERS = (
+    "customer_id,name,region,services,contact_emails,timezone,language\n"
+    "hooli,Hooli GmbH,US,assistant,datenschutz@hooli.example,Europe/Berlin,de\n"
+    "acme,Acme Corp,US,assistant,privacy@acme.example,Europe/Berlin,\n"
+    "initech,Initech,US,assistant,dpo@initech.example,America/New_York,en-US\n"
+)
+# Delivered on 30 November 2030 (a Saturday), the 31-day window's last day is Tuesday 31 December.
+AT = datetime(2030, 11, 30, 10, 0, tzinfo=UTC)
+
+
+def _part(message: Message, content_type: str) -> Any:
+    for part in message.walk():
+        if part.get_content_type() == content_type:
+            return part
+    raise AssertionError(f"no {content_type} part")
+
+
+def _old_digest(rows: list[dict[str, Any]]) -> str:
+    """snapshot_sha256 as the code before languages computed it (its columns, general left out)."""
+    frozen = []
+    for row in rows:
+        row = {k: v for k, v in row.items() if k not in ("language", "audience")}
+        if row.get("authorisation") == "general":
+            del row["authorisation"]
+        frozen.append(row)
+    return hashlib.sha256(json.dumps(frozen, default=str, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.fixture
+async def mailed(pool, smtp_sink):
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    spec = helpers.notice(
+        AT,
+        opt_in=False,
+        objection_window="P31D",
+        effective_at=(AT + timedelta(days=60)).isoformat(),
+    )
+    await repository.upsert_customers(pool, parse_customers_csv(CUSTOMERS))
+    await repository.create_notice(pool, spec, "alice", AT)
+    env, sending = ActivityEnvironment(), SendingActivities(deps)
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=AT))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=AT))
+    return deps, spec
+
+
+async def test_a_german_customer_gets_a_german_notice_with_a_german_date_and_calendar(
+    pool, smtp_sink, mailed
+):
+    _deps, spec = mailed
+    messages = {m["To"]: m for m in smtp_sink.messages()}
+    german = messages["datenschutz@hooli.example"]
+    deadline = await pool.fetchval(
+        "SELECT deadline FROM recipients WHERE notice_id = $1 AND customer_id = 'hooli'",
+        spec.notice_id,
+    )
+    assert german["Subject"].startswith("Mitteilung über einen neuen Unterauftragsverarbeiter:")
+    text = _part(german, "text/plain").get_content()
+    assert text.lstrip("\n").startswith("Guten Tag Hooli GmbH,\n")
+    assert "Ihre Widerspruchsfrist: Dienstag, 31. Dezember 2030, 24:00 Uhr (Europe/Berlin)" in text
+    assert "Widerspruchsfrist: 31 Tage ab dem Tag nach Zugang dieser Mitteilung" in text
+    assert spec.text() in text and f"SHA-256 des Originaltexts: {spec.text_sha256()}" in text
+    html = _part(german, "text/html").get_content()
+    assert '<html lang="de">' in html and "31. Dezember 2030" in html
+    attached = _part(german, "text/calendar")
+    assert attached.get_filename() == "frist.ics"
+    event = next(iter(icalendar.Calendar.from_ical(attached.get_content()).walk("VEVENT")))
+    assert str(event["summary"]).startswith("Frist: Mitteilung ")
+    # An all-day event on the last day; its end (local midnight) is the recorded deadline.
+    assert event.decoded("dtstart") == (deadline.astimezone(lang.ZoneInfo("Europe/Berlin"))
+                                        - timedelta(days=1)).date()  # fmt: skip
+    end = event.decoded("dtend")
+    local_end = datetime(end.year, end.month, end.day, tzinfo=lang.ZoneInfo("Europe/Berlin"))
+    assert local_end == deadline
+
+
+async def test_an_english_customer_gets_the_english_mail_as_before(pool, smtp_sink, mailed):
+    _deps, spec = mailed
+    messages = {m["To"]: m for m in smtp_sink.messages()}
+    for address, customer, name, zone in (
+        ("privacy@acme.example", "acme", "Acme Corp", "Europe/Berlin"),
+        ("dpo@initech.example", "initech", "Initech", "America/New_York"),
+    ):
+        message = messages[address]
+        row = await pool.fetchrow(
+            "SELECT deadline, authorisation FROM recipients WHERE notice_id = $1"
+            " AND customer_id = $2",
+            spec.notice_id,
+            customer,
+        )
+        # What the mail was rendered from before languages: no language in the context.
+        context = render.mail_context(spec, zone, row["deadline"], {}, row["authorisation"])
+        context.pop("language")
+        text = _part(message, "text/plain").get_content()
+        assert text.lstrip("\n").startswith(f"Dear {name},\n\n{spec.text()}")
+        assert "Your objection deadline: end of Tuesday 31 December 2030" in text
+        assert context["deadline_text"] in text
+        event = next(iter(icalendar.Calendar.from_ical(
+            _part(message, "text/calendar").get_content()
+        ).walk("VEVENT")))  # fmt: skip
+        assert str(event["summary"]).startswith("Deadline: sub-processor notice ")
+        assert _part(message, "text/calendar").get_filename() == "deadline.ics"
+
+
+async def test_the_snapshot_hashes_as_before_for_english_customers(pool, smtp_sink, mailed):
+    _deps, spec = mailed
+    snapshot = await pool.fetchrow(
+        "SELECT data FROM events WHERE event_type = 'audience_snapshotted'"
+        " AND data->>'customers' = '3' ORDER BY position DESC LIMIT 1"
+    )
+    data = json.loads(snapshot["data"]) if isinstance(snapshot["data"], str) else snapshot["data"]
+    assert data["terms"]["hooli"]["language"] == "de"
+    assert "language" not in data["terms"]["acme"] or data["terms"]["acme"]["language"] is None
+    assert data["terms"]["initech"]["language"] == "en-US"
+    languages = dict(
+        await pool.fetch(
+            "SELECT customer_id, language FROM recipients WHERE notice_id = $1", spec.notice_id
+        )
+    )
+    assert languages == {"hooli": "de", "acme": "en", "initech": "en-US"}
+    verification = await verify_database(pool, spec.notice_id)
+    assert verification.ok, verification.problems
+    live = await helpers.records_of(pool)
+    await records.rebuild(pool)
+    assert helpers.records_diff(live, await helpers.records_of(pool)) == []
+
+
+async def test_an_english_only_audience_hashes_exactly_as_before_languages(pool, smtp_sink):
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    spec = helpers.notice(AT, opt_in=False, effective_at=(AT + timedelta(days=60)).isoformat())
+    await repository.upsert_customers(pool, helpers.customers())
+    await repository.create_notice(pool, spec, "alice", AT)
+    await ActivityEnvironment().run(
+        SendingActivities(deps).snapshot_audience, AudienceRequest(spec=spec, at=AT)
+    )
+    data = await pool.fetchval(
+        "SELECT data FROM events WHERE event_type = 'audience_snapshotted' ORDER BY"
+        " position DESC LIMIT 1"
+    )
+    data = json.loads(data) if isinstance(data, str) else data
+    rows = await pool.fetch(
+        "SELECT customer_id, region, services, timezone, window_days, window_unit, country,"
+        " authorisation FROM customers WHERE customer_id = ANY($1::text[]) ORDER BY customer_id",
+        data["customer_ids"],
+    )
+    assert data["snapshot_sha256"] == _old_digest([dict(r) for r in rows])
+    assert all("language" not in terms for terms in data["terms"].values())
+
+
+async def test_a_file_without_the_column_keeps_each_customers_language(pool):
+    await repository.upsert_customers(pool, parse_customers_csv(CUSTOMERS))
+    await repository.upsert_customers(
+        pool,
+        parse_customers_csv(
+            "customer_id,name,region,services,contact_emails,timezone\n"
+            "hooli,Hooli AG,US,assistant,datenschutz@hooli.example,Europe/Berlin\n"
+        ),
+    )
+    stored = {row["customer_id"]: row["language"] for row in await repository.list_customers(pool)}
+    assert stored == {"hooli": "de", "acme": "en", "initech": "en-US"}
+    await repository.upsert_customers(  # a blank cell is the default
+        pool,
+        parse_customers_csv(
+            "customer_id,name,region,services,contact_emails,timezone,language\n"
+            "hooli,Hooli AG,US,assistant,datenschutz@hooli.example,Europe/Berlin,\n"
+        ),
+    )
+    assert {r["customer_id"]: r["language"] for r in await repository.list_customers(pool)}[
+        "hooli"
+    ] == "en"
+
+
+async def test_erasure_is_unaffected(pool, smtp_sink, mailed):
+    _deps, spec = mailed
+    await repository.erase_customer(pool, "hooli")
+    row = await pool.fetchrow(
+        "SELECT name, language FROM recipients WHERE notice_id = $1 AND customer_id = 'hooli'",
+        spec.notice_id,
+    )
+    assert row["language"] == "de"  # a language is no personal data: the record keeps it
+    recipients = await helpers_load(pool, spec.notice_id)
+    assert "hooli" not in recipients  # nobody left to mail
+    verification = await verify_database(pool, spec.notice_id)
+    assert verification.ok, verification.problems
+
+
+async def helpers_load(pool: Any, notice_id: str) -> dict[str, Any]:
+    from noticeflow.application.shared import load_recipients
+
+    return await load_recipients(pool, notice_id, ["hooli", "acme", "initech"])
