@@ -239,6 +239,50 @@ async def test_forged_unknown_and_foreign_addresses_are_refused_and_nothing_is_k
     assert await pool.fetchval("SELECT count(*) FROM replies") == 0
 
 
+async def test_a_mail_to_a_good_and_a_forged_reply_address_is_kept_for_the_good_one(
+    mailed, smtp_sink, pool, endpoint
+):
+    """The forged address is refused at RCPT; DATA carries the good one only: 250, kept once."""
+    _, spec = mailed
+    good = reply_to_of(smtp_sink, "dpo@initech.example")
+    token = ADDRESS.token_of(good)
+    assert token is not None
+    forged = ADDRESS.for_token(token[:-1] + ("a" if token[-1] != "a" else "b"))
+    errors, answer = await aiosmtplib.send(
+        a_reply(good, "dpo@initech.example", "We object."), hostname="127.0.0.1",
+        port=endpoint.port, sender="dpo@initech.example", recipients=[good, forged],
+    )  # fmt: skip
+    assert list(errors) == [forged] and errors[forged].code == 550, errors
+    assert answer.startswith("2.0.0 reply received (rp-"), answer
+    (reply,) = await store.listing(pool)
+    assert (reply.notice_id, reply.customer_id, reply.status) == (spec.notice_id, "initech", "new")
+
+
+async def test_a_customer_erased_between_rcpt_and_data_does_not_bounce_the_others_reply(
+    mailed, smtp_sink, pool, endpoint
+):
+    """Two customers' reply addresses accepted at RCPT; one customer is erased before DATA: the
+    other's reply is kept and the sender told 250 (a 550 would bounce a reply that was kept), the
+    erased one's recorded as a rejection with ids only."""
+    _, spec = mailed
+    initech = reply_to_of(smtp_sink, "dpo@initech.example")
+    acme = reply_to_of(smtp_sink, "privacy@acme.example")
+    message = a_reply(initech, "dpo@initech.example", "We object.")
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=endpoint.port)
+    async with client:
+        await client.ehlo()
+        await client.mail("dpo@initech.example")
+        for to in (initech, acme):
+            assert (await client.rcpt(to)).code == 250
+        await repository.erase_customer(pool, "acme")
+        answer = await client.data(message.as_bytes())
+    assert answer.code == 250 and "reply received" in answer.message, answer
+    kept = await store.listing(pool, status="new")
+    assert [(r.notice_id, r.customer_id) for r in kept] == [(spec.notice_id, "initech")]
+    (rejected,) = await store.listing(pool, status="rejected")
+    assert rejected.customer_id == "acme" and rejected.body is None
+
+
 async def test_an_oversized_mail_is_refused(mailed, smtp_sink, pool, endpoint):
     to = reply_to_of(smtp_sink, "dpo@initech.example")
     big = a_reply(

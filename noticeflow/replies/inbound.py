@@ -9,11 +9,16 @@ Every answer is decided before the sender is told 250, so nothing is lost silent
 * a recipient that is not a reply address of ours: ``550 5.7.1`` (no relaying);
 * an unknown or forged token: ``550 5.1.1`` and a security log line (no address, no token);
 * a customer erased for good: a recorded rejection (ids only) and ``550 5.1.1``;
+
 * a mail over ``NOTICEFLOW_INBOUND_MAX_BYTES``: ``552 5.3.4`` (aiosmtpd refuses it as it comes);
 * a text that cannot be read (not valid UTF-8, or not its declared charset): a recorded rejection
   and ``550 5.6.0`` asking for UTF-8 text;
 * the database unreachable: ``451 4.3.0``, the sending server retries;
 * anything else: kept (:func:`noticeflow.replies.store.receive`), ``250`` with the reply id.
+
+Each recipient is answered at RCPT, so a mail to a good and a refused reply address carries only
+the good one into DATA and is kept for it. A customer erased between RCPT and DATA is a recorded
+rejection, and the mail is still taken (250) when another recipient's reply was kept.
 
 aiosmtpd logs every command line it reads (addresses included) at INFO; its logger is quieted, and
 our own lines carry ids only.
@@ -228,8 +233,12 @@ class InboundHandler:
         except Exception as error:  # a bug must not wedge the sender: it is told, we are told
             log.error("reply not kept", error=type(error).__name__)
             return "554 5.3.0 the reply could not be processed"
-        ids = " ".join(reply.reply_id for reply in kept)
-        if any(reply.status == store.REJECTED for reply in kept):
+        # One answer for the whole mail (SMTP has no per-recipient answer after DATA): a reply
+        # kept for any recipient is 250, since a 550 would bounce a reply we keep and a retry
+        # would not reach the refused one either. Only when none was kept (every customer
+        # erased since RCPT) is it refused.
+        ids = " ".join(reply.reply_id for reply in kept if reply.status != store.REJECTED)
+        if not ids:
             return "550 5.1.1 this reply address is no longer in use"
         return f"250 2.0.0 reply received ({ids})"
 
