@@ -27,13 +27,13 @@ async def preview_notice(
     notice = await repository.notice_row(pool, notice_id)
     spec = NoticeSpec.model_validate_json(notice["spec"])
     row = await pool.fetchrow(
-        "SELECT name, timezone, window_days, window_unit, country, authorisation, deadline"
-        " FROM recipients"
+        "SELECT name, timezone, window_days, window_unit, country, authorisation, language,"
+        " deadline FROM recipients"
         " WHERE notice_id = $1 AND customer_id = $2",
         notice_id,
         customer_id,
     ) or await pool.fetchrow(
-        "SELECT name, timezone, window_days, window_unit, country, authorisation,"
+        "SELECT name, timezone, window_days, window_unit, country, authorisation, language,"
         " NULL::timestamptz AS deadline"
         " FROM customers WHERE customer_id = $1",
         customer_id,
@@ -58,7 +58,9 @@ async def preview_notice(
         country=row["country"],
     )
     action_links = links.links_for(notice_id, customer_id, deadline, spec.effective_at)
-    context = mail_context(spec, row["timezone"], deadline, action_links, row["authorisation"])
+    context = mail_context(
+        spec, row["timezone"], deadline, action_links, row["authorisation"], row["language"]
+    )
     context |= {
         "customer_name": open_sealed(key, Field.CUSTOMER_NAME, row["name"]),
         "customer_id": customer_id,

@@ -383,3 +383,14 @@ async def helpers_load(pool: Any, notice_id: str) -> dict[str, Any]:
     from noticeflow.application.shared import load_recipients
 
     return await load_recipients(pool, notice_id, ["hooli", "acme", "initech"])
+
+
+async def test_the_preview_shows_the_customers_language(pool, smtp_sink, mailed):
+    from noticeflow.preview import preview_notice
+
+    deps, spec = mailed
+    shown = await preview_notice(pool, spec.notice_id, "hooli", MailRenderer(), deps.links)
+    assert shown["subject"].startswith("Mitteilung über einen neuen Unterauftragsverarbeiter")
+    assert "31. Dezember 2030" in shown["text"]
+    english = await preview_notice(pool, spec.notice_id, "acme", MailRenderer(), deps.links)
+    assert english["text"].lstrip("\n").startswith("Dear Acme Corp,")
