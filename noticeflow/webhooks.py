@@ -34,7 +34,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,7 +76,10 @@ SECRET_USE = "webhook-secrets"  # keyring.material("kek", SECRET_USE) seals the 
 CHECKPOINT = "webhooks"  # its row in projection_checkpoints
 OUTBOX_LOCK = 7_346_020
 MAX_URL = 2000
-TIMEOUT = 10.0  # seconds for one POST (connect, send, answer)
+TIMEOUT = 10.0  # seconds for one POST, overall (resolve, connect, send, the answer's head)
+READ_LIMIT = 4096  # bytes of an answer's body read at most (and dropped)
+BODY_SECONDS = 1.0  # and for at most this long, once the status is in
+HEARTBEAT_SECONDS = 5.0  # the activity's heartbeat while a POST is under way
 RETRY_FIRST = timedelta(seconds=5)  # then doubling, at most RETRY_MAX apart
 RETRY_MAX = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
@@ -723,27 +726,34 @@ def sign(secret: str, msg_id: str, at: datetime, body: str) -> dict[str, str]:
 async def post(
     url: str, secret: str, msg_id: str, body: str, allow_private: bool, timeout: float = TIMEOUT
 ) -> Outcome:
-    """POST one signed message to the address just checked (never a redirect)."""
+    """POST one signed message to an address just checked (never a redirect), within
+    ``timeout`` seconds overall: resolving, connecting, sending and the answer's status line and
+    headers together (httpx's own timeout bounds each read only, so a receiver that drips bytes,
+    or a lookup that hangs, would hold the attempt for ever). At most :data:`READ_LIMIT` bytes
+    of the answer's body are read, never kept."""
     started = time.monotonic()
 
     def done(outcome: str, status: int | None = None, error: str | None = None) -> Outcome:
         return Outcome(outcome, status, error, int((time.monotonic() - started) * 1000))
 
-    parts = urlsplit(url)
-    host = parts.hostname or ""
     try:
-        addresses = await resolve(host, _port(url), allow_private)
-    except Refused as error:
-        return done("failed", error=f"refused: {error}")
-    except Unresolved as error:
-        return done("retry", error=str(error))
-    headers = sign(secret, msg_id, datetime.now(UTC), body)
-    try:
-        status = await post_to(addresses, url, headers, body, timeout)
-    except httpx.TimeoutException:
-        return done("retry", error="no answer in time")
-    except (httpx.HTTPError, OSError) as error:
-        return done("retry", error=f"connection failed ({type(error).__name__})")
+        async with asyncio.timeout(timeout):
+            host = urlsplit(url).hostname or ""
+            try:
+                addresses = await resolve(host, _port(url), allow_private)
+            except Refused as error:
+                return done("failed", error=f"refused: {error}")
+            except Unresolved as error:
+                return done("retry", error=str(error))
+            headers = sign(secret, msg_id, datetime.now(UTC), body)
+            try:
+                status = await post_to(addresses, url, headers, body, timeout)
+            except httpx.TimeoutException:
+                return done("retry", error="no answer in time")
+            except (httpx.HTTPError, OSError) as error:
+                return done("retry", error=f"connection failed ({type(error).__name__})")
+    except TimeoutError:
+        return done("retry", error=f"no answer within {timeout:g} s")
     if 200 <= status < 300:
         return done("delivered", status)
     if status >= 500 or status in RETRIED_STATUSES:
@@ -758,8 +768,10 @@ async def post_to(
 ) -> int:
     """POST to each checked address of the URL's host in turn until one connects (a dead IPv6
     address does not fail a host whose IPv4 one works), with the original ``Host`` and, over
-    HTTPS, the original name for SNI and the certificate. Returns the status code; raises the
-    last connection error when none connects, or the error of the one that did."""
+    HTTPS, the original name for SNI and the certificate. Returns the status code once the
+    answer's head is in (then reads at most :data:`READ_LIMIT` bytes of its body, for a moment
+    at most, and closes); raises the last connection error when none connects, or the error of
+    the one that did. The caller bounds the whole (:func:`post`)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     headers = {**headers, "host": parts.netloc.rpartition("@")[2]}
@@ -773,15 +785,27 @@ async def post_to(
             netloc = f"{literal}:{parts.port}" if parts.port else literal
             pinned = parts._replace(netloc=netloc).geturl()
             try:
-                response = await client.post(
-                    pinned, content=body.encode(), headers=headers, extensions=extensions
-                )
+                async with client.stream(
+                    "POST", pinned, content=body.encode(), headers=headers, extensions=extensions
+                ) as response:
+                    await _read_some(response)
+                    return response.status_code
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 last = error  # nothing was sent to this address: the next one
-                continue
-            return response.status_code
     assert last is not None
     raise last
+
+
+async def _read_some(response: httpx.Response) -> None:
+    """Read (and drop) at most READ_LIMIT bytes of a body, for at most BODY_SECONDS: the status
+    is the answer; a huge or endless body, or one that stalls, does not hold the attempt."""
+    read = 0
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= READ_LIMIT:
+                    break
 
 
 def retry_delay(attempts: int, first: timedelta = RETRY_FIRST) -> timedelta:
@@ -816,8 +840,10 @@ class Deliverer:
         give_up_after: timedelta = GIVE_UP_AFTER,
         retry_first: timedelta = RETRY_FIRST,
         timeout: float = TIMEOUT,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.pool = pool
+        self.heartbeat_seconds = heartbeat_seconds
         self.allow_private = allow_private
         self.give_up_after = give_up_after
         self.retry_first = retry_first
@@ -849,11 +875,24 @@ class Deliverer:
                 return Round(delivered, failed)
             secret = open_secret(subscription_id, bytes(sub["secret_sealed"]), sub["secret_key_id"])
             at = datetime.now(UTC)
-            outcome = await post(
-                sub["url"], secret, row["message_id"], row["body"], self.allow_private, self.timeout
+            # The give-up clock starts before the POST: an attempt that never records its end
+            # (a worker killed mid-POST) still counts against the delivery's 24 h.
+            first = await self.pool.fetchval(
+                "UPDATE webhook_deliveries SET first_attempt_at = coalesce(first_attempt_at, $2)"
+                " WHERE delivery_id = $1 RETURNING first_attempt_at",
+                row["delivery_id"],
+                at,
             )
+            async with _beating(progress, self.heartbeat_seconds, row["delivery_id"]):
+                outcome = await post(
+                    sub["url"],
+                    secret,
+                    row["message_id"],
+                    row["body"],
+                    self.allow_private,
+                    self.timeout,
+                )
             attempt = row["attempts"] + 1
-            first = row["first_attempt_at"] or at
             delay = retry_delay(attempt, self.retry_first)
             final = outcome.outcome
             if final == "retry" and at + delay - first > self.give_up_after:
@@ -924,6 +963,30 @@ class Deliverer:
                 next_at,
                 final,
             )
+
+
+@contextlib.asynccontextmanager
+async def _beating(
+    progress: Callable[..., None] | None, every: float, *details: Any
+) -> AsyncIterator[None]:
+    """Call ``progress`` (the activity's heartbeat) every ``every`` seconds while the body runs,
+    from a small task of its own: a POST under way is not taken for a dead activity."""
+    if progress is None:
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            progress(*details)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def send_test(pool: asyncpg.Pool, subscription_id: str, allow_private: bool) -> Outcome:

@@ -265,6 +265,115 @@ async def test_a_dead_endpoint_is_given_up_and_the_next_delivery_proceeds_and_re
         assert await asyncio.wait_for(handle.result(), 60) == "removed"
 
 
+# --- a POST's deadline ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def raw_receiver(answer: Any) -> Any:
+    """A TCP server on 127.0.0.1 that reads a request's head and body, then runs ``answer``
+    (writer) — a real peer misbehaving as a receiver may."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")), 0,
+            )  # fmt: skip
+            await reader.readexactly(length)
+            await answer(writer)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    finally:
+        server.close()
+
+
+async def drip(writer: asyncio.StreamWriter) -> None:
+    """A status line a byte at a time, each well within httpx's per-read timeout: never done."""
+    for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n" * 1000:
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+def endless(status: int) -> Any:
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        """A status at once, then a body that never ends (chunked, 64 KiB at a time)."""
+        writer.write(f"HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\n\r\n".encode())
+        chunk = b"x" * 65536
+        while True:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+
+    return answer
+
+
+async def test_a_post_ends_within_its_deadline_whatever_the_receiver_does() -> None:
+    secret = webhooks.new_secret()
+    loop = asyncio.get_running_loop()
+    async with raw_receiver(drip) as url:
+        began = loop.time()
+        outcome = await asyncio.wait_for(webhooks.post(url, secret, "msg_x", "{}", True, 1.0), 20)
+        assert loop.time() - began < 3
+        assert (outcome.outcome, outcome.status_code) == ("retry", None), outcome
+        assert outcome.error == "no answer within 1 s"
+    for status, expected in ((500, "retry"), (200, "delivered")):
+        async with raw_receiver(endless(status)) as url:
+            began = loop.time()
+            outcome = await asyncio.wait_for(
+                webhooks.post(url, secret, "msg_x", "{}", True, 5.0), 20
+            )
+            assert loop.time() - began < 3  # the status is the answer; the body is not read
+            assert (outcome.outcome, outcome.status_code) == (expected, status), outcome
+
+
+async def pending_delivery(pool: Any, url: str) -> tuple[str, int]:
+    sub, _ = await webhooks.add(pool, url, None, allow_private=True)
+    delivery_id = await pool.fetchval(
+        "INSERT INTO webhook_deliveries (subscription_id, event_key, message_id, event_type, body)"
+        " VALUES ($1, 'k', $2, 'notice.sent', '{}') RETURNING delivery_id",
+        sub.subscription_id,
+        webhooks.message_id(sub.subscription_id, "k"),
+    )
+    return sub.subscription_id, delivery_id
+
+
+async def test_a_dripping_receiver_is_a_recorded_retry_and_the_give_up_clock_starts_first(
+    pool: Any,
+) -> None:
+    beats: list[int] = []
+    async with raw_receiver(drip) as url:
+        subscription_id, delivery_id = await pending_delivery(pool, url)
+        chosen = deliverer(pool, timeout=1.5, heartbeat_seconds=0.2)
+        with pytest.raises(webhooks.RetryLater):
+            await asyncio.wait_for(
+                chosen.deliver_pending(subscription_id, progress=beats.append), 20
+            )
+        assert len(beats) >= 3 and set(beats) == {delivery_id}  # heartbeats during the POST
+        (row,) = await webhooks.deliveries(pool, subscription_id)
+        assert (row["status"], row["attempts"]) == ("pending", 1)
+        assert row["next_attempt_at"] is not None and row["first_attempt_at"] is not None
+        attempt = await pool.fetchrow(
+            "SELECT outcome, error FROM webhook_attempts WHERE delivery_id = $1", delivery_id
+        )
+        assert (attempt["outcome"], attempt["error"]) == ("retry", "no answer within 1.5 s")
+        # An attempt that dies mid-POST (its worker gone) has started the give-up clock already.
+        other, other_delivery = await pending_delivery(pool, url.replace("/hook", "/other"))
+        task = asyncio.create_task(deliverer(pool, timeout=30).deliver_pending(other))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        first, attempts = await pool.fetchrow(
+            "SELECT first_attempt_at, attempts FROM webhook_deliveries WHERE delivery_id = $1",
+            other_delivery,
+        )
+        assert first is not None and attempts == 0
+
+
 # --- the SSRF rule ---------------------------------------------------------------------------
 
 
