@@ -37,9 +37,16 @@ def validate_schema(body: Any) -> None:
     ).validate(body)
 
 
-async def fetch_public(pool: asyncpg.Pool, data_dir: Path, client: Any = None) -> dict[str, Any]:
+async def fetch_public(
+    pool: asyncpg.Pool,
+    data_dir: Path,
+    client: Any = None,
+    paths: tuple[str, ...] = (),
+    cookies: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The three public answers from the real web app served on a free port: JSON body, and
-    each answer's chain head header, plus the HTML and Atom text."""
+    each answer's chain head header, plus the HTML and Atom text; ``headers`` has every answer's
+    headers, for these and for ``paths`` (more pages to fetch, GET)."""
     from tests.web.conftest import SECRET
 
     port = free_port()
@@ -52,15 +59,17 @@ async def fetch_public(pool: asyncpg.Pool, data_dir: Path, client: Any = None) -
     web = asyncio.create_task(serve(settings, stop, pool=pool, client=client, started=started))
     try:
         await asyncio.wait_for(started, 30)
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30, cookies=cookies) as http:
             answers = {path: await http.get(path) for path in
                        ("/subprocessors.json", "/subprocessors", "/subprocessors.atom")}  # fmt: skip
+            more = {path: await http.get(path) for path in paths}
     finally:
         stop.set()
         await web
     for path, answer in answers.items():
         assert answer.status_code == 200, (path, answer.status_code, answer.text[:500])
     return {
+        "headers": {path: a.headers for path, a in (*answers.items(), *more.items())},
         "json": answers["/subprocessors.json"].json(),
         "heads": {path: answer.headers[HEAD_HEADER] for path, answer in answers.items()},
         "html": answers["/subprocessors"].text,
@@ -81,6 +90,9 @@ async def assert_public_list_equals_the_events(
     else:
         raise AssertionError(f"the chain head kept moving: {served['heads']}, {fresh.head.token}")
     body = served["json"]
+    for path, headers in served["headers"].items():  # nobody's session on a public answer
+        assert "set-cookie" not in headers, (path, headers.get("set-cookie"))
+        assert "cookie" not in headers.get("vary", "").lower(), (path, headers["vary"])
     (token,) = heads
     head = parse_head(token)
     assert body["chain_head"] == head.as_json()

@@ -113,6 +113,10 @@ def create_app(
             # Personal pages, signed-in pages and API answers: never kept by a browser or proxy
             # (the back button after signing out shows nothing).
             response.headers["Cache-Control"] = "no-store"
+        elif "set-cookie" in response.headers:
+            # A public page that set a cookie (it should not: the public pages never touch the
+            # session): that answer is one visitor's alone, never a shared cache's.
+            response.headers["Cache-Control"] = "private, no-cache"
         if settings.public_url.startswith("https://"):
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response

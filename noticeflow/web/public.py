@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
@@ -68,6 +69,19 @@ def _not_modified(request: Request, listing: PublicList) -> Response | None:
     return None
 
 
+def render_public(
+    web: Web, request: Request, template: str, /, status_code: int = 200, **context: Any
+) -> Response:
+    """A public page, rendered without touching the session: no CSRF token is made and no user
+    is shown, so no ``Set-Cookie`` goes out and a shared cache may keep the page for everyone
+    (``web.render`` would create a session for every anonymous visitor)."""
+    context = {"csrf_token": "", "user": None, **context}
+    response: Response = web.templates.TemplateResponse(
+        request, template, context, status_code=status_code
+    )
+    return response
+
+
 def _base(web: Web) -> str:
     return web.settings.public_url.rstrip("/")
 
@@ -87,7 +101,8 @@ async def subprocessors_page(request: Request, web: Web = Depends(get_web)) -> R
     cached = _not_modified(request, listing)
     if cached is not None:
         return cached
-    response: Response = web.render(
+    response = render_public(
+        web,
         request,
         "public/subprocessors.html",
         listing=listing,

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from noticeflow import subscriptions
 from noticeflow.subscriptions import InvalidToken, Tokens
 from noticeflow.web.context import Web, get_web, log, security_log
+from noticeflow.web.public import render_public
 
 router = APIRouter()
 
@@ -44,8 +45,8 @@ def _client(request: Request) -> str:
 
 
 def _page(web: Web, request: Request, status_code: int = 200, **context: object) -> Response:
-    response: Response = web.render(
-        request, "public/subscription.html", status_code=status_code, **context
+    response = render_public(
+        web, request, "public/subscription.html", status_code=status_code, **context
     )
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"  # the token stays off other sites' logs

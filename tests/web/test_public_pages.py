@@ -110,3 +110,44 @@ async def test_the_public_list_follows_a_notice_and_validates(web_stack, tmp_pat
         (entry,) = check_atom(text.encode()).findall(f"{ATOM}entry")
         assert entry.findtext(f"{ATOM}id") == entry_id
         assert entry.findtext(f"{ATOM}title").startswith("Cancelled")
+
+
+async def test_public_pages_make_no_session_so_a_shared_cache_serves_no_ones_cookie(pool, tmp_path):
+    """An anonymous visitor gets no session cookie from the public pages (nor from a
+    subscription link's page), so ``Cache-Control: public`` is safe; a signed-in visitor's
+    session is not even read (no Vary: Cookie); the app would mark an answer that did set a
+    cookie private (noticeflow/web/app.py)."""
+    import base64
+    import json
+
+    from itsdangerous import TimestampSigner
+
+    from noticeflow.config import Settings
+    from noticeflow.subscriptions import Tokens
+    from noticeflow.web.app import session_key
+    from tests.public_check import fetch_public
+    from tests.web.conftest import SECRET
+
+    tokens = Tokens(SECRET, "http://127.0.0.1")
+    links = (
+        tokens.unsubscribe_url("sub_0123456789abcdef").removeprefix("http://127.0.0.1"),
+        tokens.confirm_url("sub_0123456789abcdef", datetime.now().astimezone() + timedelta(1))
+        .removeprefix("http://127.0.0.1"),
+    )  # fmt: skip
+    served = await fetch_public(pool, tmp_path / "anonymous", paths=links)
+    assert len(served["headers"]) == 5
+    for path, headers in served["headers"].items():
+        assert "set-cookie" not in headers, (path, headers.get("set-cookie"))
+        assert "cookie" not in headers.get("vary", "").lower()
+    assert served["headers"]["/subprocessors"]["cache-control"] == "public, no-cache"
+    # A visitor with a session (signed in): the same answers, the session untouched.
+    settings = Settings(data_dir=tmp_path, secret_key=SECRET)
+    cookie = TimestampSigner(session_key(settings)).sign(
+        base64.b64encode(json.dumps({"csrf": "x" * 32}).encode())
+    )
+    served = await fetch_public(
+        pool, tmp_path / "signed-in", cookies={"nf_session": cookie.decode()}
+    )
+    for path, headers in served["headers"].items():
+        assert "set-cookie" not in headers, path  # the session is not even read
+        assert "cookie" not in headers.get("vary", "").lower(), path
