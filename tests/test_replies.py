@@ -177,6 +177,8 @@ async def test_a_question_is_marked_handled_without_action(mailed, smtp_sink, po
         await store.classify(pool, reply.reply_id, "spam", "alice")
     with pytest.raises(InputError, match="no reply"):
         await store.classify(pool, "rp-nope", "question", "alice")
+    with pytest.raises(InputError, match=r"unknown classification .*; who classifies \(by\)"):
+        await store.classify(pool, reply.reply_id, "spam", " \n ")
 
 
 async def test_the_same_mail_delivered_twice_is_one_reply(mailed, smtp_sink, pool, endpoint):
@@ -332,14 +334,13 @@ async def test_erasure_makes_replies_unreadable_and_refuses_later_ones(
     await repository.erase_customer(pool, "initech")
     erased = await store.get(pool, reply.reply_id)
     assert erased is not None
-    for value in (
-        erased.sender,
-        erased.subject,
-        erased.body,
-        erased.full_text,
-        erased.classified_by,
-    ):
+    for value in (erased.sender, erased.subject, erased.body, erased.full_text):
         assert value == ERASED
+    # who classified it is the vendor's user, not the customer's data: ops stay accountable
+    assert erased.classified_by == "alice"
+    assert await pool.fetchval(
+        "SELECT classified_by FROM replies WHERE reply_id = $1", reply.reply_id
+    ) == "alice"  # fmt: skip
     stored = json.dumps([dict(r) for r in await pool.fetch("SELECT * FROM replies")], default=str)
     for plain in (SECRET_WORDS, "dpo@initech.example", "Jane Roe"):
         assert plain not in stored

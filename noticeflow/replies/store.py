@@ -24,7 +24,15 @@ import asyncpg
 import structlog
 
 from noticeflow import intake
-from noticeflow.crypto import ERASED, CustomerKey, Field, erased_ids, load_keys, open_sealed
+from noticeflow.crypto import (
+    ERASED,
+    CustomerKey,
+    Field,
+    erased_ids,
+    is_sealed,
+    load_keys,
+    open_sealed,
+)
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.replies import ACTIONS, Classification, exact_command, strip_reply
 from noticeflow.domain.text import FREE_TEXT_MAX, SINGLE_LINE_MAX
@@ -43,7 +51,7 @@ class ReplyField:
     SUBJECT = "replies.subject"
     BODY = "replies.body"
     FULL_TEXT = "replies.full_text"
-    CLASSIFIED_BY = "replies.classified_by"
+    CLASSIFIED_BY = "replies.classified_by"  # only rows classified before it was kept plain
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ def _reply(row: asyncpg.Record, keys: dict[str, CustomerKey], repeat: bool = Fal
         full_text=opened("full_text", ReplyField.FULL_TEXT),
         contact_match=row["contact_match"],
         classified_as=row["classified_as"],
+        # The vendor's user id, in clear (rows classified before it was kept so: sealed).
         classified_by=opened("classified_by", ReplyField.CLASSIFIED_BY),
         classified_at=row["classified_at"],
         receipt_id=row["receipt_id"],
@@ -289,12 +298,19 @@ async def classify(
     with the mail's receipt time (the caller hands the receipt over to the workflow); a question
     is marked handled. The same classification again returns the first one's receipt; another one
     for a reply already classified, or any for a rejected reply, is an InputError."""
+    problems = []
     try:
         classification = Classification(kind)
     except ValueError:
-        raise InputError(
-            f"unknown classification {kind[:40]!r}: use objection, opt_in or question"
-        ) from None
+        problems.append(f"unknown classification {kind[:40]!r}: use objection, opt_in or question")
+    who = by.strip()
+    if not who or not who.isprintable() or len(who) > SINGLE_LINE_MAX or is_sealed(who):
+        problems.append(
+            f"who classifies (by) must be a user id: one line of printable characters, at most"
+            f" {SINGLE_LINE_MAX}"
+        )
+    if problems:
+        raise InputError("; ".join(problems))
     async with pool.acquire() as connection, connection.transaction():
         row = await connection.fetchrow(
             f"SELECT {_COLUMNS} FROM replies WHERE reply_id = $1 FOR UPDATE", reply_id
@@ -319,7 +335,7 @@ async def classify(
         key = keys.get(row["customer_id"])
         if key is None:
             raise InputError(intake.erased_reason(row["customer_id"]))
-        return await _classify(connection, reply, key, classification, by)
+        return await _classify(connection, reply, key, classification, who)
 
 
 async def _classify(
@@ -356,7 +372,7 @@ async def _classify(
         f" classified_at = clock_timestamp(), receipt_id = $4 WHERE reply_id = $1 RETURNING {_COLUMNS}",
         reply.reply_id,
         classification.value,
-        key.seal(ReplyField.CLASSIFIED_BY, by),
+        by,  # the vendor's user id (or "auto"), kept in clear: erasing the customer keeps it
         receipt.receipt_id if receipt else None,
     )
     return _reply(row, {key.customer_id: key}), receipt
