@@ -605,11 +605,17 @@ async def _move(c: asyncpg.Connection, to: es.Checkpoint) -> None:
 
 
 async def waiting(pool: asyncpg.Pool) -> list[str]:
-    """Live subscriptions with a pending delivery (the sweep wakes their workflows)."""
+    """Live subscriptions whose oldest pending delivery is due: never attempted, or its next
+    attempt's time has come (the sweep wakes their workflows). One in retry backoff is not: its
+    activity is waiting for Temporal's retry already, and a wake would only lengthen its history
+    (a signal a minute for each dead endpoint)."""
     rows = await pool.fetch(
-        "SELECT DISTINCT d.subscription_id FROM webhook_deliveries d"
-        " JOIN webhook_subscriptions s USING (subscription_id)"
-        " WHERE d.status = 'pending' AND s.removed_at IS NULL"
+        "SELECT s.subscription_id FROM webhook_subscriptions s"
+        " CROSS JOIN LATERAL (SELECT d.next_attempt_at FROM webhook_deliveries d"
+        "  WHERE d.subscription_id = s.subscription_id AND d.status = 'pending'"
+        "  ORDER BY d.delivery_id LIMIT 1) oldest"
+        " WHERE s.removed_at IS NULL"
+        " AND (oldest.next_attempt_at IS NULL OR oldest.next_attempt_at <= now())"
     )
     return sorted(r["subscription_id"] for r in rows)
 

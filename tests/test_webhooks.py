@@ -265,6 +265,36 @@ async def test_a_dead_endpoint_is_given_up_and_the_next_delivery_proceeds_and_re
         assert await asyncio.wait_for(handle.result(), 60) == "removed"
 
 
+async def test_the_sweep_leaves_a_webhook_in_retry_backoff_alone(
+    time_skipping_env: Any, pool: Any, smtp_sink: Any
+) -> None:
+    """A dead endpoint whose delivery waits ten minutes for its next attempt: several sweep
+    periods add no signal to its workflow's history (only the wake that started it)."""
+    env = time_skipping_env
+    subscription_id, delivery_id = await pending_delivery(pool, "http://127.0.0.1:9/dead")
+    assert await webhooks.waiting(pool) == [subscription_id]  # never attempted: due
+    chosen = deliverer(pool)
+    chosen.retry_first = timedelta(minutes=10)
+    async with stack(env, pool, smtp_sink, chosen):
+        await eventually(lambda: pool.fetchval(
+            "SELECT next_attempt_at FROM webhook_deliveries WHERE delivery_id = $1", delivery_id
+        ))  # fmt: skip
+        assert await webhooks.waiting(pool) == []  # in backoff
+        await asyncio.sleep(4.5)  # four sweeps (sweep_seconds=1)
+        handle = env.client.get_workflow_handle(webhook_workflow_id(subscription_id))
+        history = await handle.fetch_history()
+    signals = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert len(signals) == 1, len(signals)
+    await pool.execute(
+        "UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second'"
+        " WHERE delivery_id = $1",
+        delivery_id,
+    )
+    assert await webhooks.waiting(pool) == [subscription_id]  # due again: woken
+
+
 # --- a POST's deadline ------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ delivery's own delay, and Temporal retries it (at-least-once; the receiver sees 
 ``webhook-id``); the activity itself gives a delivery up after 24 h and moves on, so the retries
 are bounded and one dead endpoint holds only its own subscription. Between rounds the workflow
 sleeps until woken: the outbox follower signals ``wake`` when it writes a delivery, and every
-minute for each subscription with a delivery still pending (a wake lost while Temporal was away).
+minute for each subscription whose oldest pending delivery is due (a wake lost while Temporal was
+away; one in retry backoff is not woken).
 No timer of its own: an idle subscription costs no history (and a time-skipping test server
 skips no polling rounds). A removed subscription ends it. The history stays flat: continue-as-new every 100
 rounds or when the server suggests it; the state carried is the subscription id only.
