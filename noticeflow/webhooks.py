@@ -303,15 +303,22 @@ async def add(
     secret = new_secret()
     sealed, key_id = seal_secret(subscription_id, secret)
     try:
-        row = await pool.fetchrow(
-            "INSERT INTO webhook_subscriptions (subscription_id, url, events, secret_sealed,"
-            " secret_key_id) VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
-            subscription_id,
-            url,
-            chosen,
-            sealed,
-            key_id,
-        )
+        async with pool.acquire() as c, c.transaction():
+            # The outbox pass's lock (fill_outbox): no pass is between its read of the
+            # subscriptions and its move of the checkpoint while this one is added, and its
+            # created_at is taken after the lock — so every event recorded at or after it is read
+            # by a pass that sees it (none is skipped past by a pass that did not).
+            await c.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
+            row = await c.fetchrow(
+                "INSERT INTO webhook_subscriptions (subscription_id, url, events, secret_sealed,"
+                " secret_key_id, created_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp())"
+                " RETURNING created_at",
+                subscription_id,
+                url,
+                chosen,
+                sealed,
+                key_id,
+            )
     except asyncpg.UniqueViolationError:
         raise WebhookError("cannot add the webhook: URL: already subscribed") from None
     return Subscription(subscription_id, url, chosen, row["created_at"]), secret
@@ -528,7 +535,11 @@ def body_of(mapped: Mapped, e: es.StoredEvent) -> str:
 
 async def fill_outbox(pool: asyncpg.Pool, page: int = 1000) -> set[str]:
     """Write the deliveries of every event after the checkpoint; returns the subscriptions that
-    got new ones. One follower at a time (an advisory lock)."""
+    got new ones. One follower at a time (an advisory lock), and no subscription added during a
+    pass: each page reads the subscriptions and the events in two statements (READ COMMITTED),
+    so a subscription committed between them, with events recorded after it, would have those
+    events passed by the checkpoint unwritten. :func:`add` takes the same lock, and dates the
+    subscription after it."""
     woken: set[str] = set()
     async with pool.acquire() as c:
         while True:

@@ -295,6 +295,24 @@ async def test_the_sweep_leaves_a_webhook_in_retry_backoff_alone(
     assert await webhooks.waiting(pool) == [subscription_id]  # due again: woken
 
 
+async def test_a_webhook_is_not_added_while_an_outbox_pass_runs(pool: Any) -> None:
+    """The outbox pass reads subscriptions and events in two statements: a subscription added in
+    between would have its first events skipped. ``add`` waits for the pass's lock and dates the
+    subscription after it."""
+    async with pool.acquire() as c:
+        async with c.transaction():  # a pass under way
+            await c.execute("SELECT pg_advisory_xact_lock($1)", webhooks.OUTBOX_LOCK)
+            adding = asyncio.create_task(
+                webhooks.add(pool, "http://127.0.0.1:9/x", None, allow_private=True)
+            )
+            await asyncio.sleep(0.5)
+            assert not adding.done()
+            assert await c.fetchval("SELECT count(*) FROM webhook_subscriptions") == 0
+            released = await c.fetchval("SELECT clock_timestamp()")
+        sub, _ = await asyncio.wait_for(adding, 10)
+    assert sub.created_at >= released
+
+
 # --- a POST's deadline ------------------------------------------------------------------------
 
 
