@@ -3,7 +3,8 @@
 Starts the Temporal dev server (SQLite file in the data dir, Web UI on), embedded PostgreSQL (unless
 NOTICEFLOW_DATABASE_URL is set), the local SMTP sink (unless NOTICEFLOW_SMTP_URL is set), the
 worker and the web (dashboard, API, customer action pages; the mails' links point at it unless
-NOTICEFLOW_PUBLIC_URL is set); writes <data dir>/stack.json; Ctrl-C stops all of it. A restart on
+NOTICEFLOW_PUBLIC_URL is set) and, when a reply address is configured, the inbound reply endpoint;
+writes <data dir>/stack.json naming each once all are up; Ctrl-C stops all of it. A restart on
 the same data dir resumes running notices, because Temporal's state and PostgreSQL live in the data dir.
 
 Private by default: the data dir is its owner's alone (0700; as root 0711, so that embedded
@@ -247,10 +248,16 @@ def stack_parts(
     smtp_port: int | None,
     mail_dir: Path,
     web_url: str,
+    *,
+    codec_url: str | None = None,
+    inbound: tuple[str, int] | None = None,
+    reply_address: str | None = None,
 ) -> dict[str, Any]:
     """What stack.json tells the other commands: only what `up` started itself. A database or
     mail server URL from the environment stays there (it may carry a password): the other
-    commands read it from the same environment."""
+    commands read it from the same environment. The reply endpoint (``inbound``: host and port
+    it listens on) and the reply address its mails carry are named when `up` runs it."""
+    inbound_host, inbound_port = inbound if inbound else (None, None)
     return {
         "temporal_address": temporal_address,
         "temporal_ui_url": temporal_ui,
@@ -260,6 +267,11 @@ def stack_parts(
         "smtp_url": f"smtp://{smtp_host}:{smtp_port}" if smtp_host else None,
         "mail_dir": str(mail_dir) if smtp_host else None,
         "web_url": web_url,
+        "codec_url": codec_url,
+        "inbound_host": inbound_host,
+        "inbound_port": inbound_port,
+        "inbound_url": f"smtp://{inbound_host}:{inbound_port}" if inbound_host else None,
+        "reply_address": reply_address if inbound_host else None,
         "pid": os.getpid(),
     }
 
@@ -354,12 +366,6 @@ async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
         database_url = await prepare_database(database_url, data_dir, embedded_database)
         web_port = port_or_free(settings.web_port, required="NOTICEFLOW_WEB_PORT" in os.environ)
         web_url = f"http://{settings.web_host}:{web_port}"
-        parts = stack_parts(
-            temporal_address, temporal_ui, database_url if embedded_database else None,
-            smtp_host, smtp_port, mail_dir, web_url,
-        )  # fmt: skip
-        stack_file = write_stack(data_dir, parts)
-        stack.callback(lambda: stack_file.unlink(missing_ok=True))
         running = settings.model_copy(
             update={
                 "temporal_address": temporal_address,
@@ -403,8 +409,7 @@ async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise InputError(f"the codec server could not start on {codec_url} ({error})") from None
-        shown = {**parts, "database_url": database_url, "smtp_url": smtp_url}
-        shown["codec_url"] = codec_url
+        inbound: tuple[str, int] | None = None
         if running.reply_address:
             from noticeflow.replies.inbound import serve as serve_inbound
 
@@ -417,8 +422,18 @@ async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
                 stop.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise InputError(f"the reply endpoint could not start ({error})") from None
-            shown["inbound_url"] = inbound_url
-            shown["reply_address"] = running.reply_address
+            host, _, port = inbound_url.removeprefix("smtp://").rpartition(":")
+            inbound = (host, int(port))
+        # stack.json once every part is up, naming each (the reply endpoint too): the banner
+        # shows the same parts.
+        parts = stack_parts(
+            temporal_address, temporal_ui, database_url if embedded_database else None,
+            smtp_host, smtp_port, mail_dir, web_url, codec_url=codec_url, inbound=inbound,
+            reply_address=running.reply_address,
+        )  # fmt: skip
+        stack_file = write_stack(data_dir, parts)
+        stack.callback(lambda: stack_file.unlink(missing_ok=True))
+        shown = {**parts, "database_url": database_url, "smtp_url": smtp_url}
         print(_banner(shown, stack_file, accounts), flush=True)
         if demo:
             from noticeflow.demo import run_demo

@@ -217,6 +217,21 @@ def test_stack_json_and_the_banner_hold_no_environment_password(tmp_path):
     written = json.loads(write_stack(data, parts).read_text())
     assert written["database_url"] == embedded and written["smtp_url"] == "smtp://127.0.0.1:2525"
     assert "local-pw" not in _banner(parts, path)
+    assert written["inbound_url"] is None and written["reply_address"] is None  # not started
+    # The reply endpoint, when `up` runs it: named in stack.json and in the banner alike.
+    parts = stack_parts(
+        "a:1", "http://u", embedded, "127.0.0.1", 2525, data / "mail", "http://w",
+        codec_url="http://127.0.0.1:8888", inbound=("127.0.0.1", 2526),
+        reply_address="reply@replies.vendor.example",
+    )  # fmt: skip
+    written = json.loads(write_stack(data, parts).read_text())
+    assert (written["inbound_host"], written["inbound_port"]) == ("127.0.0.1", 2526)
+    assert written["inbound_url"] == "smtp://127.0.0.1:2526"
+    assert written["reply_address"] == "reply@replies.vendor.example"
+    assert written["codec_url"] == "http://127.0.0.1:8888"
+    banner = _banner(parts, path)
+    assert "replies           smtp://127.0.0.1:2526" in banner
+    assert "reply+<token>@replies.vendor.example" in banner
 
 
 def test_the_sinks_mail_is_0600_in_a_0700_dir(tmp_path):
@@ -228,12 +243,17 @@ def test_the_sinks_mail_is_0600_in_a_0700_dir(tmp_path):
 
 
 def test_a_full_up_run_keeps_everything_private(tmp_path):
-    """One real `up` (embedded PostgreSQL, Temporal, web; mail to a sink given by URL with a
-    password): data dir private, every file 0600, stack.json and the output without the password."""
+    """One real `up` (embedded PostgreSQL, Temporal, web, the reply endpoint; mail to a sink given
+    by URL with a password): data dir private, every file 0600, stack.json and the output without
+    the password; stack.json names every part started (the reply endpoint and address too)."""
     port = free_port()
     with SmtpSink(tmp_path / "relay") as relay:
         smtp_url = f"smtp://mailer:hunter2-smtp@{relay.host}:{relay.port}"
-        env = _env(tmp_path, NOTICEFLOW_SMTP_URL=smtp_url, NOTICEFLOW_WEB_PORT=str(port))
+        env = _env(
+            tmp_path, NOTICEFLOW_SMTP_URL=smtp_url, NOTICEFLOW_WEB_PORT=str(port),
+            NOTICEFLOW_REPLY_ADDRESS="reply@replies.vendor.example",
+            NOTICEFLOW_INBOUND_PORT=str(free_port()),
+        )  # fmt: skip
         data = Path(env["NOTICEFLOW_DATA_DIR"])
         data.chmod(0o755)  # as an older version left it
         (data / "noticeflow.log").write_text("")
@@ -266,6 +286,13 @@ def test_a_full_up_run_keeps_everything_private(tmp_path):
     assert "smtp://mailer:***@" in output
     assert json.loads(stack_json)["smtp_url"] is None
     assert json.loads(stack_json)["database_url"]  # the embedded database's: other commands use it
+    # every part started is named in stack.json, the reply endpoint too, as in the banner
+    named = json.loads(stack_json)
+    assert named["reply_address"] == "reply@replies.vendor.example"
+    assert named["inbound_url"] == f"smtp://127.0.0.1:{named['inbound_port']}"
+    assert f"replies           {named['inbound_url']}" in output
+    for key in ("web_url", "temporal_address", "temporal_ui_url", "codec_url"):
+        assert named[key] and str(named[key]) in output, key
     # 0700; 0711 as root (embedded PostgreSQL's server runs as its own user and passes through).
     assert data_mode in (0o700, 0o711), oct(data_mode)
     for name in [
