@@ -4,8 +4,9 @@ A transient failure (timeout, connection error, 408/425/429/5xx) has recorded it
 fails the activity with the delivery's own next delay (``next_retry_delay``): Temporal waits that
 long and retries the same subscription, whose oldest pending delivery is that one again. A
 delivery that fails for good (or whose 24 h are up) is recorded as failed inside the activity, and
-the next one proceeds. A key that cannot open the stored secret (configuration) is retried every
-ten minutes, never a failed workflow."""
+the next one proceeds. A missing key for the stored secret (configuration: transient) is retried
+every ten minutes, never a failed workflow; a secret that does not open under its key (the row was
+altered: lasting) fails the subscription's pending deliveries, recorded, and ends the workflow."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deps import handed_over_on_shutdown
 from noticeflow.contracts import Activity, WebhookRequest, WebhookRound
-from noticeflow.webhooks import Deliverer, RetryLater, WebhookError
+from noticeflow.webhooks import Deliverer, RetryLater, SecretKeyMissing
 
 CONFIGURATION_RETRY = timedelta(minutes=10)
 
@@ -36,10 +37,14 @@ class WebhookActivities:
             raise ApplicationError(
                 str(retry), type="WebhookRetry", next_retry_delay=retry.delay
             ) from None
-        except WebhookError as error:
+        except SecretKeyMissing as error:
             raise ApplicationError(
                 str(error), type="WebhookUnavailable", next_retry_delay=CONFIGURATION_RETRY
             ) from None
         return WebhookRound(
-            delivered=done.delivered, failed=done.failed, more=done.more, stopped=done.stopped
+            delivered=done.delivered,
+            failed=done.failed,
+            more=done.more,
+            stopped=done.stopped,
+            reason=done.reason,
         )

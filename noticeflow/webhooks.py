@@ -83,6 +83,8 @@ HEARTBEAT_SECONDS = 5.0  # the activity's heartbeat while a POST is under way
 RETRY_FIRST = timedelta(seconds=5)  # then doubling, at most RETRY_MAX apart
 RETRY_MAX = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
+REMOVED = "removed"  # why a delivery workflow ended (its result)
+UNREADABLE = "secret unreadable"
 RETRIED_STATUSES = frozenset({408, 425, 429})  # and every 5xx
 
 
@@ -232,17 +234,26 @@ def seal_secret(subscription_id: str, secret: str) -> tuple[bytes, str]:
     return sealed, keyring.Keyring.key_id(key)
 
 
+class SecretKeyMissing(WebhookError):
+    """The key that sealed a webhook's secret is not configured here: configuration, transient
+    (retried until the key is set)."""
+
+
+class SecretUnreadable(WebhookError):
+    """A webhook's stored secret does not open under its key (the row was altered): lasting."""
+
+
 def open_secret(subscription_id: str, sealed: bytes, key_id: str) -> str:
     key = keyring.installed().by_id("kek", key_id, SECRET_USE)
     if key is None:
-        raise WebhookError(
+        raise SecretKeyMissing(
             f"the secret of webhook {subscription_id} was sealed by a key-encryption key this"
             " process does not have: set it in NOTICEFLOW_PREVIOUS_KEY_ENCRYPTION_KEYS"
         )
     try:
         return AESGCM(key).decrypt(sealed[:12], sealed[12:], _aad(subscription_id)).decode()
     except InvalidTag:
-        raise WebhookError(
+        raise SecretUnreadable(
             f"the stored secret of webhook {subscription_id} does not open: the row was altered"
         ) from None
 
@@ -844,7 +855,8 @@ class Round:
     delivered: int = 0
     failed: int = 0
     more: bool = False  # stopped at the batch's end with deliveries still pending
-    stopped: bool = False  # removed (or unknown): the workflow ends
+    stopped: bool = False  # removed (or unknown), or its secret unreadable: the workflow ends
+    reason: str | None = None  # why it stopped: REMOVED or UNREADABLE
 
 
 class Deliverer:
@@ -881,7 +893,7 @@ class Deliverer:
             if sub is None or sub["removed_at"] is not None:
                 if sub is not None:
                     await remove(self.pool, subscription_id)  # cancels what is still pending
-                return Round(delivered, failed, stopped=True)
+                return Round(delivered, failed, stopped=True, reason=REMOVED)
             row = await self.pool.fetchrow(
                 "SELECT delivery_id, message_id, body, attempts, first_attempt_at"
                 " FROM webhook_deliveries WHERE subscription_id = $1 AND status = 'pending'"
@@ -890,7 +902,16 @@ class Deliverer:
             )
             if row is None:
                 return Round(delivered, failed)
-            secret = open_secret(subscription_id, bytes(sub["secret_sealed"]), sub["secret_key_id"])
+            try:
+                secret = open_secret(
+                    subscription_id, bytes(sub["secret_sealed"]), sub["secret_key_id"]
+                )
+            except SecretUnreadable:
+                # Nothing can be signed for it again: its pending deliveries fail (recorded),
+                # and the workflow ends. A later event starts another, which does the same.
+                failed += await self._fail_pending(subscription_id, UNREADABLE)
+                log.warning("webhook secret unreadable", subscription_id=subscription_id)
+                return Round(delivered, failed, stopped=True, reason=UNREADABLE)
             at = datetime.now(UTC)
             # The give-up clock starts before the POST: an attempt that never records its end
             # (a worker killed mid-POST) still counts against the delivery's 24 h.
@@ -938,6 +959,16 @@ class Deliverer:
             )
         )
         return Round(delivered, failed, more=more)
+
+    async def _fail_pending(self, subscription_id: str, reason: str) -> int:
+        """Fail every pending delivery of the subscription, without a POST, for ``reason``."""
+        done = await self.pool.execute(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = $2, finished_at = now(),"
+            " next_attempt_at = NULL WHERE subscription_id = $1 AND status = 'pending'",
+            subscription_id,
+            f"{reason}: its stored secret does not open (the row was altered); not sent",
+        )
+        return int(done.rsplit(" ", 1)[1])
 
     async def _record(
         self,

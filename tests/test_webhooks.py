@@ -313,6 +313,40 @@ async def test_a_webhook_is_not_added_while_an_outbox_pass_runs(pool: Any) -> No
     assert sub.created_at >= released
 
 
+async def test_an_altered_secret_fails_the_pending_deliveries_and_ends_the_workflow(
+    time_skipping_env: Any, pool: Any, smtp_sink: Any
+) -> None:
+    """A secret that does not open (the row altered: lasting) is not retried every ten minutes
+    like a missing key (configuration: transient): its deliveries fail, recorded, and its
+    workflow ends."""
+    env = time_skipping_env
+    subscription_id, _ = await pending_delivery(pool, "http://127.0.0.1:9/x")
+    sealed = await pool.fetchval(
+        "SELECT secret_sealed FROM webhook_subscriptions WHERE subscription_id = $1",
+        subscription_id,
+    )
+    altered = bytes(sealed[:-1]) + bytes([sealed[-1] ^ 1])
+    await pool.execute(
+        "UPDATE webhook_subscriptions SET secret_sealed = $2 WHERE subscription_id = $1",
+        subscription_id,
+        altered,
+    )
+    async with stack(env, pool, smtp_sink, deliverer(pool)):
+        handle = env.client.get_workflow_handle(webhook_workflow_id(subscription_id))
+        await eventually(lambda: all_settled(pool, subscription_id, 1))
+        assert await asyncio.wait_for(handle.result(), 60) == webhooks.UNREADABLE
+    (row,) = await webhooks.deliveries(pool, subscription_id)
+    assert row["status"] == "failed" and "does not open" in row["last_error"], row
+    # A key that is not configured is another matter: transient, retried by the activity.
+    with pytest.raises(webhooks.SecretKeyMissing):
+        webhooks.open_secret(subscription_id, altered, "no-such-key")
+    with pytest.raises(webhooks.SecretUnreadable):
+        webhooks.open_secret(subscription_id, altered, await pool.fetchval(
+            "SELECT secret_key_id FROM webhook_subscriptions WHERE subscription_id = $1",
+            subscription_id,
+        ))  # fmt: skip
+
+
 # --- a POST's deadline ------------------------------------------------------------------------
 
 
