@@ -24,6 +24,7 @@ from noticeflow.domain.public_list import (
     parse_baseline,
     parse_head,
 )
+from tests.test_change_kinds import running  # noqa: F401  (the fixture)
 
 T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
 TODAY = date(2026, 1, 5)
@@ -421,3 +422,39 @@ async def test_an_event_no_stream_head_covers_does_not_change_the_list(pool):
     assert "Rogue Analytics Ltd" not in names(after)
     assert after == before  # the same list and the same chain head
     assert await cache.current(pool) == before
+
+
+@pytest.fixture
+def stack(running: Any) -> Any:  # noqa: F811  (the real stack of tests/test_change_kinds.py)
+    return running
+
+
+async def test_a_regional_removal_of_a_baseline_entry_on_the_real_workflow(stack, pool, tmp_path):
+    """End to end (time-skipping Temporal, PostgreSQL, SMTP): a baseline, then a removal of one
+    of its entries sent to the US customers only, run until it takes effect. The others still use
+    it, so it stays listed; the public check compares the list with the records (enablements,
+    the baseline, the notices' phases), which a fold retiring it for everyone would fail."""
+    from noticeflow.domain.notice import parse_notice
+    from noticeflow.domain.rules import Phase
+    from tests.public_check import assert_public_list_equals_the_events
+    from tests.test_change_kinds import spec_of, start
+
+    env, task_queue = stack
+    now = await env.get_current_time()
+    await public_list.record_baseline(pool, entries_of(), "alice", now)
+    data = spec_of(now, "anthropic-us-removal", "Anthropic, PBC").model_dump(
+        mode="json", exclude={"objection_window", "kind", "replaces", "previous", "reminder_before"}
+    )
+    assert data["audience"]["regions"] == ["US"]
+    spec = parse_notice({**data, "kind": "removal", "effective_at": now + timedelta(days=10)})
+    handle = await start(env, pool, task_queue, spec)
+    await env.sleep(timedelta(days=11))
+    assert (await handle.result()).phase is Phase.active
+    body = await assert_public_list_equals_the_events(pool, tmp_path / "public-list")
+    assert [e["name"] for e in body["subprocessors"]] == [
+        "Amazon Web Services EMEA SARL",
+        "Anthropic, PBC",
+    ]
+    assert [(c["notice_id"], c["status"]) for c in body["past_changes"]] == [
+        ("anthropic-us-removal", "in_effect")
+    ]
