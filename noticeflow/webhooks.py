@@ -67,6 +67,7 @@ EVENTS: dict[str, str] = {
     "notice.postponed": "a notice's effective date moved later",
     "notice.cancelled": "a notice was cancelled",
     "subprocessor.enabled": "a sub-processor is now in use for a customer",
+    "subprocessor.disabled": "a sub-processor is no longer in use for a customer",
     "objection.received": "a customer objected (or, on a DORA contract, requested changes)",
 }
 TEST_EVENT = "webhook.test"  # `webhooks test`: sent at once, not retried
@@ -506,6 +507,18 @@ async def map_event(c: asyncpg.Connection, e: es.StoredEvent) -> Mapped | None:
                 "customer_id": d["customer_id"],
                 "subprocessor": d["subprocessor"],
                 "enabled_at": _iso(e.occurred_at),
+                "ground": d.get("because"),
+            },
+        )
+    if e.event_type == "subprocessor_disabled":
+        return Mapped(
+            "subprocessor.disabled",
+            key,
+            {
+                "notice_id": notice_id,
+                "customer_id": d["customer_id"],
+                "subprocessor": d["subprocessor"],
+                "disabled_at": _iso(e.occurred_at),
                 "ground": d.get("because"),
             },
         )

@@ -1,7 +1,8 @@
 """Webhooks (issue 14 item 3) on real parts: PostgreSQL, Temporal's time-skipping server, a real
 HTTP receiver on 127.0.0.1 (allowed by NOTICEFLOW_WEBHOOKS_ALLOW_PRIVATE=true), which verifies
 every request's signature with the `standardwebhooks` package. A notice's lifecycle delivers
-notice.sent, objection.received, notice.postponed and subprocessor.enabled, another's
+notice.sent, objection.received, notice.postponed, subprocessor.enabled and (ops exclude a customer
+after its switch-on) subprocessor.disabled, another's
 notice.cancelled; a 500 is retried under the same webhook-id until it is delivered and recorded;
 a dead endpoint is given up after its time and the next delivery proceeds; a removed webhook
 gets nothing more. Plus the SSRF rule and the CLI's validation."""
@@ -157,6 +158,10 @@ async def test_a_notice_lifecycle_delivers_signed_events_with_ids_only_and_retri
         )
         await env.sleep(timedelta(days=41))
         await wait_for(handle, lambda s: s.phase is Phase.active and s.activated == 2)
+        # Ops exclude acme after its switch-on: the sub-processor is off for it again.
+        await handle.signal(
+            "exclude", {"customer_id": "acme", "reason": "Contract ended", "by": "carol"}
+        )
         # A second notice, cancelled after it was sent.
         later = await env.get_current_time()
         other = spec_of(later, f"wh-{uuid.uuid4().hex[:6]}", "Mistral AI")
@@ -170,7 +175,8 @@ async def test_a_notice_lifecycle_delivers_signed_events_with_ids_only_and_retri
         async def everything() -> list[dict[str, Any]] | None:
             rows = await all_settled(pool, sub.subscription_id, 1)
             wanted = {"notice.sent", "notice.postponed", "notice.cancelled",
-                      "objection.received", "subprocessor.enabled"}  # fmt: skip
+                      "objection.received", "subprocessor.enabled",
+                      "subprocessor.disabled"}  # fmt: skip
             if rows is None or not wanted <= set(kinds(rows)):
                 return None
             return rows
@@ -182,6 +188,15 @@ async def test_a_notice_lifecycle_delivers_signed_events_with_ids_only_and_retri
     enabled = [json.loads(r["body"]) for r in rows if r["event_type"] == "subprocessor.enabled"]
     assert {e["data"]["customer_id"] for e in enabled} == {"acme", "globex"}
     assert {e["data"]["subprocessor"] for e in enabled} == {"OpenAI, LLC"}
+    (disabled,) = [
+        json.loads(r["body"]) for r in rows if r["event_type"] == "subprocessor.disabled"
+    ]
+    assert disabled["data"]["customer_id"] == "acme", disabled
+    assert disabled["data"]["subprocessor"] == "OpenAI, LLC"
+    assert disabled["data"]["ground"] == "excluded_by_ops"
+    assert set(disabled["data"]) == {
+        "notice_id", "customer_id", "subprocessor", "disabled_at", "ground", "event"
+    }  # fmt: skip
 
     # Every request verifies with the secret; the first was answered 500 and came again with
     # the same webhook-id, then recorded delivered after two attempts.
@@ -223,7 +238,7 @@ async def test_a_notice_lifecycle_delivers_signed_events_with_ids_only_and_retri
         assert customer.name not in everything_sent
         for email in customer.contact_emails:
             assert email not in everything_sent
-    for words in ("Not with our data", "renegotiated", "carol", "bob"):
+    for words in ("Not with our data", "renegotiated", "Contract ended", "carol", "bob"):
         assert words not in everything_sent
 
 

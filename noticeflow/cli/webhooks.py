@@ -24,7 +24,8 @@ app = typer.Typer(
 
 EVENTS_HELP = (
     "Events to deliver, comma-separated or repeated: notice.sent, notice.postponed,"
-    " notice.cancelled, subprocessor.enabled, objection.received (default: all)."
+    " notice.cancelled, subprocessor.enabled, subprocessor.disabled, objection.received"
+    " (default: all)."
 )
 IdArg = Annotated[str, typer.Argument(help="The webhook's id (wh_…, see `webhooks list`).")]
 
