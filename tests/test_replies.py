@@ -6,12 +6,15 @@ unreadable text, erased customer), erasure and the auto-act setting."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiosmtplib
 import pytest
@@ -19,13 +22,13 @@ from structlog.testing import capture_logs
 from temporalio.testing import ActivityEnvironment
 
 from activities.sending import SendingActivities
-from noticeflow import repository
+from noticeflow import db, repository
 from noticeflow.contracts import AudienceRequest, SendRequest
 from noticeflow.crypto import ERASED
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.replies import ReplyAddress
 from noticeflow.mail import build_message
-from noticeflow.replies import store, tokens
+from noticeflow.replies import inbound, store, tokens
 from noticeflow.replies.inbound import InboundServer
 from tests import helpers
 from worker.main import make_deps
@@ -283,6 +286,104 @@ async def test_a_customer_erased_between_rcpt_and_data_does_not_bounce_the_other
     assert [(r.notice_id, r.customer_id) for r in kept] == [(spec.notice_id, "initech")]
     (rejected,) = await store.listing(pool, status="rejected")
     assert rejected.customer_id == "acme" and rejected.body is None
+
+
+class Outage:
+    """A TCP relay to the test PostgreSQL (its Unix socket) that can be cut and restored: through
+    it the endpoint's database really goes away (open connections reset, new ones refused on a
+    closed port) and comes back on the same port."""
+
+    def __init__(self, database_url: str) -> None:
+        parsed = urlsplit(database_url)
+        (self.socket_path,) = (
+            path
+            for path in Path(parse_qs(parsed.query)["host"][0]).glob(".s.PGSQL.*")
+            if path.suffix != ".lock"
+        )
+        self.database = parsed.path
+        self.user = parsed.username
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.links: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}{self.database}?sslmode=disable"
+
+    async def restore(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in self.links:
+            writer.transport.abort()
+        self.links.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(str(self.socket_path))
+        self.links += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_the_database_unreachable_is_451_and_the_retry_is_kept_once(
+    mailed, smtp_sink, pool, database_url
+):
+    """PostgreSQL goes away (a real outage: the endpoint's connections reset, its port closed):
+    a mail is answered 451 4.3.0 at RCPT, or at DATA when it went away after RCPT, so the sender
+    retries; once it is back the retry is kept, once."""
+    _, spec = mailed
+    await tokens.fill(pool)
+    to = reply_to_of(smtp_sink, "dpo@initech.example")
+    message = a_reply(to, "dpo@initech.example", "We object.")
+    outage = Outage(database_url)
+    await outage.restore()
+    through = await db.create_pool(outage.url, min_size=1, max_size=2)
+    try:
+        async with InboundServer(through, ADDRESS, port=0) as server:
+            await outage.cut()  # down before the mail: RCPT cannot resolve the address
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+                await send(server, message, "dpo@initech.example", to)
+            (recipient,) = refused.value.recipients
+            assert (recipient.code, recipient.message) == (451, inbound.TEMPORARY[4:])
+
+            await outage.restore()  # up at RCPT, down at DATA
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port)
+            async with client:
+                await client.ehlo()
+                await client.mail("dpo@initech.example")
+                assert (await client.rcpt(to)).code == 250
+                await outage.cut()
+                with pytest.raises(aiosmtplib.SMTPDataError) as data_refused:
+                    await client.data(message.as_bytes())
+            assert data_refused.value.code == 451, data_refused.value
+            assert await pool.fetchval("SELECT count(*) FROM replies") == 0
+
+            await outage.restore()  # back: the sender's retry is kept, once
+            answer = await send(server, message, "dpo@initech.example", to)
+            again = await send(server, message, "dpo@initech.example", to)
+    finally:
+        await through.close()
+        if outage.server is not None:
+            outage.server.close()
+    assert answer.startswith("2.0.0 reply received (rp-") and again == answer, (answer, again)
+    (reply,) = await store.listing(pool)
+    assert (reply.notice_id, reply.customer_id, reply.body) == (
+        spec.notice_id, "initech", "We object.",
+    )  # fmt: skip
 
 
 async def test_an_oversized_mail_is_refused(mailed, smtp_sink, pool, endpoint):
