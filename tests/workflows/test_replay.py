@@ -11,7 +11,9 @@ The histories (a new file in histories/ is replayed without touching this test):
   postponed_then_cancelled_in_window, cancelled_when_active, opt_in_excluded_then_revoked_run1/2
   (a revoke after completion: a new run by signal-with-start), removal_cancel_refused_run1/2 (a
   cancel refused after the removal took effect: the ``removal-keeps-effect`` patch),
-  dora_request_for_changes, continue_as_new_run1/2 (the dev server suggested it);
+  dora_request_for_changes, continue_as_new_run1/2 (the dev server suggested it),
+  webhook_delivery (a webhook's WebhookDelivery workflow: a delivery answered 500 and retried,
+  a second round, removal);
 - recorded by earlier workflow code (plain payloads: the codec passes them through):
   notice_before_ui_summaries.json (a real worker's notice, judged the old way, names in the
   payloads) and notice_before_typed_events.json (the stubbed notice-actions story of
@@ -48,6 +50,7 @@ from workflows.notice import (
     NoticeWorkflow,
     Repeated,
 )
+from workflows.webhooks import WebhookWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 ALL = sorted(HISTORIES.glob("*.json"))
@@ -108,7 +111,7 @@ async def test_a_recorded_notice_replays(path: Path) -> None:
     from worker.main import LogContextInterceptor
 
     replayer = Replayer(
-        workflows=[NoticeWorkflow],
+        workflows=[NoticeWorkflow, WebhookWorkflow],
         data_converter=_converter(),
         interceptors=[LogContextInterceptor(), *tracing.interceptors("http://127.0.0.1:9")],
     )
@@ -135,6 +138,15 @@ def test_the_recordings_cover_every_scenario_of_the_script() -> None:
     last = {p.stem: _events(p)[-1]["eventType"] for p in ALL}
     assert last["continue_as_new_run1"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
     assert last["every_phase"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    assert last["webhook_delivery"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    webhook = _events(HISTORIES / "webhook_delivery.json")
+    assert _activity_types(HISTORIES / "webhook_delivery.json") == ["deliver_webhooks"] * 3
+    retried = [
+        e["activityTaskStartedEventAttributes"]["attempt"]
+        for e in webhook
+        if "activityTaskStartedEventAttributes" in e
+    ]
+    assert max(retried) >= 2, retried  # the 500, retried by Temporal
     assert TYPED_NOTICE_EVENTS in _patches(HISTORIES / "every_phase.json")
     assert REMOVAL_KEEPS_EFFECT in _patches(HISTORIES / "removal_cancel_refused_run2.json")
     revoked = _activity_types(HISTORIES / "opt_in_excluded_then_revoked_run2.json")
