@@ -21,8 +21,9 @@
   several workers never send one row at once), sends each with a Message-ID that is a hash of
   (subscriber, mail key) — a retry is recognisable — and records the outcome: a temporary
   failure is retried with backoff on that row only (1 min doubling, at most an hour apart, given
-  up after a day), a permanent one fails that row; no row ever holds another, and nothing here
-  touches a notice (it runs beside the notices, in the worker, on its own SMTP connection).
+  up after a day), a permanent one fails that row, and so does any other error building or
+  sending that one mail (recorded with the error's type); no row ever holds another, and nothing
+  here touches a notice (it runs beside the notices, in the worker, on its own SMTP connection).
 
 No address is ever logged, put in a URL, a Temporal payload or a metric: ids only.
 """
@@ -81,6 +82,8 @@ RETRY_MAX = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
 LEASE = timedelta(minutes=10)  # a claimed row is someone's for this long (then: at-least-once)
 UNAVAILABLE_RETRY = timedelta(seconds=30)  # the mail server cannot be reached at all
+# Errors of the database itself, not of one mail: they end the round (the loop tries again).
+DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError)
 CHECKPOINT = "subscriptions"
 OUTBOX_LOCK = 7_346_023
 SUBSCRIBE_LOCK = 7_346_024
@@ -627,7 +630,29 @@ class SubscriberMailer:
                     )
                     log.warning("subscriber mail: mail server unavailable", mails=len(left))
                     break
+                except DATABASE_DOWN:
+                    raise  # says nothing about this row: the loop retries the round
+                except Exception as error:
+                    # A template that will not render, a key that will not unwrap, a message that
+                    # cannot be built: this row's alone. Failed for good (retrying would fail the
+                    # same way and stall its batch every lease), the next row goes on.
+                    await self._broken(row, error, done)
         return done
+
+    async def _broken(self, row: Any, error: Exception, done: Round) -> None:
+        words = f"could not build or send the mail: {type(error).__name__}"
+        await self._finish(row["mail_id"], "failed", words, row["attempts"] + 1, datetime.now(UTC))
+        done.failed += 1
+        log.warning(  # ids and the error's type only: its message may quote an address
+            "subscriber mail",
+            mail_id=row["mail_id"],
+            subscriber_id=row["subscriber_id"],
+            kind=row["kind"],
+            notice_id=row["notice_id"],
+            attempt=row["attempts"] + 1,
+            outcome="failed",
+            error_type=type(error).__name__,
+        )
 
     async def _one(
         self, session: SmtpSession, row: Any, changes: dict[str, Change], done: Round

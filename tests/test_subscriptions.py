@@ -296,6 +296,31 @@ async def copies_and_bounces(pool, smtp_sink):
     assert await subscriptions.find_by_email(pool, "reader@example.com") is None
 
 
+async def test_a_mail_that_cannot_be_built_fails_alone_and_holds_nobody(clean, smtp_sink):
+    """A key that will not unwrap (or a template that will not render, a message that cannot be
+    built): that row is recorded failed with the error's type, the next row is sent, the round
+    ends normally, and the failed row is not claimed again."""
+    broken, _ = await subscriptions.subscribe(clean, "broken@example.com")
+    fine, _ = await subscriptions.subscribe(clean, "fine@example.com")
+    await clean.execute(
+        "UPDATE subscriber_keys SET wrapped = '\\x00'::bytea WHERE subscriber_id = $1", broken
+    )
+    sender = mailer(clean, smtp_sink)
+    with capture_logs() as logs:
+        done = await sender.send_due()
+    assert (done.claimed, done.sent, done.failed) == (2, 1, 1)
+    rows = {r["subscriber_id"]: r for r in await clean.fetch("SELECT * FROM subscriber_mails")}
+    assert rows[fine]["status"] == "sent"
+    assert rows[broken]["status"] == "failed"
+    assert rows[broken]["last_error"].startswith("could not build or send the mail: ")
+    assert [m["To"] for m in smtp_sink.messages()] == ["fine@example.com"]
+    failed = [e for e in logs if e.get("outcome") == "failed"]
+    assert failed and failed[0]["subscriber_id"] == broken and failed[0]["error_type"]
+    assert "broken@example.com" not in json.dumps(logs, default=str)
+    await clean.execute("UPDATE subscriber_mails SET next_attempt_at = now() - interval '1 hour'")
+    assert (await sender.send_due()).claimed == 0  # nothing left to stall a batch
+
+
 async def append_change(pool, notice_id: str, event_type: str) -> None:
     """A postponement or cancellation as the product stores one (its event types)."""
     from noticeflow import eventstore
