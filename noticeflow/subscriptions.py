@@ -322,6 +322,13 @@ async def confirm(
     link = tokens.read_confirmation(token)
     now = now or datetime.now(UTC)
     async with pool.acquire() as c, c.transaction():
+        # Serialised with the outbox's passes (which hold this lock exclusively): a confirmation
+        # never commits in the middle of a pass, and its time is taken after the lock, so every
+        # event a pass already read was recorded before it (owed nothing) and every later one is
+        # read by a pass that sees it confirmed. Without this, a confirmation committing after a
+        # pass read an event but before it read the subscribers, with a now() from before the
+        # event, would be owed that event and never get it (the checkpoint had moved on).
+        await c.execute("SELECT pg_advisory_xact_lock_shared($1)", OUTBOX_LOCK)
         status = await c.fetchval(
             "SELECT status FROM subscribers WHERE subscriber_id = $1 FOR UPDATE",
             link.subscriber_id,
@@ -334,7 +341,7 @@ async def confirm(
             result = Confirmed.expired
         else:
             await c.execute(
-                "UPDATE subscribers SET status = 'confirmed', confirmed_at = now()"
+                "UPDATE subscribers SET status = 'confirmed', confirmed_at = clock_timestamp()"
                 " WHERE subscriber_id = $1",
                 link.subscriber_id,
             )

@@ -321,6 +321,28 @@ async def test_a_mail_that_cannot_be_built_fails_alone_and_holds_nobody(clean, s
     assert (await sender.send_due()).claimed == 0  # nothing left to stall a batch
 
 
+async def test_a_confirmation_waits_for_an_outbox_pass_and_is_dated_after_it(clean):
+    """The outbox reads events in one statement and subscribers in another: a confirmation that
+    committed between them, dated (now()) before an event the pass read, would be owed that event
+    and never get it. Confirming takes the outbox's lock (shared) and its time after it: while a
+    pass holds the lock the confirmation waits, and it is dated after the pass."""
+    subscriber_id, _ = await subscriptions.subscribe(clean, "reader@example.com")
+    tokens = Tokens(TEST_LINK_KEY, URL)
+    expires = datetime.now(UTC) + timedelta(days=1)
+    token = tokens.confirm_url(subscriber_id, expires).rsplit("/", 1)[1]
+    async with clean.acquire() as c, c.transaction():
+        await c.execute("SELECT pg_advisory_xact_lock($1)", subscriptions.OUTBOX_LOCK)
+        waiting = asyncio.create_task(subscriptions.confirm(clean, tokens, token))
+        await asyncio.sleep(0.5)
+        assert not waiting.done(), "a confirmation committed during an outbox pass"
+        pass_ended = await c.fetchval("SELECT clock_timestamp()")
+    assert await asyncio.wait_for(waiting, 10) == (subscriber_id, Confirmed.confirmed)
+    confirmed_at = await clean.fetchval(
+        "SELECT confirmed_at FROM subscribers WHERE subscriber_id = $1", subscriber_id
+    )
+    assert confirmed_at >= pass_ended
+
+
 async def append_change(pool, notice_id: str, event_type: str) -> None:
     """A postponement or cancellation as the product stores one (its event types)."""
     from noticeflow import eventstore
