@@ -48,6 +48,8 @@ STACK_KEYS = {
     "smtp_url": "smtp_url",
     "web_url": "public_url",
     "temporal_ui_url": "temporal_ui_url",
+    # A worker started in a second terminal sets the same Reply-To as up's.
+    "reply_address": "reply_address",
 }
 
 
