@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, le=65535)
+    # The reverse proxies (addresses or networks, comma-separated; "*": any) whose
+    # X-Forwarded-For and X-Forwarded-Proto `noticeflow web` believes: the client address the rate
+    # limits count by is then the visitor's, not the proxy's. Empty: the headers are ignored.
+    web_forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
     temporal_ui_url: str | None = None  # links from the dashboard to the workflow
     # OpenID Connect sign-in, on when an issuer is set (discovery at <issuer>/.well-known/...).
     oidc_issuer: str | None = None
@@ -171,12 +175,32 @@ class Settings(BaseSettings):
         "previous_key_encryption_keys",
         "previous_signing_keys",
         "codec_cors_origins",
+        "web_forwarded_allow_ips",
         mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("web_forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        bad = []
+        for item in value:
+            try:
+                if item != "*":
+                    ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                bad.append(repr(item[:60]))
+        if bad:
+            raise ValueError(
+                f"expected IP addresses or networks (10.0.0.0/8) or *, comma-separated; not an"
+                f" address: {', '.join(bad)}"
+            )
         return value
 
     @field_validator("reply_address")

@@ -220,7 +220,10 @@ async def serve(
         port=settings.web_port,
         log_level="warning",
         access_log=False,  # an access log would hold link tokens; the app logs what it needs
-        proxy_headers=False,
+        # X-Forwarded-For/-Proto only from the proxies named (NOTICEFLOW_WEB_FORWARDED_ALLOW_IPS):
+        # then the rate limits count the visitor's address, not the proxy's.
+        proxy_headers=bool(settings.web_forwarded_allow_ips),
+        forwarded_allow_ips=settings.web_forwarded_allow_ips or None,
         lifespan="on",
         # An open dashboard holds a server-sent event stream: do not wait for it on shutdown.
         timeout_graceful_shutdown=3,

@@ -12,7 +12,14 @@
   address, without sign-in or CSRF token (the signed link is the authority). Never on GET.
 
 A forged, malformed or expired link gets a clear 4xx page and a security log line with the
-token's fingerprint (never the token, never an address)."""
+token's fingerprint (never the token, never an address).
+
+Rate limits: the form, per client address (10 a minute). A link whose signature verifies is
+always honoured, never rate-limited: mailbox providers send RFC 8058 one-click POSTs from their
+own servers, so many subscribers' unsubscribes share one address, and a 429 would lose one. Only
+refused links count against their client (60 a minute, then 429). Behind a reverse proxy the
+client address is the proxy's unless NOTICEFLOW_WEB_FORWARDED_ALLOW_IPS names it
+(noticeflow/web/app.py serve(): uvicorn then takes X-Forwarded-For from it)."""
 
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from noticeflow.web.public import render_public
 router = APIRouter()
 
 SUBSCRIBE_PER_CLIENT = 10  # subscribe requests per client address per minute
-LINK_PER_CLIENT = 60  # confirm/unsubscribe requests per client address per minute
+LINK_PER_CLIENT = 60  # refused confirm/unsubscribe links per client address per minute
 MAX_FORM = 4096
 
 
@@ -108,6 +115,10 @@ async def subscribe(request: Request, web: Web = Depends(get_web)) -> Response:
 
 
 def _bad_link(web: Web, request: Request, error: InvalidToken, token: str, what: str) -> Response:
+    """A refused link: counted against its client (a valid one never is), 429 past the limit."""
+    limited = _limited(web, request, "subscription-link-refused", LINK_PER_CLIENT)
+    if limited is not None:
+        return limited
     security_log.warning(
         "subscription link refused",
         kind=error.kind,
@@ -129,9 +140,6 @@ def _bad_link(web: Web, request: Request, error: InvalidToken, token: str, what:
 
 @router.get("/subscribe/confirm/{token}", include_in_schema=False)
 async def confirm_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
-    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
-    if limited is not None:
-        return limited
     try:
         tokens(request, web).read_confirmation(token)
     except InvalidToken as error:
@@ -148,9 +156,6 @@ async def confirm_page(token: str, request: Request, web: Web = Depends(get_web)
 
 @router.post("/subscribe/confirm/{token}", include_in_schema=False)
 async def confirm(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
-    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
-    if limited is not None:
-        return limited
     try:
         subscriber_id, result = await subscriptions.confirm(web.pool, tokens(request, web), token)
     except InvalidToken as error:
@@ -182,9 +187,6 @@ SUBSCRIBED = (
 
 @router.get("/unsubscribe/{token}", include_in_schema=False)
 async def unsubscribe_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
-    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
-    if limited is not None:
-        return limited
     try:
         tokens(request, web).read_unsubscribe(token)
     except InvalidToken as error:
@@ -207,9 +209,6 @@ async def unsubscribe_page(token: str, request: Request, web: Web = Depends(get_
 async def unsubscribe(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
     """RFC 8058: a POST (``List-Unsubscribe=One-Click``) unsubscribes; the signed token is the
     authority, so neither a session nor a CSRF token is asked for."""
-    limited = _limited(web, request, "subscription-link", LINK_PER_CLIENT)
-    if limited is not None:
-        return limited
     try:
         subscriber_id, erased = await subscriptions.unsubscribe(
             web.pool, tokens(request, web), token

@@ -8,10 +8,15 @@ unsubscribe (a POST without session or CSRF; GET never unsubscribes), which eras
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from datetime import timedelta
 
+import httpx
+
 from noticeflow import control, subscriptions
+from noticeflow.subscriptions import Tokens
+from noticeflow.web import subscriptions as subscriptions_web
 from tests.web.conftest import spec
 
 ADDRESS = "reader@example.com"
@@ -171,3 +176,85 @@ async def test_the_form_says_what_is_wrong_and_links_refuse_forgeries(web_stack)
                 answer = await http.request(method, path)
                 assert answer.status_code == 400 and "not valid" in answer.text
         assert await web_stack.pool.fetchval("SELECT count(*) FROM subscribers") == 0
+
+
+@contextlib.asynccontextmanager
+async def served(pool, data_dir, **settings: object):
+    """The real web app on a free port over ``pool`` (no Temporal needed for these pages)."""
+    from noticeflow.config import Settings
+    from noticeflow.sink import free_port
+    from noticeflow.web.app import serve
+    from tests.web.conftest import SECRET
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = Settings(
+        data_dir=data_dir, database_url="postgresql://unused", secret_key=SECRET,
+        public_url=url, web_host="127.0.0.1", web_port=port, web_token="t" * 32, **settings,
+    )  # fmt: skip
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    web = asyncio.create_task(serve(config, stop, pool=pool, started=started))
+    try:
+        await asyncio.wait_for(started, 30)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield http, Tokens(SECRET, url)
+    finally:
+        stop.set()
+        await web
+
+
+async def test_one_click_unsubscribes_are_never_rate_limited_only_refused_links_are(pool, tmp_path):
+    """A mailbox provider POSTs RFC 8058 one-click unsubscribes for many subscribers from one
+    address: every valid one is honoured (no 429 past the per-client limit); refused links from
+    one client are limited (429 with Retry-After)."""
+    ids = []
+    for n in range(subscriptions_web.LINK_PER_CLIENT + 5):
+        subscriber_id, _ = await subscriptions.subscribe(pool, f"reader{n}@example.com")
+        ids.append(subscriber_id)
+    async with served(pool, tmp_path) as (http, tokens):
+        for subscriber_id in ids:
+            answer = await http.post(
+                tokens.unsubscribe_url(subscriber_id),
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert answer.status_code == 200, (subscriber_id, answer.status_code)
+        assert await pool.fetchval(
+            "SELECT count(*) FROM subscribers WHERE status = 'unsubscribed'"
+        ) == len(ids)  # fmt: skip
+        answers = [
+            (await http.post(f"/unsubscribe/forged{n}.token")).status_code
+            for n in range(subscriptions_web.LINK_PER_CLIENT + 1)
+        ]
+        assert answers[:-1] == [400] * subscriptions_web.LINK_PER_CLIENT
+        assert answers[-1] == 429
+        # Still over the limit for refused links: a valid one is honoured all the same.
+        again = await http.post(tokens.unsubscribe_url(ids[0]))
+        assert again.status_code == 200
+
+
+async def test_behind_a_trusted_proxy_the_form_limits_each_visitor_not_the_proxy(pool, tmp_path):
+    """NOTICEFLOW_WEB_FORWARDED_ALLOW_IPS names the proxy: X-Forwarded-For is believed from it,
+    so visitors behind one proxy each get the form's limit; without it they share one bucket."""
+    limit = subscriptions_web.SUBSCRIBE_PER_CLIENT
+
+    async def answers(http: httpx.AsyncClient, visitors: int) -> list[int]:
+        return [
+            (
+                await http.post(
+                    "/subprocessors/subscribe",
+                    data={"email": f"v{visitor}-{n}@example.com"},
+                    headers={"X-Forwarded-For": f"203.0.113.{visitor + 1}"},
+                )
+            ).status_code
+            for visitor in range(visitors)
+            for n in range(limit // 2 + 1)
+        ]
+
+    async with served(pool, tmp_path / "trusted", web_forwarded_allow_ips="127.0.0.1") as (
+        http,
+        _,
+    ):
+        assert set(await answers(http, 3)) == {200}
+    async with served(pool, tmp_path / "untrusted") as (http, _):
+        assert 429 in await answers(http, 3)  # the proxy's (here: loopback's) one bucket
