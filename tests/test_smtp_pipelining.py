@@ -159,3 +159,70 @@ async def test_every_reply_has_the_outcome_it_has_without_pipelining(replies):
             outcomes.append(await outcome(url))
     without, pipelined = outcomes
     assert pipelined == without
+
+
+def self_signed(tmp_path):
+    """A certificate for localhost, and the key, as PEM files."""
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_pipelining_after_starttls_and_login(tmp_path, monkeypatch):
+    """The connection is taken over after aiosmtplib's STARTTLS, login and EHLO: the TLS
+    transport carries the pipelined commands."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from noticeflow.sink import PipeliningHandler, free_port
+
+    cert_file, key_file = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client trusts this certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    port = free_port()
+    controller = Controller(
+        PipeliningHandler(tmp_path / "mail"), hostname="localhost", port=port,
+        tls_context=context, require_starttls=True, auth_require_tls=True,
+        authenticator=lambda *args: AuthResult(success=args[4].password == b"secret"),
+    )  # fmt: skip
+    controller.start()
+    try:
+        url = f"smtp+starttls://relay:secret@localhost:{port}"
+        async with SmtpSession(SmtpTarget.from_url(url)) as session:
+            first = await session.send(message(n=1))
+            assert session.pipelining and first.status.value == "accepted"
+            refused = await session.send(message("ops@acme.invalid", 2))
+            assert (refused.status.value, refused.reply.code) == ("failed", 550)
+            assert (await session.send(message(n=3))).status.value == "accepted"
+            assert session.pipelining
+    finally:
+        controller.stop()
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 2
