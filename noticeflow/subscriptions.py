@@ -66,6 +66,7 @@ from noticeflow.mail import (
     SmtpUnavailable,
     TemporarySmtpError,
 )
+from noticeflow.mailer import RelayPace
 
 log = structlog.get_logger(__name__)
 
@@ -580,6 +581,9 @@ class SubscriberMailer:
     renderer: MailRenderer = field(default_factory=MailRenderer)
     give_up_after: timedelta = GIVE_UP_AFTER
     retry_first: timedelta = RETRY_FIRST
+    # The relay's shared pace (NOTICEFLOW_SMTP_RELAY_RATE), the one the notices' mail keeps: a
+    # burst of copies takes its slots like any mail and cannot eat the relay's quota.
+    pace: RelayPace | None = None
     _list: public_list.Cache = field(default_factory=public_list.Cache)
 
     @classmethod
@@ -591,13 +595,17 @@ class SubscriberMailer:
         keys: str | Sequence[str],
         public_url: str,
         template_dir: Path | None = None,
+        relay_rate: float | None = None,
     ) -> SubscriberMailer:
+        smtp = SmtpTarget.from_url(smtp_url)
         return cls(
             pool,
-            SmtpTarget.from_url(smtp_url),
+            smtp,
             mail_from,
             Tokens(keys, public_url),
             MailRenderer(template_dir),
+            # keyed as noticeflow.mailer.Mailer keys it (host:port): one pace per relay
+            pace=RelayPace(f"{smtp.hostname}:{smtp.port}", relay_rate, 1) if relay_rate else None,
         )
 
     async def send_due(self, batch: int = 100) -> Round:
@@ -681,6 +689,8 @@ class SubscriberMailer:
             return
         address = key.unseal(FIELD_EMAIL, subscriber["email_sealed"])
         mail = self.build(subscriber_id, address, kind, row["mail_key"], change)
+        if self.pace is not None:
+            await self.pace.wait(self.pool)  # the relay's slot, shared with the notices' mail
         at = datetime.now(UTC)
         attempt = row["attempts"] + 1
         try:

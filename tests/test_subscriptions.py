@@ -343,6 +343,22 @@ async def test_a_confirmation_waits_for_an_outbox_pass_and_is_dated_after_it(cle
     assert confirmed_at >= pass_ended
 
 
+async def test_subscriber_mail_keeps_the_relays_shared_pace(clean, smtp_sink):
+    """NOTICEFLOW_SMTP_RELAY_RATE binds subscriber copies too: they take slots of the relay's
+    pace in PostgreSQL (relay_pace, the notices' mail's), so a burst cannot eat the quota."""
+    for n in range(6):
+        await subscriptions.subscribe(clean, f"reader{n}@example.com")
+    sender = mailer(clean, smtp_sink, relay_rate=4.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    done = await sender.send_due()
+    took = loop.time() - started
+    assert done.sent == 6
+    assert took >= 1.0, f"6 mails at 4 a second took {took:.2f} s"  # slots 0.25 s apart
+    relay = f"{sender.smtp.hostname}:{sender.smtp.port}"
+    assert await clean.fetchval("SELECT count(*) FROM relay_pace WHERE relay = $1", relay) == 1
+
+
 async def append_change(pool, notice_id: str, event_type: str) -> None:
     """A postponement or cancellation as the product stores one (its event types)."""
     from noticeflow import eventstore

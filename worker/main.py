@@ -288,6 +288,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                     settings.verification_keys,
                     settings.public_url,
                     settings.template_dir,
+                    relay_rate=settings.smtp_relay_rate,  # the relay's pace, shared
                 ),
                 stop,
             ),
