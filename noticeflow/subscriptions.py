@@ -36,6 +36,7 @@ import email.policy
 import enum
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -46,6 +47,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -809,6 +811,26 @@ class SubscriberMailer:
         return OutgoingMail(self.mail_from, address, message.as_bytes())
 
 
+def one_click_problem(public_url: str) -> str | None:
+    """Why subscribers' one-click unsubscribe will not work from this public URL (None: it
+    will): RFC 8058 wants List-Unsubscribe to be an https URI. Loopback and ``.localhost`` hosts
+    (``noticeflow up``, tests) are left alone: no mailbox provider reaches them anyway."""
+    parts = urlsplit(public_url)
+    if parts.scheme == "https":
+        return None
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    return (
+        f"NOTICEFLOW_PUBLIC_URL is {parts.scheme or 'not a URL'}://, not https://: subscribers'"
+        " List-Unsubscribe links are not https URIs, so mailbox providers will not offer RFC 8058"
+        " one-click unsubscribe (docs/public.md)"
+    )
+
+
 async def run(
     pool: asyncpg.Pool,
     mailer: SubscriberMailer,
@@ -825,6 +847,9 @@ async def run(
     def notified(*_: object) -> None:
         wake.set()
 
+    problem = one_click_problem(mailer.tokens.public_url)
+    if problem:
+        log.warning("subscriber mail: no one-click unsubscribe", problem=problem)
     swept = 0.0
     loop = asyncio.get_running_loop()
     while not stop.is_set():

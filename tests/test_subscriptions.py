@@ -359,6 +359,38 @@ async def test_subscriber_mail_keeps_the_relays_shared_pace(clean, smtp_sink):
     assert await clean.fetchval("SELECT count(*) FROM relay_pace WHERE relay = $1", relay) == 1
 
 
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("https://vendor.example", False),
+        ("http://127.0.0.1:8080", False),
+        ("http://noticeflow.localhost:8080", False),
+        ("http://[::1]:8080", False),
+        ("http://vendor.example", True),
+        ("http://10.0.0.5:8080", True),
+    ],
+)
+def test_a_public_url_that_is_not_https_is_named_for_one_click(url, warned):
+    problem = subscriptions.one_click_problem(url)
+    assert (problem is not None) == warned
+    if problem:
+        assert "https" in problem and "one-click" in problem
+
+
+async def test_the_mail_loop_warns_at_start_when_one_click_cannot_work(clean, smtp_sink):
+    sender = SubscriberMailer.configured(
+        clean, smtp_sink.url, "privacy@vendor.example", TEST_LINK_KEY, "http://vendor.example"
+    )
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(subscriptions.run(clean, sender, stop, poll_seconds=0.1))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    (warning,) = [e for e in logs if e["event"] == "subscriber mail: no one-click unsubscribe"]
+    assert warning["log_level"] == "warning" and "https" in warning["problem"]
+
+
 async def append_change(pool, notice_id: str, event_type: str) -> None:
     """A postponement or cancellation as the product stores one (its event types)."""
     from noticeflow import eventstore
