@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -394,3 +395,180 @@ async def test_the_preview_shows_the_customers_language(pool, smtp_sink, mailed)
     assert "31. Dezember 2030" in shown["text"]
     english = await preview_notice(pool, spec.notice_id, "acme", MailRenderer(), deps.links)
     assert english["text"].lstrip("\n").startswith("Dear Acme Corp,")
+
+
+# --- acknowledgements of a customer's answer ------------------------------------------------------
+
+
+def _old_acknowledgements(subprocessor: str, receipt: str, when: str) -> dict[str, list[str]]:
+    """The English acknowledgements exactly as noticeflow/application/intake.py wrote them before
+    the catalogue held them (its f-strings, copied): headline first, then the paragraphs."""
+    out: dict[str, list[str]] = {}
+    for timely in (True, False):
+        out[f"changes:{timely}"] = [
+            "We have received your request for changes",
+            f"Your request for changes to the use of {subprocessor} was"
+            f" received on {when} and is recorded as"
+            f" {'timely' if timely else 'late (after your deadline)'}"
+            f" (receipt {receipt}).",
+            "Our privacy team will contact you about it. "
+            + (
+                "Until it is resolved the sub-processor will not be used for your organisation."
+                if timely
+                else "As it came after your deadline, it does not hold the change"
+                " back; should the change go ahead, your contract lets you"
+                " terminate the affected service."
+            ),
+        ]
+        out[f"objection:{timely}"] = [
+            "We have received your objection",
+            f"Your objection to {subprocessor} was received on {when} and is "
+            f"recorded as {'timely' if timely else 'late (after your deadline)'}"
+            f" (receipt {receipt}).",
+            "Our privacy team will contact you to resolve it. Until then the sub-processor "
+            "will not be used for your organisation"
+            + ("." if timely else " unless the objection is resolved otherwise."),
+        ]
+    outcomes = {
+        "withdrawn": "Your objection has been withdrawn; the sub-processor may be used for your"
+        " organisation.",
+        "excluded": "Your objection is upheld: the sub-processor will not be used for your"
+        " organisation.",
+        "terminated": "As agreed, the affected service will be terminated for your organisation.",
+    }
+    for outcome, words in outcomes.items():
+        for what, name in (("objection", "objection"), ("changes", "request for changes")):
+            out[f"resolved:{outcome}:{what}"] = [
+                f"Your {name} has been resolved",
+                words.replace("objection", name),
+            ]
+    for opted_in in (True, False):
+        out[f"dora:{opted_in}"] = [
+            "Your approval is recorded" if opted_in else "Your approval is withdrawn",
+            f"We have recorded that you {'approve' if opted_in else 'withdraw your approval of'}"
+            f" the use of {subprocessor} (receipt {receipt}). "
+            + (
+                "It will be used for your organisation from the effective date of the notice."
+                if opted_in
+                else "Under your contract the change still goes ahead unless you object or"
+                " request changes before your deadline."
+            ),
+        ]
+    out["opt_in"] = [
+        "Your opt-in is recorded",
+        f"We have recorded your opt-in to {subprocessor} (receipt "
+        f"{receipt}). It will be used for your organisation from the "
+        "effective date of the notice, and you can revoke this opt-in at any time.",
+    ]
+    for switched_off in (True, False):
+        out[f"revoke:{switched_off}"] = [
+            "Your opt-in is revoked",
+            f"We have recorded that you revoked your opt-in to {subprocessor} (receipt "
+            f"{receipt}). "
+            + (
+                "It is no longer used for your organisation."
+                if switched_off
+                else "It will not be used for your organisation."
+            ),
+        ]
+    return out
+
+
+def _stored_acknowledgements(subprocessor: str, receipt: str, at: datetime, zone: str) -> dict:
+    """The same acknowledgements as intake.py now stores them (keys and fields)."""
+    when = lang.stored_instant(at, zone)
+    names = {"subprocessor": subprocessor, "receipt": receipt}
+    out: dict[str, dict[str, Any]] = {}
+    for timely in (True, False):
+        judged = "timely" if timely else "late"
+        for what in ("changes", "objection"):
+            out[f"{what}:{timely}"] = {
+                "headline": lang.stored(f"ack.{what}.headline"),
+                "paragraphs": [
+                    lang.stored(f"ack.{what}.received.{judged}", when=when, **names),
+                    lang.stored(f"ack.{what}.next.{judged}"),
+                ],
+            }
+    for outcome in ("withdrawn", "excluded", "terminated"):
+        for what in ("objection", "changes"):
+            out[f"resolved:{outcome}:{what}"] = {
+                "headline": lang.stored(f"ack.resolved.headline.{what}"),
+                "paragraphs": [lang.stored(f"ack.resolved.{outcome}.{what}")],
+            }
+    for opted_in, what in ((True, "approve"), (False, "withdraw")):
+        out[f"dora:{opted_in}"] = {
+            "headline": lang.stored(f"ack.{what}.headline"),
+            "paragraphs": [lang.stored(f"ack.{what}", **names)],
+        }
+    out["opt_in"] = {
+        "headline": lang.stored("ack.opt_in.headline"),
+        "paragraphs": [lang.stored("ack.opt_in", **names)],
+    }
+    for switched_off in (True, False):
+        out[f"revoke:{switched_off}"] = {
+            "headline": lang.stored("ack.revoke.headline"),
+            "paragraphs": [
+                lang.stored(f"ack.revoke.{'switched_off' if switched_off else 'not_used'}", **names)
+            ],
+        }
+    return out
+
+
+@pytest.mark.parametrize("tag", [None, "en", "en-GB", "en-US"])
+@pytest.mark.parametrize(
+    ("at", "zone"),
+    [
+        (datetime(2026, 12, 31, 23, 0, tzinfo=UTC), "Europe/Berlin"),
+        (datetime(2027, 1, 5, 8, 0, 7, 123456, tzinfo=UTC), "UTC"),
+        (datetime(2026, 7, 1, 12, 30, tzinfo=UTC), "America/New_York"),
+    ],
+)
+def test_english_acknowledgements_are_byte_for_byte_what_they_were(tag, at, zone):
+    from noticeflow.domain.deadlines import describe_instant
+
+    old = _old_acknowledgements(
+        "OpenAI, LLC {x}", "r-0123456789abcdef0123", describe_instant(at, zone)
+    )
+    stored = _stored_acknowledgements("OpenAI, LLC {x}", "r-0123456789abcdef0123", at, zone)
+    assert sorted(old) == sorted(stored)
+    for name, plan in stored.items():
+        # Through JSON, as the plan is kept (sealed) until mailed.
+        headline, paragraphs = lang.written_mail(tag, json.loads(json.dumps(plan)))
+        assert [headline, *paragraphs] == old[name], name
+
+
+def test_german_acknowledgements_are_german_throughout_with_a_german_date():
+    at = datetime(2026, 12, 31, 13, 5, tzinfo=UTC)
+    for name, plan in _stored_acknowledgements("OpenAI, LLC", "r-1", at, "Europe/Berlin").items():
+        headline, paragraphs = lang.written_mail("de", json.loads(json.dumps(plan)))
+        english, _ = lang.written_mail("en", plan)
+        assert headline != english, name
+        for words in (headline, *paragraphs):
+            english_words = {"your", "the", "we", "has", "have", "will", "received", "recorded"}
+            assert not english_words & set(re.findall(r"[a-z]+", words.lower())), words
+            assert "Ihr" in words, words
+    objection = lang.written_mail(
+        "de-AT", _stored_acknowledgements("X", "r-1", at, "UTC")["objection:True"]
+    )
+    assert objection == (
+        "Wir haben Ihren Widerspruch erhalten",
+        [
+            "Ihr Widerspruch gegen X ist am Donnerstag, 31. Dezember 2026, 13:05 Uhr UTC"
+            " eingegangen und als fristgerecht erfasst (Beleg r-1).",
+            "Unser Datenschutzteam wird sich mit Ihnen in Verbindung setzen, um ihn zu klären."
+            " Bis dahin wird der Unterauftragsverarbeiter für Ihre Organisation nicht eingesetzt.",
+        ],
+    )
+
+
+def test_an_acknowledgement_stored_before_the_catalogue_is_mailed_as_it_was():
+    plan = {"headline": "We have received your objection", "paragraphs": ["As written."]}
+    assert lang.written_mail("de", plan) == ("We have received your objection", ["As written."])
+    # An operator's note (free text) rides along as written, in any language.
+    note = {"headline": lang.stored("ack.resolved.headline.objection"), "paragraphs": ["Ok."]}
+    assert lang.written_mail("de", note) == ("Ihr Widerspruch ist erledigt", ["Ok."])
+
+
+def test_a_stored_message_names_a_catalogue_key():
+    with pytest.raises(KeyError):
+        lang.stored("ack.no_such_message")

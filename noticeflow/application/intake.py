@@ -46,7 +46,7 @@ from noticeflow.contracts import (
 )
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
 from noticeflow.domain import events, signals
-from noticeflow.domain.deadlines import describe_instant
+from noticeflow.domain import language as lang
 from noticeflow.domain.notice import NoticeSpec
 from noticeflow.domain.render import update_context
 from noticeflow.domain.rules import (
@@ -69,11 +69,6 @@ AFTER_CANCEL = {"revoke_opt_in", "resolve_objection", "exclude"}
 NOTHING_TO_ANSWER = {"object", "request_changes", "opt_in", "revoke_opt_in"}
 # Ops' actions about an erased customer (its personal data is gone, its cases are not).
 ERASED_OK = intake.ERASED_OK
-OUTCOME_WORDS = {
-    "withdrawn": "Your objection has been withdrawn; the sub-processor may be used for your organisation.",
-    "excluded": "Your objection is upheld: the sub-processor will not be used for your organisation.",
-    "terminated": "As agreed, the affected service will be terminated for your organisation.",
-}
 # Faults that may pass: the activity fails and Temporal retries it (bounded backoff).
 TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
@@ -124,7 +119,8 @@ class Refused(Exception):
 class Judged:
     status: str = intake.ACCEPTED
     reason: str | None = None
-    mail: dict[str, Any] | None = None  # headline, paragraphs: a confirmation to mail
+    # headline, paragraphs (catalogue keys and fields, domain/language.py): a confirmation to mail
+    mail: dict[str, Any] | None = None
     changed: bool = True
     deliveries_changed: bool = False
 
@@ -538,40 +534,21 @@ class IntakeService:
             receipt.received_at,
             context.keys,
         )
-        when = describe_instant(receipt.received_at, recipient["timezone"])
-        if changes:
-            return Judged(
-                reason=None if timely else "late: received after the customer's deadline",
-                mail={
-                    "headline": "We have received your request for changes",
-                    "paragraphs": [
-                        f"Your request for changes to the use of {spec.subprocessor} was"
-                        f" received on {when} and is recorded as"
-                        f" {'timely' if timely else 'late (after your deadline)'}"
-                        f" (receipt {receipt.receipt_id}).",
-                        "Our privacy team will contact you about it. "
-                        + (
-                            "Until it is resolved the sub-processor will not be used for your"
-                            " organisation."
-                            if timely
-                            else "As it came after your deadline, it does not hold the change"
-                            " back; should the change go ahead, your contract lets you"
-                            " terminate the affected service."
-                        ),
-                    ],
-                },
-            )
+        # Kept as catalogue keys and fields: written in the customer's language when mailed.
+        what, judged = ("changes" if changes else "objection"), ("timely" if timely else "late")
+        when = lang.stored_instant(receipt.received_at, recipient["timezone"])
         return Judged(
             reason=None if timely else "late: received after the customer's deadline",
             mail={
-                "headline": "We have received your objection",
+                "headline": lang.stored(f"ack.{what}.headline"),
                 "paragraphs": [
-                    f"Your objection to {spec.subprocessor} was received on {when} and is "
-                    f"recorded as {'timely' if timely else 'late (after your deadline)'}"
-                    f" (receipt {receipt.receipt_id}).",
-                    "Our privacy team will contact you to resolve it. Until then the sub-processor "
-                    "will not be used for your organisation"
-                    + ("." if timely else " unless the objection is resolved otherwise."),
+                    lang.stored(
+                        f"ack.{what}.received.{judged}",
+                        subprocessor=spec.subprocessor,
+                        when=when,
+                        receipt=receipt.receipt_id,
+                    ),
+                    lang.stored(f"ack.{what}.next.{judged}"),
                 ],
             },
         )
@@ -641,12 +618,12 @@ class IntakeService:
                 resolved,
             )
         }
-        what = "request for changes" if requests == {"changes"} else "objection"
-        words = OUTCOME_WORDS[resolution.outcome.value].replace("objection", what)
+        what = "changes" if requests == {"changes"} else "objection"
         return Judged(
             mail={
-                "headline": f"Your {what} has been resolved",
-                "paragraphs": [words] + ([resolution.note] if resolution.note else []),
+                "headline": lang.stored(f"ack.resolved.headline.{what}"),
+                "paragraphs": [lang.stored(f"ack.resolved.{resolution.outcome.value}.{what}")]
+                + ([resolution.note] if resolution.note else []),  # ops' words, as written
             }
         )
 
@@ -699,43 +676,23 @@ class IntakeService:
                 receipt.received_at,
                 "opt_in_revoked",
             )
+        # Kept as catalogue keys and fields: written in the customer's language when mailed.
         if not consent:  # a dora customer's approval (or its withdrawal)
-            words = [
-                f"We have recorded that you {'approve' if opted_in else 'withdraw your approval of'}"
-                f" the use of {spec.subprocessor} (receipt {receipt.receipt_id}). "
-                + (
-                    "It will be used for your organisation from the effective date of the notice."
-                    if opted_in
-                    else "Under your contract the change still goes ahead unless you object or"
-                    " request changes before your deadline."
-                )
-            ]
+            what = "approve" if opted_in else "withdraw"
+            paragraph = f"ack.{what}"
         elif opted_in:
-            words = [
-                f"We have recorded your opt-in to {spec.subprocessor} (receipt "
-                f"{receipt.receipt_id}). It will be used for your organisation from the "
-                "effective date of the notice, and you can revoke this opt-in at any time."
-            ]
+            what, paragraph = "opt_in", "ack.opt_in"
         else:
-            words = [
-                f"We have recorded that you revoked your opt-in to {spec.subprocessor} (receipt "
-                f"{receipt.receipt_id}). "
-                + (
-                    "It is no longer used for your organisation."
-                    if switched_off
-                    else "It will not be used for your organisation."
-                )
-            ]
+            what = "revoke"
+            paragraph = f"ack.revoke.{'switched_off' if switched_off else 'not_used'}"
         return Judged(
             mail={
-                "headline": (
-                    ("Your opt-in is recorded" if opted_in else "Your opt-in is revoked")
-                    if consent
-                    else "Your approval is recorded"
-                    if opted_in
-                    else "Your approval is withdrawn"
-                ),
-                "paragraphs": words,
+                "headline": lang.stored(f"ack.{what}.headline"),
+                "paragraphs": [
+                    lang.stored(
+                        paragraph, subprocessor=spec.subprocessor, receipt=receipt.receipt_id
+                    )
+                ],
             }
         )
 
@@ -887,6 +844,9 @@ class IntakeService:
             links = self.deps.links.links_for(
                 spec.notice_id, customer_id, deadline or spec.effective_at, spec.effective_at
             )
+            # Written in the customer's language now (a plan stored before the catalogue held
+            # its English sentences: they come out as they are).
+            headline, paragraphs = lang.written_mail(recipient.language, plan)
             try:
                 await self.deps.mailer.mail_customer(
                     pool,
@@ -894,7 +854,7 @@ class IntakeService:
                     recipient,
                     f"confirmation/{receipt_id}",
                     "update",
-                    links | update_context(spec, plan["headline"], plan["paragraphs"]),
+                    links | update_context(spec, headline, paragraphs, recipient.language),
                 )
             except TemporarySmtpError as error:  # owed still: the sweeper wakes the notice later
                 log.warning("confirmation deferred", receipt_id=receipt_id, reply=str(error)[:120])

@@ -162,6 +162,57 @@ def window(tag: str | None, span: timedelta) -> str:
     return text(tag, "notice.window_other", span=" ".join(w for w in words if w))
 
 
+def relative(tag: str | None, span: timedelta) -> str:
+    """How far away an instant is, in words in the customer's language ("in 3 Tagen", "vor 2
+    Stunden"), with Babel."""
+    from babel.dates import format_timedelta
+
+    return str(format_timedelta(span, add_direction=True, locale=locale_of(tag)))
+
+
+# A message kept to be written later (an acknowledgement, stored sealed until mailed): its key
+# and fields as JSON, so that it is written in the recipient's language when the mail is built.
+# A field that is an instant is kept as {"instant": ISO 8601, "timezone": IANA name} and written
+# with :func:`instant` in that language. A plain string is text as written (an operator's note,
+# or a sentence an older version stored already rendered in English): it is shown as it is.
+StoredMessage = str | list[Any]
+
+
+def stored(key: str, **fields: Any) -> list[Any]:
+    """A catalogue message to keep, written in the reader's language later (:func:`written`)."""
+    if key not in MESSAGES[DEFAULT]:
+        raise KeyError(f"no message {key!r} in the catalogue")
+    return [key, fields]
+
+
+def stored_instant(moment: datetime, timezone: str) -> dict[str, str]:
+    """An instant as a stored message's field: written in words in the reader's language."""
+    return {"instant": moment.isoformat(), "timezone": timezone}
+
+
+def written(tag: str | None, message: StoredMessage) -> str:
+    """A stored message in the language of ``tag``: a catalogue message with its fields (an
+    instant in words, as :func:`instant` writes it), or a plain string as it is. A key a
+    language lacks falls back to English (keys are never removed: stored rows name them)."""
+    if isinstance(message, str):
+        return message
+    key, fields = message
+    values = {
+        name: instant(tag, datetime.fromisoformat(value["instant"]), value["timezone"])
+        if isinstance(value, dict)
+        else value
+        for name, value in fields.items()
+    }
+    words = MESSAGES[language_of(tag)].get(key) or MESSAGES[DEFAULT][key]
+    return words.format(**values) if values else words
+
+
+def written_mail(tag: str | None, plan: dict[str, Any]) -> tuple[str, list[str]]:
+    """A stored acknowledgement's headline and paragraphs in the language of ``tag``. A plan an
+    older version stored (its headline a string: English already written) comes out as it is."""
+    return written(tag, plan["headline"]), [written(tag, p) for p in plan["paragraphs"]]
+
+
 # Our own wording, per language: the same keys in every catalogue (tests/test_languages.py).
 # English is the wording the mails always had (byte for byte: the hashes of notices already sent
 # and the tests pin it). A message is a str.format pattern; the vendor's words go in as fields.
@@ -257,6 +308,90 @@ MESSAGES: dict[str, dict[str, str]] = {
         "calendar.summary": "Deadline: sub-processor notice {notice_id} ({subprocessor})",
         "calendar.description": "Your deadline to answer notice {notice_id} about"
         " {subprocessor}: {deadline}. Open the notice mail for your personal link.",
+        # Acknowledgements of a customer's answer (noticeflow/application/intake.py stores the
+        # keys and fields, sealed; the mail is written in the recipient's language when sent).
+        "ack.objection.headline": "We have received your objection",
+        "ack.objection.received.timely": "Your objection to {subprocessor} was received on {when}"
+        " and is recorded as timely (receipt {receipt}).",
+        "ack.objection.received.late": "Your objection to {subprocessor} was received on {when}"
+        " and is recorded as late (after your deadline) (receipt {receipt}).",
+        "ack.objection.next.timely": "Our privacy team will contact you to resolve it. Until then"
+        " the sub-processor will not be used for your organisation.",
+        "ack.objection.next.late": "Our privacy team will contact you to resolve it. Until then"
+        " the sub-processor will not be used for your organisation unless the objection is"
+        " resolved otherwise.",
+        "ack.changes.headline": "We have received your request for changes",
+        "ack.changes.received.timely": "Your request for changes to the use of {subprocessor} was"
+        " received on {when} and is recorded as timely (receipt {receipt}).",
+        "ack.changes.received.late": "Your request for changes to the use of {subprocessor} was"
+        " received on {when} and is recorded as late (after your deadline) (receipt {receipt}).",
+        "ack.changes.next.timely": "Our privacy team will contact you about it. Until it is"
+        " resolved the sub-processor will not be used for your organisation.",
+        "ack.changes.next.late": "Our privacy team will contact you about it. As it came after"
+        " your deadline, it does not hold the change back; should the change go ahead, your"
+        " contract lets you terminate the affected service.",
+        "ack.resolved.headline.objection": "Your objection has been resolved",
+        "ack.resolved.headline.changes": "Your request for changes has been resolved",
+        "ack.resolved.withdrawn.objection": "Your objection has been withdrawn; the sub-processor"
+        " may be used for your organisation.",
+        "ack.resolved.withdrawn.changes": "Your request for changes has been withdrawn; the"
+        " sub-processor may be used for your organisation.",
+        "ack.resolved.excluded.objection": "Your objection is upheld: the sub-processor will not"
+        " be used for your organisation.",
+        "ack.resolved.excluded.changes": "Your request for changes is upheld: the sub-processor"
+        " will not be used for your organisation.",
+        "ack.resolved.terminated.objection": "As agreed, the affected service will be terminated"
+        " for your organisation.",
+        "ack.resolved.terminated.changes": "As agreed, the affected service will be terminated"
+        " for your organisation.",
+        "ack.opt_in.headline": "Your opt-in is recorded",
+        "ack.opt_in": "We have recorded your opt-in to {subprocessor} (receipt {receipt}). It will"
+        " be used for your organisation from the effective date of the notice, and you can"
+        " revoke this opt-in at any time.",
+        "ack.revoke.headline": "Your opt-in is revoked",
+        "ack.revoke.switched_off": "We have recorded that you revoked your opt-in to"
+        " {subprocessor} (receipt {receipt}). It is no longer used for your organisation.",
+        "ack.revoke.not_used": "We have recorded that you revoked your opt-in to {subprocessor}"
+        " (receipt {receipt}). It will not be used for your organisation.",
+        "ack.approve.headline": "Your approval is recorded",
+        "ack.approve": "We have recorded that you approve the use of {subprocessor} (receipt"
+        " {receipt}). It will be used for your organisation from the effective date of the"
+        " notice.",
+        "ack.withdraw.headline": "Your approval is withdrawn",
+        "ack.withdraw": "We have recorded that you withdraw your approval of the use of"
+        " {subprocessor} (receipt {receipt}). Under your contract the change still goes ahead"
+        " unless you object or request changes before your deadline.",
+        # The customer's action pages (noticeflow/web/actions.py: the words its code writes; the
+        # prose is in the page templates, noticeflow/web/templates/<language>/).
+        "page.action.object": "Objection",
+        "page.action.request_changes": "Request for changes",
+        "page.action.opt_in": "Opt-in",
+        "page.action.revoke_opt_in": "Revocation of an opt-in",
+        "page.closed.removal": "This notice is for your information only: there is nothing to"
+        " answer.",
+        "page.closed.cancelled": "This notice was cancelled, so nothing can be recorded on it any"
+        " more.",
+        "page.closed.not_sent": "This notice has not been sent yet.",
+        "page.closed.opted_in": "You have already opted in; nothing more is needed.",
+        "page.closed.not_opted_in": "You are not opted in, so there is no opt-in to revoke.",
+        "page.closed.no_opt_in": "This notice does not ask for an opt-in.",
+        "page.closed.no_changes": "Your contract does not provide for requests for changes; you"
+        " may object.",
+        "page.closed.expired": "This link has expired for that action.",
+        "page.closed.other": "That action is not open through this link.",
+        "page.nothing_recorded": " Nothing was recorded.",
+        "page.error.csrf": "This form had expired or did not come from this page, so nothing was"
+        " recorded. Please enter your answer again and press the button.",
+        "page.error.not_in_link": "This link cannot do that; nothing was recorded. Please use the"
+        " buttons below.",
+        "page.error.nonce": "This form is out of date, so nothing was recorded. Please press the"
+        " button again.",
+        "page.problem.control": "Your reason contained a character we cannot store ({code}, an"
+        " invisible control character). We have removed it: please check the text and send it"
+        " again.",
+        "page.problem.empty": "Please tell us why you object: the reason must not be empty.",
+        "page.problem.too_long": "Your reason is too long: {length} characters, at most {most}."
+        " Please shorten it, or reply to our mail with the full text.",
     },
     "de": {
         "time.instant": "{day}, {clock} Uhr {zone}",
@@ -359,5 +494,96 @@ MESSAGES: dict[str, dict[str, str]] = {
         " {subprocessor}",
         "calendar.description": "Ihre Frist zur Mitteilung {notice_id} über {subprocessor}:"
         " {deadline}. Ihren persönlichen Link finden Sie in der Mitteilungs-E-Mail.",
+        "ack.objection.headline": "Wir haben Ihren Widerspruch erhalten",
+        "ack.objection.received.timely": "Ihr Widerspruch gegen {subprocessor} ist am {when}"
+        " eingegangen und als fristgerecht erfasst (Beleg {receipt}).",
+        "ack.objection.received.late": "Ihr Widerspruch gegen {subprocessor} ist am {when}"
+        " eingegangen und als verspätet (nach Ablauf Ihrer Frist) erfasst (Beleg {receipt}).",
+        "ack.objection.next.timely": "Unser Datenschutzteam wird sich mit Ihnen in Verbindung"
+        " setzen, um ihn zu klären. Bis dahin wird der Unterauftragsverarbeiter für Ihre"
+        " Organisation nicht eingesetzt.",
+        "ack.objection.next.late": "Unser Datenschutzteam wird sich mit Ihnen in Verbindung"
+        " setzen, um ihn zu klären. Bis dahin wird der Unterauftragsverarbeiter für Ihre"
+        " Organisation nicht eingesetzt, es sei denn, über den Widerspruch wird anders"
+        " entschieden.",
+        "ack.changes.headline": "Wir haben Ihr Änderungsverlangen erhalten",
+        "ack.changes.received.timely": "Ihr Änderungsverlangen zum Einsatz von {subprocessor} ist"
+        " am {when} eingegangen und als fristgerecht erfasst (Beleg {receipt}).",
+        "ack.changes.received.late": "Ihr Änderungsverlangen zum Einsatz von {subprocessor} ist"
+        " am {when} eingegangen und als verspätet (nach Ablauf Ihrer Frist) erfasst (Beleg"
+        " {receipt}).",
+        "ack.changes.next.timely": "Unser Datenschutzteam wird sich dazu mit Ihnen in Verbindung"
+        " setzen. Bis es geklärt ist, wird der Unterauftragsverarbeiter für Ihre Organisation"
+        " nicht eingesetzt.",
+        "ack.changes.next.late": "Unser Datenschutzteam wird sich dazu mit Ihnen in Verbindung"
+        " setzen. Da es nach Ablauf Ihrer Frist einging, hält es die Änderung nicht auf; wird"
+        " die Änderung umgesetzt, erlaubt Ihnen Ihr Vertrag, den betroffenen Dienst zu kündigen.",
+        "ack.resolved.headline.objection": "Ihr Widerspruch ist erledigt",
+        "ack.resolved.headline.changes": "Ihr Änderungsverlangen ist erledigt",
+        "ack.resolved.withdrawn.objection": "Ihr Widerspruch wurde zurückgenommen; der"
+        " Unterauftragsverarbeiter darf für Ihre Organisation eingesetzt werden.",
+        "ack.resolved.withdrawn.changes": "Ihr Änderungsverlangen wurde zurückgenommen; der"
+        " Unterauftragsverarbeiter darf für Ihre Organisation eingesetzt werden.",
+        "ack.resolved.excluded.objection": "Ihrem Widerspruch wird stattgegeben: Der"
+        " Unterauftragsverarbeiter wird für Ihre Organisation nicht eingesetzt.",
+        "ack.resolved.excluded.changes": "Ihrem Änderungsverlangen wird stattgegeben: Der"
+        " Unterauftragsverarbeiter wird für Ihre Organisation nicht eingesetzt.",
+        "ack.resolved.terminated.objection": "Wie vereinbart wird der betroffene Dienst für Ihre"
+        " Organisation beendet.",
+        "ack.resolved.terminated.changes": "Wie vereinbart wird der betroffene Dienst für Ihre"
+        " Organisation beendet.",
+        "ack.opt_in.headline": "Ihre Zustimmung ist erfasst",
+        "ack.opt_in": "Wir haben Ihre Zustimmung zu {subprocessor} erfasst (Beleg {receipt})."
+        " {subprocessor} wird ab dem Wirksamkeitsdatum der Mitteilung für Ihre Organisation"
+        " eingesetzt; Sie können Ihre Zustimmung jederzeit widerrufen.",
+        "ack.revoke.headline": "Ihre Zustimmung ist widerrufen",
+        "ack.revoke.switched_off": "Wir haben erfasst, dass Sie Ihre Zustimmung zu {subprocessor}"
+        " widerrufen haben (Beleg {receipt}). {subprocessor} wird für Ihre Organisation nicht"
+        " mehr eingesetzt.",
+        "ack.revoke.not_used": "Wir haben erfasst, dass Sie Ihre Zustimmung zu {subprocessor}"
+        " widerrufen haben (Beleg {receipt}). {subprocessor} wird für Ihre Organisation nicht"
+        " eingesetzt.",
+        "ack.approve.headline": "Ihre Billigung ist erfasst",
+        "ack.approve": "Wir haben erfasst, dass Sie den Einsatz von {subprocessor} billigen"
+        " (Beleg {receipt}). {subprocessor} wird ab dem Wirksamkeitsdatum der Mitteilung für"
+        " Ihre Organisation eingesetzt.",
+        "ack.withdraw.headline": "Ihre Billigung ist zurückgenommen",
+        "ack.withdraw": "Wir haben erfasst, dass Sie Ihre Billigung des Einsatzes von"
+        " {subprocessor} zurücknehmen (Beleg {receipt}). Nach Ihrem Vertrag wird die Änderung"
+        " dennoch umgesetzt, es sei denn, Sie widersprechen oder verlangen Änderungen vor Ablauf"
+        " Ihrer Frist.",
+        "page.action.object": "Widerspruch",
+        "page.action.request_changes": "Änderungsverlangen",
+        "page.action.opt_in": "Zustimmung",
+        "page.action.revoke_opt_in": "Widerruf einer Zustimmung",
+        "page.closed.removal": "Diese Mitteilung dient nur Ihrer Information: Es gibt nichts zu"
+        " beantworten.",
+        "page.closed.cancelled": "Diese Mitteilung wurde zurückgezogen; dazu kann nichts mehr"
+        " erfasst werden.",
+        "page.closed.not_sent": "Diese Mitteilung wurde noch nicht versandt.",
+        "page.closed.opted_in": "Sie haben bereits zugestimmt; mehr ist nicht nötig.",
+        "page.closed.not_opted_in": "Sie haben nicht zugestimmt; es gibt keine Zustimmung zu"
+        " widerrufen.",
+        "page.closed.no_opt_in": "Diese Mitteilung erfordert keine Zustimmung.",
+        "page.closed.no_changes": "Ihr Vertrag sieht kein Änderungsverlangen vor; Sie können"
+        " widersprechen.",
+        "page.closed.expired": "Dieser Link ist für diese Aktion abgelaufen.",
+        "page.closed.other": "Diese Aktion ist über diesen Link nicht möglich.",
+        "page.nothing_recorded": " Es wurde nichts erfasst.",
+        "page.error.csrf": "Dieses Formular war abgelaufen oder kam nicht von dieser Seite; es"
+        " wurde nichts erfasst. Bitte geben Sie Ihre Antwort erneut ein und drücken Sie die"
+        " Schaltfläche.",
+        "page.error.not_in_link": "Das ist mit diesem Link nicht möglich; es wurde nichts"
+        " erfasst. Bitte verwenden Sie die Schaltflächen unten.",
+        "page.error.nonce": "Dieses Formular ist veraltet; es wurde nichts erfasst. Bitte drücken"
+        " Sie die Schaltfläche erneut.",
+        "page.problem.control": "Ihre Begründung enthielt ein Zeichen, das wir nicht speichern"
+        " können ({code}, ein unsichtbares Steuerzeichen). Wir haben es entfernt: Bitte prüfen"
+        " Sie den Text und senden Sie ihn erneut.",
+        "page.problem.empty": "Bitte sagen Sie uns, warum Sie widersprechen: Die Begründung darf"
+        " nicht leer sein.",
+        "page.problem.too_long": "Ihre Begründung ist zu lang: {length} Zeichen, höchstens"
+        " {most}. Bitte kürzen Sie sie oder antworten Sie mit dem vollständigen Text auf unsere"
+        " E-Mail.",
     },
 }
