@@ -565,6 +565,12 @@ class Round:
     claimed: int = 0
 
 
+# Headers written as the wire wants them: one line each up to RFC 5322's 998 characters. The default
+# (78) made the email package fold a long Subject onto a continuation line and RFC 2047-encode the
+# List-Unsubscribe URL (it has no space to fold at), which RFC 2369/8058 clients do not read as a
+# link. The parts' transfer encodings are chosen by set_content under the message's own policy.
+WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
+
 SUBJECTS = {
     "sent": "Sub-processor change announced",
     "postponed": "Sub-processor change postponed",
@@ -808,7 +814,7 @@ class SubscriberMailer:
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message.set_content(text)
         message.add_alternative(html, subtype="html")
-        return OutgoingMail(self.mail_from, address, message.as_bytes())
+        return OutgoingMail(self.mail_from, address, message.as_bytes(policy=WIRE_POLICY))
 
 
 def one_click_problem(public_url: str) -> str | None:

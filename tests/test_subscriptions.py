@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,31 @@ async def stored_text(pool) -> str:
             json.dumps(dict(r), default=str) for r in await pool.fetch(f"SELECT * FROM {table}")
         ]
     return "\n".join(rows)
+
+
+def raw_heads(smtp_sink) -> list[bytes]:
+    """The header block of every mail the sink received, as the bytes on the wire: a parsed
+    header would hide an RFC 2047-encoded or folded value."""
+    return [
+        path.read_bytes().split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n")
+        for path in sorted(smtp_sink.mail_dir.glob("*.eml"))
+    ]
+
+
+def assert_one_click_raw(head: bytes, url: str = URL) -> None:
+    """RFC 2369/8058 headers as a mail client reads them: plain, each on one line; the Subject
+    on its line too, without a leading space."""
+    lines = head.split(b"\n")
+    (unsubscribe,) = [line for line in lines if line.lower().startswith(b"list-unsubscribe:")]
+    assert re.fullmatch(
+        rb"List-Unsubscribe: <" + re.escape(url.encode()) + rb"/unsubscribe/[^>\s]+>", unsubscribe
+    ), head
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in lines, head
+    assert b"=?" not in head.replace(b"Subject: =?", b""), head  # nothing else encoded
+    (subject,) = [line for line in lines if line.startswith(b"Subject:")]
+    assert subject.startswith(b"Subject: ") and not subject.startswith(b"Subject:  "), head
+    assert subject[len(b"Subject: ") :].strip(), head  # not folded onto the next line
+    assert not any(line.startswith((b" ", b"\t")) for line in lines), head  # nothing folded
 
 
 def body_of(message) -> str:
@@ -139,6 +165,8 @@ async def test_double_opt_in_bounded_idempotent_and_sealed(clean, smtp_sink):
     done = await sender.send_due()
     assert (done.sent, done.failed) == (1, 0)
     (message,) = smtp_sink.messages()
+    (head,) = raw_heads(smtp_sink)
+    assert_one_click_raw(head)
     assert message["To"] == STORED
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["List-Unsubscribe"].startswith(f"<{URL}/unsubscribe/")
@@ -247,6 +275,8 @@ async def copies_and_bounces(pool, smtp_sink):
     assert (done.sent, done.failed, done.retried) == (1, 1, 1)
     mails = [m for m in smtp_sink.messages()[before:] if m["To"] == "reader@example.com"]
     (copy,) = mails
+    (copy_head,) = [h for h in raw_heads(smtp_sink) if b"\nTo: reader@example.com\n" in h]
+    assert_one_click_raw(copy_head)
     assert copy["Subject"].startswith("[Informational]")
     assert copy["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert copy["Message-ID"] == subscriptions.message_id(
