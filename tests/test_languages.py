@@ -157,6 +157,23 @@ def test_german_dates_and_deadlines():
     assert lang.window("de", timedelta(hours=26)) == "26 Stunden ab Zugang dieser Mitteilung"
 
 
+# The customer's action pages (noticeflow/web/actions.py renders <language>/<page> for a customer
+# whose language is not English).
+ACTION_PAGES = ("action.html", "action_receipt.html")
+
+
+@pytest.mark.parametrize("code", sorted(set(lang.LANGUAGES) - {lang.DEFAULT}))
+def test_every_language_has_every_action_page(code):
+    from noticeflow.web.actions import page_template
+
+    folder = resources.files("noticeflow") / "web" / "templates"
+    for name in ACTION_PAGES:
+        assert page_template(name, code) == f"{code}/{name}"
+        page = (folder / code / name).read_text()
+        assert "{% block lang %}{{ language }}{% endblock %}" in page, name
+    assert page_template("action.html", "en-GB") == "action.html"
+
+
 # --- the CSV column ------------------------------------------------------------------------------
 
 

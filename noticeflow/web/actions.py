@@ -41,10 +41,11 @@ from starlette.exceptions import HTTPException
 from noticeflow import control, intake, receipts
 from noticeflow.annex import CustomerList, customer_list
 from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys, open_sealed
+from noticeflow.domain import language as lang
 from noticeflow.domain.deadlines import describe_instant
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.render import silence_words
+from noticeflow.domain.render import render_notice_text, silence_words
 from noticeflow.domain.rules import Authorisation, ChangeKind, Phase, consent_required, is_timely
 from noticeflow.domain.text import FREE_TEXT_MAX, control_character
 from noticeflow.links import ActionLink, InvalidLink, LinkAction, fingerprint
@@ -112,18 +113,35 @@ def _link_refusal(error: InvalidLink) -> Refusal:
     )
 
 
-def deadline_words(deadline: datetime, timezone: str) -> str:
+def deadline_words(deadline: datetime, timezone: str, language: str | None = None) -> str:
     """``Monday 14 December 2026, 23:59 EST (America/New_York)``: a deadline at a local midnight
-    (whole-day windows) is the last minute of the day before."""
+    (whole-day windows) is the last minute of the day before. In another language as the
+    customer's mail says it (domain/language.py: "…, 24:00 Uhr (Europe/Berlin)")."""
     name = zone(timezone).key
+    if lang.language_of(language) != lang.DEFAULT:
+        return lang.deadline(language, deadline, name)
     local = deadline.astimezone(zone(name))
     if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
         deadline -= timedelta(minutes=1)
     return describe_instant(deadline, name)
 
 
-def instant_words(instant: datetime, timezone: str) -> str:
-    return describe_instant(instant, zone(timezone).key)
+def instant_words(instant: datetime, timezone: str, language: str | None = None) -> str:
+    return lang.instant(language, instant, zone(timezone).key)
+
+
+def page_template(name: str, language: str | None) -> str:
+    """A page's template in the customer's language: ``de/action.html`` for German, the
+    top-level one for English (and a language without page templates)."""
+    base = lang.language_of(language)
+    return name if base == lang.DEFAULT else f"{base}/{name}"
+
+
+def action_words(language: str | None) -> dict[str, str]:
+    """What each action is called, in the customer's language (ACTION_WORDS in English)."""
+    if lang.language_of(language) == lang.DEFAULT:
+        return ACTION_WORDS
+    return {action: lang.text(language, f"page.action.{action}") for action in ACTION_WORDS}
 
 
 @dataclass
@@ -144,6 +162,15 @@ class Standing:
     @property
     def timezone(self) -> str:
         return zone(self.recipient["timezone"]).key
+
+    @property
+    def language(self) -> str:
+        """The customer's language as frozen with the notice's audience (BCP 47 tag)."""
+        return str(self.recipient.get("language") or lang.DEFAULT)
+
+    def say(self, key: str, **fields: Any) -> str:
+        """One of the page's messages in the customer's language (domain/language.py)."""
+        return lang.text(self.language, key, **fields)
 
     @property
     def deadline(self) -> datetime | None:
@@ -178,7 +205,9 @@ class Standing:
         return self.consent or self.authorisation == Authorisation.dora
 
     def silence(self) -> str:
-        return silence_words(self.spec.subprocessor, self.spec.opt_in, self.authorisation)
+        return silence_words(
+            self.spec.subprocessor, self.spec.opt_in, self.authorisation, self.language
+        )
 
     def open_actions(self) -> list[str]:
         """The actions this link may take now, the link's own action first."""
@@ -210,22 +239,22 @@ class Standing:
     def closed_because(self, action: str) -> str:
         """Why ``action`` is not open now, in the customer's words."""
         if self.spec.kind is ChangeKind.removal:
-            return "This notice is for your information only: there is nothing to answer."
+            return self.say("page.closed.removal")
         if self.phase is Phase.cancelled:
-            return "This notice was cancelled, so nothing can be recorded on it any more."
+            return self.say("page.closed.cancelled")
         if self.phase not in SENT:
-            return "This notice has not been sent yet."
+            return self.say("page.closed.not_sent")
         if action == "opt_in" and self.opted_in:
-            return "You have already opted in; nothing more is needed."
+            return self.say("page.closed.opted_in")
         if action == "revoke_opt_in" and not self.opted_in:
-            return "You are not opted in, so there is no opt-in to revoke."
+            return self.say("page.closed.not_opted_in")
         if action == "opt_in" and not self.may_opt_in:
-            return "This notice does not ask for an opt-in."
+            return self.say("page.closed.no_opt_in")
         if action == "request_changes" and self.authorisation != Authorisation.dora:
-            return "Your contract does not provide for requests for changes; you may object."
+            return self.say("page.closed.no_changes")
         if self.expired:
-            return "This link has expired for that action."
-        return "That action is not open through this link."
+            return self.say("page.closed.expired")
+        return self.say("page.closed.other")
 
 
 def _client(request: Request) -> str:
@@ -395,11 +424,20 @@ async def _page(
     if primary is None:
         primary = "revoke_opt_in" if "revoke_opt_in" in actions else "opt_in"
     deadline = standing.deadline
-    tz = standing.timezone
+    tz, tag = standing.timezone, standing.language
+    english = lang.language_of(tag) == lang.DEFAULT
     return web.render(
         request,
-        "action.html",
+        page_template("action.html", tag),
         status_code=status_code,
+        language=tag,
+        # Another language's page: instants with Babel, and the notice in the customer's
+        # language above its English text of record (as the mail shows it).
+        when=lambda moment: instant_words(moment, tz, tag),
+        countdown_text=None
+        if english or deadline is None
+        else lang.relative(tag, deadline - standing.now),
+        translated_text=None if english else render_notice_text(standing.spec, tag),
         page=_page_path(request, token),
         s=standing,
         spec=standing.spec,
@@ -410,19 +448,21 @@ async def _page(
         error=error,
         problems=problems or [],
         reason_max=FREE_TEXT_MAX,
-        deadline_text=deadline_words(deadline, tz) if deadline else None,
-        deadline_utc=describe_instant(deadline, "UTC") if deadline else None,
+        deadline_text=deadline_words(deadline, tz, tag) if deadline else None,
+        deadline_utc=instant_words(deadline, "UTC", tag) if deadline else None,
         deadline_passed=deadline is not None and standing.now >= deadline,
-        effective_text=instant_words(standing.effective_at, tz),
-        case_received=instant_words(standing.case["received_at"], tz) if standing.case else None,
-        opted_in_text=instant_words(standing.recipient["opted_in_at"], tz)
+        effective_text=instant_words(standing.effective_at, tz, tag),
+        case_received=instant_words(standing.case["received_at"], tz, tag)
+        if standing.case
+        else None,
+        opted_in_text=instant_words(standing.recipient["opted_in_at"], tz, tag)
         if standing.recipient["opted_in_at"]
         else None,
-        activated_text=instant_words(standing.recipient["activated_at"], tz)
+        activated_text=instant_words(standing.recipient["activated_at"], tz, tag)
         if standing.recipient["activated_at"]
         else None,
         receipts=await _receipts(web, standing),
-        action_words=ACTION_WORDS,
+        action_words=action_words(tag),
         in_use=await _in_use(web, standing),
     )
 
@@ -494,25 +534,35 @@ async def _form(request: Request) -> dict[str, str] | None:
     return found
 
 
-def reason_problems(text: str) -> tuple[str, list[str]]:
-    """The reason as it can be kept, and every problem with it, in plain words."""
+def reason_problems(text: str, language: str | None = None) -> tuple[str, list[str]]:
+    """The reason as it can be kept, and every problem with it, in plain words (in the
+    customer's language)."""
+
+    def count(value: int) -> str:
+        return (
+            f"{value:,}"
+            if lang.language_of(language) == lang.DEFAULT
+            else lang.number(language, value)
+        )
+
     problems = []
     odd = control_character(text, allowed="\t\n\r\u2028\u2029")
     if odd is not None:
         kept = "\t\n\r\u2028\u2029"
         cleaned = "".join(ch for ch in text if ch in kept or control_character(ch) is None)
-        problems.append(
-            f"Your reason contained a character we cannot store (U+{ord(odd):04X}, an invisible"
-            " control character). We have removed it: please check the text and send it again."
-        )
+        problems.append(lang.text(language, "page.problem.control", code=f"U+{ord(odd):04X}"))
         text = cleaned
     stripped = text.strip()
     if not stripped:
-        problems.append("Please tell us why you object: the reason must not be empty.")
+        problems.append(lang.text(language, "page.problem.empty"))
     elif len(stripped) > FREE_TEXT_MAX:
         problems.append(
-            f"Your reason is too long: {len(stripped):,} characters, at most {FREE_TEXT_MAX:,}."
-            " Please shorten it, or reply to our mail with the full text."
+            lang.text(
+                language,
+                "page.problem.too_long",
+                length=count(len(stripped)),
+                most=count(FREE_TEXT_MAX),
+            )
         )
     return text, problems
 
@@ -594,8 +644,7 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             token,
             standing,
             status_code=403,
-            error="This form had expired or did not come from this page, so nothing was"
-            " recorded. Please enter your answer again and press the button.",
+            error=standing.say("page.error.csrf"),
         )
     action = fields.get("action", "")
     nonce = fields.get("nonce", "")
@@ -610,7 +659,7 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             token,
             standing,
             status_code=400,
-            error="This link cannot do that; nothing was recorded. Please use the buttons below.",
+            error=standing.say("page.error.not_in_link"),
         )
     if not _NONCE.match(nonce):
         return await _page(
@@ -619,13 +668,12 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             token,
             standing,
             status_code=400,
-            error="This form is out of date, so nothing was recorded. Please press the button"
-            " again.",
+            error=standing.say("page.error.nonce"),
             reason=fields.get("reason", "") if action in REASONED else "",
         )
     reason = ""
     if action in REASONED:
-        reason, problems = reason_problems(fields.get("reason", ""))
+        reason, problems = reason_problems(fields.get("reason", ""), standing.language)
         if problems:
             return await _page(
                 web,
@@ -658,7 +706,7 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             token,
             standing,
             status_code=409,
-            error=standing.closed_because(action) + " Nothing was recorded.",
+            error=standing.closed_because(action) + standing.say("page.nothing_recorded"),
         )
     payload: dict[str, Any] = {
         "customer_id": link.customer_id,
@@ -788,7 +836,8 @@ async def receipt_page(
         return found
     standing, receipt = found
     link = standing.link
-    tz = standing.timezone
+    tz, tag = standing.timezone, standing.language
+    words = action_words(tag)
     timely = is_timely(receipt.received_at, standing.deadline)
     mail_owed = await web.pool.fetchval(
         "SELECT mail_due IS NOT NULL FROM intake WHERE receipt_id = $1", receipt.receipt_id
@@ -810,24 +859,25 @@ async def receipt_page(
             since = None
     response: Response = web.render(
         request,
-        "action_receipt.html",
+        page_template("action_receipt.html", tag),
+        language=tag,
         since=None
         if since is None
         else {
             "receipt_id": since["receipt_id"],
-            "what": ACTION_WORDS.get(since["action"], since["action"]),
-            "when": instant_words(since["received_at"], tz),
+            "what": words.get(since["action"], since["action"]),
+            "when": instant_words(since["received_at"], tz, tag),
             "path": _receipt_path(request, token, since["receipt_id"]),
         },
         page=_page_path(request, token),
         s=standing,
         spec=standing.spec,
         receipt=receipt,
-        action_words=ACTION_WORDS,
-        received_local=instant_words(receipt.received_at, tz),
-        received_utc=describe_instant(receipt.received_at.replace(microsecond=0), "UTC"),
+        action_words=words,
+        received_local=instant_words(receipt.received_at, tz, tag),
+        received_utc=instant_words(receipt.received_at.replace(microsecond=0), "UTC", tag),
         timely=timely,
-        deadline_text=deadline_words(standing.deadline, tz) if standing.deadline else None,
+        deadline_text=deadline_words(standing.deadline, tz, tag) if standing.deadline else None,
         mail_owed=bool(mail_owed),
         download=_receipt_path(request, token, receipt.receipt_id) + ".jws",
         jwks_path=receipts.JWKS_PATH,
