@@ -271,6 +271,48 @@ async def _delivery(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.Store
     p.delivered(notice_id, row["deadline"] if row is not None else None)
 
 
+_DELIVERIES = (  # a run of one notice's delivery events, distinct customers: as _delivery, at once
+    "WITH input AS (SELECT * FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
+    "   $5::timestamptz[]) WITH ORDINALITY AS t(customer_id, delivery, delivered_at, deadline, i)),"
+    f" old AS (SELECT r.customer_id, {', '.join(f'r.{f}' for f in _FLAGS)}"
+    "   FROM rm_notice_customers r JOIN input USING (customer_id) WHERE r.notice_id = $1),"
+    " new AS (UPDATE rm_notice_customers r SET delivery = i.delivery,"
+    "   delivered_at = coalesce(r.delivered_at, i.delivered_at),"
+    "   deadline = coalesce(r.deadline, i.deadline) FROM input i"
+    "   WHERE r.notice_id = $1 AND r.customer_id = i.customer_id AND r.delivery <> 'delivered'"
+    f"   RETURNING r.customer_id, {', '.join(f'r.{f}' for f in _FLAGS)}, r.deadline)"
+    " SELECT i.i, "
+    + ", ".join(f"o.{f} AS old_{f}, n.{f} AS new_{f}" for f in _FLAGS)
+    + ", n.deadline FROM new n JOIN old o USING (customer_id) JOIN input i USING (customer_id)"
+)
+
+
+async def _deliveries(
+    c: asyncpg.Connection, p: _Page, notice_id: str, run: list[es.StoredEvent]
+) -> None:
+    """A run of delivery events of one notice for distinct customers, in one statement: the same
+    rows, counts, progress and window as :func:`_delivery` applied to each in turn (each event
+    touches only its own customer's row, so their order within the run does not matter)."""
+    rows = await c.fetch(
+        _DELIVERIES,
+        notice_id,
+        [e.data["customer_id"] for e in run],
+        ["delivered" if e.event_type == "notice_delivered" else "undelivered" for e in run],
+        [_at(e.data.get("delivered_at")) for e in run],
+        [_at(e.data.get("deadline")) for e in run],
+    )
+    changed = {row["i"] - 1: row for row in rows}
+    for index, e in enumerate(run):
+        row = changed.get(index)
+        if row is not None:
+            deltas = _deltas(
+                _Change({f: row[f"old_{f}"] for f in _FLAGS}, {f: row[f"new_{f}"] for f in _FLAGS})
+            )
+            p.count(notice_id, {k: v for k, v in deltas.items() if k in COUNTS})
+            p.progressed(notice_id, e.occurred_at, deltas)
+        p.delivered(notice_id, row["deadline"] if row is not None else None)
+
+
 async def _objection(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.StoredEvent) -> None:
     await _customer(
         c,
@@ -399,6 +441,8 @@ async def _apply_page(connection: asyncpg.Connection, page: int) -> int:
     events = await es.read_all(connection, after, page)
     covered = await _covered(connection, events)
     changes = _Page()
+    run: list[es.StoredEvent] = []  # consecutive delivery events of one notice, distinct customers
+    ids: set[str] = set()  # the run's customers
     for event in events:
         if event.version > covered.get(event.stream_id, 0):
             # no head covers it: not appended by the product (no append writes events without
@@ -407,10 +451,18 @@ async def _apply_page(connection: asyncpg.Connection, page: int) -> int:
         notice_id = notice_id_of(event.stream_id)
         if notice_id is None:
             continue
-        handler = HANDLERS.get(event.event_type)
-        if handler is not None:
-            await handler(connection, changes, notice_id, event)
+        if run and not _joins(run, ids, notice_id, event):
+            await _flush_run(connection, changes, run, ids)
+        if event.event_type in _DELIVERY_TYPES:
+            run.append(event)
+            ids.add(event.data["customer_id"])
+        else:
+            handler = HANDLERS.get(event.event_type)
+            if handler is not None:
+                await handler(connection, changes, notice_id, event)
         changes.seen(notice_id, event)
+    if run:
+        await _flush_run(connection, changes, run, ids)
     await changes.flush(connection)
     if events:
         last = events[-1].checkpoint
@@ -422,6 +474,36 @@ async def _apply_page(connection: asyncpg.Connection, page: int) -> int:
             last.position,
         )
     return len(events)
+
+
+_DELIVERY_TYPES = ("notice_delivered", "notice_undelivered")
+
+
+def _joins(run: list[es.StoredEvent], ids: set[str], notice_id: str, e: es.StoredEvent) -> bool:
+    """Whether ``e`` may join the run of deliveries: a delivery event of the same notice, for a
+    customer not yet in the run (one statement updates a row once), the run not yet full."""
+    return (
+        e.event_type in _DELIVERY_TYPES
+        and notice_id_of(run[0].stream_id) == notice_id
+        and e.data["customer_id"] not in ids
+        and len(run) < RUN
+    )
+
+
+RUN = 1000  # the most delivery events one statement applies
+
+
+async def _flush_run(
+    connection: asyncpg.Connection, changes: _Page, run: list[es.StoredEvent], ids: set[str]
+) -> None:
+    notice_id = notice_id_of(run[0].stream_id)
+    assert notice_id is not None
+    if len(run) == 1:
+        await _delivery(connection, changes, notice_id, run[0])
+    else:
+        await _deliveries(connection, changes, notice_id, run)
+    run.clear()
+    ids.clear()
 
 
 async def _covered(connection: asyncpg.Connection, events: list[es.StoredEvent]) -> dict[str, int]:

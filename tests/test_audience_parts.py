@@ -20,7 +20,7 @@ from typing import Any
 
 from noticeflow import eventstore, projections, repository
 from noticeflow.application.sending import SendingService
-from noticeflow.contracts import AudienceRequest
+from noticeflow.contracts import AudienceRequest, SendRequest
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.events import frozen_terms_row
 from noticeflow.domain.rules import Phase
@@ -217,3 +217,32 @@ def test_parts_missing_repeated_or_out_of_order_are_problems_in_both_verifiers()
         theirs = [p for p in script_problems(parted(*parts)) if "audience" in p]
         assert ours, name
         assert theirs, name
+
+
+async def test_the_read_models_apply_a_run_of_deliveries_as_one_event_at_a_time(pool, smtp_sink):
+    """The projector applies consecutive delivery events of a notice in one statement; a rebuild
+    in pages of one event (each delivery on its own) gives the same read models as one in pages
+    of 2,000 (runs of deliveries), and the notice's counts equal its customers' rows."""
+    now = datetime.now(UTC)
+    notice_id = f"runs-{uuid.uuid4().hex[:6]}"
+    spec = helpers.notice(now, notice_id=notice_id, opt_in=False, audience={})
+    csv = audience_csv(30).replace("dpo@p007.example", "x@p007.invalid")  # one bounces
+    await repository.upsert_customers(pool, parse_customers_csv(csv))
+    await repository.create_notice(pool, spec, "alice", now)
+    service = SendingService(make_deps(pool, smtp_sink.url, "privacy@vendor.example"))
+    await service.snapshot_audience(AudienceRequest(spec=spec, at=now))
+    await service.send_notices(SendRequest(spec=spec, at=now), "", progress=lambda *_: None)
+
+    async def models() -> dict[str, list[dict[str, Any]]]:
+        return {
+            t: [dict(r) for r in await pool.fetch(f"SELECT * FROM {t} ORDER BY 1, 2")]
+            for t in projections.TABLES
+        }
+
+    await projections.rebuild(pool, page=1)
+    one_by_one = await models()
+    await projections.rebuild(pool, page=2000)
+    assert await models() == one_by_one
+    row = await pool.fetchrow("SELECT * FROM rm_notices WHERE notice_id = $1", notice_id)
+    assert (row["delivered"], row["undelivered"]) == (29, 1)
+    assert row["max_deadline"] is not None
