@@ -83,11 +83,19 @@ class Field:
         return f"{event_type}.{name}"
 
 
+_SALT = b"noticeflow/customer-key/v2"
+
+
 def _subkey(root: bytes, job: str) -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=b"noticeflow/customer-key/v2",
-        info=job.encode(),
-    ).derive(root)  # fmt: skip
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=job.encode()).derive(root)
+
+
+def _subkeys(root: bytes, *jobs: str) -> list[bytes]:
+    """:func:`_subkey` for each job, the HKDF extract step done once (RFC 5869: for 32 bytes the
+    expand step is one HMAC of ``info || 0x01`` under the extracted key); byte for byte the same
+    keys, at a fraction of the cost (a sending worker builds one CustomerKey per customer)."""
+    prk = hmac.new(_SALT, root, hashlib.sha256).digest()
+    return [hmac.new(prk, job.encode() + b"\x01", hashlib.sha256).digest() for job in jobs]
 
 
 def is_sealed(value: object) -> bool:
@@ -102,10 +110,9 @@ class CustomerKey:
     def __init__(self, customer_id: str, root: bytes) -> None:
         self.customer_id = customer_id
         self._root = root
-        self._enc = _subkey(root, "enc")
-        self._nonce = _subkey(root, "nonce")
-        self._index = _subkey(root, "index")
-        self._ids = _subkey(root, "ids")
+        self._enc, self._nonce, self._index, self._ids = _subkeys(
+            root, "enc", "nonce", "index", "ids"
+        )
 
     def __repr__(self) -> str:
         return f"CustomerKey({self.customer_id!r})"

@@ -221,3 +221,14 @@ async def test_rewrap_names_the_key_encryption_keys_it_lacks(pool, database_url,
     _out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1, err.decode()
     assert f"({keyring.Keyring.key_id(stranger)} (1))" in err.decode()
+
+
+def test_the_subkeys_are_hkdf_byte_for_byte():
+    """CustomerKey extracts once and expands per job (RFC 5869): the same keys as HKDF-SHA256."""
+    import os
+
+    from noticeflow.crypto import _subkey, _subkeys
+
+    for root in (bytes(32), b"\xff" * 32, os.urandom(32), os.urandom(32)):
+        jobs = ("enc", "nonce", "index", "ids", "ü-other")
+        assert _subkeys(root, *jobs) == [_subkey(root, job) for job in jobs]
