@@ -56,7 +56,7 @@ from itsdangerous import BadData, URLSafeSerializer
 from noticeflow import crypto, keyring, public_list
 from noticeflow.contracts import notice_id_of
 from noticeflow.domain.errors import InputError
-from noticeflow.domain.public_list import Change, PublicList
+from noticeflow.domain.public_list import KIND_WORDS, Change, PublicList, change_words
 from noticeflow.domain.subscriptions import normalise_address
 from noticeflow.keyring import PUBLIC_KEYS
 from noticeflow.mail import (
@@ -467,9 +467,11 @@ async def listing(pool: asyncpg.Pool, show_addresses: bool = False) -> list[dict
 _READ = (
     "SELECT tx_id, position, stream_id, stream_version, event_id, event_type, recorded_at"
     " FROM events WHERE (tx_id, position) > ($1::text::xid8, $2)"
-    " AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) AND event_type = ANY($3::text[])"
-    " ORDER BY tx_id, position LIMIT $4"
-)
+    " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+    " ORDER BY tx_id, position LIMIT $3"
+)  # every event, the few relevant ones picked here: the checkpoint then moves past all it read
+# (filtered in SQL, a pass read every delivery event after the last relevant one again, each
+# time: at 20,000 customers, 56 events read per customer mailed)
 
 
 async def fill_outbox(pool: asyncpg.Pool, page: int = 1000) -> int:
@@ -491,7 +493,8 @@ async def _fill_page(c: asyncpg.Connection, page: int) -> tuple[int, int]:
         "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1", CHECKPOINT
     )
     after = (row["tx_id"], row["position"]) if row else (0, 0)
-    events = await c.fetch(_READ, str(after[0]), after[1], list(EVENT_TYPES), page)
+    read = await c.fetch(_READ, str(after[0]), after[1], page)
+    events = [e for e in read if e["event_type"] in EVENT_TYPES]
     heads = {
         r["stream_id"]: r["version"]
         for r in await c.fetch(
@@ -531,15 +534,15 @@ async def _fill_page(c: asyncpg.Connection, page: int) -> tuple[int, int]:
             e["recorded_at"],
         )
         written += int(result.rsplit(" ", 1)[1])
-    if events:
+    if read:
         await c.execute(
             "INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2, $3)"
             " ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3",
             CHECKPOINT,
-            events[-1]["tx_id"],
-            events[-1]["position"],
+            read[-1]["tx_id"],
+            read[-1]["position"],
         )
-    return len(events), written
+    return len(read), written
 
 
 # --- delivery ----------------------------------------------------------------------------------
@@ -571,11 +574,18 @@ class Round:
 # link. The parts' transfer encodings are chosen by set_content under the message's own policy.
 WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
-SUBJECTS = {
-    "sent": "Sub-processor change announced",
-    "postponed": "Sub-processor change postponed",
-    "cancelled": "Sub-processor change cancelled",
-}
+# What became of the change, by mail kind. The change itself is worded by kind as on the page and
+# in the feed (domain/public_list.py change_words): "Sub-processor removal: X", never one phrase
+# for an addition and a removal alike.
+STATES = {"sent": "announced", "postponed": "postponed", "cancelled": "cancelled"}
+
+
+def copy_title(kind: str, change: Change) -> str:
+    """A copy's headline and (after "[Informational] ") subject: "Sub-processor removal: X",
+    "Postponed — New sub-processor: X", "Cancelled — Sub-processor replacement: X (replacing Y)"
+    (the cancelled form is the feed's)."""
+    words = change_words(change)
+    return words if kind == "sent" else f"{STATES[kind].capitalize()} — {words}"
 
 
 @dataclass
@@ -796,7 +806,9 @@ class SubscriberMailer:
             assert change is not None
             context |= {
                 "change": change,
-                "headline": SUBJECTS[kind],
+                "title": copy_title(kind, change),
+                # for a template written before "title": "<kind words> <state>: <name>"
+                "headline": f"{KIND_WORDS.get(change.kind, change.kind)} {STATES[kind]}",
                 "entry_url": f"{base}/subprocessors#notice-{change.notice_id}",
             }
             template = "subscriber_notice"

@@ -7,6 +7,8 @@ logs. The HTTP side is tests/web/test_subscribe_pages.py."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import functools
 import json
 import os
@@ -20,6 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from noticeflow import subscriptions
+from noticeflow.domain.public_list import Change, Details, entry_title
 from noticeflow.domain.signals import Objection
 from noticeflow.domain.subscriptions import normalise_address
 from noticeflow.subscriptions import (
@@ -478,3 +481,57 @@ async def test_cli_lists_ids_only_and_erases_by_id_or_address(clean, database_ur
     assert "erased already" in again.stdout
     assert STORED not in await stored_text(clean)
     assert await clean.fetchval("SELECT count(*) FROM subscriber_keys") == 0
+
+
+def _change(kind: str, **more) -> Change:
+    at = datetime(2027, 3, 1, tzinfo=UTC)
+    return Change(
+        notice_id="n-copy",
+        kind=kind,
+        subprocessor="Acme Analytics Ltd",
+        replaces="Old Analytics GmbH" if kind == "replacement" else None,
+        details=Details("Analytics", "Ireland", ("Usage data",), "EEA", ("assistant",)),
+        previous={},
+        opt_in=False,
+        effective_at=at,
+        first_effective_at=at,
+        sent_at=at - timedelta(days=30),
+        postponements=(),
+        status="upcoming",
+        in_effect_at=None,
+        cancelled_at=None,
+        **more,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "mail_kind", "words"),
+    [
+        ("addition", "sent", "New sub-processor: Acme Analytics Ltd"),
+        ("removal", "sent", "Sub-processor removal: Acme Analytics Ltd"),
+        (
+            "replacement",
+            "sent",
+            "Sub-processor replacement: Acme Analytics Ltd (replacing Old Analytics GmbH)",
+        ),
+        ("material_change", "sent", "Change to a sub-processor: Acme Analytics Ltd"),
+        ("removal", "postponed", "Postponed — Sub-processor removal: Acme Analytics Ltd"),
+        ("removal", "cancelled", "Cancelled — Sub-processor removal: Acme Analytics Ltd"),
+    ],
+)
+def test_a_copy_says_which_kind_of_change_it_is(kind, mail_kind, words):
+    """A removal's copy must not read like an addition's: the subject and both bodies word the
+    change by kind, as the page and the Atom feed do (the same function)."""
+    sender = SubscriberMailer.configured(
+        None, "smtp://127.0.0.1:25", "privacy@vendor.example", TEST_LINK_KEY, URL
+    )
+    change = _change(kind)
+    mail = sender.build("sub_0123456789abcdef", "r@example.com", mail_kind, "k", change)
+    message = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert message["Subject"] == f"[Informational] {words}"
+    text = body_of(message)
+    assert text.count(words) == 2  # the text and the HTML part
+    assert "change announced" not in text
+    assert words.removeprefix("Postponed — ").removeprefix("Cancelled — ") in entry_title(
+        change
+    ).removeprefix("Cancelled — ")

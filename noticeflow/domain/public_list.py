@@ -252,6 +252,37 @@ class Change:
         }
 
 
+# The words for a change, one place for every channel: the page, the Atom feed and the subscribers'
+# copies (an addition and a removal must not read alike anywhere).
+KIND_WORDS = {
+    "addition": "New sub-processor",
+    "replacement": "Sub-processor replacement",
+    "removal": "Sub-processor removal",
+    "material_change": "Change to a sub-processor",
+}
+
+
+def change_words(change: Change) -> str:
+    """What the change is, by kind: "Sub-processor removal: X", "... replacement: X (replacing
+    Y)"."""
+    words = f"{KIND_WORDS.get(change.kind, change.kind)}: {change.subprocessor}"
+    if change.kind == "replacement" and change.replaces:
+        words += f" (replacing {change.replaces})"
+    return words
+
+
+def entry_title(change: Change) -> str:
+    """The change's title as the feed gives it: its words, and its state (effective, postponed
+    to, cancelled)."""
+    day = change.effective_at.astimezone(UTC).date().isoformat()
+    words = change_words(change)
+    if change.status == "cancelled":
+        return f"Cancelled — {words}"
+    if change.postponements:
+        return f"{words}, postponed to {day}"
+    return f"{words}, effective {day}"
+
+
 @dataclass(frozen=True)
 class PublicList:
     head: ChainHead

@@ -17,7 +17,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from noticeflow import public_list
-from noticeflow.domain.public_list import ATOM_NAMESPACE, Change, PublicList, iso
+from noticeflow.domain.public_list import (
+    ATOM_NAMESPACE,
+    KIND_WORDS,
+    Change,
+    PublicList,
+    entry_title,
+    iso,
+)
 from noticeflow.web.context import Web, get_web
 
 router = APIRouter()
@@ -32,12 +39,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a feed's <updated> before anything i
 ET.register_namespace("atom", ATOM)
 ET.register_namespace("nf", NF)
 
-KIND_WORDS = {
-    "addition": "New sub-processor",
-    "replacement": "Sub-processor replacement",
-    "removal": "Sub-processor removal",
-    "material_change": "Change to a sub-processor",
-}
 STATUS_WORDS = {"upcoming": "upcoming", "in_effect": "in effect", "cancelled": "cancelled"}
 
 
@@ -131,18 +132,6 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> 
     if text is not None:
         element.text = text
     return element
-
-
-def entry_title(change: Change) -> str:
-    day = change.effective_at.astimezone(UTC).date().isoformat()
-    words = f"{KIND_WORDS.get(change.kind, change.kind)}: {change.subprocessor}"
-    if change.kind == "replacement" and change.replaces:
-        words += f" (replacing {change.replaces})"
-    if change.status == "cancelled":
-        return f"Cancelled — {words}"
-    if change.postponements:
-        return f"{words}, postponed to {day}"
-    return f"{words}, effective {day}"
 
 
 def entry_summary(change: Change) -> str:

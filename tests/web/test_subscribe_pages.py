@@ -114,7 +114,9 @@ async def test_subscribe_confirm_copies_and_one_click_unsubscribe(web_stack):
             )  # fmt: skip
             assert receipt.status == "accepted", receipt
             await wait_for(lambda: len(to_reader(web_stack)) == 3)
-            assert "postponed" in to_reader(web_stack)[2]["Subject"]
+            assert to_reader(web_stack)[2]["Subject"].startswith(
+                "[Informational] Postponed — New sub"
+            )
 
             unsubscribe_url = unsubscribe_header.strip("<>")
             assert unsubscribe_url.startswith(f"{web_stack.url}/unsubscribe/")
