@@ -272,14 +272,16 @@ async def _delivery(c: asyncpg.Connection, p: _Page, notice_id: str, e: es.Store
 
 
 _DELIVERIES = (  # a run of one notice's delivery events, distinct customers: as _delivery, at once
+    # (the rows found by the ids' index, = ANY: a join alone read all the notice's rows each time)
     "WITH input AS (SELECT * FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
     "   $5::timestamptz[]) WITH ORDINALITY AS t(customer_id, delivery, delivered_at, deadline, i)),"
     f" old AS (SELECT r.customer_id, {', '.join(f'r.{f}' for f in _FLAGS)}"
-    "   FROM rm_notice_customers r JOIN input USING (customer_id) WHERE r.notice_id = $1),"
+    "   FROM rm_notice_customers r WHERE r.notice_id = $1 AND r.customer_id = ANY($2::text[])),"
     " new AS (UPDATE rm_notice_customers r SET delivery = i.delivery,"
     "   delivered_at = coalesce(r.delivered_at, i.delivered_at),"
     "   deadline = coalesce(r.deadline, i.deadline) FROM input i"
-    "   WHERE r.notice_id = $1 AND r.customer_id = i.customer_id AND r.delivery <> 'delivered'"
+    "   WHERE r.notice_id = $1 AND r.customer_id = ANY($2::text[])"
+    "   AND r.customer_id = i.customer_id AND r.delivery <> 'delivered'"
     f"   RETURNING r.customer_id, {', '.join(f'r.{f}' for f in _FLAGS)}, r.deadline)"
     " SELECT i.i, "
     + ", ".join(f"o.{f} AS old_{f}, n.{f} AS new_{f}" for f in _FLAGS)
