@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -101,6 +102,7 @@ def create_app(
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
+        _own_origin_redirect(request, response, settings.public_url)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -135,6 +137,22 @@ def create_app(
     app.add_middleware(Guard)  # outermost: NUL bytes, body size, and no traceback on a crash
     app.mount("/static", StaticFiles(packages=[("noticeflow.web", "static")]), name="static")
     return app
+
+
+def _own_origin_redirect(request: Request, response: Response, public_url: str) -> None:
+    """A redirect Starlette builds from the request (the trailing-slash one: ``/subprocessors/``
+    to ``/subprocessors``) names the ``Host`` the client sent, so ``Host: evil.com`` would send a
+    reader, or poison a shared cache, to another site. Such a Location is rebuilt on the
+    configured NOTICEFLOW_PUBLIC_URL (absolute, so a path like ``//evil.com`` stays a path)."""
+    location = response.headers.get("location")
+    if not location or not 300 <= response.status_code < 400:
+        return
+    parts = urlsplit(location)
+    if parts.netloc and parts.netloc.lower() == request.headers.get("host", "").lower():
+        base = urlsplit(public_url)
+        response.headers["location"] = urlunsplit(
+            (base.scheme, base.netloc, parts.path, parts.query, parts.fragment)
+        )
 
 
 def _wants_json(request: Request) -> bool:

@@ -39,6 +39,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a feed's <updated> before anything i
 ET.register_namespace("atom", ATOM)
 ET.register_namespace("nf", NF)
 
+# HEAD wherever GET works (RFC 9110 9.3.2: feed readers and link checkers use it): the same status
+# and headers (ETag, chain head), and uvicorn sends no body.
+READ_METHODS = ["GET", "HEAD"]
 STATUS_WORDS = {"upcoming": "upcoming", "in_effect": "in effect", "cancelled": "cancelled"}
 
 
@@ -60,6 +63,26 @@ def _headers(listing: PublicList) -> dict[str, str]:
         "Access-Control-Allow-Origin": "*",
         "Access-Control-Expose-Headers": f"{HEAD_HEADER}, ETag",
     }
+
+
+@router.options("/subprocessors", include_in_schema=False)
+@router.options("/subprocessors.json", include_in_schema=False)
+@router.options("/subprocessors.atom", include_in_schema=False)
+async def preflight() -> Response:
+    """CORS preflight (the answers say ``Access-Control-Allow-Origin: *``): a script on another
+    site may GET or HEAD the list with ``If-None-Match`` (a non-simple header, so its browser asks
+    first). Nothing else is allowed; no credentials are involved (the list is the same for all)."""
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": "GET, HEAD",
+            "Access-Control-Allow-Headers": "If-None-Match",
+            "Access-Control-Max-Age": "86400",
+            "Allow": "GET, HEAD, OPTIONS",
+            "Cache-Control": "public, max-age=86400",
+        },
+    )
 
 
 def _not_modified(request: Request, listing: PublicList) -> Response | None:
@@ -87,7 +110,7 @@ def _base(web: Web) -> str:
     return web.settings.public_url.rstrip("/")
 
 
-@router.get("/subprocessors.json", include_in_schema=True)
+@router.api_route("/subprocessors.json", include_in_schema=True, methods=READ_METHODS)
 async def subprocessors_json(request: Request, web: Web = Depends(get_web)) -> Response:
     """The public list as JSON (docs/schemas/subprocessors.schema.json)."""
     listing = await current(request, web)
@@ -96,7 +119,7 @@ async def subprocessors_json(request: Request, web: Web = Depends(get_web)) -> R
     )
 
 
-@router.get("/subprocessors", include_in_schema=False)
+@router.api_route("/subprocessors", include_in_schema=False, methods=READ_METHODS)
 async def subprocessors_page(request: Request, web: Web = Depends(get_web)) -> Response:
     listing = await current(request, web)
     cached = _not_modified(request, listing)
@@ -116,7 +139,7 @@ async def subprocessors_page(request: Request, web: Web = Depends(get_web)) -> R
     return response
 
 
-@router.get("/subprocessors.atom", include_in_schema=False)
+@router.api_route("/subprocessors.atom", include_in_schema=False, methods=READ_METHODS)
 async def subprocessors_atom(request: Request, web: Web = Depends(get_web)) -> Response:
     listing = await current(request, web)
     return _not_modified(request, listing) or Response(

@@ -138,7 +138,7 @@ def _bad_link(web: Web, request: Request, error: InvalidToken, token: str, what:
     )
 
 
-@router.get("/subscribe/confirm/{token}", include_in_schema=False)
+@router.api_route("/subscribe/confirm/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def confirm_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
     try:
         tokens(request, web).read_confirmation(token)
@@ -185,7 +185,7 @@ SUBSCRIBED = (
 )
 
 
-@router.get("/unsubscribe/{token}", include_in_schema=False)
+@router.api_route("/unsubscribe/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def unsubscribe_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
     try:
         tokens(request, web).read_unsubscribe(token)

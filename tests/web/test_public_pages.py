@@ -7,13 +7,14 @@ events say at it (tests/public_check.py)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lxml import etree
 
 from noticeflow import control, public_list
 from noticeflow.domain.public_list import parse_head
+from noticeflow.subscriptions import Tokens
 from noticeflow.web.public import HEAD_HEADER
 from tests.public_check import assert_public_list_equals_the_events, validate_schema
 from tests.test_public_list import BASELINE, entries_of
@@ -151,3 +152,48 @@ async def test_public_pages_make_no_session_so_a_shared_cache_serves_no_ones_coo
     for path, headers in served["headers"].items():
         assert "set-cookie" not in headers, path  # the session is not even read
         assert "cookie" not in headers.get("vary", "").lower(), path
+
+
+async def test_head_preflight_and_a_slash_redirect_that_keeps_to_our_host(web_stack):
+    """RFC 9110: HEAD wherever GET works, with GET's headers (ETag, chain head) and no body, on
+    the list, the feed, the JSON and the subscription pages. The answers allow any origin, so a
+    cross-site script's preflight for a GET with If-None-Match is answered. The trailing-slash
+    redirect names NOTICEFLOW_PUBLIC_URL, never the Host a client sent."""
+    tokens = Tokens(web_stack.settings.verification_keys, web_stack.url)
+    confirm = tokens.confirm_url("sub_0123456789abcdef", datetime.now(UTC) + timedelta(days=1))
+    unsubscribe = tokens.unsubscribe_url("sub_0123456789abcdef")
+    async with web_stack.http() as http:
+        for path in ("/subprocessors", "/subprocessors.json", "/subprocessors.atom"):
+            got = await http.get(path)
+            head = await http.head(path)
+            assert (head.status_code, head.content) == (200, b""), path
+            for name in ("etag", HEAD_HEADER, "content-type", "cache-control"):
+                assert head.headers[name] == got.headers[name], (path, name)
+            assert "set-cookie" not in head.headers
+            cached = await http.head(path, headers={"If-None-Match": got.headers["etag"]})
+            assert cached.status_code == 304, path
+
+            asked = await http.options(
+                path,
+                headers={
+                    "Origin": "https://elsewhere.example",
+                    "Access-Control-Request-Method": "GET",
+                    "Access-Control-Request-Headers": "if-none-match",
+                },
+            )
+            assert asked.status_code == 204, path
+            assert asked.headers["access-control-allow-origin"] == "*"
+            assert "GET" in asked.headers["access-control-allow-methods"]
+            assert "if-none-match" in asked.headers["access-control-allow-headers"].lower()
+        for url in (confirm, unsubscribe):
+            path = url.removeprefix(web_stack.url)
+            head = await http.head(path)
+            assert (head.status_code, head.content) == (200, b""), path
+            assert head.headers["cache-control"] == "no-store"
+
+        for host in ("evil.com", "EVIL.com:8443"):
+            moved = await http.get("/subprocessors/", headers={"Host": host})
+            assert moved.status_code in (301, 307, 308)
+            assert moved.headers["location"] == f"{web_stack.url}/subprocessors", host
+        moved = await http.get("//evil.com/", headers={"Host": "evil.com"})
+        assert not moved.headers.get("location", "").startswith(("//", "http://evil.com"))
