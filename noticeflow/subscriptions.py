@@ -318,6 +318,26 @@ class Confirmed(enum.StrEnum):
     gone = "gone"  # unsubscribed, erased or expired unconfirmed
 
 
+async def confirmation_state(
+    pool: asyncpg.Pool, tokens: Tokens, token: str, now: datetime | None = None
+) -> tuple[str, Confirmed | None]:
+    """What pressing the link's button would do, changing nothing (the GET page): ``None`` when
+    it would confirm, else what :func:`confirm` would answer (already, gone, expired). An
+    expired link never shows a button that can only fail."""
+    link = tokens.read_confirmation(token)
+    now = now or datetime.now(UTC)
+    status = await pool.fetchval(
+        "SELECT status FROM subscribers WHERE subscriber_id = $1", link.subscriber_id
+    )
+    if status == "confirmed":
+        return link.subscriber_id, Confirmed.already
+    if status != "pending":
+        return link.subscriber_id, Confirmed.gone
+    if now >= link.expires_at:
+        return link.subscriber_id, Confirmed.expired
+    return link.subscriber_id, None
+
+
 async def confirm(
     pool: asyncpg.Pool, tokens: Tokens, token: str, now: datetime | None = None
 ) -> tuple[str, Confirmed]:

@@ -141,9 +141,12 @@ def _bad_link(web: Web, request: Request, error: InvalidToken, token: str, what:
 @router.api_route("/subscribe/confirm/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def confirm_page(token: str, request: Request, web: Web = Depends(get_web)) -> Response:
     try:
-        tokens(request, web).read_confirmation(token)
+        _, state = await subscriptions.confirmation_state(web.pool, tokens(request, web), token)
     except InvalidToken as error:
         return _bad_link(web, request, error, token, "confirmation")
+    if state is not None:  # expired, ended or confirmed already: no button that cannot work
+        status, title, message = CONFIRMED_WORDS[state]
+        return _page(web, request, status, title=title, message=message)
     return _page(
         web,
         request,
@@ -161,21 +164,7 @@ async def confirm(token: str, request: Request, web: Web = Depends(get_web)) -> 
     except InvalidToken as error:
         return _bad_link(web, request, error, token, "confirmation")
     log.info("subscription confirmation", subscriber_id=subscriber_id, outcome=result.value)
-    words = {
-        subscriptions.Confirmed.confirmed: (200, "Subscribed", SUBSCRIBED),
-        subscriptions.Confirmed.already: (200, "Subscribed", SUBSCRIBED),
-        subscriptions.Confirmed.expired: (
-            410,
-            "This link has expired",
-            "This confirmation link has expired. Subscribe again on the sub-processor page.",
-        ),
-        subscriptions.Confirmed.gone: (
-            410,
-            "This subscription has ended",
-            "This subscription was cancelled or erased. Subscribe again on the sub-processor page.",
-        ),
-    }
-    status, title, message = words[result]
+    status, title, message = CONFIRMED_WORDS[result]
     return _page(web, request, status, title=title, message=message)
 
 
@@ -183,6 +172,20 @@ SUBSCRIBED = (
     "You will get an informational mail when a sub-processor change is announced, postponed or"
     " cancelled. Each mail has a link to unsubscribe."
 )
+CONFIRMED_WORDS = {
+    subscriptions.Confirmed.confirmed: (200, "Subscribed", SUBSCRIBED),
+    subscriptions.Confirmed.already: (200, "Subscribed", SUBSCRIBED),
+    subscriptions.Confirmed.expired: (
+        410,
+        "This link has expired",
+        "This confirmation link has expired. Subscribe again on the sub-processor page.",
+    ),
+    subscriptions.Confirmed.gone: (
+        410,
+        "This subscription has ended",
+        "This subscription was cancelled or erased. Subscribe again on the sub-processor page.",
+    ),
+}
 
 
 @router.api_route("/unsubscribe/{token}", methods=["GET", "HEAD"], include_in_schema=False)

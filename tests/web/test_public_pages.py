@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from noticeflow import control, public_list
+from noticeflow import control, public_list, subscriptions
 from noticeflow.domain.public_list import parse_head
 from noticeflow.subscriptions import Tokens
 from noticeflow.web.public import HEAD_HEADER
@@ -160,8 +160,9 @@ async def test_head_preflight_and_a_slash_redirect_that_keeps_to_our_host(web_st
     cross-site script's preflight for a GET with If-None-Match is answered. The trailing-slash
     redirect names NOTICEFLOW_PUBLIC_URL, never the Host a client sent."""
     tokens = Tokens(web_stack.settings.verification_keys, web_stack.url)
-    confirm = tokens.confirm_url("sub_0123456789abcdef", datetime.now(UTC) + timedelta(days=1))
-    unsubscribe = tokens.unsubscribe_url("sub_0123456789abcdef")
+    pending, _ = await subscriptions.subscribe(web_stack.pool, "head-check@example.com")
+    confirm = tokens.confirm_url(pending, datetime.now(UTC) + timedelta(days=1))
+    unsubscribe = tokens.unsubscribe_url(pending)
     async with web_stack.http() as http:
         for path in ("/subprocessors", "/subprocessors.json", "/subprocessors.atom"):
             got = await http.get(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -260,3 +260,28 @@ async def test_behind_a_trusted_proxy_the_form_limits_each_visitor_not_the_proxy
         assert set(await answers(http, 3)) == {200}
     async with served(pool, tmp_path / "untrusted") as (http, _):
         assert 429 in await answers(http, 3)  # the proxy's (here: loopback's) one bucket
+
+
+async def test_an_expired_confirmation_link_says_so_on_get_too(web_stack):
+    """GET on an expired link shows the expired page (410) with no button that could only fail,
+    as the POST answers; a live link shows the button; GET confirms nothing either way."""
+    pool = web_stack.pool
+    subscriber_id, _ = await subscriptions.subscribe(pool, "late-reader@example.com")
+    tokens = Tokens(web_stack.settings.verification_keys, web_stack.url)
+    now = datetime.now(UTC)
+    expired = tokens.confirm_url(subscriber_id, now - timedelta(seconds=1))
+    live = tokens.confirm_url(subscriber_id, now + timedelta(days=1))
+    status = "SELECT status FROM subscribers WHERE subscriber_id = $1"
+    async with web_stack.http() as http:
+        shown = await http.get(expired.removeprefix(web_stack.url))
+        assert shown.status_code == 410 and "expired" in shown.text
+        assert "<form" not in shown.text and "Confirm the subscription" not in shown.text
+        pressed = await http.post(expired.removeprefix(web_stack.url))
+        assert pressed.status_code == 410
+        assert await pool.fetchval(status, subscriber_id) == "pending"
+        fresh = await http.get(live.removeprefix(web_stack.url))
+        assert fresh.status_code == 200 and "Confirm the subscription" in fresh.text
+        assert await pool.fetchval(status, subscriber_id) == "pending"
+        assert (await http.post(live.removeprefix(web_stack.url))).status_code == 200
+        again = await http.get(live.removeprefix(web_stack.url))
+        assert again.status_code == 200 and "Subscribed" in again.text and "<form" not in again.text
