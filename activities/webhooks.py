@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.deps import handed_over_on_shutdown
 from noticeflow.contracts import Activity, WebhookRequest, WebhookRound
 from noticeflow.webhooks import Deliverer, RetryLater, SecretKeyMissing
 
 CONFIGURATION_RETRY = timedelta(minutes=10)
+log = structlog.get_logger(__name__)
 
 
 class WebhookActivities:
@@ -34,12 +36,27 @@ class WebhookActivities:
                     request.subscription_id, request.batch, progress=activity.heartbeat
                 )
         except RetryLater as retry:
+            # Benign: the deliverer has logged the attempt in one line; Temporal logs a benign
+            # failure at DEBUG (otherwise a WARNING with the whole traceback, every retry).
             raise ApplicationError(
-                str(retry), type="WebhookRetry", next_retry_delay=retry.delay
+                str(retry),
+                type="WebhookRetry",
+                non_retryable=False,
+                next_retry_delay=retry.delay,
+                category=ApplicationErrorCategory.BENIGN,
             ) from None
         except SecretKeyMissing as error:
+            log.warning(
+                "webhook secret key missing; will retry",
+                subscription_id=request.subscription_id,
+                retry_in_seconds=CONFIGURATION_RETRY.total_seconds(),
+            )
             raise ApplicationError(
-                str(error), type="WebhookUnavailable", next_retry_delay=CONFIGURATION_RETRY
+                str(error),
+                type="WebhookUnavailable",
+                non_retryable=False,
+                next_retry_delay=CONFIGURATION_RETRY,
+                category=ApplicationErrorCategory.BENIGN,
             ) from None
         return WebhookRound(
             delivered=done.delivered,

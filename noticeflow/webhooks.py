@@ -751,6 +751,9 @@ class Outcome:
     status_code: int | None
     error: str | None
     duration_ms: int
+    # What went wrong when there was no answer, in a word for the logs (never the URL or host):
+    # "refused", "unresolved", "timeout" or the connection error's type.
+    error_type: str | None = None
 
 
 def sign(secret: str, msg_id: str, at: datetime, body: str) -> dict[str, str]:
@@ -774,8 +777,10 @@ async def post(
     of the answer's body are read, never kept."""
     started = time.monotonic()
 
-    def done(outcome: str, status: int | None = None, error: str | None = None) -> Outcome:
-        return Outcome(outcome, status, error, int((time.monotonic() - started) * 1000))
+    def done(
+        outcome: str, status: int | None = None, error: str | None = None, kind: str | None = None
+    ) -> Outcome:
+        return Outcome(outcome, status, error, int((time.monotonic() - started) * 1000), kind)
 
     try:
         async with asyncio.timeout(timeout):
@@ -783,18 +788,19 @@ async def post(
             try:
                 addresses = await resolve(host, _port(url), allow_private)
             except Refused as error:
-                return done("failed", error=f"refused: {error}")
+                return done("failed", error=f"refused: {error}", kind="refused")
             except Unresolved as error:
-                return done("retry", error=str(error))
+                return done("retry", error=str(error), kind="unresolved")
             headers = sign(secret, msg_id, datetime.now(UTC), body)
             try:
                 status = await post_to(addresses, url, headers, body, timeout)
             except httpx.TimeoutException:
-                return done("retry", error="no answer in time")
+                return done("retry", error="no answer in time", kind="timeout")
             except (httpx.HTTPError, OSError) as error:
-                return done("retry", error=f"connection failed ({type(error).__name__})")
+                kind = type(error).__name__
+                return done("retry", error=f"connection failed ({kind})", kind=kind)
     except TimeoutError:
-        return done("retry", error=f"no answer within {timeout:g} s")
+        return done("retry", error=f"no answer within {timeout:g} s", kind="timeout")
     if 200 <= status < 300:
         return done("delivered", status)
     if status >= 500 or status in RETRIED_STATUSES:
@@ -856,7 +862,9 @@ def retry_delay(attempts: int, first: timedelta = RETRY_FIRST) -> timedelta:
 
 
 class RetryLater(Exception):
-    """A delivery failed transiently: try the subscription again after ``delay``."""
+    """A delivery failed transiently: try the subscription again after ``delay``. The message is
+    one short line of ids and the failure's code or type (never the URL, nor its host): it is
+    the activity failure Temporal records."""
 
     def __init__(self, subscription_id: str, delay: timedelta, reason: str) -> None:
         super().__init__(f"webhook {subscription_id}: {reason}; next attempt in {delay}")
@@ -950,18 +958,32 @@ class Deliverer:
                 final = "failed"  # the time given to this delivery is up: the next proceeds
             next_at = at + delay if final == "retry" else None
             await self._record(row["delivery_id"], attempt, at, outcome, final, next_at)
-            log.info(
-                "webhook attempt",
-                subscription_id=subscription_id,
-                delivery_id=row["delivery_id"],
-                attempt=attempt,
-                status_code=outcome.status_code,
-                outcome=final,
-            )
+            ids = {
+                "subscription_id": subscription_id,
+                "delivery_id": row["delivery_id"],
+                "attempt": attempt,
+                "status_code": outcome.status_code,
+                "error_type": outcome.error_type,
+            }
             if progress is not None:
                 progress(row["delivery_id"])
             if final == "retry":
-                raise RetryLater(subscription_id, delay, outcome.error or "failed")
+                # One line for a failed attempt (Temporal's own log of the activity failure is a
+                # traceback: the activity raises it as benign, which Temporal logs at DEBUG).
+                assert next_at is not None
+                log.warning(
+                    "webhook delivery failed; will retry",
+                    **ids,
+                    next_attempt_at=next_at,
+                    retry_in_seconds=delay.total_seconds(),
+                )
+                what = f"HTTP {outcome.status_code}" if outcome.status_code else outcome.error_type
+                raise RetryLater(
+                    subscription_id,
+                    delay,
+                    f"delivery {row['delivery_id']} attempt {attempt} failed ({what})",
+                )
+            log.info("webhook attempt", **ids, outcome=final)
             delivered += final == "delivered"
             failed += final == "failed"
         more = bool(

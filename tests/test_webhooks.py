@@ -653,3 +653,38 @@ async def test_a_delivery_logs_no_part_of_the_url(
     stdlib = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
     for part in ("SECRETTOKEN", "SECRETKEY", "/services", "T0001"):
         assert part not in ours and part not in stdlib, (ours, stdlib)
+
+
+async def test_a_retried_delivery_logs_one_short_line_and_no_traceback(
+    time_skipping_env: Any, pool: Any, smtp_sink: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead endpoint's retries, through the real worker: each failed attempt is one WARNING
+    line with ids, the error's type, the attempt and the next attempt's time — no traceback (not
+    Temporal's activity-failure log either) and no part of the URL."""
+    caplog.set_level(logging.DEBUG)
+    url = "http://127.0.0.1:9/services/T0001/SECRETTOKEN?key=SECRETKEY"
+    subscription_id, delivery_id = await pending_delivery(pool, url)
+    chosen = deliverer(pool)  # 0.3 s, then doubling: a few retries in a few seconds
+    with structlog.testing.capture_logs() as logs:
+        async with stack(time_skipping_env, pool, smtp_sink, chosen):
+            await eventually(lambda: pool.fetchval(
+                "SELECT attempts >= 3 FROM webhook_deliveries WHERE delivery_id = $1", delivery_id
+            ))  # fmt: skip
+            await asyncio.sleep(0.5)  # the third attempt's activity failure is logged too
+    retries = [e for e in logs if e["event"] == "webhook delivery failed; will retry"]
+    assert len(retries) >= 3, logs
+    first = retries[0]
+    assert first["log_level"] == "warning"
+    assert (first["subscription_id"], first["delivery_id"], first["attempt"]) == (
+        subscription_id, delivery_id, 1,
+    )  # fmt: skip
+    assert first["error_type"] == "ConnectError" and first["status_code"] is None
+    assert first["next_attempt_at"] and first["retry_in_seconds"] == 0.3
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in loud if r.exc_info], [(r.name, r.getMessage()) for r in loud]
+    everything = json.dumps(logs, default=str) + "\n".join(
+        f"{r.name} {r.getMessage()}" for r in caplog.records
+    )
+    assert "Traceback" not in everything
+    for part in ("SECRETTOKEN", "SECRETKEY", "/services", ":9/"):
+        assert part not in everything, part
