@@ -9,6 +9,7 @@ import typer
 
 from noticeflow.cli.common import (
     DataDirOpt,
+    Failure,
     JsonOpt,
     database,
     emit,
@@ -121,7 +122,14 @@ def replies_list(
         lambda: (
             table(
                 [
-                    {**r, "body": " ".join(str(r["body"] or r["reason"] or "").split())[:60]}
+                    {
+                        **r,
+                        "body": " ".join(str(r["body"] or r["reason"] or "").split())[:60],
+                        # tried, but its receipt was rejected: it does not bind
+                        "classified_as": f"{r['classified_as']} (rejected: {r['receipt_reason']})"
+                        if r["status"] == "new" and r["receipt_status"] == "rejected"
+                        else r["classified_as"],
+                    }
                     for r in rows
                 ],
                 [
@@ -158,7 +166,10 @@ def replies_classify(
 
     async def go() -> dict[str, Any]:
         async with database(settings) as pool:
-            reply, receipt = await store.classify(pool, reply_id, kind, by)
+            try:
+                reply, receipt = await store.classify(pool, reply_id, kind, by)
+            except store.NotApplicable as error:  # not a typing mistake: this reply's terms
+                raise Failure(str(error)) from None
             result: dict[str, Any] = {"reply": reply.as_json(), "receipt": None}
             if receipt is not None:
                 client, problem = await _temporal(settings) if receipt.pending else (None, None)
@@ -166,10 +177,23 @@ def replies_classify(
                     client, pool, receipt, settings.task_queue, connect_error=problem
                 )
                 result["receipt"] = {**receipt.as_json(), "pending_because": pending_because}
+                if receipt.status == "rejected":  # it does not bind: the reply is new again
+                    again = await store.get(pool, reply_id)
+                    result["reply"] = (again or reply).as_json()
             return result
 
     result = run(go())
     receipt = result["receipt"]
+    if receipt is not None and receipt["status"] == "rejected":
+        # The intake refused it: the classification does not bind, the reply stays to classify.
+        if as_json:
+            emit(result, True, "")
+        fail(
+            f"reply {reply_id}: the {receipt['action']} was rejected:"
+            f" {one_line(str(receipt['reason']))} (receipt {receipt['receipt_id']}); the reply is"
+            " new again: classify it as what applies (its mail's receipt time is kept)",
+            1,
+        )
     if receipt is None:
         human = f"reply {reply_id}: a question, marked handled (no action)"
     else:

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from noticeflow.domain.rules import Authorisation, consent_required
+
 # 15 bytes of an HMAC in lower-case base32: 24 characters, 120 bits (no padding at 15 bytes).
 TOKEN_CHARS = 24
 TOKEN = re.compile(rf"^[a-z2-7]{{{TOKEN_CHARS}}}$")
@@ -32,6 +34,38 @@ class Classification(StrEnum):
 
 # The intake action each classification becomes (a question becomes none).
 ACTIONS = {Classification.objection: "object", Classification.opt_in: "opt_in"}
+
+
+def opt_in_refusal(
+    opt_in_notice: bool | None, authorisation: str | None, customer_id: str
+) -> str | None:
+    """Why an opt-in cannot apply to this customer on this notice (None: it can), in the words the
+    intake's judgement uses (rule 8): only a customer whose consent is asked (an opt-in notice, or
+    specific authorisation) opts in, and a ``dora`` customer may approve; a customer with general
+    authorisation on an ordinary notice objects instead. Unknown terms (None): no refusal here,
+    the judgement decides."""
+    if opt_in_notice is None or authorisation is None:
+        return None
+    if consent_required(opt_in_notice, authorisation) or authorisation == Authorisation.dora:
+        return None
+    return (
+        f"this notice is not an opt-in notice and customer {customer_id!r} has general"
+        " authorisation (silence is deemed acceptance); it objects instead"
+    )
+
+
+def applicable(
+    opt_in_notice: bool | None, authorisation: str | None, customer_id: str, *, erased: bool
+) -> tuple[Classification, ...]:
+    """The classifications that can apply to a reply of this customer on this notice: a question
+    always; for a customer erased since, only that (its reply can be marked handled, nothing can
+    be recorded for it); an objection otherwise; an opt-in where :func:`opt_in_refusal` allows."""
+    if erased:
+        return (Classification.question,)
+    found = [Classification.objection]
+    if opt_in_refusal(opt_in_notice, authorisation, customer_id) is None:
+        found.append(Classification.opt_in)
+    return (*found, Classification.question)
 
 
 @dataclass(frozen=True)

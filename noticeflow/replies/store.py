@@ -34,7 +34,14 @@ from noticeflow.crypto import (
     open_sealed,
 )
 from noticeflow.domain.errors import InputError
-from noticeflow.domain.replies import ACTIONS, Classification, exact_command, strip_reply
+from noticeflow.domain.replies import (
+    ACTIONS,
+    Classification,
+    applicable,
+    exact_command,
+    opt_in_refusal,
+    strip_reply,
+)
 from noticeflow.domain.text import FREE_TEXT_MAX, SINGLE_LINE_MAX
 
 log = structlog.get_logger(__name__)
@@ -86,9 +93,25 @@ class Reply:
     classified_at: datetime | None
     receipt_id: str | None
     repeat: bool = False  # the same mail (Message-ID) delivered again: the first reply
+    # The intake receipt's outcome: a classification whose receipt was rejected does not bind
+    # (the reply is ``new`` again, the rejection shown, and may be classified anew).
+    receipt_status: str | None = None
+    receipt_reason: str | None = None
+    customer_erased: bool = False  # erased since: only "question" (handled) applies
+    # What can apply to this customer on this notice (the dashboard offers only these).
+    applicable: tuple[str, ...] = ()
+
+    @property
+    def rejected_classification(self) -> bool:
+        """Classified once, but its receipt was rejected: it did not bind."""
+        return self.status == NEW and self.receipt_status == intake.REJECTED
 
     def as_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class NotApplicable(InputError):
+    """A classification that cannot apply to this reply (its customer's terms on its notice)."""
 
 
 def new_reply_id() -> str:
@@ -101,8 +124,30 @@ _COLUMNS = (
 )
 
 
+# A reply as read: a classification whose intake receipt was rejected does not bind, so the reply
+# reads as new again (the columns keep what was tried, its receipt shows why it failed); with the
+# notice's and the customer's terms that say which classifications can apply.
+_EFFECTIVE = (
+    "CASE WHEN r.status = 'classified' AND i.status = 'rejected' THEN 'new' ELSE r.status END"
+)
+_SELECT = (
+    "SELECT "
+    + ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(",") if c.strip() != "status")
+    + f", {_EFFECTIVE} AS status, r.status AS stored_status, i.status AS receipt_status,"
+    " i.reason AS receipt_reason, (n.spec->>'opt_in')::boolean AS opt_in_notice,"
+    " rc.authorisation AS authorisation,"
+    " EXISTS (SELECT 1 FROM customer_erasures e WHERE e.customer_id = r.customer_id) AS erased"
+    " FROM replies r LEFT JOIN intake i ON i.receipt_id = r.receipt_id"
+    " LEFT JOIN notices n ON n.notice_id = r.notice_id"
+    " LEFT JOIN recipients rc ON rc.notice_id = r.notice_id AND rc.customer_id = r.customer_id"
+)
+
+
 def _reply(row: asyncpg.Record, keys: dict[str, CustomerKey], repeat: bool = False) -> Reply:
     key = keys.get(row["customer_id"]) if row["customer_id"] else None
+    fields = set(row.keys())
+    erased = bool(row["erased"]) if "erased" in fields else False
+    status = row["status"]
 
     def opened(column: str, field: str) -> str | None:
         value = row[column]
@@ -126,6 +171,20 @@ def _reply(row: asyncpg.Record, keys: dict[str, CustomerKey], repeat: bool = Fal
         classified_at=row["classified_at"],
         receipt_id=row["receipt_id"],
         repeat=repeat,
+        receipt_status=row["receipt_status"] if "receipt_status" in fields else None,
+        receipt_reason=row["receipt_reason"] if "receipt_reason" in fields else None,
+        customer_erased=erased,
+        applicable=tuple(
+            c.value
+            for c in applicable(
+                row["opt_in_notice"] if "opt_in_notice" in fields else None,
+                row["authorisation"] if "authorisation" in fields else None,
+                row["customer_id"] or "",
+                erased=erased,
+            )
+        )
+        if status == NEW
+        else (),
     )
 
 
@@ -263,12 +322,25 @@ async def receive(
         return reply
 
 
-async def get(pool: asyncpg.Pool | asyncpg.Connection, reply_id: str) -> Reply | None:
-    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM replies WHERE reply_id = $1", reply_id)
+async def _read(
+    connection: asyncpg.Pool | asyncpg.Connection,
+    reply_id: str,
+    keys: dict[str, CustomerKey] | None = None,
+    *,
+    lock: bool = False,
+) -> Reply | None:
+    row = await connection.fetchrow(
+        f"{_SELECT} WHERE r.reply_id = $1" + (" FOR UPDATE OF r" if lock else ""), reply_id
+    )
     if row is None:
         return None
-    keys = await load_keys(pool, [row["customer_id"]]) if row["customer_id"] else {}
+    if keys is None:
+        keys = await load_keys(connection, [row["customer_id"]]) if row["customer_id"] else {}
     return _reply(row, keys)
+
+
+async def get(pool: asyncpg.Pool | asyncpg.Connection, reply_id: str) -> Reply | None:
+    return await _read(pool, reply_id)
 
 
 async def listing(
@@ -278,10 +350,11 @@ async def listing(
     status: str | None = None,
     limit: int = 100,
 ) -> list[Reply]:
-    """Replies, newest first (of one notice, of one status, when given), opened."""
+    """Replies, newest first (of one notice, of one status, when given), opened. A reply whose
+    classification's receipt was rejected is ``new`` again."""
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM replies WHERE ($1::text IS NULL OR notice_id = $1)"
-        " AND ($2::text IS NULL OR status = $2) ORDER BY seq DESC LIMIT $3",
+        f"{_SELECT} WHERE ($1::text IS NULL OR r.notice_id = $1)"
+        f" AND ($2::text IS NULL OR {_EFFECTIVE} = $2) ORDER BY r.seq DESC LIMIT $3",
         notice_id,
         status,
         limit,
@@ -291,29 +364,44 @@ async def listing(
     return [_reply(row, keys) for row in rows]
 
 
+def by_problem(by: str) -> str | None:
+    """What is wrong with who classifies (a vendor's user id), or None."""
+    who = by.strip()
+    if not who or not who.isprintable() or len(who) > SINGLE_LINE_MAX or is_sealed(who):
+        return (
+            "who classifies (by) must be a user id: one line of printable characters (no control"
+            f" characters, no line breaks), at most {SINGLE_LINE_MAX}"
+        )
+    return None
+
+
 async def classify(
     pool: asyncpg.Pool, reply_id: str, kind: str, by: str
 ) -> tuple[Reply, intake.Receipt | None]:
     """Ops' classification of one reply. An objection or opt-in is written to the intake of record
     with the mail's receipt time (the caller hands the receipt over to the workflow); a question
     is marked handled. The same classification again returns the first one's receipt; another one
-    for a reply already classified, or any for a rejected reply, is an InputError."""
+    for a reply already classified, or any for a rejected reply, is an InputError.
+
+    A classification whose receipt the intake rejected does not bind: the reply is new again and
+    may be classified anew, again with the mail's receipt time. An opt-in that cannot apply (an
+    ordinary notice, a customer with general authorisation) is refused before anything is
+    recorded (:class:`NotApplicable`); so is anything but a question for a customer erased since
+    (a question marks its reply handled, so it leaves the queue)."""
     problems = []
     try:
         classification = Classification(kind)
     except ValueError:
         problems.append(f"unknown classification {kind[:40]!r}: use objection, opt_in or question")
     who = by.strip()
-    if not who or not who.isprintable() or len(who) > SINGLE_LINE_MAX or is_sealed(who):
-        problems.append(
-            f"who classifies (by) must be a user id: one line of printable characters, at most"
-            f" {SINGLE_LINE_MAX}"
-        )
+    problem = by_problem(by)
+    if problem:
+        problems.append(problem)
     if problems:
         raise InputError("; ".join(problems))
     async with pool.acquire() as connection, connection.transaction():
         row = await connection.fetchrow(
-            f"SELECT {_COLUMNS} FROM replies WHERE reply_id = $1 FOR UPDATE", reply_id
+            f"{_SELECT} WHERE r.reply_id = $1 FOR UPDATE OF r", reply_id
         )
         if row is None:
             raise InputError(f"no reply {reply_id[:40]!r}")
@@ -334,21 +422,32 @@ async def classify(
             return reply, receipt
         key = keys.get(row["customer_id"])
         if key is None:
-            raise InputError(intake.erased_reason(row["customer_id"]))
+            if classification is not Classification.question:
+                raise NotApplicable(
+                    intake.erased_reason(row["customer_id"])
+                    + "; its reply can only be marked handled (question)"
+                )
+        elif classification is Classification.opt_in:
+            refusal = opt_in_refusal(row["opt_in_notice"], row["authorisation"], row["customer_id"])
+            if refusal:
+                raise NotApplicable(
+                    f"reply {reply_id} cannot be an opt-in: {refusal} (classify it as an objection"
+                    " or a question)"
+                )
         return await _classify(connection, reply, key, classification, who)
 
 
 async def _classify(
     connection: asyncpg.Connection,
     reply: Reply,
-    key: CustomerKey,
+    key: CustomerKey | None,
     classification: Classification,
     by: str,
 ) -> tuple[Reply, intake.Receipt | None]:
     assert reply.notice_id is not None and reply.customer_id is not None
     receipt = None
     action = ACTIONS.get(classification)
-    if action is not None:
+    if action is not None:  # never for a customer erased since (refused before)
         who = reply.sender or ""
         payload: dict[str, Any] = {
             "customer_id": reply.customer_id,
@@ -367,12 +466,14 @@ async def _classify(
             channel="reply",
             received_at=reply.received_at,
         )
-    row = await connection.fetchrow(
+    await connection.execute(
         "UPDATE replies SET status = 'classified', classified_as = $2, classified_by = $3,"
-        f" classified_at = clock_timestamp(), receipt_id = $4 WHERE reply_id = $1 RETURNING {_COLUMNS}",
+        " classified_at = clock_timestamp(), receipt_id = $4 WHERE reply_id = $1",
         reply.reply_id,
         classification.value,
         by,  # the vendor's user id (or "auto"), kept in clear: erasing the customer keeps it
         receipt.receipt_id if receipt else None,
     )
-    return _reply(row, {key.customer_id: key}), receipt
+    found = await _read(connection, reply.reply_id, {key.customer_id: key} if key else {})
+    assert found is not None
+    return found, receipt

@@ -481,6 +481,12 @@ async def classify_reply(
         message["text"] = (
             f"{text}, received {reply.received_at:%Y-%m-%d %H:%M:%S} UTC. " + message["text"]
         )
+        if receipt.status == "rejected":  # it does not bind: the reply is new again
+            message["text"] = (
+                f"Reply {reply.reply_id} not classified as {REPLY_WORDS[kind]}: the intake"
+                f" rejected it ({receipt.reason}; receipt {receipt.receipt_id}). The reply is new"
+                " again: classify it as what applies (its mail's receipt time is kept)."
+            )
     else:
         message = {"kind": "ok", "text": f"{text}: no action, marked handled."}
     log.info(
