@@ -31,8 +31,10 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
+import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -216,6 +218,69 @@ def _port(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _escapes(text: str) -> str:
+    """Percent-escapes in one form (RFC 3986 6.2.2): an unreserved character decoded, the hex of
+    the others upper-case."""
+
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return re.sub(r"%([0-9A-Fa-f]{2})", one, text)
+
+
+def target_key(url: str) -> str:
+    """What the duplicate check compares: two URLs with one key are one target. The scheme and
+    the host lower-case, the host in IDNA (ASCII) form without a trailing dot, an IP address in
+    its canonical form (IPv6 compressed; an IPv4 address written short or in hex, as
+    ``127.1``, as the resolver reads it), the scheme's default port dropped, an empty path ``/``,
+    percent-escapes in one form, trailing slashes of the path and an empty query not counted.
+    The path's case and its other slashes are kept as given (``/Hook`` and ``//hook`` are other
+    targets than ``/hook``), and so is the query. The URL stored and POSTed to stays as given."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        parsed = httpx.URL(url)
+        host, port = parsed.raw_host.decode("ascii"), parsed.port
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        host, port = parts.hostname or "", parts.port
+    host = host.lower().rstrip(".") or host
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        if all(re.fullmatch(r"0x[0-9a-f]*|[0-9]+", label) for label in host.split(".")):
+            with contextlib.suppress(OSError):
+                host = socket.inet_ntoa(socket.inet_aton(host))
+    if ":" in host:
+        host = f"[{host}]"
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    path = _escapes(parts.path).rstrip("/") or "/"
+    query = _escapes(parts.query)
+    return f"{scheme}://{host}{f':{port}' if port else ''}{path}{f'?{query}' if query else ''}"
+
+
+async def same_target(c: asyncpg.Pool | asyncpg.Connection, url: str) -> str | None:
+    """The live subscription whose URL names the same target as ``url`` (:func:`target_key`)."""
+    key = target_key(url)
+    rows = await c.fetch(
+        "SELECT subscription_id, url FROM webhook_subscriptions WHERE removed_at IS NULL"
+        " ORDER BY created_at, subscription_id"
+    )
+    return next((r["subscription_id"] for r in rows if target_key(r["url"]) == key), None)
+
+
+def _already(existing: str) -> str:
+    return (
+        f"URL: already subscribed as {existing} (the same target; its secret was shown when it"
+        f" was added): `noticeflow webhooks remove {existing}` first to replace it"
+    )
+
+
 # --- secrets ---------------------------------------------------------------------------------------
 
 
@@ -300,15 +365,9 @@ async def add(
     once). A second ``add`` of a subscribed URL is refused rather than answered with the first
     subscription: its secret was shown once, and its events may differ."""
     chosen, problems = await validate(url, events, allow_private)
-    existing = await pool.fetchval(
-        "SELECT subscription_id FROM webhook_subscriptions WHERE url = $1 AND removed_at IS NULL",
-        url,
-    )
+    existing = None if url_problems(url) else await same_target(pool, url)
     if existing:
-        problems.append(
-            f"URL: already subscribed as {existing} (its secret was shown when it was added):"
-            f" `noticeflow webhooks remove {existing}` first to replace it"
-        )
+        problems.append(_already(existing))
     if problems:
         raise WebhookError(problem_block("cannot add the webhook", problems))
     subscription_id = "wh_" + secrets.token_hex(8)
@@ -321,6 +380,11 @@ async def add(
             # created_at is taken after the lock — so every event recorded at or after it is read
             # by a pass that sees it (none is skipped past by a pass that did not).
             await c.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
+            # Every add holds this lock: checked again under it, two adds of one target at
+            # once cannot both pass (the unique index only knows the URL's text).
+            existing = await same_target(c, url)
+            if existing:
+                raise WebhookError(problem_block("cannot add the webhook", [_already(existing)]))
             row = await c.fetchrow(
                 "INSERT INTO webhook_subscriptions (subscription_id, url, events, secret_sealed,"
                 " secret_key_id, created_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp())"

@@ -688,3 +688,84 @@ async def test_a_retried_delivery_logs_one_short_line_and_no_traceback(
     assert "Traceback" not in everything
     for part in ("SECRETTOKEN", "SECRETKEY", "/services", ":9/"):
         assert part not in everything, part
+
+
+# --- one target, one webhook ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://localhost:8101/hook", "http://LOCALHOST:8101/hook"),
+        ("http://localhost:8101/hook", "HTTP://localhost:8101/hook/"),
+        ("http://localhost/hook", "http://localhost:80/hook"),
+        ("https://localhost/hook", "https://localhost:443/hook"),
+        ("http://localhost", "http://localhost/"),
+        ("http://localhost./hook", "http://localhost/hook"),
+        ("http://[2002:7f00:1::]/", "http://[2002:7f00:0001::]/"),
+        ("http://[2002:7F00:1:0::]:80", "http://[2002:7f00:1::]/"),
+        ("http://127.0.0.1/hook", "http://127.1/hook"),
+        ("http://Bücher.example/hook", "http://xn--bcher-kva.example/hook"),
+        ("http://localhost/%7euser/a%2fb", "http://localhost/~user/a%2Fb"),
+        ("http://localhost/hook?", "http://localhost/hook"),
+    ],
+)
+def test_urls_that_name_one_target_have_one_key(first: str, second: str) -> None:
+    assert webhooks.target_key(first) == webhooks.target_key(second)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://localhost/hook", "http://localhost/Hook"),  # a path's case is the server's
+        ("http://localhost/hook", "http://localhost//hook"),  # and so are its inner slashes
+        ("http://localhost/hook", "https://localhost/hook"),
+        ("http://localhost/hook", "http://localhost:8080/hook"),
+        ("http://localhost/hook?a=1", "http://localhost/hook?a=2"),
+        ("http://localhost/a/hook", "http://localhost/a%2Fhook"),
+    ],
+)
+def test_urls_that_name_other_targets_have_other_keys(first: str, second: str) -> None:
+    assert webhooks.target_key(first) != webhooks.target_key(second)
+
+
+async def test_a_target_already_subscribed_in_another_spelling_is_refused(pool: Any) -> None:
+    first, _ = await webhooks.add(pool, "http://localhost:8101/hook", None, allow_private=True)
+    for again in (
+        "http://LOCALHOST:8101/hook",
+        "http://localhost:8101/hook/",
+        "http://localhost.:8101/hook",
+    ):
+        with pytest.raises(
+            webhooks.WebhookError, match=f"already subscribed as {first.subscription_id}"
+        ):
+            await webhooks.add(pool, again, None, allow_private=True)
+    root, _ = await webhooks.add(pool, "http://[2002:7f00:1::]/", None, allow_private=True)
+    for again in ("http://[2002:7f00:0001::]", "http://[2002:7f00:1::]:80/"):
+        with pytest.raises(
+            webhooks.WebhookError, match=f"already subscribed as {root.subscription_id}"
+        ):
+            await webhooks.add(pool, again, None, allow_private=True)
+    other, _ = await webhooks.add(pool, "http://localhost:8101/Hook", None, allow_private=True)
+    stored = {w["id"]: w["url"] for w in await webhooks.listing(pool)}
+    assert stored == {
+        first.subscription_id: "http://localhost:8101/hook",
+        root.subscription_id: "http://[2002:7f00:1::]/",
+        other.subscription_id: "http://localhost:8101/Hook",
+    }  # stored as given
+    await webhooks.remove(pool, first.subscription_id)  # removed: the target is free again
+    again, _ = await webhooks.add(pool, "http://LOCALHOST:8101/hook/", None, allow_private=True)
+    assert again.subscription_id != first.subscription_id
+
+
+async def test_two_adds_of_one_target_at_once_make_one_webhook(pool: Any) -> None:
+    results = await asyncio.gather(
+        *(
+            webhooks.add(pool, url, None, allow_private=True)
+            for url in ("http://localhost:8102/x", "http://LOCALHOST:8102/x/") * 3
+        ),
+        return_exceptions=True,
+    )
+    assert len([r for r in results if not isinstance(r, Exception)]) == 1, results
+    assert all(isinstance(r, webhooks.WebhookError) for r in results if isinstance(r, Exception))
+    assert await pool.fetchval("SELECT count(*) FROM webhook_subscriptions") == 1
