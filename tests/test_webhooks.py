@@ -754,8 +754,8 @@ async def test_a_target_already_subscribed_in_another_spelling_is_refused(pool: 
         other.subscription_id: "http://localhost:8101/Hook",
     }  # stored as given
     await webhooks.remove(pool, first.subscription_id)  # removed: the target is free again
-    again, _ = await webhooks.add(pool, "http://LOCALHOST:8101/hook/", None, allow_private=True)
-    assert again.subscription_id != first.subscription_id
+    added, _ = await webhooks.add(pool, "http://LOCALHOST:8101/hook/", None, allow_private=True)
+    assert added.subscription_id != first.subscription_id
 
 
 async def test_two_adds_of_one_target_at_once_make_one_webhook(pool: Any) -> None:
