@@ -26,7 +26,7 @@ import asyncpg
 import orjson
 
 from noticeflow import eventstore
-from noticeflow.domain.errors import InputError
+from noticeflow.domain.errors import InputError, describe_problems
 from noticeflow.domain.events import UPCASTERS, BaselineEntry
 from noticeflow.domain.public_list import (
     BASELINE_STREAM,
@@ -165,6 +165,25 @@ class BaselineOutcome:
         }
 
 
+async def _unknown_services(
+    connection: asyncpg.Connection, entries: list[BaselineEntry]
+) -> list[str]:
+    """Each entry's service that no customer has (a typo would otherwise be published): checked
+    once customers are loaded (before, there is nothing to check against)."""
+    known = {
+        row[0] for row in await connection.fetch("SELECT DISTINCT unnest(services) FROM customers")
+    }
+    if not known and not await connection.fetchval("SELECT EXISTS (SELECT 1 FROM customers)"):
+        return []
+    return [
+        f"{entry.subprocessor}: services: {service!r} is no customer's service"
+        f" (the customers' services: {', '.join(sorted(known)) or 'none'})"
+        for entry in entries
+        for service in entry.services
+        if service not in known
+    ]
+
+
 async def record_baseline(
     pool: asyncpg.Pool,
     entries: list[BaselineEntry],
@@ -183,6 +202,11 @@ async def record_baseline(
         last = baselines[-1] if baselines else None
         if last is not None and last.data.get("content_sha256") == event.content_sha256:
             return BaselineOutcome(False, len(baselines), len(entries), last.occurred_at)
+        unknown = await _unknown_services(connection, entries)
+        if unknown:
+            raise InputError(
+                describe_problems("the baseline names services no customer has", unknown)
+            )
         sent = await connection.fetchval("SELECT EXISTS (SELECT 1 FROM recipients)")
         if sent:
             what = "a different baseline" if last is not None else "a baseline"

@@ -283,16 +283,19 @@ def test_the_baseline_file_lists_every_problem_at_once(tmp_path: Path):
     with pytest.raises(InputError) as caught:
         load_baseline_file(bad, TODAY)
     text = str(caught.value)
-    assert text.startswith(f"{bad} is not a valid baseline (5 problems):"), text
+    assert text.startswith(f"{bad} is not a valid baseline (7 problems):"), text
     for expected in (
         "vendor: unknown field",
+        # item 1 failed the schema: its copy is still named, at once
+        "subprocessors item 2 (anthropic, pbc).subprocessor: the same sub-processor as item 1",
+        "subprocessors item 1 (Anthropic, PBC).in_use_since: 2099-01-01 is in the future",
         "subprocessors item 1 (Anthropic, PBC).subprocessor_location: missing",
         "subprocessors item 1 (Anthropic, PBC).data_categories: must list at least one item",
         "subprocessors item 1 (Anthropic, PBC).colour: unknown field",
         "subprocessors item 3 (Mail Inc.).in_use_since: 2030-01-01 is in the future",
     ):
         assert expected in text, text
-    # Item 1 failed its fields; the second spelling is caught once the first is valid.
+    # Item 1 valid now: the second spelling is still the one problem left of its kind.
     bad.write_text(bad.read_text().replace("data_categories = []", 'data_categories = ["P"]')
                    .replace("colour = \"blue\"\n", 'subprocessor_location = "US"\n')
                    .replace("2099-01-01", "2020-01-01").replace('vendor = "x"\n', ""))  # fmt: skip
@@ -458,3 +461,90 @@ async def test_a_regional_removal_of_a_baseline_entry_on_the_real_workflow(stack
     assert [(c["notice_id"], c["status"]) for c in body["past_changes"]] == [
         ("anthropic-us-removal", "in_effect")
     ]
+
+
+def test_a_pinned_head_out_of_range_or_not_ascii_is_refused_in_words(database_url, monkeypatch):
+    """A position no event can have (past a bigint) or written in other digits is refused up
+    front, saying so — not shown as an outage from the database."""
+    from noticeflow.cli import app
+    from tests.web.conftest import SECRET
+
+    digest = "ab" * 32
+    with pytest.raises(InputError, match=r"position 99999999999999999999999 is beyond any event"):
+        parse_head(f"99999999999999999999999:sha256:{digest}")
+    with pytest.raises(InputError, match="beyond any event"):
+        parse_head(f"9223372036854775808:sha256:{digest}")
+    assert parse_head(f"9223372036854775807:sha256:{digest}").position == 2**63 - 1
+    for bad in (
+        f"\uff11\uff12:sha256:{digest}",
+        f"12:sha256:{digest[:-2]} f",
+        f"12:sha256:{digest[:-1]}g",
+    ):
+        with pytest.raises(InputError, match="not a chain head"):
+            parse_head(bad)
+    monkeypatch.setenv("NOTICEFLOW_DATABASE_URL", database_url)
+    monkeypatch.setenv("NOTICEFLOW_SECRET_KEY", SECRET)
+    runner = CliRunner()
+    for token in (f"99999999999999999999999:sha256:{digest}", f"\uff11\uff12:sha256:{digest}"):
+        shown = runner.invoke(app, ["subprocessors", "show", "--head", token])
+        assert shown.exit_code != 0
+        text = shown.output + (str(shown.exception) if shown.exception else "")
+        assert "cannot reach" not in text and "int64" not in text, text
+        assert "not a chain head" in text, text
+
+
+def test_the_baseline_file_refuses_blank_and_repeated_list_entries_and_huge_files(tmp_path):
+    bad = tmp_path / "baseline.toml"
+    bad.write_text(
+        BASELINE.replace(
+            'services = ["assistant", "goals"]',
+            'services = ["nosuchservice", "", "assistant", " Assistant"]',
+        ).replace('data_categories = ["Prompts"]', 'data_categories = ["Prompts", "prompts "]')
+    )
+    with pytest.raises(InputError) as caught:
+        load_baseline_file(bad, TODAY)
+    text = str(caught.value)
+    for expected in (
+        "item 1 (Amazon Web Services EMEA SARL).services item 2: must not be empty",
+        "item 1 (Amazon Web Services EMEA SARL).services item 4: 'Assistant' is listed already",
+        "item 2 (Anthropic, PBC).data_categories item 2: 'prompts' is listed already",
+    ):
+        assert expected in text, text
+    # Too large: refused before reading (a regular file) or after cap + 1 bytes (anything else).
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * 1_000_001)
+    with pytest.raises(InputError, match="larger than 1,000,000 bytes"):
+        load_baseline_file(big, TODAY)
+    with pytest.raises(InputError, match="larger than 1,000,000 bytes"):
+        load_baseline_file(Path("/dev/zero"), TODAY)
+
+
+async def test_the_import_refuses_a_service_no_customer_has(pool):
+    from noticeflow import repository
+    from tests import helpers
+
+    await repository.upsert_customers(pool, helpers.customers())
+    wrong = BASELINE.replace('services = ["assistant"]', 'services = ["assistant", "asistant"]')
+    with pytest.raises(InputError, match=r"Anthropic, PBC: services: 'asistant' is no customer"):
+        await public_list.record_baseline(pool, entries_of(wrong), None, T0)
+    assert await eventstore.read_stream(pool, BASELINE_STREAM) == []
+
+
+def test_the_cli_escapes_invisible_characters_it_echoes(database_url, tmp_path, monkeypatch):
+    """A right-to-left override (or NUL, ESC) in a file's value is shown escaped in the error,
+    so it cannot reorder or hide what the terminal shows."""
+    from noticeflow.cli import app
+    from tests.web.conftest import SECRET
+
+    monkeypatch.setenv("NOTICEFLOW_DATABASE_URL", database_url)
+    monkeypatch.setenv("NOTICEFLOW_SECRET_KEY", SECRET)
+    file = tmp_path / "baseline.toml"
+    file.write_text(
+        BASELINE.replace('"Anthropic, PBC"', '"Anthropic\\u202e, PBC\\u0000\\u001b[2J"'),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["subprocessors", "import", str(file)])
+    assert result.exit_code == 2
+    assert "\u202e" not in result.output and "\x00" not in result.output, result.output
+    assert "\x1b" not in result.output
+    assert "Anthropic\\u202e, PBC" in result.output, result.output

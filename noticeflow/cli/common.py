@@ -59,9 +59,33 @@ class Failure(Exception):
 
 
 def scrub(text: str) -> str:
+    """An error text fit for the terminal: no secret (config.scrub), and no character that would
+    act on the terminal or hide or reorder what it shows (visible)."""
     from noticeflow.config import scrub
 
-    return scrub(text)
+    return visible(scrub(text))
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character but the line break (NUL, ESC, C1), every invisible
+    format character (bidi overrides and isolates such as U+202E, zero-width joiners, the BOM),
+    the line and paragraph separators and lone surrogates written as ``\\uXXXX``: a value echoed
+    in an error shows what it holds and cannot reverse or hide the rest of the line."""
+    import unicodedata
+
+    if text.isprintable() or all(
+        ch == "\n" or ch == "\t" or unicodedata.category(ch) not in _HIDDEN for ch in text
+    ):
+        return text
+    return "".join(
+        ch
+        if ch in "\n\t" or unicodedata.category(ch) not in _HIDDEN
+        else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+
+
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -117,19 +118,30 @@ class ChainHead:
         return {"position": self.position, "digest": f"sha256:{self.digest.hex()}"}
 
 
+POSITION_MAX = 2**63 - 1  # an event's global position is a PostgreSQL bigint
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
 def parse_head(token: str) -> ChainHead:
-    """A chain head in its header form (``<position>:sha256:<64 hex digits>``); InputError."""
+    """A chain head in its header form (``<position>:sha256:<64 hex digits>``); InputError with
+    what is wrong. The position is ASCII digits within an event position's range (a bigint):
+    anything else could not name an event, and is said so here, not by the database."""
     position, _, rest = token.strip().partition(":")
     algorithm, _, digest = rest.partition(":")
-    try:
-        if not position.isdigit() or algorithm != "sha256" or len(digest) != 64:
-            raise ValueError
-        return ChainHead(int(position), bytes.fromhex(digest))
-    except ValueError:
+    shown = repr(token[:100])
+    expected = (
+        "expected <position>:sha256:<64 hex digits>, as the X-Noticeflow-Chain-Head header gives it"
+    )
+    if not (position.isascii() and position.isdigit()) or algorithm != "sha256":
+        raise InputError(f"not a chain head: {shown}; {expected}")
+    if not _HEX_DIGEST.fullmatch(digest):
+        raise InputError(f"not a chain head: {shown}: the digest is not 64 hex digits; {expected}")
+    if len(position) > 19 or int(position) > POSITION_MAX:
         raise InputError(
-            f"not a chain head: {token[:100]!r}; expected <position>:sha256:<64 hex digits>,"
-            " as the X-Noticeflow-Chain-Head header gives it"
-        ) from None
+            f"not a chain head: {shown}: position {position[:30]}{'…' if len(position) > 30 else ''}"
+            f" is beyond any event's (at most {POSITION_MAX})"
+        )
+    return ChainHead(int(position), bytes.fromhex(digest))
 
 
 # --- what the list holds -------------------------------------------------------------------------
@@ -592,6 +604,31 @@ def _same_name(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+def _list_problems(values: Any) -> list[str]:
+    """A list's entries that the schema lets through: a blank entry (dropped silently in a
+    notice's list, refused here: it is a mistake in a file written once) and the same entry twice
+    (in another case or spacing)."""
+    if not isinstance(values, list):
+        return []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for index, value in enumerate(values, start=1):
+        if not isinstance(value, str):
+            continue
+        if not value.strip():
+            problems.append(f" item {index}: must not be empty")
+            continue
+        key = _same_name(value)
+        if key in seen:
+            problems.append(
+                f" item {index}: {' '.join(value.split())[:60]!r} is listed already"
+                f" (item {seen[key]}); list each once"
+            )
+        else:
+            seen[key] = index
+    return problems
+
+
 def parse_baseline(data: Any, source: str, today: date) -> list[BaselineEntry]:
     """Validate a baseline (a TOML file's tables): every problem at once, one line each, named
     by the table's number and sub-processor (InputError)."""
@@ -617,35 +654,63 @@ def parse_baseline(data: Any, source: str, today: date) -> list[BaselineEntry]:
         where = f"subprocessors item {number}" + (
             f" ({' '.join(name.split())[:60]})" if isinstance(name, str) and name.strip() else ""
         )
+        # Every check runs whether or not the table passed the schema: one failing field never
+        # hides another problem of the same table, nor a duplicate of it.
+        found: list[str] = []
+        item: _BaselineItem | None = None
         try:
             item = _BaselineItem.model_validate(table)
         except ValidationError as error:
-            problems += [f"{where}.{problem}" for problem in problems_of(error)]
-            continue
-        if item.in_use_since > today:
-            problems.append(
-                f"{where}.in_use_since: {item.in_use_since.isoformat()} is in the future;"
+            found += [f"{where}.{problem}" for problem in problems_of(error)]
+        since = table.get("in_use_since")
+        if isinstance(since, date) and not isinstance(since, datetime) and since > today:
+            found.append(
+                f"{where}.in_use_since: {since.isoformat()} is in the future;"
                 " a baseline lists what is in use already (a new one needs a notice)"
             )
-        key = _same_name(item.subprocessor)
-        if key in seen:
-            first, spelled = seen[key]
-            problems.append(
-                f"{where}.subprocessor: the same sub-processor as item {first} ({spelled!r});"
-                " list each once"
-            )
-            continue
-        seen[key] = (number, item.subprocessor)
-        entries.append(BaselineEntry.model_validate(item.model_dump()))
+        for field_name in ("data_categories", "services"):
+            found += [f"{where}.{field_name}{p}" for p in _list_problems(table.get(field_name))]
+        if isinstance(name, str) and name.strip():
+            key = _same_name(name)
+            if key in seen:
+                first, spelled = seen[key]
+                found.append(
+                    f"{where}.subprocessor: the same sub-processor as item {first} ({spelled!r});"
+                    " list each once"
+                )
+            else:
+                seen[key] = (number, " ".join(name.split()))
+        problems += found
+        if item is not None and not found:
+            entries.append(BaselineEntry.model_validate(item.model_dump()))
     if problems:
         raise InputError(describe_problems(f"{source} is not a valid baseline", problems))
     return sorted(entries, key=lambda entry: (entry.subprocessor.casefold(), entry.subprocessor))
 
 
+BASELINE_MAX_BYTES = 1_000_000  # a baseline lists tens of sub-processors: a few kB
+
+
+def _read_capped(path: Path) -> bytes:
+    """The file's bytes, at most BASELINE_MAX_BYTES (InputError past it): a regular file's size
+    is checked before reading; anything else (a pipe, /dev/zero) is read to one byte past it."""
+    too_big = InputError(
+        f"{path}: larger than {BASELINE_MAX_BYTES:,} bytes; a baseline file lists the"
+        " sub-processors in use (a few kB): is this the right file?"
+    )
+    if path.is_file() and path.stat().st_size > BASELINE_MAX_BYTES:
+        raise too_big
+    with path.open("rb") as stream:
+        raw = stream.read(BASELINE_MAX_BYTES + 1)
+    if len(raw) > BASELINE_MAX_BYTES:
+        raise too_big
+    return raw
+
+
 def load_baseline_file(path: Path, today: date) -> list[BaselineEntry]:
     """Read and validate a baseline file (TOML, UTF-8 with or without a byte order mark)."""
     try:
-        raw = path.read_bytes()
+        raw = _read_capped(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
