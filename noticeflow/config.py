@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # How long a customer's POST waits for its receipt to be judged before the receipt page
     # shows it pending (the page then refreshes itself).
     link_wait_seconds: float = Field(default=5.0, ge=0, le=30)
+    # Seconds the web's database work may take (connecting, waiting for a pooled connection, each
+    # statement): a database that does not answer is a 503, not a hung page. The worker has none.
+    web_db_timeout: float = Field(default=10.0, gt=0, le=300)
     link_rate_per_token: int = Field(default=30, ge=1)
     link_rate_per_client: int = Field(default=120, ge=1)
     template_dir: Path | None = None

@@ -15,6 +15,7 @@ managed PostgreSQL; :func:`provision_roles` is what ``noticeflow up`` does on it
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -74,12 +75,50 @@ async def connect(database_url: str, setting: str = DATABASE_URL) -> asyncpg.Con
         raise bad_url(database_url, setting, error) from None
 
 
+class BoundedPool(asyncpg.Pool):
+    """A pool whose every acquire (and so every ``pool.fetch``, ``pool.execute``...) waits at
+    most ``acquire_timeout`` seconds for a connection, and whose release of it is bounded by the
+    same (asyncpg applies an acquire's timeout to its release): with a database that hangs,
+    nothing waits for ever for a connection another request holds."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
 async def create_pool(
-    database_url: str, min_size: int = 1, max_size: int = 10, setting: str = DATABASE_URL
+    database_url: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    setting: str = DATABASE_URL,
+    timeout: float | None = None,
 ) -> asyncpg.Pool:
-    """A pool, or an InputError naming ``setting`` when the URL itself is malformed."""
+    """A pool, or an InputError naming ``setting`` when the URL itself is malformed.
+
+    ``timeout`` (seconds; the web's pool only, ``NOTICEFLOW_WEB_DB_TIMEOUT``) bounds everything:
+    connecting, waiting for a free connection, and every statement (``command_timeout``); a
+    database that does not answer then raises ``TimeoutError`` instead of holding the caller. The
+    worker's pool has none: its long statements (an audience snapshot, a rebuild) must finish."""
     try:
-        pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+        if timeout is None:
+            pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+        else:
+            pool = await BoundedPool(
+                database_url,
+                min_size=min_size,
+                max_size=max_size,
+                max_queries=50000,
+                max_inactive_connection_lifetime=300.0,
+                loop=None,
+                connection_class=asyncpg.Connection,
+                record_class=asyncpg.Record,
+                acquire_timeout=timeout,
+                command_timeout=timeout,
+                timeout=timeout,  # connecting
+            )
     except (ValueError, OverflowError) as error:
         raise bad_url(database_url, setting, error) from None
     assert pool is not None

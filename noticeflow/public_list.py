@@ -131,7 +131,12 @@ class Cache:
         self._lock = asyncio.Lock()
 
     async def current(self, pool: asyncpg.Pool) -> PublicList:
-        async with self._lock:
+        # The web's pool is bounded (db.BoundedPool, NOTICEFLOW_WEB_DB_TIMEOUT): so is the wait
+        # for another request's read here, or requests queued behind a hung database would each
+        # wait for all those before them (TimeoutError: a 503).
+        wait = getattr(pool, "acquire_timeout", None)
+        await asyncio.wait_for(self._lock.acquire(), wait)
+        try:
             changed = self._result is None
             while True:
                 events, last = await _page(pool, self._after, None)
@@ -144,6 +149,8 @@ class Cache:
             if changed or self._result is None:
                 self._result = self._fold.result()
             return self._result
+        finally:
+            self._lock.release()
 
 
 # --- the baseline --------------------------------------------------------------------------------

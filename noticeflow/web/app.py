@@ -43,6 +43,7 @@ TITLES = {
     500: "Something went wrong",
     503: "Not available right now",
 }
+DATABASE_RETRY_AFTER = 5  # seconds: a 503 for a database that does not answer
 
 
 def session_key(settings: Settings) -> str:
@@ -64,7 +65,11 @@ def create_app(
         own_pool = pool is None
         web = Web(
             settings=settings,
-            pool=pool or await db.create_pool(settings.require_database_url()),
+            # Bounded (NOTICEFLOW_WEB_DB_TIMEOUT): a database that hangs is a 503, not a hang.
+            pool=pool
+            or await db.create_pool(
+                settings.require_database_url(), timeout=settings.web_db_timeout
+            ),
             signer=LinkSigner(settings.verification_keys, settings.public_url),
             templates=make_templates(),
             limiter=RateLimiter(),
@@ -201,6 +206,23 @@ def _error_handlers(app: FastAPI) -> None:
         return _error(
             request, 400, "The request holds characters or values that cannot be used here."
         )
+
+    @app.exception_handler(TimeoutError)
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(ConnectionError)
+    async def database_away(request: Request, error: Exception) -> Response:
+        # The web's pool is bounded (NOTICEFLOW_WEB_DB_TIMEOUT): a database that does not answer
+        # in time, or cannot be reached, is a short 503, never a hang or a traceback.
+        log.warning(
+            "web request: database not answering",
+            route=auth._route_of(request),
+            error_type=type(error).__name__,
+        )
+        message = "The database is not answering right now; please try again in a moment."
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+        if request.url.path.endswith(".json"):
+            return JSONResponse({"error": message}, status_code=503, headers=headers)
+        return _error(request, 503, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
