@@ -10,6 +10,7 @@ import hashlib
 import re
 import secrets
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email import policy
@@ -572,6 +573,16 @@ class SmtpUnavailable(TemporarySmtpError):
 REPLY_MAX = 64 * 1024
 
 
+@contextlib.asynccontextmanager
+async def _reading(timeout: float) -> AsyncIterator[None]:
+    """Waiting for replies at most ``timeout`` seconds: then aiosmtplib's read timeout error."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+
+
 class _Pipeline(asyncio.Protocol):
     """An SMTP connection after EHLO, taken over from aiosmtplib when the server advertises
     PIPELINING (RFC 2920): a message is then one write of MAIL, RCPT and DATA and one of the
@@ -653,11 +664,8 @@ class _Pipeline(asyncio.Protocol):
         return self._replies.popleft()
 
     async def replies(self, count: int, timeout: float) -> list[tuple[int, str]]:
-        try:
-            async with asyncio.timeout(timeout):
-                return [await self.reply() for _ in range(count)]
-        except TimeoutError:
-            raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+        async with _reading(timeout):
+            return [await self.reply() for _ in range(count)]
 
     def close(self) -> None:
         self._fail(aiosmtplib.SMTPServerDisconnected("Connection closed"))
@@ -754,17 +762,17 @@ class SmtpSession:
             options.append(b"SMTPUTF8")
         mail_from = b" ".join([b"MAIL", b"FROM:" + sender, *options])
         pipe.write(mail_from + b"\r\nRCPT TO:" + recipient + b"\r\nDATA\r\n")
-        replies = await pipe.replies(3, TRANSACTION_TIMEOUT)
-        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
-        refusal = (
-            (mail_code, mail_text)
-            if mail_code != 250
-            else (rcpt_code, rcpt_text)
-            if rcpt_code not in (250, 251)
-            else (data_code, data_text)
-            if data_code != 354
-            else None
-        )
+        # The replies one at a time, stopping at the first refusal: a server may hang up right
+        # after refusing (Exim's drop ACL), and its refusal is the outcome, as it is without
+        # pipelining (a 554 to MAIL is failed, not a connection problem). The replies not read
+        # are never wanted: after a refusal the connection is dropped.
+        refusal: tuple[int, str] | None = None
+        async with _reading(TRANSACTION_TIMEOUT):
+            for accepted in ((250,), (250, 251), (354,)):  # MAIL, RCPT, DATA
+                code, text = await pipe.reply()
+                if code not in accepted:
+                    refusal = (code, text)
+                    break
         if refusal is None:
             if content.startswith(b".") or b"\n." in content:
                 content = PERIOD_REGEX.sub(b"..", content)

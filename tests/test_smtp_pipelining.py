@@ -89,7 +89,19 @@ async def test_a_non_ascii_address_fails_where_the_server_has_no_smtputf8(tmp_pa
 @contextlib.asynccontextmanager
 async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator[str]:
     """A server answering each command (by its verb) with the reply given, in the order the
-    commands come: pipelined or not, it does not care. The end of the content is "END"."""
+    commands come: pipelined or not, it does not care. The end of the content is "END". A reply
+    ending in "CLOSE" is written (what comes before it, if anything) and the server hangs up, as
+    Exim's drop ACL does after its refusal."""
+
+    async def answer(writer: asyncio.StreamWriter, reply: bytes) -> bool:
+        """Writes the reply; False when the server hangs up after it."""
+        closing = reply.endswith(b"CLOSE")
+        if closing:
+            reply = reply.removesuffix(b"CLOSE")
+        if reply:
+            writer.write(reply)
+            await writer.drain()
+        return not closing
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 scripted ESMTP\r\n")
@@ -98,10 +110,8 @@ async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator
             if in_data:
                 if line == b".\r\n":
                     in_data = False
-                    if replies.get("END") == b"CLOSE":
+                    if not await answer(writer, replies.get("END", b"250 2.0.0 queued\r\n")):
                         break
-                    writer.write(replies.get("END", b"250 2.0.0 queued\r\n"))
-                    await writer.drain()
                 continue
             verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper().decode()
             if verb == "EHLO":
@@ -111,11 +121,10 @@ async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator
                 writer.write(b"221 bye\r\n")
                 await writer.drain()
                 break
-            elif verb in replies and replies[verb] == b"CLOSE":
-                break
             else:
                 reply = replies.get(verb, b"354 go ahead\r\n" if verb == "DATA" else b"250 ok\r\n")
-                writer.write(reply)
+                if not await answer(writer, reply):
+                    break
                 in_data = verb == "DATA" and reply.startswith(b"354")
             await writer.drain()
         writer.close()
@@ -150,6 +159,13 @@ async def outcome(url: str) -> SmtpResult | tuple[str, object]:
         {"END": b"421 4.3.2 shutting down\r\n"},
         {"RCPT": b"CLOSE"},
         {"END": b"CLOSE"},
+        # a refusal and the server hangs up at once (Exim's drop ACL): the refusal is the outcome
+        {"MAIL": b"554 5.7.1 rejected by policy\r\nCLOSE"},
+        {"RCPT": b"550 5.1.1 no such user\r\nCLOSE"},
+        {"DATA": b"554 5.5.1 no valid recipients\r\nCLOSE"},
+        {"MAIL": b"421 4.7.0 too many connections, closing\r\nCLOSE"},
+        {"RCPT": b"451 4.7.1 greylisted\r\nCLOSE"},
+        {"END": b"554 5.7.1 spam\r\nCLOSE"},
     ],
 )
 async def test_every_reply_has_the_outcome_it_has_without_pipelining(replies):
@@ -159,6 +175,14 @@ async def test_every_reply_has_the_outcome_it_has_without_pipelining(replies):
             outcomes.append(await outcome(url))
     without, pipelined = outcomes
     assert pipelined == without
+    # ... and it is the right one: the first refusal decides, 5xx failed, 4xx tried again later
+    refusals = [reply[:3] for reply in replies.values() if reply[:1] in (b"4", b"5")]
+    if refusals and refusals[0].startswith(b"5"):
+        assert isinstance(pipelined, SmtpResult) and pipelined.status.value == "failed"
+        assert pipelined.reply.code == int(refusals[0])
+    elif refusals:
+        assert not isinstance(pipelined, SmtpResult)
+        assert getattr(pipelined[1], "code", None) == int(refusals[0])
 
 
 def self_signed(tmp_path):
