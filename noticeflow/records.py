@@ -342,13 +342,20 @@ _AUDIENCE = (
     " language = EXCLUDED.language,"
     " snapshot_at = EXCLUDED.snapshot_at"
 )
-_NOT_FROZEN = (  # rows for customers the audience never held (written behind our back), among
-    # the ids the event covers: all of them, or a part's (after the part before, up to its last)
+_NOT_FROZEN = (  # rows for customers the audience never held (written behind our back)
     "WITH gone AS (DELETE FROM recipient_contacts WHERE notice_id = $1"
-    "   AND NOT customer_id = ANY($2::text[])"
-    "   AND customer_id > coalesce($3, '') AND ($4::text IS NULL OR customer_id <= $4))"
+    "   AND NOT customer_id = ANY($2::text[]))"
     " DELETE FROM recipients WHERE notice_id = $1 AND NOT customer_id = ANY($2::text[])"
-    " AND customer_id > coalesce($3, '') AND ($4::text IS NULL OR customer_id <= $4)"
+)
+_NOT_IN_PARTS = (  # the same for an audience frozen in parts, once its last part is recorded: the
+    # customers are every part's (read from the stream's events, in the database: by equality, so
+    # whatever the collation's order of the ids)
+    "WITH frozen AS (SELECT json_array_elements_text(data->'customer_ids') AS customer_id"
+    "   FROM events WHERE stream_id = $2 AND event_type = 'audience_snapshotted'),"
+    " gone AS (DELETE FROM recipient_contacts rc WHERE rc.notice_id = $1"
+    "   AND NOT EXISTS (SELECT FROM frozen f WHERE f.customer_id = rc.customer_id))"
+    " DELETE FROM recipients r WHERE r.notice_id = $1"
+    " AND NOT EXISTS (SELECT FROM frozen f WHERE f.customer_id = r.customer_id)"
 )
 
 
@@ -358,11 +365,11 @@ async def _audience(
     """The audience's rows, from the snapshot or one of its parts (terms only in events written
     since the audience is a projection: an older snapshot's rows keep the terms they were written
     with)."""
-    ids = list(e.data["customer_ids"])
     part, parts = e.data.get("part"), e.data.get("parts")
-    # A part covers the ids after the part before it, up to its own last (the last part: all after).
-    upto = ids[-1] if part and parts and part < parts and ids else None
-    await connection.execute(_NOT_FROZEN, notice_id, ids, e.data.get("after"), upto)
+    if not part:
+        await connection.execute(_NOT_FROZEN, notice_id, list(e.data["customer_ids"]))
+    elif part == parts:  # the last part: every part is in the stream by now
+        await connection.execute(_NOT_IN_PARTS, notice_id, e.stream_id)
     terms = e.data.get("terms")
     if terms:
         await connection.execute(

@@ -127,6 +127,22 @@ async def test_each_of_the_largest_shard_counts_mails_its_own_customers(pool, sm
         assert {python_shard(t.split("@")[1].split(".")[0], 32) for t in to} <= {shard}
         mailed.update(to)
     assert len(mailed) == 96 and set(mailed.values()) == {1}
+    # The statement a shard runs can take migration 022's index, whose literal 32 is this bound.
+    assert MAX_SEND_SHARDS == 32
+    async with pool.acquire() as c, c.transaction():
+        await c.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await c.fetch(
+                "EXPLAIN SELECT customer_id FROM recipients WHERE notice_id = $1"
+                " AND delivery = 'pending' AND customer_id > $2"
+                " AND send_shard(customer_id, 32) = $3 ORDER BY customer_id LIMIT 200",
+                spec.notice_id,
+                "",
+                7,
+            )
+        )
+    assert "recipients_pending_by_shard" in plan, plan
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM recipients WHERE notice_id = $1 AND delivery = 'delivered'",

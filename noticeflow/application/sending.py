@@ -188,11 +188,15 @@ class SendingService:
         spec = request.spec
         size = self.deps.audience_part_size
         async with self.deps.pool.acquire() as connection, connection.transaction():
-            existing = await connection.fetchval(
-                "SELECT count(*) FROM recipients WHERE notice_id = $1", spec.notice_id
+            # Done already (a retry after a lost completion): the frozen audience's size, from
+            # its event (an audience frozen empty has no rows to count, but has its event).
+            frozen = await connection.fetchval(
+                "SELECT data->>'customers' FROM events WHERE stream_id = $1"
+                " AND event_type = 'audience_snapshotted' ORDER BY stream_version LIMIT 1",
+                eventstore.notice_stream(spec.notice_id),
             )
-            if existing:
-                return int(existing)
+            if frozen is not None:
+                return int(frozen)
             # The audience, as one snapshot of the customers (the cursor's), with its size:
             # its rows are the events' projection (noticeflow/records.py).
             cursor = await connection.cursor(
@@ -265,20 +269,25 @@ class SendingService:
                     request.shard,
                 ],
             )
+        # The round back to the cursor stops at it, compared in the database (its collation's
+        # order, as `customer_id > $2` and the ORDER BY; Python's order of the ids may differ).
+        upto = (
+            f" AND (${4 + len(shard_args)}::text IS NULL OR customer_id <= ${4 + len(shard_args)})"
+        )
         while True:
             rows = await self.deps.pool.fetch(
                 "SELECT customer_id, timezone, window_days, window_unit, country, authorisation,"
                 " language FROM recipients"
                 " WHERE notice_id = $1 AND delivery = 'pending' AND customer_id > $2"
                 + in_shard
+                + upto
                 + " ORDER BY customer_id LIMIT $3",
                 request.spec.notice_id,
                 after,
                 self.deps.send_batch_size,
                 *shard_args,
+                until,
             )
-            if until is not None:
-                rows = [row for row in rows if row["customer_id"] <= until]
             if not rows:
                 if start and until is None:
                     after, until = "", start

@@ -262,15 +262,16 @@ class AudienceSnapshotted(Event):
     """The audience was frozen as sending started (rule 3): these customers, with their contacts and
     terms as they stood, are the notice's recipients, whatever changes later.
 
-    An audience larger than :data:`AUDIENCE_PART_SIZE` is frozen as ``parts`` events, appended
-    together in one transaction, each holding the next customers in id order (``part`` 1, 2, ...);
-    ``customers`` and ``snapshot_sha256`` are the whole audience's in every part."""
+    An audience larger than 10,000 customers is frozen as ``parts`` events, appended together
+    in one transaction, each holding the next customers in the database's id order (``part`` 1,
+    2, ...; no customer in two parts); ``customers`` is the whole audience's size in every part,
+    ``snapshot_sha256`` the hash of that part's own rows."""
 
     type: ClassVar[str] = "audience_snapshotted"
     customers: int = Field(description="How many customers were frozen (all parts together).")
     snapshot_sha256: str = Field(
-        description="SHA-256 of the frozen rows (ids, regions, services, timezones, windows), all"
-        " parts together, in id order."
+        description="SHA-256 of the frozen rows (ids, regions, services, timezones, windows) this"
+        " event holds (in a part: that part's rows)."
     )
     customer_ids: list[str] = Field(
         description="The frozen customers' ids, sorted (in a part: that part's customers)."
