@@ -752,10 +752,15 @@ class SmtpSession:
             if COMMAND_INJECTION_REGEX.search(value):
                 raise ValueError("Command arg contains a prohibited control character")
         content = mail.data
-        # What aiosmtplib does to every message (CRLF line ends, then dot-stuffing), skipped where
-        # it would change nothing, as for every message build_message writes.
+        # What aiosmtplib does to every message (CRLF line ends, a final CRLF, then dot-stuffing),
+        # skipped where it would change nothing, as for every message build_message writes.
+        # (Without the final CRLF the terminator would join the last line: no end of data.)
         crlf = content.count(b"\r\n")
-        if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+        if (
+            content.count(b"\n") != crlf
+            or content.count(b"\r") != crlf
+            or not content.endswith(b"\r\n")
+        ):
             content = normalize_message_line_endings(content)
         options = [f"size={len(content)}".encode()] if pipe.size else []
         if utf8:

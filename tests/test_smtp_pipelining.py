@@ -57,6 +57,30 @@ async def test_the_sink_gets_the_same_bytes_pipelined_or_not(tmp_path):
     assert b"\r\n.a line" not in received[True][0]  # (base64: the text is inside, encoded)
 
 
+@pytest.mark.parametrize(
+    "ending",
+    [b"", b"\r\n.the last line, a leading dot", b"\r\nlast line\r", b"\r\nlast line\n"],
+)
+async def test_content_without_a_final_crlf_gets_one_pipelined_or_not(tmp_path, ending):
+    """The end of data (".") always starts a line of its own: content whose last line has no
+    CRLF gets one, as aiosmtplib gives it, instead of the terminator joining that line (the
+    server would then wait for the end of data for ten minutes)."""
+    data = message().data.removesuffix(b"\r\n") + ending
+    assert not data.endswith(b"\r\n")
+    received = {}
+    for pipelining in (False, True):
+        with SmtpSink(tmp_path / str(pipelining), pipelining=pipelining) as sink:
+            async with SmtpSession(SmtpTarget.from_url(sink.url)) as session:
+                async with asyncio.timeout(30):
+                    result = await session.send(OutgoingMail(FROM, "ops@acme.example", data))
+                assert session.pipelining is pipelining
+            assert result.status.value == "accepted"
+            (path,) = (tmp_path / str(pipelining)).glob("*.eml")
+            received[pipelining] = path.read_bytes()
+    assert received[True] == received[False]
+    assert received[True].endswith(b"\r\n")
+
+
 async def test_refusals_and_deferrals_on_the_pipelined_path(tmp_path):
     with SmtpSink(tmp_path / "mail", pipelining=True) as sink:
         async with SmtpSession(SmtpTarget.from_url(sink.url)) as session:
