@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # (At least one message every ten seconds: a rate like 1e-9, a typo, would push the relay's
     # next slot years ahead for every worker.)
     smtp_relay_rate: float | None = Field(default=None, ge=0.1, le=100_000, allow_inf_nan=False)
+    # SMTP pipelining (RFC 2920) where the relay advertises PIPELINING; false: one command at a
+    # time, for a relay that advertises it but handles it badly.
+    smtp_pipelining: bool = True
     # Sending shards (contracts.send_shards) one worker runs at once; the rest wait for any worker.
     send_slots: int = Field(default=2, ge=1, le=64)
     # A contact that still gets only 4xx replies this long after its first attempt is recorded as

@@ -673,10 +673,12 @@ class _Pipeline(asyncio.Protocol):
 
 
 class SmtpSession:
-    """One reusable SMTP connection for a batch of messages."""
+    """One reusable SMTP connection for a batch of messages. ``pipelining``: pipeline where the
+    server advertises PIPELINING (False: one command at a time, whatever it advertises)."""
 
-    def __init__(self, target: SmtpTarget) -> None:
+    def __init__(self, target: SmtpTarget, pipelining: bool = True) -> None:
         self._target = target
+        self._pipelining = pipelining
         self._client: aiosmtplib.SMTP | None = None
         self._pipe: _Pipeline | None = None
 
@@ -733,7 +735,7 @@ class SmtpSession:
             if client.is_ehlo_or_helo_needed:
                 with contextlib.suppress(aiosmtplib.SMTPHeloError):  # sendmail says HELO then
                     await client.ehlo()
-            if client.supports_extension("pipelining"):
+            if self._pipelining and client.supports_extension("pipelining"):
                 self._pipe, self._client = _Pipeline(client), None
                 return self._pipe
         return self._client

@@ -226,8 +226,10 @@ class Mailer:
         give_up_after: timedelta = GIVE_UP_AFTER,
         relay_rate: float | None = None,
         reply_to: Callable[[str, str], str] | None = None,
+        pipelining: bool = True,  # NOTICEFLOW_SMTP_PIPELINING
     ) -> None:
         self.target = target
+        self.pipelining = pipelining
         # (notice id, customer id) -> the Reply-To address (one HMAC); None: no Reply-To.
         self.reply_to = reply_to
         self.mail_from = mail_from
@@ -239,7 +241,7 @@ class Mailer:
         self.give_up_after = give_up_after
 
     def session(self) -> SmtpSession:
-        return SmtpSession(self.target)
+        return SmtpSession(self.target, self.pipelining)
 
     @contextlib.asynccontextmanager
     async def reusing_sessions(self) -> AsyncIterator[None]:

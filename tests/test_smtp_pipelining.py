@@ -111,11 +111,14 @@ async def test_a_non_ascii_address_fails_where_the_server_has_no_smtputf8(tmp_pa
 
 
 @contextlib.asynccontextmanager
-async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator[str]:
+async def scripted(
+    replies: dict[str, bytes], pipelining: bool, reads: list[list[str]] | None = None
+) -> AsyncIterator[str]:
     """A server answering each command (by its verb) with the reply given, in the order the
     commands come: pipelined or not, it does not care. The end of the content is "END". A reply
     ending in "CLOSE" is written (what comes before it, if anything) and the server hangs up, as
-    Exim's drop ACL does after its refusal."""
+    Exim's drop ACL does after its refusal. ``reads``: for each read from the socket, the verbs
+    of the commands it completed (pipelined, MAIL, RCPT and DATA arrive in one)."""
 
     async def answer(writer: asyncio.StreamWriter, reply: bytes) -> bool:
         """Writes the reply; False when the server hangs up after it."""
@@ -128,9 +131,23 @@ async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator
         return not closing
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = bytearray()
+        chunks: list[list[str]] = [] if reads is None else reads
+
+        async def next_line() -> bytes:
+            """The next line; a read only when none is complete (b"": the client hung up)."""
+            while (end := pending.find(b"\n")) == -1:
+                if not (chunk := await reader.read(65536)):
+                    return b""
+                pending.extend(chunk)
+                chunks.append([])
+            line = bytes(pending[: end + 1])
+            del pending[: end + 1]
+            return line
+
         writer.write(b"220 scripted ESMTP\r\n")
         in_data = False
-        while line := await reader.readline():
+        while line := await next_line():
             if in_data:
                 if line == b".\r\n":
                     in_data = False
@@ -138,6 +155,7 @@ async def scripted(replies: dict[str, bytes], pipelining: bool) -> AsyncIterator
                         break
                 continue
             verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper().decode()
+            chunks[-1].append(verb)
             if verb == "EHLO":
                 extensions = b"250-PIPELINING\r\n" if pipelining else b""
                 writer.write(b"250-scripted\r\n" + extensions + b"250 8BITMIME\r\n")
@@ -207,6 +225,29 @@ async def test_every_reply_has_the_outcome_it_has_without_pipelining(replies):
     elif refusals:
         assert not isinstance(pipelined, SmtpResult)
         assert getattr(pipelined[1], "code", None) == int(refusals[0])
+
+
+async def test_with_pipelining_off_the_commands_go_one_at_a_time(monkeypatch):
+    """NOTICEFLOW_SMTP_PIPELINING=false (for a relay that advertises PIPELINING but mishandles
+    it), through the worker's settings and Mailer: a server advertising PIPELINING gets MAIL,
+    RCPT and DATA each alone, each after the reply to the one before."""
+    from noticeflow.config import Settings
+    from worker.main import build_deps
+
+    for setting in ("true", "false"):
+        monkeypatch.setenv("NOTICEFLOW_SMTP_PIPELINING", setting)
+        reads: list[list[str]] = []
+        async with scripted({}, pipelining=True, reads=reads) as url:
+            mailer = build_deps(Settings(smtp_url=url), pool=None).mailer
+            async with mailer.session() as session:
+                result = await session.send(message())
+                assert session.pipelining is (setting == "true")
+        assert result.status.value == "accepted"
+        envelope = [verbs for verbs in reads if {"MAIL", "RCPT", "DATA"} & set(verbs)]
+        if setting == "true":
+            assert envelope == [["MAIL", "RCPT", "DATA"]]
+        else:
+            assert envelope == [["MAIL"], ["RCPT"], ["DATA"]]
 
 
 def self_signed(tmp_path):

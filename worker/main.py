@@ -187,6 +187,7 @@ def make_deps(
     smtp_give_up_after: timedelta = Settings.model_fields["smtp_give_up_after"].default,
     smtp_relay_rate: float | None = None,
     reply_address: str | None = None,
+    smtp_pipelining: bool = True,
 ) -> Deps:
     # Replies (docs/replies.md): each customer's Reply-To, one HMAC per mail; None: none.
     replies = ReplyAddresses.configured(reply_address)
@@ -199,6 +200,7 @@ def make_deps(
         smtp_give_up_after,
         smtp_relay_rate,
         reply_to=replies.for_recipient if replies else None,
+        pipelining=smtp_pipelining,
     )
     # No default key: the link keys given (current first), else the process's installed ones.
     links = LinkSigner(secret_key or list(keyring.installed().keys["link"]), public_url)
@@ -219,6 +221,7 @@ def build_deps(settings: Settings, pool: Any) -> Deps:
         settings.smtp_give_up_after,
         settings.smtp_relay_rate,
         settings.reply_address,
+        settings.smtp_pipelining,
     )
 
 
