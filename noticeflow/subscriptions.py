@@ -622,6 +622,7 @@ class SubscriberMailer:
     # The relay's shared pace (NOTICEFLOW_SMTP_RELAY_RATE), the one the notices' mail keeps: a
     # burst of copies takes its slots like any mail and cannot eat the relay's quota.
     pace: RelayPace | None = None
+    pipelining: bool = True  # NOTICEFLOW_SMTP_PIPELINING, as the notices' mail
     _list: public_list.Cache = field(default_factory=public_list.Cache)
 
     @classmethod
@@ -634,6 +635,7 @@ class SubscriberMailer:
         public_url: str,
         template_dir: Path | None = None,
         relay_rate: float | None = None,
+        pipelining: bool = True,
     ) -> SubscriberMailer:
         smtp = SmtpTarget.from_url(smtp_url)
         return cls(
@@ -644,6 +646,7 @@ class SubscriberMailer:
             MailRenderer(template_dir),
             # keyed as noticeflow.mailer.Mailer keys it (host:port): one pace per relay
             pace=RelayPace(f"{smtp.hostname}:{smtp.port}", relay_rate, 1) if relay_rate else None,
+            pipelining=pipelining,
         )
 
     async def send_due(self, batch: int = 100) -> Round:
@@ -668,7 +671,7 @@ class SubscriberMailer:
             c.notice_id: c for c in (*listing.upcoming, *listing.past)
         } if listing else {}  # fmt: skip
         rows = sorted(rows, key=lambda r: r["mail_id"])
-        async with SmtpSession(self.smtp) as session:
+        async with SmtpSession(self.smtp, self.pipelining) as session:
             for index, row in enumerate(rows):
                 try:
                     await self._one(session, row, changes, done)

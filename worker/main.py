@@ -292,6 +292,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                     settings.public_url,
                     settings.template_dir,
                     relay_rate=settings.smtp_relay_rate,  # the relay's pace, shared
+                    pipelining=settings.smtp_pipelining,
                 ),
                 stop,
             ),
