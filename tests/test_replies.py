@@ -291,7 +291,7 @@ async def test_a_customer_erased_between_rcpt_and_data_does_not_bounce_the_other
 class Outage:
     """A TCP relay to the test PostgreSQL (its Unix socket) that can be cut and restored: through
     it the endpoint's database really goes away (open connections reset, new ones refused on a
-    closed port) and comes back on the same port."""
+    closed port) and comes back on the same port; or hang: nothing forwarded, nothing closed."""
 
     def __init__(self, database_url: str) -> None:
         parsed = urlsplit(database_url)
@@ -305,6 +305,8 @@ class Outage:
         self.port = 0
         self.server: asyncio.Server | None = None
         self.links: list[asyncio.StreamWriter] = []
+        self.flowing = asyncio.Event()  # cleared: hung (nothing forwarded, nothing closed)
+        self.flowing.set()
 
     @property
     def url(self) -> str:
@@ -322,13 +324,24 @@ class Outage:
             writer.transport.abort()
         self.links.clear()
 
+    def hang(self) -> None:
+        """PostgreSQL hung (as under `kill -STOP`): connections stay open and new ones are taken,
+        but nothing is forwarded either way until :meth:`resume`."""
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.links.append(writer)
+        await self.flowing.wait()  # a hung server accepts, and then says nothing
         up_reader, up_writer = await asyncio.open_unix_connection(str(self.socket_path))
-        self.links += [writer, up_writer]
+        self.links.append(up_writer)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
                 while data := await source.read(65536):
+                    await self.flowing.wait()
                     sink.write(data)
                     await sink.drain()
             except OSError:
@@ -384,6 +397,63 @@ async def test_the_database_unreachable_is_451_and_the_retry_is_kept_once(
     assert (reply.notice_id, reply.customer_id, reply.body) == (
         spec.notice_id, "initech", "We object.",
     )  # fmt: skip
+
+
+async def test_a_hung_database_is_451_within_the_bound_and_the_retry_is_kept_once(
+    mailed, smtp_sink, pool, database_url
+):
+    """PostgreSQL hangs (not refusing: as under `kill -STOP` of the postmaster): the endpoint does
+    not wait with the sender, it answers 451 4.3.0 within its database bound, at RCPT, or at DATA
+    when it hung after RCPT; once it answers again, the retry is kept, once."""
+    _, spec = mailed
+    await tokens.fill(pool)
+    to = reply_to_of(smtp_sink, "dpo@initech.example")
+    message = a_reply(to, "dpo@initech.example", "We object.")
+    outage = Outage(database_url)
+    await outage.restore()
+    through = await db.create_pool(outage.url, min_size=1, max_size=4)
+    bound = 1.5
+    loop = asyncio.get_running_loop()
+    try:
+        async with InboundServer(through, ADDRESS, port=0, db_timeout=bound) as server:
+            outage.hang()  # hung before the mail: RCPT cannot resolve the address
+            started = loop.time()
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+                await aiosmtplib.send(
+                    message, hostname="127.0.0.1", port=server.port,
+                    sender="dpo@initech.example", recipients=[to], timeout=20,
+                )  # fmt: skip
+            assert loop.time() - started < bound + 3
+            (recipient,) = refused.value.recipients
+            assert (recipient.code, recipient.message) == (451, inbound.TEMPORARY[4:])
+
+            outage.resume()  # answering at RCPT, hung at DATA
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=20)
+            async with client:
+                await client.ehlo()
+                await client.mail("dpo@initech.example")
+                assert (await client.rcpt(to)).code == 250
+                outage.hang()
+                started = loop.time()
+                with pytest.raises(aiosmtplib.SMTPDataError) as data_refused:
+                    await client.data(message.as_bytes())
+                assert loop.time() - started < bound + 3
+            assert data_refused.value.code == 451, data_refused.value
+
+            outage.resume()  # answering again: the sender's retry is kept, once
+            answer = await send(server, message, "dpo@initech.example", to)
+            again = await send(server, message, "dpo@initech.example", to)
+    finally:
+        outage.resume()
+        try:
+            await asyncio.wait_for(through.close(), 10)
+        except TimeoutError:
+            through.terminate()
+        if outage.server is not None:
+            outage.server.close()
+    assert answer.startswith("2.0.0 reply received (rp-") and again == answer, (answer, again)
+    (reply,) = await store.listing(pool, notice_id=spec.notice_id)
+    assert (reply.customer_id, reply.body) == ("initech", "We object.")
 
 
 async def test_an_oversized_mail_is_refused(mailed, smtp_sink, pool, endpoint):

@@ -13,7 +13,8 @@ Every answer is decided before the sender is told 250, so nothing is lost silent
 * a mail over ``NOTICEFLOW_INBOUND_MAX_BYTES``: ``552 5.3.4`` (aiosmtpd refuses it as it comes);
 * a text that cannot be read (not valid UTF-8, or not its declared charset): a recorded rejection
   and ``550 5.6.0`` asking for UTF-8 text;
-* the database unreachable: ``451 4.3.0``, the sending server retries;
+* the database unreachable, or hung (no answer within ``db_timeout``, 5 s by default, for a
+  recipient's lookup or for keeping the mail): ``451 4.3.0``, the sending server retries;
 * anything else: kept (:func:`noticeflow.replies.store.receive`), ``250`` with the reply id.
 
 Each recipient is answered at RCPT, so a mail to a good and a refused reply address carries only
@@ -31,11 +32,12 @@ import contextlib
 import html
 import logging
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -51,8 +53,14 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_PORT = 2526
 DEFAULT_MAX_BYTES = 1_000_000
+DEFAULT_DB_TIMEOUT = 5.0  # seconds a recipient's lookup, or keeping a mail, may take
 FILL_EVERY = 60.0  # seconds between fills of new notices' tokens
 TEMPORARY = "451 4.3.0 temporary failure, please try again later"
+T = TypeVar("T")
+
+
+class DatabaseTimeout(Exception):
+    """The database gave no answer in time (hung, not refusing): answered 451."""
 
 
 @dataclass
@@ -158,12 +166,33 @@ class InboundHandler:
         max_bytes: int = DEFAULT_MAX_BYTES,
         auto_act: bool = False,
         ring: keyring.Keyring | None = None,
+        db_timeout: float = DEFAULT_DB_TIMEOUT,
     ) -> None:
         self.pool = pool
         self.address = address
         self.max_bytes = max_bytes
         self.auto_act = auto_act
         self.ring = ring
+        self.db_timeout = db_timeout
+        self._abandoned: set[asyncio.Future[Any]] = set()
+
+    async def _bounded(self, work: Awaitable[T]) -> T:
+        """``work`` (database steps) within ``db_timeout``, or DatabaseTimeout. The sender is
+        answered at once when it expires; the abandoned work is cancelled and left to unwind in
+        the background (against a hung server even its cleanup may wait: never the sender)."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.db_timeout)
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._forget)
+            raise DatabaseTimeout
+        return task.result()
+
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned step's error is no one's to handle
 
     def _accepted(self, envelope: Envelope) -> _Accepted:
         found = getattr(envelope, "noticeflow_replies", None)
@@ -179,24 +208,12 @@ class InboundHandler:
             return "550 5.7.1 relaying denied: only reply addresses are taken here"
         token = self.address.token_of(address)
         try:
-            resolved = await tokens.resolve(self.pool, token, self.ring) if token else None
-            if resolved is None:
-                log.warning("reply address unknown", security=True, peer=_peer(session))
-                return "550 5.1.1 unknown reply address"
-            key = await load_keys(self.pool, [resolved.customer_id])
-            if resolved.customer_id not in key and await erased_ids(
-                self.pool, [resolved.customer_id]
-            ):
-                await store.record_rejection(
-                    self.pool,
-                    resolved.notice_id,
-                    resolved.customer_id,
-                    "customer erased: the reply was refused and not kept",
-                )
-                return "550 5.1.1 this reply address is no longer in use"
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+            resolved, refusal = await self._bounded(self._resolve(token, session))
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, DatabaseTimeout) as error:
             log.warning("reply endpoint: database unavailable", error=type(error).__name__)
             return TEMPORARY
+        if refusal is not None or resolved is None:
+            return refusal or "550 5.1.1 unknown reply address"
         targets = self._accepted(envelope).targets
         if all(
             t.notice_id != resolved.notice_id or t.customer_id != resolved.customer_id
@@ -206,28 +223,52 @@ class InboundHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def _resolve(
+        self, token: str | None, session: Session
+    ) -> tuple[tokens.Resolved | None, str | None]:
+        """A recipient's (notice, customer), or the refusal to answer it with."""
+        resolved = await tokens.resolve(self.pool, token, self.ring) if token else None
+        if resolved is None:
+            log.warning("reply address unknown", security=True, peer=_peer(session))
+            return None, "550 5.1.1 unknown reply address"
+        key = await load_keys(self.pool, [resolved.customer_id])
+        if resolved.customer_id not in key and await erased_ids(self.pool, [resolved.customer_id]):
+            await store.record_rejection(
+                self.pool,
+                resolved.notice_id,
+                resolved.customer_id,
+                "customer erased: the reply was refused and not kept",
+            )
+            return None, "550 5.1.1 this reply address is no longer in use"
+        return resolved, None
+
+    async def _keep(self, targets: list[_Target], content: bytes, envelope: Envelope) -> Any:
+        """Keep the mail for each recipient: the replies, or the 550 answer for an unreadable
+        text (recorded as a rejection for each)."""
+        try:
+            mail = read_mail(content, str(envelope.mail_from or ""))
+        except UnreadableText as error:
+            for target in targets:
+                await store.record_rejection(
+                    self.pool, target.notice_id, target.customer_id,
+                    f"unreadable text: {error}", len(content),
+                )  # fmt: skip
+            return f"550 5.6.0 cannot read the message: {error}; please send UTF-8 text"
+        return [
+            await store.receive(self.pool, t.notice_id, t.customer_id, mail, auto_act=self.auto_act)
+            for t in targets
+        ]
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         targets = self._accepted(envelope).targets
         if len(content) > self.max_bytes:
             return f"552 5.3.4 message too big: at most {self.max_bytes} bytes"
         try:
-            try:
-                mail = read_mail(content, str(envelope.mail_from or ""))
-            except UnreadableText as error:
-                for target in targets:
-                    await store.record_rejection(
-                        self.pool, target.notice_id, target.customer_id,
-                        f"unreadable text: {error}", len(content),
-                    )  # fmt: skip
-                return f"550 5.6.0 cannot read the message: {error}; please send UTF-8 text"
-            kept = [
-                await store.receive(
-                    self.pool, t.notice_id, t.customer_id, mail, auto_act=self.auto_act
-                )
-                for t in targets
-            ]
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+            kept = await self._bounded(self._keep(targets, content, envelope))
+            if isinstance(kept, str):
+                return kept
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, DatabaseTimeout) as error:
             log.warning("reply endpoint: database unavailable", error=type(error).__name__)
             return TEMPORARY
         except Exception as error:  # a bug must not wedge the sender: it is told, we are told
@@ -262,9 +303,10 @@ class InboundServer:
         max_bytes: int = DEFAULT_MAX_BYTES,
         auto_act: bool = False,
         ring: keyring.Keyring | None = None,
+        db_timeout: float = DEFAULT_DB_TIMEOUT,
     ) -> None:
         self.handler = InboundHandler(
-            pool, address, max_bytes=max_bytes, auto_act=auto_act, ring=ring
+            pool, address, max_bytes=max_bytes, auto_act=auto_act, ring=ring, db_timeout=db_timeout
         )
         self.host, self.port, self.max_bytes = host, port, max_bytes
         self._server: asyncio.Server | None = None
@@ -317,6 +359,7 @@ async def serve(settings: Any, stop: asyncio.Event, pool: asyncpg.Pool | None = 
         server = InboundServer(
             pool, address, settings.inbound_host, settings.inbound_port,
             max_bytes=settings.inbound_max_bytes, auto_act=settings.reply_auto_act,
+            db_timeout=float(getattr(settings, "inbound_db_timeout", None) or DEFAULT_DB_TIMEOUT),
         )  # fmt: skip
         try:
             async with server:
