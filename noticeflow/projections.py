@@ -427,20 +427,23 @@ async def catch_up(pool: asyncpg.Pool, page: int = 2000) -> int:
                 # One projector at a time. An advisory lock takes no transaction id, so this
                 # transaction does not hold back the horizon (oldest open transaction) it reads below.
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECTOR_LOCK)
-                count = await _apply_page(connection, page)
+                count, more = await _apply_page(connection, page)
             applied += count
-            if count < page:
+            if not more:
                 return applied
 
 
-async def _apply_page(connection: asyncpg.Connection, page: int) -> int:
+PAGE_BYTES = 16_000_000  # a page's JSON at most (beyond its first event): the memory it holds
+
+
+async def _apply_page(connection: asyncpg.Connection, page: int) -> tuple[int, bool]:
     """The next page of events after the checkpoint, applied, and the checkpoint moved (in the
     caller's transaction, under the projector's lock)."""
     row = await connection.fetchrow(
         "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1", NAME
     )
     after = es.Checkpoint(row["tx_id"], row["position"]) if row else es.Checkpoint()
-    events = await es.read_all(connection, after, page)
+    events, more = await es.read_page(connection, after, page, PAGE_BYTES)
     covered = await _covered(connection, events)
     changes = _Page()
     run: list[es.StoredEvent] = []  # consecutive delivery events of one notice, distinct customers
@@ -475,7 +478,7 @@ async def _apply_page(connection: asyncpg.Connection, page: int) -> int:
             last.tx_id,
             last.position,
         )
-    return len(events)
+    return len(events), more
 
 
 _DELIVERY_TYPES = ("notice_delivered", "notice_undelivered")
@@ -529,9 +532,11 @@ async def rebuild(pool: asyncpg.Pool, page: int = 2000) -> int:
         for table in TABLES:  # DELETE, not TRUNCATE: readers keep reading the old rows
             await connection.execute(f"DELETE FROM {table}")
         await connection.execute("DELETE FROM projection_checkpoints WHERE name = $1", NAME)
-        while (count := await _apply_page(connection, page)) == page:
+        while True:
+            count, more = await _apply_page(connection, page)
             applied += count
-        applied += count
+            if not more:
+                break
     return applied
 
 

@@ -499,6 +499,7 @@ async def record_one(
 
 
 PAGE = 5000
+PAGE_BYTES = 16_000_000  # a rebuild's page of JSON at most (beyond its first event)
 RECORD_EVENT_TYPES = sorted([*HANDLERS, *CUSTOM])  # the event types a record follows from
 
 
@@ -536,7 +537,9 @@ async def rebuild(pool: asyncpg.Pool, lock_timeout: float = 30.0) -> int:
         while True:
             # Every committed event (not only those below the oldest open transaction, as a
             # subscriber reads): the writers of the rest wait for this transaction.
-            events = await es.read_committed(connection, after, RECORD_EVENT_TYPES, PAGE)
+            events = await es.read_committed(
+                connection, after, RECORD_EVENT_TYPES, PAGE, max_bytes=PAGE_BYTES
+            )
             if not events:
                 break
             await project(connection, events)

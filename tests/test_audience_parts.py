@@ -288,3 +288,34 @@ async def test_the_read_models_apply_a_run_of_deliveries_as_one_event_at_a_time(
     row = await pool.fetchrow("SELECT * FROM rm_notices WHERE notice_id = $1", notice_id)
     assert (row["delivered"], row["undelivered"]) == (29, 1)
     assert row["max_deadline"] is not None
+
+
+async def test_pages_of_events_are_bounded_in_bytes(pool, smtp_sink, monkeypatch):
+    """The projector and a records rebuild read pages bounded in JSON size as well as in count
+    (an audience in parts is ~1.4 MB an event at a million customers): with a bound smaller than
+    one part, each page holds one part, and the read models and records still come out whole."""
+    now = datetime.now(UTC)
+    notice_id = f"bytes-{uuid.uuid4().hex[:6]}"
+    spec = helpers.notice(now, notice_id=notice_id, opt_in=False, audience={})
+    await repository.upsert_customers(pool, parse_customers_csv(audience_csv(12)))
+    await repository.create_notice(pool, spec, "alice", now)
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    service = SendingService(dataclasses.replace(deps, audience_part_size=4))
+    await service.snapshot_audience(AudienceRequest(spec=spec, at=now))
+    part_bytes = min(len(json.dumps(e.data)) for e in await snapshot_events(pool, notice_id))
+
+    page, more = await eventstore.read_page(pool, eventstore.Checkpoint(), 2000, part_bytes // 2)
+    assert len(page) == 1 and more  # the first event always, then nothing past the bound
+    monkeypatch.setattr(projections, "PAGE_BYTES", part_bytes // 2)
+    monkeypatch.setattr(records, "PAGE_BYTES", part_bytes // 2)
+    await projections.rebuild(pool)
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM rm_notice_customers WHERE notice_id = $1", notice_id
+        )
+        == 12
+    )
+    await records.rebuild(pool)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM recipients WHERE notice_id = $1", notice_id) == 12
+    )
