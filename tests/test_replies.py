@@ -461,9 +461,21 @@ async def test_an_oversized_mail_is_refused(mailed, smtp_sink, pool, endpoint):
     big = a_reply(
         to, "dpo@initech.example", "object\n" + "x" * 80 + "\n" * 0 + ("y" * 70 + "\n") * 1000
     )
+    too_big = (552, "5.3.4 message too big: at most 50000 bytes")
+    # declared too big at MAIL FROM (aiosmtplib sends SIZE=): refused at once, with the
+    # documented enhanced status code, not aiosmtpd's own words
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
         await send(endpoint, big, "dpo@initech.example", to)
-    assert refused.value.code == 552
+    assert (refused.value.code, refused.value.message) == too_big
+    # not declared: refused at the end of DATA (not aiosmtpd's "552 Error: Too much mail data")
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=endpoint.port)
+    async with client:
+        await client.ehlo()
+        await client.mail("dpo@initech.example")
+        assert (await client.rcpt(to)).code == 250
+        with pytest.raises(aiosmtplib.SMTPResponseException) as at_data:
+            await client.data(big.as_bytes())
+    assert (at_data.value.code, at_data.value.message) == too_big
     assert await pool.fetchval("SELECT count(*) FROM replies WHERE status <> 'rejected'") == 0
 
 

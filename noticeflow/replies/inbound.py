@@ -10,7 +10,8 @@ Every answer is decided before the sender is told 250, so nothing is lost silent
 * an unknown or forged token: ``550 5.1.1`` and a security log line (no address, no token);
 * a customer erased for good: a recorded rejection (ids only) and ``550 5.1.1``;
 
-* a mail over ``NOTICEFLOW_INBOUND_MAX_BYTES``: ``552 5.3.4`` (aiosmtpd refuses it as it comes);
+* a mail over ``NOTICEFLOW_INBOUND_MAX_BYTES``: ``552 5.3.4`` (aiosmtpd refuses it as it comes;
+  its own answer's words are replaced, :class:`_InboundSMTP`);
 * a text that cannot be read (not valid UTF-8, or not its declared charset): a recorded rejection
   and ``550 5.6.0`` asking for UTF-8 text;
 * the database unreachable, or hung (no answer within ``db_timeout``, 5 s by default, for a
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
-from typing import Any, TypeVar
+from typing import Any, AnyStr, TypeVar
 
 import asyncpg
 import structlog
@@ -289,6 +290,23 @@ def _peer(session: Session) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
 
 
+class _InboundSMTP(SMTP):
+    """aiosmtpd's protocol, answering a mail over the size limit with the enhanced status code
+    (``552 5.3.4``) instead of its own words: at MAIL FROM when the sender declares a SIZE over it,
+    and at the end of DATA when the mail turned out larger (aiosmtpd discards it as it comes)."""
+
+    _OWN = (
+        "552 Error: Too much mail data",
+        "552 Error: message size exceeds fixed maximum message size",
+    )
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode() if isinstance(status, bytes) else status
+        if text in self._OWN:
+            status = f"552 5.3.4 message too big: at most {self.data_size_limit} bytes"  # type: ignore[assignment]
+        await super().push(status)
+
+
 class InboundServer:
     """The endpoint on ``host:port`` in the running event loop; ``async with`` starts and stops
     it, and fills the reply tokens of new notices every :data:`FILL_EVERY` seconds."""
@@ -313,7 +331,7 @@ class InboundServer:
         self._filler: asyncio.Task[None] | None = None
 
     def _protocol(self) -> SMTP:
-        return SMTP(
+        return _InboundSMTP(
             self.handler,
             data_size_limit=self.max_bytes,
             enable_SMTPUTF8=True,
