@@ -378,8 +378,11 @@ async def _run_stack(settings: Settings, data_dir: Path, demo: bool) -> None:
         )
         # Replies (docs/replies.md): on when a reply address is configured, always under --demo;
         # the worker's mails then carry Reply-To and the inbound endpoint below takes the replies.
-        if demo and not running.reply_address:
-            running = running.model_copy(update={"reply_address": DEMO_REPLY_ADDRESS})
+        # The address is kept in the data dir: mails already sent carry its Reply-To addresses,
+        # so a later plain `up` keeps taking their replies.
+        reply_address = recorded_reply_address(data_dir, running.reply_address, demo)
+        if reply_address:
+            running = running.model_copy(update={"reply_address": reply_address})
         if running.reply_address:
             running = running.model_copy(
                 update={"inbound_port": port_or_free(running.inbound_port)}
@@ -500,6 +503,22 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) ->
 
 
 DEMO_REPLY_ADDRESS = "reply@replies.noticeflow.localhost"  # `up --demo`: replies on
+REPLY_ADDRESS_FILE = "reply-address"  # the reply address `up` ran with, kept for the next
+
+
+def recorded_reply_address(data_dir: Path, configured: str | None, demo: bool) -> str | None:
+    """The reply address `up` runs with: the configured one (NOTICEFLOW_REPLY_ADDRESS), else the
+    one an earlier `up` recorded in the data dir (mails already sent carry Reply-To addresses at
+    it: their replies must still be taken), else under --demo the demo's. Recorded (0600) whenever
+    there is one; delete ``<data dir>/reply-address`` to run without replies again."""
+    path = data_dir / REPLY_ADDRESS_FILE
+    recorded = path.read_text().strip() if path.is_file() else ""
+    address = (configured or "").strip() or recorded or (DEMO_REPLY_ADDRESS if demo else "")
+    if address and address != recorded:
+        write_private(path, (address + "\n").encode())
+    return address or None
+
+
 DEMO_USERS = {"alice": "operator", "bob": "approver"}  # the demo notice's author and approver
 DEMO_PASSWORDS = "demo-passwords.json"
 
