@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
@@ -20,7 +21,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 END_OF_YEAR = datetime(2027, 1, 1, tzinfo=BERLIN).astimezone(UTC)
 
 
-def event_of(data: bytes) -> icalendar.Event:
+def event_of(data: bytes) -> Any:
     calendar = icalendar.Calendar.from_ical(data)
     events = list(calendar.walk("VEVENT"))
     assert len(events) == 1

@@ -7,6 +7,7 @@ import os
 import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -18,7 +19,7 @@ from noticeflow.mail import SmtpReply, build_message, message_id, parse_reply, s
 WHEN = datetime(2026, 11, 29, 10, 30, tzinfo=UTC)
 
 
-def parsed(**overrides: str):
+def parsed(**overrides: Any):
     fields = {
         "mail_from": "privacy@vendor.example",
         "to": "dpo@acme.example",

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -181,7 +182,7 @@ async def test_the_form_says_what_is_wrong_and_links_refuse_forgeries(web_stack)
 
 
 @contextlib.asynccontextmanager
-async def served(pool, data_dir, **settings: object):
+async def served(pool, data_dir, **settings: Any):
     """The real web app on a free port over ``pool`` (no Temporal needed for these pages)."""
     from noticeflow.config import Settings
     from noticeflow.sink import free_port
