@@ -157,6 +157,52 @@ def test_german_dates_and_deadlines():
     assert lang.window("de", timedelta(hours=26)) == "26 Stunden ab Zugang dieser Mitteilung"
 
 
+# The action page's countdown never gives more time than is left: whole units, floored, to the
+# English page's granularity (noticeflow/web/format.py countdown), never Babel's rounding.
+COUNTDOWNS = [
+    (timedelta(days=1.6), "in 1 Tag und 14 Stunden", "in 1 d 14 h"),
+    (timedelta(days=18), "in 18 Tagen", "in 18 d"),
+    (timedelta(days=42), "in 42 Tagen", "in 42 d"),
+    (timedelta(days=50), "in 50 Tagen", "in 50 d"),
+    (timedelta(minutes=90), "in 1 Stunde und 30 Minuten", "in 1 h 30 min"),
+    (timedelta(days=1, hours=1), "in 1 Tag und 1 Stunde", "in 1 d 1 h"),
+    (timedelta(days=9, hours=23, minutes=59), "in 9 Tagen und 23 Stunden", "in 9 d 23 h"),
+    (timedelta(days=10, hours=23), "in 10 Tagen", "in 10 d"),
+    (timedelta(hours=2), "in 2 Stunden", "in 2 h"),
+    (timedelta(minutes=1, seconds=59), "in 1 Minute", "in 1 min"),
+    (timedelta(seconds=30), "in weniger als einer Minute", "in < 1 min"),
+    (timedelta(hours=-2, minutes=-5), "vor 2 Stunden und 5 Minuten", "2 h 5 min ago"),
+]
+
+
+@pytest.mark.parametrize(("span", "german", "english_page"), COUNTDOWNS)
+def test_the_german_countdown_floors_like_the_english_page(span, german, english_page):
+    from noticeflow.web.format import countdown
+
+    assert lang.relative("de", span) == german
+    assert countdown(NOW + span, NOW) == english_page  # the same units, the same flooring
+
+
+@pytest.mark.parametrize(
+    ("span", "words"),
+    [
+        (timedelta(days=1), "1 Tag ab dem Tag nach Zugang dieser Mitteilung"),
+        (timedelta(days=21), "21 Tage ab dem Tag nach Zugang dieser Mitteilung"),
+        (timedelta(hours=1), "1 Stunde ab Zugang dieser Mitteilung"),
+        (timedelta(minutes=1), "1 Minute ab Zugang dieser Mitteilung"),
+        (timedelta(seconds=90), "1 Minute und 30 Sekunden ab Zugang dieser Mitteilung"),
+        (timedelta(days=1, seconds=1), "24 Stunden und 1 Sekunde ab Zugang dieser Mitteilung"),
+        (timedelta(hours=26), "26 Stunden ab Zugang dieser Mitteilung"),
+        (
+            timedelta(hours=2, minutes=1, seconds=2),
+            "2 Stunden, 1 Minute und 2 Sekunden ab Zugang dieser Mitteilung",
+        ),
+    ],
+)
+def test_the_german_window_counts_in_singular_and_plural_to_the_second(span, words):
+    assert lang.window("de", span) == words
+
+
 # The customer's action pages (noticeflow/web/actions.py renders <language>/<page> for a customer
 # whose language is not English).
 ACTION_PAGES = ("action.html", "action_receipt.html")

@@ -146,28 +146,69 @@ def deadline(tag: str | None, moment: datetime, timezone: str) -> str:
     return instant(tag, moment, timezone)
 
 
+def counted(tag: str | None, key: str, count: int) -> str:
+    """A count with its unit, in the plural form the language's CLDR rules (Babel) give it:
+    ``{key}.one`` ("1 Tag") or ``{key}.other`` ("2 Tage")."""
+    form = "one" if locale_of(tag).plural_form(count) == "one" else "other"
+    return text(tag, f"{key}.{form}", count=number(tag, count))
+
+
+def _joined(tag: str | None, parts: list[str]) -> str:
+    """Units in words joined as the language lists them ("1 Tag und 14 Stunden")."""
+    if len(parts) < 2:
+        return "".join(parts)
+    return text(tag, "time.and", first=", ".join(parts[:-1]), last=parts[-1])
+
+
 def window(tag: str | None, span: timedelta) -> str:
-    """A notice's objection window in words."""
+    """A notice's objection window in words, to the second (as English's ``str(span)``)."""
     days, rest = divmod(span.total_seconds(), 86400)
+    english = language_of(tag) == DEFAULT
     if not rest:
-        return text(tag, "notice.window_days", days=int(days), days_text=number(tag, int(days)))
-    if language_of(tag) == DEFAULT:
+        if english:  # the English wording as it always was
+            return text(tag, "notice.window_days", days=int(days), days_text=number(tag, days))
+        form = "one" if locale_of(tag).plural_form(int(days)) == "one" else "other"
+        return text(
+            tag, f"notice.window_days.{form}", days=int(days), days_text=number(tag, int(days))
+        )
+    if english:
         return text(tag, "notice.window_other", span=str(span))
-    minutes = int(span.total_seconds() // 60)
-    hours, minutes = divmod(minutes, 60)
-    words = (
-        text(tag, "time.hours", hours=number(tag, hours)) if hours else "",
-        text(tag, "time.minutes", minutes=number(tag, minutes)) if minutes else "",
-    )
-    return text(tag, "notice.window_other", span=" ".join(w for w in words if w))
+    seconds = int(span.total_seconds())
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [
+        counted(tag, key, count)
+        for key, count in (
+            ("time.hours", hours),
+            ("time.minutes", minutes),
+            ("time.seconds", seconds),
+        )
+        if count
+    ]
+    return text(tag, "notice.window_other", span=_joined(tag, parts))
 
 
 def relative(tag: str | None, span: timedelta) -> str:
-    """How far away an instant is, in words in the customer's language ("in 3 Tagen", "vor 2
-    Stunden"), with Babel."""
-    from babel.dates import format_timedelta
-
-    return str(format_timedelta(span, add_direction=True, locale=locale_of(tag)))
+    """How far away a deadline is, in words in the customer's language ("in 42 Tagen", "in 1 Tag
+    und 14 Stunden", "vor 2 Stunden"). Never more time than there is: whole days, hours and
+    minutes are counted down (floored), to the granularity of the English page's countdown
+    (noticeflow/web/format.py ``countdown``): days and hours under 10 days, days alone from 10,
+    hours and minutes under a day, minutes under an hour, "less than a minute" under one."""
+    seconds = span.total_seconds()
+    ahead = seconds >= 0
+    days, rest = divmod(int(abs(seconds)), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes = rest // 60
+    units: list[tuple[str, int]]
+    if days:
+        units = [("relative.days", days)] + ([("relative.hours", hours)] if days < 10 else [])
+    elif hours:
+        units = [("relative.hours", hours), ("relative.minutes", minutes)]
+    else:
+        units = [("relative.minutes", minutes)]
+    parts = [counted(tag, key, count) for key, count in units if count]
+    words = _joined(tag, parts) if parts else text(tag, "relative.under_a_minute")
+    return text(tag, "relative.ahead" if ahead else "relative.ago", span=words)
 
 
 # A message kept to be written later (an acknowledgement, stored sealed until mailed): its key
@@ -220,10 +261,26 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "time.instant": "{day}, {clock} {zone}",
         "time.end_of_day": "end of {day} ({timezone})",
-        "time.hours": "{hours} hours",
-        "time.minutes": "{minutes} minutes",
+        "time.hours.one": "{count} hour",
+        "time.hours.other": "{count} hours",
+        "time.minutes.one": "{count} minute",
+        "time.minutes.other": "{count} minutes",
+        "time.seconds.one": "{count} second",
+        "time.seconds.other": "{count} seconds",
+        "time.and": "{first} and {last}",
+        "relative.ahead": "in {span}",
+        "relative.ago": "{span} ago",
+        "relative.days.one": "{count} day",
+        "relative.days.other": "{count} days",
+        "relative.hours.one": "{count} hour",
+        "relative.hours.other": "{count} hours",
+        "relative.minutes.one": "{count} minute",
+        "relative.minutes.other": "{count} minutes",
+        "relative.under_a_minute": "less than a minute",
         "deadline.not_set": "not yet set",
         "notice.window_days": "{days} days from the day after delivery of this notice",
+        "notice.window_days.one": "{days} day from the day after delivery of this notice",
+        "notice.window_days.other": "{days} days from the day after delivery of this notice",
         "notice.window_other": "{span} from delivery of this notice",
         "field.subprocessor_location": "Location",
         "field.purpose": "Purpose",
@@ -396,10 +453,26 @@ MESSAGES: dict[str, dict[str, str]] = {
     "de": {
         "time.instant": "{day}, {clock} Uhr {zone}",
         "time.end_of_day": "{day}, 24:00 Uhr ({timezone})",
-        "time.hours": "{hours} Stunden",
-        "time.minutes": "{minutes} Minuten",
+        "time.hours.one": "{count} Stunde",
+        "time.hours.other": "{count} Stunden",
+        "time.minutes.one": "{count} Minute",
+        "time.minutes.other": "{count} Minuten",
+        "time.seconds.one": "{count} Sekunde",
+        "time.seconds.other": "{count} Sekunden",
+        "time.and": "{first} und {last}",
+        "relative.ahead": "in {span}",
+        "relative.ago": "vor {span}",
+        "relative.days.one": "{count} Tag",
+        "relative.days.other": "{count} Tagen",
+        "relative.hours.one": "{count} Stunde",
+        "relative.hours.other": "{count} Stunden",
+        "relative.minutes.one": "{count} Minute",
+        "relative.minutes.other": "{count} Minuten",
+        "relative.under_a_minute": "weniger als einer Minute",
         "deadline.not_set": "noch nicht festgelegt",
         "notice.window_days": "{days_text} Tage ab dem Tag nach Zugang dieser Mitteilung",
+        "notice.window_days.one": "{days_text} Tag ab dem Tag nach Zugang dieser Mitteilung",
+        "notice.window_days.other": "{days_text} Tage ab dem Tag nach Zugang dieser Mitteilung",
         "notice.window_other": "{span} ab Zugang dieser Mitteilung",
         "field.subprocessor_location": "Standort",
         "field.purpose": "Zweck",
