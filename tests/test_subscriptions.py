@@ -133,6 +133,24 @@ def test_an_address_is_normalised():
     assert normalise_address(None)[0] is None
 
 
+def test_an_internationalised_domain_follows_idna2008_with_uts46_mapping():
+    """IDNA2003 (Python's "idna" codec) mapped ß to ss, mailing another domain, and let a
+    fraction slash through; IDNA2008 keeps ß and refuses what it does not allow."""
+    assert normalise_address("leser@straße.example") == ("leser@xn--strae-oqa.example", [])
+    assert normalise_address("leser@MÜLLER.Example") == ("leser@xn--mller-kva.example", [])
+    for typed, code in (("leser@a\u2044b.example", "U+2044"), ("leser@ü_x.example", "U+005F")):
+        address, problems = normalise_address(typed)
+        assert address is None
+        assert any("internationalised domain name" in p and code in p for p in problems), problems
+        assert not any(typed.split("@")[1] in p for p in problems)  # the address is not repeated
+    # every problem at once, the domain's among them
+    address, problems = normalise_address("ja..ne@a\u2044b.example")
+    assert address is None and len(problems) == 2, problems
+    # an A-label typed as such must be one
+    address, problems = normalise_address("leser@xn--zz.example")
+    assert address is None and any("internationalised" in p for p in problems), problems
+
+
 # --- links -----------------------------------------------------------------------------------------
 
 

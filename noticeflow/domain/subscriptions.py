@@ -3,13 +3,16 @@
 An address is accepted in the form mail servers agree on (RFC 5321/5322 without the corners no
 one uses): ``local@domain``, the local part a dot-atom of ASCII letters, digits and
 ``!#$%&'*+-/=?^_`{|}~`` (no quoted strings, no comments), the domain a host name of at least two
-labels (an internationalised one is taken in its IDNA form), at most 254 characters in all and
+labels (an internationalised one is taken in its IDNA2008 form, after UTS 46 mapping: ``ß``
+stays ``ß``, a character IDNA2008 does not allow is refused), at most 254 characters in all and
 64 before the ``@``. Each problem is said in words that do not repeat the address (the page shows
 what was typed; logs never see it)."""
 
 from __future__ import annotations
 
 import re
+
+import idna
 
 MAX_ADDRESS = 254
 MAX_LOCAL = 64
@@ -57,11 +60,9 @@ def _domain(domain: str, problems: list[str]) -> str | None:
     if not domain:
         problems.append("nothing after the @ (a domain such as example.com)")
         return None
-    domain = domain.rstrip(".").lower()
-    try:
-        ascii_domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        problems.append("the domain after the @ is not a valid internationalised domain name")
+    ascii_domain, problem = idna_domain(domain.rstrip("."))
+    if ascii_domain is None:
+        problems.append(f"the domain after the @ {problem}")
         return None
     labels = ascii_domain.split(".")
     if len(labels) < 2:
@@ -73,3 +74,24 @@ def _domain(domain: str, problems: list[str]) -> str | None:
     elif not _TLD.match(labels[-1]):
         problems.append("the domain after the @ does not end in a top-level domain (.com, .de…)")
     return None if problems else ascii_domain
+
+
+_CODEPOINT = re.compile(r"\bCodepoint (U\+[0-9A-F]{4,6})")
+
+
+def idna_domain(name: str) -> tuple[str | None, str]:
+    """A host name in its ASCII form, lower-case: an internationalised one (or one with an
+    ``xn--`` label) by IDNA2008 with UTS 46 mapping (non-transitional: ``straße`` is not
+    ``strasse``), not Python's IDNA2003 ``"idna"`` codec. ``(None, why)`` if IDNA2008 refuses it;
+    the words never repeat the name (a character is named by its code point)."""
+    lowered = name.lower()
+    if lowered.isascii() and not any(label.startswith("xn--") for label in lowered.split(".")):
+        return lowered, ""
+    try:
+        return idna.encode(name, uts46=True).decode("ascii"), ""
+    except idna.IDNAError as error:
+        code = _CODEPOINT.search(str(error))
+        why = f" (it holds {code.group(1)}, which domain names may not)" if code else ""
+        return None, f"is not a valid internationalised domain name (IDNA2008){why}"
+    except UnicodeError:
+        return None, "is not a valid internationalised domain name (IDNA2008)"

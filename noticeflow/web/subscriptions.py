@@ -23,6 +23,8 @@ client address is the proxy's unless NOTICEFLOW_WEB_FORWARDED_ALLOW_IPS names it
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -84,9 +86,19 @@ async def subscribe(request: Request, web: Web = Depends(get_web)) -> Response:
     typed = ""
     if len(raw) <= MAX_FORM:
         try:
-            form = await request.form()
-            value = form.get("email")
-            typed = value if isinstance(value, str) else ""
+            typed = await _typed(request, raw)
+        except UnicodeDecodeError:
+            return _page(
+                web,
+                request,
+                400,
+                title="Subscribe to sub-processor changes",
+                problems=[
+                    "the form's text was not valid UTF-8 (send it as this page's form does, in"
+                    " UTF-8); nothing was stored"
+                ],
+                form=True,
+            )
         except Exception:  # an unreadable form body: the same as an empty one
             typed = ""
     try:
@@ -112,6 +124,22 @@ async def subscribe(request: Request, web: Web = Depends(get_web)) -> Response:
             " from this list."
         ),
     )
+
+
+async def _typed(request: Request, raw: bytes) -> str:
+    """The ``email`` field. A urlencoded body is read as UTF-8 (what the page's form sends, and
+    what ``curl -d`` sends unescaped), whatever charset it is labelled with — never as Latin-1,
+    which would turn ``müller`` into ``mÃ¼ller``: bytes or escapes that are not UTF-8 raise
+    :class:`UnicodeDecodeError`. Other bodies (multipart) are read by Starlette."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        form = await request.form()
+        value = form.get("email")
+        return value if isinstance(value, str) else ""
+    pairs = parse_qsl(
+        raw.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict"
+    )
+    return next((value for name, value in pairs if name == "email"), "")
 
 
 def _bad_link(web: Web, request: Request, error: InvalidToken, token: str, what: str) -> Response:

@@ -206,6 +206,29 @@ async def served(pool, data_dir, **settings: Any):
         await web
 
 
+async def test_a_form_body_in_raw_utf8_is_read_as_utf8_and_invalid_utf8_is_refused(pool, tmp_path):
+    """``curl -d "email=leser@müller.example"`` sends the UTF-8 bytes unescaped: they are the
+    address typed, not Latin-1 (which would mail a garbage domain). A body that is not UTF-8
+    (raw or percent-escaped) is refused in words, nothing stored."""
+    async with served(pool, tmp_path) as (http, _):
+        raw = await http.post(
+            "/subprocessors/subscribe",
+            content="email=leser@müller.example".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert raw.status_code == 200, raw.text
+        assert await subscriptions.find_by_email(pool, "leser@xn--mller-kva.example")
+        for body in (b"email=leser@m\xfcller.example", b"email=leser@m%FCller.example"):
+            bad = await http.post(
+                "/subprocessors/subscribe",
+                content=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"},
+            )
+            assert bad.status_code == 400 and "not valid UTF-8" in bad.text, bad.text
+            assert "Traceback" not in bad.text
+        assert await pool.fetchval("SELECT count(*) FROM subscribers") == 1
+
+
 async def test_one_click_unsubscribes_are_never_rate_limited_only_refused_links_are(pool, tmp_path):
     """A mailbox provider POSTs RFC 8058 one-click unsubscribes for many subscribers from one
     address: every valid one is honoured (no 429 past the per-client limit); refused links from
