@@ -635,3 +635,109 @@ def test_an_acknowledgement_stored_before_the_catalogue_is_mailed_as_it_was():
 def test_a_stored_message_names_a_catalogue_key():
     with pytest.raises(KeyError):
         lang.stored("ack.no_such_message")
+
+
+# --- the page link of an update mail for customers that may consent or approve ------------------
+
+AUTHORISED = (
+    "customer_id,name,region,services,contact_emails,timezone,language,authorisation\n"
+    "spez,Spez GmbH,US,assistant,dpo@spez.example,Europe/Berlin,de,specific\n"
+    "spec,Spec Inc,US,assistant,dpo@spec.example,Europe/Berlin,en,specific\n"
+    "dora,Dora Bank AG,US,assistant,dpo@dora.example,Europe/Berlin,de,dora\n"
+    "dorx,Dorx Bank,US,assistant,dpo@dorx.example,Europe/Berlin,en,dora\n"
+    "plain,Plain Co,US,assistant,dpo@plain.example,Europe/Berlin,en,general\n"
+)
+
+
+async def test_reminders_to_specific_and_dora_customers_link_their_consent_page(pool, smtp_sink):
+    """An ordinary (not opt-in) notice: the reminder asks a specific customer to opt in and a
+    dora customer to approve, so it links the opt-in page (and, for dora, the object page too),
+    in English and German; a general customer's reminder links the object page as before."""
+    from noticeflow.application.deps import mail_update, quiet
+    from noticeflow.application.reminders import ReminderService
+    from noticeflow.contracts import ReminderRequest
+
+    deps = make_deps(pool, smtp_sink.url, "privacy@vendor.example")
+    spec = helpers.notice(
+        AT, opt_in=False, objection_window="P31D", reminder_before="P7D",
+        effective_at=(AT + timedelta(days=60)).isoformat(),
+    )  # fmt: skip
+    await repository.upsert_customers(pool, parse_customers_csv(AUTHORISED))
+    await repository.create_notice(pool, spec, "alice", AT)
+    env, sending = ActivityEnvironment(), SendingActivities(deps)
+    await env.run(sending.snapshot_audience, AudienceRequest(spec=spec, at=AT))
+    await env.run(sending.send_notices, SendRequest(spec=spec, at=AT))
+    before = len(smtp_sink.messages())
+    await ReminderService(deps).send_reminders(
+        ReminderRequest(spec=spec, now=AT + timedelta(days=30)), quiet
+    )
+    reminders = {m["To"]: m for m in smtp_sink.messages()[before:]}
+    assert set(reminders) == {f"dpo@{c}.example" for c in ("spez", "spec", "dora", "dorx", "plain")}
+
+    def links(address: str) -> tuple[str, str]:
+        message = reminders[address]
+        return _part(message, "text/plain").get_content(), _part(message, "text/html").get_content()
+
+    def actions(words: str) -> list[str]:
+        return [
+            deps.links.read(token).action.value
+            for token in re.findall(r"/a/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", words)
+        ]
+
+    for address, opening in (
+        ("dpo@spec.example", "opt in or revoke your opt-in"),
+        ("dpo@spez.example", "zuzustimmen oder Ihre\nZustimmung zu widerrufen"),
+    ):
+        text, page = links(address)
+        assert opening in text, text
+        assert actions(text) == ["opt_in"] and actions(page) == ["opt_in"], address
+    for address, opening in (
+        ("dpo@dorx.example", "approve or withdraw your approval"),
+        ("dpo@dora.example", "zuzustimmen oder Ihre\nZustimmung zurückzunehmen"),
+    ):
+        text, page = links(address)
+        assert opening in text, text
+        assert actions(text) == ["opt_in", "object"] and actions(page) == ["opt_in", "object"]
+    text, page = links("dpo@plain.example")
+    assert actions(text) == ["object"] and "see where you stand or object" in text
+    # mail_update gives every update mail (postponement, cancellation, activation) the same terms
+    await mail_update(
+        deps, spec, ["spez"], "postponed",
+        lambda r: render.update_context(spec, "Verschoben", ["Absatz"], r.language), quiet,
+    )  # fmt: skip
+    last = [m for m in smtp_sink.messages() if m["To"] == "dpo@spez.example"][-1]
+    assert actions(_part(last, "text/plain").get_content()) == ["opt_in"]
+
+
+@pytest.mark.parametrize(
+    ("language", "mode", "expected"),
+    [
+        ("en", "specific", ["opt_in"]),
+        ("de", "specific", ["opt_in"]),
+        ("en", "dora", ["opt_in", "object"]),
+        ("de", "dora", ["opt_in", "object"]),
+        ("en", "general", ["object"]),
+        ("de", "general", ["object"]),
+    ],
+)
+def test_an_acknowledgement_links_the_consent_page_of_a_customer_that_may_consent(
+    language, mode, expected
+):
+    """The acknowledgement of an opt-in or approval says it can be revoked or withdrawn: its link
+    is the opt-in page (the context intake.py's acknowledgement builds: links and silence terms)."""
+    spec = helpers.notice(NOW, opt_in=False)
+    headline, paragraphs = lang.written_mail(
+        language,
+        {
+            "headline": ["ack.opt_in.headline", {}],
+            "paragraphs": [["ack.opt_in", {"subprocessor": spec.subprocessor, "receipt": "r-1"}]],
+        },
+    )
+    context = (
+        {"object_url": "https://x/a/object", "opt_in_url": "https://x/a/opt_in"}
+        | render.silence_terms(spec.opt_in, mode)
+        | render.update_context(spec, headline, paragraphs, language)
+    )
+    context.update(customer_name="Acme", customer_id="acme")
+    for part in MailRenderer().render("update", context)[1:]:
+        assert re.findall(r"https://x/a/(\w+)", part) == expected, part

@@ -12,6 +12,8 @@ import asyncpg
 from noticeflow.application.shared import load_recipients
 from noticeflow.domain.events import AUDIENCE_PART_SIZE
 from noticeflow.domain.notice import NoticeSpec
+from noticeflow.domain.render import silence_terms
+from noticeflow.domain.rules import Authorisation
 from noticeflow.links import LinkSigner
 from noticeflow.mailer import Mailer, MailJob, Recipient
 
@@ -36,6 +38,11 @@ def quiet(*details: Any) -> None:
     """Progress nobody watches (a service called outside an activity)."""
 
 
+def _mode(row: Any) -> str:
+    """A recipient's frozen authorisation mode (general when unknown)."""
+    return str(row["authorisation"] or Authorisation.general) if row else Authorisation.general
+
+
 async def mail_update(
     deps: Deps,
     spec: NoticeSpec,
@@ -51,15 +58,16 @@ async def mail_update(
         chunk = list(customer_ids[start : start + size])
         recipients = await load_recipients(deps.pool, spec.notice_id, chunk)
         # Every mail about a notice carries the customer's own action page (the template shows it).
-        deadlines = {
-            row["customer_id"]: row["deadline"]
+        frozen = {
+            row["customer_id"]: row
             for row in await deps.pool.fetch(
-                "SELECT customer_id, deadline FROM recipients WHERE notice_id = $1"
+                "SELECT customer_id, deadline, authorisation FROM recipients WHERE notice_id = $1"
                 " AND customer_id = ANY($2::text[])",
                 spec.notice_id,
                 chunk,
             )
         }
+        deadlines = {customer: row["deadline"] for customer, row in frozen.items()}
         jobs = [
             MailJob(
                 recipient,
@@ -71,6 +79,8 @@ async def mail_update(
                 )
                 # the customer's language picks the templates (unless the context says one)
                 | {"language": recipient.language}
+                # whether it may consent or approve: the page link the template offers
+                | silence_terms(spec.opt_in, _mode(frozen.get(recipient.customer_id)))
                 | context_for(recipient),
             )
             for recipient in recipients.values()

@@ -48,7 +48,7 @@ from noticeflow.crypto import ERASED, CustomerKey, Field, load_keys
 from noticeflow.domain import events, signals
 from noticeflow.domain import language as lang
 from noticeflow.domain.notice import NoticeSpec
-from noticeflow.domain.render import update_context
+from noticeflow.domain.render import silence_terms, update_context
 from noticeflow.domain.rules import (
     Authorisation,
     ChangeKind,
@@ -835,15 +835,19 @@ class IntakeService:
         due = recipient.key.unseal(Field.INTAKE_MAIL_DUE, row["mail_due"]) if recipient else ERASED
         if recipient is not None and due != ERASED:  # else nobody to mail, or nothing to read
             plan = orjson.loads(due)
-            deadline = await pool.fetchval(
-                "SELECT deadline FROM recipients WHERE notice_id = $1 AND customer_id = $2",
+            frozen = await pool.fetchrow(
+                "SELECT deadline, authorisation FROM recipients WHERE notice_id = $1"
+                " AND customer_id = $2",
                 spec.notice_id,
                 customer_id,
             )
-            # The customer's own page, so "you can revoke at any time" is one click away.
+            deadline = frozen["deadline"] if frozen else None
+            mode = (frozen["authorisation"] if frozen else None) or Authorisation.general
+            # The customer's own page, so "you can revoke at any time" is one click away: the
+            # opt-in page for a customer that may consent or approve (silence_terms).
             links = self.deps.links.links_for(
                 spec.notice_id, customer_id, deadline or spec.effective_at, spec.effective_at
-            )
+            ) | silence_terms(spec.opt_in, mode)
             # Written in the customer's language now (a plan stored before the catalogue held
             # its English sentences: they come out as they are).
             headline, paragraphs = lang.written_mail(recipient.language, plan)
