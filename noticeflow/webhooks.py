@@ -59,6 +59,7 @@ from noticeflow.contracts import (
     webhook_workflow_id,
 )
 from noticeflow.domain.errors import InputError
+from noticeflow.domain.subscriptions import idna_domain
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +131,8 @@ def url_problems(url: str) -> list[str]:
         problems.append(f"URL {shown!r}: must start with https:// (or http://)")
     if not parts.hostname:
         problems.append(f"URL {shown!r}: names no host")
+    elif ascii_host(url) is None:
+        problems.append(f"URL {shown!r}: its host {idna_domain(parts.hostname)[1]}")
     if parts.username is not None or parts.password is not None:
         problems.append("URL: must not carry a user name or password (user:password@host)")
     if parts.fragment:
@@ -137,6 +140,17 @@ def url_problems(url: str) -> list[str]:
     if port == 0:
         problems.append(f"URL {shown!r}: port 0 is not a port")
     return problems
+
+
+def ascii_host(url: str) -> str | None:
+    """The URL's host as the resolver, the ``Host`` header and SNI must see it: an IP address as
+    written, a name lower-case and, if internationalised, in its IDNA2008 form (UTS 46 mapping;
+    Python's resolver and TLS would take IDNA2003, reaching ``strasse`` for ``straße``). None if
+    IDNA2008 refuses the name."""
+    host = urlsplit(url).hostname or ""
+    if ":" in host:
+        return host  # an IPv6 literal
+    return idna_domain(host)[0]
 
 
 def _kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -249,6 +263,8 @@ def target_key(url: str) -> str:
     except (httpx.InvalidURL, UnicodeError, ValueError):
         host, port = parts.hostname or "", parts.port
     host = host.lower().rstrip(".") or host
+    if not host.isascii() or "xn--" in host:
+        host = idna_domain(host)[0] or host
     try:
         host = ipaddress.ip_address(host).compressed
     except ValueError:
@@ -351,7 +367,7 @@ async def validate(
     form = url_problems(url)
     if not form:
         try:
-            await resolve(urlsplit(url).hostname or "", _port(url), allow_private)
+            await resolve(ascii_host(url) or "", _port(url), allow_private)
         except (Refused, Unresolved) as error:
             form.append(f"URL: {error}")
     return chosen, form + problems
@@ -848,7 +864,10 @@ async def post(
 
     try:
         async with asyncio.timeout(timeout):
-            host = urlsplit(url).hostname or ""
+            host = ascii_host(url)
+            if host is None:  # stored before IDNA2008 was asked: never resolve a guess
+                error = "refused: the host is not a valid internationalised domain name (IDNA2008)"
+                return done("failed", error=error, kind="refused")
             try:
                 addresses = await resolve(host, _port(url), allow_private)
             except Refused as error:
@@ -884,8 +903,11 @@ async def post_to(
     at most, and closes); raises the last connection error when none connects, or the error of
     the one that did. The caller bounds the whole (:func:`post`)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    headers = {**headers, "host": parts.netloc.rpartition("@")[2]}
+    host = ascii_host(url) or ""
+    netloc = parts.netloc.rpartition("@")[2]
+    if not netloc.isascii():  # the name as resolved (IDNA2008), never the raw Unicode
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    headers = {**headers, "host": netloc}
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     last: Exception | None = None
     async with httpx.AsyncClient(

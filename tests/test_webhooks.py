@@ -528,6 +528,25 @@ async def test_each_checked_address_is_tried_in_turn_on_a_connection_error(
         await webhooks.post_to(["::1", "127.0.0.1"], "http://x.example:9/", headers, "{}", 5.0)
 
 
+async def test_an_internationalised_host_is_reached_by_its_idna2008_name(
+    receiver: Receiver,
+) -> None:
+    """Python's resolver and TLS take a non-ASCII name by IDNA2003 (straße -> strasse, another
+    domain): the host is put in its IDNA2008 form (UTS 46 mapping) for the resolver, the Host
+    header and SNI, and a host IDNA2008 refuses is refused at add."""
+    assert webhooks.ascii_host("https://STRAßE.example:8443/h") == "xn--strae-oqa.example"
+    assert webhooks.ascii_host("http://[::1]:8080/h") == "::1"
+    problems = webhooks.url_problems("https://a\u2044b.example/h")
+    assert any("IDNA2008" in p and "U+2044" in p for p in problems), problems
+    assert webhooks.url_problems("https://straße.example/h") == []
+    port = receiver.server.server_address[1]
+    headers = webhooks.sign(webhooks.new_secret(), "msg_x", datetime.now(UTC), "{}")
+    url = f"http://Straße.example:{port}/hook"
+    assert await webhooks.post_to(["127.0.0.1"], url, headers, "{}", 5.0) == 200
+    host = {k.lower(): v for k, v in receiver.requests[0]["headers"].items()}["host"]
+    assert host == f"xn--strae-oqa.example:{port}"
+
+
 async def test_private_targets_are_refused_at_add_and_at_delivery(
     pool: Any, receiver: Receiver
 ) -> None:
@@ -706,6 +725,8 @@ async def test_a_retried_delivery_logs_one_short_line_and_no_traceback(
         ("http://[2002:7F00:1:0::]:80", "http://[2002:7f00:1::]/"),
         ("http://127.0.0.1/hook", "http://127.1/hook"),
         ("http://Bücher.example/hook", "http://xn--bcher-kva.example/hook"),
+        ("http://STRAßE.example/hook", "http://xn--strae-oqa.example/hook"),
+        ("http://\uff53trasse.example/hook", "http://strasse.example/hook"),  # fullwidth s
         ("http://localhost/%7euser/a%2fb", "http://localhost/~user/a%2Fb"),
         ("http://localhost/hook?", "http://localhost/hook"),
     ],
@@ -723,6 +744,7 @@ def test_urls_that_name_one_target_have_one_key(first: str, second: str) -> None
         ("http://localhost/hook", "http://localhost:8080/hook"),
         ("http://localhost/hook?a=1", "http://localhost/hook?a=2"),
         ("http://localhost/a/hook", "http://localhost/a%2Fhook"),
+        ("http://straße.example/hook", "http://strasse.example/hook"),  # IDNA2008, not 2003
     ],
 )
 def test_urls_that_name_other_targets_have_other_keys(first: str, second: str) -> None:
