@@ -142,6 +142,25 @@ def test_the_notice_text_and_its_hash_stay_the_english_ones_in_german():
     assert "Widerspruchsfrist: 21 Tage ab dem Tag nach Zugang" in context["notice_text"]
 
 
+def test_our_default_how_to_object_is_translated_the_vendors_own_is_not():
+    from noticeflow.domain.notice import DEFAULT_HOW_TO_OBJECT
+
+    assert lang.MESSAGES["en"]["notice.how_to_object_default"] == DEFAULT_HOW_TO_OBJECT
+    ours = helpers.notice(NOW)
+    data = ours.model_dump(mode="json", exclude_none=True)
+    data.pop("how_to_object", None)
+    ours = parse_notice(data)
+    assert ours.how_to_object == DEFAULT_HOW_TO_OBJECT  # no text of its own: ours
+    german = render.render_notice_text(ours, "de")
+    assert "So widersprechen Sie: Nutzen Sie vor Ablauf Ihrer Frist den persönlichen Link" in german
+    assert DEFAULT_HOW_TO_OBJECT not in german
+    assert DEFAULT_HOW_TO_OBJECT in ours.text()  # the English text of record keeps it
+    context = render.mail_context(ours, "Europe/Berlin", None, {}, "general", "de")
+    assert context["original_text"] == ours.text() and context["text_sha256"] == ours.text_sha256()
+    vendors = parse_notice({**data, "how_to_object": "Write to dpo@vendor.example."})
+    assert "Write to dpo@vendor.example." in render.render_notice_text(vendors, "de")
+
+
 def test_german_dates_and_deadlines():
     end_of_2026 = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)  # midnight in Berlin
     assert lang.deadline("de", end_of_2026, "Europe/Berlin") == (

@@ -282,6 +282,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "notice.window_days.one": "{days} day from the day after delivery of this notice",
         "notice.window_days.other": "{days} days from the day after delivery of this notice",
         "notice.window_other": "{span} from delivery of this notice",
+        "notice.how_to_object_default": "Use the personal link in this message, or reply to it,"
+        " before your deadline.",
         "field.subprocessor_location": "Location",
         "field.purpose": "Purpose",
         "field.transfer_mechanism": "Transfer mechanism",
@@ -474,6 +476,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "notice.window_days.one": "{days_text} Tag ab dem Tag nach Zugang dieser Mitteilung",
         "notice.window_days.other": "{days_text} Tage ab dem Tag nach Zugang dieser Mitteilung",
         "notice.window_other": "{span} ab Zugang dieser Mitteilung",
+        "notice.how_to_object_default": "Nutzen Sie vor Ablauf Ihrer Frist den persönlichen Link"
+        " in dieser Nachricht, oder antworten Sie auf sie.",
         "field.subprocessor_location": "Standort",
         "field.purpose": "Zweck",
         "field.transfer_mechanism": "Übermittlungsgrundlage",

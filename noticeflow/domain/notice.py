@@ -198,6 +198,13 @@ class Audience(BaseModel):
         return not self.services or bool(set(self.services) & set(services))
 
 
+# Our words when a notice has no "how to object" of its own (part of the English text of record;
+# a translation writes the catalogue's "notice.how_to_object_default" instead).
+DEFAULT_HOW_TO_OBJECT = (
+    "Use the personal link in this message, or reply to it, before your deadline."
+)
+
+
 class NoticeSpec(BaseModel):
     """Everything a sub-processor notice must say. No personal data lives here.
 
@@ -223,9 +230,7 @@ class NoticeSpec(BaseModel):
     audience: Audience = Field(default_factory=Audience)
     # remind customers who have not acted, this long before their deadline
     reminder_before: PositiveDuration | None = None
-    how_to_object: Annotated[str, free_text(20_000)] = (
-        "Use the personal link in this message, or reply to it, before your deadline."
-    )
+    how_to_object: Annotated[str, free_text(20_000)] = DEFAULT_HOW_TO_OBJECT
     body: Annotated[str, free_text(100_000, allow_empty=True)] = ""
     # replacement: the sub-processor the new one replaces (switched off per customer as the new
     # one is switched on).

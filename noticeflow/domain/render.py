@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from noticeflow.domain import language as lang
+from noticeflow.domain.notice import DEFAULT_HOW_TO_OBJECT
 from noticeflow.domain.rules import Authorisation, ChangeKind, consent_required
 
 if TYPE_CHECKING:
@@ -94,7 +95,10 @@ def render_notice_text(spec: NoticeSpec, language: str | None = None) -> str:
         lines.append(line("field.window", _window_words(spec, language)))
         if spec.opt_in:
             lines.append(lang.text(language, "notice.opt_in"))
-        lines += ["", line("field.how_to_object", spec.how_to_object)]
+        how = spec.how_to_object
+        if how == DEFAULT_HOW_TO_OBJECT:  # our words, not the vendor's: translated
+            how = lang.text(language, "notice.how_to_object_default")
+        lines += ["", line("field.how_to_object", how)]
     if spec.body.strip():
         lines += ["", spec.body.strip()]
     return "\n".join(lines) + "\n"
