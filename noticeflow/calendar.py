@@ -11,7 +11,13 @@ name, the deadline in the customer's timezone and words. No name, no address, no
 
 A deadline at local midnight (the usual case: the end of the window's last day) is an all-day
 event on that last day (DTEND, exclusive, is the deadline); any other deadline is a timed event
-starting and ending at the deadline (TZID: the customer's timezone).
+at the deadline (TZID: the customer's timezone) with no DTEND: RFC 5545 §3.8.2.2 wants a DTEND
+later than DTSTART, and an event without one (or a DURATION) is an instant, which a deadline is.
+
+SEQUENCE is 0 (the event is never revised: a mail about the same notice later carries the same
+event). DTSTAMP is when the sending that built this mail began: the notice's sending for the
+notice mail, the resend's own time for a resend (so the same sending always writes the same
+bytes, and a client that sees the event again with the same UID and SEQUENCE keeps the later).
 """
 
 from __future__ import annotations
@@ -57,8 +63,9 @@ def deadline_calendar(
     language: str | None,
     stamp: datetime,
 ) -> DeadlineCalendar:
-    """The calendar for one deadline (``stamp``: DTSTAMP, the notice's sending start, so the same
-    notice always gives the same bytes)."""
+    """The calendar for one deadline (``stamp``: DTSTAMP, the time the sending that builds the
+    mail began — the notice's sending, or a resend's — so the same sending always gives the same
+    bytes)."""
     from icalendar import Calendar, Event  # imported on first use: only sending workers need it
 
     zone = ZoneInfo(timezone)
@@ -71,9 +78,9 @@ def deadline_calendar(
     if deadline == end_of_local_day(last_day, zone):  # the end of a whole day: an all-day event
         event.add("dtstart", last_day)
         event.add("dtend", local.date())
-    else:
+    else:  # an instant: no DTEND (it would have to be later than DTSTART)
         event.add("dtstart", local)
-        event.add("dtend", local)
+    event.add("sequence", 0)
     names = {"notice_id": notice_id, "subprocessor": subprocessor}
     event.add("summary", lang.text(language, "calendar.summary", **names))
     event.add(

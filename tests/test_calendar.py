@@ -64,6 +64,17 @@ def test_a_timed_deadline_starts_at_the_deadline_in_the_customers_timezone():
     assert b"BEGIN:VTIMEZONE" in part.data and b"TZID:America/New_York" in part.data
     assert str(event["summary"]) == "Deadline: sub-processor notice openai-2026 (OpenAI, LLC)"
     assert part.filename == "deadline.ics"
+    # RFC 5545 §3.8.2.2: a DTEND must be later than DTSTART; an instant has none (nor DURATION).
+    assert "dtend" not in event and "duration" not in event
+    assert event.decoded("sequence") == 0 and event.decoded("dtstamp") == STAMP
+
+
+def test_every_event_has_sequence_0_and_dtstamp_the_sendings_start():
+    for deadline in (END_OF_YEAR, datetime(2026, 12, 21, 14, 30, tzinfo=UTC)):
+        event = event_of(calendar_for(deadline, "Europe/Berlin", "de").for_customer("n", "c").data)
+        assert event.decoded("sequence") == 0
+        assert event.decoded("dtstamp") == STAMP
+        assert "dtend" not in event or event.decoded("dtend") > event.decoded("dtstart")
 
 
 def test_the_uid_is_the_customers_own_and_the_same_every_time():
