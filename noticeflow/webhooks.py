@@ -163,11 +163,24 @@ def _kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         return "multicast"
     if ip.is_unspecified:
         return "unspecified"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return "site-local"
     if ip.is_private:
         return "private"
-    if ip.is_reserved or not ip.is_global:
+    if ip.is_reserved or not ip.is_global or any(ip in net for net in _NOT_GLOBAL):
         return "reserved"
     return None
+
+
+# Not globally routable, yet is_global on some Pythons (3.11 knew only 192.0.0.0/29 of the
+# first, and none of the others): IETF protocol assignments (the whole /24, its anycast service
+# addresses too), the deprecated 6to4 relay anycast, local-use IPv4/IPv6 translation,
+# documentation (2024), SRv6 segment identifiers. Site-local fec0::/10 is named as such above.
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.0.0/24", "192.88.99.0/24", "64:ff9b:1::/48", "3fff::/20", "5f00::/16")
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4 address reached
 
 
 def _a(kind: str) -> str:
@@ -178,7 +191,7 @@ def address_problem(address: str) -> str | None:
     """Why a resolved address may not be a webhook target (None: a public address). An IPv6
     address that carries an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002::/16``, Teredo
     ``2001::/32``, whose client address is what a relay reaches) is judged by that IPv4 address
-    too."""
+    too; a NAT64 one (``64:ff9b::/96``) by that IPv4 address alone."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -186,6 +199,10 @@ def address_problem(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        elif ip in _NAT64:  # a DNS64 answer: judged by the IPv4 address the translator reaches
+            nat64 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            kind = _kind(nat64)
+            return kind and f"{ip}, a NAT64 address embedding {nat64}, {_a(kind)} address"
         else:
             embedded = [("6to4", ip.sixtofour), ("Teredo", ip.teredo[1] if ip.teredo else None)]
             for how, inner in embedded:
