@@ -264,12 +264,34 @@ def _escapes(text: str) -> str:
     return re.sub(r"%([0-9A-Fa-f]{2})", one, text)
 
 
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4: ``.`` and ``..`` segments resolved, as httpx does before it sends a
+    request (``/./hook`` and ``/x/../hook`` are POSTed as ``/hook``)."""
+    out: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                out.append("")
+        elif segment == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/".join(out)
+
+
 def target_key(url: str) -> str:
     """What the duplicate check compares: two URLs with one key are one target. The scheme and
     the host lower-case, the host in IDNA (ASCII) form without a trailing dot, an IP address in
     its canonical form (IPv6 compressed; an IPv4 address written short or in hex, as
     ``127.1``, as the resolver reads it), the scheme's default port dropped, an empty path ``/``,
-    percent-escapes in one form, trailing slashes of the path and an empty query not counted.
+    percent-escapes in one form, dot segments removed (RFC 3986 5.2.4, after unreserved escapes
+    are decoded), an IPv4-mapped IPv6 address as its IPv4 address, trailing slashes of the path
+    and an empty query not counted.
     The path's case and its other slashes are kept as given (``/Hook`` and ``//hook`` are other
     targets than ``/hook``), and so is the query. The URL stored and POSTed to stays as given."""
     parts = urlsplit(url)
@@ -283,7 +305,9 @@ def target_key(url: str) -> str:
     if not host.isascii() or "xn--" in host:
         host = idna_domain(host)[0] or host
     try:
-        host = ipaddress.ip_address(host).compressed
+        ip = ipaddress.ip_address(host)
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        host = (mapped or ip).compressed  # [::ffff:127.0.0.1] is 127.0.0.1
     except ValueError:
         if all(re.fullmatch(r"0x[0-9a-f]*|[0-9]+", label) for label in host.split(".")):
             with contextlib.suppress(OSError):
@@ -292,7 +316,7 @@ def target_key(url: str) -> str:
         host = f"[{host}]"
     if port == _DEFAULT_PORTS.get(scheme):
         port = None
-    path = _escapes(parts.path).rstrip("/") or "/"
+    path = _remove_dot_segments(_escapes(parts.path)).rstrip("/") or "/"
     query = _escapes(parts.query)
     return f"{scheme}://{host}{f':{port}' if port else ''}{path}{f'?{query}' if query else ''}"
 

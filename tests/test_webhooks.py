@@ -753,6 +753,12 @@ async def test_a_retried_delivery_logs_one_short_line_and_no_traceback(
         ("http://\uff53trasse.example/hook", "http://strasse.example/hook"),  # fullwidth s
         ("http://localhost/%7euser/a%2fb", "http://localhost/~user/a%2Fb"),
         ("http://localhost/hook?", "http://localhost/hook"),
+        ("http://localhost/./hook", "http://localhost/hook"),  # dot segments, as httpx sends it
+        ("http://localhost/x/../hook", "http://localhost/hook"),
+        ("http://localhost/../hook/.", "http://localhost/hook"),
+        ("http://localhost/a/b/%2E%2e/./c/", "http://localhost/a/c"),
+        ("http://[::ffff:127.0.0.1]/hook", "http://127.0.0.1/hook"),  # IPv4-mapped
+        ("http://[::FFFF:7f00:1]:80/hook", "http://127.1/hook"),
     ],
 )
 def test_urls_that_name_one_target_have_one_key(first: str, second: str) -> None:
@@ -768,6 +774,10 @@ def test_urls_that_name_one_target_have_one_key(first: str, second: str) -> None
         ("http://localhost/hook", "http://localhost:8080/hook"),
         ("http://localhost/hook?a=1", "http://localhost/hook?a=2"),
         ("http://localhost/a/hook", "http://localhost/a%2Fhook"),
+        ("http://localhost/a/../hook", "http://localhost/a/hook"),
+        ("http://localhost/a%2F..%2Fhook", "http://localhost/hook"),  # %2F is not a segment
+        ("http://localhost/.hook", "http://localhost/hook"),
+        ("http://[::ffff:7f00:1]/hook", "http://[::7f00:1]/hook"),  # not mapped: another address
         ("http://straße.example/hook", "http://strasse.example/hook"),  # IDNA2008, not 2003
     ],
 )
