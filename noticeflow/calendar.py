@@ -2,8 +2,11 @@
 to the notice mail as a ``text/calendar`` part.
 
 Built once per distinct (language, deadline, timezone) of a sending batch, not per customer or
-contact: only the UID is the customer's own (a hash of notice and customer id, so a resent mail
-updates the same event instead of adding one), and it is spliced into the bytes built once.
+contact: only the UID is the customer's own (an HMAC of the notice id under the customer's own
+``ids`` subkey, ``CustomerKey.ident``: the same for every mail about the notice to the customer,
+so a resent mail updates the same event instead of adding one; and, keyed, it tells nobody
+holding the entry and the notice id anything about which customer it is — an unkeyed hash of the
+ids would confirm a guessed customer id), and it is spliced into the bytes built once.
 
 What the event holds is what the mail already says, and less: the notice id, the sub-processor's
 name, the deadline in the customer's timezone and words. No name, no address, no personal link
@@ -22,9 +25,9 @@ bytes, and a client that sees the event again with the same UID and SEQUENCE kee
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from noticeflow.domain import language as lang
@@ -35,10 +38,16 @@ PRODID = "-//noticeflow//sub-processor notice deadline//EN"
 _UID = b"UID:noticeflow-uid-placeholder\r\n"
 
 
-def event_uid(notice_id: str, customer_id: str) -> str:
-    """The event's UID: the same for every mail about this notice to this customer."""
-    digest = hashlib.sha256(f"{notice_id}\x1f{customer_id}".encode()).hexdigest()[:32]
-    return f"{digest}@noticeflow"
+class IdKey(Protocol):
+    """The customer's key as the UID needs it (noticeflow.crypto.CustomerKey: a sibling layer)."""
+
+    def ident(self, *parts: str) -> str: ...
+
+
+def event_uid(notice_id: str, key: IdKey) -> str:
+    """The event's UID: the same for every mail about this notice to this customer (keyed under
+    the customer's ``ids`` subkey: nothing to confirm a guessed customer id against)."""
+    return f"{key.ident('calendar-uid', notice_id)[:32]}@noticeflow"
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,9 @@ class DeadlineCalendar:
     head: bytes  # everything before the UID line
     tail: bytes  # everything after it
 
-    def for_customer(self, notice_id: str, customer_id: str) -> CalendarPart:
-        uid = f"UID:{event_uid(notice_id, customer_id)}\r\n".encode("ascii")
+    def for_customer(self, notice_id: str, key: IdKey) -> CalendarPart:
+        """The customer's event: ``key`` is its CustomerKey (the UID is keyed under it)."""
+        uid = f"UID:{event_uid(notice_id, key)}\r\n".encode("ascii")
         return CalendarPart(self.filename, self.head + uid + self.tail)
 
 

@@ -377,7 +377,7 @@ class Mailer:
             # Built once per deadline of the batch (noticeflow/calendar.py); the UID is its own.
             shared_calendar = job.context.get("calendar")
             calendar = (
-                shared_calendar.for_customer(notice_id, recipient.customer_id)
+                shared_calendar.for_customer(notice_id, recipient.key)
                 if shared_calendar is not None
                 else None
             )

@@ -13,9 +13,13 @@ from zoneinfo import ZoneInfo
 import icalendar
 
 from noticeflow.calendar import deadline_calendar, event_uid
+from noticeflow.crypto import CustomerKey
 from noticeflow.mail import build_message
 
 STAMP = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+KEYS = {name: CustomerKey(name, bytes([n + 1]) * 32) for n, name in enumerate(
+    ("hooli", "acme", "initech", "c")
+)}  # fmt: skip
 BERLIN = ZoneInfo("Europe/Berlin")
 # The end of Thursday 31 December 2026 in Berlin: local midnight at the start of 1 January.
 END_OF_YEAR = datetime(2027, 1, 1, tzinfo=BERLIN).astimezone(UTC)
@@ -40,7 +44,9 @@ def calendar_for(deadline: datetime, timezone: str, language: str | None):
 
 
 def test_an_end_of_day_deadline_is_an_all_day_event_on_its_last_day():
-    part = calendar_for(END_OF_YEAR, "Europe/Berlin", "de").for_customer("openai-2026", "hooli")
+    part = calendar_for(END_OF_YEAR, "Europe/Berlin", "de").for_customer(
+        "openai-2026", KEYS["hooli"]
+    )
     event = event_of(part.data)
     assert event.decoded("dtstart") == date(2026, 12, 31)  # the last day to answer
     # DTEND (exclusive) at local midnight is the recorded deadline itself.
@@ -56,7 +62,9 @@ def test_an_end_of_day_deadline_is_an_all_day_event_on_its_last_day():
 
 def test_a_timed_deadline_starts_at_the_deadline_in_the_customers_timezone():
     deadline = datetime(2026, 12, 21, 14, 30, tzinfo=UTC)
-    part = calendar_for(deadline, "America/New_York", None).for_customer("openai-2026", "acme")
+    part = calendar_for(deadline, "America/New_York", None).for_customer(
+        "openai-2026", KEYS["acme"]
+    )
     event = event_of(part.data)
     start = event.decoded("dtstart")
     assert start == deadline  # the same instant ...
@@ -71,7 +79,9 @@ def test_a_timed_deadline_starts_at_the_deadline_in_the_customers_timezone():
 
 def test_every_event_has_sequence_0_and_dtstamp_the_sendings_start():
     for deadline in (END_OF_YEAR, datetime(2026, 12, 21, 14, 30, tzinfo=UTC)):
-        event = event_of(calendar_for(deadline, "Europe/Berlin", "de").for_customer("n", "c").data)
+        event = event_of(
+            calendar_for(deadline, "Europe/Berlin", "de").for_customer("n", KEYS["c"]).data
+        )
         assert event.decoded("sequence") == 0
         assert event.decoded("dtstamp") == STAMP
         assert "dtend" not in event or event.decoded("dtend") > event.decoded("dtstart")
@@ -79,30 +89,45 @@ def test_every_event_has_sequence_0_and_dtstamp_the_sendings_start():
 
 def test_the_uid_is_the_customers_own_and_the_same_every_time():
     shared = calendar_for(END_OF_YEAR, "Europe/Berlin", "en")
-    hooli = event_of(shared.for_customer("openai-2026", "hooli").data)
+    hooli = event_of(shared.for_customer("openai-2026", KEYS["hooli"]).data)
     again = event_of(calendar_for(END_OF_YEAR, "Europe/Berlin", "en").for_customer(
-        "openai-2026", "hooli"
+        "openai-2026", KEYS["hooli"]
     ).data)  # fmt: skip
-    other = event_of(shared.for_customer("openai-2026", "initech").data)
-    assert str(hooli["uid"]) == str(again["uid"]) == event_uid("openai-2026", "hooli")
+    other = event_of(shared.for_customer("openai-2026", KEYS["initech"]).data)
+    assert str(hooli["uid"]) == str(again["uid"]) == event_uid("openai-2026", KEYS["hooli"])
     assert str(other["uid"]) != str(hooli["uid"])
     # Nothing but the UID differs between two customers' events: built once per deadline.
-    assert shared.for_customer("openai-2026", "hooli").data.replace(
-        event_uid("openai-2026", "hooli").encode(), b"X"
-    ) == shared.for_customer("openai-2026", "initech").data.replace(
-        event_uid("openai-2026", "initech").encode(), b"X"
+    assert shared.for_customer("openai-2026", KEYS["hooli"]).data.replace(
+        event_uid("openai-2026", KEYS["hooli"]).encode(), b"X"
+    ) == shared.for_customer("openai-2026", KEYS["initech"]).data.replace(
+        event_uid("openai-2026", KEYS["initech"]).encode(), b"X"
     )
 
 
 def test_the_event_holds_no_personal_data():
-    data = calendar_for(END_OF_YEAR, "Europe/Berlin", "de").for_customer("n-1", "hooli").data
-    assert b"@" not in data.replace(event_uid("n-1", "hooli").encode(), b"")  # no address
-    assert b"hooli" not in data  # not even the customer's id: the UID is a hash
+    data = calendar_for(END_OF_YEAR, "Europe/Berlin", "de").for_customer("n-1", KEYS["hooli"]).data
+    assert b"@" not in data.replace(event_uid("n-1", KEYS["hooli"]).encode(), b"")  # no address
+    assert b"hooli" not in data  # not even the customer's id: the UID is a keyed hash
     assert b"http" not in data  # no personal link
 
 
+def test_the_uid_is_keyed_under_the_customers_key():
+    """Anyone holding the entry and the notice id cannot confirm a guessed customer id: the UID
+    is no unkeyed hash of the ids, and another key gives another UID for the same ids."""
+    import hashlib
+
+    uid = event_uid("n-1", KEYS["hooli"])
+    unkeyed = hashlib.sha256(b"n-1\x1fhooli").hexdigest()[:32]
+    assert uid != f"{unkeyed}@noticeflow" and unkeyed not in uid
+    assert uid != event_uid("n-1", CustomerKey("hooli", b"\xee" * 32))
+    assert uid == event_uid("n-1", CustomerKey("hooli", bytes([1]) * 32))  # stable per key
+    assert uid != event_uid("n-2", KEYS["hooli"])
+
+
 def _message(to: str):
-    part = calendar_for(END_OF_YEAR, "Europe/Berlin", "de").for_customer("openai-2026", "hooli")
+    part = calendar_for(END_OF_YEAR, "Europe/Berlin", "de").for_customer(
+        "openai-2026", KEYS["hooli"]
+    )
     mail = build_message(
         mail_from="privacy@vendor.example",
         to=to,
