@@ -3,7 +3,8 @@ reach, so receipts stay pending and the real intake activity judges them), on an
 an opt-in that cannot apply is refused before anything is recorded; a classification whose receipt
 the intake rejected does not bind (the reply is new again, the rejection shown, and the next
 classification takes the mail's receipt time); a rejected receipt is exit 1 with the reason; `by`
-with control characters is refused; an erased customer's reply can still be marked handled."""
+with control characters is refused; an erased customer's reply can still be marked handled. One
+test has Temporal and a worker up: --json shows the reply as its receipt was judged."""
 
 from __future__ import annotations
 
@@ -11,23 +12,25 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.sending import SendingActivities
 from noticeflow import repository
-from noticeflow.contracts import AudienceRequest, SendRequest
+from noticeflow.contracts import AudienceRequest, SendRequest, workflow_id
 from noticeflow.domain.replies import Classification, applicable, opt_in_refusal
 from noticeflow.domain.rules import Phase
 from noticeflow.replies import store
 from noticeflow.replies.inbound import InboundServer
 from tests import helpers
 from tests.test_replies import ADDRESS, REPLY_ADDRESS, a_reply, reply_to_of, send
-from worker.main import make_deps
+from worker.main import build_worker, make_deps
 
 
 @pytest.fixture
@@ -163,6 +166,49 @@ async def test_a_rejected_receipt_exits_1_with_the_reason_and_the_reply_can_be_h
         "classified",
         "question",
     )
+
+
+async def test_json_shows_the_reply_as_its_receipt_was_judged(
+    ordinary, smtp_sink, pool, database_url, owner_database_url, dev_server_env, tmp_path
+):
+    """With Temporal and a worker up the receipt is judged while the CLI waits: the reply in the
+    --json output is read after that, so its receipt_status is the receipt's status (it said
+    "pending" next to "accepted")."""
+    deps, spec = ordinary
+    async with InboundServer(pool, ADDRESS, port=0) as endpoint:
+        reply_id = await reply_of(endpoint, smtp_sink, "dpo@initech.example", "We object.")
+    # The notice was mailed by the activities alone: its record says so, as its workflow would,
+    # so the run the CLI's wake starts judges the objection within the window.
+    owner = await asyncpg.connect(owner_database_url)
+    try:
+        await owner.execute(
+            "UPDATE notices SET phase = 'window_open', window_closes_at = now() + interval '20 days'"
+            " WHERE notice_id = $1",
+            spec.notice_id,
+        )
+    finally:
+        await owner.close()
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "NOTICEFLOW_DATABASE_URL": database_url,
+        "NOTICEFLOW_TEMPORAL_ADDRESS": dev_server_env.client.service_client.config.target_host,
+        "NOTICEFLOW_TASK_QUEUE": task_queue,
+        "NOTICEFLOW_DATA_DIR": str(tmp_path / "data"),
+    }
+    async with build_worker(dev_server_env.client, deps, task_queue):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "noticeflow.cli", "replies", "classify", reply_id, "objection",
+            "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        handle = dev_server_env.client.get_workflow_handle(workflow_id(spec.notice_id))
+        await handle.terminate("test over")
+    assert process.returncode == 0, err.decode()
+    result = json.loads(out)
+    assert result["receipt"]["status"] == "accepted", result
+    assert result["reply"]["receipt_status"] == "accepted", result["reply"]
+    assert result["reply"]["status"] == "classified"
 
 
 async def test_by_with_control_characters_is_refused_with_the_other_problems(

@@ -177,9 +177,10 @@ def replies_classify(
                     client, pool, receipt, settings.task_queue, connect_error=problem
                 )
                 result["receipt"] = {**receipt.as_json(), "pending_because": pending_because}
-                if receipt.status == "rejected":  # it does not bind: the reply is new again
-                    again = await store.get(pool, reply_id)
-                    result["reply"] = (again or reply).as_json()
+                # The reply as it stands once its receipt is judged: its receipt_status is the
+                # receipt's, and a rejected receipt has made it new again.
+                again = await store.get(pool, reply_id)
+                result["reply"] = (again or reply).as_json()
             return result
 
     result = run(go())
