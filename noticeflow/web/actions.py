@@ -496,6 +496,14 @@ def _signed(web: Web, token: str) -> ActionLink | None:
         return None
 
 
+# A body only another client sends (the page's form sends UTF-8); in English until the language
+# tables (noticeflow/domain/language.py) carry it.
+NOT_UTF8 = (
+    "The form's text was not valid UTF-8, so nothing was recorded. Characters that could not be"
+    " read are shown as \ufffd: please check the text and send it again from this page."
+)
+
+
 async def _form(request: Request) -> dict[str, str] | None:
     """The posted fields (first value of each), read within BODY_MAX; None if unusable."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -518,20 +526,32 @@ async def _form(request: Request) -> dict[str, str] | None:
             raise HTTPException(
                 413, f"The form is larger than {BODY_MAX:,} bytes; nothing was recorded."
             )
-    try:
-        pairs = parse_qsl(
-            body.decode("ascii", "replace"),
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="replace",
-            max_num_fields=20,
+
+    def parse(text: str, errors: str) -> list[tuple[str, str]]:
+        return parse_qsl(
+            text, keep_blank_values=True, encoding="utf-8", errors=errors, max_num_fields=20
         )
+
+    # UTF-8 whatever the charset label says (the page's form sends UTF-8): raw bytes or escapes
+    # that are not UTF-8 are read with U+FFFD in their place and the form marked, to be refused.
+    found = _Posted()
+    try:
+        try:
+            pairs = parse(body.decode("utf-8"), "strict")
+        except UnicodeDecodeError:
+            pairs, found.utf8 = parse(body.decode("utf-8", "replace"), "replace"), False
     except ValueError:
         return None
-    found: dict[str, str] = {}
     for name, value in pairs:
         found.setdefault(name, value)
     return found
+
+
+class _Posted(dict[str, str]):
+    """A form's fields; ``utf8`` is False when its body was not UTF-8 (nothing may be recorded
+    from it: its words would be kept replaced or garbled)."""
+
+    utf8 = True
 
 
 def reason_problems(text: str, language: str | None = None) -> tuple[str, list[str]]:
@@ -670,6 +690,17 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             status_code=400,
             error=standing.say("page.error.nonce"),
             reason=fields.get("reason", "") if action in REASONED else "",
+        )
+    if isinstance(fields, _Posted) and not fields.utf8:
+        return await _page(
+            web,
+            request,
+            token,
+            standing,
+            status_code=422,
+            error=NOT_UTF8,
+            reason=fields.get("reason", "") if action in REASONED else "",
+            nonce=nonce,
         )
     reason = ""
     if action in REASONED:
