@@ -51,6 +51,14 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def mode_if_there(path: Path) -> int | None:
+    """The file's mode; None when it is gone (a running `up` removes its temporary files)."""
+    try:
+        return mode(path)
+    except FileNotFoundError:
+        return None
+
+
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """No NOTICEFLOW_ variable but the ones given (so no key), and an empty data dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTICEFLOW_")}
@@ -273,9 +281,12 @@ def test_a_full_up_run_keeps_everything_private(tmp_path):
                 assert time.monotonic() < give_up, output
             stack_json = (data / "stack.json").read_text()
             modes = {
-                path.relative_to(data).as_posix(): mode(path)
+                path.relative_to(data).as_posix(): found
                 for path in data.rglob("*")
-                if "postgres" not in path.relative_to(data).parts and not path.is_symlink()
+                if "postgres" not in path.relative_to(data).parts
+                and not path.is_symlink()
+                # (a file may go between the listing and its stat: SQLite's journal, say)
+                and (found := mode_if_there(path)) is not None
             }
             data_mode = mode(data)
         finally:
