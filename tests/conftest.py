@@ -107,12 +107,17 @@ def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
         yield sink
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server per test module: each module's notices skip its clock (some by
-    decades: a notice left waiting is carried through every timer it has while a later test
-    waits for a result), so one shared by the whole session drifted past the year 2100 that
-    notices may not be dated beyond, failing whichever module came next."""
+    """A time-skipping server per test (it starts in about 0.1 s). Shared, a test's leftovers
+    broke the next one's clock: one shared by the session drifted past the year 2100 that notices
+    may not be dated beyond (a notice left waiting is carried through every timer it has while a
+    later test waits for a result); one shared by a module sometimes stopped skipping time at
+    all — after two tests had run and their notices were terminated, with no task, activity or
+    other workflow pending, a third test's ``env.sleep(45 days)`` advanced 30 real seconds and
+    no more until the RPC timed out (about 1 run in 6 of tests/workflows/test_intake.py; never
+    in 30 runs of the test alone). The server keeps a count of time-skipping locks, and one
+    left held by an earlier test is held for good."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=codec.data_converter(keyring.installed()),  # payloads encrypted
         test_server_existing_path=binary("temporal-test-server"),
