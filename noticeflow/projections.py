@@ -16,7 +16,6 @@ event, not one aggregate over the notice's customers per event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ import structlog
 
 from noticeflow import eventstore as es
 from noticeflow.contracts import notice_id_of
+from noticeflow.follower import follow
 
 log = structlog.get_logger(__name__)
 NAME = "read_models"
@@ -543,60 +543,6 @@ async def rebuild(pool: asyncpg.Pool, page: int = 2000) -> int:
 async def run_projections(
     pool: asyncpg.Pool, stop: asyncio.Event, poll_seconds: float = 2.0
 ) -> None:
-    """Keep the read models current until ``stop``: woken by NOTIFY, polling as a fallback."""
-    wake = asyncio.Event()
-
-    def notified(*_: object) -> None:
-        wake.set()
-
-    while not stop.is_set():  # a lost connection (a database restart) is no reason to stop
-        try:
-            await _follow(pool, stop, wake, notified, poll_seconds)
-        except Exception as error:
-            log.warning(  # the type and SQLSTATE: a message may quote a value it could not take
-                "projector lost its connection; reconnecting",
-                error_type=type(error).__name__,
-                sqlstate=getattr(error, "sqlstate", None),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-
-
-async def _follow(
-    pool: asyncpg.Pool,
-    stop: asyncio.Event,
-    wake: asyncio.Event,
-    notified: Any,
-    poll_seconds: float,
-) -> None:
-    listener = await pool.acquire()
-    try:
-        await listener.add_listener("noticeflow_events", notified)
-        while not stop.is_set():
-            wake.clear()  # before catching up: a NOTIFY that arrives meanwhile wakes the next round
-            try:
-                await catch_up(pool)
-            except (asyncpg.PostgresError, OSError) as error:
-                log.warning(
-                    "projection catch-up failed; will retry",
-                    error_type=type(error).__name__,
-                    sqlstate=getattr(error, "sqlstate", None),
-                )
-            if listener.is_closed():
-                raise ConnectionError("the listening connection closed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first(wake, stop), timeout=poll_seconds)
-    finally:
-        with contextlib.suppress(Exception):
-            await listener.remove_listener("noticeflow_events", notified)
-        with contextlib.suppress(Exception):
-            await pool.release(listener)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    """Keep the read models current until ``stop``: woken by NOTIFY, polling as a fallback; a
+    failed catch-up or a lost connection (a database restart) is logged and tried again."""
+    await follow(pool, stop, lambda: catch_up(pool), what="projector", poll_seconds=poll_seconds)

@@ -40,6 +40,7 @@ import ipaddress
 import os
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,7 @@ from noticeflow.contracts import notice_id_of
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.public_list import KIND_WORDS, Change, PublicList, change_words
 from noticeflow.domain.subscriptions import normalise_address
+from noticeflow.follower import EVENTS_CHANNEL, follow
 from noticeflow.keyring import PUBLIC_KEYS
 from noticeflow.mail import (
     MailRenderer,
@@ -883,55 +885,25 @@ async def run(
     and a new subscription's, polling as a fallback (retries come due with time); every
     ``sweep_seconds`` erase the subscriptions left unconfirmed. A failure is logged (codes only)
     and the loop goes on."""
-    wake = asyncio.Event()
-
-    def notified(*_: object) -> None:
-        wake.set()
-
     problem = one_click_problem(mailer.tokens.public_url)
     if problem:
         log.warning("subscriber mail: no one-click unsubscribe", problem=problem)
-    swept = 0.0
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        listener = None
-        try:
-            listener = await pool.acquire()
-            await listener.add_listener("noticeflow_events", notified)
-            await listener.add_listener(NOTIFY_CHANNEL, notified)
-            while not stop.is_set():
-                wake.clear()
-                await fill_outbox(pool)
-                while (await mailer.send_due()).claimed >= 100 and not stop.is_set():
-                    pass
-                if loop.time() - swept >= sweep_seconds:
-                    swept = loop.time()
-                    await expire_pending(pool)
-                if listener.is_closed():
-                    raise ConnectionError("the listening connection closed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_either(wake, stop), timeout=poll_seconds)
-        except Exception as error:
-            log.warning(
-                "subscriber mail failed; will retry",
-                error_type=type(error).__name__,
-                sqlstate=getattr(error, "sqlstate", None),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-        finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener("noticeflow_events", notified)
-                    await listener.remove_listener(NOTIFY_CHANNEL, notified)
-                with contextlib.suppress(Exception):
-                    await pool.release(listener)
+    swept = float("-inf")  # the first round sweeps (the monotonic clock may be near 0)
 
+    async def step() -> None:
+        nonlocal swept
+        await fill_outbox(pool)
+        while (await mailer.send_due()).claimed >= 100 and not stop.is_set():
+            pass
+        if time.monotonic() - swept >= sweep_seconds:
+            swept = time.monotonic()
+            await expire_pending(pool)
 
-async def _either(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await follow(
+        pool,
+        stop,
+        step,
+        what="subscriber mail",
+        channels=(EVENTS_CHANNEL, NOTIFY_CHANNEL),
+        poll_seconds=poll_seconds,
+    )

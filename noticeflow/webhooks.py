@@ -60,6 +60,7 @@ from noticeflow.contracts import (
 )
 from noticeflow.domain.errors import InputError
 from noticeflow.domain.subscriptions import idna_domain
+from noticeflow.follower import follow
 
 log = structlog.get_logger(__name__)
 
@@ -813,52 +814,18 @@ async def run_outbox(
     """Keep the outbox filled until ``stop``, woken by the store's NOTIFY (polling as a
     fallback); every ``sweep_seconds`` wake every subscription that still has a delivery pending
     (a wake lost while Temporal was away)."""
-    wake_event = asyncio.Event()
+    swept = float("-inf")  # the first round sweeps (the monotonic clock may be near 0)
 
-    def notified(*_: object) -> None:
-        wake_event.set()
+    async def step() -> None:
+        nonlocal swept
+        new = await fill_outbox(pool)
+        if time.monotonic() - swept >= sweep_seconds:
+            swept = time.monotonic()
+            new |= set(await waiting(pool))
+        if new:
+            await wake(sorted(new))
 
-    swept = 0.0
-    while not stop.is_set():
-        listener = None
-        try:
-            listener = await pool.acquire()
-            await listener.add_listener("noticeflow_events", notified)
-            while not stop.is_set():
-                wake_event.clear()
-                new = await fill_outbox(pool)
-                if time.monotonic() - swept >= sweep_seconds:
-                    swept = time.monotonic()
-                    new |= set(await waiting(pool))
-                if new:
-                    await wake(sorted(new))
-                if listener.is_closed():
-                    raise ConnectionError("the listening connection closed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_either(wake_event, stop), timeout=poll_seconds)
-        except Exception as error:
-            log.warning(
-                "webhook outbox failed; will retry",
-                error_type=type(error).__name__,
-                sqlstate=getattr(error, "sqlstate", None),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-        finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener("noticeflow_events", notified)
-                with contextlib.suppress(Exception):
-                    await pool.release(listener)
-
-
-async def _either(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await follow(pool, stop, step, what="webhook outbox", poll_seconds=poll_seconds)
 
 
 # --- delivery ------------------------------------------------------------------------------------
