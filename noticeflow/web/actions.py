@@ -477,6 +477,7 @@ async def _in_use(web: Web, standing: Standing) -> CustomerList | None:
 
 
 @router.get("/a/{token}")
+@router.head("/a/{token}", include_in_schema=False)  # link checkers and mail scanners
 async def action_page(request: Request, token: str, web: Web = Depends(get_web)) -> Response:
     """The notice and what this customer can do about it now; changes nothing."""
     limited = _rate_limited(web, request, token)
@@ -810,6 +811,7 @@ async def _receipt_of(
 
 
 @router.get(receipts.JWKS_PATH)
+@router.head(receipts.JWKS_PATH, include_in_schema=False)
 async def receipt_keys() -> Response:
     """The receipt-signing public keys, current and previous, as a JWK Set (RFC 7517): public,
     no sign-in, so that anyone holding a receipt can check it."""
@@ -818,6 +820,7 @@ async def receipt_keys() -> Response:
 
 # Before the receipt page's route: its {receipt_id} would take "r-….jws" too.
 @router.get("/a/{token}/receipts/{receipt_id}.jws")
+@router.head("/a/{token}/receipts/{receipt_id}.jws", include_in_schema=False)
 async def receipt_download(
     request: Request, token: str, receipt_id: str, web: Web = Depends(get_web)
 ) -> Response:
@@ -857,6 +860,7 @@ async def receipt_download(
 
 
 @router.get("/a/{token}/receipts/{receipt_id}")
+@router.head("/a/{token}/receipts/{receipt_id}", include_in_schema=False)
 async def receipt_page(
     request: Request, token: str, receipt_id: str, web: Web = Depends(get_web)
 ) -> Response:

@@ -110,7 +110,9 @@ def _base(web: Web) -> str:
     return web.settings.public_url.rstrip("/")
 
 
-@router.api_route("/subprocessors.json", include_in_schema=True, methods=READ_METHODS)
+# Two routes, not one for both methods: OpenAPI would list the JSON twice under one operation id.
+@router.get("/subprocessors.json")
+@router.head("/subprocessors.json", include_in_schema=False)
 async def subprocessors_json(request: Request, web: Web = Depends(get_web)) -> Response:
     """The public list as JSON (docs/schemas/subprocessors.schema.json)."""
     listing = await current(request, web)
