@@ -326,6 +326,9 @@ async def test_refused_links_record_nothing_and_log_no_token(web_stack):
         page = await http.get(acme_path)
         assert page.status_code == 200 and "This notice was cancelled" in page.text
         assert actions_offered(page.text) == set()
+        # No deadline counting down and no "what your silence means": nothing is asked any more.
+        assert "None any more: this notice was cancelled" in page.text
+        assert "What your silence means" not in page.text and "That is in " not in page.text
         posted = await http.post(acme_path, data={**form, "nonce": "n" * 24})
         assert posted.status_code == 409 and "cancelled" in posted.text
         assert await customer_actions(web_stack, notice.notice_id) == 3  # and the cancel

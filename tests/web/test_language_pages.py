@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from noticeflow import repository
+from noticeflow import control, repository
 from noticeflow.domain import language as lang
 from noticeflow.domain.customers import parse_customers_csv
 from noticeflow.domain.deadlines import describe_instant
@@ -164,3 +164,16 @@ async def test_a_german_customer_objects_and_opts_in_in_german_an_english_one_as
         assert str(acks[0]["Subject"]) == (
             f"We have received your objection — {notice.subprocessor} ({notice.notice_id})"
         )
+
+        # --- cancelled: the German page says so, with no deadline and no "silence" ---------------
+        cancelled, _ = await control.submit(
+            web_stack.client, web_stack.pool, notice.notice_id, "cancel",
+            {"reason": "Plans changed.", "by": "bob"}, task_queue=web_stack.task_queue,
+        )  # fmt: skip
+        assert cancelled.status == "accepted", cancelled
+        page = await http.get(path_of(web_stack, web_stack.links("stark", "object")[0]))
+        text = shown(page.text)
+        assert "Diese Mitteilung wurde zurückgezogen." in text
+        assert "Keine mehr: Diese Mitteilung wurde zurückgezogen." in text
+        assert "Was Ihr Schweigen bedeutet" not in text and "Das ist in " not in text
+        assert not ENGLISH.search(text), ENGLISH.search(text)
