@@ -40,6 +40,14 @@ async def preview_notice(
     )
     if row is None:
         raise InputError(f"no customer {customer_id!r}")
+    erased_at = await pool.fetchval(
+        "SELECT erased_at FROM customer_erasures WHERE customer_id = $1", customer_id
+    )
+    if erased_at is not None:  # its name and addresses are gone: a preview would show "[erased]"
+        raise InputError(
+            f"customer {customer_id!r} was erased on {erased_at:%Y-%m-%d}: there is no mail to"
+            " preview, as an erased customer is never mailed again"
+        )
     keys = await load_keys(pool, [customer_id])
     key = keys.get(customer_id)
     contacts = [

@@ -264,6 +264,9 @@ async def test_the_cli_erases_once_and_says_already_erased_after(notified, datab
     assert code == 0 and out.startswith("erased customer initech for good"), err
     code, out, err = await cli("customers", "erase", "initech")
     assert code == 0 and out.startswith("customer initech already erased"), err
+    code, out, err = await cli("notice", "preview", notified.notice_id, "--customer", "initech")
+    assert code != 0 and "Traceback" not in err, err
+    assert "customer 'initech' was erased on " in err and "never mailed again" in err, err
     code, out, err = await cli("keys", "rewrap", "--json")
     assert code == 0 and json.loads(out)["current"] >= 2, err
 
