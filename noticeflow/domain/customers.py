@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 from noticeflow.domain import language
 from noticeflow.domain.deadlines import WindowUnit
 from noticeflow.domain.errors import InputError, describe_problems, problems_of
-from noticeflow.domain.notice import decode_utf8
+from noticeflow.domain.files import read_text
 from noticeflow.domain.rules import Authorisation
 from noticeflow.domain.text import Identifier, SingleLine, control_character
 
@@ -183,15 +183,7 @@ class Customer(BaseModel):
 def read_customers_file(path: Path, refused: Mapping[str, str] | None = None) -> list[Customer]:
     """Read and validate a customers CSV file: UTF-8 (a byte order mark is fine), any line ends.
     ``refused``: ids that may not be imported, with why (told with the file's other problems)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a CSV file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-    return parse_customers_csv(decode_utf8(raw, str(path)), str(path), refused)
+    return parse_customers_csv(read_text(path, "CSV"), str(path), refused)
 
 
 def parse_customers_csv(

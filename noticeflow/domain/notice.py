@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-import tomllib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from noticeflow.domain.errors import InputError, describe_validation_error
+from noticeflow.domain.files import read_toml
 from noticeflow.domain.rules import ChangeKind
 from noticeflow.domain.text import SLUG_PATTERN as SLUG_PATTERN
 from noticeflow.domain.text import Identifier, SingleLine, free_text, single_line
@@ -471,34 +471,10 @@ def parse_notice(data: dict[str, Any], source: str = "notice") -> NoticeSpec:
         ) from None
 
 
+NOTICE_MAX_BYTES = 1_000_000  # a notice's words and details: a few kB
+
+
 def load_notice_file(path: Path) -> NoticeSpec:
     """Read a notice TOML file (UTF-8, a byte order mark is fine); bad input is one clear line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a notice file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-    text = decode_utf8(raw, str(path))
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{path}: not valid TOML: {error}") from None
+    data = read_toml(path, "notice", NOTICE_MAX_BYTES, "a notice file is a few kB")
     return parse_notice(data, str(path))
-
-
-def decode_utf8(raw: bytes, source: str) -> str:
-    """Bytes of a text file as str: UTF-8 with or without a byte order mark, or one clear error."""
-    bom = raw.startswith(b"\xef\xbb\xbf")
-    body = raw[3:] if bom else raw
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        offset = error.start + (3 if bom else 0)
-        line = raw.count(b"\n", 0, offset) + 1
-        raise InputError(
-            f"{source}: not valid UTF-8: byte 0x{raw[offset]:02x} at byte offset {offset}"
-            f" (line {line}); save the file as UTF-8"
-        ) from None

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +48,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from noticeflow.domain.errors import InputError, describe_problems, problems_of
 from noticeflow.domain.events import BaselineEntry, SubprocessorsBaselined
-from noticeflow.domain.notice import NonEmptyList, decode_utf8
+from noticeflow.domain.files import read_toml
+from noticeflow.domain.notice import NonEmptyList
 from noticeflow.domain.text import SingleLine, single_line
 
 BASELINE_STREAM = "subprocessors"
@@ -691,37 +691,14 @@ def parse_baseline(data: Any, source: str, today: date) -> list[BaselineEntry]:
 BASELINE_MAX_BYTES = 1_000_000  # a baseline lists tens of sub-processors: a few kB
 
 
-def _read_capped(path: Path) -> bytes:
-    """The file's bytes, at most BASELINE_MAX_BYTES (InputError past it): a regular file's size
-    is checked before reading; anything else (a pipe, /dev/zero) is read to one byte past it."""
-    too_big = InputError(
-        f"{path}: larger than {BASELINE_MAX_BYTES:,} bytes; a baseline file lists the"
-        " sub-processors in use (a few kB): is this the right file?"
-    )
-    if path.is_file() and path.stat().st_size > BASELINE_MAX_BYTES:
-        raise too_big
-    with path.open("rb") as stream:
-        raw = stream.read(BASELINE_MAX_BYTES + 1)
-    if len(raw) > BASELINE_MAX_BYTES:
-        raise too_big
-    return raw
-
-
 def load_baseline_file(path: Path, today: date) -> list[BaselineEntry]:
     """Read and validate a baseline file (TOML, UTF-8 with or without a byte order mark)."""
-    try:
-        raw = _read_capped(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a baseline file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-    text = decode_utf8(raw, str(path))
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{path}: not valid TOML: {error}") from None
+    data = read_toml(
+        path,
+        "baseline",
+        BASELINE_MAX_BYTES,
+        "a baseline file lists the sub-processors in use (a few kB): is this the right file?",
+    )
     return parse_baseline(data, str(path), today)
 
 

@@ -354,8 +354,18 @@ def test_a_notice_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path):
 def test_unreadable_notice_files_are_one_clear_line(tmp_path: Path):
     with pytest.raises(InputError, match="no such file"):
         load_notice_file(tmp_path / "missing.toml")
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(InputError, match="is a directory, not a notice file"):
         load_notice_file(tmp_path)
+    # Too large for a notice: refused before reading (a regular file), or after 1 MB + 1 byte of
+    # anything else (it read /dev/zero until memory ran out).
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * 1_000_001)
+    for path in (big, Path("/dev/zero")):
+        with pytest.raises(InputError) as error:
+            load_notice_file(path)
+        assert str(error.value) == (
+            f"{path}: larger than 1,000,000 bytes; a notice file is a few kB"
+        )
 
 
 # --- the customers CSV --------------------------------------------------------------------------
