@@ -445,6 +445,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         " buttons below.",
         "page.error.nonce": "This form is out of date, so nothing was recorded. Please press the"
         " button again.",
+        "page.error.not_utf8": "The form's text was not valid UTF-8, so nothing was recorded."
+        " Characters that could not be read are shown as \ufffd: please check the text and send"
+        " it again from this page.",
         "page.problem.control": "Your reason contained a character we cannot store ({code}, an"
         " invisible control character). We have removed it: please check the text and send it"
         " again.",
@@ -654,6 +657,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         " erfasst. Bitte verwenden Sie die Schaltflächen unten.",
         "page.error.nonce": "Dieses Formular ist veraltet; es wurde nichts erfasst. Bitte drücken"
         " Sie die Schaltfläche erneut.",
+        "page.error.not_utf8": "Der Text des Formulars war kein gültiges UTF-8; es wurde nichts"
+        " erfasst. Zeichen, die nicht gelesen werden konnten, werden als \ufffd angezeigt: Bitte"
+        " prüfen Sie den Text und senden Sie ihn von dieser Seite aus erneut.",
         "page.problem.control": "Ihre Begründung enthielt ein Zeichen, das wir nicht speichern"
         " können ({code}, ein unsichtbares Steuerzeichen). Wir haben es entfernt: Bitte prüfen"
         " Sie den Text und senden Sie ihn erneut.",

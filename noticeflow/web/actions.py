@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
 
 from noticeflow import control, intake, receipts
 from noticeflow.annex import CustomerList, customer_list
@@ -497,28 +499,15 @@ def _signed(web: Web, token: str) -> ActionLink | None:
         return None
 
 
-# A body only another client sends (the page's form sends UTF-8); in English until the language
-# tables (noticeflow/domain/language.py) carry it.
-NOT_UTF8 = (
-    "The form's text was not valid UTF-8, so nothing was recorded. Characters that could not be"
-    " read are shown as \ufffd: please check the text and send it again from this page."
-)
-
-
 async def _form(request: Request) -> dict[str, str] | None:
-    """The posted fields (first value of each), read within BODY_MAX; None if unusable."""
+    """The posted fields (first value of each), read within BODY_MAX; None if unusable.
+
+    The body must be UTF-8 (what the page's own form sends), whatever its charset label says:
+    bytes or %-escapes that are not UTF-8 are read with U+FFFD in their place and the form marked
+    (``utf8``), to be refused — never kept replaced or, as Starlette reads a multipart field that
+    is not UTF-8, as Latin-1."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        try:
-            form = await request.form(max_files=0, max_fields=20, max_part_size=BODY_MAX)
-        except Exception:  # a broken or oversized multipart body: not our page's form
-            return None
-        fields: dict[str, str] = {}
-        for name, value in form.multi_items():
-            if isinstance(value, str):
-                fields.setdefault(name, value)
-        return fields
-    if kind not in ("application/x-www-form-urlencoded", ""):
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded", ""):
         return None
     body = bytearray()
     async for chunk in request.stream():
@@ -527,25 +516,43 @@ async def _form(request: Request) -> dict[str, str] | None:
             raise HTTPException(
                 413, f"The form is larger than {BODY_MAX:,} bytes; nothing was recorded."
             )
-
-    def parse(text: str, errors: str) -> list[tuple[str, str]]:
-        return parse_qsl(
-            text, keep_blank_values=True, encoding="utf-8", errors=errors, max_num_fields=20
-        )
-
-    # UTF-8 whatever the charset label says (the page's form sends UTF-8): raw bytes or escapes
-    # that are not UTF-8 are read with U+FFFD in their place and the form marked, to be refused.
     found = _Posted()
     try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text, found.utf8 = body.decode("utf-8", "replace"), False
+    if kind == "multipart/form-data":
+        try:  # fields only (no files); the text re-encoded, so every part decodes as UTF-8
+            form = await MultiPartParser(
+                request.headers, _once(text.encode()), max_files=0, max_fields=20,
+                max_part_size=BODY_MAX,
+            ).parse()  # fmt: skip
+        except Exception:  # a broken multipart body: not our page's form
+            return None
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                found.setdefault(name, value)
+        return found
+    try:
         try:
-            pairs = parse(body.decode("utf-8"), "strict")
-        except UnicodeDecodeError:
-            pairs, found.utf8 = parse(body.decode("utf-8", "replace"), "replace"), False
+            pairs = _pairs(text, "strict")
+        except UnicodeDecodeError:  # %-escapes of bytes that are not UTF-8
+            pairs, found.utf8 = _pairs(text, "replace"), False
     except ValueError:
         return None
     for name, value in pairs:
         found.setdefault(name, value)
     return found
+
+
+def _pairs(text: str, errors: str) -> list[tuple[str, str]]:
+    return parse_qsl(
+        text, keep_blank_values=True, encoding="utf-8", errors=errors, max_num_fields=20
+    )
+
+
+async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
 
 
 class _Posted(dict[str, str]):
@@ -699,7 +706,7 @@ async def act(request: Request, token: str, web: Web = Depends(get_web)) -> Resp
             token,
             standing,
             status_code=422,
-            error=NOT_UTF8,
+            error=standing.say("page.error.not_utf8"),
             reason=fields.get("reason", "") if action in REASONED else "",
             nonce=nonce,
         )
