@@ -33,6 +33,7 @@ from noticeflow.domain.deadlines import WindowUnit
 from noticeflow.domain.errors import InputError, describe_problems, problems_of
 from noticeflow.domain.files import read_text
 from noticeflow.domain.rules import Authorisation
+from noticeflow.domain.subscriptions import normalise_address
 from noticeflow.domain.text import Identifier, SingleLine, control_character
 
 CSV_COLUMNS = (
@@ -146,11 +147,22 @@ class Customer(BaseModel):
     def _emails(cls, values: list[str]) -> list[str]:
         if not values:
             raise ValueError("at least one contact e-mail is required")
-        bad = [value for value in values if not EMAIL_PATTERN.match(value)]
+        bad, checked = [], []
+        for value in values:
+            address, problems = normalise_address(value, utf8_local=True)
+            if address is None:
+                bad.append(f"{value} ({'; '.join(problems)})")
+                continue
+            # As written, but an internationalised domain in its IDNA2008 ASCII form, the form a
+            # relay takes without SMTPUTF8 (bücher.example is xn--bcher-kva.example), and no
+            # trailing dot.
+            local, _, domain = value.strip().rpartition("@")
+            normal = address.rpartition("@")[2]
+            checked.append(f"{local}@{domain if domain.lower() == normal else normal}")
         if bad:
             raise ValueError(f"not an e-mail address: {', '.join(bad)}")
         unique: dict[str, str] = {}  # one mailbox listed twice (in any case) is one contact
-        for value in values:
+        for value in checked:
             unique.setdefault(value.lower(), value)
         return list(unique.values())
 

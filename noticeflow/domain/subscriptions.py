@@ -17,13 +17,19 @@ import idna
 MAX_ADDRESS = 254
 MAX_LOCAL = 64
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$")
+# RFC 6531's atext: the same, and any character beyond ASCII (an address for a relay with SMTPUTF8)
+_UTF8_ATEXT = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+"
+    r"(\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+)*$"
+)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TLD = re.compile(r"^(xn--[a-z0-9-]+|[a-z]{2,63})$")
 
 
-def normalise_address(text: object) -> tuple[str | None, list[str]]:
+def normalise_address(text: object, utf8_local: bool = False) -> tuple[str | None, list[str]]:
     """The address as stored (domain lower-cased and in IDNA form, local part as typed), or
-    every problem with it."""
+    every problem with it. ``utf8_local``: the part before the @ may hold characters beyond
+    ASCII too (RFC 6531; the mailer sends such an address where the relay offers SMTPUTF8)."""
     if not isinstance(text, str):
         return None, ["enter an e-mail address"]
     value = text.strip()
@@ -42,10 +48,10 @@ def normalise_address(text: object) -> tuple[str | None, list[str]]:
         problems.append("nothing before the @")
     elif len(local) > MAX_LOCAL:
         problems.append(f"the part before the @ is longer than {MAX_LOCAL} characters")
-    elif not _ATEXT.match(local):
+    elif not (_UTF8_ATEXT if utf8_local else _ATEXT).match(local):
         problems.append(
-            "the part before the @ may hold letters A-Z, digits, dots (not two in a row, not"
-            " first or last) and !#$%&'*+-/=?^_`{|}~ only"
+            f"the part before the @ may hold letters{'' if utf8_local else ' A-Z'}, digits, dots"
+            " (not two in a row, not first or last) and !#$%&'*+-/=?^_`{|}~ only"
         )
     ascii_domain = _domain(domain, problems)
     if problems or ascii_domain is None:

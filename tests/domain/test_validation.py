@@ -444,9 +444,35 @@ def test_several_bad_rows_are_reported_together_one_line_each():
         "  line 3: duplicate customer_id acme (first on line 2)",
         "  line 5: customer_id: contains a control character (U+0000)",
         "  line 6: more fields (10) than columns (8)",
-        "  line 7: contact_emails: not an e-mail address: nope;"
-        " timezone: unknown IANA timezone 'Nowhere/Zone'",
+        "  line 7: contact_emails: not an e-mail address: nope (an e-mail address has exactly"
+        " one @ (name@example.com)); timezone: unknown IANA timezone 'Nowhere/Zone'",
     ]
+
+
+def test_contact_addresses_are_checked_as_the_relay_will_take_them():
+    """Contacts are checked as subscribers' addresses are (IDNA2008 for the domain, RFC 5322
+    atoms before the @): an internationalised domain is kept in its ASCII form, the form a relay
+    takes without SMTPUTF8; an ASCII one as written, case and all."""
+    text = HEADER + (
+        "a,A,US,x,Privacy@ACME.example;info@bücher.example;dpo@straße.de;x@b.example.;"
+        "jörg@acme.example,UTC,,\n"
+    )
+    (customer,) = parse_customers_csv(text)
+    assert customer.contact_emails == [
+        "Privacy@ACME.example", "info@xn--bcher-kva.example", "dpo@xn--strae-oqa.de",
+        "x@b.example", "jörg@acme.example",  # sent where the relay offers SMTPUTF8
+    ]  # fmt: skip
+    message = csv_problem(
+        HEADER + "a,A,US,x,a@b..example;a@-x.example;jo..sé@x.example;a@xn--zz.example,UTC,,\n"
+    )
+    for part in (
+        "a@b..example (the domain after the @ may hold letters, digits and hyphens",
+        "a@-x.example (the domain after the @ may hold",
+        "jo..sé@x.example (the part before the @ may hold letters, digits, dots (not two in a row",
+        "a@xn--zz.example (the domain after the @ is not a valid internationalised domain name"
+        " (IDNA2008))",
+    ):
+        assert part in message, message
 
 
 def test_blank_rows_are_skipped():
