@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from noticeflow.domain.events import EventError
 from noticeflow.eventstore import EventIdConflict
+
+T = TypeVar("T")
+# How often a long step heartbeats while it waits on one statement (the heartbeat timeout is a
+# minute: workflows/notice.py HEARTBEAT).
+BEAT_EVERY = 10.0
 
 
 @contextlib.asynccontextmanager
@@ -42,3 +48,23 @@ def lasting_faults_fail_for_good() -> Iterator[None]:
         raise ApplicationError(str(error), type="InvalidEvent", non_retryable=True) from None
     except EventIdConflict as error:
         raise ApplicationError(str(error), type="EventIdConflict", non_retryable=True) from None
+
+
+async def beating(step: Awaitable[T], every: float | None = None) -> T:
+    """Await ``step``, heartbeating every ``every`` seconds (BEAT_EVERY) while it runs: for a step that spends
+    its time in a few long statements (an audience snapshot of millions of customers), where no
+    progress of its own could be reported. A worker that dies stops the beats, so Temporal retries
+    it after the heartbeat timeout instead of the step's whole bound; a cancelled activity cancels
+    the step."""
+    task = asyncio.ensure_future(step)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every or BEAT_EVERY)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        if not task.done():  # the activity was cancelled: the step's transaction rolls back first
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

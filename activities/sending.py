@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.deps import handed_over_on_shutdown, lasting_faults_fail_for_good
+from activities.deps import beating, handed_over_on_shutdown, lasting_faults_fail_for_good
 from noticeflow.application.deps import Deps
 from noticeflow.application.sending import SendingService
 from noticeflow.contracts import (
@@ -36,9 +36,10 @@ class SendingActivities:
 
     @activity.defn(name=Activity.snapshot_audience)
     async def snapshot_audience(self, request: AudienceRequest) -> int:
-        """Rule 3: freeze customers, contacts and terms as sending starts. Idempotent."""
+        """Rule 3: freeze customers, contacts and terms as sending starts. Idempotent. Heartbeats
+        while it runs: a million customers take a minute or two, in a few long statements."""
         with lasting_faults_fail_for_good():
-            return await self.service.snapshot_audience(request)
+            return await beating(self.service.snapshot_audience(request))
 
     @activity.defn(name=Activity.send_notices)
     async def send_notices(self, request: SendRequest) -> SendResult:

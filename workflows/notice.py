@@ -59,6 +59,10 @@ SHORT = timedelta(minutes=2)
 HEARTBEAT = timedelta(minutes=1)
 # Mailing a whole audience in one activity: liveness is the one-minute heartbeat, not this bound.
 MAILING = timedelta(hours=24)
+# Freezing the audience: a million customers take a minute or two; liveness is the heartbeat the
+# activity sends while it runs (activities/deps.py beating), this the bound for a stuck database.
+# (Activity options are not compared on replay: a running notice replays as before.)
+SNAPSHOT = timedelta(hours=1)
 # Transient faults retry with bounded backoff (at most a minute apart); lasting ones never reach
 # here as retries: activities turn them into recorded rejections (see noticeflow/application/intake.py).
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
@@ -502,6 +506,7 @@ class NoticeWorkflow:
         audience = await self._activity(
             Sending.snapshot_audience,
             AudienceRequest(spec=self.spec, at=workflow.now()),
+            timeout=SNAPSHOT,
             summary="snapshot the audience: customers, contacts, contract terms (rule 3)",
         )
         self._show(mailing=audience)
