@@ -37,6 +37,8 @@ import orjson
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
@@ -522,10 +524,13 @@ async def _form(request: Request) -> dict[str, str] | None:
     except UnicodeDecodeError:
         text, found.utf8 = body.decode("utf-8", "replace"), False
     if kind == "multipart/form-data":
+        headers = _utf8_multipart(request.headers.get("content-type", ""))
+        if headers is None:
+            return None
         try:  # fields only (no files); the text re-encoded, so every part decodes as UTF-8
             form = await MultiPartParser(
-                request.headers, _once(text.encode()), max_files=0, max_fields=20,
-                max_part_size=BODY_MAX,
+                headers, _once(text.encode()), max_files=0, max_fields=20,
+                max_part_size=3 * BODY_MAX,  # each unreadable byte is U+FFFD, 3 bytes
             ).parse()  # fmt: skip
         except Exception:  # a broken multipart body: not our page's form
             return None
@@ -549,6 +554,18 @@ def _pairs(text: str, errors: str) -> list[tuple[str, str]]:
     return parse_qsl(
         text, keep_blank_values=True, encoding="utf-8", errors=errors, max_num_fields=20
     )
+
+
+def _utf8_multipart(content_type: str) -> Headers | None:
+    """The multipart Content-Type to parse with: its boundary, and charset UTF-8 whatever the
+    label says (Starlette decodes each part by the label's charset, and by Latin-1 a part it
+    cannot or a charset it does not know: UTF-8 words labelled iso-8859-1 were kept garbled).
+    None without a boundary, or with one no client sends (a quote or backslash in it)."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary", b"").decode("latin-1")
+    if not boundary or '"' in boundary or "\\" in boundary:
+        return None
+    return Headers({"content-type": f'multipart/form-data; boundary="{boundary}"; charset=utf-8'})
 
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
