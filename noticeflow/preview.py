@@ -26,6 +26,16 @@ async def preview_notice(
 ) -> dict[str, Any]:
     notice = await repository.notice_row(pool, notice_id)
     spec = NoticeSpec.model_validate_json(notice["spec"])
+    erased_at = await pool.fetchval(
+        "SELECT erased_at FROM customer_erasures WHERE customer_id = $1", customer_id
+    )
+    # Before "no customer" (its customers row is deleted; a recipient's name and addresses are
+    # gone): a preview would say there is no such customer, or show "[erased]".
+    if erased_at is not None:
+        raise InputError(
+            f"customer {customer_id!r} was erased on {erased_at:%Y-%m-%d}: there is no mail to"
+            " preview, as an erased customer is never mailed again"
+        )
     row = await pool.fetchrow(
         "SELECT name, timezone, window_days, window_unit, country, authorisation, language,"
         " deadline FROM recipients"
@@ -40,14 +50,6 @@ async def preview_notice(
     )
     if row is None:
         raise InputError(f"no customer {customer_id!r}")
-    erased_at = await pool.fetchval(
-        "SELECT erased_at FROM customer_erasures WHERE customer_id = $1", customer_id
-    )
-    if erased_at is not None:  # its name and addresses are gone: a preview would show "[erased]"
-        raise InputError(
-            f"customer {customer_id!r} was erased on {erased_at:%Y-%m-%d}: there is no mail to"
-            " preview, as an erased customer is never mailed again"
-        )
     keys = await load_keys(pool, [customer_id])
     key = keys.get(customer_id)
     contacts = [

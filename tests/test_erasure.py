@@ -275,3 +275,19 @@ def _deps(pool):
     from worker.main import make_deps
 
     return make_deps(pool, "smtp://127.0.0.1:9", "privacy@vendor.example")
+
+
+async def test_a_preview_for_an_erased_customer_says_it_was_erased_even_of_a_draft(notified, pool):
+    """Its customers row is gone, so a notice it never received (a draft, the usual one to
+    preview) has no row for it either: erased is still what is said, not "no customer"."""
+    from datetime import UTC, datetime
+
+    from noticeflow.preview import preview_notice
+
+    await repository.erase_customer(pool, "initech")
+    now = datetime.now(UTC)
+    draft = helpers.notice(now, notice_id="erasure-draft")
+    await repository.create_notice(pool, draft, "alice", now)
+    for notice_id in (notified.notice_id, draft.notice_id):
+        with pytest.raises(InputError, match=r"customer 'initech' was erased on .*never mailed"):
+            await preview_notice(pool, notice_id, "initech", None, None)  # type: ignore[arg-type]
