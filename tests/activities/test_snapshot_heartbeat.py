@@ -74,6 +74,8 @@ async def test_a_cancelled_snapshot_rolls_back_and_a_retry_freezes_everyone(
         env.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(snapshot, 10)
+        # Its statement ended with it, the lock still held: none left waiting to go on after.
+        assert await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0
     finally:
         await holder.close()
     stored = "SELECT count(*) FROM events WHERE event_type = 'audience_snapshotted'"
