@@ -11,6 +11,7 @@ what was typed; logs never see it)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import idna
 
@@ -46,8 +47,17 @@ def normalise_address(text: object, utf8_local: bool = False) -> tuple[str | Non
     local, domain = value.split("@")
     if not local:
         problems.append("nothing before the @")
-    elif len(local) > MAX_LOCAL:
-        problems.append(f"the part before the @ is longer than {MAX_LOCAL} characters")
+    elif len(local.encode() if utf8_local else local) > MAX_LOCAL:  # octets (RFC 5321): é is 2
+        problems.append(
+            f"the part before the @ is longer than {MAX_LOCAL}"
+            f" {'bytes (a letter beyond A-Z takes two to four)' if utf8_local else 'characters'}"
+        )
+    elif utf8_local and (hidden := _invisible(local)) is not None:
+        problems.append(
+            f"the part before the @ holds U+{ord(hidden):04X}, an invisible, private-use or"
+            " unassigned character (often pasted with the address): the relay would take it as"
+            " part of the mailbox's name"
+        )
     elif not (_UTF8_ATEXT if utf8_local else _ATEXT).match(local):
         problems.append(
             f"the part before the @ may hold letters{'' if utf8_local else ' A-Z'}, digits, dots"
@@ -57,9 +67,22 @@ def normalise_address(text: object, utf8_local: bool = False) -> tuple[str | Non
     if problems or ascii_domain is None:
         return None, problems
     address = f"{local}@{ascii_domain}"
-    if len(address) > MAX_ADDRESS:
+    if len(address.encode()) > MAX_ADDRESS:
         return None, [f"an e-mail address has at most {MAX_ADDRESS} characters"]
     return address, []
+
+
+# Joiners (U+200C, U+200D) are part of words in some scripts (Persian, Indic) and of emoji.
+_JOINERS = "\u200c\u200d"
+
+
+def _invisible(text: str) -> str | None:
+    """The first formatting (Cf: a zero-width space, a bidi override, a soft hyphen, a byte order
+    mark), private-use or unassigned character of ``text``, joiners aside."""
+    for char in text:
+        if char not in _JOINERS and unicodedata.category(char) in ("Cf", "Co", "Cn"):
+            return char
+    return None
 
 
 def _domain(domain: str, problems: list[str]) -> str | None:
