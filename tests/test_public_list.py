@@ -515,7 +515,7 @@ def test_the_baseline_file_refuses_blank_and_repeated_list_entries_and_huge_file
     big.write_bytes(b"#" * 1_000_001)
     with pytest.raises(InputError, match="larger than 1,000,000 bytes"):
         load_baseline_file(big, TODAY)
-    with pytest.raises(InputError, match="larger than 1,000,000 bytes"):
+    with pytest.raises(InputError, match="is a device, not a baseline file"):
         load_baseline_file(Path("/dev/zero"), TODAY)
 
 

@@ -4,6 +4,7 @@ file, a directory, unreadable, too large for what it should be, not UTF-8, not T
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,25 +12,25 @@ from typing import Any
 from noticeflow.domain.errors import InputError
 
 
-def read_text(path: Path, kind: str, max_bytes: int | None = None, expected: str = "") -> str:
+def read_text(path: Path, kind: str, max_bytes: int, expected: str = "") -> str:
     """The text of the ``kind`` file at ``path`` (UTF-8, a byte order mark is fine).
 
-    ``max_bytes``: past it the file is refused (``expected`` says what size the file should have);
-    a regular file's size is checked before reading, anything else (a pipe, /dev/zero) is read to
-    one byte past it."""
+    Past ``max_bytes`` the file is refused (``expected`` says what size it should have): a
+    regular file's size is checked before reading, a pipe is read to one byte past it, and a
+    device (/dev/zero, a terminal) is refused unread."""
+    too_big = InputError(
+        f"{path}: larger than {max_bytes:,} bytes; {expected or 'is this the right file?'}"
+    )
     try:
-        if max_bytes is None:
-            raw = path.read_bytes()
-        else:
-            too_big = InputError(
-                f"{path}: larger than {max_bytes:,} bytes; {expected or 'is this the right file?'}"
-            )
-            if path.is_file() and path.stat().st_size > max_bytes:
-                raise too_big
-            with path.open("rb") as stream:
-                raw = stream.read(max_bytes + 1)
-            if len(raw) > max_bytes:
-                raise too_big
+        mode = path.stat().st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise InputError(f"{path}: is a device, not a {kind} file")
+        if stat.S_ISREG(mode) and path.stat().st_size > max_bytes:
+            raise too_big
+        with path.open("rb") as stream:
+            raw = stream.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise too_big
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

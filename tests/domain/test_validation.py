@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import string
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -357,15 +359,30 @@ def test_unreadable_notice_files_are_one_clear_line(tmp_path: Path):
     with pytest.raises(InputError, match="is a directory, not a notice file"):
         load_notice_file(tmp_path)
     # Too large for a notice: refused before reading (a regular file), or after 1 MB + 1 byte of
-    # anything else (it read /dev/zero until memory ran out).
+    # a pipe; a device unread (it read /dev/zero until memory ran out).
     big = tmp_path / "big.toml"
     big.write_bytes(b"#" * 1_000_001)
-    for path in (big, Path("/dev/zero")):
+    pipe = tmp_path / "pipe.toml"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=_write_endlessly, args=(pipe,), daemon=True)
+    writer.start()
+    for path in (big, pipe):
         with pytest.raises(InputError) as error:
             load_notice_file(path)
         assert str(error.value) == (
             f"{path}: larger than 1,000,000 bytes; a notice file is a few kB"
         )
+    writer.join(5)
+    with pytest.raises(InputError) as error:
+        load_notice_file(Path("/dev/zero"))
+    assert str(error.value) == "/dev/zero: is a device, not a notice file"
+
+
+def _write_endlessly(path: Path) -> None:
+    """Feed a named pipe until its reader hangs up (as `yes | noticeflow ...` would)."""
+    with contextlib.suppress(BrokenPipeError), path.open("wb") as stream:
+        while True:
+            stream.write(b"#" * 65536)
 
 
 # --- the customers CSV --------------------------------------------------------------------------
@@ -553,6 +570,20 @@ def test_a_csv_file_that_is_not_utf8_names_the_byte(tmp_path: Path):
     )
     with pytest.raises(InputError, match="no such file"):
         read_customers_file(tmp_path / "missing.csv")
+    # A device is refused unread (it read /dev/zero until memory ran out), and so is a directory.
+    with pytest.raises(InputError) as error:
+        read_customers_file(Path("/dev/zero"))
+    assert str(error.value) == "/dev/zero: is a device, not a CSV file"
+    with pytest.raises(InputError, match="is a directory, not a CSV file"):
+        read_customers_file(tmp_path)
+
+
+def test_one_mailbox_typed_composed_or_decomposed_is_one_contact_and_odd_ones_are_escaped():
+    text = HEADER + "a,A,US,x,jos\u00e9@acme.example;jose\u0301@acme.example,UTC,,\n"
+    (customer,) = parse_customers_csv(text)
+    assert customer.contact_emails == ["jos\u00e9@acme.example"]
+    message = csv_problem(HEADER + "a,A,US,x,ab\u202ecd@acme.example,UTC,,\n")
+    assert "\u202e" not in message and "'ab\\u202ecd@acme.example'" in message, message
 
 
 def test_a_semicolon_separated_file_gets_a_hint():
