@@ -896,8 +896,8 @@ async def run(
         while (await mailer.send_due()).claimed >= 100 and not stop.is_set():
             pass
         if time.monotonic() - swept >= sweep_seconds:
-            swept = time.monotonic()
             await expire_pending(pool)
+            swept = time.monotonic()  # after it: a failed sweep is tried again next round
 
     await follow(
         pool,

@@ -820,8 +820,8 @@ async def run_outbox(
         nonlocal swept
         new = await fill_outbox(pool)
         if time.monotonic() - swept >= sweep_seconds:
-            swept = time.monotonic()
             new |= set(await waiting(pool))
+            swept = time.monotonic()  # after it: a failed sweep is tried again next round
         if new:
             await wake(sorted(new))
 
