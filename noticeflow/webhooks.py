@@ -579,6 +579,13 @@ async def _first_sending(c: asyncpg.Connection, e: es.StoredEvent) -> bool:
     return earlier is None
 
 
+# The stored events a webhook event may come from (map_event): the outbox reads no others' data.
+MAPPED_TYPES = (
+    "phase_changed", "notice_postponed", "notice_cancelled", "subprocessor_enabled",
+    "subprocessor_disabled", "objection_received",
+)  # fmt: skip
+
+
 async def map_event(c: asyncpg.Connection, e: es.StoredEvent) -> Mapped | None:
     """The webhook event a stored event is, if any: ids, dates and flags only."""
     notice_id = notice_id_of(e.stream_id)
@@ -714,7 +721,9 @@ async def _fill_page(c: asyncpg.Connection, page: int, woken: set[str]) -> int:
         if last is not None and (last["tx_id"], last["position"]) > (after.tx_id, after.position):
             await _move(c, es.Checkpoint(last["tx_id"], last["position"]))
         return 0
-    events = await es.read_all(c, after, page)
+    # Only the types a webhook event comes from are read with their data (map_event); the
+    # checkpoint moves past every event of the page (a delivery event per customer mailed).
+    events, last, read = await es.read_of_types(c, after, page, MAPPED_TYPES)
     heads = {
         r["stream_id"]: r["version"]
         for r in await c.fetch(
@@ -746,9 +755,9 @@ async def _fill_page(c: asyncpg.Connection, page: int, woken: set[str]) -> int:
             *(list(column) for column in zip(*rows, strict=True)),
         )
         woken.update(r["subscription_id"] for r in inserted)
-    if events:
-        await _move(c, events[-1].checkpoint)
-    return len(events)
+    if last is not None:
+        await _move(c, last)
+    return read
 
 
 async def _move(c: asyncpg.Connection, to: es.Checkpoint) -> None:

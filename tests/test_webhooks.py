@@ -825,3 +825,26 @@ async def test_two_adds_of_one_target_at_once_make_one_webhook(pool: Any) -> Non
     assert len([r for r in results if not isinstance(r, Exception)]) == 1, results
     assert all(isinstance(r, webhooks.WebhookError) for r in results if isinstance(r, Exception))
     assert await pool.fetchval("SELECT count(*) FROM webhook_subscriptions") == 1
+
+
+async def test_the_outbox_reads_the_data_of_every_type_a_webhook_event_comes_from(pool: Any):
+    """The outbox reads with their data only the event types in webhooks.MAPPED_TYPES (a mailing
+    records one delivery event per customer): every other type must map to no webhook event,
+    whatever its data, or a type added to map_event without MAPPED_TYPES would never be sent."""
+    from noticeflow import eventstore as es
+    from noticeflow.domain.events import EVENT_TYPES
+
+    data = {
+        "phase": "window_open", "customer_id": "acme", "subprocessor": "X", "from": None,
+        "to": None, "received_at": None, "timely": True, "because": "deemed",
+    }  # fmt: skip
+    unmapped = sorted(set(EVENT_TYPES) - set(webhooks.MAPPED_TYPES))
+    assert unmapped and set(webhooks.MAPPED_TYPES) <= set(EVENT_TYPES)
+    async with pool.acquire() as connection:
+        for event_type in [*unmapped, *webhooks.MAPPED_TYPES]:
+            stored = es.StoredEvent(
+                1, 1, "notice-n1", 1, uuid.uuid4(), event_type, 1, data,
+                datetime.now(UTC), datetime.now(UTC), b"", b"",
+            )  # fmt: skip
+            mapped = await webhooks.map_event(connection, stored)
+            assert (mapped is not None) == (event_type in webhooks.MAPPED_TYPES), event_type

@@ -304,3 +304,31 @@ async def test_a_batch_larger_than_a_position_block_keeps_positions_unique_and_i
     assert [event.version for event in stored] == list(range(1, size + 1))
     assert after[0].position > positions[-1]
     assert es.verify_chain(e.as_json() for e in await es.read_stream(pool, "big")) is None
+
+
+async def test_read_of_types_moves_past_the_others_without_their_data(pool):
+    """A follower that wants a few types (the webhook outbox) reads only those with their data,
+    page by page, and its checkpoint moves past every event of each page."""
+    kinds = ["delivered", "wanted", "delivered", "delivered", "other", "wanted", "delivered"]
+    async with pool.acquire() as connection:
+        await es.append_events(
+            connection,
+            "types-1",
+            [new(f"t-{i}", event_type=kind) for i, kind in enumerate(kinds)],
+            es.NO_STREAM,
+        )
+    seen, after, pages = [], es.Checkpoint(), 0
+    while True:
+        events, last, read = await es.read_of_types(pool, after, 3, ["wanted", "other"])
+        if last is None:
+            assert read == 0 and events == []
+            break
+        pages += 1
+        assert read <= 3 and all(e.event_type in ("wanted", "other") for e in events)
+        assert all(after < e.checkpoint <= last for e in events)
+        seen += [e.data["k"] for e in events]
+        after = last
+    assert pages == 3  # 3 + 3 + 1 events read
+    assert seen == ["t-1", "t-4", "t-5"]
+    everything = await es.read_all(pool, es.Checkpoint(), 100)
+    assert after == everything[-1].checkpoint  # past the last event, though it was not wanted
