@@ -130,6 +130,10 @@ async def web_stack(
         web_port=port,
         web_token=WEB_TOKEN,
         temporal_ui_url="http://127.0.0.1:8233",
+        # A posted form waits for its judgement up to this long (it returns the moment it is
+        # judged): the tests read "Accepted" on the receipt, which a loaded 2-core machine may
+        # take longer than the default 5 s to reach (one such failure seen under load).
+        link_wait_seconds=30.0,
     )
     await repository.upsert_customers(pool, helpers.customers())
     for name, role in (("alice", Role.operator), ("bob", Role.approver), ("vera", Role.viewer)):
