@@ -89,7 +89,9 @@ def _domain(domain: str, problems: list[str]) -> str | None:
     if not domain:
         problems.append("nothing after the @ (a domain such as example.com)")
         return None
-    ascii_domain, problem = idna_domain(domain.rstrip("."))
+    # A trailing dot (the root) in any of the spellings UTS 46 maps to "." (an ideographic or
+    # fullwidth full stop, typed with a CJK keyboard) is dropped, as the ASCII one always was.
+    ascii_domain, problem = idna_domain(domain.rstrip(".\u3002\uff0e\uff61"))
     if ascii_domain is None:
         problems.append(f"the domain after the @ {problem}")
         return None

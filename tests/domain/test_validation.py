@@ -472,12 +472,13 @@ def test_contact_addresses_are_checked_as_the_relay_will_take_them():
     takes without SMTPUTF8; an ASCII one as written, case and all."""
     text = HEADER + (
         "a,A,US,x,Privacy@ACME.example;info@bücher.example;dpo@straße.de;x@b.example.;"
-        "jörg@acme.example,UTC,,\n"
+        "jörg@acme.example;y@b.example\u3002;z@c.example\uff0e,UTC,,\n"
     )
     (customer,) = parse_customers_csv(text)
     assert customer.contact_emails == [
         "Privacy@ACME.example", "info@xn--bcher-kva.example", "dpo@xn--strae-oqa.de",
         "x@b.example", "jörg@acme.example",  # sent where the relay offers SMTPUTF8
+        "y@b.example", "z@c.example",  # a trailing ideographic or fullwidth full stop: the root
     ]  # fmt: skip
     message = csv_problem(
         HEADER + "a,A,US,x,a@b..example;a@-x.example;jo..sé@x.example;a@xn--zz.example,UTC,,\n"
