@@ -22,6 +22,19 @@ from worker.main import make_deps
 AUDIENCE = 4  # the customers helpers.notice's services reach (of helpers.customers' five)
 
 
+@pytest.fixture
+async def made(pool, monkeypatch):
+    """A notice created for helpers' customers, not yet snapshotted, and the sending activities
+    in an activity environment; the snapshot heartbeats every 0.2 s."""
+    monkeypatch.setattr(activities.deps, "BEAT_EVERY", 0.2)
+    now = datetime.now(UTC)
+    spec = helpers.notice(now)
+    await repository.upsert_customers(pool, helpers.customers())
+    await repository.create_notice(pool, spec, "alice", now)
+    env, sending = ActivityEnvironment(), SendingActivities(make_deps(pool, "smtp://x", "a@b.c"))
+    return spec, now, env, sending
+
+
 async def _held(owner_database_url: str) -> asyncpg.Connection:
     """A connection holding customers locked (as a long statement would keep the snapshot)."""
     holder = await asyncpg.connect(owner_database_url)
@@ -29,15 +42,8 @@ async def _held(owner_database_url: str) -> asyncpg.Connection:
     return holder
 
 
-async def test_a_held_up_snapshot_heartbeats_then_freezes_everyone(
-    pool, owner_database_url, monkeypatch
-):
-    monkeypatch.setattr(activities.deps, "BEAT_EVERY", 0.2)
-    now = datetime.now(UTC)
-    spec = helpers.notice(now)
-    await repository.upsert_customers(pool, helpers.customers())
-    await repository.create_notice(pool, spec, "alice", now)
-    env, sending = ActivityEnvironment(), SendingActivities(make_deps(pool, "smtp://x", "a@b.c"))
+async def test_a_held_up_snapshot_heartbeats_then_freezes_everyone(pool, owner_database_url, made):
+    spec, now, env, sending = made
     beats: list[tuple[object, ...]] = []
     env.on_heartbeat = lambda *details: beats.append(details)
 
@@ -57,14 +63,9 @@ async def test_a_held_up_snapshot_heartbeats_then_freezes_everyone(
 
 
 async def test_a_cancelled_snapshot_rolls_back_and_a_retry_freezes_everyone(
-    pool, owner_database_url, monkeypatch
+    pool, owner_database_url, made
 ):
-    monkeypatch.setattr(activities.deps, "BEAT_EVERY", 0.2)
-    now = datetime.now(UTC)
-    spec = helpers.notice(now)
-    await repository.upsert_customers(pool, helpers.customers())
-    await repository.create_notice(pool, spec, "alice", now)
-    env, sending = ActivityEnvironment(), SendingActivities(make_deps(pool, "smtp://x", "a@b.c"))
+    spec, now, env, sending = made
     request = AudienceRequest(spec=spec, at=now)
 
     holder = await _held(owner_database_url)
